@@ -1,0 +1,124 @@
+"""The `azrdp` command line: a Click group, its shared options, and the one place that maps
+typed errors to exit codes.
+
+Commands live in ``azrdp/commands/<name>.py`` and are imported only when invoked, so
+``azrdp --help`` and ``azrdp probe`` never pay for importing the Azure SDK (~0.5 s).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from azrdp import __version__
+from azrdp.errors import EXIT_INTERRUPTED, AzrdpError
+
+# name -> "module:attribute". Add a line when you add a command.
+COMMANDS: dict[str, str] = {
+}
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@dataclass
+class Settings:
+    """Options every command shares; set on the group or after the command name."""
+
+    output: str = "text"
+    verbose: int = 0
+    debug: bool = False
+
+
+def settings(ctx: click.Context | None = None) -> Settings:
+    ctx = ctx or click.get_current_context()
+    return ctx.ensure_object(Settings)
+
+
+def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        settings(ctx).output = value
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:
+        settings(ctx).verbose += value
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        settings(ctx).debug = True
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-o/--output, -v/--verbose and --debug, accepted before or after the command name."""
+    for decorator in reversed((
+        click.option("-o", "--output", type=click.Choice(["text", "json"]), default=None,
+                     expose_value=False, callback=_set_output, is_eager=True,
+                     help="Result format on stdout (default: text)."),
+        click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose,
+                     is_eager=True, help="More detail in text output; repeat for more."),
+        click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                     is_eager=True, help="Log HTTP traffic (tokens redacted) and show tracebacks."),
+    )):
+        fn = decorator(fn)
+    return fn
+
+
+class _Failure(click.ClickException):
+    """A typed azrdp error on its way out: one line on stderr and its documented exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.message}", err=True)
+
+
+class AzrdpGroup(click.Group):
+    """Lazily imports commands and turns typed errors into exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AzrdpError as err:
+            if settings(ctx).debug:
+                traceback.print_exc(file=sys.stderr)
+            raise _Failure(err.one_line(), err.exit_code) from err
+        except KeyboardInterrupt:
+            raise _Failure("interrupted.", EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=AzrdpGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="azrdp")
+@shared_options
+def cli() -> None:
+    """Find out why an Azure Windows VM refuses Remote Desktop, repair it, and prove RDP answers.
+
+    \b
+    Exit codes: 0 RDP answers (healthy or fixed); 1 problem found or still not answering;
+    2 usage error; 3 sign-in or permission failure; 4 VM or resource not found;
+    5 an Azure operation failed or timed out; 130 interrupted.
+    """
+
+
+def main() -> None:
+    cli(prog_name="azrdp")

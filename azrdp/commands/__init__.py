@@ -1,0 +1,1 @@
+"""One module per `azrdp` command. Each parses options, calls one library function, renders."""
