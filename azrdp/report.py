@@ -52,3 +52,38 @@ def render_checks(checks: Iterable[Check], *, verbose: int = 0) -> str:
                 for key, value in check.details.items():
                     lines.append(f"       {'':<18}    {key}: {value}")
     return "\n".join(lines)
+
+
+def junit_xml(suites: Iterable[tuple[str, Iterable[Check]]], *, name: str = "azrdp") -> str:
+    """JUnit XML a CI system can read: one <testsuite> per (name, checks) pair, one <testcase>
+    per check. fail -> <failure>, error -> <error>, skip -> <skipped>; warnings pass and carry
+    their summary in <system-out>."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name=name)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite_name, checks in suites:
+        checks = list(checks)
+        suite = ET.SubElement(root, "testsuite", name=suite_name)
+        counts = {"tests": len(checks), "failures": 0, "errors": 0, "skipped": 0}
+        for check in checks:
+            case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{check.side}", name=check.id)
+            text = check.summary + (f"\nRemedy: {check.remedy}" if check.remedy else "")
+            if check.status is Status.FAIL:
+                ET.SubElement(case, "failure", message=check.summary, type="fail").text = text
+                counts["failures"] += 1
+            elif check.status is Status.ERROR:
+                ET.SubElement(case, "error", message=check.summary, type="error").text = text
+                counts["errors"] += 1
+            elif check.status is Status.SKIP:
+                ET.SubElement(case, "skipped", message=check.summary)
+                counts["skipped"] += 1
+            else:
+                ET.SubElement(case, "system-out").text = f"{check.status.value}: {check.summary}"
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
