@@ -1,0 +1,555 @@
+"""THE result schema of each PowerShell payload, as Python data.
+
+Every payload prints exactly one line ``AZRDP-RESULT:{compact json}``. The JSON object after the
+marker follows the schema below for its payload id (``diagnose`` or ``repair``). Three parties
+depend on it, and tests keep them in step:
+
+* the PowerShell scripts in this folder, which build the object;
+* :mod:`azrdp.payloads.result`, which parses it (and calls :func:`validate_result`);
+* the ARM emulator's simulated Windows guest, which answers Run Command with objects in exactly
+  this schema (and should call :func:`validate_result` on what it produces).
+
+Conventions (the same in every payload):
+
+* Keys are snake_case. Objects are **closed**: a key the schema does not list is an error, and a
+  key marked required must be present (its value may be ``null`` only where ``nullable``).
+* A section a payload could not read is ``null`` and an entry in ``errors`` names it: one failed
+  check never hides the others.
+* Thumbprints are 40 upper-case hex characters. Times are UTC ISO 8601 strings
+  ``YYYY-MM-DDTHH:MM:SSZ``.
+* Lists are bounded (``max_items``) and free text is bounded (``max_len``): the scripts truncate
+  and report the full count beside the list, so the whole output stays well under Run Command's
+  4,096-byte cap. :func:`worst_case_size` computes the largest line a schema allows.
+* Registry DWORDs are reported as integers, ``null`` when the value is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from azrdp.errors import ProtocolError
+
+RESULT_MARKER = "AZRDP-RESULT:"
+"""Prefix of the one result line every payload prints."""
+
+RUN_COMMAND_OUTPUT_CAP = 4096
+"""Action Run Command returns only the last 4,096 bytes of StdOut (and of StdErr)."""
+
+RESULT_LINE_BUDGET = 3700
+"""The largest result line a schema may allow (bytes). The line is printed last, and Run Command
+keeps the *last* 4,096 bytes, so output before it can never cut it; what matters is that the line
+alone fits. Free text is made plain printable ASCII by the scripts, with the characters Windows
+PowerShell 5.1's ConvertTo-Json would escape (``' " < > & \\``) replaced, so one character is
+one byte and this bound is exact; the rest of the cap is head-room for the line ending."""
+
+
+class ResultSchemaError(ProtocolError):
+    """A payload result does not follow its schema (wrong type, missing or unknown key, ...)."""
+
+    def __init__(self, payload_id: str, path: str, problem: str):
+        super().__init__(f"{payload_id} payload result does not follow its schema at {path}: {problem}",
+                         hint="The guest ran a different payload version, or its output was altered.")
+        self.payload_id = payload_id
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value in a payload result.
+
+    kind: ``str`` | ``int`` | ``bool`` | ``object`` | ``array`` | ``union``.
+    ``object`` lists ``fields``; ``array`` has ``items`` and ``max_items``; ``union`` picks one of
+    ``variants`` (all objects) by the string value of key ``discriminator``.
+    """
+
+    kind: str
+    doc: str
+    required: bool = True
+    nullable: bool = False
+    fields: Mapping[str, "Field"] | None = None
+    items: "Field | None" = None
+    max_items: int | None = None
+    max_len: int | None = None
+    pattern: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    discriminator: str | None = None
+    variants: Mapping[str, "Field"] | None = field(default=None)
+
+
+# -- small constructors, so the schemas below read like a table ---------------------------------
+
+def s(doc: str, *, max_len: int = 64, null: bool = False, choices: tuple[str, ...] | None = None,
+      pattern: str | None = None, opt: bool = False) -> Field:
+    if choices:
+        max_len = max(len(c) for c in choices)
+    return Field("str", doc, required=not opt, nullable=null, max_len=max_len, choices=choices,
+                 pattern=pattern)
+
+
+def i(doc: str, *, null: bool = False, lo: int | None = 0, hi: int | None = 4294967295,
+      opt: bool = False) -> Field:
+    return Field("int", doc, required=not opt, nullable=null, minimum=lo, maximum=hi)
+
+
+def b(doc: str, *, null: bool = False, opt: bool = False) -> Field:
+    return Field("bool", doc, required=not opt, nullable=null)
+
+
+def o(doc: str, *, null: bool = False, opt: bool = False, **fields: Field) -> Field:
+    return Field("object", doc, required=not opt, nullable=null, fields=fields)
+
+
+def a(doc: str, items: Field, *, max_items: int, null: bool = False, opt: bool = False) -> Field:
+    return Field("array", doc, required=not opt, nullable=null, items=items, max_items=max_items)
+
+
+THUMBPRINT = r"^[0-9A-F]{40}$"
+UTC_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+VERSION = r"^\d+\.\d+\.\d+$"
+
+# -- shared pieces ------------------------------------------------------------------------------
+
+SERVICE_NAMES = ("TermService", "SessionEnv", "UmRdpService", "CertPropSvc", "KeyIso", "CryptSvc",
+                 "MpsSvc")
+"""The services diagnose reports, in this order."""
+
+SERVICE_STATES = ("Running", "Stopped", "StartPending", "StopPending", "ContinuePending",
+                  "PausePending", "Paused", "Missing")
+START_TYPES = ("Automatic", "Manual", "Disabled", "Boot", "System")
+
+SERVICE = o(
+    "One Windows service.",
+    name=s("Service name (not the localized display name).", choices=SERVICE_NAMES),
+    state=s("Current state; `Missing` when the service does not exist.", choices=SERVICE_STATES),
+    start=s("Start type; null when the service is missing.", choices=START_TYPES, null=True),
+)
+
+_CERT_FACTS = dict(
+    not_after=s("Expiry (NotAfter) in UTC.", max_len=20, pattern=UTC_TIME),
+    expired=b("NotAfter is in the past (guest clock)."),
+    key_readable=b("The private key exists and could really be opened (as SYSTEM): false means a "
+                   "missing, corrupt or unreadable key container."),
+    self_signed=b("Issuer equals subject."),
+)
+
+CERT = o(
+    "One certificate in Cert:\\LocalMachine\\Remote Desktop.",
+    thumbprint=s("SHA-1 thumbprint.", max_len=40, pattern=THUMBPRINT),
+    **_CERT_FACTS,
+)
+
+CERT_LIST_MAX = 2
+
+BOUND_CERT = o(
+    "The certificate SSLCertificateSHA1Hash names (its thumbprint is `bound`).", null=True,
+    store=s("Where it was found: `rd` = Cert:\\LocalMachine\\Remote Desktop, `my` = "
+            "Cert:\\LocalMachine\\My.", choices=("rd", "my")),
+    **_CERT_FACTS,
+)
+
+RDP_KEY = o(
+    "The RDP key container file MachineKeys\\f686aace6942fb7f7ceb231212eef4a4_* .",
+    present=b("At least one matching file exists."),
+    file=s("Its file name (the first when several).", max_len=72, null=True),
+    size=i("Its size in bytes (0 suggests a corrupt key).", null=True, hi=None),
+    network_service_read=b("NT AUTHORITY\\NETWORK SERVICE is allowed read."),
+    system_full=b("NT AUTHORITY\\SYSTEM is allowed full control."),
+)
+
+MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
+"""Windows' default security descriptor of C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys."""
+
+MACHINEKEYS = o(
+    "The MachineKeys folder and the RDP key container.",
+    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 160 characters.", max_len=160,
+           null=True),
+    default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
+    files=i("Number of files in the folder.", hi=None),
+    rdp_key=RDP_KEY,
+)
+
+SESSION_STATES = ("Active", "Disc", "Conn", "Listen", "Shadow", "Idle", "Down", "Init", "Reset",
+                  "ConnQ", "Unknown")
+
+SESSION = o(
+    "One session as `query session` shows it (listeners excluded).",
+    id=i("Session id.", hi=65536),
+    name=s("Session name (console, rdp-tcp#3, services), null for a disconnected session.",
+           max_len=12, null=True),
+    user=s("User name, truncated to 24 characters; null when none.", max_len=24, null=True),
+    state=s("Session state as query session prints it.", choices=SESSION_STATES),
+    idle_min=i("Idle minutes from `query user` (capped at 99999); null when unknown.", null=True,
+               hi=99999),
+)
+
+SESSION_LIST_MAX = 4
+
+# -- diagnose ------------------------------------------------------------------------------------
+
+DIAGNOSE_SECTIONS = ("os", "services", "rdp", "listener", "cert", "machinekeys", "firewall",
+                     "sessions", "events", "reboot")
+"""The sections of a diagnose result; each can be null (then ``errors`` says why)."""
+
+REBOOT_REASONS = ("cbs", "windows_update", "file_rename", "computer_rename")
+
+ERROR = o(
+    "A check or step that failed inside the guest (the rest still ran).",
+    section=s("The section that failed.", choices=DIAGNOSE_SECTIONS),
+    message=s("The exception message, truncated to 80 characters.", max_len=80),
+)
+
+DIAGNOSE = o(
+    "Result of the read-only diagnose payload.",
+    payload=s("Always `diagnose`.", choices=("diagnose",)),
+    version=s("The payload's version (manifest.json).", max_len=12, pattern=VERSION),
+    run_id=s("The RunId parameter echoed back (empty when none was given).", max_len=36),
+    os=o("The operating system.", null=True,
+         build=s("Build and revision, e.g. 20348.2340.", max_len=24, null=True),
+         caption=s("Product name, truncated.", max_len=48, null=True),
+         uptime_min=i("Minutes since boot.", null=True, hi=None)),
+    services=a("TermService, SessionEnv, UmRdpService, CertPropSvc, KeyIso, CryptSvc, MpsSvc.",
+               SERVICE, max_items=len(SERVICE_NAMES), null=True),
+    rdp=o("Remote Desktop settings from the registry.", null=True,
+          deny=i("fDenyTSConnections under HKLM\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server.",
+                 null=True),
+          deny_policy=i("fDenyTSConnections under HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\"
+                        "Terminal Services (a group policy; wins over the local value).", null=True),
+          port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+          nla=i("RDP-Tcp UserAuthentication (1 = NLA required).", null=True),
+          nla_policy=i("UserAuthentication set by policy.", null=True),
+          security_layer=i("RDP-Tcp SecurityLayer (0 RDP, 1 negotiate, 2 TLS).", null=True),
+          min_encryption=i("RDP-Tcp MinEncryptionLevel (4 = FIPS).", null=True)),
+    listener=o("The RDP-Tcp listener.", null=True,
+               state=s("State of the rdp-tcp winstation in `query session` (Listen when healthy); "
+                       "null when it is not listed.", choices=SESSION_STATES, null=True),
+               tcp_listening=b("Something listens on the RDP port over TCP."),
+               owner=s("The process that owns the listening socket (svchost for TermService).",
+                       max_len=32, null=True)),
+    cert=o("The RDP certificate.", null=True,
+           bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
+                   "unset (RDP then uses its self-signed certificate).", max_len=40,
+                   pattern=THUMBPRINT, null=True),
+           bound_cert=BOUND_CERT,
+           certs=a(f"Certificates in Cert:\\LocalMachine\\Remote Desktop (first {CERT_LIST_MAX}, "
+                   "newest first).", CERT, max_items=CERT_LIST_MAX),
+           total=i("Certificates in that store, including those not listed.", hi=None)),
+    machinekeys=Field("object", MACHINEKEYS.doc, nullable=True, fields=MACHINEKEYS.fields),
+    firewall=o("Windows Firewall.", null=True,
+               service=s("MpsSvc state.", choices=SERVICE_STATES),
+               profiles=a("Domain, Private and Public profiles.",
+                          o("One firewall profile.",
+                            name=s("Profile name.", choices=("Domain", "Private", "Public")),
+                            enabled=b("The profile is on."),
+                            inbound=s("Default inbound action.",
+                                      choices=("Block", "Allow", "NotConfigured")),
+                            rules_ignored=b("AllowInboundRules is off (block all inbound: every "
+                                            "allow rule is ignored).")),
+                          max_items=3),
+               rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
+               rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
+               port_allowed=b("An enabled inbound allow rule covers the RDP port over TCP.")),
+    sessions=o("Sessions and free seats.", null=True,
+               list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
+                      max_items=SESSION_LIST_MAX),
+               total=i("All sessions, including those not listed.", hi=None),
+               server_mode=s("`admin`: no Session Host role, two remote sessions at most; "
+                             "`rdsh`: a licensed Session Host.", choices=("admin", "rdsh")),
+               max_instances=i("RDP-Tcp MaxInstanceCount (4294967295 = unlimited), or the policy "
+                               "value when set.", null=True),
+               seat_limit=i("Remote sessions allowed: min(2 in admin mode, max_instances)."),
+               used=i("Remote sessions holding a seat (Active or Disc, not console, not 0)."),
+               free=i("seat_limit - used, never negative."),
+               single_session=b("fSingleSessionPerUser (a user reconnects to the same session).",
+                                null=True)),
+    events=o("System log event counts for the last `hours` hours (each capped at 500).", null=True,
+             hours=i("Window in hours (the EventHours parameter).", lo=1, hi=168),
+             rcm_1057=i("TerminalServices-RemoteConnectionManager 1057: failed to create the "
+                        "self-signed certificate (Keyset does not exist)."),
+             rcm_1058=i("TerminalServices-RemoteConnectionManager 1058: failed to replace the "
+                        "expired self-signed certificate."),
+             schannel_36870=i("Schannel 36870: TLS server credential private key not accessible."),
+             schannel_36871=i("Schannel 36871: fatal error creating a TLS server credential."),
+             scm_termservice=i("Service Control Manager 7000/7001/7022/7023/7024/7031/7034 "
+                               "naming Remote Desktop Services."),
+             last=s("The newest of those events: `<id> <time> <message>`, truncated.",
+                    max_len=80, null=True)),
+    reboot=o("A reboot Windows is waiting for.", null=True,
+             pending=b("Any reason below applies."),
+             reasons=a("Why.", s("Reason.", choices=REBOOT_REASONS), max_items=4)),
+    errors=a("Sections that failed (first 3).", ERROR, max_items=3),
+    errors_total=i("All failures, including those not listed.", hi=None),
+)
+
+# -- repair --------------------------------------------------------------------------------------
+
+REPAIR_STEPS = ("rdp-config", "machinekeys-acl", "machinekeys-rename", "cert", "sessions")
+"""Repair steps in the fixed order the payload runs them (whatever order they are asked in)."""
+
+STEP_STATUSES = ("changed", "unchanged", "failed", "skipped")
+
+ACTION = s("One change made, e.g. `deny=0`, `start:TermService`, `fw:group`.", max_len=20)
+ACTIONS_MAX = 4
+
+RDP_KEY_ACL = o(
+    "The RDP key container's presence and ACL.",
+    present=RDP_KEY.fields["present"],
+    network_service_read=RDP_KEY.fields["network_service_read"],
+    system_full=RDP_KEY.fields["system_full"],
+)
+
+RDP_CONFIG_STATE = o(
+    "Remote Desktop enablement, its services and firewall rules.", null=True,
+    deny=i("Local fDenyTSConnections.", null=True),
+    deny_policy=i("Policy fDenyTSConnections (null when no policy sets it).", null=True),
+    port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+    services=a("TermService then SessionEnv.", SERVICE, max_items=2),
+    fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
+    fw_rules_enabled=i("Of those, enabled.", hi=None),
+    custom_rule=b("The azrdp rule for a non-default port exists and is enabled; null when the "
+                  "port is 3389.", null=True),
+)
+
+MACHINEKEYS_ACL_STATE = o(
+    "MachineKeys folder ACL and the RDP key container's ACL.", null=True,
+    default=MACHINEKEYS.fields["default"],
+    files=MACHINEKEYS.fields["files"],
+    rdp_key=RDP_KEY_ACL,
+)
+
+MACHINEKEYS_RENAME_STATE = o(
+    "The MachineKeys folder as a whole.", null=True,
+    files=i("Files in C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys.", hi=None),
+    default=MACHINEKEYS.fields["default"],
+    rdp_key=RDP_KEY_ACL,
+)
+
+CERT_STATE = o(
+    "What RDP would serve, and the Remote Desktop store.", null=True,
+    bound=s("SSLCertificateSHA1Hash, null when unset.", max_len=40, pattern=THUMBPRINT, null=True),
+    total=i("Certificates in Cert:\\LocalMachine\\Remote Desktop.", hi=None),
+    bad=i("Of those, expired or with an unreadable private key.", hi=None),
+    current=s("Thumbprint RDP serves: the bound one when set, else the newest usable one in the "
+              "store; null when none.", max_len=40, pattern=THUMBPRINT, null=True),
+    current_not_after=s("Its expiry.", max_len=20, pattern=UTC_TIME, null=True),
+    security_layer=i("RDP-Tcp SecurityLayer (read only: the step never lowers it).", null=True),
+)
+
+SESSIONS_STATE = o(
+    "Sessions and seats.", null=True,
+    total=i("All sessions (listeners excluded).", hi=None),
+    disconnected=i("Sessions in state Disc.", hi=None),
+    active=i("Remote sessions in state Active.", hi=None),
+    seat_limit=i("Remote sessions allowed."),
+    used=i("Remote sessions holding a seat."),
+    free=i("Free seats."),
+)
+
+BACKUP_PATH = 80
+
+
+def _step(name: str, doc: str, state: Field, info: Field) -> Field:
+    return o(doc,
+             name=s("The step.", choices=(name,)),
+             status=s("changed | unchanged (already healthy) | failed | skipped (a precondition "
+                      "was not met; `error` says which).", choices=STEP_STATUSES),
+             before=state,
+             after=Field(state.kind, "The same state read again after the step (null when it "
+                         "could not be read).", nullable=True, fields=state.fields),
+             info=info,
+             reboot_required=b("This step's change takes full effect only after a reboot."),
+             error=s("Why the step failed or was skipped, truncated to 60 characters.",
+                     max_len=60, null=True))
+
+
+REPAIR_STEP_SCHEMAS: dict[str, Field] = {
+    "rdp-config": _step(
+        "rdp-config", "fDenyTSConnections=0, TermService/SessionEnv running, firewall rules on.",
+        RDP_CONFIG_STATE,
+        o("What the step did.", null=True,
+          policy_forces_deny=b("A group policy sets fDenyTSConnections=1 and will put it back: fix "
+                               "the policy (the step does not override it)."),
+          actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
+    "machinekeys-acl": _step(
+        "machinekeys-acl", "Restore the MachineKeys default ACL and the RDP key container's ACL.",
+        MACHINEKEYS_ACL_STATE,
+        o("What the step did.", null=True,
+          backup=s("Folder holding `icacls /save` of the ACLs before any change (null when nothing "
+                   "needed changing).", max_len=BACKUP_PATH, null=True),
+          actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
+    "machinekeys-rename": _step(
+        "machinekeys-rename", "Move MachineKeys aside, recreate it, copy back all but the RDP key.",
+        MACHINEKEYS_RENAME_STATE,
+        o("What the step did.", null=True,
+          backup=s("The renamed old folder (kept, never deleted).", max_len=BACKUP_PATH,
+                   null=True),
+          acl_backup=s("Folder holding `icacls /save` of the old ACLs.", max_len=BACKUP_PATH,
+                       null=True),
+          copied=i("Key files copied back into the new folder.", hi=None),
+          skipped=a("RDP key container files left behind in the backup (first 1).",
+                    s("File name.", max_len=72), max_items=1),
+          skipped_total=i("All files left behind.", hi=None))),
+    "cert": _step(
+        "cert", "Remove expired/unusable RDP certificates, let Windows make a fresh one.",
+        CERT_STATE,
+        o("What the step did.", null=True,
+          removed=a("Thumbprints removed from the Remote Desktop store (first 2).",
+                    s("Thumbprint.", max_len=40, pattern=THUMBPRINT), max_items=2),
+          removed_total=i("All certificates removed.", hi=None),
+          cleared_binding=b("SSLCertificateSHA1Hash pointed to a missing, expired or unusable "
+                            "certificate and was removed."),
+          kept_bound=b("A valid admin-bound certificate was left in place."),
+          restarted=a("Services restarted, in order.", s("Service.", choices=SERVICE_NAMES),
+                      max_items=2))),
+    "sessions": _step(
+        "sessions", "Log off disconnected sessions (active ones only when asked).",
+        SESSIONS_STATE,
+        o("What the step did.", null=True,
+          logged_off=a("Session ids logged off (first 4).", i("Session id.", hi=65536),
+                       max_items=4),
+          logged_off_total=i("All sessions logged off.", hi=None),
+          seats_freed=i("after.free - before.free, never negative."),
+          include_active=b("Active sessions were included (LogOffActive=true)."))),
+}
+
+REPAIR = o(
+    "Result of the repair payload.",
+    payload=s("Always `repair`.", choices=("repair",)),
+    version=s("The payload's version (manifest.json).", max_len=12, pattern=VERSION),
+    run_id=s("The RunId parameter echoed back.", max_len=36),
+    steps=a("The steps asked for, in the fixed order of REPAIR_STEPS.",
+            Field("union", "One step, by name.", discriminator="name",
+                  variants=REPAIR_STEP_SCHEMAS),
+            max_items=len(REPAIR_STEPS)),
+    changed=b("At least one step changed something."),
+    reboot_pending=b("Windows had a reboot pending before the repair (same sources as diagnose)."),
+    reboot_required=b("A step needs a reboot, or Windows already had one pending."),
+)
+
+SCHEMAS: dict[str, Field] = {"diagnose": DIAGNOSE, "repair": REPAIR}
+"""Payload id -> the schema of its result object."""
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _check(payload_id: str, spec: Field, value: Any, path: str) -> None:
+    def fail(problem: str) -> None:
+        raise ResultSchemaError(payload_id, path, problem)
+
+    if value is None:
+        if not spec.nullable:
+            fail("null is not allowed")
+        return
+    kind = spec.kind
+    if kind == "union":
+        if not isinstance(value, dict):
+            fail(f"expected object, got {_type_name(value)}")
+        tag = value.get(spec.discriminator or "")
+        variant = (spec.variants or {}).get(tag) if isinstance(tag, str) else None
+        if variant is None:
+            fail(f"{spec.discriminator} must be one of {sorted(spec.variants or {})}, got {tag!r}")
+        _check(payload_id, variant, value, path)
+        return
+    if kind == "bool":
+        if not isinstance(value, bool):
+            fail(f"expected bool, got {_type_name(value)}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"expected int, got {_type_name(value)}")
+        if spec.minimum is not None and value < spec.minimum:
+            fail(f"{value} is below {spec.minimum}")
+        if spec.maximum is not None and value > spec.maximum:
+            fail(f"{value} is above {spec.maximum}")
+    elif kind == "str":
+        if not isinstance(value, str):
+            fail(f"expected str, got {_type_name(value)}")
+        if spec.choices is not None and value not in spec.choices:
+            fail(f"{value!r} is not one of {list(spec.choices)}")
+        if spec.max_len is not None and len(value) > spec.max_len:
+            fail(f"longer than {spec.max_len} characters")
+        if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+            fail(f"{value!r} does not match {spec.pattern}")
+    elif kind == "array":
+        if not isinstance(value, list):
+            fail(f"expected array, got {_type_name(value)}")
+        if spec.max_items is not None and len(value) > spec.max_items:
+            fail(f"{len(value)} items, at most {spec.max_items} allowed")
+        assert spec.items is not None
+        for index, item in enumerate(value):
+            _check(payload_id, spec.items, item, f"{path}[{index}]")
+    elif kind == "object":
+        if not isinstance(value, dict):
+            fail(f"expected object, got {_type_name(value)}")
+        fields = spec.fields or {}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            fail(f"unknown key(s) {unknown}")
+        for name, sub in fields.items():
+            if name not in value:
+                if sub.required:
+                    raise ResultSchemaError(payload_id, f"{path}.{name}", "required key is missing")
+                continue
+            _check(payload_id, sub, value[name], f"{path}.{name}")
+    else:  # pragma: no cover - a schema bug, not a payload bug
+        raise ValueError(f"unknown schema kind {kind!r}")
+
+
+def validate_result(payload_id: str, obj: Any) -> dict[str, Any]:
+    """Check ``obj`` against the result schema of ``payload_id``; return it unchanged.
+
+    Raises :class:`ResultSchemaError` (a :class:`~azrdp.errors.ProtocolError`) naming the JSON
+    path and the problem on the first mismatch, and for the repair payload also when the steps are
+    not in the fixed order or repeat.
+    """
+    try:
+        spec = SCHEMAS[payload_id]
+    except KeyError:
+        raise ValueError(f"no result schema for payload {payload_id!r}; known: {sorted(SCHEMAS)}") from None
+    _check(payload_id, spec, obj, "$")
+    if payload_id == "repair":
+        names = [step["name"] for step in obj["steps"]]
+        ordered = [name for name in REPAIR_STEPS if name in names]
+        if names != ordered:
+            raise ResultSchemaError(payload_id, "$.steps",
+                                    f"steps {names} must appear once each in the order {list(REPAIR_STEPS)}")
+    return obj
+
+
+# -- size accounting -----------------------------------------------------------------------------
+
+def _largest(spec: Field) -> Any:
+    """The value of ``spec`` whose compact JSON is longest (plain ASCII text)."""
+    if spec.kind == "union":
+        return max((_largest(v) for v in (spec.variants or {}).values()),
+                   key=lambda value: len(json.dumps(value, separators=(",", ":"))))
+    if spec.kind == "bool":
+        return False
+    if spec.kind == "int":
+        return spec.maximum if spec.maximum is not None else 2**31 - 1
+    if spec.kind == "str":
+        return "x" * (spec.max_len or 0)
+    if spec.kind == "array":
+        assert spec.items is not None
+        if spec.items.kind == "union":  # each variant once (repair steps never repeat)
+            variants = [_largest(v) for v in (spec.items.variants or {}).values()]
+            return variants[: spec.max_items or 0]
+        return [_largest(spec.items)] * (spec.max_items or 0)
+    return {name: _largest(sub) for name, sub in (spec.fields or {}).items()}
+
+
+def worst_case_size(payload_id: str) -> int:
+    """Bytes of the longest result line (marker included) the schema of ``payload_id`` allows,
+    counting every character of free text as one byte."""
+    return len(RESULT_MARKER) + len(json.dumps(_largest(SCHEMAS[payload_id]), separators=(",", ":")))
