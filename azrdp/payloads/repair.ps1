@@ -1,0 +1,794 @@
+<#
+.SYNOPSIS
+    Repair the guest side of Remote Desktop, for azrdp: RDP settings, MachineKeys, the RDP
+    certificate, sessions.
+
+.DESCRIPTION
+    Run by azrdp through Azure Run Command (RunPowerShellScript, as SYSTEM). The steps asked for
+    in -Steps always run in this fixed order, each in its own try/catch, each reporting its state
+    before and after and whether it changed anything:
+
+    rdp-config          fDenyTSConnections=0 (and says so when a policy forces it back);
+                        TermService and SessionEnv not disabled, and running; the "Remote
+                        Desktop" firewall rules enabled, plus a rule for a non-default port.
+    machinekeys-acl     Saves the current ACLs (icacls /save into a new timestamped folder under
+                        %ProgramData%\azrdp\backup) first, then restores the MachineKeys folder's
+                        default ACL and gives the RDP key container NETWORK SERVICE read and
+                        SYSTEM full control.
+    machinekeys-rename  Only when a key is unusable: saves the ACLs, renames MachineKeys to a new
+                        timestamped name (never overwriting an earlier backup, never deleting),
+                        creates a fresh MachineKeys with the default ACL and copies back every key
+                        file except the RDP key container, keeping each file's ACL.
+    cert                Removes every expired or unusable certificate from the Remote Desktop
+                        store (exported to the backup folder first), clears an
+                        SSLCertificateSHA1Hash that points to a missing, expired or unusable
+                        certificate (a valid admin-bound certificate is left alone), restarts
+                        SessionEnv and TermService so Windows makes a fresh self-signed
+                        certificate, and reports it. Never lowers SecurityLayer.
+    sessions            Logs off disconnected sessions (active remote sessions only with
+                        -LogOffActive true) and reports the seats freed.
+
+    Idempotent: on a healthy VM every step reports "unchanged" and changes nothing. The output
+    is exactly one line, AZRDP-RESULT:{compact json}, in the schema of
+    azrdp/payloads/schema.py (REPAIR), well under Run Command's 4,096-byte output cap.
+
+.PARAMETER Steps
+    Comma-separated steps: rdp-config, machinekeys-acl, machinekeys-rename, cert, sessions.
+
+.PARAMETER LogOffActive
+    'true' to let the sessions step log off active remote sessions too (default 'false').
+
+.PARAMETER RunId
+    An id of this run, echoed in the result and written beside the backups.
+
+.EXAMPLE
+    .\repair.ps1 -Steps 'rdp-config,cert' -RunId 7f3c2a
+
+.NOTES
+    Windows PowerShell 5.1 compatible; no aliases. Backups: %ProgramData%\azrdp\backup\<UTC time>.
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory = $true)]
+    [ValidatePattern('^(rdp-config|machinekeys-acl|machinekeys-rename|cert|sessions)(,(rdp-config|machinekeys-acl|machinekeys-rename|cert|sessions))*$')]
+    [string]$Steps,
+
+    [Parameter(Mandatory = $false)]
+    [ValidateSet('true', 'false')]
+    [string]$LogOffActive = 'false',
+
+    [Parameter(Mandatory = $false)]
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$')]
+    [string]$RunId = ''
+)
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'
+
+$PayloadVersion = '1.0.0'
+
+# ---- shared helpers: kept identical in diagnose.ps1 and repair.ps1 (tests compare them) ----
+
+$TerminalServerKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server'
+$RdpTcpKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations\RDP-Tcp'
+$TsPolicyKey = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services'
+$MachineKeysPath = Join-Path -Path $env:ProgramData -ChildPath 'Microsoft\Crypto\RSA\MachineKeys'
+$MachineKeysDefaultSddl = 'O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)'
+$RdpKeyFilter = 'f686aace6942fb7f7ceb231212eef4a4_*'
+$RdpCertStore = 'Cert:\LocalMachine\Remote Desktop'
+$RemoteDesktopRuleGroup = '@FirewallAPI.dll,-28752'
+$SidSystem = 'S-1-5-18'
+$SidNetworkService = 'S-1-5-20'
+
+function Limit-Text {
+    # Plain printable ASCII, without the characters ConvertTo-Json (5.1) escapes, at most $Max long.
+    param([AllowNull()][object]$Text, [Parameter(Mandatory = $true)][int]$Max)
+    if ($null -eq $Text) { return $null }
+    $clean = ([string]$Text) -replace '[\r\n\t]+', ' ' -replace '[^\x20-\x7E]', '?'
+    $clean = $clean -replace "['""]", '`' -replace '<', '(' -replace '>', ')' -replace '&', '+'
+    $clean = $clean.Replace('\', '/').Trim()
+    if ($clean.Length -gt $Max) { $clean = $clean.Substring(0, $Max) }
+    return $clean
+}
+
+function Get-RegValue {
+    # A registry value, or $null when the key or the value is absent.
+    param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Name)
+    $item = Get-ItemProperty -LiteralPath $Path -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $item) { return $null }
+    return $item.$Name
+}
+
+function Get-DWord {
+    # A REG_DWORD as an unsigned number (4294967295 stays 4294967295), or $null.
+    param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Name)
+    $value = Get-RegValue -Path $Path -Name $Name
+    if ($null -eq $value) { return $null }
+    return [int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$value), 0)
+}
+
+function Invoke-Native {
+    # Run a console program; stderr lines become text instead of terminating errors.
+    param([Parameter(Mandatory = $true)][string]$FilePath, [string[]]$ArgumentList = @())
+    $ErrorActionPreference = 'Continue'
+    $output = & $FilePath @ArgumentList 2>&1
+    $lines = @($output | ForEach-Object -Process { $_.ToString() })
+    return [pscustomobject]@{ ExitCode = $LASTEXITCODE; Lines = $lines }
+}
+
+function Get-ServiceFacts {
+    param([Parameter(Mandatory = $true)][string]$Name)
+    $service = Get-Service -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $service) { return [ordered]@{ name = $Name; state = 'Missing'; start = $null } }
+    $startTypes = @{ 0 = 'Boot'; 1 = 'System'; 2 = 'Automatic'; 3 = 'Manual'; 4 = 'Disabled' }
+    $start = Get-DWord -Path "HKLM:\SYSTEM\CurrentControlSet\Services\$Name" -Name 'Start'
+    $startName = $null
+    if ($null -ne $start -and $startTypes.ContainsKey([int]$start)) { $startName = $startTypes[[int]$start] }
+    return [ordered]@{ name = $Name; state = $service.Status.ToString(); start = $startName }
+}
+
+function Test-Grant {
+    # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item?
+    param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Sid,
+          [Parameter(Mandatory = $true)][System.Security.AccessControl.FileSystemRights]$Rights)
+    $rules = (Get-Acl -LiteralPath $Path).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])
+    $allowed = $false
+    foreach ($rule in $rules) {
+        if ($rule.IdentityReference.Value -ne $Sid) { continue }
+        $covers = ($rule.FileSystemRights -band $Rights) -eq $Rights
+        if ($rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) {
+            if (($rule.FileSystemRights -band $Rights) -ne 0) { return $false }
+        } elseif ($covers) {
+            $allowed = $true
+        }
+    }
+    return $allowed
+}
+
+function Get-RdpKeyFacts {
+    $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue)
+    if ($files.Count -eq 0) {
+        return [ordered]@{ present = $false; file = $null; size = $null; network_service_read = $false; system_full = $false }
+    }
+    $first = $files[0]
+    return [ordered]@{
+        present = $true
+        file = Limit-Text -Text $first.Name -Max 72
+        size = [int64]$first.Length
+        network_service_read = [bool](Test-Grant -Path $first.FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
+        system_full = [bool](Test-Grant -Path $first.FullName -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]::FullControl))
+    }
+}
+
+function Get-MachineKeysFacts {
+    $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
+    return [ordered]@{
+        sddl = Limit-Text -Text $sddl -Max 160
+        default = ($sddl -eq $MachineKeysDefaultSddl)
+        files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count
+        rdp_key = Get-RdpKeyFacts
+    }
+}
+
+function Format-UtcTime {
+    param([Parameter(Mandatory = $true)][datetime]$Time)
+    return $Time.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [System.Globalization.CultureInfo]::InvariantCulture)
+}
+
+function Test-PrivateKey {
+    # Can the private key really be used (opened and made to sign)? False for a missing,
+    # corrupt or unreadable key container.
+    param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    if (-not $Certificate.HasPrivateKey) { return $false }
+    try {
+        $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+        if ($null -eq $key) { return $false }
+        $data = [System.Text.Encoding]::ASCII.GetBytes('azrdp')
+        $signature = $key.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256, [System.Security.Cryptography.RSASignaturePadding]::Pkcs1)
+        return ($signature.Length -gt 0)
+    } catch {
+        return $false
+    }
+}
+
+function Get-CertFacts {
+    param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    return [ordered]@{
+        thumbprint = $Certificate.Thumbprint.ToUpperInvariant()
+        not_after = Format-UtcTime -Time $Certificate.NotAfter
+        expired = ($Certificate.NotAfter.ToUniversalTime() -lt (Get-Date).ToUniversalTime())
+        key_readable = [bool](Test-PrivateKey -Certificate $Certificate)
+        self_signed = ($Certificate.Subject -eq $Certificate.Issuer)
+    }
+}
+
+function Get-RdpStoreCertificates {
+    # Certificates in Cert:\LocalMachine\Remote Desktop, newest first.
+    if (-not (Test-Path -LiteralPath $RdpCertStore)) { return @() }
+    return @(Get-ChildItem -LiteralPath $RdpCertStore | Sort-Object -Property NotAfter -Descending)
+}
+
+function Get-BoundThumbprint {
+    $hash = Get-RegValue -Path $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
+    if ($null -eq $hash) { return $null }
+    $hex = (@($hash) | ForEach-Object -Process { ([byte]$_).ToString('X2') }) -join ''
+    if ($hex -notmatch '^[0-9A-F]{40}$') { return $null }
+    return $hex
+}
+
+function Find-Certificate {
+    # The certificate with this thumbprint in the Remote Desktop or My store: @{ store; cert }.
+    param([Parameter(Mandatory = $true)][string]$Thumbprint)
+    foreach ($store in @(@('rd', $RdpCertStore), @('my', 'Cert:\LocalMachine\My'))) {
+        if (-not (Test-Path -LiteralPath $store[1])) { continue }
+        $match = @(Get-ChildItem -LiteralPath $store[1] | Where-Object -FilterScript { $_.Thumbprint -eq $Thumbprint })
+        if ($match.Count -gt 0) { return @{ store = $store[0]; cert = $match[0] } }
+    }
+    return $null
+}
+
+function ConvertTo-IdleMinutes {
+    # quser idle time: 'none' or '.', minutes, 'h:mm', or 'd+h:mm'.
+    param([Parameter(Mandatory = $true)][string]$Idle)
+    if ($Idle -match '^(?:(\d+)\+)?(\d+):(\d+)$') {
+        $days = 0
+        if ($Matches[1]) { $days = [int]$Matches[1] }
+        return [Math]::Min(99999, $days * 1440 + [int]$Matches[2] * 60 + [int]$Matches[3])
+    }
+    if ($Idle -match '^\d+$') { return [Math]::Min(99999, [int]$Idle) }
+    if ($Idle -eq 'none' -or $Idle -eq '.') { return 0 }
+    return $null
+}
+
+function Get-UserSessions {
+    # User sessions from quser: id, name, user, state, idle_min.
+    $run = Invoke-Native -FilePath 'quser.exe'
+    $sessions = New-Object -TypeName System.Collections.ArrayList
+    $states = @('Active', 'Disc', 'Conn', 'Listen', 'Shadow', 'Idle', 'Down', 'Init', 'Reset', 'ConnQ')
+    foreach ($line in @($run.Lines | Select-Object -Skip 1)) {
+        if ($line -notmatch '^[ >](\S+)\s+(?:(\S+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s') { continue }
+        $state = $Matches[4]
+        if ($states -notcontains $state) { $state = 'Unknown' }
+        $name = $null
+        if ($Matches[2]) { $name = Limit-Text -Text $Matches[2] -Max 12 }
+        [void]$sessions.Add([ordered]@{
+            id = [int]$Matches[3]
+            name = $name
+            user = Limit-Text -Text $Matches[1] -Max 24
+            state = $state
+            idle_min = ConvertTo-IdleMinutes -Idle $Matches[5]
+        })
+    }
+    return ,$sessions.ToArray()
+}
+
+function Get-SeatFacts {
+    # Seats: two remote sessions in remote-administration mode, MaxInstanceCount at most.
+    param([Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Sessions)
+    $mode = 'admin'
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { $mode = 'rdsh' }
+    $maxInstances = Get-DWord -Path $TsPolicyKey -Name 'MaxInstanceCount'
+    if ($null -eq $maxInstances) { $maxInstances = Get-DWord -Path $RdpTcpKey -Name 'MaxInstanceCount' }
+    $limit = [int64]4294967295
+    if ($mode -eq 'admin') { $limit = 2 }
+    if ($null -ne $maxInstances -and $maxInstances -lt $limit) { $limit = $maxInstances }
+    $used = @($Sessions | Where-Object -FilterScript {
+        $_.id -ne 0 -and $_.name -ne 'console' -and ($_.state -eq 'Active' -or $_.state -eq 'Disc')
+    }).Count
+    return [ordered]@{
+        server_mode = $mode
+        max_instances = $maxInstances
+        seat_limit = $limit
+        used = $used
+        free = [Math]::Max(0, $limit - $used)
+    }
+}
+
+function Get-RebootReasons {
+    $reasons = New-Object -TypeName System.Collections.ArrayList
+    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') { [void]$reasons.Add('cbs') }
+    if (Test-Path -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') { [void]$reasons.Add('windows_update') }
+    $renames = Get-RegValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' -Name 'PendingFileRenameOperations'
+    if ($null -ne $renames -and @($renames | Where-Object -FilterScript { $_ }).Count -gt 0) { [void]$reasons.Add('file_rename') }
+    $active = Get-RegValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ActiveComputerName' -Name 'ComputerName'
+    $pending = Get-RegValue -Path 'HKLM:\SYSTEM\CurrentControlSet\Control\ComputerName\ComputerName' -Name 'ComputerName'
+    if ($null -ne $active -and $null -ne $pending -and $active -ne $pending) { [void]$reasons.Add('computer_rename') }
+    return ,$reasons.ToArray()
+}
+
+function Get-RdpPort {
+    $port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
+    if ($null -eq $port) { return 3389 }
+    return [int]$port
+}
+
+function Test-PortCovered {
+    # Does a firewall LocalPort list ('Any', '3389', '3000-4000', 'RPC', ...) cover $Port?
+    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int]$Port)
+    foreach ($entry in @($LocalPort)) {
+        $text = [string]$entry
+        if ($text -eq 'Any' -or $text -eq [string]$Port) { return $true }
+        if ($text -match '^(\d+)-(\d+)$' -and [int]$Matches[1] -le $Port -and $Port -le [int]$Matches[2]) { return $true }
+    }
+    return $false
+}
+
+function Get-RemoteDesktopRules {
+    # Inbound rules of the Remote Desktop group (language-independent group id).
+    return @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript { $_.Group -eq $RemoteDesktopRuleGroup })
+}
+
+function Write-Result {
+    # Print the one result line; nothing may follow it.
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Result)
+    $json = ConvertTo-Json -InputObject $Result -Compress -Depth 10
+    Write-Output ('AZRDP-RESULT:' + $json)
+}
+
+# ---- end of shared helpers ----
+
+$StepOrder = @('rdp-config', 'machinekeys-acl', 'machinekeys-rename', 'cert', 'sessions')
+$CustomRuleName = 'azrdp-RemoteDesktop-CustomPort-TCP-In'
+$script:BackupFolder = $null
+
+function New-Outcome {
+    # What a repair function returns: whether it changed anything, needs a reboot, its info.
+    param([bool]$Changed = $false, [bool]$Reboot = $false, [AllowNull()][object]$Info = $null, [AllowNull()][string]$Skip = $null)
+    return [ordered]@{ changed = $Changed; reboot = $Reboot; info = $Info; skip = $Skip }
+}
+
+function Get-BackupFolder {
+    # One new timestamped folder per run under %ProgramData%\azrdp\backup; never reuses one.
+    if ($null -ne $script:BackupFolder) { return $script:BackupFolder }
+    $root = Join-Path -Path $env:ProgramData -ChildPath 'azrdp\backup'
+    $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ', [System.Globalization.CultureInfo]::InvariantCulture)
+    $path = Join-Path -Path $root -ChildPath $stamp
+    $suffix = 1
+    while (Test-Path -LiteralPath $path) {
+        $suffix += 1
+        $path = Join-Path -Path $root -ChildPath ('{0}-{1}' -f $stamp, $suffix)
+    }
+    New-Item -ItemType Directory -Path $path -Force | Out-Null
+    Set-Content -LiteralPath (Join-Path -Path $path -ChildPath 'run-id.txt') -Value $RunId -Encoding ASCII
+    $script:BackupFolder = $path
+    return $path
+}
+
+function Save-MachineKeysAcl {
+    # icacls /save of the folder and every file in it; throws (before any change) when it fails.
+    $folder = Get-BackupFolder
+    $file = Join-Path -Path $folder -ChildPath 'machinekeys.acl'
+    $run = Invoke-Native -FilePath 'icacls.exe' -ArgumentList @($MachineKeysPath, '/save', $file, '/t', '/c', '/q')
+    if (-not (Test-Path -LiteralPath $file)) {
+        throw ('icacls /save failed (exit {0}); nothing was changed' -f $run.ExitCode)
+    }
+    return $folder
+}
+
+function Set-DefaultMachineKeysAcl {
+    # Windows' default security descriptor on a MachineKeys folder (owner SYSTEM).
+    param([Parameter(Mandatory = $true)][string]$Path)
+    $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
+    $security.SetSecurityDescriptorSddlForm($MachineKeysDefaultSddl)
+    try {
+        Set-Acl -LiteralPath $Path -AclObject $security
+    } catch {
+        # A broken ACL can lock out even SYSTEM: take ownership (Administrators), then retry.
+        Invoke-Native -FilePath 'takeown.exe' -ArgumentList @('/f', $Path, '/a') | Out-Null
+        Set-Acl -LiteralPath $Path -AclObject $security
+    }
+}
+
+function Grant-RdpKeyAccess {
+    # NETWORK SERVICE read and SYSTEM full control on every RDP key container file.
+    $changed = $false
+    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
+        $needsRead = -not (Test-Grant -Path $file.FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
+        $needsFull = -not (Test-Grant -Path $file.FullName -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]::FullControl))
+        if (-not ($needsRead -or $needsFull)) { continue }
+        $acl = Get-Acl -LiteralPath $file.FullName
+        foreach ($grant in @(@($SidNetworkService, 'Read'), @($SidSystem, 'FullControl'))) {
+            $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
+            $acl.PurgeAccessRules($sid)
+            $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'
+            $acl.AddAccessRule($rule)
+        }
+        Set-Acl -LiteralPath $file.FullName -AclObject $acl
+        $changed = $true
+    }
+    return $changed
+}
+
+# ---- rdp-config ----
+
+function Read-RdpConfigState {
+    $port = Get-RdpPort
+    $rules = @(Get-RemoteDesktopRules)
+    $custom = $null
+    if ($port -ne 3389) {
+        $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
+        $custom = ($null -ne $rule -and $rule.Enabled.ToString() -eq 'True' -and
+            (Test-PortCovered -LocalPort (Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule).LocalPort -Port $port))
+    }
+    return [ordered]@{
+        deny = Get-DWord -Path $TerminalServerKey -Name 'fDenyTSConnections'
+        deny_policy = Get-DWord -Path $TsPolicyKey -Name 'fDenyTSConnections'
+        port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
+        services = @(Get-ServiceFacts -Name 'TermService'; Get-ServiceFacts -Name 'SessionEnv')
+        fw_rules = $rules.Count
+        fw_rules_enabled = @($rules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' }).Count
+        custom_rule = $custom
+    }
+}
+
+function Repair-RdpConfig {
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    $actions = New-Object -TypeName System.Collections.ArrayList
+    if ($Before.deny -ne 0) {
+        Set-ItemProperty -LiteralPath $TerminalServerKey -Name 'fDenyTSConnections' -Value 0 -Type DWord
+        [void]$actions.Add('deny=0')
+    }
+    foreach ($service in $Before.services) {
+        if ($service.state -eq 'Missing') { throw ('service {0} is missing' -f $service.name) }
+        if ($service.start -eq 'Disabled') {
+            Set-Service -Name $service.name -StartupType Manual
+            [void]$actions.Add('demand:' + $service.name)
+        }
+        if ($service.state -ne 'Running') {
+            Start-Service -Name $service.name
+            [void]$actions.Add('start:' + $service.name)
+        }
+    }
+    $disabled = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
+        $_.Group -eq $RemoteDesktopRuleGroup -and $_.Enabled.ToString() -ne 'True'
+    })
+    if ($disabled.Count -gt 0) {
+        $disabled | Enable-NetFirewallRule
+        [void]$actions.Add('fw:group')
+    }
+    $port = Get-RdpPort
+    if ($port -ne 3389 -and $Before.custom_rule -ne $true) {
+        $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
+        if ($null -eq $rule) {
+            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp custom port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any | Out-Null
+        } else {
+            Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
+            Enable-NetFirewallRule -Name $CustomRuleName
+        }
+        [void]$actions.Add('fw:custom-port')
+    }
+    $info = [ordered]@{ policy_forces_deny = ($Before.deny_policy -eq 1); actions = @($actions | Select-Object -First 4) }
+    return New-Outcome -Changed ($actions.Count -gt 0) -Info $info
+}
+
+# ---- machinekeys-acl ----
+
+function Read-MachineKeysAclState {
+    $facts = Get-MachineKeysFacts
+    return [ordered]@{
+        default = $facts.default
+        files = $facts.files
+        rdp_key = [ordered]@{
+            present = $facts.rdp_key.present
+            network_service_read = $facts.rdp_key.network_service_read
+            system_full = $facts.rdp_key.system_full
+        }
+    }
+}
+
+function Repair-MachineKeysAcl {
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    $keyOk = (-not $Before.rdp_key.present) -or ($Before.rdp_key.network_service_read -and $Before.rdp_key.system_full)
+    if ($Before.default -and $keyOk) {
+        return New-Outcome -Info ([ordered]@{ backup = $null; actions = @() })
+    }
+    $backup = Save-MachineKeysAcl
+    $actions = New-Object -TypeName System.Collections.ArrayList
+    if (-not $Before.default) {
+        Set-DefaultMachineKeysAcl -Path $MachineKeysPath
+        [void]$actions.Add('acl:folder-default')
+    }
+    if (Grant-RdpKeyAccess) { [void]$actions.Add('acl:rdp-key') }
+    $info = [ordered]@{ backup = Limit-Text -Text $backup -Max 80; actions = @($actions | Select-Object -First 4) }
+    return New-Outcome -Changed ($actions.Count -gt 0) -Reboot ($actions.Count -gt 0) -Info $info
+}
+
+# ---- machinekeys-rename ----
+
+function Test-RdpKeyUsable {
+    # Every RDP key container file opens, and every Remote Desktop certificate's key works.
+    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
+        if ($file.Length -eq 0) { return $false }
+        try {
+            $stream = [System.IO.File]::OpenRead($file.FullName)
+            $stream.Dispose()
+        } catch {
+            return $false
+        }
+    }
+    foreach ($certificate in @(Get-RdpStoreCertificates)) {
+        if (-not (Test-PrivateKey -Certificate $certificate)) { return $false }
+    }
+    return $true
+}
+
+function Read-MachineKeysRenameState {
+    $facts = Get-MachineKeysFacts
+    return [ordered]@{
+        files = $facts.files
+        default = $facts.default
+        rdp_key = [ordered]@{
+            present = $facts.rdp_key.present
+            network_service_read = $facts.rdp_key.network_service_read
+            system_full = $facts.rdp_key.system_full
+        }
+    }
+}
+
+function Repair-MachineKeysRename {
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    if ($Before.default -and (Test-RdpKeyUsable)) {
+        return New-Outcome -Info ([ordered]@{ backup = $null; acl_backup = $null; copied = 0; skipped = @(); skipped_total = 0 })
+    }
+    $aclBackup = Save-MachineKeysAcl
+    $parent = Split-Path -Path $MachineKeysPath -Parent
+    $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ', [System.Globalization.CultureInfo]::InvariantCulture)
+    $newName = 'MachineKeys.azrdp-' + $stamp
+    $suffix = 1
+    while (Test-Path -LiteralPath (Join-Path -Path $parent -ChildPath $newName)) {
+        $suffix += 1
+        $newName = 'MachineKeys.azrdp-{0}-{1}' -f $stamp, $suffix
+    }
+    $oldPath = Join-Path -Path $parent -ChildPath $newName
+    Rename-Item -LiteralPath $MachineKeysPath -NewName $newName
+    try {
+        New-Item -ItemType Directory -Path $MachineKeysPath | Out-Null
+        Set-DefaultMachineKeysAcl -Path $MachineKeysPath
+    } catch {
+        # Put the original back; the half-made folder is moved aside, not deleted.
+        $failure = $_
+        if (Test-Path -LiteralPath $MachineKeysPath) {
+            Rename-Item -LiteralPath $MachineKeysPath -NewName ($newName + '-unused')
+        }
+        Rename-Item -LiteralPath $oldPath -NewName 'MachineKeys'
+        throw $failure
+    }
+    $copied = 0
+    $failed = 0
+    $skipped = New-Object -TypeName System.Collections.ArrayList
+    foreach ($file in @(Get-ChildItem -LiteralPath $oldPath -Force -File)) {
+        if ($file.Name -like $RdpKeyFilter) {
+            [void]$skipped.Add($file.Name)
+            continue
+        }
+        try {
+            $target = Join-Path -Path $MachineKeysPath -ChildPath $file.Name
+            Copy-Item -LiteralPath $file.FullName -Destination $target
+            $access = New-Object -TypeName System.Security.AccessControl.FileSecurity
+            $access.SetSecurityDescriptorSddlForm((Get-Acl -LiteralPath $file.FullName).GetSecurityDescriptorSddlForm('Access'), 'Access')
+            Set-Acl -LiteralPath $target -AclObject $access
+            $copied += 1
+        } catch {
+            $failed += 1
+        }
+    }
+    $info = [ordered]@{
+        backup = Limit-Text -Text $oldPath -Max 80
+        acl_backup = Limit-Text -Text $aclBackup -Max 80
+        copied = $copied
+        skipped = @($skipped | Select-Object -First 1 | ForEach-Object -Process { Limit-Text -Text $_ -Max 72 })
+        skipped_total = $skipped.Count
+    }
+    $outcome = New-Outcome -Changed $true -Reboot $true -Info $info
+    if ($failed -gt 0) { $outcome.skip = ('{0} key files could not be copied back; they are in the backup' -f $failed) }
+    return $outcome
+}
+
+# ---- cert ----
+
+function Test-CertificateUsable {
+    param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    return ($Certificate.NotAfter.ToUniversalTime() -gt (Get-Date).ToUniversalTime()) -and (Test-PrivateKey -Certificate $Certificate)
+}
+
+function Read-CertState {
+    $bound = Get-BoundThumbprint
+    $all = @(Get-RdpStoreCertificates)
+    $current = $null
+    if ($null -ne $bound) {
+        $found = Find-Certificate -Thumbprint $bound
+        if ($null -ne $found) { $current = $found.cert }
+    } else {
+        $usable = @($all | Where-Object -FilterScript { Test-CertificateUsable -Certificate $_ })
+        if ($usable.Count -gt 0) { $current = $usable[0] }
+    }
+    $currentThumbprint = $null
+    $currentNotAfter = $null
+    if ($null -ne $current) {
+        $currentThumbprint = $current.Thumbprint.ToUpperInvariant()
+        $currentNotAfter = Format-UtcTime -Time $current.NotAfter
+    }
+    return [ordered]@{
+        bound = $bound
+        total = $all.Count
+        bad = @($all | Where-Object -FilterScript { -not (Test-CertificateUsable -Certificate $_) }).Count
+        current = $currentThumbprint
+        current_not_after = $currentNotAfter
+        security_layer = Get-DWord -Path $RdpTcpKey -Name 'SecurityLayer'
+    }
+}
+
+function Restart-RdpServices {
+    # SessionEnv, then TermService; services that depended on TermService and ran are started again.
+    $dependents = @(Get-Service -Name 'TermService' -DependentServices | Where-Object -FilterScript { $_.Status.ToString() -eq 'Running' })
+    Restart-Service -Name 'SessionEnv' -Force
+    Restart-Service -Name 'TermService' -Force
+    foreach ($dependent in $dependents) {
+        if ((Get-Service -Name $dependent.Name).Status.ToString() -ne 'Running') { Start-Service -Name $dependent.Name }
+    }
+    return @('SessionEnv', 'TermService')
+}
+
+function Wait-RdpCertificate {
+    # Windows makes the new self-signed certificate shortly after the restart: wait up to 60 s.
+    for ($attempt = 0; $attempt -lt 30; $attempt += 1) {
+        $usable = @(Get-RdpStoreCertificates | Where-Object -FilterScript { Test-CertificateUsable -Certificate $_ })
+        if ($usable.Count -gt 0) { return }
+        Start-Sleep -Seconds 2
+    }
+}
+
+function Repair-Certificate {
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    $removed = New-Object -TypeName System.Collections.ArrayList
+    $bound = Get-BoundThumbprint
+    $boundUsable = $false
+    if ($null -ne $bound) {
+        $found = Find-Certificate -Thumbprint $bound
+        $boundUsable = ($null -ne $found) -and (Test-CertificateUsable -Certificate $found.cert)
+    }
+    # Loop over every certificate: Microsoft's one-liner breaks when the store holds several.
+    foreach ($certificate in @(Get-RdpStoreCertificates)) {
+        if (Test-CertificateUsable -Certificate $certificate) { continue }
+        if ($boundUsable -and $certificate.Thumbprint -eq $bound) { continue }
+        $folder = Get-BackupFolder
+        Export-Certificate -Cert $certificate -FilePath (Join-Path -Path $folder -ChildPath ($certificate.Thumbprint + '.cer')) | Out-Null
+        Remove-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $certificate.Thumbprint)
+        [void]$removed.Add($certificate.Thumbprint.ToUpperInvariant())
+    }
+    $cleared = $false
+    if ($null -ne $bound -and -not $boundUsable) {
+        $folder = Get-BackupFolder
+        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value $bound -Encoding ASCII
+        Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
+        $cleared = $true
+    }
+    $restarted = @()
+    if ($removed.Count -gt 0 -or $cleared -or $null -eq $Before.current) {
+        $restarted = Restart-RdpServices
+        Wait-RdpCertificate
+    }
+    $info = [ordered]@{
+        removed = @($removed | Select-Object -First 2)
+        removed_total = $removed.Count
+        cleared_binding = $cleared
+        kept_bound = $boundUsable
+        restarted = @($restarted)
+    }
+    return New-Outcome -Changed ($removed.Count -gt 0 -or $cleared -or $restarted.Count -gt 0) -Info $info
+}
+
+# ---- sessions ----
+
+function Read-SessionsState {
+    $sessions = Get-UserSessions
+    $seats = Get-SeatFacts -Sessions $sessions
+    return [ordered]@{
+        total = $sessions.Count
+        disconnected = @($sessions | Where-Object -FilterScript { $_.state -eq 'Disc' }).Count
+        active = @($sessions | Where-Object -FilterScript { $_.state -eq 'Active' -and $_.name -ne 'console' }).Count
+        seat_limit = $seats.seat_limit
+        used = $seats.used
+        free = $seats.free
+    }
+}
+
+function Repair-Sessions {
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    $includeActive = ($LogOffActive -eq 'true')
+    $targets = @(Get-UserSessions | Where-Object -FilterScript {
+        $_.id -ne 0 -and ($_.state -eq 'Disc' -or ($includeActive -and $_.state -eq 'Active' -and $_.name -ne 'console'))
+    })
+    $loggedOff = New-Object -TypeName System.Collections.ArrayList
+    $failed = 0
+    foreach ($session in $targets) {
+        $run = Invoke-Native -FilePath 'logoff.exe' -ArgumentList @([string]$session.id)
+        if ($run.ExitCode -eq 0) { [void]$loggedOff.Add([int]$session.id) } else { $failed += 1 }
+    }
+    $info = [ordered]@{
+        logged_off = @($loggedOff | Select-Object -First 4)
+        logged_off_total = $loggedOff.Count
+        seats_freed = 0
+        include_active = $includeActive
+    }
+    $outcome = New-Outcome -Changed ($loggedOff.Count -gt 0) -Info $info
+    if ($failed -gt 0) { $outcome.skip = ('{0} sessions could not be logged off' -f $failed) }
+    return $outcome
+}
+
+# ---- the step runner ----
+
+$StepFunctions = @{
+    'rdp-config' = @{ read = { Read-RdpConfigState }; repair = { param($Before) Repair-RdpConfig -Before $Before } }
+    'machinekeys-acl' = @{ read = { Read-MachineKeysAclState }; repair = { param($Before) Repair-MachineKeysAcl -Before $Before } }
+    'machinekeys-rename' = @{ read = { Read-MachineKeysRenameState }; repair = { param($Before) Repair-MachineKeysRename -Before $Before } }
+    'cert' = @{ read = { Read-CertState }; repair = { param($Before) Repair-Certificate -Before $Before } }
+    'sessions' = @{ read = { Read-SessionsState }; repair = { param($Before) Repair-Sessions -Before $Before } }
+}
+
+function Invoke-Step {
+    param([Parameter(Mandatory = $true)][string]$Name)
+    $functions = $StepFunctions[$Name]
+    $step = [ordered]@{ name = $Name; status = 'failed'; before = $null; after = $null; info = $null; reboot_required = $false; error = $null }
+    try {
+        $step.before = & $functions.read
+    } catch {
+        $step.status = 'skipped'
+        $step.error = Limit-Text -Text ('cannot read state: ' + $_.Exception.Message) -Max 60
+        return $step
+    }
+    $outcome = $null
+    try {
+        $outcome = & $functions.repair $step.before
+        $step.info = $outcome.info
+        $step.reboot_required = [bool]$outcome.reboot
+        $step.error = Limit-Text -Text $outcome.skip -Max 60
+    } catch {
+        $step.error = Limit-Text -Text $_.Exception.Message -Max 60
+    }
+    try {
+        $step.after = & $functions.read
+    } catch {
+        if ($null -eq $step.error) { $step.error = Limit-Text -Text ('cannot read state after: ' + $_.Exception.Message) -Max 60 }
+    }
+    if ($null -ne $outcome) {
+        if ($outcome.changed) { $step.status = 'changed' } else { $step.status = 'unchanged' }
+    }
+    if ($Name -eq 'sessions' -and $null -ne $step.info -and $null -ne $step.after) {
+        $step.info.seats_freed = [Math]::Max(0, $step.after.free - $step.before.free)
+    }
+    return $step
+}
+
+$pendingBefore = $false
+try { $pendingBefore = (@(Get-RebootReasons).Count -gt 0) } catch { $pendingBefore = $false }
+
+$wanted = @($Steps.Split(','))
+$results = New-Object -TypeName System.Collections.ArrayList
+foreach ($name in $StepOrder) {
+    if ($wanted -notcontains $name) { continue }
+    [void]$results.Add((Invoke-Step -Name $name))
+}
+
+$changed = @($results | Where-Object -FilterScript { $_.status -eq 'changed' }).Count -gt 0
+$rebootStep = @($results | Where-Object -FilterScript { $_.reboot_required }).Count -gt 0
+$Result = [ordered]@{
+    payload = 'repair'
+    version = $PayloadVersion
+    run_id = $RunId
+    steps = @($results)
+    changed = $changed
+    reboot_pending = $pendingBefore
+    reboot_required = ($rebootStep -or $pendingBefore)
+}
+try {
+    Write-Result -Result $Result
+} catch {
+    $Result['steps'] = @($results | ForEach-Object -Process {
+        [ordered]@{ name = $_.name; status = $_.status; before = $null; after = $null; info = $null; reboot_required = $_.reboot_required; error = (Limit-Text -Text ('result: ' + $_.error) -Max 60) }
+    })
+    Write-Result -Result $Result
+}
