@@ -22,6 +22,7 @@ from azrdp.errors import EXIT_INTERRUPTED, AzrdpError
 # name -> "module:attribute". Add a line when you add a command.
 COMMANDS: dict[str, str] = {
     "probe": "azrdp.commands.probe:probe_command",
+    "diagnose": "azrdp.commands.diagnose:diagnose_command",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -1,0 +1,297 @@
+"""The one factory that owns the credential and the ARM clients.
+
+It is the only place that knows where Azure Resource Manager is: a public or sovereign cloud
+(`--cloud public|china|usgov` sets the sign-in authority, the ARM endpoint and the token scope
+together, through azure-core's cloud settings), or an explicit endpoint such as the local ARM
+emulator (`AZRDP_ARM_ENDPOINT`, `AZRDP_ARM_SCOPE`, optional `AZRDP_ARM_CA_BUNDLE`). Retries, the
+LRO polling interval and every wait are configured here, and each wait on Azure is announced.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str            # what --cloud takes
+    title: str
+    azure_cloud: str     # the azure.core.AzureClouds member
+    authority_host: str  # where Microsoft Entra ID signs you in
+
+    def setting(self) -> Any:
+        from azure.core import AzureClouds
+
+        return getattr(AzureClouds, self.azure_cloud)
+
+    def arm(self) -> tuple[str, str]:
+        """(ARM endpoint, token scope), as azure-core defines them for this cloud."""
+        from azure.mgmt.core.tools import get_arm_endpoints
+
+        endpoints = get_arm_endpoints(self.setting())
+        return endpoints["resource_manager"], endpoints["credential_scopes"][0]
+
+
+CLOUDS: dict[str, Cloud] = {
+    "public": Cloud("public", "Azure public cloud", "AZURE_PUBLIC_CLOUD", "login.microsoftonline.com"),
+    "china": Cloud("china", "Azure operated by 21Vianet", "AZURE_CHINA_CLOUD", "login.chinacloudapi.cn"),
+    "usgov": Cloud("usgov", "Azure US Government", "AZURE_US_GOVERNMENT", "login.microsoftonline.us"),
+}
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ArmEndpoint:
+    """An explicit ARM endpoint instead of a cloud's: an emulator, Azure Stack Hub, a proxy."""
+
+    base_url: str
+    scope: str | None = None          # token scope; default `{base_url}/.default`
+    verify: bool | str = True         # False, or a CA bundle path for a self-signed emulator
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"ARM endpoint {self.base_url!r} is not an http(s) URL.",
+                             hint="Set AZRDP_ARM_ENDPOINT like http://127.0.0.1:8443 or https://host.")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise UsageError(f"refusing plain http to {parts.hostname}: a bearer token would travel unencrypted.",
+                             hint="Use https, or an emulator on a loopback address (127.0.0.1, ::1, localhost).")
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(urlsplit(self.base_url).hostname)
+
+    @property
+    def token_scope(self) -> str:
+        return self.scope or self.base_url.rstrip("/") + "/.default"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "ArmEndpoint | None":
+        environ = os.environ if environ is None else environ
+        base_url = (environ.get("AZRDP_ARM_ENDPOINT") or "").strip()
+        if not base_url:
+            return None
+        bundle = (environ.get("AZRDP_ARM_CA_BUNDLE") or "").strip()
+        return cls(base_url, (environ.get("AZRDP_ARM_SCOPE") or "").strip() or None, bundle or True)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How hard to retry ARM (429 with Retry-After, 408, 5xx, connection errors on reads).
+
+    azure-core's defaults leave a user waiting up to 2 minutes per backoff; these cap each
+    backoff and the whole request, and every wait is announced."""
+
+    total: int = 4
+    backoff_factor: float = 0.8
+    backoff_max: float = 30.0
+    timeout: float = 300.0          # absolute, across all attempts of one request
+    connection_timeout: float = 20.0
+    read_timeout: float = 120.0
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"retry_total": self.total, "retry_backoff_factor": self.backoff_factor,
+                "retry_backoff_max": self.backoff_max, "timeout": self.timeout,
+                "connection_timeout": self.connection_timeout, "read_timeout": self.read_timeout}
+
+
+def _loopback_http_policy() -> Any:
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class AllowLoopbackHttp(SansIOHTTPPolicy):
+        """Lift azure-core's https-only rule for bearer tokens, for loopback hosts only."""
+
+        def on_request(self, request: Any) -> None:
+            if is_loopback(urlsplit(request.http_request.url).hostname):
+                request.context["enforce_https"] = False
+
+    return AllowLoopbackHttp()
+
+
+def _announcing_retry_policy(settings: RetrySettings, clock: Clock, notify: Callable[[str], None] | None) -> Any:
+    from azure.core.pipeline.policies import RetryPolicy
+
+    class AnnouncingRetryPolicy(RetryPolicy):
+        """azure-core's RetryPolicy, sleeping on azrdp's Clock and saying why it waits."""
+
+        def sleep(self, settings: dict, transport: Any, response: Any = None) -> None:  # noqa: D401
+            delay = self.get_retry_after(response) if response is not None else None
+            if not delay:
+                delay = self.get_backoff_time(settings)
+            if notify is not None:
+                notify(_wait_message(settings, response, delay))
+            clock.sleep(delay)
+
+    return AnnouncingRetryPolicy(**{k: v for k, v in settings.client_kwargs().items()
+                                    if k.startswith("retry_") or k == "timeout"})
+
+
+def _wait_message(settings: dict, response: Any, delay: float) -> str:
+    http = getattr(response, "http_response", None)
+    status = getattr(http, "status_code", None)
+    if status == 429:
+        why = "Azure is throttling requests (429)"
+    elif status:
+        why = f"Azure answered {status}"
+    else:
+        why = "Azure Resource Manager did not answer"
+    history = settings.get("history") or [None]
+    request = getattr(getattr(history[-1], "http_request", None), "url", None) or ""
+    what = "/".join(urlsplit(request).path.rstrip("/").split("/")[-2:]) if request else ""
+    attempt = len(settings.get("history", [])) + 1
+    wait = f"waiting {delay:g} s before attempt {attempt}" if delay > 0 else f"trying again (attempt {attempt})"
+    return f"{why}{f' on {what}' if what else ''}; {wait} ..."
+
+
+class AzureSession:
+    """One credential, one subscription, lazily built Compute and Network clients.
+
+    ``endpoint`` overrides the cloud's ARM endpoint (the emulator); ``transport`` replaces the
+    HTTP transport (benchmarks, recording tests); ``on_wait`` hears every retry wait."""
+
+    def __init__(self, credential: Any, subscription_id: str, *, cloud: str = "public",
+                 endpoint: ArmEndpoint | None = None, polling_interval: float = 30.0,
+                 retry: RetrySettings = RetrySettings(), transport: Any = None,
+                 clock: Clock = SYSTEM_CLOCK, on_wait: Callable[[str], None] | None = None,
+                 subscription_name: str | None = None):
+        if cloud not in CLOUDS:
+            raise UsageError(f"unknown --cloud {cloud!r}.", hint=f"Choose one of {', '.join(CLOUDS)}.")
+        self.credential = credential
+        self.subscription_id = subscription_id
+        self.subscription_name = subscription_name
+        self.cloud = CLOUDS[cloud]
+        self.endpoint = endpoint
+        self.polling_interval = polling_interval
+        self.retry = retry
+        self.transport = transport
+        self.clock = clock
+        self.on_wait = on_wait
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint.base_url if self.endpoint else self.cloud.arm()[0]
+
+    def describe(self) -> str:
+        if self.endpoint:
+            return f"ARM endpoint {self.endpoint.base_url}"
+        return self.cloud.title
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "polling_interval": self.polling_interval,
+            "retry_policy": _announcing_retry_policy(self.retry, self.clock, self._notify),
+            "connection_timeout": self.retry.connection_timeout,
+            "read_timeout": self.retry.read_timeout,
+        }
+        if self.transport is not None:
+            kwargs["transport"] = self.transport
+        if self.endpoint is None:
+            kwargs["cloud_setting"] = self.cloud.setting()
+        else:
+            kwargs["base_url"] = self.endpoint.base_url
+            kwargs["credential_scopes"] = [self.endpoint.token_scope]
+            if self.endpoint.verify is not True:
+                kwargs["connection_verify"] = self.endpoint.verify
+            if urlsplit(self.endpoint.base_url).scheme == "http":
+                kwargs["per_call_policies"] = [_loopback_http_policy()]
+        return kwargs
+
+    def _notify(self, message: str) -> None:
+        if self.on_wait is not None:
+            self.on_wait(message)
+
+    @cached_property
+    def compute(self) -> Any:
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return ComputeManagementClient(self.credential, self.subscription_id, **self._client_kwargs())
+
+    @cached_property
+    def network(self) -> Any:
+        from azure.mgmt.network import NetworkManagementClient
+
+        return NetworkManagementClient(self.credential, self.subscription_id, **self._client_kwargs())
+
+    def list_subscriptions(self) -> list[tuple[str, str]]:
+        """(id, display name) of every subscription the credential sees (GET /subscriptions)."""
+        from azure.core.exceptions import AzureError
+        from azure.core.rest import HttpRequest
+
+        from azrdp.azure.arm_errors import translate
+
+        try:
+            response = self.compute.send_request(HttpRequest("GET", "/subscriptions?api-version=2022-12-01"))
+            response.raise_for_status()
+            return [(s["subscriptionId"], s.get("displayName") or "") for s in response.json().get("value", [])]
+        except AzureError as err:
+            raise translate(err, doing="listing subscriptions") from err
+
+
+class StaticTokenCredential:
+    """The token azrdp sends to a local emulator when no --auth was chosen: a real Azure token
+    never travels to a loopback endpoint unless the user asks for it."""
+
+    def __init__(self, token: str = "azrdp-local-emulator"):
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self.token, 2**31 - 1)
+
+
+def open_session(*, auth: str = "auto", client_id: str | None = None, cloud: str = "public",
+                 subscription: str | None = None, target_subscription: str | None = None,
+                 endpoint: ArmEndpoint | None = None, credential: Any = None,
+                 environ: Mapping[str, str] | None = None, auth_explicit: bool | None = None,
+                 **session_kwargs: Any) -> AzureSession:
+    """Build the session the command line asks for.
+
+    ``target_subscription`` is the subscription inside a VM resource ID; it wins over the other
+    sources (and must not contradict --subscription). ``credential`` injects a ready credential
+    (library use, tests); otherwise `--auth` decides. ``endpoint`` defaults to AZRDP_ARM_ENDPOINT.
+    """
+    from azrdp.azure.credentials import make_credential
+    from azrdp.azure.subscription import is_subscription_id, resolve_subscription
+
+    environ = os.environ if environ is None else environ
+    if cloud not in CLOUDS:
+        raise UsageError(f"unknown --cloud {cloud!r}.", hint=f"Choose one of {', '.join(CLOUDS)}.")
+    endpoint = endpoint or ArmEndpoint.from_environ(environ)
+    if credential is None:
+        explicit = auth_explicit if auth_explicit is not None else auth != "auto"
+        if endpoint is not None and endpoint.loopback and not explicit and endpoint.scope is None:
+            credential = StaticTokenCredential()
+        else:
+            credential = make_credential(auth, client_id=client_id, environ=environ,
+                                         authority=None if endpoint else CLOUDS[cloud].authority_host)
+    session = AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
+    if target_subscription:
+        if subscription and is_subscription_id(subscription) and subscription.lower() != target_subscription.lower():
+            raise UsageError(f"--subscription {subscription} contradicts the subscription {target_subscription} "
+                             "inside the resource ID.", hint="Drop --subscription or fix the ID.")
+        chosen = resolve_subscription(target_subscription, environ=environ)
+    else:
+        chosen = resolve_subscription(subscription, environ=environ, list_subscriptions=session.list_subscriptions)
+    session.subscription_id = chosen.id
+    session.subscription_name = chosen.name
+    session.__dict__.pop("compute", None)  # built for the subscription lookup, before the id was known
+    return session

@@ -1,0 +1,216 @@
+"""The diagnose job: why does this Azure Windows VM refuse Remote Desktop?
+
+diagnose() reads Azure (VM, agent, boot diagnostics, NICs, NSGs, public IP) in at most three
+sequential ARM round trips, evaluates the NSG rules for the RDP port, probes the wire when there
+is an address to probe, and returns a Diagnosis: plain data with to_dict() and a text rendering.
+
+The sides run as stages, in order: ``azure`` (vm.*, boot.diagnostics, net.public_ip), ``network``
+(nsg.*), ``wire`` (rdp.*), then any extra ``stages`` the caller passes. Each stage receives a
+DiagnoseContext (the inventory, the VM facts and the checks so far) and returns checks. The guest
+side (one read-only Run Command payload) plugs in there, e.g.::
+
+    diagnose(session, target, stages=[guest_stage])   # guest_stage(ctx) -> list[Check]
+
+A stage can look at ``ctx.status("vm.agent")`` to skip itself when Run Command cannot work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from azrdp.checks import Check, Status, verdict
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, UsageError
+from azrdp.target import Target
+
+DEFAULT_PORT = 3389
+
+
+@dataclass
+class DiagnoseContext:
+    """What a stage sees: read it, never change Azure from a diagnosis stage."""
+
+    session: Any
+    target: Target
+    inventory: Any                    # azrdp.azure.inventory.Inventory
+    path: Any                         # azrdp.azure.checks.RdpPath: the IP configuration RDP reaches
+    vm: dict[str, Any]
+    checks: list[Check]
+    port: int = DEFAULT_PORT
+    source_ip: str | None = None
+    host: str | None = None           # HOST[:PORT] to probe instead of the public IP
+    probe: bool = True
+    probe_timeout: float = 5.0
+    progress: Any = None
+
+    def status(self, check_id: str) -> Status | None:
+        return next((c.status for c in self.checks if c.id == check_id), None)
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.status(text)
+
+
+Stage = Callable[[DiagnoseContext], Iterable[Check]]
+
+
+@dataclass
+class Diagnosis:
+    vm: dict[str, Any]
+    checks: list[Check]
+    port: int = DEFAULT_PORT
+    source: str = "any Internet address"
+    round_trips: int = 0              # sequential ARM round trips before the Azure-side verdict
+    requests: int = 0
+    screenshot: dict[str, Any] | None = None
+
+    @property
+    def verdict(self) -> Status:
+        return verdict(self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status not in (Status.FAIL, Status.ERROR) for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_PROBLEM
+
+    def check(self, check_id: str) -> Check | None:
+        return next((c for c in self.checks if c.id == check_id), None)
+
+    def summary(self) -> str:
+        """One line: the first failing check (Azure side first), else what passed."""
+        for status in (Status.FAIL, Status.ERROR):
+            for c in self.checks:
+                if c.status is status:
+                    return f"{c.id}: {c.summary}"
+        warnings = sum(1 for c in self.checks if c.status is Status.WARN)
+        tail = f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""
+        return f"no problem found{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vm": self.vm,
+            "port": self.port,
+            "source": self.source,
+            "checks": [c.to_dict() for c in self.checks],
+            "verdict": self.verdict.value,
+            "summary": self.summary(),
+            "arm": {"round_trips": self.round_trips, "requests": self.requests},
+            "screenshot": self.screenshot,
+        }
+
+
+def azure_stage(ctx: DiagnoseContext) -> list[Check]:
+    from azrdp.azure.checks import azure_checks
+
+    return azure_checks(ctx.inventory, ctx.path)
+
+
+def network_stage(ctx: DiagnoseContext) -> list[Check]:
+    from azrdp.azure.checks import nsg_checks
+
+    return nsg_checks(ctx.inventory, ctx.path, port=ctx.port, source_ip=ctx.source_ip)
+
+
+def wire_stage(ctx: DiagnoseContext) -> list[Check]:
+    """rdp.* from the wire probe, when there is an address to probe."""
+    if not ctx.probe:
+        return [Check("rdp.tcp", Status.SKIP, "not probed (--no-probe)")]
+    from azrdp.rdp import parse_target
+
+    if ctx.host:
+        host, port = parse_target(ctx.host, default_port=ctx.port)
+    else:
+        address = ctx.vm.get("public_ip")
+        if not address:
+            return [Check("rdp.tcp", Status.SKIP, "not probed: no public IP (probe from inside the network "
+                          "with --host PRIVATE_IP)")]
+        if ctx.vm.get("power_state") != "running":
+            return [Check("rdp.tcp", Status.SKIP, "not probed: the VM is not running")]
+        host, port = address, ctx.port
+    from azrdp.rdp import probe, rdp_checks
+
+    ctx.say(f"Probing RDP on {host}:{port} ...")
+    return rdp_checks(probe(host, port, timeout=ctx.probe_timeout))
+
+
+BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, wire_stage)
+
+
+def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
+             host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
+             stages: Sequence[Stage] = (), screenshot: str | Path | None = None,
+             fetch: Callable[[str], bytes] | None = None, progress: Any = None) -> Diagnosis:
+    """Diagnose ``target`` through ``session`` (an AzureSession). Raises typed errors for what stops
+    a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check."""
+    from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
+    from azrdp.azure.inventory import read_inventory
+
+    _validate(port, source_ip)
+    inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
+    if os_type(inventory) == OS_LINUX:
+        raise UsageError(f"VM {target} runs Linux; azrdp diagnoses Remote Desktop on Windows VMs.",
+                         hint=f"For Linux use SSH, e.g. `az ssh vm -g {target.resource_group} -n {target.name}`.")
+    path = rdp_path(inventory)
+    ctx = DiagnoseContext(session, target, inventory, path, vm_facts(inventory, path), [], port=port,
+                          source_ip=source_ip, host=host, probe=probe, probe_timeout=probe_timeout,
+                          progress=progress)
+    for stage in (*BUILTIN_STAGES, *stages):
+        ctx.checks.extend(stage(ctx))
+    diagnosis = Diagnosis(ctx.vm, ctx.checks, port=port, source=source_ip or "any Internet address",
+                          round_trips=inventory.round_trips, requests=inventory.requests)
+    if screenshot is not None:
+        diagnosis.screenshot = _screenshot(session, target, ctx.vm, screenshot, fetch, progress)
+    if progress is not None:
+        progress.done()
+    return diagnosis
+
+
+def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Path,
+                fetch: Callable[[str], bytes] | None, progress: Any) -> dict[str, Any]:
+    from azrdp.azure.screenshot import save_screenshot
+
+    if not vm["boot_diagnostics"]["enabled"]:
+        return {"path": None, "error": "boot diagnostics are disabled, so there is no screenshot"}
+    if progress is not None:
+        progress.status("Fetching the boot-diagnostics screenshot ...")
+    try:
+        return save_screenshot(session, target.resource_group, target.name, path, fetch=fetch)
+    except AzrdpError as err:
+        return {"path": None, "error": err.message}
+    except OSError as err:
+        return {"path": None, "error": f"cannot write {path}: {err.strerror or err}"}
+
+
+def _validate(port: int, source_ip: str | None) -> None:
+    import ipaddress
+
+    if not 1 <= int(port) <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port (1-65535).")
+    if source_ip is not None:
+        try:
+            ipaddress.ip_address(source_ip)
+        except ValueError:
+            raise UsageError(f"--source-ip {source_ip!r} is not an IP address.",
+                             hint="Give the public address you connect from, e.g. 203.0.113.7.") from None
+
+
+def render_text(diagnosis: Diagnosis, *, verbose: int = 0) -> str:
+    """The compact checklist: a VM line, checks grouped by side with remedies, the verdict."""
+    from azrdp.report import render_checks
+
+    vm = diagnosis.vm
+    facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location"),
+                                        vm.get("size")) if v)
+    lines = [f"VM {vm['name']} in {vm['resource_group']} (subscription {vm['subscription']}): {facts}",
+             render_checks(diagnosis.checks, verbose=verbose)]
+    if diagnosis.screenshot is not None:
+        shot = diagnosis.screenshot
+        lines.append(f"Screenshot: saved to {shot['path']}" if shot.get("path")
+                     else f"Screenshot: not saved: {shot['error']}")
+    lines.append(f"Verdict: {diagnosis.verdict.value}: {diagnosis.summary()}")
+    return "\n".join(lines)
+
