@@ -339,7 +339,7 @@ def _effective_check(effective: Any, flow: Flow, where: dict[str, Any]) -> Check
     if len(conditional) == sum(1 for d in (effective.subnet, effective.nic) if not d.allowed):
         return Check("nsg.effective", Status.WARN, summary + " (some sources are allowed)", details,
                      "Pass --source-ip YOUR_PUBLIC_IP to evaluate the address you connect from.")
-    return Check("nsg.effective", Status.FAIL, summary, details, _open_remedy(deciding, flow))
+    return Check("nsg.effective", Status.FAIL, summary, details, f"See nsg.{deciding.level} above.")
 
 
 def _open_remedy(decision: Decision, flow: Flow) -> str:

@@ -1,0 +1,286 @@
+"""An ARM stand-in on `responses`, for driving the REAL azure-mgmt clients at the HTTP level.
+
+Resources are stored by ID and served case-insensitively, as ARM does. Bodies are built from
+Microsoft's REST examples in ../shared/arm-examples (the shapes the SDK parses), and requests
+must carry the api-versions the installed SDK sends. Unknown resources get ARM's 404 envelope;
+``fail()`` queues error answers (403, 429 with Retry-After, ...) for one path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import responses
+
+EXAMPLES = Path("/work/shared/arm-examples")
+if not EXAMPLES.is_dir():  # the checkout's sibling, wherever it lives
+    EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "arm-examples"
+
+SUB = "00000000-0000-0000-0000-0000000000aa"
+BASE = "http://127.0.0.1:47011"  # loopback; responses answers, nothing ever connects
+COMPUTE_API, NETWORK_API = "2026-04-01", "2026-03-01"
+
+
+def example(name: str, status: str = "200") -> dict:
+    folder = "compute" if name.startswith("Virtual") else "network"
+    document = json.loads((EXAMPLES / folder / f"{name}.json").read_text())
+    return copy.deepcopy(document["responses"][status]["body"])
+
+
+def rid(rg: str, path: str, sub: str = SUB) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{path}"
+
+
+def rule(name: str, priority: int, access: str = "Allow", *, port: str = "3389", source: str = "*",
+         protocol: str = "Tcp", direction: str = "Inbound", **extra) -> dict:
+    props = {"access": access, "destinationAddressPrefix": "*", "destinationPortRange": port,
+             "direction": direction, "priority": priority, "provisioningState": "Succeeded",
+             "sourceAddressPrefix": source, "sourcePortRange": "*", "protocol": protocol}
+    props.update(extra)
+    return {"name": name, "properties": props}
+
+
+def nsg_body(nsg_id: str, rules: list[dict]) -> dict:
+    body = example("NetworkSecurityGroups_Get")
+    name = nsg_id.rsplit("/", 1)[1]
+    body["id"], body["name"] = nsg_id, name
+    for default in body["properties"]["defaultSecurityRules"]:
+        default["id"] = f"{nsg_id}/defaultSecurityRules/{default['name']}"
+    body["properties"]["securityRules"] = [
+        {**r, "id": f"{nsg_id}/securityRules/{r['name']}"} for r in rules]
+    return body
+
+
+@dataclass
+class VmSpec:
+    """One Windows VM with one NIC, as `az vm create` lays it out (all in one resource group)."""
+
+    name: str = "vm1"
+    rg: str = "rg1"
+    power: str = "running"
+    agent: str | None = "Ready"
+    os_type: str = "Windows"
+    boot_diagnostics: bool = True
+    public_ip: str | None = "127.0.0.1"     # None: no public IP resource at all
+    private_ip: str = "10.0.0.4"
+    subnet_nsg_rules: list[dict] | None = None  # None: no NSG on the subnet
+    nic_nsg_rules: list[dict] | None = field(default_factory=lambda: [rule("RDP", 300)])
+    nic_rg: str | None = None                # put the NIC (and its NSG) in another group
+
+    @property
+    def vm_id(self) -> str:
+        return rid(self.rg, f"Microsoft.Compute/virtualMachines/{self.name}")
+
+    @property
+    def nic_id(self) -> str:
+        return rid(self.nic_rg or self.rg, f"Microsoft.Network/networkInterfaces/{self.name}VMNic")
+
+    @property
+    def vnet_id(self) -> str:
+        return rid(self.rg, f"Microsoft.Network/virtualNetworks/{self.name}VNET")
+
+    @property
+    def subnet_id(self) -> str:
+        return f"{self.vnet_id}/subnets/{self.name}Subnet"
+
+    @property
+    def subnet_nsg_id(self) -> str:
+        return rid(self.rg, f"Microsoft.Network/networkSecurityGroups/{self.name}SubnetNSG")
+
+    @property
+    def nic_nsg_id(self) -> str:
+        return rid(self.nic_rg or self.rg, f"Microsoft.Network/networkSecurityGroups/{self.name}NSG")
+
+    @property
+    def pip_id(self) -> str:
+        return rid(self.rg, f"Microsoft.Network/publicIPAddresses/{self.name}PublicIP")
+
+
+def vm_body(spec: VmSpec) -> dict:
+    body = example("VirtualMachines_Get")
+    body.pop("managedBy", None)
+    body.pop("resources", None)
+    body["id"], body["name"], body["location"] = spec.vm_id, spec.name, "westeurope"
+    props = body["properties"]
+    for key in ("availabilitySet", "proximityPlacementGroup", "applicationProfile", "userData"):
+        props.pop(key, None)
+    props["storageProfile"]["osDisk"]["osType"] = spec.os_type
+    props["storageProfile"]["dataDisks"] = []
+    if spec.os_type != "Windows":
+        props["osProfile"] = {"computerName": spec.name, "adminUsername": "azureuser",
+                              "linuxConfiguration": {"provisionVMAgent": True}}
+    props["networkProfile"] = {"networkInterfaces": [{"id": spec.nic_id, "properties": {"primary": True}}]}
+    props["diagnosticsProfile"] = {"bootDiagnostics": {"enabled": spec.boot_diagnostics}}
+    view = example("VirtualMachines_InstanceView")
+    view.pop("patchStatus", None)
+    view["computerName"] = spec.name
+    view["statuses"][1] = {"code": f"PowerState/{spec.power}", "level": "Info",
+                           "displayStatus": f"VM {spec.power}"}
+    if spec.agent is None or spec.power != "running":
+        view.pop("vmAgent")
+    elif spec.agent != "Ready":
+        view["vmAgent"]["statuses"][0].update({"code": "ProvisioningState/Unavailable", "level": "Warning",
+                                               "displayStatus": spec.agent,
+                                               "message": "VM Agent is unresponsive."})
+    props["instanceView"] = view
+    return body
+
+
+def nic_body(spec: VmSpec) -> dict:
+    body = example("NetworkInterfaces_Get")
+    body["id"], body["name"], body["location"] = spec.nic_id, spec.nic_id.rsplit("/", 1)[1], "westeurope"
+    props = body["properties"]
+    config = props["ipConfigurations"][0]
+    config["id"] = f"{spec.nic_id}/ipConfigurations/ipconfig1"
+    config["properties"]["privateIPAddress"] = spec.private_ip
+    config["properties"]["subnet"]["id"] = _arm_casing(spec.subnet_id)
+    if spec.public_ip is None:
+        config["properties"].pop("publicIPAddress")
+    else:
+        config["properties"]["publicIPAddress"]["id"] = spec.pip_id
+    props["ipConfigurations"] = [config]
+    props["virtualMachine"]["id"] = spec.vm_id
+    props.pop("dscpConfiguration", None)
+    if spec.nic_nsg_rules is None:
+        props.pop("networkSecurityGroup")
+    else:
+        props["networkSecurityGroup"]["id"] = _arm_casing(spec.nic_nsg_id)
+    return body
+
+
+def _arm_casing(resource_id: str) -> str:
+    """ARM's habit: the resource group upper-cased inside references (IDs compare case-insensitively)."""
+    return re.sub(r"(/resourceGroups/)([^/]+)", lambda m: m.group(1) + m.group(2).upper(), resource_id)
+
+
+def subnet_body(spec: VmSpec) -> dict:
+    body = example("Subnets_Get")
+    body["id"], body["name"] = spec.subnet_id, spec.subnet_id.rsplit("/", 1)[1]
+    body["properties"]["addressPrefix"] = "10.0.0.0/24"
+    body["properties"]["ipConfigurations"] = [{"id": f"{spec.nic_id}/ipConfigurations/ipconfig1"}]
+    if spec.subnet_nsg_rules is not None:
+        body["properties"]["networkSecurityGroup"] = {"id": spec.subnet_nsg_id}
+    return body
+
+
+def pip_body(spec: VmSpec) -> dict:
+    body = example("PublicIPAddresses_Get")
+    body["id"], body["name"], body["location"] = spec.pip_id, spec.pip_id.rsplit("/", 1)[1], "westeurope"
+    body["properties"].pop("ddosSettings", None)
+    body["properties"]["ipConfiguration"]["id"] = f"{spec.nic_id}/ipConfigurations/ipconfig1"
+    body["properties"]["ipAddress"] = spec.public_ip
+    body["properties"]["publicIPAllocationMethod"] = "Static"
+    return body
+
+
+def vnet_body(spec: VmSpec) -> dict:
+    return {"id": spec.vnet_id, "name": spec.vnet_id.rsplit("/", 1)[1], "location": "westeurope",
+            "properties": {"addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                           "subnets": [subnet_body(spec)], "provisioningState": "Succeeded"}}
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict
+
+
+class FakeArm:
+    """Serve stored ARM resources through `responses` (activate with ``with FakeArm() as arm``)."""
+
+    def __init__(self, base: str = BASE):
+        self.base = base
+        self.resources: dict[str, dict] = {}
+        self.groups: set[str] = set()
+        self.failures: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
+        self.calls: list[Call] = []
+        self.boot_diagnostics: dict[str, dict] = {}
+        self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
+        pattern = re.compile(re.escape(base) + r"/.*")
+        for method in ("GET", "POST"):
+            self.mock.add_callback(method, pattern, callback=self._dispatch)
+
+    def __enter__(self) -> "FakeArm":
+        self.mock.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mock.__exit__(*exc)
+
+    # -- state ----------------------------------------------------------------------------------
+    def put(self, body: dict) -> dict:
+        self.resources[body["id"].lower()] = body
+        self.groups.add(body["id"].split("/")[4].lower())
+        return body
+
+    def delete(self, resource_id: str) -> None:
+        self.resources.pop(resource_id.lower(), None)
+
+    def add_vm(self, spec: VmSpec) -> VmSpec:
+        self.put(vm_body(spec))
+        self.put(nic_body(spec))
+        self.put(subnet_body(spec))
+        self.put(vnet_body(spec))
+        if spec.public_ip is not None:
+            self.put(pip_body(spec))
+        if spec.nic_nsg_rules is not None:
+            self.put(nsg_body(spec.nic_nsg_id, spec.nic_nsg_rules))
+        if spec.subnet_nsg_rules is not None:
+            self.put(nsg_body(spec.subnet_nsg_id, spec.subnet_nsg_rules))
+        return spec
+
+    def fail(self, resource_id: str, status: int, code: str, message: str, *, method: str = "GET",
+             headers: dict | None = None, times: int = 1, body: dict | None = None) -> None:
+        envelope = body or {"error": {"code": code, "message": message}}
+        self.failures.setdefault((method, resource_id.lower()), []).extend(
+            [(status, headers or {}, envelope)] * times)
+
+    # -- serving --------------------------------------------------------------------------------
+    def _dispatch(self, request):
+        parts = urlsplit(request.url)
+        path = parts.path[len(urlsplit(self.base).path):] if urlsplit(self.base).path else parts.path
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self.calls.append(Call(request.method, path, query))
+        key = path.rstrip("/").lower()
+        queued = self.failures.get((request.method, key))
+        if queued:
+            status, headers, body = queued.pop(0)
+            return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
+        wanted = COMPUTE_API if "/microsoft.compute/" in key else NETWORK_API
+        if query.get("api-version") != wanted:
+            return self._error(400, "InvalidApiVersionParameter", f"api-version {query.get('api-version')}")
+        if request.method == "POST" and key.endswith("/retrievebootdiagnosticsdata"):
+            vm_key = key.rsplit("/", 1)[0]
+            if vm_key not in self.resources:
+                return self._not_found(vm_key)
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.boot_diagnostics[vm_key])
+        segments = key.split("/")
+        if len(segments) >= 5 and segments[4] not in self.groups:
+            return self._error(404, "ResourceGroupNotFound", f"Resource group '{path.split('/')[4]}' could not be found.")
+        if key.endswith("/providers/microsoft.network/networkinterfaces"):
+            prefix = key + "/"
+            items = [b for k, b in self.resources.items() if k.startswith(prefix) and k.count("/") == prefix.count("/")]
+            return 200, {"Content-Type": "application/json"}, json.dumps({"value": items})
+        if key in self.resources:
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.resources[key])
+        return self._not_found(key, path)
+
+    def _not_found(self, key: str, path: str | None = None):
+        path = path or key
+        parts = path.strip("/").split("/")
+        what = "/".join(parts[5:7]) if len(parts) >= 7 else path
+        if len(parts) > 8:
+            what = f"{parts[5]}/{'/'.join(parts[6:])}"
+        return self._error(404, "ResourceNotFound",
+                           f"The Resource '{what}' under resource group '{parts[3]}' was not found. "
+                           "For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+
+    @staticmethod
+    def _error(status: int, code: str, message: str):
+        return status, {"Content-Type": "application/json"}, json.dumps({"error": {"code": code, "message": message}})
