@@ -13,9 +13,11 @@ from typing import Any
 from azrdp.azure.inventory import Inventory, Resource
 from azrdp.azure.nsg import Decision, Flow, SecurityGroup, evaluate_inbound
 from azrdp.checks import Check, Status
+from azrdp.errors import NotFoundError
 from azrdp.target import id_key, parse_resource_id
 
 OS_WINDOWS, OS_LINUX = "Windows", "Linux"
+_LEVEL = {"subnet": "subnet", "nic": "NIC"}
 
 
 @dataclass
@@ -290,7 +292,9 @@ def _attached_nsg(inventory: Inventory, holder: Resource | None, level: str,
         return None, None
     nsg = inventory.get(ref)
     if nsg is None or nsg.body is None:
-        why = nsg.error.message if nsg is not None and nsg.error else "it was not returned"
+        error = nsg.error if nsg is not None else None
+        why = "which does not exist (deleted?)" if isinstance(error, NotFoundError) else \
+            f"which could not be read: {error.message if error else 'it was not returned'}"
         try:
             rg = parse_resource_id(holder.id).resource_group
         except ValueError:
@@ -302,8 +306,8 @@ def _attached_nsg(inventory: Inventory, holder: Resource | None, level: str,
         else:
             fix = (f"Attach an existing NSG to the NIC or remove the dangling association: "
                    f"`az network nic update -g {rg} -n {holder.name} --network-security-group NSG`.")
-        return None, Check(check_id, Status.ERROR, f"the {level} {holder.name} references NSG {_name(ref)}, "
-                           f"which could not be read: {why}", {"nsg": ref}, fix)
+        return None, Check(check_id, Status.ERROR, f"the {level} {holder.name} references NSG {_name(ref)}, {why}",
+                           {"nsg": ref, "error": error.message if error else None}, fix)
     return SecurityGroup.from_arm(nsg.body), None
 
 
@@ -329,11 +333,11 @@ def _effective_check(effective: Any, flow: Flow, where: dict[str, Any]) -> Check
     what = f"TCP {flow.port} from {flow.source}"
     if effective.allowed:
         levels = [d for d in (effective.subnet, effective.nic) if d.nsg is not None]
-        by = "; ".join(f"{d.level} NSG {d.nsg.name} rule {d.rule.label()}" for d in levels if d.rule)
+        by = "; ".join(f"{_LEVEL[d.level]} NSG {d.nsg.name} rule {d.rule.label()}" for d in levels if d.rule)
         return Check("nsg.effective", Status.PASS, f"{what} is allowed" + (f" ({by})" if by else " (no NSG)"),
                      details)
     label = deciding.rule.label() if deciding.rule else "no matching rule"
-    summary = f"{what} is blocked by the {deciding.level} NSG {deciding.nsg.name if deciding.nsg else '?'}: " \
+    summary = f"{what} is blocked by the {_LEVEL[deciding.level]} NSG {deciding.nsg.name if deciding.nsg else '?'}: " \
               f"rule {label}"
     conditional = [d for d in (effective.subnet, effective.nic) if not d.allowed and any(r.allows for r in d.conditional)]
     if len(conditional) == sum(1 for d in (effective.subnet, effective.nic) if not d.allowed):

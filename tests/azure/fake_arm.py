@@ -274,9 +274,7 @@ class FakeArm:
     def _not_found(self, key: str, path: str | None = None):
         path = path or key
         parts = path.strip("/").split("/")
-        what = "/".join(parts[5:7]) if len(parts) >= 7 else path
-        if len(parts) > 8:
-            what = f"{parts[5]}/{'/'.join(parts[6:])}"
+        what = "/".join(parts[5:]) if len(parts) > 5 else path
         return self._error(404, "ResourceNotFound",
                            f"The Resource '{what}' under resource group '{parts[3]}' was not found. "
                            "For more details please go to https://aka.ms/ARMResourceNotFoundFix")

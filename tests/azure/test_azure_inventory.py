@@ -60,7 +60,9 @@ def test_a_deleted_nsg_becomes_a_check_error(arm, session):
     diagnosis = diagnose(session, TARGET, probe=False)
     nic, effective = diagnosis.check("nsg.nic"), diagnosis.check("nsg.effective")
     assert nic.status is Status.ERROR and effective.status is Status.ERROR
-    assert nic.summary.startswith("the NIC vm1VMNic references NSG vm1NSG, which could not be read: not found")
+    assert nic.summary == "the NIC vm1VMNic references NSG vm1NSG, which does not exist (deleted?)"
+    assert "'Microsoft.Network/networkSecurityGroups/vm1NSG' under resource group 'RG1' was not found" \
+        in nic.details["error"]
     assert "az network nic update -g rg1 -n vm1VMNic --network-security-group NSG" in nic.remedy
     assert diagnosis.exit_code == 1
 
