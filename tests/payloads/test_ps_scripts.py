@@ -1,0 +1,194 @@
+"""Static tests of the shipped PowerShell payloads, through tree-sitter-pwsh (no PowerShell here).
+
+Every payload parses without ERROR/MISSING nodes, follows the payload rules (comment-based help,
+typed and validated param(), StrictMode, Stop, one result line, PowerShell 5.1-only syntax, no
+aliases), and its param() block matches manifest.json."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import pwsh_ast
+from azrdp.payloads import payload, payload_ids
+
+# Windows PowerShell 5.1's built-in aliases (Get-Alias on Windows Server 2022), plus the
+# Unix-looking ones 5.1 still defines. A payload must spell out the command instead.
+PS51_ALIASES = {
+    "%", "?", "ac", "asnp", "cat", "cd", "cfs", "chdir", "clc", "clear", "clhy", "cli", "clp", "cls",
+    "clv", "cnsn", "compare", "copy", "cp", "cpi", "cpp", "curl", "cvpa", "dbp", "del", "diff", "dir",
+    "dnsn", "ebp", "echo", "epal", "epcsv", "epsn", "erase", "etsn", "exsn", "fc", "fhx", "fl",
+    "foreach", "ft", "fw", "gal", "gbp", "gc", "gcb", "gci", "gcm", "gcs", "gdr", "ghy", "gi", "gin",
+    "gjb", "gl", "gm", "gmo", "gp", "gps", "gpv", "group", "gsn", "gsnp", "gsv", "gtz", "gu", "gv",
+    "gwmi", "h", "history", "icm", "iex", "ihy", "ii", "ipal", "ipcsv", "ipmo", "ipsn", "irm", "ise",
+    "iwmi", "iwr", "kill", "lp", "ls", "man", "md", "measure", "mi", "mount", "move", "mp", "mv",
+    "nal", "ndr", "ni", "nmo", "npssc", "nsn", "nv", "ogv", "oh", "popd", "ps", "pushd", "pwd", "r",
+    "rbp", "rcjb", "rcsn", "rd", "rdr", "ren", "ri", "rjb", "rm", "rmdir", "rmo", "rni", "rnp", "rp",
+    "rsn", "rsnp", "rujb", "rv", "rvpa", "rwmi", "sajb", "sal", "saps", "sasv", "sbp", "sc", "scb",
+    "select", "set", "shcm", "si", "sl", "sleep", "sls", "sort", "sp", "spjb", "spps", "spsv",
+    "start", "stz", "sujb", "sv", "swmi", "tee", "trcm", "type", "wget", "where", "wjb", "write",
+}
+
+# Cmdlets Windows PowerShell 5.1 ships (Microsoft.PowerShell.*, NetSecurity, NetTCPIP, CimCmdlets,
+# PKI, Security, Diagnostics) that the payloads may call.
+PS51_CMDLETS = {
+    "ConvertTo-Json", "Copy-Item", "Enable-NetFirewallRule", "Export-Certificate", "ForEach-Object",
+    "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
+    "Get-NetFirewallPortFilter", "Get-NetFirewallProfile", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-Process", "Get-Service", "Get-WinEvent", "Join-Path", "New-Item", "New-NetFirewallRule",
+    "New-Object", "Out-Null", "Remove-Item", "Remove-ItemProperty", "Rename-Item", "Restart-Service",
+    "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
+    "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Service", "Start-Sleep",
+    "Test-Path", "Where-Object", "Write-Output",
+}
+CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
+PAYLOADS = payload_ids()
+
+
+def _source(payload_id: str) -> str:
+    return payload(payload_id).script_text()
+
+
+def _tree(payload_id: str):
+    return pwsh_ast.parse(_source(payload_id).encode())
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_parses_without_error_nodes(payload_id):
+    assert pwsh_ast.problems(_tree(payload_id)) == []
+
+
+def test_the_parser_does_report_broken_powershell():
+    # guard against a test that cannot fail: a broken script must show problems
+    assert pwsh_ast.problems(pwsh_ast.parse(b"function F { if ($x { }\n$y = (1 + \n"))
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_calls_only_known_cmdlets_own_functions_or_exe_no_aliases(payload_id):
+    tree = _tree(payload_id)
+    own = set(pwsh_ast.functions(tree))
+    called = set(pwsh_ast.commands(tree))
+    aliases = {c for c in called if c.lower() in PS51_ALIASES}
+    assert not aliases, f"aliases in {payload_id}.ps1: {sorted(aliases)}"
+    unknown = called - own - PS51_CMDLETS
+    assert not unknown, f"{payload_id}.ps1 calls commands that are neither its functions nor known 5.1 cmdlets: {sorted(unknown)}"
+    # native programs go through Invoke-Native with an explicit .exe
+    natives = re.findall(r"Invoke-Native -FilePath '([^']+)'", _source(payload_id))
+    assert natives and all(n.endswith(".exe") for n in natives)
+
+
+def test_alias_detection_catches_aliases():
+    tree = pwsh_ast.parse(b"gci | % { $_ } | where { $_ } | select -First 1\n")
+    assert {c.lower() for c in pwsh_ast.commands(tree)} <= PS51_ALIASES
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_payload_rules(payload_id):
+    source = _source(payload_id)
+    tree = _tree(payload_id)
+    assert source.startswith("<#\n.SYNOPSIS"), "comment-based help first"
+    for keyword in (".DESCRIPTION", ".PARAMETER", ".EXAMPLE", ".NOTES"):
+        assert keyword in source.split("#>")[0]
+    for param in pwsh_ast.param_block(tree):
+        assert f".PARAMETER {param.name}" in source, f"help for -{param.name}"
+        assert param.type in ("int", "string"), f"-{param.name} must be typed"
+        assert param.validate_set or param.validate_pattern or param.validate_range, f"-{param.name} must be validated"
+    assert "\nSet-StrictMode -Version Latest\n" in source
+    assert "\n$ErrorActionPreference = 'Stop'\n" in source
+    assert source.isascii(), "Windows PowerShell 5.1 reads BOM-less scripts as ANSI"
+    assert "\r" not in source and "\t" not in source
+    # one place prints, and it prints the marker
+    writes = [n for n in pwsh_ast.commands(tree) if n in ("Write-Output", "Write-Host", "Write-Information")]
+    assert writes == ["Write-Output"]
+    assert "Write-Output ('AZRDP-RESULT:' + $json)" in source
+    assert "ConvertTo-Json -InputObject $Result -Compress" in source
+    # nothing evaluates text as code
+    for forbidden in ("Invoke-Expression", "[scriptblock]::Create", "Add-Type", "-EncodedCommand"):
+        assert forbidden not in source
+    # PowerShell 7-only syntax would fail on 5.1
+    for pwsh7 in ("??", "?.", "-Parallel", " && ", " || ", "ForEach-Object -Parallel", "$PSStyle"):
+        assert pwsh7 not in source, pwsh7
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_every_check_and_step_runs_inside_try_catch(payload_id):
+    source = _source(payload_id)
+    if payload_id == "diagnose":
+        body = source.split("foreach ($name in @($Sections.Keys)) {", 1)[1]
+        assert body.lstrip().startswith("$Result[$name] = $null\n    try {")
+        assert "catch {\n        Add-Failure -Section $name -Record $_" in body
+    else:
+        runner = pwsh_ast.functions(_tree(payload_id))["Invoke-Step"]
+        assert runner.count("try {") == 3 and runner.count("} catch {") == 3
+
+
+def test_diagnose_changes_nothing():
+    tree = _tree("diagnose")
+    own = set(pwsh_ast.functions(tree))
+    changing = [c for c in pwsh_ast.commands(tree) if CHANGING.match(c) and c not in own]
+    assert changing == ["Set-StrictMode"]
+    natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
+    assert natives == {"quser.exe", "qwinsta.exe"}
+    assert payload("diagnose").read_only and not payload("repair").read_only
+
+
+def test_repair_deletes_only_certificates_it_exported_first():
+    source = _source("repair")
+    removals = re.findall(r"^\s*Remove-Item .*$", source, re.M)
+    assert removals == ["        Remove-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $certificate.Thumbprint)"]
+    repair_cert = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
+    assert repair_cert.index("Export-Certificate") < repair_cert.index("Remove-Item")
+    assert "SecurityLayer" not in repair_cert  # never lowered (only read in Read-CertState)
+    assert "-DeleteKey" not in source
+
+
+def test_repair_backs_up_acls_before_changing_them():
+    functions = pwsh_ast.functions(_tree("repair"))
+    for name in ("Repair-MachineKeysAcl", "Repair-MachineKeysRename"):
+        body = functions[name]
+        assert body.index("Save-MachineKeysAcl") < min(i for i in (body.find("Set-DefaultMachineKeysAcl"), body.find("Grant-RdpKeyAccess"), body.find("Rename-Item")) if i >= 0)
+    assert "'/save'" in functions["Save-MachineKeysAcl"]
+    rename = functions["Repair-MachineKeysRename"]
+    assert "while (Test-Path" in rename, "never overwrite an earlier backup"
+    assert "$RdpKeyFilter" in rename, "the RDP key container is not copied back"
+
+
+def test_repair_steps_run_in_the_fixed_order():
+    source = _source("repair")
+    assert "$StepOrder = @('rdp-config', 'machinekeys-acl', 'machinekeys-rename', 'cert', 'sessions')" in source
+    assert list(payload("repair").steps) == ["rdp-config", "machinekeys-acl", "machinekeys-rename", "cert", "sessions"]
+
+
+def test_shared_helpers_are_identical_in_both_payloads():
+    def shared(payload_id):
+        source = _source(payload_id)
+        return source[source.index("# ---- shared helpers"):source.index("# ---- end of shared helpers ----")]
+    assert shared("diagnose") == shared("repair")
+
+
+def test_payload_versions_match_the_manifest():
+    for payload_id in PAYLOADS:
+        assert f"$PayloadVersion = '{payload(payload_id).version}'" in _source(payload_id)
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_manifest_parameters_match_the_param_block(payload_id):
+    spec = payload(payload_id)
+    script = {p.name: p for p in pwsh_ast.param_block(_tree(payload_id))}
+    assert list(script) == [p.name for p in spec.parameters]
+    for p in spec.parameters:
+        s = script[p.name]
+        assert s.mandatory == p.required, p.name
+        if p.type == "int":
+            assert s.type == "int" and s.validate_range == (p.min, p.max) and s.default == p.default
+        elif p.type == "bool":
+            assert s.type == "string" and s.validate_set == ["true", "false"]
+            assert s.default == ("true" if p.default else "false")
+        elif p.type == "string":
+            assert s.type == "string" and s.validate_pattern == p.pattern and s.default == p.default
+        elif p.type == "list":
+            alternatives = "|".join(p.choices)
+            assert s.type == "string" and s.validate_pattern == f"^({alternatives})(,({alternatives}))*$"
+        else:
+            pytest.fail(f"unknown manifest type {p.type}")
