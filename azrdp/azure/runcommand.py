@@ -1,0 +1,204 @@
+"""Action Run Command (``virtualMachines/runCommand``, RunPowerShellScript), done carefully.
+
+Azure's documented behaviour this module is built around (../shared/reference/rdp-repair-on-azure.md
+section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
+
+* Run Command needs the VM agent Ready; otherwise the call hangs for up to 90 minutes. So the
+  agent is checked first, from an instance view the caller passes or one read here, and a VM whose
+  agent is not Ready gets :class:`AgentNotReady` without any Run Command being sent.
+* One script at a time per VM: a second call is refused with 409 Conflict "Run command extension
+  execution is in progress". That is waited out with capped exponential backoff on the injected
+  Clock, up to ``conflict_wait`` seconds, then :class:`RunCommandBusy`.
+* The LRO (202 + Azure-AsyncOperation + Location; the result is the final GET of Location) is
+  polled by the SDK's own ARMPolling, whose sleeps go through the Clock and which stops at the
+  invocation's deadline. ``poller.result(timeout)`` does not raise on timeout, so ``done()`` is
+  checked as well; a late run raises :class:`~azrdp.errors.OperationTimeout`.
+* The script is sent as the shipped file's lines, unchanged; values travel only in ``parameters``.
+* SDK errors go through :func:`azrdp.azure.arm_errors.translate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+from azrdp.azure.arm_errors import arm_error_message, translate
+from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.errors import AzureOperationError, OperationTimeout
+from azrdp.payloads.result import RunCommandOutput, output_from_statuses
+
+COMMAND_ID = "RunPowerShellScript"
+DEFAULT_TIMEOUT = 900.0          # seconds for one invocation, conflicts included
+DEFAULT_CONFLICT_WAIT = 600.0    # seconds to wait out another Run Command on the same VM
+CONFLICT_BACKOFF_FIRST = 5.0
+CONFLICT_BACKOFF_MAX = 60.0
+_IN_PROGRESS = "execution is in progress"
+
+
+class AgentNotReady(AzureOperationError):
+    """Run Command cannot work: the VM agent is not Ready (or the VM is not running)."""
+
+
+class RunCommandBusy(AzureOperationError):
+    """Another Run Command kept running on the VM for longer than azrdp waits."""
+
+
+class _DeadlinePassed(Exception):
+    """Raised inside the SDK's polling thread when the next sleep would pass the deadline."""
+
+
+@dataclass
+class RunCommandOutcome:
+    """One Run Command: its output and how it went (attempts, waits, simulated/real seconds)."""
+
+    output: RunCommandOutput
+    attempts: int = 1                          # POSTs sent (1 + 409 retries)
+    conflict_waits: list[float] = field(default_factory=list)
+    seconds: float = 0.0                       # on the injected clock
+    statuses: list[dict[str, Any]] = field(default_factory=list)   # value[] without messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "conflict_waits": self.conflict_waits,
+                "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
+
+
+class _ClockedPolling(ARMPolling):
+    """ARMPolling whose sleeps go through azrdp's Clock and stop at a deadline."""
+
+    def __init__(self, delay: float, *, clock: Clock, deadline: float, **kwargs: Any):
+        super().__init__(delay, **kwargs)
+        self._clock = clock
+        self._deadline = deadline
+
+    def _sleep(self, delay: float) -> None:
+        if self._clock.monotonic() + delay > self._deadline:
+            raise _DeadlinePassed()
+        self._clock.sleep(delay)
+
+
+def _as_dict(view: Any) -> dict[str, Any]:
+    if view is None:
+        return {}
+    if hasattr(view, "as_dict"):
+        return view.as_dict()
+    return dict(view)
+
+
+def agent_state(instance_view: Any) -> tuple[bool, str]:
+    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict)."""
+    view = _as_dict(instance_view)
+    power = next((str(s.get("code", "")).split("/", 1)[1] for s in view.get("statuses") or []
+                  if str(s.get("code", "")).startswith("PowerState/")), None)
+    if power and power != "running":
+        return False, f"the VM is {power}, so Run Command cannot reach the guest"
+    agent = view.get("vmAgent") or {}
+    statuses = agent.get("statuses") or []
+    if not statuses:
+        return False, "the VM agent reports no status (not installed, or not started)"
+    display = str(statuses[0].get("displayStatus") or statuses[0].get("code") or "unknown")
+    if display.lower() == "ready":
+        return True, "the VM agent is Ready"
+    message = statuses[0].get("message")
+    return False, f"the VM agent is {display}" + (f" ({message})" if message else "")
+
+
+def _is_conflict(err: HttpResponseError) -> bool:
+    return err.status_code == 409 and _IN_PROGRESS in arm_error_message(err).lower()
+
+
+def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Sequence[str],
+               parameters: Sequence[Mapping[str, str]] = (), *, instance_view: Any = None,
+               clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
+               conflict_wait: float = DEFAULT_CONFLICT_WAIT, polling_interval: float | None = None,
+               subscription: str | None = None) -> RunCommandOutcome:
+    """Run ``script_lines`` with ``parameters`` through action Run Command; return its output.
+
+    ``compute`` is an ``azure.mgmt.compute.ComputeManagementClient``. ``instance_view`` is the
+    VM's instance view when the caller already has it (else it is read). ``polling_interval``
+    overrides the client's (tests use 0). Raises AgentNotReady, RunCommandBusy, OperationTimeout
+    or the translated ARM error.
+    """
+    where = f"VM {resource_group}/{vm_name}"
+    if instance_view is None:
+        try:
+            instance_view = compute.virtual_machines.instance_view(resource_group, vm_name)
+        except AzureError as err:
+            raise translate(err, doing=f"reading the instance view of {where}",
+                            subscription=subscription) from None
+    ready, why = agent_state(instance_view)
+    if not ready:
+        raise AgentNotReady(f"cannot run a command in {where}: {why}.",
+                            hint="Run Command needs a running VM with a Ready agent (it would hang up "
+                                 "to 90 minutes otherwise); restart the VM or repair the agent first.")
+
+    body = {"commandId": COMMAND_ID, "script": list(script_lines),
+            "parameters": [{"name": p["name"], "value": p["value"]} for p in parameters]}
+    start = clock.monotonic()
+    deadline = start + timeout
+    delay = polling_interval
+    if delay is None:
+        delay = getattr(getattr(compute, "_config", None), "polling_interval", 30)
+    base_url = getattr(getattr(compute, "_config", None), "base_url", None)
+    polling_kwargs = {"path_format_arguments": {"endpoint": base_url}} if base_url else {}
+
+    attempts = 0
+    waits: list[float] = []
+    backoff = CONFLICT_BACKOFF_FIRST
+    while True:
+        attempts += 1
+        polling = _ClockedPolling(delay, clock=clock, deadline=deadline, **polling_kwargs)
+        try:
+            poller = compute.virtual_machines.begin_run_command(resource_group, vm_name, body,
+                                                                polling=polling)
+            break
+        except HttpResponseError as err:
+            if not _is_conflict(err):
+                raise translate(err, doing=f"starting Run Command in {where}",
+                                subscription=subscription) from None
+            waited = sum(waits)
+            now = clock.monotonic()
+            pause = min(backoff, CONFLICT_BACKOFF_MAX)
+            if waited + pause > conflict_wait or now + pause > deadline:
+                raise RunCommandBusy(
+                    f"another Run Command is still running in {where} after {waited:g} s of waiting "
+                    f"({attempts} attempts).",
+                    hint="Action Run Command runs one script at a time and cannot be cancelled; "
+                         "wait for it to finish (at most 90 minutes) and run azrdp again.") from None
+            waits.append(pause)
+            clock.sleep(pause)
+            backoff *= 2
+        except AzureError as err:
+            raise translate(err, doing=f"starting Run Command in {where}", subscription=subscription) from None
+
+    try:
+        # The polling thread stops itself at the deadline; this real-time wait is only a backstop.
+        result = poller.result(timeout=max(1.0, deadline - clock.monotonic()) + 60.0)
+    except _DeadlinePassed:
+        result = None
+    except AzureError as err:
+        raise translate(err, doing=f"running a command in {where}", subscription=subscription) from None
+    if not poller.done() or result is None and not _finished_ok(poller):
+        raise OperationTimeout(
+            f"Run Command in {where} did not finish within {timeout:g} s.",
+            hint="The script may still be running in the guest (Run Command cannot be cancelled); "
+                 "wait, then run azrdp again, or raise --timeout.")
+    statuses = list(getattr(result, "value", None) or [])
+    return RunCommandOutcome(
+        output=output_from_statuses(statuses),
+        attempts=attempts,
+        conflict_waits=waits,
+        seconds=clock.monotonic() - start,
+        statuses=[{"code": getattr(s, "code", None), "level": str(getattr(s, "level", "") or ""),
+                   "display_status": getattr(s, "display_status", None)} for s in statuses],
+    )
+
+
+def _finished_ok(poller: Any) -> bool:
+    """True when the LRO reached Succeeded (a result of None is then Azure's answer, not a timeout)."""
+    try:
+        return str(poller.status()).lower() == "succeeded"
+    except Exception:  # noqa: BLE001 - status() of a broken poller: treat as not finished
+        return False

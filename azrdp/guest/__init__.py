@@ -1,0 +1,120 @@
+"""The guest side: run a payload through Run Command, parse its one result line, judge it.
+
+Two entry points for the jobs (``azrdp diagnose`` / ``azrdp fix``):
+
+    diagnose_guest(compute, rg, vm, ...) -> GuestDiagnosis(result, checks, run)
+    repair_guest(compute, rg, vm, steps=[...], ...) -> RepairOutcome(result, run)
+
+``compute`` is an ``azure.mgmt.compute.ComputeManagementClient`` (``AzureSession.compute``).
+The Azure SDK is imported only when one of them runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from azrdp.checks import Check
+from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.guest.checks import DEFAULT_PORT, guest_checks
+from azrdp.payloads import payload
+from azrdp.payloads.result import parse_result
+from azrdp.payloads.schema import ResultSchemaError
+
+if TYPE_CHECKING:
+    from azrdp.azure.runcommand import RunCommandOutcome
+
+DEFAULT_TIMEOUT = 900.0
+
+__all__ = ["GuestDiagnosis", "RepairOutcome", "diagnose_guest", "repair_guest", "run_payload",
+           "guest_checks"]
+
+
+@dataclass
+class GuestDiagnosis:
+    result: dict[str, Any]           # the validated diagnose result (schema DIAGNOSE)
+    checks: list[Check]              # guest.* checks
+    run: "RunCommandOutcome"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"result": self.result, "checks": [c.to_dict() for c in self.checks],
+                "run": self.run.to_dict()}
+
+
+@dataclass
+class RepairOutcome:
+    result: dict[str, Any]           # the validated repair result (schema REPAIR)
+    run: "RunCommandOutcome"
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.result["steps"]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.result["changed"])
+
+    @property
+    def reboot_required(self) -> bool:
+        return bool(self.result["reboot_required"])
+
+    @property
+    def failed_steps(self) -> list[str]:
+        return [s["name"] for s in self.steps if s["status"] in ("failed", "skipped")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"result": self.result, "run": self.run.to_dict()}
+
+
+def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str,
+                values: Mapping[str, Any] | None = None, *, instance_view: Any = None,
+                clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
+                polling_interval: float | None = None, subscription: str | None = None,
+                ) -> tuple[dict[str, Any], "RunCommandOutcome"]:
+    """Run one manifest payload with ``values`` as its parameters; return (result, run).
+
+    Parameters are validated against the manifest before anything is sent (UsageError), the
+    script goes out as the shipped file's lines, and the result line is parsed and validated.
+    """
+    from azrdp.azure.runcommand import run_script
+
+    spec = payload(payload_id)
+    parameters = spec.run_command_parameters(values)
+    run = run_script(compute, resource_group, vm_name, spec.script_lines(), parameters,
+                     instance_view=instance_view, clock=clock, timeout=timeout,
+                     polling_interval=polling_interval, subscription=subscription)
+    result = parse_result(payload_id, run.output)
+    if result["version"] != spec.version:
+        raise ResultSchemaError(payload_id, "$.version", f"the guest ran version {result['version']}, "
+                                f"this azrdp ships {spec.version}")
+    return result, run
+
+
+def diagnose_guest(compute: Any, resource_group: str, vm_name: str, *, instance_view: Any = None,
+                   probe_result: Any = None, rdp_port: int = DEFAULT_PORT, event_hours: int = 24,
+                   run_id: str | None = None, clock: Clock = SYSTEM_CLOCK,
+                   timeout: float = DEFAULT_TIMEOUT, polling_interval: float | None = None,
+                   subscription: str | None = None) -> GuestDiagnosis:
+    """Run the read-only diagnose payload and turn its result into guest.* checks."""
+    values: dict[str, Any] = {"EventHours": event_hours}
+    if run_id:
+        values["RunId"] = run_id
+    result, run = run_payload(compute, resource_group, vm_name, "diagnose", values,
+                              instance_view=instance_view, clock=clock, timeout=timeout,
+                              polling_interval=polling_interval, subscription=subscription)
+    return GuestDiagnosis(result, guest_checks(result, probe_result=probe_result, rdp_port=rdp_port), run)
+
+
+def repair_guest(compute: Any, resource_group: str, vm_name: str, *, steps: Sequence[str],
+                 log_off_active: bool = False, run_id: str | None = None, instance_view: Any = None,
+                 clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
+                 polling_interval: float | None = None, subscription: str | None = None) -> RepairOutcome:
+    """Run the repair payload with ``steps`` (any of rdp-config, machinekeys-acl,
+    machinekeys-rename, cert, sessions; they run in that fixed order)."""
+    values: dict[str, Any] = {"Steps": list(steps), "LogOffActive": log_off_active}
+    if run_id:
+        values["RunId"] = run_id
+    result, run = run_payload(compute, resource_group, vm_name, "repair", values,
+                              instance_view=instance_view, clock=clock, timeout=timeout,
+                              polling_interval=polling_interval, subscription=subscription)
+    return RepairOutcome(result, run)

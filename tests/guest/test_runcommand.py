@@ -1,0 +1,200 @@
+"""Action Run Command through the REAL azure-mgmt-compute client, against `responses`."""
+
+from __future__ import annotations
+
+import pytest
+
+from azrdp.azure.runcommand import (
+    CONFLICT_BACKOFF_FIRST, AgentNotReady, RunCommandBusy, agent_state, run_script,
+)
+from azrdp.clock import ManualClock
+from azrdp.errors import AuthError, OperationTimeout
+from azrdp.guest import diagnose_guest, repair_guest, run_payload
+from azrdp.payloads import payload
+from conftest import READY_VIEW, VM_URL
+from payload_samples import healthy, healthy_repair, result_line, run_command_value
+
+TOKEN = "INJECTED7Q"  # appears in every hostile value and nowhere in the payloads
+HOSTILE = [
+    f"'; Remove-Item -Recurse C:\\ ; '{TOKEN}",
+    f'"; Stop-Computer -Force; "{TOKEN}',
+    f"`$(Invoke-Expression '{TOKEN}')` & whoami | Out-File x",
+    f"a\nb\r\nWrite-Output {TOKEN}",
+    f"$(Get-Process) & calc.exe | more ; exit 1 {TOKEN}",
+]
+
+
+def test_lro_202_polls_then_final_get_of_location(compute, arm):
+    arm.accept(run_command_value(result_line(healthy()), ""), polls=2)
+    spec = payload("diagnose")
+    run = run_script(compute, "rg1", "vm1", spec.script_lines(), [], instance_view=READY_VIEW,
+                     clock=ManualClock(), polling_interval=0)
+    methods = [c.request.method for c in arm.rsps.calls]
+    assert methods == ["POST", "GET", "GET", "GET", "GET"]
+    assert "monitor=true" in arm.rsps.calls[-1].request.url
+    assert run.output.stdout == result_line(healthy())
+    assert run.attempts == 1 and run.conflict_waits == []
+    assert [s["code"] for s in run.statuses] == ["ComponentStatus/StdOut/succeeded", "ComponentStatus/StdErr/succeeded"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_values_travel_only_as_parameters_and_the_script_is_the_shipped_file(compute, arm, value):
+    arm.accept(run_command_value("AZRDP-RESULT:{}"))
+    spec = payload("repair")
+    parameters = [{"name": "RunId", "value": value}, {"name": "Steps", "value": value}]
+    run_script(compute, "rg1", "vm1", spec.script_lines(), parameters, instance_view=READY_VIEW,
+               clock=ManualClock(), polling_interval=0)
+    (body,) = arm.sent_bodies()
+    assert body["commandId"] == "RunPowerShellScript"
+    sent = ("\n".join(body["script"]) + "\n").encode()
+    assert sent == spec.script_text().encode() == (spec_path_bytes("repair.ps1"))
+    assert body["parameters"] == parameters
+    assert TOKEN not in "\n".join(body["script"])
+    assert sum(TOKEN in p["value"] for p in body["parameters"]) == 2
+
+
+def spec_path_bytes(name: str) -> bytes:
+    from pathlib import Path
+
+    import azrdp.payloads
+
+    return (Path(azrdp.payloads.__file__).parent / name).read_bytes()
+
+
+def test_hostile_values_never_leave_through_the_manifest_path(compute, arm):
+    from azrdp.errors import UsageError
+
+    for value in HOSTILE:
+        with pytest.raises(UsageError):
+            run_payload(compute, "rg1", "vm1", "diagnose", {"RunId": value}, instance_view=READY_VIEW,
+                        clock=ManualClock(), polling_interval=0)
+    assert len(arm.rsps.calls) == 0
+
+
+def test_409_in_progress_is_waited_out_with_exact_backoff(compute, arm):
+    arm.conflict()
+    arm.conflict()
+    arm.conflict()
+    arm.accept(run_command_value(result_line(healthy())))
+    clock = ManualClock()
+    run = run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW,
+                     clock=clock, polling_interval=0)
+    assert run.attempts == 4
+    assert run.conflict_waits == [CONFLICT_BACKOFF_FIRST, 2 * CONFLICT_BACKOFF_FIRST, 4 * CONFLICT_BACKOFF_FIRST]
+    assert clock.sleeps == [5.0, 10.0, 20.0, 0]       # three conflict waits, then one 0 s poll sleep
+    assert len(arm.posts()) == 4
+
+
+def test_409_forever_gives_a_clear_error_after_the_limit(compute, arm):
+    arm.conflict()  # responses repeats the last registration
+    clock = ManualClock()
+    with pytest.raises(RunCommandBusy) as caught:
+        run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW,
+                   clock=clock, polling_interval=0, conflict_wait=100)
+    assert clock.sleeps == [5.0, 10.0, 20.0, 40.0]    # the next (60) would pass 100 s
+    assert "another Run Command is still running in VM rg1/vm1 after 75 s" in caught.value.message
+    assert caught.value.exit_code == 5
+
+
+def test_other_409_is_not_retried(compute, arm):
+    arm.rsps.post(__import__("conftest").RUN_URL, status=409,
+                  json={"error": {"code": "OperationNotAllowed", "message": "Cannot run command on deallocated VM"}})
+    with pytest.raises(Exception, match="Cannot run command on deallocated VM"):
+        run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+    assert len(arm.posts()) == 1
+
+
+@pytest.mark.parametrize("view, why", [
+    ({"vmAgent": {"statuses": [{"code": "ProvisioningState/Unavailable", "displayStatus": "Not Ready",
+                                "message": "VM status blob is found but not yet populated."}]},
+      "statuses": [{"code": "PowerState/running"}]}, "the VM agent is Not Ready"),
+    ({"statuses": [{"code": "PowerState/running"}]}, "reports no status"),
+    ({"statuses": [{"code": "PowerState/deallocated"}]}, "the VM is deallocated"),
+])
+def test_agent_not_ready_sends_no_run_command(compute, arm, view, why):
+    with pytest.raises(AgentNotReady, match=why):
+        run_script(compute, "rg1", "vm1", ["x"], [], instance_view=view, clock=ManualClock(), polling_interval=0)
+    assert len(arm.rsps.calls) == 0
+
+
+def test_agent_state_reads_sdk_models_too():
+    from azure.mgmt.compute.models import VirtualMachineInstanceView
+
+    assert agent_state(VirtualMachineInstanceView(READY_VIEW)) == (True, "the VM agent is Ready")
+
+
+def test_instance_view_is_read_when_not_given(compute, arm):
+    arm.rsps.get(VM_URL + "/instanceView?api-version=2026-04-01", json=READY_VIEW)
+    arm.accept(run_command_value(result_line(healthy())))
+    run_script(compute, "rg1", "vm1", ["x"], [], clock=ManualClock(), polling_interval=0)
+    assert [c.request.method for c in arm.rsps.calls][:2] == ["GET", "POST"]
+
+
+def test_timeout_while_polling_is_an_operation_timeout(compute, arm):
+    import conftest
+
+    status = f"{conftest.OPS}/slow?api-version=2026-04-01"
+    arm.rsps.post(conftest.RUN_URL, status=202, headers={
+        "Azure-AsyncOperation": status, "Location": f"{conftest.OPS}/slow?monitor=true&api-version=2026-04-01"})
+    arm.rsps.get(status, json={"status": "InProgress"})  # forever
+    clock = ManualClock()
+    with pytest.raises(OperationTimeout, match="did not finish within 120 s"):
+        run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=clock,
+                   polling_interval=15, timeout=120)
+    assert clock.sleeps == [15.0] * 8                # 8 polls x 15 s; the 9th would pass 120 s
+    assert clock.monotonic() == 120.0
+
+
+def test_retry_after_on_a_poll_counts_against_the_deadline(compute, arm):
+    import conftest
+
+    status = f"{conftest.OPS}/ra?api-version=2026-04-01"
+    arm.rsps.post(conftest.RUN_URL, status=202, headers={"Azure-AsyncOperation": status,
+                                                          "Location": f"{conftest.OPS}/ra?monitor=true&api-version=2026-04-01"})
+    arm.rsps.get(status, json={"status": "InProgress"}, headers={"Retry-After": "50"})
+    clock = ManualClock()
+    with pytest.raises(OperationTimeout):
+        run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=clock,
+                   polling_interval=0, timeout=120)
+    assert clock.sleeps == [50.0, 50.0]
+
+
+def test_403_goes_through_arm_errors(compute, arm):
+    import conftest
+
+    arm.rsps.post(conftest.RUN_URL, status=403, json={"error": {"code": "AuthorizationFailed", "message":
+        "The client 'x' with object id 'y' does not have authorization to perform action "
+        "'Microsoft.Compute/virtualMachines/runCommand/action' over scope '/subscriptions/s/resourceGroups/rg1' "
+        "or the scope is invalid."}})
+    with pytest.raises(AuthError, match="runCommand/action"):
+        run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+
+
+def test_diagnose_guest_end_to_end(compute, arm):
+    arm.accept(run_command_value("WARNING: noise\r\n" + result_line(healthy()) + "\r\n", ""))
+    diagnosis = diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(),
+                               polling_interval=0, run_id="abc-1")
+    assert [c.id for c in diagnosis.checks][0] == "guest.termservice"
+    assert all(c.status.value == "pass" for c in diagnosis.checks)
+    (body,) = arm.sent_bodies()
+    assert body["parameters"] == [{"name": "EventHours", "value": "24"}, {"name": "RunId", "value": "abc-1"}]
+    assert diagnosis.to_dict()["run"]["attempts"] == 1
+
+
+def test_repair_guest_end_to_end(compute, arm):
+    arm.accept(run_command_value(result_line(healthy_repair())))
+    outcome = repair_guest(compute, "rg1", "vm1", steps=["sessions", "cert", "rdp-config", "machinekeys-acl"],
+                           instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+    assert outcome.changed is False and outcome.reboot_required is False and outcome.failed_steps == []
+    (body,) = arm.sent_bodies()
+    assert body["parameters"][0] == {"name": "Steps", "value": "rdp-config,machinekeys-acl,cert,sessions"}
+
+
+def test_a_guest_running_another_version_is_refused(compute, arm):
+    from azrdp.payloads.schema import ResultSchemaError
+
+    obj = healthy()
+    obj["version"] = "0.9.0"
+    arm.accept(run_command_value(result_line(obj)))
+    with pytest.raises(ResultSchemaError, match="version 0.9.0"):
+        diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
