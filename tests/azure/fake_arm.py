@@ -201,6 +201,7 @@ class FakeArm:
         self.failures: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
         self.calls: list[Call] = []
         self.boot_diagnostics: dict[str, dict] = {}
+        self.subscriptions: list[tuple[str, str]] = [(SUB, "Production")]
         self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
         pattern = re.compile(re.escape(base) + r"/.*")
         for method in ("GET", "POST"):
@@ -252,6 +253,9 @@ class FakeArm:
         if queued:
             status, headers, body = queued.pop(0)
             return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
+        if key == "/subscriptions":
+            value = [{"subscriptionId": i, "displayName": n, "state": "Enabled"} for i, n in self.subscriptions]
+            return 200, {"Content-Type": "application/json"}, json.dumps({"value": value})
         wanted = COMPUTE_API if "/microsoft.compute/" in key else NETWORK_API
         if query.get("api-version") != wanted:
             return self._error(400, "InvalidApiVersionParameter", f"api-version {query.get('api-version')}")
