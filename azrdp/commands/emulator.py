@@ -1,0 +1,90 @@
+"""`azrdp emulator serve`: a local Azure stand-in in the foreground, and what to export to use it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from azrdp.cli import settings, shared_options
+from azrdp.errors import UsageError
+
+
+@click.group("emulator")
+def emulator_group() -> None:
+    """A local Azure stand-in: ARM over HTTP, simulated Windows guests, real RDP listeners."""
+
+
+def _fleet(text: str | None) -> dict[str, int] | None:
+    if not text:
+        return None
+    from azrdp.emulator.scenarios import SCENARIOS
+
+    mix: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, count = part.strip().partition("=")
+        if name not in SCENARIOS or not count.isdigit() or int(count) < 1:
+            raise UsageError(f"--fleet takes SCENARIO=COUNT pairs separated by commas, got {part.strip()!r}.",
+                             hint=f"Scenarios: {', '.join(SCENARIOS)}.")
+        mix[name] = mix.get(name, 0) + int(count)
+    return mix
+
+
+@emulator_group.command("serve")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 for the ARM endpoint (0: any free port).")
+@click.option("--scenario", default="healthy", show_default=True, metavar="NAME",
+              help="What is wrong with the VM(s): healthy, expired-cert, machinekeys-acl, corrupt-key, seat-taken, "
+                   "rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, 0x904.")
+@click.option("--vms", type=click.IntRange(1, 500), default=1, show_default=True, help="How many VMs in that scenario.")
+@click.option("--fleet", metavar="SCENARIO=N,...", help="A mixed fleet instead, e.g. healthy=40,0x904=10.")
+@click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
+              help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+@click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
+@shared_options
+def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: float, seed: int | None) -> None:
+    """Run the emulator in the foreground (Ctrl-C stops it) and print the environment that
+    points azrdp, or an Azure Automation runbook, at it."""
+    from azrdp.emulator.scenarios import SCENARIOS
+    from azrdp.emulator.server import serve
+
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown --scenario {scenario!r}.", hint=f"Choose one of {', '.join(SCENARIOS)}.")
+    if not speed > 0:
+        raise UsageError(f"--speed must be more than 0, got {speed}.")
+    mix = _fleet(fleet)
+    output = settings().output
+    try:
+        serve(scenario, vms=vms, fleet=mix, speed=speed, port=port, seed=seed,
+              on_ready=lambda emu: _announce(emu, output, scenario, mix))
+    except OSError as err:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}.",
+                         hint="Choose another --port, or 0 for any free port.") from None
+
+
+def _announce(emu: Any, output: str, scenario: str, fleet: dict[str, int] | None) -> None:
+    from azrdp.emulator.scenarios import SCENARIOS
+
+    environment = emu.environment()
+    vms = [{"name": vm.name, "resource_group": vm.resource_group, "rdp": f"{vm.rdp_address}:{vm.guest.port}"}
+           for vm in emu.state.all_vms()]
+    if output == "json":
+        click.echo(json.dumps({"base_url": emu.base_url, "speed": emu.speed, "scenario": None if fleet else scenario,
+                               "fleet": fleet, "environment": environment, "vms": vms}))
+    else:
+        what = f"fleet {', '.join(f'{k}={v}' for k, v in fleet.items())}" if fleet else \
+            f"scenario {scenario}: {SCENARIOS[scenario].summary}"
+        click.echo(f"azrdp ARM emulator on {emu.base_url}, {what} (latencies {emu.speed:g}x faster).")
+        for vm in vms[:10]:
+            click.echo(f"  VM {vm['name']} in {vm['resource_group']}, RDP listener {vm['rdp']}")
+        if len(vms) > 10:
+            click.echo(f"  ... and {len(vms) - 10} more VMs")
+        click.echo("Point azrdp or a runbook at it (IDENTITY_* serve a managed identity, like Azure Automation):")
+        for name, value in environment.items():
+            click.echo(f"  export {name}={value}")
+        first = vms[0]
+        click.echo(f"Then, in another shell: azrdp diagnose {first['name']} -g {first['resource_group']}")
+        click.echo("Ctrl-C stops the emulator.")
+    sys.stdout.flush()

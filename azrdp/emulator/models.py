@@ -1,0 +1,887 @@
+"""The emulator's in-memory Azure: subscriptions, resource groups, VMs (with instance view, agent
+and a simulated Windows guest), NICs, virtual networks and subnets, NSGs with their rules, public
+IPs, application security groups, and asynchronous operations.
+
+Like moto's ``models.py``: the state and the business rules (what ARM allows, what an operation
+does and how long it takes) live here and raise :mod:`exceptions` errors; ``responses.py`` only
+turns HTTP into calls and models into JSON. Every model renders its own ARM body with
+``to_arm()``, shaped after Microsoft's examples in ``shared/arm-examples``.
+
+Everything runs under :attr:`ArmBackend.lock`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from azrdp.emulator import exceptions as err
+from azrdp.emulator import timescale as ts
+from azrdp.emulator.faults import FaultBook
+from azrdp.emulator.guest import WindowsGuest
+from azrdp.emulator.timescale import Scheduler, TimeScale
+
+COMPUTE_API = "2026-04-01"
+NETWORK_API = "2026-03-01"
+COMPUTE = "Microsoft.Compute"
+NETWORK = "Microsoft.Network"
+
+DEFAULT_INBOUND = (
+    ("AllowVnetInBound", "Allow inbound traffic from all VMs in VNET", "Allow", "VirtualNetwork", "VirtualNetwork", 65000),
+    ("AllowAzureLoadBalancerInBound", "Allow inbound traffic from azure load balancer", "Allow", "AzureLoadBalancer", "*", 65001),
+    ("DenyAllInBound", "Deny all inbound traffic", "Deny", "*", "*", 65500),
+)
+DEFAULT_OUTBOUND = (
+    ("AllowVnetOutBound", "Allow outbound traffic from all VMs to all VMs in VNET", "Allow", "VirtualNetwork", "VirtualNetwork", 65000),
+    ("AllowInternetOutBound", "Allow outbound traffic from all VMs to Internet", "Allow", "*", "Internet", 65001),
+    ("DenyAllOutBound", "Deny all outbound traffic", "Deny", "*", "*", 65500),
+)
+
+
+def rg_prefix(subscription: str, resource_group: str) -> str:
+    return f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
+
+
+def resource_id(subscription: str, resource_group: str, provider: str, kind: str, name: str) -> str:
+    return f"{rg_prefix(subscription, resource_group)}/providers/{provider}/{kind}/{name}"
+
+
+def ref(resource_id_: str | None) -> dict[str, str] | None:
+    return {"id": resource_id_} if resource_id_ else None
+
+
+def parse_id(resource_id_: str) -> dict[str, str]:
+    """``/subscriptions/s/resourceGroups/g/providers/P/type/name[/child/name]`` -> its parts
+    (keys lower-cased: subscriptions, resourcegroups, and each type)."""
+    parts = [p for p in resource_id_.strip("/").split("/") if p]
+    out: dict[str, str] = {}
+    i = 0
+    while i + 1 < len(parts):
+        key = parts[i].lower()
+        if key == "providers":
+            out["provider"] = parts[i + 1]
+        else:
+            out[key] = parts[i + 1]
+        i += 2
+    return out
+
+
+# -- network ------------------------------------------------------------------------------------
+
+@dataclass
+class SecurityRule:
+    name: str
+    properties: dict[str, Any]          # camelCase, as ARM stores them (provisioningState included)
+    default: bool = False
+
+    def to_arm(self, nsg_id: str) -> dict[str, Any]:
+        kind = "defaultSecurityRules" if self.default else "securityRules"
+        return {"name": self.name, "id": f"{nsg_id}/{kind}/{self.name}", "properties": dict(self.properties)}
+
+    @property
+    def applied(self) -> bool:
+        """Rules being created are not enforced yet; rules being deleted still are."""
+        return self.properties.get("provisioningState") in ("Succeeded", "Deleting")
+
+
+@dataclass
+class NetworkSecurityGroup:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    rules: dict[str, SecurityRule] = field(default_factory=dict)   # keyed by lower-case name
+    resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, NETWORK, "networkSecurityGroups", self.name)
+
+    def default_rules(self) -> list[SecurityRule]:
+        rules = []
+        for direction, table in (("Inbound", DEFAULT_INBOUND), ("Outbound", DEFAULT_OUTBOUND)):
+            for name, description, access, source, destination, priority in table:
+                rules.append(SecurityRule(name, {
+                    "description": description, "access": access,
+                    "destinationAddressPrefix": destination, "destinationPortRange": "*",
+                    "direction": direction, "priority": priority, "provisioningState": "Succeeded",
+                    "sourceAddressPrefix": source, "sourcePortRange": "*", "protocol": "*"}, default=True))
+        return rules
+
+    def to_arm(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": "Microsoft.Network/networkSecurityGroups", "id": self.id,
+            "location": self.location,
+            "properties": {
+                "defaultSecurityRules": [r.to_arm(self.id) for r in self.default_rules()],
+                "provisioningState": "Succeeded",
+                "securityRules": [r.to_arm(self.id) for r in self.rules.values()],
+            },
+        }
+
+    def applied_body(self) -> dict[str, Any]:
+        """This NSG as enforced right now (rules still being created left out)."""
+        body = self.to_arm()
+        body["properties"]["securityRules"] = [r.to_arm(self.id) for r in self.rules.values() if r.applied]
+        return body
+
+
+@dataclass
+class ApplicationSecurityGroup:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, NETWORK, "applicationSecurityGroups", self.name)
+
+    def to_arm(self) -> dict[str, Any]:
+        return {"name": self.name, "type": "Microsoft.Network/applicationSecurityGroups", "id": self.id,
+                "location": self.location,
+                "properties": {"provisioningState": "Succeeded", "resourceGuid": self.resource_guid}}
+
+
+@dataclass
+class Subnet:
+    name: str
+    address_prefix: str
+    nsg_id: str | None = None
+
+    def to_arm(self, vnet_id: str) -> dict[str, Any]:
+        props: dict[str, Any] = {"addressPrefix": self.address_prefix, "provisioningState": "Succeeded"}
+        if self.nsg_id:
+            props["networkSecurityGroup"] = ref(self.nsg_id)
+        return {"name": self.name, "id": f"{vnet_id}/subnets/{self.name}", "properties": props}
+
+
+@dataclass
+class VirtualNetwork:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    address_prefixes: list[str]
+    subnets: dict[str, Subnet] = field(default_factory=dict)
+    resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, NETWORK, "virtualNetworks", self.name)
+
+    def to_arm(self) -> dict[str, Any]:
+        return {"name": self.name, "type": "Microsoft.Network/virtualNetworks", "id": self.id,
+                "location": self.location,
+                "properties": {"addressSpace": {"addressPrefixes": list(self.address_prefixes)},
+                               "provisioningState": "Succeeded", "resourceGuid": self.resource_guid,
+                               "subnets": [s.to_arm(self.id) for s in self.subnets.values()]}}
+
+
+@dataclass
+class PublicIPAddress:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    ip_address: str | None
+    ip_configuration_id: str | None = None
+    allocation: str = "Static"
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, NETWORK, "publicIPAddresses", self.name)
+
+    def to_arm(self) -> dict[str, Any]:
+        props: dict[str, Any] = {"idleTimeoutInMinutes": 4, "provisioningState": "Succeeded",
+                                 "publicIPAddressVersion": "IPv4", "publicIPAllocationMethod": self.allocation}
+        if self.ip_configuration_id:
+            props["ipConfiguration"] = ref(self.ip_configuration_id)
+        if self.ip_address:
+            props["ipAddress"] = self.ip_address
+        return {"name": self.name, "type": "Microsoft.Network/publicIPAddresses", "id": self.id,
+                "location": self.location, "properties": props}
+
+
+@dataclass
+class IPConfiguration:
+    name: str
+    private_ip: str
+    subnet_id: str
+    public_ip_id: str | None = None
+    asg_ids: list[str] = field(default_factory=list)
+    primary: bool = True
+
+
+@dataclass
+class NetworkInterface:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    ip_configurations: list[IPConfiguration]
+    nsg_id: str | None = None
+    vm_id: str | None = None
+    mac: str = "00-0D-3A-1B-C7-21"
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, NETWORK, "networkInterfaces", self.name)
+
+    def to_arm(self) -> dict[str, Any]:
+        configs = []
+        for c in self.ip_configurations:
+            props: dict[str, Any] = {"primary": c.primary, "privateIPAddress": c.private_ip,
+                                     "privateIPAddressVersion": "IPv4", "privateIPAllocationMethod": "Dynamic",
+                                     "provisioningState": "Succeeded", "subnet": ref(c.subnet_id)}
+            if c.public_ip_id:
+                props["publicIPAddress"] = ref(c.public_ip_id)
+            if c.asg_ids:
+                props["applicationSecurityGroups"] = [ref(a) for a in c.asg_ids]
+            configs.append({"name": c.name, "id": f"{self.id}/ipConfigurations/{c.name}", "properties": props})
+        props = {"dnsSettings": {"appliedDnsServers": [], "dnsServers": []},
+                 "enableAcceleratedNetworking": False, "enableIPForwarding": False,
+                 "ipConfigurations": configs, "macAddress": self.mac, "primary": True,
+                 "provisioningState": "Succeeded"}
+        if self.nsg_id:
+            props["networkSecurityGroup"] = ref(self.nsg_id)
+        if self.vm_id:
+            props["virtualMachine"] = ref(self.vm_id)
+        return {"name": self.name, "type": "Microsoft.Network/networkInterfaces", "id": self.id,
+                "location": self.location, "properties": props}
+
+
+# -- compute ------------------------------------------------------------------------------------
+
+POWER_DISPLAY = {"running": "VM running", "deallocated": "VM deallocated", "stopped": "VM stopped",
+                 "starting": "VM starting", "deallocating": "VM deallocating", "stopping": "VM stopping"}
+
+
+@dataclass
+class VirtualMachine:
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    guest: WindowsGuest
+    nic_ids: list[str]
+    rdp_address: str                   # the loopback address the VM's RDP listener binds
+    size: str = "Standard_B2s"
+    admin_username: str = "azureadmin"
+    boot_diagnostics: bool = True
+    power: str = "running"             # running | starting | deallocated | stopped
+    provisioning_state: str = "Succeeded"
+    booting: bool = False              # the platform says running; Windows is still starting
+    rdp_suppressed: bool = False       # fault: RDP never comes back after the next restart
+    vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time_created: str = "2026-01-05T09:14:38.3138469+00:00"
+    running_command: "AsyncOperation | None" = None
+    power_operation: "AsyncOperation | None" = None
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, COMPUTE, "virtualMachines", self.name)
+
+    @property
+    def allocated(self) -> bool:
+        return self.power not in ("deallocated", "stopped")
+
+    def agent_status(self, iso: str) -> dict[str, Any] | None:
+        if not self.allocated:
+            return None
+        if self.power == "running" and not self.booting and self.guest.agent_ready:
+            status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
+                      "message": "GuestAgent is running and accepting new configurations.", "time": iso}
+        else:
+            status = {"code": "ProvisioningState/Unavailable", "level": "Warning", "displayStatus": "Not Ready",
+                      "message": "VM Agent is unresponsive.", "time": iso}
+        return {"vmAgentVersion": "2.7.41491.1102" if status["displayStatus"] == "Ready" else "Unknown",
+                "statuses": [status]}
+
+    def instance_view(self, iso: str, blob_base: str) -> dict[str, Any]:
+        provisioning = ("ProvisioningState/updating", "Updating") if self.power_operation else \
+            ("ProvisioningState/succeeded", "Provisioning succeeded")
+        view: dict[str, Any] = {
+            "computerName": self.guest.computer_name,
+            "osName": "Windows Server 2022 Datacenter",
+            "osVersion": "Microsoft Windows NT 10.0.20348.0",
+            "disks": [{"name": f"{self.name}_OsDisk_1", "statuses": [
+                {"code": "ProvisioningState/succeeded", "level": "Info",
+                 "displayStatus": "Provisioning succeeded", "time": self.time_created}]}],
+            "hyperVGeneration": "V2",
+            "isVMInStandbyPool": False,
+            "statuses": [
+                {"code": provisioning[0], "level": "Info", "displayStatus": provisioning[1], "time": iso},
+                {"code": f"PowerState/{self.power}", "level": "Info", "displayStatus": POWER_DISPLAY[self.power]},
+            ],
+        }
+        if self.allocated:
+            view["platformUpdateDomain"] = 0
+            view["platformFaultDomain"] = 0
+            view["vmAgent"] = self.agent_status(iso)
+        if self.boot_diagnostics:
+            view["bootDiagnostics"] = self.boot_diagnostics_uris(blob_base, sas="")
+        return view
+
+    def boot_diagnostics_uris(self, blob_base: str, *, sas: str) -> dict[str, str]:
+        base = f"{blob_base}/{self.subscription}/{self.resource_group}/{self.name}"
+        return {"consoleScreenshotBlobUri": f"{base}/{self.name}.screenshot.bmp{sas}",
+                "serialConsoleLogBlobUri": f"{base}/{self.name}.serialconsole.log{sas}"}
+
+    def to_arm(self, *, iso: str, blob_base: str, expand_instance_view: bool = False) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "vmId": self.vm_id,
+            "hardwareProfile": {"vmSize": self.size},
+            "storageProfile": {
+                "imageReference": {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
+                                   "sku": "2022-datacenter-azure-edition", "version": "latest"},
+                "osDisk": {"osType": "Windows", "name": f"{self.name}_OsDisk_1", "createOption": "FromImage",
+                           "caching": "ReadWrite",
+                           "managedDisk": {"storageAccountType": "Premium_LRS",
+                                           "id": resource_id(self.subscription, self.resource_group, COMPUTE,
+                                                             "disks", f"{self.name}_OsDisk_1")},
+                           "diskSizeGB": 127},
+                "dataDisks": [],
+            },
+            "osProfile": {"computerName": self.guest.computer_name, "adminUsername": self.admin_username,
+                          "windowsConfiguration": {"provisionVMAgent": True, "enableAutomaticUpdates": True},
+                          "secrets": []},
+            "networkProfile": {"networkInterfaces": [{"id": nic} for nic in self.nic_ids]},
+            "diagnosticsProfile": {"bootDiagnostics": {"enabled": self.boot_diagnostics}},
+            "provisioningState": "Updating" if self.power_operation else self.provisioning_state,
+            "timeCreated": self.time_created,
+        }
+        if expand_instance_view:
+            props["instanceView"] = self.instance_view(iso, blob_base)
+        return {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
+                "location": self.location, "tags": {"azrdp-emulator": "true"}, "properties": props}
+
+
+# -- asynchronous operations ---------------------------------------------------------------------
+
+@dataclass
+class AsyncOperation:
+    """One ARM long-running operation, as its Azure-AsyncOperation and Location URLs report it."""
+
+    id: str
+    provider: str                        # Microsoft.Compute | Microsoft.Network
+    subscription: str
+    location: str
+    kind: str                            # runCommand | restart | start | securityRule | ...
+    started: float                       # simulated seconds
+    resource_id: str
+    status: str = "InProgress"           # InProgress | Succeeded | Failed | Canceled
+    ended: float | None = None
+    result: Any = None                   # the body the Location URL returns once done
+    error: err.ArmError | None = None
+    event: Any = None                    # the scheduled completion (so it can be cancelled)
+    hung: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.status != "InProgress"
+
+    def path(self) -> str:
+        return f"/subscriptions/{self.subscription}/providers/{self.provider}/locations/{self.location}/operations/{self.id}"
+
+    def result_path(self) -> str:
+        if self.provider == NETWORK:
+            return f"/subscriptions/{self.subscription}/providers/{self.provider}/locations/{self.location}/operationResults/{self.id}"
+        return self.path()
+
+    def api_version(self) -> str:
+        return COMPUTE_API if self.provider == COMPUTE else NETWORK_API
+
+    def headers(self, base_url: str) -> dict[str, str]:
+        """Azure-AsyncOperation (status) and Location (result) for the initial 202/201."""
+        if self.provider == COMPUTE:
+            query = f"p={self.id}&api-version={COMPUTE_API}"
+            return {"Azure-AsyncOperation": f"{base_url}{self.path()}?{query}",
+                    "Location": f"{base_url}{self.result_path()}?p={self.id}&monitor=true&api-version={COMPUTE_API}"}
+        query = f"api-version={NETWORK_API}"
+        return {"Azure-AsyncOperation": f"{base_url}{self.path()}?{query}",
+                "Location": f"{base_url}{self.result_path()}?{query}"}
+
+    def status_body(self, iso: Callable[[float | None], str]) -> dict[str, Any]:
+        if self.provider == NETWORK:
+            body: dict[str, Any] = {"status": self.status}
+        else:
+            body = {"startTime": iso(self.started), "status": self.status, "name": self.id}
+            if self.ended is not None:
+                body["endTime"] = iso(self.ended)
+            if self.status == "Succeeded" and self.kind == "runCommand":
+                body["properties"] = {"output": self.result}
+        if self.error is not None:
+            body["error"] = self.error.error()
+        return body
+
+
+# -- the backend --------------------------------------------------------------------------------
+
+@dataclass
+class ResourceGroup:
+    name: str
+    location: str
+    vms: dict[str, VirtualMachine] = field(default_factory=dict)
+    nics: dict[str, NetworkInterface] = field(default_factory=dict)
+    vnets: dict[str, VirtualNetwork] = field(default_factory=dict)
+    nsgs: dict[str, NetworkSecurityGroup] = field(default_factory=dict)
+    public_ips: dict[str, PublicIPAddress] = field(default_factory=dict)
+    asgs: dict[str, ApplicationSecurityGroup] = field(default_factory=dict)
+
+
+@dataclass
+class Subscription:
+    id: str
+    display_name: str
+    resource_groups: dict[str, ResourceGroup] = field(default_factory=dict)
+
+
+class ArmBackend:
+    """All state of one emulator instance, and ARM's rules for changing it."""
+
+    def __init__(self, timescale: TimeScale, *, on_change: Callable[[VirtualMachine], None] | None = None):
+        self.lock = threading.RLock()
+        self.timescale = timescale
+        self.scheduler = Scheduler(timescale, on_error=self._transition_failed)
+        self.faults = FaultBook()
+        self.subscriptions: dict[str, Subscription] = {}
+        self.operations: dict[str, AsyncOperation] = {}
+        self.transition_errors: list[str] = []
+        self.client_ip = "203.0.113.10"      # the caller's Internet address, as NSGs see it
+        self.on_change = on_change or (lambda vm: None)
+        self.run_commands: list[dict[str, Any]] = []   # every Run Command the guests received
+
+    def _transition_failed(self, error: BaseException) -> None:
+        self.transition_errors.append(f"{type(error).__name__}: {error}")
+
+    # -- clock helpers -----------------------------------------------------------------------------
+    def iso(self, at: float | None = None) -> str:
+        return self.timescale.iso(at)
+
+    def later(self, span: ts.Span, action: Callable[[], None]) -> Any:
+        return self.scheduler.at(self.timescale.draw(span), self._locked(action))
+
+    def _locked(self, action: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with self.lock:
+                action()
+        return run
+
+    # -- building (scenarios) ---------------------------------------------------------------------
+    def add_subscription(self, subscription_id: str, display_name: str) -> Subscription:
+        sub = Subscription(subscription_id, display_name)
+        self.subscriptions[subscription_id.lower()] = sub
+        return sub
+
+    def add_resource_group(self, subscription_id: str, name: str, location: str) -> ResourceGroup:
+        sub = self.subscriptions[subscription_id.lower()]
+        return sub.resource_groups.setdefault(name.lower(), ResourceGroup(name, location))
+
+    def new_guest(self, computer_name: str) -> WindowsGuest:
+        return WindowsGuest(computer_name, now=self.timescale.now,
+                            wall=lambda: datetime.now(timezone.utc), machine_guid=str(uuid.uuid4()))
+
+    # -- lookups (raise ARM's 404s) ---------------------------------------------------------------
+    def subscription(self, subscription_id: str) -> Subscription:
+        sub = self.subscriptions.get(subscription_id.lower())
+        if sub is None:
+            raise err.SubscriptionNotFound(subscription_id)
+        return sub
+
+    def resource_group(self, subscription_id: str, name: str) -> ResourceGroup:
+        rg = self.subscription(subscription_id).resource_groups.get(name.lower())
+        if rg is None:
+            raise err.ResourceGroupNotFound(name)
+        return rg
+
+    def _get(self, subscription_id: str, resource_group: str, collection: str, kind: str, name: str) -> Any:
+        rg = self.resource_group(subscription_id, resource_group)
+        item = getattr(rg, collection).get(name.lower())
+        if item is None:
+            raise err.ResourceNotFound(kind, name, resource_group)
+        return item
+
+    def vm(self, sub: str, rg: str, name: str) -> VirtualMachine:
+        return self._get(sub, rg, "vms", "Microsoft.Compute/virtualMachines", name)
+
+    def nic(self, sub: str, rg: str, name: str) -> NetworkInterface:
+        return self._get(sub, rg, "nics", "Microsoft.Network/networkInterfaces", name)
+
+    def vnet(self, sub: str, rg: str, name: str) -> VirtualNetwork:
+        return self._get(sub, rg, "vnets", "Microsoft.Network/virtualNetworks", name)
+
+    def subnet(self, sub: str, rg: str, vnet_name: str, name: str) -> tuple[VirtualNetwork, Subnet]:
+        vnet = self.vnet(sub, rg, vnet_name)
+        subnet = vnet.subnets.get(name.lower())
+        if subnet is None:
+            raise err.ChildResourceNotFound(f"{vnet.id}/subnets/{name}")
+        return vnet, subnet
+
+    def nsg(self, sub: str, rg: str, name: str) -> NetworkSecurityGroup:
+        return self._get(sub, rg, "nsgs", "Microsoft.Network/networkSecurityGroups", name)
+
+    def public_ip(self, sub: str, rg: str, name: str) -> PublicIPAddress:
+        return self._get(sub, rg, "public_ips", "Microsoft.Network/publicIPAddresses", name)
+
+    def asg(self, sub: str, rg: str, name: str) -> ApplicationSecurityGroup:
+        return self._get(sub, rg, "asgs", "Microsoft.Network/applicationSecurityGroups", name)
+
+    def by_id(self, resource_id_: str | None) -> Any:
+        """The model an ARM ID points to, or None."""
+        if not resource_id_:
+            return None
+        parts = parse_id(resource_id_)
+        try:
+            rg = self.resource_group(parts["subscriptions"], parts["resourcegroups"])
+        except (KeyError, err.ArmError):
+            return None
+        for collection, key in (("vms", "virtualmachines"), ("nics", "networkinterfaces"),
+                                ("nsgs", "networksecuritygroups"), ("public_ips", "publicipaddresses"),
+                                ("asgs", "applicationsecuritygroups"), ("vnets", "virtualnetworks")):
+            if key in parts:
+                found = getattr(rg, collection).get(parts[key].lower())
+                if key == "virtualnetworks" and found is not None and "subnets" in parts:
+                    return found.subnets.get(parts["subnets"].lower())
+                return found
+        return None
+
+    def all_vms(self) -> list[VirtualMachine]:
+        return [vm for sub in self.subscriptions.values() for rg in sub.resource_groups.values()
+                for vm in rg.vms.values()]
+
+    def vms_in(self, sub: str, rg: str | None = None) -> list[VirtualMachine]:
+        subscription = self.subscription(sub)
+        groups = [self.resource_group(sub, rg)] if rg else list(subscription.resource_groups.values())
+        return [vm for group in groups for vm in group.vms.values()]
+
+    # -- network evaluation -------------------------------------------------------------------------
+    def primary_ip_configuration(self, vm: VirtualMachine) -> tuple[NetworkInterface | None, IPConfiguration | None]:
+        for nic_id in vm.nic_ids:
+            nic = self.by_id(nic_id)
+            if nic is None:
+                continue
+            for config in nic.ip_configurations:
+                if config.primary:
+                    return nic, config
+        return None, None
+
+    def nsg_allows_rdp(self, vm: VirtualMachine) -> bool:
+        """Do the subnet's and the NIC's NSGs (as enforced now) let the caller reach the RDP port?
+        Uses azrdp's own evaluator, so the emulator and the diagnosis share one reading of the rules."""
+        from azrdp.azure import nsg as evaluator
+        from azrdp.target import id_key
+
+        nic, config = self.primary_ip_configuration(vm)
+        if nic is None or config is None:
+            return False
+        subnet = self.by_id(config.subnet_id)
+        vnet = self.by_id(config.subnet_id.rsplit("/subnets/", 1)[0])
+
+        def group(nsg_id: str | None) -> Any:
+            model = self.by_id(nsg_id)
+            return evaluator.SecurityGroup.from_arm(model.applied_body()) if model else None
+
+        flow = evaluator.Flow(destination_ip=config.private_ip, port=vm.guest.port, source_ip=self.client_ip,
+                              destination_asgs=frozenset(id_key(a) for a in config.asg_ids),
+                              virtual_network=tuple(vnet.address_prefixes) if vnet else ())
+        return evaluator.evaluate_inbound(group(subnet.nsg_id if subnet else None), group(nic.nsg_id), flow).allowed
+
+    def rdp_mode(self, vm: VirtualMachine) -> str:
+        """What the VM's RDP port does now: ``closed`` (connection refused), ``drop`` (packets
+        silently dropped: NSG or Windows Firewall) or ``open``."""
+        if vm.power != "running" or vm.booting or vm.rdp_suppressed or not vm.guest.rdp_listening():
+            return "closed"
+        if not self.nsg_allows_rdp(vm) or not vm.guest.firewall_allows_rdp():
+            return "drop"
+        return "open"
+
+    def changed(self, vm: VirtualMachine) -> None:
+        self.on_change(vm)
+
+    def changed_network(self) -> None:
+        for vm in self.all_vms():
+            self.on_change(vm)
+
+    # -- operations --------------------------------------------------------------------------------
+    def new_operation(self, provider: str, subscription: str, location: str, kind: str, resource: str) -> AsyncOperation:
+        op = AsyncOperation(str(uuid.uuid4()), provider, subscription, location.replace(" ", "").lower(), kind,
+                            self.timescale.now(), resource)
+        self.operations[op.id.lower()] = op
+        return op
+
+    def finish(self, op: AsyncOperation, *, result: Any = None, error: err.ArmError | None = None,
+               status: str | None = None) -> None:
+        if op.done:
+            return
+        op.ended = self.timescale.now()
+        op.result = result
+        op.error = error
+        op.status = status or ("Failed" if error else "Succeeded")
+
+    def operation(self, subscription: str, provider: str, operation_id: str) -> AsyncOperation:
+        self.subscription(subscription)
+        op = self.operations.get(operation_id.lower())
+        if op is None or op.provider.lower() != provider.lower():
+            raise err.OperationNotFound(operation_id)
+        return op
+
+    # -- VM actions --------------------------------------------------------------------------------
+    def run_command(self, vm: VirtualMachine, body: dict[str, Any]) -> AsyncOperation:
+        from azrdp.emulator import guest_payloads as payloads
+
+        command_id = body.get("commandId")
+        if not isinstance(command_id, str) or not command_id:
+            raise err.InvalidRequestContent("The request content was invalid and could not be deserialized: "
+                                            "'Required property 'commandId' not found in JSON.'")
+        if command_id != "RunPowerShellScript":
+            raise err.RunCommandNotFound()
+        if not vm.allocated or vm.power != "running":
+            raise err.VmNotRunning()
+        if self.faults.take("run_command_conflict", vm=vm.name) or vm.running_command is not None:
+            raise err.RunCommandConflict()
+        script = body.get("script") or []
+        parameters = body.get("parameters") or []
+        op = self.new_operation(COMPUTE, vm.subscription, vm.location, "runCommand", vm.id)
+        vm.running_command = op
+        self.run_commands.append({"vm": vm.name, "operation": op.id, "payload": payloads.identify(script),
+                                  "parameters": {p.get("name"): p.get("value") for p in parameters
+                                                 if isinstance(p, dict)}})
+        if self.faults.take("run_command_hang", vm=vm.name):
+            op.hung = True
+            return op
+        agent_ready = not vm.booting and vm.guest.agent_ready
+
+        def complete() -> None:
+            vm.running_command = None
+            if not agent_ready or not vm.guest.agent_ready or vm.power != "running":
+                self.finish(op, error=err.VmAgentNotResponding(vm.name))
+                return
+            stdout, stderr = payloads.execute(vm.guest, script, parameters)
+            self.finish(op, result={"value": [
+                {"code": "ComponentStatus/StdOut/succeeded", "level": "Info",
+                 "displayStatus": "Provisioning succeeded", "message": stdout[-4096:]},
+                {"code": "ComponentStatus/StdErr/succeeded", "level": "Info",
+                 "displayStatus": "Provisioning succeeded", "message": stderr[-4096:]}]})
+            self.changed(vm)
+
+        op.event = self.later(ts.RUN_COMMAND if agent_ready else ts.AGENT_TIMEOUT, complete)
+        return op
+
+    def restart(self, vm: VirtualMachine) -> AsyncOperation:
+        if not vm.allocated:
+            raise err.VmNotRunning()
+        return self._power_cycle(vm, "restart", ts.RESTART)
+
+    def start(self, vm: VirtualMachine) -> AsyncOperation:
+        if vm.allocated and vm.power == "running":
+            op = self.new_operation(COMPUTE, vm.subscription, vm.location, "start", vm.id)
+            op.event = self.later((1.0, 3.0), lambda: self.finish(op))
+            return op
+        return self._power_cycle(vm, "start", ts.START)
+
+    def _power_cycle(self, vm: VirtualMachine, kind: str, span: ts.Span) -> AsyncOperation:
+        if vm.power_operation is not None:
+            self.finish(vm.power_operation, error=err.OperationPreempted())
+            self.scheduler.cancel(vm.power_operation.event)
+        op = self.new_operation(COMPUTE, vm.subscription, vm.location, kind, vm.id)
+        vm.power_operation = op
+        if vm.running_command is not None:   # the guest goes down under the running script
+            self.scheduler.cancel(vm.running_command.event)
+            self.finish(vm.running_command, error=err.OperationPreempted())
+            vm.running_command = None
+        fail = self.faults.take("restart_failure", vm=vm.name) is not None
+        if self.faults.take("rdp_never_returns", vm=vm.name):
+            vm.rdp_suppressed = True
+        if not fail:
+            vm.guest.shut_down()
+            vm.power, vm.booting = "starting", False
+        self.changed(vm)
+
+        def platform_done() -> None:
+            vm.power_operation = None
+            if fail:
+                self.finish(op, error=err.InternalExecutionError())
+                return
+            vm.power, vm.booting = "running", True
+            self.finish(op)
+            self.changed(vm)
+            self.later(ts.BOOT, windows_up)
+
+        def windows_up() -> None:
+            if vm.power != "running" or vm.power_operation is not None:
+                return
+            vm.guest.boot()
+            vm.booting = False
+            self.changed(vm)
+
+        op.event = self.later(span, platform_done)
+        return op
+
+    # -- network actions ---------------------------------------------------------------------------
+    def put_security_rule(self, nsg: NetworkSecurityGroup, name: str, body: Any) -> tuple[SecurityRule, bool, AsyncOperation]:
+        props = validate_security_rule(nsg, name, body)
+        created = name.lower() not in nsg.rules
+        rule = SecurityRule(name, {**props, "provisioningState": "Updating"})
+        previous = nsg.rules.get(name.lower())
+        nsg.rules[name.lower()] = rule
+        op = self.new_operation(NETWORK, nsg.subscription, nsg.location, "securityRule", f"{nsg.id}/securityRules/{name}")
+
+        def applied() -> None:
+            if nsg.rules.get(name.lower()) is rule:
+                rule.properties["provisioningState"] = "Succeeded"
+            self.finish(op)
+            self.changed_network()
+
+        if previous is not None:
+            previous.properties["provisioningState"] = "Updating"
+        op.event = self.later(ts.NSG_UPDATE, applied)
+        return rule, created, op
+
+    def delete_security_rule(self, nsg: NetworkSecurityGroup, name: str) -> AsyncOperation | None:
+        rule = nsg.rules.get(name.lower())
+        if rule is None:
+            return None
+        rule.properties["provisioningState"] = "Deleting"
+        op = self.new_operation(NETWORK, nsg.subscription, nsg.location, "securityRuleDelete", f"{nsg.id}/securityRules/{name}")
+
+        def removed() -> None:
+            if nsg.rules.get(name.lower()) is rule:
+                del nsg.rules[name.lower()]
+            self.finish(op)
+            self.changed_network()
+
+        op.event = self.later(ts.NSG_UPDATE, removed)
+        return op
+
+    def effective_nsgs(self, nic: NetworkInterface) -> AsyncOperation:
+        op = self.new_operation(NETWORK, nic.subscription, nic.location, "effectiveNetworkSecurityGroups", nic.id)
+        vm = self.by_id(nic.vm_id)
+        if vm is None or vm.power != "running":
+            self.finish(op, error=err.OperationNotAllowed(
+                f"Effective security rules cannot be retrieved for network interface {nic.name} because the "
+                "virtual machine it is attached to is not running.", code="NetworkInterfaceNotAttachedToRunningVm"))
+            return op
+        op.event = self.later(ts.EFFECTIVE_NSG, lambda: self.finish(op, result=self._effective_body(nic)))
+        return op
+
+    def _effective_body(self, nic: NetworkInterface) -> dict[str, Any]:
+        entries = []
+        config = next((c for c in nic.ip_configurations if c.primary), None)
+        subnet = self.by_id(config.subnet_id) if config else None
+        for association, nsg_id in ((("subnet", config.subnet_id) if config else None, subnet.nsg_id if subnet else None),
+                                    (("networkInterface", nic.id), nic.nsg_id)):
+            nsg = self.by_id(nsg_id)
+            if nsg is None or association is None:
+                continue
+            rules = [effective_rule(r) for r in [*nsg.rules.values(), *nsg.default_rules()] if r.applied]
+            entries.append({"association": {association[0]: ref(association[1])},
+                            "effectiveSecurityRules": rules, "networkSecurityGroup": ref(nsg.id)})
+        return {"value": entries}
+
+
+def effective_rule(rule: SecurityRule) -> dict[str, Any]:
+    """A rule as listEffectiveNetworkSecurityGroups shows it: prefixed name, expanded ranges."""
+    p = rule.properties
+
+    def port(single: str, plural: str) -> dict[str, Any]:
+        values = p.get(plural) or ([p[single]] if p.get(single) else ["*"])
+        expanded = ["0-65535" if v == "*" else (v if "-" in v else f"{v}-{v}") for v in map(str, values)]
+        return {single: expanded[0]} if len(expanded) == 1 else {plural: expanded}
+
+    def prefix(single: str, plural: str) -> dict[str, Any]:
+        values = p.get(plural) or ([p[single]] if p.get(single) else ["*"])
+        expanded = ["0.0.0.0/0" if v == "*" else v for v in map(str, values)]
+        return {single: expanded[0]} if len(expanded) == 1 else {plural: expanded}
+
+    body = {"name": f"{'defaultSecurityRules' if rule.default else 'securityRules'}/{rule.name}",
+            "access": p["access"], "direction": p["direction"], "priority": p["priority"],
+            "protocol": "All" if p["protocol"] == "*" else p["protocol"]}
+    body.update(prefix("destinationAddressPrefix", "destinationAddressPrefixes"))
+    body.update(port("destinationPortRange", "destinationPortRanges"))
+    body.update(prefix("sourceAddressPrefix", "sourceAddressPrefixes"))
+    body.update(port("sourcePortRange", "sourcePortRanges"))
+    return body
+
+
+_RULE_KEYS = {"description", "protocol", "sourcePortRange", "destinationPortRange", "sourceAddressPrefix",
+              "sourceAddressPrefixes", "sourceApplicationSecurityGroups", "destinationAddressPrefix",
+              "destinationAddressPrefixes", "destinationApplicationSecurityGroups", "sourcePortRanges",
+              "destinationPortRanges", "access", "priority", "direction"}
+_PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp", "esp": "Esp", "*": "*", "ah": "Ah"}
+
+
+def validate_security_rule(nsg: NetworkSecurityGroup, name: str, body: Any) -> dict[str, Any]:
+    """The network RP's checks for a security rule PUT; returns the properties to store."""
+    if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
+        raise err.ArmError("Cannot parse the request.", code="InvalidRequestFormat",
+                           details=[{"code": "MissingJsonReference", "message": "Required property 'properties' is missing."}])
+    given = body["properties"]
+    props = {k: v for k, v in given.items() if k in _RULE_KEYS}
+    rule_id = f"{nsg.id}/securityRules/{name}"
+    for required in ("protocol", "access", "direction", "priority"):
+        if props.get(required) in (None, ""):
+            raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid or missing {required}.",
+                                          code=f"SecurityRuleInvalid{required.capitalize()}" if required != "priority"
+                                          else "SecurityRuleInvalidPriority")
+    protocol = _PROTOCOLS.get(str(props["protocol"]).lower())
+    if protocol is None:
+        raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid Protocol. Value provided: {props['protocol']}.",
+                                      code="SecurityRuleInvalidProtocol")
+    props["protocol"] = protocol
+    for key, allowed in (("access", ("Allow", "Deny")), ("direction", ("Inbound", "Outbound"))):
+        match = next((a for a in allowed if a.lower() == str(props[key]).lower()), None)
+        if match is None:
+            raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid {key.capitalize()}. Value provided: {props[key]}.",
+                                          code=f"SecurityRuleInvalid{key.capitalize()}")
+        props[key] = match
+    priority = props["priority"]
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 100 <= priority <= 4096:
+        raise err.SecurityRuleInvalid(f"Security rule has invalid Priority. Value provided: {priority} Allowed range 100-4096.",
+                                      code="SecurityRuleInvalidPriority")
+    if not (props.get("sourceAddressPrefix") or props.get("sourceAddressPrefixes") or props.get("sourceApplicationSecurityGroups")):
+        raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid source address prefix.",
+                                      code="SecurityRuleInvalidSourcePrefix")
+    if not (props.get("destinationAddressPrefix") or props.get("destinationAddressPrefixes")
+            or props.get("destinationApplicationSecurityGroups")):
+        raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid destination address prefix.",
+                                      code="SecurityRuleInvalidDestinationPrefix")
+    for single, plural in (("sourcePortRange", "sourcePortRanges"), ("destinationPortRange", "destinationPortRanges")):
+        if not (props.get(single) or props.get(plural)):
+            raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid {single}.",
+                                          code="SecurityRuleInvalidPortRange")
+        for value in props.get(plural) or [props[single]]:
+            if not _valid_port_range(str(value)):
+                raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid Port range. Value provided: {value}. "
+                                              "Value should be an integer OR integer range with '-' delimiter. "
+                                              "Valid range 0-65535.", code="SecurityRuleInvalidPortRange")
+    for prefix in props.get("sourceAddressPrefixes") or [props.get("sourceAddressPrefix")]:
+        if prefix and "/" in str(prefix):
+            try:
+                ipaddress.ip_network(str(prefix), strict=False)
+            except ValueError:
+                raise err.SecurityRuleInvalid(f"Security rule {rule_id} has invalid Address prefix. Value provided: {prefix}.",
+                                              code="SecurityRuleInvalidAddressPrefix") from None
+    for other in nsg.rules.values():
+        if other.name.lower() != name.lower() and other.properties.get("priority") == priority \
+                and other.properties.get("direction") == props["direction"] and other.properties.get("provisioningState") != "Deleting":
+            raise err.SecurityRuleInvalid(
+                f"Security rule {name} conflicts with rule {other.name}. Rules cannot have the same Priority and "
+                "Direction. To learn more, see aka.ms/nsgrules.", code="SecurityRuleConflict")
+    return props
+
+
+def _valid_port_range(text: str) -> bool:
+    if text == "*":
+        return True
+    low, _, high = text.partition("-")
+    try:
+        lo, hi = int(low), int(high or low)
+    except ValueError:
+        return False
+    return 0 <= lo <= hi <= 65535

@@ -1,0 +1,235 @@
+"""One handler per ARM operation, named after its REST operationId in snake_case
+(``VirtualMachines_RunCommand`` -> :func:`virtual_machines_run_command`).
+
+A handler reads the request, calls the backend (models.py), and returns a :class:`Reply`; it
+holds no business rules. Errors are raised as :mod:`exceptions` and rendered by the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from azrdp.emulator import exceptions as err
+from azrdp.emulator.models import COMPUTE, NETWORK, ArmBackend, AsyncOperation
+
+PAGE_SIZE = 50
+SAS_MINUTES_DEFAULT = 120
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    params: dict[str, str]          # named groups of the route
+    body: Any
+    base_url: str                    # http://127.0.0.1:PORT (as the client addressed us)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def p(self, name: str) -> str:
+        return self.params[name]
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _accepted(op: AsyncOperation, req: Request, status: int = 202, body: Any = None) -> Reply:
+    return Reply(status, body, op.headers(req.base_url))
+
+
+def _blob_base(req: Request) -> str:
+    return f"{req.base_url}/_emulator/blobs"
+
+
+def _page(req: Request, items: list[dict[str, Any]]) -> Reply:
+    """ARM paging: ``value`` plus a ``nextLink`` carrying ``$skiptoken`` while more remain."""
+    try:
+        start = int(req.query.get("$skiptoken", "0"))
+    except ValueError:
+        raise err.ArmError(f"The value '{req.query['$skiptoken']}' of $skiptoken is invalid.",
+                           code="InvalidSkipToken") from None
+    body: dict[str, Any] = {"value": items[start:start + PAGE_SIZE]}
+    if start + PAGE_SIZE < len(items):
+        query = {k: v for k, v in req.query.items() if k != "$skiptoken"}
+        query["$skiptoken"] = str(start + PAGE_SIZE)
+        body["nextLink"] = f"{req.base_url}{req.path}?{urlencode(query)}"
+    return Reply(200, body)
+
+
+# -- Microsoft.Compute/virtualMachines -----------------------------------------------------------
+
+def _vm(backend: ArmBackend, req: Request) -> Any:
+    return backend.vm(req.p("subscription"), req.p("resource_group"), req.p("vm"))
+
+
+def virtual_machines_get(backend: ArmBackend, req: Request) -> Reply:
+    vm = _vm(backend, req)
+    expand = req.query.get("$expand")
+    return Reply(200, vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req),
+                                expand_instance_view=(expand or "").lower() == "instanceview"))
+
+
+def virtual_machines_instance_view(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, _vm(backend, req).instance_view(backend.iso(), _blob_base(req)))
+
+
+def _vm_list(backend: ArmBackend, req: Request, resource_group: str | None) -> Reply:
+    expand = (req.query.get("$expand") or "").lower() == "instanceview" or \
+        (req.query.get("statusOnly") or "").lower() == "true"
+    vms = sorted(backend.vms_in(req.p("subscription"), resource_group), key=lambda vm: vm.id.lower())
+    return _page(req, [vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req), expand_instance_view=expand)
+                       for vm in vms])
+
+
+def virtual_machines_list(backend: ArmBackend, req: Request) -> Reply:
+    return _vm_list(backend, req, req.p("resource_group"))
+
+
+def virtual_machines_list_all(backend: ArmBackend, req: Request) -> Reply:
+    return _vm_list(backend, req, None)
+
+
+def virtual_machines_run_command(backend: ArmBackend, req: Request) -> Reply:
+    if not isinstance(req.body, dict):
+        raise err.InvalidRequestContent("The request content was invalid and could not be deserialized: "
+                                        "'Required property 'commandId' not found in JSON.'")
+    return _accepted(backend.run_command(_vm(backend, req), req.body), req)
+
+
+def virtual_machines_restart(backend: ArmBackend, req: Request) -> Reply:
+    return _accepted(backend.restart(_vm(backend, req)), req)
+
+
+def virtual_machines_start(backend: ArmBackend, req: Request) -> Reply:
+    return _accepted(backend.start(_vm(backend, req)), req)
+
+
+def virtual_machines_retrieve_boot_diagnostics_data(backend: ArmBackend, req: Request) -> Reply:
+    vm = _vm(backend, req)
+    if not vm.boot_diagnostics:
+        raise err.OperationNotAllowed(f"Boot diagnostics is not enabled for virtual machine '{vm.name}'.")
+    raw = req.query.get("sasUriExpirationTimeInMinutes", str(SAS_MINUTES_DEFAULT))
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise err.ArmError(f"The value '{raw}' is not valid for sasUriExpirationTimeInMinutes.",
+                           code="InvalidParameter") from None
+    if not 1 <= minutes <= 1440:
+        raise err.ArmError("The value of parameter sasUriExpirationTimeInMinutes is invalid. "
+                           "It must be between 1 and 1440.", code="InvalidParameter")
+    expiry = backend.timescale.wall(backend.timescale.now() + minutes * 60).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sas = f"?sv=2021-08-06&sr=b&sp=r&se={expiry}&sig=emulator"
+    return Reply(200, vm.boot_diagnostics_uris(_blob_base(req), sas=sas))
+
+
+# -- asynchronous operations -----------------------------------------------------------------------
+
+def _operation(backend: ArmBackend, req: Request, provider: str) -> AsyncOperation:
+    return backend.operation(req.p("subscription"), provider, req.p("operation"))
+
+
+def _status(backend: ArmBackend, op: AsyncOperation) -> Reply:
+    return Reply(200, op.status_body(backend.iso))
+
+
+def _result(op: AsyncOperation, req: Request) -> Reply:
+    """The Location URL: 202 while running; then the result (or the operation's error)."""
+    if not op.done:
+        location = f"{req.base_url}{req.path}?{urlencode(req.query)}"
+        return Reply(202, None, {"Location": location})
+    if op.error is not None:
+        raise op.error
+    if op.result is None:
+        return Reply(204 if op.provider == NETWORK else 200, None)
+    return Reply(200, op.result)
+
+
+def compute_operations_get(backend: ArmBackend, req: Request) -> Reply:
+    return _status(backend, _operation(backend, req, COMPUTE))
+
+
+def compute_operation_results_get(backend: ArmBackend, req: Request) -> Reply:
+    return _result(_operation(backend, req, COMPUTE), req)
+
+
+def network_operations_get(backend: ArmBackend, req: Request) -> Reply:
+    return _status(backend, _operation(backend, req, NETWORK))
+
+
+def network_operation_results_get(backend: ArmBackend, req: Request) -> Reply:
+    return _result(_operation(backend, req, NETWORK), req)
+
+
+# -- Microsoft.Network ---------------------------------------------------------------------------
+
+def _sub_rg(req: Request) -> tuple[str, str]:
+    return req.p("subscription"), req.p("resource_group")
+
+
+def network_interfaces_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, backend.nic(*_sub_rg(req), req.p("nic")).to_arm())
+
+
+def network_interfaces_list_effective_network_security_groups(backend: ArmBackend, req: Request) -> Reply:
+    return _accepted(backend.effective_nsgs(backend.nic(*_sub_rg(req), req.p("nic"))), req)
+
+
+def virtual_networks_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, backend.vnet(*_sub_rg(req), req.p("vnet")).to_arm())
+
+
+def subnets_get(backend: ArmBackend, req: Request) -> Reply:
+    vnet, subnet = backend.subnet(*_sub_rg(req), req.p("vnet"), req.p("subnet"))
+    return Reply(200, subnet.to_arm(vnet.id))
+
+
+def network_security_groups_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, backend.nsg(*_sub_rg(req), req.p("nsg")).to_arm())
+
+
+def _rule(backend: ArmBackend, req: Request, default: bool = False) -> Reply:
+    nsg = backend.nsg(*_sub_rg(req), req.p("nsg"))
+    name = req.p("rule")
+    rules = {r.name.lower(): r for r in nsg.default_rules()} if default else nsg.rules
+    rule = rules.get(name.lower())
+    if rule is None:
+        kind = "defaultSecurityRules" if default else "securityRules"
+        raise err.ChildResourceNotFound(f"{nsg.id}/{kind}/{name}")
+    return Reply(200, rule.to_arm(nsg.id))
+
+
+def security_rules_get(backend: ArmBackend, req: Request) -> Reply:
+    return _rule(backend, req)
+
+
+def default_security_rules_get(backend: ArmBackend, req: Request) -> Reply:
+    return _rule(backend, req, default=True)
+
+
+def security_rules_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    nsg = backend.nsg(*_sub_rg(req), req.p("nsg"))
+    rule, created, op = backend.put_security_rule(nsg, req.p("rule"), req.body)
+    return Reply(201 if created else 200, rule.to_arm(nsg.id),
+                 {"Azure-AsyncOperation": op.headers(req.base_url)["Azure-AsyncOperation"]})
+
+
+def security_rules_delete(backend: ArmBackend, req: Request) -> Reply:
+    nsg = backend.nsg(*_sub_rg(req), req.p("nsg"))
+    op = backend.delete_security_rule(nsg, req.p("rule"))
+    if op is None:
+        return Reply(204)
+    return _accepted(op, req)
+
+
+def public_ip_addresses_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, backend.public_ip(*_sub_rg(req), req.p("pip")).to_arm())
+
+
+def application_security_groups_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, backend.asg(*_sub_rg(req), req.p("asg")).to_arm())

@@ -1,0 +1,257 @@
+"""Scenario presets: a healthy Azure Windows VM with one or more problems applied.
+
+Every VM gets the same realistic surroundings: a VNet and subnet whose NSG allows RDP to an
+application security group from the admin's address, a NIC with its own NSG allowing RDP from that
+address, and a public IP that is the VM's own loopback address (its RDP listener). Problems then
+change the guest, the network or the power state. ``build`` makes one scenario for one or more
+VMs; ``build_fleet`` mixes scenarios across many VMs (``{"healthy": 40, "0x904": 10}``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
+from azrdp.emulator.models import (
+    NETWORK,
+    ApplicationSecurityGroup,
+    ArmBackend,
+    IPConfiguration,
+    NetworkInterface,
+    NetworkSecurityGroup,
+    PublicIPAddress,
+    SecurityRule,
+    Subnet,
+    VirtualMachine,
+    VirtualNetwork,
+    resource_id,
+)
+from azrdp.emulator.rdp_listener import AddressPool
+
+SUBSCRIPTION_ID = "4b1d2c3e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
+SUBSCRIPTION_NAME = "azrdp-emulator"
+RESOURCE_GROUP = "rg-azrdp-demo"
+FLEET_RESOURCE_GROUP = "rg-azrdp-fleet"
+LOCATION = "westeurope"
+VNET_PREFIX = "10.42.0.0/16"
+SUBNET_PREFIX = "10.42.0.0/20"
+ADMIN_USERS = ("azureadmin", "opsadmin")
+
+Problem = Callable[[ArmBackend, VirtualMachine], None]
+
+
+def _hours_ago(backend: ArmBackend, hours: float) -> float:
+    return backend.timescale.now() - hours * 3600
+
+
+def expired_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The self-signed RDP certificate expired two days ago; TermService (up three days) has not
+    restarted since, so Windows has not replaced it yet."""
+    guest = vm.guest
+    now = guest.real_now()
+    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2))
+    guest.booted_at = _hours_ago(backend, 72)
+
+
+def machinekeys_acl(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """MachineKeys' ACL was "hardened": Everyone lost write on the folder (no new keys) and
+    NETWORK SERVICE lost read on the RDP key container (TLS cannot use the key: Schannel 36870)."""
+    guest = vm.guest
+    guest.machinekeys.sddl = BROKEN_MACHINEKEYS_SDDL
+    if guest.machinekeys.rdp_key:
+        guest.machinekeys.rdp_key.network_service_read = False
+    for hours in (20, 9, 3, 1):
+        guest.log("schannel_36870", at=_hours_ago(backend, hours))
+
+
+def renewal_blocked(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """MachineKeys' folder ACL lost Everyone's write: Windows cannot create the key for a new
+    certificate, so each attempt to replace an expired one fails (event 1058, Access is denied).
+    The existing key stays readable, so RDP keeps serving the old certificate."""
+    vm.guest.machinekeys.sddl = BROKEN_MACHINEKEYS_SDDL
+    for hours in (22, 16, 10, 4):
+        vm.guest.log("rcm_1058", at=_hours_ago(backend, hours))
+
+
+def corrupt_key(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The RDP key container file is empty (a disk or copy accident): "Keyset does not exist"."""
+    guest = vm.guest
+    if guest.machinekeys.rdp_key:
+        guest.machinekeys.rdp_key.size = 0
+    guest.log("rcm_1057", at=_hours_ago(backend, 30))
+    for hours in (6, 2):
+        guest.log("schannel_36870", at=_hours_ago(backend, hours))
+
+
+def seat_taken(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Two disconnected admin sessions hold both seats of a server without the Session Host role."""
+    for user in ADMIN_USERS:
+        vm.guest.add_session(user, "Disc", idle_min=2_880)
+
+
+def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """fDenyTSConnections=1: Remote Desktop is switched off in the guest."""
+    vm.guest.registry["fDenyTSConnections"] = 1
+
+
+def firewall(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Windows Firewall is on and the "Remote Desktop" rule group is disabled."""
+    for rule in vm.guest.firewall_rules:
+        if rule.group == "Remote Desktop":
+            rule.enabled = False
+
+
+def nsg_blocked(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The NIC's NSG has a Deny for the RDP port, before the allow rule."""
+    nic = backend.by_id(vm.nic_ids[0])
+    nsg = backend.by_id(nic.nsg_id)
+    nsg.rules["denyrdp-inbound"] = SecurityRule("DenyRDP-Inbound", {
+        "protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": str(vm.guest.port),
+        "sourceAddressPrefix": "*", "destinationAddressPrefix": "*", "access": "Deny",
+        "priority": 200, "direction": "Inbound", "provisioningState": "Succeeded"})
+
+
+def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The Azure VM agent stopped: the platform reports Not Ready and Run Command cannot work
+    (a reboot starts it again)."""
+    vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
+
+
+def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    vm.guest.shut_down()
+    vm.power = "deallocated"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    problems: tuple[Problem, ...]
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("healthy", "RDP answers; nothing to repair.", ()),
+    Scenario("expired-cert", "The RDP self-signed certificate has expired.", (expired_cert,)),
+    Scenario("machinekeys-acl", "The MachineKeys ACL is broken: TLS cannot open the RDP key.", (machinekeys_acl,)),
+    Scenario("corrupt-key", "The RDP key container is corrupt (Keyset does not exist).", (corrupt_key,)),
+    Scenario("seat-taken", "Two disconnected sessions hold both admin seats.", (seat_taken,)),
+    Scenario("rdp-disabled", "Remote Desktop is disabled in the guest (fDenyTSConnections=1).", (rdp_disabled,)),
+    Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
+    Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
+    Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
+    Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
+                      "ACL, event 1058); disconnected sessions hold both admin seats.",
+             (expired_cert, renewal_blocked, seat_taken)),
+)}
+
+
+def scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}") from None
+
+
+# -- building -------------------------------------------------------------------------------------
+
+def _rule(name: str, priority: int, port: int, source: str, *, destination_asg: str | None = None) -> SecurityRule:
+    props = {"protocol": "Tcp", "sourcePortRange": "*", "destinationPortRange": str(port),
+             "sourceAddressPrefix": source, "access": "Allow", "priority": priority, "direction": "Inbound",
+             "provisioningState": "Succeeded", "description": "RDP from the admin workstation"}
+    if destination_asg:
+        props["destinationApplicationSecurityGroups"] = [{"id": destination_asg}]
+    else:
+        props["destinationAddressPrefix"] = "*"
+    return SecurityRule(name, props)
+
+
+def _network(backend: ArmBackend, sub: str, rg_name: str, location: str) -> tuple[VirtualNetwork, ApplicationSecurityGroup]:
+    """The resource group's VNet, subnet + NSG and the RDP hosts' ASG (made once per group)."""
+    rg = backend.resource_group(sub, rg_name)
+    if "vnet-azrdp" in rg.vnets:
+        return rg.vnets["vnet-azrdp"], rg.asgs["asg-rdp-hosts"]
+    asg = ApplicationSecurityGroup(sub, rg_name, "asg-rdp-hosts", location)
+    rg.asgs[asg.name.lower()] = asg
+    subnet_nsg = NetworkSecurityGroup(sub, rg_name, "snet-default-nsg", location)
+    rule = _rule("AllowRDP-Admins-To-RDPHosts", 300, 3389, f"{backend.client_ip}/32", destination_asg=asg.id)
+    subnet_nsg.rules[rule.name.lower()] = rule
+    rg.nsgs[subnet_nsg.name.lower()] = subnet_nsg
+    vnet = VirtualNetwork(sub, rg_name, "vnet-azrdp", location, [VNET_PREFIX])
+    vnet.subnets["default"] = Subnet("default", SUBNET_PREFIX, subnet_nsg.id)
+    rg.vnets[vnet.name.lower()] = vnet
+    return vnet, asg
+
+
+def _allow_port_on_subnet(subnet_nsg: NetworkSecurityGroup, port: int) -> None:
+    """Where VMs cannot each have their own loopback address they listen on their own ports:
+    the subnet's RDP rule then lists every one of them."""
+    props = subnet_nsg.rules["allowrdp-admins-to-rdphosts"].properties
+    ports = props.pop("destinationPortRanges", None) or [props.pop("destinationPortRange")]
+    if str(port) not in ports:
+        ports.append(str(port))
+    if len(ports) == 1:
+        props["destinationPortRange"] = ports[0]
+    else:
+        props["destinationPortRanges"] = ports
+
+
+def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: str = SUBSCRIPTION_ID,
+           resource_group: str = RESOURCE_GROUP, location: str = LOCATION) -> VirtualMachine:
+    """A healthy Windows Server VM with its NIC, NSG and public IP, listening on its own address."""
+    if subscription.lower() not in backend.subscriptions:
+        backend.add_subscription(subscription, SUBSCRIPTION_NAME)
+    rg = backend.add_resource_group(subscription, resource_group, location)
+    vnet, asg = _network(backend, subscription, resource_group, location)
+    address, port = pool.allocate()
+    _allow_port_on_subnet(backend.by_id(vnet.subnets["default"].nsg_id), port)
+    index = len(rg.vms) + 4
+    private_ip = f"10.42.{index // 250}.{index % 250 + 4}"
+    vm_id = resource_id(subscription, resource_group, "Microsoft.Compute", "virtualMachines", name)
+
+    nsg = NetworkSecurityGroup(subscription, resource_group, f"{name}-nsg", location)
+    allow = _rule("AllowRDP-Admin", 300, port, f"{backend.client_ip}/32")
+    nsg.rules[allow.name.lower()] = allow
+    rg.nsgs[nsg.name.lower()] = nsg
+    nic_name = f"{name}-nic"
+    nic_id = resource_id(subscription, resource_group, NETWORK, "networkInterfaces", nic_name)
+    pip = PublicIPAddress(subscription, resource_group, f"{name}-ip", location, address,
+                          ip_configuration_id=f"{nic_id}/ipConfigurations/ipconfig1")
+    rg.public_ips[pip.name.lower()] = pip
+    nic = NetworkInterface(subscription, resource_group, nic_name, location,
+                           [IPConfiguration("ipconfig1", private_ip, f"{vnet.id}/subnets/default", pip.id, [asg.id])],
+                           nsg_id=nsg.id, vm_id=vm_id,
+                           mac="00-0D-3A-" + "-".join(f"{(index >> s) & 0xFF:02X}" for s in (16, 8, 0)))
+    rg.nics[nic.name.lower()] = nic
+
+    guest = backend.new_guest(name[:15].upper())
+    guest.registry["PortNumber"] = port
+    vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
+    rg.vms[name.lower()] = vm
+    return vm
+
+
+def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str) -> VirtualMachine:
+    vm = add_vm(backend, pool, name, resource_group=resource_group)
+    for problem in preset.problems:
+        problem(backend, vm)
+    return vm
+
+
+def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms: int = 1,
+          resource_group: str = RESOURCE_GROUP) -> list[VirtualMachine]:
+    """Scenario ``name`` on ``vms`` VMs (vm-web-01, vm-web-02, ...)."""
+    preset = scenario(name)
+    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
+
+
+def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
+                resource_group: str = FLEET_RESOURCE_GROUP) -> list[VirtualMachine]:
+    """Many VMs in one resource group: ``mix`` maps scenario -> count. Names say the scenario
+    (vm-0x904-003) so a sweep's report can be checked against what was planted."""
+    presets = {name: scenario(name) for name in mix}
+    return [_plant(backend, pool, f"vm-{name}-{n:03d}", presets[name], resource_group)
+            for name, count in mix.items() for n in range(1, count + 1)]

@@ -1,0 +1,561 @@
+"""The emulator as a running thing: a threaded HTTP server on 127.0.0.1 (port 0 by default) that
+serves the ARM routes, the control endpoint ``/_emulator/...`` and the managed-identity token
+endpoint; one real RDP listener per VM; and :class:`Emulator`, the Python API tests use::
+
+    with Emulator.start(scenario="0x904", speed=1000) as emu:
+        compute = ComputeManagementClient(cred, emu.subscription_id, base_url=emu.base_url, ...)
+        emu.inject("throttle", operation="VirtualMachines_Get", count=2)
+        ...
+        assert emu.count("VirtualMachines_RunCommand") == 2
+
+Control endpoint (no auth; loopback only):
+
+* ``GET  /_emulator/state``        everything: VMs, guests, listeners, operations, faults, time.
+* ``GET  /_emulator/calls``        the ARM request log (operationId, method, path, status).
+* ``POST /_emulator/reset``        back to the loaded scenario (or ``{"scenario", "vms", "fleet"}``).
+* ``POST /_emulator/scenario``     load ``{"scenario": "0x904", "vms": 1}`` or ``{"fleet": {...}}``.
+* ``POST /_emulator/faults``       inject ``{"kind": "throttle", "operation": ..., "count": ...}``;
+  ``GET`` lists them, ``DELETE`` clears them.
+* ``GET  /_emulator/identity/oauth2/token``  the managed-identity endpoint (see auth.py).
+* ``GET  /_emulator/blobs/...``    boot diagnostics: the screenshot (PNG) and the serial log.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.emulator import auth, scenarios
+from azrdp.emulator import exceptions as err
+from azrdp.emulator import timescale as ts
+from azrdp.emulator.faults import Fault
+from azrdp.emulator.guest import WindowsGuest
+from azrdp.emulator.models import ArmBackend, VirtualMachine
+from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
+from azrdp.emulator.responses import Reply, Request
+from azrdp.emulator.urls import resolve
+
+CONTROL = "/_emulator"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ARM request as the emulator answered it (never its token)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    operation: str | None
+    status: int | None         # None: the connection was reset
+    simulated_time: float
+    body: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Emulator:
+    """One emulator: ARM over HTTP, simulated guests, RDP listeners. Use :meth:`start`."""
+
+    def __init__(self, *, speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
+                 clock: Clock = SYSTEM_CLOCK):
+        if not speed > 0:
+            raise ValueError(f"speed must be a positive number, got {speed!r}")
+        self.speed = speed
+        self.seed = seed
+        self.clock = clock
+        self.identity = auth.ManagedIdentity()
+        self._rng = random.Random(seed)
+        self._tls = TlsMaterial()
+        self._pool = AddressPool(self._rng)
+        self._listeners: dict[str, RdpListener] = {}
+        self._calls: list[Call] = []
+        self._calls_lock = threading.Lock()
+        self._swap = threading.RLock()
+        self._loaded: dict[str, Any] = {"scenario": "healthy", "vms": 1, "fleet": None}
+        self.backend = self._new_backend()
+        self._httpd = _Server((host, port), _Handler, self)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator-http", daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
+              speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
+              clock: Clock = SYSTEM_CLOCK) -> "Emulator":
+        """Build the scenario (or ``fleet``: scenario -> count) and start serving. ``clock`` drives
+        simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`."""
+        emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock)
+        emulator.load(scenario, vms=vms, fleet=fleet)
+        emulator._thread.start()
+        return emulator
+
+    def __enter__(self) -> "Emulator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._teardown()
+        self._tls.close()
+
+    def _new_backend(self) -> ArmBackend:
+        return ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
+                          on_change=self._reconcile)
+
+    def _teardown(self) -> None:
+        self.backend.scheduler.stop()
+        for listener in self._listeners.values():
+            listener.close()
+        self._listeners.clear()
+
+    def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None) -> None:
+        """Replace all state with a fresh scenario (or fleet); faults and the call log are cleared."""
+        if fleet:
+            for name in fleet:
+                scenarios.scenario(name)
+        else:
+            scenarios.scenario(scenario)
+        if vms < 1:
+            raise ValueError("vms must be at least 1")
+        with self._swap:
+            self._teardown()
+            self.backend = self._new_backend()
+            with self.backend.lock:
+                if fleet:
+                    scenarios.build_fleet(self.backend, self._pool, dict(fleet))
+                else:
+                    scenarios.build(self.backend, self._pool, scenario, vms=vms)
+                for vm in self.backend.all_vms():
+                    self._reconcile(vm)
+            self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None}
+            with self._calls_lock:
+                self._calls.clear()
+
+    def reset(self) -> None:
+        """Back to the scenario loaded last, as it was built."""
+        loaded = self._loaded
+        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"])
+
+    # -- addresses --------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def state(self) -> ArmBackend:
+        """The live backend (models). Change it inside ``with emu.state.lock:`` and call
+        :meth:`refresh` so listeners follow."""
+        return self.backend
+
+    @property
+    def subscription_id(self) -> str:
+        return scenarios.SUBSCRIPTION_ID
+
+    @property
+    def resource_group(self) -> str:
+        vms = self.backend.all_vms()
+        return vms[0].resource_group if vms else scenarios.RESOURCE_GROUP
+
+    @property
+    def vm_names(self) -> list[str]:
+        return [vm.name for vm in self.backend.all_vms()]
+
+    def vm(self, name: str | None = None) -> VirtualMachine:
+        """A VM by name (the first VM when no name is given)."""
+        for vm in self.backend.all_vms():
+            if name is None or vm.name.lower() == name.lower():
+                return vm
+        raise KeyError(f"no VM {name!r} in the emulator (VMs: {', '.join(self.vm_names)})")
+
+    def guest(self, name: str | None = None) -> WindowsGuest:
+        return self.vm(name).guest
+
+    def rdp_endpoint(self, name: str | None = None) -> tuple[str, int]:
+        vm = self.vm(name)
+        return vm.rdp_address, vm.guest.port
+
+    def environment(self) -> dict[str, str]:
+        """What to export so azrdp (or a runbook) talks to this emulator."""
+        return {"AZRDP_ARM_ENDPOINT": self.base_url, "AZURE_SUBSCRIPTION_ID": self.subscription_id,
+                **self.identity.environment(self.base_url)}
+
+    # -- control ----------------------------------------------------------------------------------
+    def inject(self, kind: str, **options: Any) -> Fault:
+        """Switch on a fault (see faults.py); returns it (``.fired`` counts its firings)."""
+        return self.backend.faults.add(Fault(kind, **options))
+
+    def clear_faults(self) -> None:
+        self.backend.faults.clear()
+
+    def update(self, change: Callable[[ArmBackend], Any]) -> Any:
+        """Run ``change(backend)`` under the state lock, then bring every listener up to date."""
+        with self.backend.lock:
+            result = change(self.backend)
+        self.refresh()
+        return result
+
+    def refresh(self) -> None:
+        with self.backend.lock:
+            for vm in self.backend.all_vms():
+                self._reconcile(vm)
+
+    def advance(self, simulated_seconds: float) -> None:
+        """Move a ManualClock-driven emulator forward and fire every transition now due."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is None:
+            raise TypeError("advance() needs an emulator started with clock=ManualClock()")
+        advance(self.backend.timescale.real(simulated_seconds))
+        self.backend.scheduler.run_due()
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._calls_lock:
+            return list(self._calls)
+
+    def count(self, operation: str, *, status: int | None = None) -> int:
+        """How many requests of an operationId were made (optionally: answered with ``status``)."""
+        return sum(1 for c in self.calls if c.operation == operation and (status is None or c.status == status))
+
+    def simulated_seconds(self) -> float:
+        return self.backend.timescale.now()
+
+    def snapshot(self) -> dict[str, Any]:
+        backend = self.backend
+        with backend.lock:
+            return {
+                "base_url": self.base_url, "speed": self.speed, "simulated_seconds": round(backend.timescale.now(), 3),
+                "scenario": self._loaded, "client_ip": backend.client_ip,
+                "subscriptions": [{"id": s.id, "name": s.display_name} for s in backend.subscriptions.values()],
+                "vms": [self._vm_snapshot(vm) for vm in backend.all_vms()],
+                "faults": backend.faults.to_list(),
+                "operations": [{"id": op.id, "kind": op.kind, "status": op.status, "resource": op.resource_id}
+                               for op in backend.operations.values()],
+                "run_commands": list(backend.run_commands),
+                "transition_errors": list(backend.transition_errors),
+            }
+
+    def _vm_snapshot(self, vm: VirtualMachine) -> dict[str, Any]:
+        guest = vm.guest
+        cert = guest.serving_certificate()
+        listener = self._listeners.get(vm.id.lower())
+        return {
+            "name": vm.name, "resource_group": vm.resource_group, "id": vm.id, "power": vm.power,
+            "booting": vm.booting, "agent_ready": vm.power == "running" and not vm.booting and guest.agent_ready,
+            "rdp": {"address": vm.rdp_address, "port": guest.port, "mode": listener.mode if listener else "closed",
+                    "error": listener.error if listener else None},
+            "running_command": vm.running_command.id if vm.running_command else None,
+            "guest": {
+                "up": guest.up,
+                "services": {name: s.state for name, s in guest.services.items()},
+                "registry": dict(guest.registry),
+                "certificate": {"thumbprint": cert.thumbprint, "not_after": cert.not_after.isoformat(),
+                                "expired": cert.expired(guest.real_now())} if cert else None,
+                "tls_usable": guest.tls_usable(),
+                "machinekeys": {"sddl": guest.machinekeys.sddl, "default": guest.machinekeys.default,
+                                "rdp_key": asdict(guest.machinekeys.rdp_key) if guest.machinekeys.rdp_key else None,
+                                "backups": list(guest.machinekeys.backups)},
+                "firewall_allows_rdp": guest.firewall_allows_rdp(),
+                "sessions": [asdict(s) for s in guest.sessions],
+                "events": guest.event_counts(24),
+            },
+        }
+
+    # -- listeners ------------------------------------------------------------------------------------
+    def _reconcile(self, vm: VirtualMachine) -> None:
+        """Make the VM's RDP listener match its state (called under the backend lock)."""
+        key = vm.id.lower()
+        listener = self._listeners.get(key)
+        if listener is None:
+            listener = RdpListener(vm.rdp_address, self._listener_config(vm), self._tls, self._tls_failed(vm))
+            self._listeners[key] = listener
+        listener.apply(self.backend.rdp_mode(vm), vm.guest.port)
+
+    def _listener_config(self, vm: VirtualMachine) -> Callable[[], ListenerConfig]:
+        backend = self.backend
+
+        def config() -> ListenerConfig:
+            with backend.lock:
+                guest = vm.guest
+                return ListenerConfig(security_layer=int(guest.effective("SecurityLayer") or 0),
+                                      nla_required=guest.effective("UserAuthentication") == 1,
+                                      certificate=guest.serving_certificate(), tls_usable=guest.tls_usable())
+        return config
+
+    def _tls_failed(self, vm: VirtualMachine) -> Callable[[], None]:
+        backend = self.backend
+
+        def failed() -> None:
+            with backend.lock:
+                vm.guest.log("schannel_36870")
+        return failed
+
+    def record(self, call: Call) -> None:
+        with self._calls_lock:
+            self._calls.append(call)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, emulator: Emulator):
+        self.emulator = emulator
+        super().__init__(address, handler)
+
+
+class _ConnectionReset(Exception):
+    """A fault asked to reset the client's connection instead of answering."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if url.path == CONTROL or url.path.startswith(CONTROL + "/"):
+            self._control(url.path[len(CONTROL):] or "/", query, raw, headers)
+        else:
+            self._arm(url.path, query, raw, headers)
+
+    def _base_url(self) -> str:
+        host = self.headers.get("Host")
+        return f"http://{host}" if host else self.server.emulator.base_url
+
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None,
+              content_type: str = "application/json; charset=utf-8") -> None:
+        if body is None:
+            data = b""
+        elif isinstance(body, bytes):
+            data = body
+        else:
+            data = json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if data:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _reset_connection(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        raise _ConnectionReset()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except _ConnectionReset:
+            self.close_connection = True
+
+    # -- ARM --------------------------------------------------------------------------------------
+    def _arm(self, path: str, query: dict[str, str], raw: bytes, headers: dict[str, str]) -> None:
+        emulator = self.server.emulator
+        backend = emulator.backend
+        backend.scheduler.run_due()
+        operation: str | None = None
+        status: int | None = None
+        reply_headers = {"x-ms-request-id": str(uuid.uuid4()),
+                         "x-ms-correlation-request-id": headers.get("x-ms-client-request-id", str(uuid.uuid4()))}
+        try:
+            try:
+                auth.require_bearer(headers)
+                found = resolve(self.command, path, query)
+                if found is None:
+                    raise err.RouteNotImplemented(self.command, path)
+                route, params = found
+                operation = route.operation_id
+                self._check_api_version(query, route.api_version)
+                self._http_faults(backend, operation, params)
+                body = self._json(raw)
+                backend.timescale.sleep(backend.timescale.draw(ts.ARM_LATENCY))
+                request = Request(self.command, path, query, params, body, self._base_url(), headers)
+                with backend.lock:
+                    reply = route.handler(backend, request)
+            except err.ArmError as error:
+                reply = Reply(error.status, error.body(), error.headers)
+            status = reply.status
+            self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
+        finally:
+            emulator.record(Call(self.command, path, query, operation, status, backend.timescale.now(),
+                                 self._json_or_none(raw)))
+
+    @staticmethod
+    def _check_api_version(query: dict[str, str], supported: str) -> None:
+        given = query.get("api-version")
+        if not given:
+            raise err.MissingApiVersionParameter()
+        if given != supported:
+            raise err.InvalidApiVersionParameter(given, [supported])
+
+    def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str]) -> None:
+        method, vm = self.command, params.get("vm")
+        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm):
+            self._reset_connection()
+        fault = backend.faults.take("throttle", operation=operation, method=method, vm=vm)
+        if fault:
+            now = backend.timescale.now()
+            raise err.TooManyRequests(fault.retry_after or 1, "HighCostGet" if method == "GET" else "HighCostPost",
+                                      backend.iso(now), backend.iso(now + 1200))
+        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm)
+        if fault:
+            raise err.InternalServerError() if fault.status == 500 else err.ServiceUnavailable(fault.retry_after)
+
+    @staticmethod
+    def _json(raw: bytes) -> Any:
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise err.InvalidRequestContent("The request content was invalid and could not be deserialized.") from None
+
+    @staticmethod
+    def _json_or_none(raw: bytes) -> Any:
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    # -- control ----------------------------------------------------------------------------------
+    def _control(self, path: str, query: dict[str, str], raw: bytes, headers: dict[str, str]) -> None:
+        emulator = self.server.emulator
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return self._send(400, {"error": "the body is not JSON"})
+        try:
+            if path == auth.IDENTITY_PATH[len(CONTROL):] and self.command == "GET":
+                status, token = emulator.identity.token(query, headers, now=time.time())
+                return self._send(status, token)
+            if path.startswith("/blobs/") and self.command == "GET":
+                return self._blob(path[len("/blobs/"):])
+            if path == "/state" and self.command == "GET":
+                return self._send(200, emulator.snapshot())
+            if path == "/calls" and self.command == "GET":
+                return self._send(200, [c.to_dict() for c in emulator.calls])
+            if path in ("/reset", "/scenario") and self.command == "POST":
+                if body.get("scenario") or body.get("fleet"):
+                    emulator.load(body.get("scenario") or "healthy", vms=int(body.get("vms", 1)), fleet=body.get("fleet"))
+                elif path == "/reset":
+                    emulator.reset()
+                else:
+                    return self._send(400, {"error": "give a scenario or a fleet"})
+                return self._send(200, emulator.snapshot())
+            if path == "/faults":
+                if self.command == "POST":
+                    return self._send(201, emulator.inject(**body).to_dict())
+                if self.command == "DELETE":
+                    emulator.clear_faults()
+                    return self._send(204)
+                if self.command == "GET":
+                    return self._send(200, emulator.backend.faults.to_list())
+            if path in ("/", ""):
+                return self._send(200, {"endpoints": ["/state", "/calls", "/reset", "/scenario", "/faults",
+                                                      auth.IDENTITY_PATH[len(CONTROL):], "/blobs/..."]})
+        except (TypeError, ValueError, KeyError) as problem:
+            return self._send(400, {"error": str(problem)})
+        return self._send(404, {"error": f"no control endpoint {self.command} {CONTROL}{path}"})
+
+    def _blob(self, rest: str) -> None:
+        parts = rest.split("/")
+        if len(parts) != 4:
+            return self._send(404, None)
+        sub, rg, name, filename = parts
+        backend = self.server.emulator.backend
+        with backend.lock:
+            try:
+                vm = backend.vm(sub, rg, name)
+            except err.ArmError:
+                return self._send(404, None)
+            if filename.endswith(".screenshot.bmp"):
+                return self._send(200, screenshot_png(vm), content_type="image/png")
+            if filename.endswith(".serialconsole.log"):
+                return self._send(200, serial_log(vm).encode(), content_type="text/plain; charset=utf-8")
+        return self._send(404, None)
+
+
+# -- boot diagnostics blobs --------------------------------------------------------------------------
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A solid-colour PNG, written by hand (no imaging library needed)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(rgb) * width
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+def screenshot_png(vm: VirtualMachine) -> bytes:
+    """What the console shows: the blue sign-in screen when Windows is up, black otherwise."""
+    up = vm.power == "running" and not vm.booting and vm.guest.up
+    return png(320, 240, (0, 90, 158) if up else (0, 0, 0))
+
+
+def serial_log(vm: VirtualMachine) -> str:
+    guest = vm.guest
+    lines = ["Windows Boot Manager", f"Computer is booting, SAC started and initialized. ({vm.name})"]
+    if vm.power != "running":
+        lines.append(f"The virtual machine is {vm.power}.")
+    elif vm.booting or not guest.up:
+        lines.append("Windows is starting ...")
+    else:
+        lines.append(f"{guest.computer_name} is up. Remote Desktop Services: "
+                     f"{guest.services['TermService'].state}.")
+    return "\n".join(lines) + "\n"
+
+
+def serve(scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None, speed: float = 10.0,
+          port: int = 0, seed: int | None = None, on_ready: Callable[[Emulator], None] | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Run an emulator in the foreground until Ctrl-C (or ``stop`` is set); ``on_ready`` is
+    called once it serves (to print where it is and what to export)."""
+    emulator = Emulator.start(scenario, vms=vms, fleet=fleet, speed=speed, seed=seed, port=port)
+    try:
+        if on_ready is not None:
+            on_ready(emulator)
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()

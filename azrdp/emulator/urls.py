@@ -1,0 +1,154 @@
+"""The emulator's route table: method + path pattern -> ARM operationId -> handler.
+
+The handler of operationId ``VirtualMachines_Get`` is ``responses.virtual_machines_get`` (moto's
+convention). ``python -m azrdp.emulator.urls --write docs/emulator.md`` regenerates the list of
+implemented operations in the docs; a test fails when it is stale.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from azrdp.emulator import responses
+from azrdp.emulator.models import COMPUTE_API, NETWORK_API
+
+SUB = r"/subscriptions/(?P<subscription>[^/]+)"
+RG = SUB + r"/resourceGroups/(?P<resource_group>[^/]+)"
+VMS = RG + r"/providers/Microsoft\.Compute/virtualMachines"
+NET = RG + r"/providers/Microsoft\.Network"
+NSG = NET + r"/networkSecurityGroups/(?P<nsg>[^/]+)"
+OPS = r"/providers/Microsoft\.{provider}/locations/(?P<location>[^/]+)/{kind}/(?P<operation>[^/]+)"
+
+
+def snake(operation_id: str) -> str:
+    """``VirtualMachines_RetrieveBootDiagnosticsData`` -> ``virtual_machines_retrieve_boot_diagnostics_data``."""
+    return "_".join(re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", part).lower()
+                    for part in operation_id.split("_"))
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    operation_id: str
+    api_version: str
+    sdk_call: str                       # how azure-mgmt calls it (for the docs)
+    monitor: bool | None = None         # Compute's status and result URLs differ only by ?monitor=true
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return _compiled(self.pattern)
+
+    @property
+    def handler(self) -> Callable[..., responses.Reply]:
+        return getattr(responses, snake(self.operation_id))
+
+    def display_path(self) -> str:
+        text = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: "{" + m.group(1) + "}", self.pattern)
+        return text.replace("\\.", ".")
+
+
+_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    if pattern not in _CACHE:
+        _CACHE[pattern] = re.compile(pattern + "/?$", re.IGNORECASE)  # ARM paths are case-insensitive
+    return _CACHE[pattern]
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", VMS + r"/(?P<vm>[^/]+)", "VirtualMachines_Get", COMPUTE_API,
+          "compute.virtual_machines.get(rg, vm, expand='instanceView')"),
+    Route("GET", VMS + r"/(?P<vm>[^/]+)/instanceView", "VirtualMachines_InstanceView", COMPUTE_API,
+          "compute.virtual_machines.instance_view(rg, vm)"),
+    Route("GET", VMS, "VirtualMachines_List", COMPUTE_API, "compute.virtual_machines.list(rg)"),
+    Route("GET", SUB + r"/providers/Microsoft\.Compute/virtualMachines", "VirtualMachines_ListAll", COMPUTE_API,
+          "compute.virtual_machines.list_all()"),
+    Route("POST", VMS + r"/(?P<vm>[^/]+)/runCommand", "VirtualMachines_RunCommand", COMPUTE_API,
+          "compute.virtual_machines.begin_run_command(rg, vm, body)"),
+    Route("POST", VMS + r"/(?P<vm>[^/]+)/restart", "VirtualMachines_Restart", COMPUTE_API,
+          "compute.virtual_machines.begin_restart(rg, vm)"),
+    Route("POST", VMS + r"/(?P<vm>[^/]+)/start", "VirtualMachines_Start", COMPUTE_API,
+          "compute.virtual_machines.begin_start(rg, vm)"),
+    Route("POST", VMS + r"/(?P<vm>[^/]+)/retrieveBootDiagnosticsData", "VirtualMachines_RetrieveBootDiagnosticsData",
+          COMPUTE_API, "compute.virtual_machines.retrieve_boot_diagnostics_data(rg, vm)"),
+    Route("GET", SUB + OPS.format(provider="Compute", kind="operations"), "ComputeOperationResults_Get",
+          COMPUTE_API, "(LRO poller: the Location URL, ?monitor=true)", monitor=True),
+    Route("GET", SUB + OPS.format(provider="Compute", kind="operations"), "ComputeOperations_Get",
+          COMPUTE_API, "(LRO poller: the Azure-AsyncOperation URL)", monitor=False),
+    Route("GET", NET + r"/networkInterfaces/(?P<nic>[^/]+)", "NetworkInterfaces_Get", NETWORK_API,
+          "network.network_interfaces.get(rg, nic)"),
+    Route("POST", NET + r"/networkInterfaces/(?P<nic>[^/]+)/effectiveNetworkSecurityGroups",
+          "NetworkInterfaces_ListEffectiveNetworkSecurityGroups", NETWORK_API,
+          "network.network_interfaces.begin_list_effective_network_security_groups(rg, nic)"),
+    Route("GET", NET + r"/virtualNetworks/(?P<vnet>[^/]+)", "VirtualNetworks_Get", NETWORK_API,
+          "network.virtual_networks.get(rg, vnet)"),
+    Route("GET", NET + r"/virtualNetworks/(?P<vnet>[^/]+)/subnets/(?P<subnet>[^/]+)", "Subnets_Get", NETWORK_API,
+          "network.subnets.get(rg, vnet, subnet)"),
+    Route("GET", NSG, "NetworkSecurityGroups_Get", NETWORK_API, "network.network_security_groups.get(rg, nsg)"),
+    Route("GET", NSG + r"/securityRules/(?P<rule>[^/]+)", "SecurityRules_Get", NETWORK_API,
+          "network.security_rules.get(rg, nsg, rule)"),
+    Route("PUT", NSG + r"/securityRules/(?P<rule>[^/]+)", "SecurityRules_CreateOrUpdate", NETWORK_API,
+          "network.security_rules.begin_create_or_update(rg, nsg, rule, body)"),
+    Route("DELETE", NSG + r"/securityRules/(?P<rule>[^/]+)", "SecurityRules_Delete", NETWORK_API,
+          "network.security_rules.begin_delete(rg, nsg, rule)"),
+    Route("GET", NSG + r"/defaultSecurityRules/(?P<rule>[^/]+)", "DefaultSecurityRules_Get", NETWORK_API,
+          "network.default_security_rules.get(rg, nsg, rule)"),
+    Route("GET", NET + r"/publicIPAddresses/(?P<pip>[^/]+)", "PublicIPAddresses_Get", NETWORK_API,
+          "network.public_ip_addresses.get(rg, pip)"),
+    Route("GET", NET + r"/applicationSecurityGroups/(?P<asg>[^/]+)", "ApplicationSecurityGroups_Get", NETWORK_API,
+          "network.application_security_groups.get(rg, asg)"),
+    Route("GET", SUB + OPS.format(provider="Network", kind="operations"), "NetworkOperations_Get", NETWORK_API,
+          "(LRO poller: the Azure-AsyncOperation URL)"),
+    Route("GET", SUB + OPS.format(provider="Network", kind="operationResults"), "NetworkOperationResults_Get",
+          NETWORK_API, "(LRO poller: the Location URL)"),
+)
+
+
+def resolve(method: str, path: str, query: dict[str, str]) -> tuple[Route, dict[str, str]] | None:
+    """The route for a request and its path parameters; None when nothing matches."""
+    monitor = query.get("monitor", "").lower() == "true"
+    for route in ROUTES:
+        if route.method != method:
+            continue
+        match = route.regex.match(path)
+        if match and (route.monitor is None or route.monitor == monitor):
+            return route, match.groupdict()
+    return None
+
+
+DOC_BEGIN = "<!-- operations:begin (generated by `python -m azrdp.emulator.urls --write docs/emulator.md`) -->"
+DOC_END = "<!-- operations:end -->"
+
+
+def operations_markdown() -> str:
+    lines = ["| operationId | method and path | api-version | SDK call |", "|---|---|---|---|"]
+    for route in ROUTES:
+        query = "?monitor=true" if route.monitor else ""
+        lines.append(f"| `{route.operation_id}` | `{route.method} {route.display_path()}{query}` | "
+                     f"{route.api_version} | `{route.sdk_call}` |")
+    return "\n".join(lines)
+
+
+def with_operations(document: str) -> str:
+    """``document`` with the generated table between the markers replaced by the current one."""
+    begin, end = document.index(DOC_BEGIN), document.index(DOC_END)
+    return document[:begin] + DOC_BEGIN + "\n" + operations_markdown() + "\n" + document[end:]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--write":
+        path = Path(argv[1])
+        path.write_text(with_operations(path.read_text()))
+        return 0
+    print(operations_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
