@@ -23,6 +23,7 @@ from azrdp.errors import EXIT_INTERRUPTED, AzrdpError
 COMMANDS: dict[str, str] = {
     "probe": "azrdp.commands.probe:probe_command",
     "diagnose": "azrdp.commands.diagnose:diagnose_command",
+    "emulator": "azrdp.commands.emulator:emulator_group",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
