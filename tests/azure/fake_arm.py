@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -194,8 +195,9 @@ class Call:
 class FakeArm:
     """Serve stored ARM resources through `responses` (activate with ``with FakeArm() as arm``)."""
 
-    def __init__(self, base: str = BASE):
+    def __init__(self, base: str = BASE, *, latency: float = 0.0):
         self.base = base
+        self.latency = latency  # seconds added to every answer (benchmarks only)
         self.resources: dict[str, dict] = {}
         self.groups: set[str] = set()
         self.failures: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
@@ -244,6 +246,8 @@ class FakeArm:
 
     # -- serving --------------------------------------------------------------------------------
     def _dispatch(self, request):
+        if self.latency:
+            time.sleep(self.latency)
         parts = urlsplit(request.url)
         path = parts.path[len(urlsplit(self.base).path):] if urlsplit(self.base).path else parts.path
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
