@@ -203,8 +203,8 @@ def parse_connection_confirm(pdu: bytes) -> ConnectionConfirm:
     is not exactly one well-formed confirm (truncated, garbage, oversized, mismatched lengths)."""
     length = parse_tpkt_header(pdu)
     if len(pdu) != length:
-        qualifier = "truncated" if len(pdu) < length else "mismatched length:"
-        raise ProtocolError(f"{qualifier} TPKT announces {length} bytes, got {len(pdu)}")
+        qualifier = "truncated" if len(pdu) < length else "mismatched length"
+        raise ProtocolError(f"{qualifier}: TPKT announces {length} bytes, got {len(pdu)}")
     length_indicator, code, _dst_ref, src_ref, _class = struct.unpack(">BBHHB", pdu[4:11])
     if code & 0xF0 != X224_CC:
         what = _TPDU_NAMES.get(code & 0xF0, "an unknown TPDU")

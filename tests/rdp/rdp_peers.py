@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import re
 import signal
 import socket
@@ -199,16 +200,7 @@ class ShadowServer:
         config.mkdir(parents=True, exist_ok=True)
         (config / "shadow.crt").write_bytes(self.cert.cert.read_bytes())
         (config / "shadow.key").write_bytes(self.cert.key.read_bytes())
-        read_end, write_end = os.pipe()
-        self.xvfb = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0", "800x600x24",
-                                      "-nolisten", "tcp"], pass_fds=(write_end,),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(write_end)
-        with os.fdopen(read_end) as display_pipe:
-            display = display_pipe.readline().strip()
-        if not display:
-            self.stop()
-            raise RuntimeError("Xvfb did not report a display")
+        display = self._start_xvfb(xvfb)
         self.port = free_port()
         env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "DISPLAY": f":{display}"}
         log = self.folder / "shadow.out"
@@ -221,6 +213,26 @@ class ShadowServer:
             self.stop()
             raise
         return self
+
+    def _start_xvfb(self, xvfb: str) -> str:
+        """Xvfb on a random high display. Displays are shared machine-wide (other test runs,
+        other users), and a clash can leave a half-started server ("server already running"
+        for one of its sockets), so a clash is detected and another display tried."""
+        for _ in range(10):
+            display = str(random.randint(100, 9999))
+            log = self.folder / f"xvfb-{display}.out"
+            read_end, write_end = os.pipe()
+            with open(log, "wb") as out:
+                self.xvfb = subprocess.Popen([xvfb, f":{display}", "-displayfd", str(write_end), "-screen", "0",
+                                              "800x600x24", "-nolisten", "tcp", "-noreset"], pass_fds=(write_end,),
+                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            os.close(write_end)
+            with os.fdopen(read_end) as ready:
+                reported = ready.readline().strip()  # written once Xvfb accepts connections
+            if reported == display and b"already running" not in log.read_bytes() and self.xvfb.poll() is None:
+                return display
+            stop_process(self.xvfb)
+        raise RuntimeError("Xvfb could not start on a free display ten times")
 
     def stop(self) -> None:
         for process in (self.process, self.xvfb):
@@ -235,11 +247,11 @@ Handler = Callable[[socket.socket], None]
 class Listener:
     """A loopback TCP server thread; ``handler(conn)`` runs per connection in its own thread."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", backlog: int = 16):
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", *, port: int = 0, backlog: int = 16):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(backlog)
         self.host, self.port = host, self.sock.getsockname()[1]
         self.handler = handler
