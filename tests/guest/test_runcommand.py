@@ -11,7 +11,7 @@ from azrdp.clock import ManualClock
 from azrdp.errors import AuthError, OperationTimeout
 from azrdp.guest import diagnose_guest, repair_guest, run_payload
 from azrdp.payloads import payload
-from conftest import READY_VIEW, VM_URL
+from runcommand_arm import OPS, READY_VIEW, RUN_URL, VM_URL
 from payload_samples import healthy, healthy_repair, result_line, run_command_value
 
 TOKEN = "INJECTED7Q"  # appears in every hostile value and nowhere in the payloads
@@ -97,7 +97,7 @@ def test_409_forever_gives_a_clear_error_after_the_limit(compute, arm):
 
 
 def test_other_409_is_not_retried(compute, arm):
-    arm.rsps.post(__import__("conftest").RUN_URL, status=409,
+    arm.rsps.post(RUN_URL, status=409,
                   json={"error": {"code": "OperationNotAllowed", "message": "Cannot run command on deallocated VM"}})
     with pytest.raises(Exception, match="Cannot run command on deallocated VM"):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
@@ -131,11 +131,9 @@ def test_instance_view_is_read_when_not_given(compute, arm):
 
 
 def test_timeout_while_polling_is_an_operation_timeout(compute, arm):
-    import conftest
-
-    status = f"{conftest.OPS}/slow?api-version=2026-04-01"
-    arm.rsps.post(conftest.RUN_URL, status=202, headers={
-        "Azure-AsyncOperation": status, "Location": f"{conftest.OPS}/slow?monitor=true&api-version=2026-04-01"})
+    status = f"{OPS}/slow?api-version=2026-04-01"
+    arm.rsps.post(RUN_URL, status=202, headers={
+        "Azure-AsyncOperation": status, "Location": f"{OPS}/slow?monitor=true&api-version=2026-04-01"})
     arm.rsps.get(status, json={"status": "InProgress"})  # forever
     clock = ManualClock()
     with pytest.raises(OperationTimeout, match="did not finish within 120 s"):
@@ -146,11 +144,9 @@ def test_timeout_while_polling_is_an_operation_timeout(compute, arm):
 
 
 def test_retry_after_on_a_poll_counts_against_the_deadline(compute, arm):
-    import conftest
-
-    status = f"{conftest.OPS}/ra?api-version=2026-04-01"
-    arm.rsps.post(conftest.RUN_URL, status=202, headers={"Azure-AsyncOperation": status,
-                                                          "Location": f"{conftest.OPS}/ra?monitor=true&api-version=2026-04-01"})
+    status = f"{OPS}/ra?api-version=2026-04-01"
+    arm.rsps.post(RUN_URL, status=202, headers={"Azure-AsyncOperation": status,
+                                                          "Location": f"{OPS}/ra?monitor=true&api-version=2026-04-01"})
     arm.rsps.get(status, json={"status": "InProgress"}, headers={"Retry-After": "50"})
     clock = ManualClock()
     with pytest.raises(OperationTimeout):
@@ -160,9 +156,7 @@ def test_retry_after_on_a_poll_counts_against_the_deadline(compute, arm):
 
 
 def test_403_goes_through_arm_errors(compute, arm):
-    import conftest
-
-    arm.rsps.post(conftest.RUN_URL, status=403, json={"error": {"code": "AuthorizationFailed", "message":
+    arm.rsps.post(RUN_URL, status=403, json={"error": {"code": "AuthorizationFailed", "message":
         "The client 'x' with object id 'y' does not have authorization to perform action "
         "'Microsoft.Compute/virtualMachines/runCommand/action' over scope '/subscriptions/s/resourceGroups/rg1' "
         "or the scope is invalid."}})
@@ -198,3 +192,15 @@ def test_a_guest_running_another_version_is_refused(compute, arm):
     arm.accept(run_command_value(result_line(obj)))
     with pytest.raises(ResultSchemaError, match="version 0.9.0"):
         diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+
+
+def test_through_azrdps_session_factory(fake_credential, arm):
+    from azrdp.azure.session import AzureSession, RetrySettings
+
+    clock = ManualClock()
+    session = AzureSession(fake_credential, "00000000-0000-0000-0000-000000000001", polling_interval=0,
+                           retry=RetrySettings(total=0), clock=clock)
+    arm.conflict()
+    arm.accept(run_command_value(result_line(healthy())))
+    diagnosis = diagnose_guest(session.compute, "rg1", "vm1", instance_view=READY_VIEW, clock=clock)
+    assert diagnosis.run.attempts == 2 and diagnosis.run.conflict_waits == [CONFLICT_BACKOFF_FIRST]
