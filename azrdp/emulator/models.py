@@ -611,7 +611,7 @@ class ArmBackend:
     # -- operations --------------------------------------------------------------------------------
     def new_operation(self, provider: str, subscription: str, location: str, kind: str, resource: str) -> AsyncOperation:
         op = AsyncOperation(str(uuid.uuid4()), provider, subscription, location.replace(" ", "").lower(), kind,
-                            self.timescale.now(), resource)
+                            self.scheduler.now(), resource)
         self.operations[op.id.lower()] = op
         return op
 
@@ -619,7 +619,7 @@ class ArmBackend:
                status: str | None = None) -> None:
         if op.done:
             return
-        op.ended = self.timescale.now()
+        op.ended = self.scheduler.now()
         op.result = result
         op.error = error
         op.status = status or ("Failed" if error else "Succeeded")

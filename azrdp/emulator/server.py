@@ -78,7 +78,7 @@ class Emulator:
         self.identity = auth.ManagedIdentity()
         self._rng = random.Random(seed)
         self._tls = TlsMaterial()
-        self._pool = AddressPool(self._rng)
+        self._pool = AddressPool()  # never from the seed: emulators started with one seed must not collide
         self._listeners: dict[str, RdpListener] = {}
         self._calls: list[Call] = []
         self._calls_lock = threading.Lock()
@@ -86,7 +86,8 @@ class Emulator:
         self._loaded: dict[str, Any] = {"scenario": "healthy", "vms": 1, "fleet": None}
         self.backend = self._new_backend()
         self._httpd = _Server((host, port), _Handler, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator-http", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="emulator-http", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @classmethod
@@ -393,31 +394,28 @@ class _Handler(BaseHTTPRequestHandler):
         backend = emulator.backend
         backend.scheduler.run_due()
         operation: str | None = None
-        status: int | None = None
         reply_headers = {"x-ms-request-id": str(uuid.uuid4()),
                          "x-ms-correlation-request-id": headers.get("x-ms-client-request-id", str(uuid.uuid4()))}
         try:
-            try:
-                auth.require_bearer(headers)
-                found = resolve(self.command, path, query)
-                if found is None:
-                    raise err.RouteNotImplemented(self.command, path)
-                route, params = found
-                operation = route.operation_id
-                self._check_api_version(query, route.api_version)
-                self._http_faults(backend, operation, params)
-                body = self._json(raw)
-                backend.timescale.sleep(backend.timescale.draw(ts.ARM_LATENCY))
-                request = Request(self.command, path, query, params, body, self._base_url(), headers)
-                with backend.lock:
-                    reply = route.handler(backend, request)
-            except err.ArmError as error:
-                reply = Reply(error.status, error.body(), error.headers)
-            status = reply.status
-            self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
-        finally:
-            emulator.record(Call(self.command, path, query, operation, status, backend.timescale.now(),
-                                 self._json_or_none(raw)))
+            auth.require_bearer(headers)
+            found = resolve(self.command, path, query)
+            if found is None:
+                raise err.RouteNotImplemented(self.command, path)
+            route, params = found
+            operation = route.operation_id
+            self._check_api_version(query, route.api_version)
+            self._http_faults(backend, operation, params, path, query, raw)
+            body = self._json(raw)
+            backend.timescale.sleep(backend.timescale.draw(ts.ARM_LATENCY))
+            request = Request(self.command, path, query, params, body, self._base_url(), headers)
+            with backend.lock:
+                reply = route.handler(backend, request)
+        except err.ArmError as error:
+            reply = Reply(error.status, error.body(), error.headers)
+        # Logged before answering, so a client that got its answer always finds it in the log.
+        emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
+                             self._json_or_none(raw)))
+        self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
 
     @staticmethod
     def _check_api_version(query: dict[str, str], supported: str) -> None:
@@ -427,9 +425,12 @@ class _Handler(BaseHTTPRequestHandler):
         if given != supported:
             raise err.InvalidApiVersionParameter(given, [supported])
 
-    def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str]) -> None:
+    def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str], path: str,
+                     query: dict[str, str], raw: bytes) -> None:
         method, vm = self.command, params.get("vm")
         if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm):
+            self.server.emulator.record(Call(method, path, query, operation, None, backend.timescale.now(),
+                                             self._json_or_none(raw)))
             self._reset_connection()
         fault = backend.faults.take("throttle", operation=operation, method=method, vm=vm)
         if fault:

@@ -104,12 +104,13 @@ class Scheduler:
         self._fire_lock = threading.RLock()
         self._stopped = False
         self._on_error = on_error
+        self.current: float | None = None   # the due time of the event being fired, while it runs
         self._thread = threading.Thread(target=self._loop, name="emulator-scheduler", daemon=True)
         self._thread.start()
 
     def at(self, simulated_delay: float, action: Callable[[], None]) -> _Event:
         """Run ``action`` ``simulated_delay`` simulated seconds from now; returns a cancel handle."""
-        event = _Event(self.timescale.now() + max(0.0, simulated_delay), next(self._seq), action)
+        event = _Event(self.now() + max(0.0, simulated_delay), next(self._seq), action)
         with self._cond:
             heapq.heappush(self._events, event)
             self._cond.notify()
@@ -120,6 +121,11 @@ class Scheduler:
         if event is not None:
             event.cancelled = True
 
+    def now(self) -> float:
+        """Simulated now; inside a firing event, its due time (so a 30 s operation is recorded as
+        exactly 30 s however late the thread woke)."""
+        return self.current if self.current is not None else self.timescale.now()
+
     def run_due(self) -> None:
         with self._fire_lock:
             while True:
@@ -129,11 +135,14 @@ class Scheduler:
                     event = heapq.heappop(self._events)
                 if event.cancelled:
                     continue
+                self.current = event.due
                 try:
                     event.action()
                 except BaseException as err:  # noqa: BLE001 - a failing transition must not kill the loop
                     if self._on_error:
                         self._on_error(err)
+                finally:
+                    self.current = None
 
     def _loop(self) -> None:
         while True:
