@@ -460,7 +460,7 @@ function Read-Events {
 
 function Read-Reboot {
     $reasons = Get-RebootReasons
-    return [ordered]@{ pending = ($reasons.Count -gt 0); reasons = $reasons }
+    return [ordered]@{ pending = ($reasons.Count -gt 0); reasons = @($reasons) }
 }
 
 $Result = [ordered]@{
@@ -483,7 +483,10 @@ $Sections = [ordered]@{
 foreach ($name in @($Sections.Keys)) {
     $Result[$name] = $null
     try {
-        $Result[$name] = & $Sections[$name]
+        $value = & $Sections[$name]
+        # A fresh array: Windows PowerShell 5.1 serialises a PSObject-wrapped array as {"value":[...],"Count":n}.
+        if ($value -is [System.Array]) { $value = @($value) }
+        $Result[$name] = $value
     } catch {
         Add-Failure -Section $name -Record $_
     }

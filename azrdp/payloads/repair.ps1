@@ -336,7 +336,7 @@ $script:BackupFolder = $null
 
 function New-Outcome {
     # What a repair function returns: whether it changed anything, needs a reboot, its info.
-    param([bool]$Changed = $false, [bool]$Reboot = $false, [AllowNull()][object]$Info = $null, [AllowNull()][string]$Skip = $null)
+    param([bool]$Changed = $false, [bool]$Reboot = $false, [AllowNull()][object]$Info = $null, [AllowNull()][object]$Skip = $null)
     return [ordered]@{ changed = $Changed; reboot = $Reboot; info = $Info; skip = $Skip }
 }
 
