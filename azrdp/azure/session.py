@@ -283,15 +283,14 @@ def open_session(*, auth: str = "auto", client_id: str | None = None, cloud: str
         else:
             credential = make_credential(auth, client_id=client_id, environ=environ,
                                          authority=None if endpoint else CLOUDS[cloud].authority_host)
-    session = AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
     if target_subscription:
         if subscription and is_subscription_id(subscription) and subscription.lower() != target_subscription.lower():
             raise UsageError(f"--subscription {subscription} contradicts the subscription {target_subscription} "
                              "inside the resource ID.", hint="Drop --subscription or fix the ID.")
         chosen = resolve_subscription(target_subscription, environ=environ)
     else:
-        chosen = resolve_subscription(subscription, environ=environ, list_subscriptions=session.list_subscriptions)
-    session.subscription_id = chosen.id
-    session.subscription_name = chosen.name
-    session.__dict__.pop("compute", None)  # built for the subscription lookup, before the id was known
-    return session
+        # Only a name the Azure CLI profile does not know costs a request (GET /subscriptions).
+        lookup = AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
+        chosen = resolve_subscription(subscription, environ=environ, list_subscriptions=lookup.list_subscriptions)
+    return AzureSession(credential, chosen.id, cloud=cloud, endpoint=endpoint, subscription_name=chosen.name,
+                        **session_kwargs)
