@@ -17,7 +17,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
@@ -73,6 +73,22 @@ def parse_id(resource_id_: str) -> dict[str, str]:
 # -- network ------------------------------------------------------------------------------------
 
 @dataclass
+class ArmResource:
+    """A top-level ARM resource: where it lives and its ID."""
+
+    subscription: str
+    resource_group: str
+    name: str
+    location: str
+    PROVIDER: ClassVar[str] = NETWORK
+    KIND: ClassVar[str] = ""
+
+    @property
+    def id(self) -> str:
+        return resource_id(self.subscription, self.resource_group, self.PROVIDER, self.KIND, self.name)
+
+
+@dataclass
 class SecurityRule:
     name: str
     properties: dict[str, Any]          # camelCase, as ARM stores them (provisioningState included)
@@ -89,17 +105,11 @@ class SecurityRule:
 
 
 @dataclass
-class NetworkSecurityGroup:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class NetworkSecurityGroup(ArmResource):
+    KIND: ClassVar[str] = "networkSecurityGroups"
     rules: dict[str, SecurityRule] = field(default_factory=dict)   # keyed by lower-case name
     resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, NETWORK, "networkSecurityGroups", self.name)
 
     def default_rules(self) -> list[SecurityRule]:
         rules = []
@@ -131,16 +141,10 @@ class NetworkSecurityGroup:
 
 
 @dataclass
-class ApplicationSecurityGroup:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class ApplicationSecurityGroup(ArmResource):
+    KIND: ClassVar[str] = "applicationSecurityGroups"
     resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, NETWORK, "applicationSecurityGroups", self.name)
 
     def to_arm(self) -> dict[str, Any]:
         return {"name": self.name, "type": "Microsoft.Network/applicationSecurityGroups", "id": self.id,
@@ -162,18 +166,12 @@ class Subnet:
 
 
 @dataclass
-class VirtualNetwork:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class VirtualNetwork(ArmResource):
+    KIND: ClassVar[str] = "virtualNetworks"
     address_prefixes: list[str]
     subnets: dict[str, Subnet] = field(default_factory=dict)
     resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, NETWORK, "virtualNetworks", self.name)
 
     def to_arm(self) -> dict[str, Any]:
         return {"name": self.name, "type": "Microsoft.Network/virtualNetworks", "id": self.id,
@@ -184,18 +182,12 @@ class VirtualNetwork:
 
 
 @dataclass
-class PublicIPAddress:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class PublicIPAddress(ArmResource):
+    KIND: ClassVar[str] = "publicIPAddresses"
     ip_address: str | None
     ip_configuration_id: str | None = None
     allocation: str = "Static"
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, NETWORK, "publicIPAddresses", self.name)
 
     def to_arm(self) -> dict[str, Any]:
         props: dict[str, Any] = {"idleTimeoutInMinutes": 4, "provisioningState": "Succeeded",
@@ -219,19 +211,13 @@ class IPConfiguration:
 
 
 @dataclass
-class NetworkInterface:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class NetworkInterface(ArmResource):
+    KIND: ClassVar[str] = "networkInterfaces"
     ip_configurations: list[IPConfiguration]
     nsg_id: str | None = None
     vm_id: str | None = None
     mac: str = "00-0D-3A-1B-C7-21"
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, NETWORK, "networkInterfaces", self.name)
 
     def to_arm(self) -> dict[str, Any]:
         configs = []
@@ -263,11 +249,9 @@ POWER_DISPLAY = {"running": "VM running", "deallocated": "VM deallocated", "stop
 
 
 @dataclass
-class VirtualMachine:
-    subscription: str
-    resource_group: str
-    name: str
-    location: str
+class VirtualMachine(ArmResource):
+    KIND: ClassVar[str] = "virtualMachines"
+    PROVIDER: ClassVar[str] = COMPUTE
     guest: WindowsGuest
     nic_ids: list[str]
     rdp_address: str                   # the loopback address the VM's RDP listener binds
@@ -283,9 +267,6 @@ class VirtualMachine:
     running_command: "AsyncOperation | None" = None
     power_operation: "AsyncOperation | None" = None
 
-    @property
-    def id(self) -> str:
-        return resource_id(self.subscription, self.resource_group, COMPUTE, "virtualMachines", self.name)
 
     @property
     def allocated(self) -> bool:

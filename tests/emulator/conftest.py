@@ -4,18 +4,13 @@ client factory, or through the real RDP wire probe."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from emulator_support import FAST, session_for
 
-from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
-from azrdp.clock import ManualClock
+from azrdp.azure.session import AzureSession
 from azrdp.emulator import Emulator
-
-EXAMPLES = Path(__file__).resolve().parent / "arm-examples"
-FAST = 5000.0  # simulated latencies 5000x faster: a 30 s Run Command takes 6 ms
 
 
 @pytest.fixture
@@ -39,25 +34,6 @@ def emu(start_emulator: Callable[..., Emulator]) -> Emulator:
     return start_emulator()
 
 
-def session_for(emulator: Emulator, credential: Any, *, retries: int = 0, clock: ManualClock | None = None) -> AzureSession:
-    """SDK clients exactly as azrdp builds them for an emulator endpoint. Retry waits go to a
-    ManualClock (recorded, not slept); LRO polling does not wait between polls."""
-    return AzureSession(credential, emulator.subscription_id, endpoint=ArmEndpoint(emulator.base_url),
-                        polling_interval=0, retry=RetrySettings(total=retries, backoff_factor=0),
-                        clock=clock or ManualClock())
-
-
 @pytest.fixture
 def azure(emu: Emulator, fake_credential: Any) -> AzureSession:
     return session_for(emu, fake_credential)
-
-
-def example(name: str) -> dict[str, Any]:
-    """One of Microsoft's spec examples (``compute/VirtualMachines_Get``)."""
-    return json.loads((EXAMPLES / f"{name}.json").read_text())
-
-
-def raw_and_model(pipeline_response: Any, deserialized: Any, headers: Any) -> tuple[Any, Any]:
-    """``cls=`` callback: keep the wire JSON beside the SDK model the SDK made of it."""
-    body = pipeline_response.http_response.text()
-    return (json.loads(body) if body else None), deserialized

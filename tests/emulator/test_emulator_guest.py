@@ -12,7 +12,7 @@ from azrdp.emulator import SCENARIOS
 from azrdp.payloads import payload
 from azrdp.payloads.schema import REPAIR_STEPS, RESULT_MARKER, validate_result
 from azrdp.rdp import probe
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

@@ -14,7 +14,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

@@ -9,7 +9,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
 from azrdp.clock import ManualClock
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}

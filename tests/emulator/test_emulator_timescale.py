@@ -10,7 +10,7 @@ from azure.core.rest import HttpRequest
 from azrdp.clock import ManualClock
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.timescale import TimeScale
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

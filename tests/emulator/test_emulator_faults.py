@@ -7,7 +7,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from azrdp.clock import ManualClock
 from azrdp.rdp import probe
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}

@@ -11,7 +11,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.core.rest import HttpRequest
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
-from conftest import session_for
+from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from conftest import example, raw_and_model, session_for
-from shapes import check_round_trip, paths
+from emulator_support import example, raw_and_model, session_for
+from emulator_shapes import check_round_trip, paths
 
 RG = "rg-azrdp-demo"
 VM = "vm-web-01"
