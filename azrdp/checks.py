@@ -49,6 +49,7 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
     "rdp.tls": ("wire", "the TLS handshake completes"),
     "rdp.cert": ("wire", "the certificate RDP serves is currently valid"),
     # Guest side: what Windows says, read through Run Command
+    "guest.run": ("guest", "the read-only guest diagnosis ran through Run Command"),
     "guest.termservice": ("guest", "Remote Desktop Services and its dependencies run"),
     "guest.rdp_enabled": ("guest", "Remote Desktop connections are allowed (fDenyTSConnections)"),
     "guest.port": ("guest", "the RDP-Tcp listener port"),

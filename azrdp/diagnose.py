@@ -43,6 +43,8 @@ class DiagnoseContext:
     probe: bool = True
     probe_timeout: float = 5.0
     progress: Any = None
+    probe_result: Any = None          # the wire probe's ProbeResult, when the wire was probed
+    guest: Any = None                 # azrdp.guest.GuestDiagnosis, when the guest was read
 
     def status(self, check_id: str) -> Status | None:
         return next((c.status for c in self.checks if c.id == check_id), None)
@@ -64,6 +66,8 @@ class Diagnosis:
     round_trips: int = 0              # sequential ARM round trips before the Azure-side verdict
     requests: int = 0
     screenshot: dict[str, Any] | None = None
+    probe_result: Any = None          # azrdp.rdp.ProbeResult, when the wire was probed
+    guest: Any = None                 # azrdp.guest.GuestDiagnosis, when the guest was read
 
     @property
     def verdict(self) -> Status:
@@ -100,6 +104,8 @@ class Diagnosis:
             "summary": self.summary(),
             "arm": {"round_trips": self.round_trips, "requests": self.requests},
             "screenshot": self.screenshot,
+            "probe": self.probe_result.to_dict() if self.probe_result is not None else None,
+            "guest": self.guest.result if self.guest is not None else None,
         }
 
 
@@ -134,7 +140,39 @@ def wire_stage(ctx: DiagnoseContext) -> list[Check]:
     from azrdp.rdp import probe, rdp_checks
 
     ctx.say(f"Probing RDP on {host}:{port} ...")
-    return rdp_checks(probe(host, port, timeout=ctx.probe_timeout))
+    ctx.probe_result = probe(host, port, timeout=ctx.probe_timeout)
+    return rdp_checks(ctx.probe_result)
+
+
+def guest_stage(ctx: DiagnoseContext) -> list[Check]:
+    """guest.* from ONE read-only Run Command payload, cross-checked with the wire probe.
+
+    Skipped when Run Command cannot work (VM not running, agent not Ready): it would hang for up
+    to 90 minutes. A failure to run it (permission, busy, timeout, unreadable output) is one
+    ``guest.run`` error; the Azure and wire sides still stand."""
+    if ctx.status("vm.power") is not Status.PASS:
+        return [Check("guest.run", Status.SKIP, "guest not read: the VM is not running")]
+    if ctx.status("vm.agent") is not Status.PASS:
+        return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
+                      "(see vm.agent)")]
+    from azrdp.guest import diagnose_guest
+
+    ctx.say("Reading the guest through Run Command (about 20-40 s) ...")
+    try:
+        ctx.guest = diagnose_guest(
+            ctx.session.compute, ctx.target.resource_group, ctx.target.name,
+            instance_view=ctx.inventory.vm_properties.get("instanceView"),
+            probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
+            polling_interval=ctx.session.polling_interval, subscription=ctx.inventory.subscription)
+    except AzrdpError as err:
+        return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
+                      details={"error": type(err).__name__},
+                      remedy=err.hint or "Run `azrdp diagnose` again; with --no-guest to see only "
+                                         "the Azure and wire sides.")]
+    run = ctx.guest.run.to_dict()
+    return [Check("guest.run", Status.PASS, "the guest diagnosis ran through Run Command",
+                  details={"attempts": run["attempts"], "seconds": run["seconds"]}),
+            *ctx.guest.checks]
 
 
 BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, wire_stage)
@@ -161,12 +199,16 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
     for stage in (*BUILTIN_STAGES, *stages):
         ctx.checks.extend(stage(ctx))
     diagnosis = Diagnosis(ctx.vm, ctx.checks, port=port, source=source_ip or "any Internet address",
-                          round_trips=inventory.round_trips, requests=inventory.requests)
+                          round_trips=inventory.round_trips, requests=inventory.requests,
+                          probe_result=ctx.probe_result, guest=ctx.guest)
     if screenshot is not None:
         diagnosis.screenshot = _screenshot(session, target, ctx.vm, screenshot, fetch, progress)
     if progress is not None:
         progress.done()
     return diagnosis
+
+
+GUEST_STAGES: tuple[Stage, ...] = (guest_stage,)
 
 
 def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Path,

@@ -18,16 +18,19 @@ from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 @click.option("--host", metavar="HOST[:PORT]",
               help="Probe this address instead of the VM's public IP (e.g. its private IP from inside the VNet).")
 @click.option("--no-probe", is_flag=True, help="Do not probe the RDP port; report only what Azure says.")
+@click.option("--no-guest", is_flag=True,
+              help="Do not read the guest through Run Command (saves 20-40 s; needs no runCommand permission).")
 @click.option("--probe-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for the wire probe.")
 @click.option("--screenshot", type=click.Path(dir_okay=False), metavar="PATH",
               help="Save the boot-diagnostics console screenshot as a PNG at PATH.")
 @shared_options
 def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host: str | None, no_probe: bool,
-                     probe_timeout: float, screenshot: str | None) -> None:
+                     no_guest: bool, probe_timeout: float, screenshot: str | None) -> None:
     """Diagnose why an Azure Windows VM refuses Remote Desktop, from the Azure side (power, VM
-    agent, boot diagnostics, public IP, subnet and NIC NSG rules with the deciding rule named) and
-    on the wire (TCP, X.224, TLS, certificate). Reads only; changes nothing.
+    agent, boot diagnostics, public IP, subnet and NIC NSG rules with the deciding rule named), on
+    the wire (TCP, X.224, TLS, certificate) and inside Windows (one read-only Run Command payload:
+    services, RDP settings, certificate, MachineKeys, firewall, sessions). Changes nothing.
 
     \b
     VM is NAME with -g RG, or a full resource ID (positional or --ids):
@@ -38,7 +41,7 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     Exit codes: 0 no check failed; 1 a problem was found; 2 bad input or a Linux VM;
     3 sign-in or permission failure; 4 VM or resource group not found; 5 Azure failed or timed out.
     """
-    from azrdp.diagnose import diagnose, render_text
+    from azrdp.diagnose import GUEST_STAGES, diagnose, render_text
     from azrdp.report import to_json
     from azrdp.ui import Progress
 
@@ -46,7 +49,8 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     progress = Progress()
     session = azure.session(target=target, progress=progress)
     result = diagnose(session, target, port=port, source_ip=source_ip, host=host, probe=not no_probe,
-                      probe_timeout=probe_timeout, screenshot=screenshot, progress=progress)
+                      probe_timeout=probe_timeout, stages=() if no_guest else GUEST_STAGES,
+                      screenshot=screenshot, progress=progress)
     if settings().output == "json":
         click.echo(to_json(result.to_dict()))
     else:

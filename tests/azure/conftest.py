@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "rdp"))  # rdp_peers: the shared loopback RDP peers
+sys.path.insert(0, str(Path(__file__).parent.parent / "payloads"))  # payload_samples: realistic guest results
 
 from fake_arm import BASE, SUB, FakeArm  # noqa: E402
 

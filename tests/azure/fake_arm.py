@@ -204,6 +204,10 @@ class FakeArm:
         self.calls: list[Call] = []
         self.boot_diagnostics: dict[str, dict] = {}
         self.subscriptions: list[tuple[str, str]] = [(SUB, "Production")]
+        # What each VM's guest answers to a Run Command (vm id key -> StdOut text); None: healthy.
+        self.guest_stdout: dict[str, str] = {}
+        self.run_commands: list[dict] = []
+        self.operations: dict[str, str] = {}
         self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
         pattern = re.compile(re.escape(base) + r"/.*")
         for method in ("GET", "POST"):
@@ -263,6 +267,10 @@ class FakeArm:
         wanted = COMPUTE_API if "/microsoft.compute/" in key else NETWORK_API
         if query.get("api-version") != wanted:
             return self._error(400, "InvalidApiVersionParameter", f"api-version {query.get('api-version')}")
+        if request.method == "POST" and key.endswith("/runcommand"):
+            return self._run_command(key.rsplit("/", 1)[0], request)
+        if key.startswith("/subscriptions/") and "/operations/" in key:
+            return self._operation(key, query)
         if request.method == "POST" and key.endswith("/retrievebootdiagnosticsdata"):
             vm_key = key.rsplit("/", 1)[0]
             if vm_key not in self.resources:
@@ -278,6 +286,31 @@ class FakeArm:
         if key in self.resources:
             return 200, {"Content-Type": "application/json"}, json.dumps(self.resources[key])
         return self._not_found(key, path)
+
+    def _run_command(self, vm_key: str, request):
+        """Action Run Command as ARM answers it: 202 + Azure-AsyncOperation + Location; the status
+        says Succeeded; the final GET of Location returns value[] with StdOut and StdErr."""
+        if vm_key not in self.resources:
+            return self._not_found(vm_key)
+        from payload_samples import healthy, result_line
+
+        self.run_commands.append(json.loads(request.body))
+        op = f"{self.base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/" \
+             f"rc{len(self.run_commands)}"
+        self.operations[op.lower()[len(self.base):]] = self.guest_stdout.get(vm_key) or result_line(healthy())
+        return 202, {"Azure-AsyncOperation": f"{op}?api-version={COMPUTE_API}",
+                     "Location": f"{op}?monitor=true&api-version={COMPUTE_API}"}, ""
+
+    def _operation(self, key: str, query: dict):
+        if key not in self.operations:
+            return self._error(404, "NotFound", f"operation {key}")
+        if query.get("monitor") == "true":
+            value = [{"code": "ComponentStatus/StdOut/succeeded", "level": "Info",
+                      "displayStatus": "Provisioning succeeded", "message": self.operations[key]},
+                     {"code": "ComponentStatus/StdErr/succeeded", "level": "Info",
+                      "displayStatus": "Provisioning succeeded", "message": ""}]
+            return 200, {"Content-Type": "application/json"}, json.dumps({"value": value})
+        return 200, {"Content-Type": "application/json"}, json.dumps({"status": "Succeeded"})
 
     def _not_found(self, key: str, path: str | None = None):
         path = path or key

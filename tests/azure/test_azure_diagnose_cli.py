@@ -12,6 +12,9 @@ import re
 import pytest
 from click.testing import CliRunner
 from fake_arm import SUB, VmSpec, rule
+from payload_samples import healthy, result_line
+
+from azrdp.payloads import payload
 from rdp_peers import Listener, tls_rdp_server, write_cert
 
 from azrdp.cli import cli
@@ -52,30 +55,68 @@ def progress_lines(stderr: str) -> list[str]:
 
 
 def test_healthy_vm(arm, tmp_path):
-    arm.add_vm(VmSpec())
+    spec = arm.add_vm(VmSpec())
     now = dt.datetime.now(dt.timezone.utc)
     cert = write_cert(tmp_path, not_after=now + dt.timedelta(days=400, hours=12))
+    thumbprint = hashlib.sha1(cert.der).hexdigest().upper()
+    guest = healthy()  # the guest serves the same certificate the wire sees
+    guest["cert"]["certs"][0].update(thumbprint=thumbprint, not_after=f"{cert.not_after:%Y-%m-%dT%H:%M:%SZ}")
+    arm.guest_stdout[spec.vm_id.lower()] = result_line(guest)
     with Listener(tls_rdp_server(0x01, cert)) as rdp:
         result = run("vm1", "-g", "rg1", "--host", f"127.0.0.1:{rdp.port}")
-    thumbprint = hashlib.sha1(cert.der).hexdigest().upper()
     assert result.stdout == HEADER.format(power="running") + AZURE_OK + NETWORK_OK + f"""\
 Wire (RDP port)
   ok   rdp.tcp            TCP connection to 127.0.0.1:{rdp.port} opened
   ok   rdp.negotiation    RDP answers, selecting SSL
   ok   rdp.tls            TLS handshake completed (TLSv1.3, TLS_AES_256_GCM_SHA384)
   ok   rdp.cert           certificate CN=rdp.test (thumbprint {thumbprint}) valid until {cert.not_after:%Y-%m-%d} (400 days left)
+Guest (Windows)
+  ok   guest.run          the guest diagnosis ran through Run Command
+  ok   guest.termservice  TermService runs
+  ok   guest.rdp_enabled  Remote Desktop connections are allowed
+  ok   guest.port         RDP-Tcp listens on port 3389
+  ok   guest.nla          Network Level Authentication is required, TLS in use
+  ok   guest.listener     the RDP-Tcp listener is listening
+  ok   guest.cert         RDP certificate {thumbprint} is valid
+  ok   guest.machinekeys  MachineKeys has its default ACL and the RDP key is readable
+  ok   guest.firewall     Windows Firewall allows TCP 3389
+  ok   guest.sessions     1 seat(s) free
+  ok   guest.events       no RDP certificate, Schannel or TermService errors in the last 24 h
+  ok   guest.reboot       no reboot is pending
 Verdict: pass: no problem found
 """
     assert result.exit_code == 0
     assert progress_lines(result.stderr) == [
         "Reading VM rg1/vm1 and its network interfaces ...",
         "Reading 1 network security group, 1 subnet, 1 public IP address ...",
-        f"Probing RDP on 127.0.0.1:{rdp.port} ..."]
+        f"Probing RDP on 127.0.0.1:{rdp.port} ...",
+        "Reading the guest through Run Command (about 20-40 s) ..."]
+    # exactly one Run Command, and it is the shipped read-only diagnose payload
+    assert len(arm.run_commands) == 1
+    assert arm.run_commands[0]["commandId"] == "RunPowerShellScript"
+    assert arm.run_commands[0]["script"] == payload("diagnose").script_lines()
+
+
+def test_no_guest_sends_no_run_command(arm):
+    arm.add_vm(VmSpec())
+    result = run("vm1", "-g", "rg1", "--no-probe", "--no-guest")
+    assert result.exit_code == 0 and arm.run_commands == []
+    assert "Guest (Windows)" not in result.stdout
+
+
+def test_a_guest_diagnosis_that_fails_is_one_error_and_the_rest_stands(arm):
+    spec = arm.add_vm(VmSpec())
+    arm.guest_stdout[spec.vm_id.lower()] = "Set-StrictMode: something went wrong before the result line"
+    result = run("vm1", "-g", "rg1", "--no-probe")
+    assert result.exit_code == 1
+    assert AZURE_OK in result.stdout and NETWORK_OK in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("  ") and "guest." in line]
+    assert len(lines) == 1 and lines[0].startswith("  ERR  guest.run          the guest diagnosis did not complete: ")
 
 
 def test_nsg_blocked_vm_names_the_deciding_rule(arm):
     arm.add_vm(VmSpec(subnet_nsg_rules=[rule("DenyRDPFromInternet", 200, "Deny", source="Internet")]))
-    result = run("vm1", "-g", "rg1", "--no-probe")
+    result = run("vm1", "-g", "rg1", "--no-probe", "--no-guest")
     assert result.stdout == HEADER.format(power="running") + AZURE_OK + """\
 Network
   ok   net.public_ip      127.0.0.1 (vm1PublicIP)
@@ -92,7 +133,7 @@ Verdict: fail: nsg.subnet: NSG vm1SubnetNSG denies TCP 3389 from any Internet ad
 
 def test_json_names_the_blocking_rule_agent_and_boot_diagnostics(arm):
     arm.add_vm(VmSpec(subnet_nsg_rules=[rule("DenyRDPFromInternet", 200, "Deny", source="Internet")]))
-    result = run("vm1", "-g", "rg1", "--no-probe", "-o", "json")
+    result = run("vm1", "-g", "rg1", "--no-probe", "--no-guest", "-o", "json")
     document = json.loads(result.stdout)
     assert result.exit_code == 1
     assert list(document)[:4] == ["schema_version", "vm", "port", "source"]
@@ -121,6 +162,8 @@ Azure
 """ + NETWORK_OK + """\
 Wire (RDP port)
   skip rdp.tcp            not probed: the VM is not running
+Guest (Windows)
+  skip guest.run          guest not read: the VM is not running
 Verdict: fail: vm.power: deallocated: nothing answers RDP until the VM runs
 """
     assert result.exit_code == 1
@@ -138,6 +181,8 @@ Azure
                           -> Restart the VM (`az vm restart -g rg1 -n vm1`); if the agent stays Not Ready, repair it offline with `az vm repair` and the win-GA-fix script, or through the serial console.
   ok   boot.diagnostics   enabled (managed storage)
 """ + NETWORK_OK + NO_PROBE + """\
+Guest (Windows)
+  skip guest.run          guest not read: Run Command needs a Ready VM agent (see vm.agent)
 Verdict: fail: vm.agent: Not Ready (version 2.7.41491.949): Run Command cannot reach the guest
 """
     assert result.exit_code == 1
@@ -145,7 +190,7 @@ Verdict: fail: vm.agent: Not Ready (version 2.7.41491.949): Run Command cannot r
 
 def test_vm_without_public_ip(arm):
     arm.add_vm(VmSpec(public_ip=None, boot_diagnostics=False))
-    result = run("vm1", "-g", "rg1")
+    result = run("vm1", "-g", "rg1", "--no-guest")
     assert result.stdout == HEADER.format(power="running") + """\
 Azure
   ok   vm.os              Windows (Windows Server 2016 Datacenter)
@@ -170,7 +215,7 @@ Verdict: warn: no problem found (2 warnings)
 def test_nic_referencing_a_deleted_nsg_is_a_check_error(arm):
     spec = arm.add_vm(VmSpec())
     arm.delete(spec.nic_nsg_id)
-    result = run("vm1", "-g", "rg1", "--no-probe")
+    result = run("vm1", "-g", "rg1", "--no-probe", "--no-guest")
     assert result.stdout == HEADER.format(power="running") + AZURE_OK + """\
 Network
   ok   net.public_ip      127.0.0.1 (vm1PublicIP)

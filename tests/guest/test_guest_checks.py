@@ -13,7 +13,8 @@ from azrdp.rdp.certinfo import CertInfo
 from azrdp.rdp.wire_probe import ProbeResult
 import payload_samples as samples
 
-GUEST_IDS = [cid for cid, (side, _) in CHECK_IDS.items() if side == "guest"]
+# guest.run is the diagnose stage's own check (did the payload run); the payload result yields the rest.
+GUEST_IDS = [cid for cid, (side, _) in CHECK_IDS.items() if side == "guest" and cid != "guest.run"]
 
 
 def _by_id(result, **kwargs):
