@@ -72,7 +72,8 @@ def _announce(emu: Any, output: str, scenario: str, fleet: dict[str, int] | None
            for vm in emu.state.all_vms()]
     if output == "json":
         click.echo(json.dumps({"base_url": emu.base_url, "speed": emu.speed, "scenario": None if fleet else scenario,
-                               "fleet": fleet, "environment": environment, "vms": vms}))
+                               "fleet": fleet, "environment": environment, "client_ip": emu.state.client_ip,
+                               "vms": vms}))
     else:
         what = f"fleet {', '.join(f'{k}={v}' for k, v in fleet.items())}" if fleet else \
             f"scenario {scenario}: {SCENARIOS[scenario].summary}"
@@ -84,6 +85,8 @@ def _announce(emu: Any, output: str, scenario: str, fleet: dict[str, int] | None
         click.echo("Point azrdp or a runbook at it (IDENTITY_* serve a managed identity, like Azure Automation):")
         for name, value in environment.items():
             click.echo(f"  export {name}={value}")
+        click.echo(f"NSG rules see your connections as coming from {emu.state.client_ip} "
+                   f"(azrdp diagnose --source-ip {emu.state.client_ip}).")
         first = vms[0]
         click.echo(f"Then, in another shell: azrdp diagnose {first['name']} -g {first['resource_group']}")
         click.echo("Ctrl-C stops the emulator.")

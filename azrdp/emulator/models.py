@@ -741,13 +741,11 @@ class ArmBackend:
         return op
 
     def effective_nsgs(self, nic: NetworkInterface) -> AsyncOperation:
-        op = self.new_operation(NETWORK, nic.subscription, nic.location, "effectiveNetworkSecurityGroups", nic.id)
         vm = self.by_id(nic.vm_id)
         if vm is None or vm.power != "running":
-            self.finish(op, error=err.OperationNotAllowed(
-                f"Effective security rules cannot be retrieved for network interface {nic.name} because the "
-                "virtual machine it is attached to is not running.", code="NetworkInterfaceNotAttachedToRunningVm"))
-            return op
+            raise err.ArmError(f"Network interface {nic.id} must be attached to a running VM to get effective "
+                               "security groups.", code="NicMustBeAttachedToRunningVmToGetEffectiveSecurityGroups")
+        op = self.new_operation(NETWORK, nic.subscription, nic.location, "effectiveNetworkSecurityGroups", nic.id)
         op.event = self.later(ts.EFFECTIVE_NSG, lambda: self.finish(op, result=self._effective_body(nic)))
         return op
 

@@ -112,3 +112,11 @@ def test_no_bearer_token_is_401(emu):
     assert caught.value.code == 401
     assert json.loads(caught.value.read())["error"]["code"] == "AuthenticationFailed"
     assert caught.value.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+def test_effective_nsgs_need_a_running_vm(start_emulator, fake_credential):
+    network = session_for(start_emulator("deallocated"), fake_credential).network
+    with pytest.raises(HttpResponseError) as caught:
+        network.network_interfaces.begin_list_effective_network_security_groups(RG, "vm-web-01-nic")
+    assert caught.value.status_code == 400
+    assert caught.value.error.code == "NicMustBeAttachedToRunningVmToGetEffectiveSecurityGroups"
