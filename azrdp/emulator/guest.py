@@ -242,6 +242,10 @@ class WindowsGuest:
         recent = [event for event in self.events if event.at >= since]
         return max(recent, key=lambda event: event.at) if recent else None
 
+    def logged_at(self, event: Event) -> datetime:
+        """The wall-clock time an event was logged."""
+        return self.real_now() - timedelta(seconds=self._now() - event.at)
+
     # -- registry views --------------------------------------------------------------------------
     def effective(self, name: str) -> int | None:
         """A value as Windows applies it: the policy value wins over the local one."""

@@ -206,7 +206,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
         "events": {"hours": hours, **counts,
-                   "last": f"{last.event_id} {_utc(guest.real_now())} {last.message}"[:80] if last else None},
+                   "last": f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}"[:80] if last else None},
         "reboot": _reboot(guest),
         "errors": [],
         "errors_total": 0,

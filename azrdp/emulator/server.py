@@ -97,7 +97,13 @@ class Emulator:
         """Build the scenario (or ``fleet``: scenario -> count) and start serving. ``clock`` drives
         simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`."""
         emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock)
-        emulator.load(scenario, vms=vms, fleet=fleet)
+        try:
+            emulator.load(scenario, vms=vms, fleet=fleet)
+        except BaseException:
+            emulator._httpd.server_close()
+            emulator._teardown()
+            emulator._tls.close()
+            raise
         emulator._thread.start()
         return emulator
 

@@ -105,3 +105,12 @@ def test_serve_rejects_an_unknown_scenario_in_one_line():
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 2
     assert result.stderr.startswith("Error: unknown --scenario '0x905'.") and "Traceback" not in result.stderr
+
+
+def test_start_refuses_an_unknown_scenario_or_speed():
+    from azrdp.emulator import Emulator
+
+    with pytest.raises(ValueError, match="unknown scenario '0x905'"):
+        Emulator.start("0x905")
+    with pytest.raises(ValueError, match="speed must be a positive number"):
+        Emulator.start(speed=0)
