@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from azrdp.rdp.checks import printable, rdp_checks
 from azrdp.rdp.endpoint import format_target
-from azrdp.rdp.series import SeriesResult
 from azrdp.rdp.wire_probe import OUTCOMES, ProbeResult
 from azrdp.report import render_checks
+
+if TYPE_CHECKING:
+    from azrdp.rdp.series import SeriesResult
 
 _PHASES_SHOWN = ("connect", "negotiation", "tls", "total")
 

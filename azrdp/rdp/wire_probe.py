@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import socket
 import ssl
+import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -153,8 +156,10 @@ def probe(host: str, port: int = 3389, *, timeout: float = 5.0, protocols: int =
     attempt = _Attempt(result, clock, clock.monotonic() + timeout)
     start = clock.monotonic()
     sock: socket.socket | None = None
+    prefetch: threading.Thread | None = None
     try:
         sock = attempt.connect()
+        prefetch = _prefetch_certificate_parser()
         confirm = attempt.negotiate(sock, build_connection_request(protocols, cookie=cookie))
         if confirm.uses_tls:
             sock, der = attempt.tls_handshake(sock)
@@ -166,6 +171,8 @@ def probe(host: str, port: int = 3389, *, timeout: float = 5.0, protocols: int =
     finally:
         if sock is not None:
             sock.close()
+        if prefetch is not None:
+            prefetch.join()  # never leave an import running behind the caller's back
         result.timings["total"] = clock.monotonic() - start
     return result
 
@@ -290,7 +297,7 @@ class _Attempt:
         return tls, der
 
     def judge_certificate(self, der: bytes, now: datetime) -> None:
-        from azrdp.rdp.certinfo import cert_info  # cryptography is imported only when needed
+        from azrdp.rdp.certinfo import cert_info  # imported only when needed (see the prefetch)
 
         try:
             cert = self.result.certificate = cert_info(der, now=now)
@@ -301,6 +308,19 @@ class _Attempt:
         if cert.not_yet_valid:
             raise _Stop("cert_not_yet_valid", f"the certificate is valid only from {cert.not_before:%Y-%m-%d %H:%M:%S} UTC")
         raise _Stop("answers")
+
+
+_CERTINFO = "azrdp.rdp.certinfo"
+
+
+def _prefetch_certificate_parser() -> threading.Thread | None:
+    """Import the certificate decoder (and `cryptography`, ~20 ms) in a background thread while
+    the probe waits on the network, so a certificate is decoded the moment it arrives."""
+    if _CERTINFO in sys.modules:
+        return None
+    thread = threading.Thread(target=importlib.import_module, args=(_CERTINFO,), name="azrdp-prefetch", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=1)
