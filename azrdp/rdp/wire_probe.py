@@ -144,7 +144,7 @@ class _Stop(Exception):
         self.error = error
 
 
-def probe(host: str, port: int = 3389, *, timeout: float = 5.0, protocols: int = DEFAULT_PROTOCOLS,
+def probe(host: str, port: int = 3389, *, timeout: float = 5.0, protocols: int | None = DEFAULT_PROTOCOLS,
           clock: Clock = SYSTEM_CLOCK, now: datetime | None = None,
           cookie: str | None = DEFAULT_COOKIE) -> ProbeResult:
     """Probe ``host:port`` once; ``timeout`` bounds the whole attempt. ``now`` (default:

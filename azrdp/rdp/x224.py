@@ -88,8 +88,11 @@ def protocol_name(value: int) -> str:
     return PROTOCOL_NAMES.get(value, f"UNKNOWN(0x{value:08X})")
 
 
-def protocols_label(mask: int) -> str:
-    """A requestedProtocols mask as names joined by `|` (`RDP` for 0)."""
+def protocols_label(mask: int | None) -> str:
+    """A requestedProtocols mask as names joined by `|` (`RDP` for 0; `none` when the request
+    carries no RDP_NEG_REQ at all, as a legacy client sends it)."""
+    if mask is None:
+        return "none"
     if mask == PROTOCOL_RDP:
         return "RDP"
     names = [name for bit, name in PROTOCOL_NAMES.items() if bit and mask & bit]

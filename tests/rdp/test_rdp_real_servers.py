@@ -166,3 +166,12 @@ def test_freerdp_shadow_failure_codes_5_and_2(shadow, valid_cert):
     assert (result.failure_code, result.failure_name) == (2, "SSL_NOT_ALLOWED_BY_SERVER")
     # FreeRDP would go on with TLS after this failure; the probe must stop.
     assert result.tls_version is None and result.certificate is None
+
+
+def test_xrdp_answers_a_legacy_request_without_negotiation_data(xrdp, valid_cert):
+    # A Connection Request with no RDP_NEG_REQ (a pre-RDP 5.2 client): xrdp answers the legacy
+    # Connection Confirm with no negotiation data, in every security_layer, TLS included.
+    server = xrdp(valid_cert, security_layer="tls")
+    result = probe("127.0.0.1", server.port, protocols=None)
+    assert (result.outcome, result.negotiation, result.requested_protocols) == (
+        "standard_rdp_security", "legacy", "none")
