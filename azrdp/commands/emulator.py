@@ -32,6 +32,17 @@ def _fleet(text: str | None) -> dict[str, int] | None:
     return mix
 
 
+def _read_limit(text: str | None) -> Any:
+    if not text:
+        return None
+    from azrdp.emulator.throttling import ReadLimit
+
+    try:
+        return ReadLimit.parse(text)
+    except ValueError as err:
+        raise UsageError(f"--read-limit: {err}.", hint="Azure's documented read limit is 250/25.") from None
+
+
 @emulator_group.command("serve")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 for the ARM endpoint (0: any free port).")
@@ -43,8 +54,11 @@ def _fleet(text: str | None) -> dict[str, int] | None:
 @click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
               help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
 @click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
+@click.option("--read-limit", metavar="BUCKET/REFILL",
+              help="Throttle reads like ARM: a token bucket per subscription, e.g. 250/25 (Azure's limit).")
 @shared_options
-def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: float, seed: int | None) -> None:
+def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: float, seed: int | None,
+                  read_limit: str | None) -> None:
     """Run the emulator in the foreground (Ctrl-C stops it) and print the environment that
     points azrdp, or an Azure Automation runbook, at it."""
     from azrdp.emulator.scenarios import SCENARIOS
@@ -55,9 +69,10 @@ def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: 
     if not speed > 0:
         raise UsageError(f"--speed must be more than 0, got {speed}.")
     mix = _fleet(fleet)
+    limit = _read_limit(read_limit)
     output = settings().output
     try:
-        serve(scenario, vms=vms, fleet=mix, speed=speed, port=port, seed=seed,
+        serve(scenario, vms=vms, fleet=mix, speed=speed, port=port, seed=seed, read_limit=limit,
               on_ready=lambda emu: _announce(emu, output, scenario, mix))
     except OSError as err:
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}.",

@@ -27,6 +27,7 @@ from azrdp.emulator.timescale import Scheduler, TimeScale
 
 COMPUTE_API = "2026-04-01"
 NETWORK_API = "2026-03-01"
+SUBSCRIPTIONS_API = "2022-12-01"   # what AzureSession.list_subscriptions sends
 COMPUTE = "Microsoft.Compute"
 NETWORK = "Microsoft.Network"
 
@@ -266,6 +267,8 @@ class VirtualMachine(ArmResource):
     time_created: str = "2026-01-05T09:14:38.3138469+00:00"
     running_command: "AsyncOperation | None" = None
     power_operation: "AsyncOperation | None" = None
+    tags: dict[str, str] = field(default_factory=lambda: {"azrdp-emulator": "true"})
+    os_type: str = "Windows"           # the OS disk's osType; Linux VMs exist to be left alone
 
 
     @property
@@ -321,7 +324,7 @@ class VirtualMachine(ArmResource):
             "storageProfile": {
                 "imageReference": {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
                                    "sku": "2022-datacenter-azure-edition", "version": "latest"},
-                "osDisk": {"osType": "Windows", "name": f"{self.name}_OsDisk_1", "createOption": "FromImage",
+                "osDisk": {"osType": self.os_type, "name": f"{self.name}_OsDisk_1", "createOption": "FromImage",
                            "caching": "ReadWrite",
                            "managedDisk": {"storageAccountType": "Premium_LRS",
                                            "id": resource_id(self.subscription, self.resource_group, COMPUTE,
@@ -340,7 +343,7 @@ class VirtualMachine(ArmResource):
         if expand_instance_view:
             props["instanceView"] = self.instance_view(iso, blob_base)
         return {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
-                "location": self.location, "tags": {"azrdp-emulator": "true"}, "properties": props}
+                "location": self.location, "tags": dict(self.tags), "properties": props}
 
 
 # -- asynchronous operations ---------------------------------------------------------------------
@@ -421,6 +424,14 @@ class Subscription:
     id: str
     display_name: str
     resource_groups: dict[str, ResourceGroup] = field(default_factory=dict)
+    tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+    def to_arm(self) -> dict[str, Any]:
+        return {"id": f"/subscriptions/{self.id}", "authorizationSource": "RoleBased", "managedByTenants": [],
+                "subscriptionId": self.id, "tenantId": self.tenant_id, "displayName": self.display_name,
+                "state": "Enabled", "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01",
+                                                             "quotaId": "PayAsYouGo_2014-09-01",
+                                                             "spendingLimit": "Off"}}
 
 
 class ArmBackend:

@@ -166,6 +166,14 @@ def network_operation_results_get(backend: ArmBackend, req: Request) -> Reply:
     return _result(_operation(backend, req, NETWORK), req)
 
 
+# -- Microsoft.Resources/subscriptions (tenant level) --------------------------------------------
+
+def subscriptions_list(backend: ArmBackend, req: Request) -> Reply:
+    """Every subscription of the emulated tenant (the caller sees all of them)."""
+    return Reply(200, {"value": [sub.to_arm() for sub in backend.subscriptions.values()],
+                       "count": {"type": "Total", "value": len(backend.subscriptions)}})
+
+
 # -- Microsoft.Network ---------------------------------------------------------------------------
 
 def _sub_rg(req: Request) -> tuple[str, str]:
@@ -174,6 +182,11 @@ def _sub_rg(req: Request) -> tuple[str, str]:
 
 def network_interfaces_get(backend: ArmBackend, req: Request) -> Reply:
     return Reply(200, backend.nic(*_sub_rg(req), req.p("nic")).to_arm())
+
+
+def network_interfaces_list(backend: ArmBackend, req: Request) -> Reply:
+    nics = backend.resource_group(*_sub_rg(req)).nics.values()
+    return _page(req, [nic.to_arm() for nic in sorted(nics, key=lambda nic: nic.id.lower())])
 
 
 def network_interfaces_list_effective_network_security_groups(backend: ArmBackend, req: Request) -> Reply:

@@ -44,6 +44,7 @@ from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
 from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
+from azrdp.emulator.throttling import ReadLimit, ReadThrottle
 from azrdp.emulator.urls import resolve
 
 CONTROL = "/_emulator"
@@ -69,10 +70,12 @@ class Emulator:
     """One emulator: ARM over HTTP, simulated guests, RDP listeners. Use :meth:`start`."""
 
     def __init__(self, *, speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
-                 clock: Clock = SYSTEM_CLOCK):
+                 clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None):
         if not speed > 0:
             raise ValueError(f"speed must be a positive number, got {speed!r}")
         self.speed = speed
+        self.read_limit = read_limit
+        self.read_throttle: ReadThrottle | None = None
         self.seed = seed
         self.clock = clock
         self.identity = auth.ManagedIdentity()
@@ -93,10 +96,11 @@ class Emulator:
     @classmethod
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
-              clock: Clock = SYSTEM_CLOCK) -> "Emulator":
+              clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None) -> "Emulator":
         """Build the scenario (or ``fleet``: scenario -> count) and start serving. ``clock`` drives
-        simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`."""
-        emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock)
+        simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`.
+        ``read_limit`` switches on ARM's subscription read throttling (see throttling.py)."""
+        emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock, read_limit=read_limit)
         try:
             emulator.load(scenario, vms=vms, fleet=fleet)
         except BaseException:
@@ -120,8 +124,11 @@ class Emulator:
         self._tls.close()
 
     def _new_backend(self) -> ArmBackend:
-        return ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
-                          on_change=self._reconcile)
+        backend = ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
+                             on_change=self._reconcile)
+        if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
+            self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
+        return backend
 
     def _teardown(self) -> None:
         self.backend.scheduler.stop()
@@ -410,6 +417,9 @@ class _Handler(BaseHTTPRequestHandler):
             route, params = found
             operation = route.operation_id
             self._check_api_version(query, route.api_version)
+            throttle = emulator.read_throttle
+            if throttle is not None and self.command == "GET" and "subscription" in params:
+                reply_headers.update(throttle.take(params["subscription"]))
             self._http_faults(backend, operation, params, path, query, raw)
             body = self._json(raw)
             backend.timescale.sleep(backend.timescale.draw(ts.ARM_LATENCY))
@@ -554,10 +564,11 @@ def serial_log(vm: VirtualMachine) -> str:
 
 def serve(scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None, speed: float = 10.0,
           port: int = 0, seed: int | None = None, on_ready: Callable[[Emulator], None] | None = None,
-          stop: threading.Event | None = None) -> None:
+          stop: threading.Event | None = None, read_limit: ReadLimit | None = None) -> None:
     """Run an emulator in the foreground until Ctrl-C (or ``stop`` is set); ``on_ready`` is
     called once it serves (to print where it is and what to export)."""
-    emulator = Emulator.start(scenario, vms=vms, fleet=fleet, speed=speed, seed=seed, port=port)
+    emulator = Emulator.start(scenario, vms=vms, fleet=fleet, speed=speed, seed=seed, port=port,
+                              read_limit=read_limit)
     try:
         if on_ready is not None:
             on_ready(emulator)

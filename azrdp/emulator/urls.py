@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from azrdp.emulator import responses
-from azrdp.emulator.models import COMPUTE_API, NETWORK_API
+from azrdp.emulator.models import COMPUTE_API, NETWORK_API, SUBSCRIPTIONS_API
 
 SUB = r"/subscriptions/(?P<subscription>[^/]+)"
 RG = SUB + r"/resourceGroups/(?P<resource_group>[^/]+)"
@@ -83,6 +83,8 @@ ROUTES: tuple[Route, ...] = (
           COMPUTE_API, "(LRO poller: the Azure-AsyncOperation URL)", monitor=False),
     Route("GET", NET + r"/networkInterfaces/(?P<nic>[^/]+)", "NetworkInterfaces_Get", NETWORK_API,
           "network.network_interfaces.get(rg, nic)"),
+    Route("GET", NET + r"/networkInterfaces", "NetworkInterfaces_List", NETWORK_API,
+          "network.network_interfaces.list(rg)"),
     Route("POST", NET + r"/networkInterfaces/(?P<nic>[^/]+)/effectiveNetworkSecurityGroups",
           "NetworkInterfaces_ListEffectiveNetworkSecurityGroups", NETWORK_API,
           "network.network_interfaces.begin_list_effective_network_security_groups(rg, nic)"),
@@ -107,6 +109,8 @@ ROUTES: tuple[Route, ...] = (
           "(LRO poller: the Azure-AsyncOperation URL)"),
     Route("GET", SUB + OPS.format(provider="Network", kind="operationResults"), "NetworkOperationResults_Get",
           NETWORK_API, "(LRO poller: the Location URL)"),
+    Route("GET", r"/subscriptions", "Subscriptions_List", SUBSCRIPTIONS_API,
+          "GET /subscriptions (AzureSession.list_subscriptions)"),
 )
 
 
