@@ -218,6 +218,16 @@ class AzureSession:
         if self.on_wait is not None:
             self.on_wait(message)
 
+    def for_subscription(self, subscription_id: str, name: str | None = None, **overrides: Any) -> "AzureSession":
+        """The same credential, cloud and settings bound to another subscription (fleet jobs);
+        ``overrides`` replace constructor arguments, e.g. ``transport``."""
+        kwargs: dict[str, Any] = {
+            "cloud": self.cloud.name, "endpoint": self.endpoint, "polling_interval": self.polling_interval,
+            "retry": self.retry, "transport": self.transport, "clock": self.clock, "on_wait": self.on_wait,
+            "subscription_name": name}
+        kwargs.update(overrides)
+        return AzureSession(self.credential, subscription_id, **kwargs)
+
     @cached_property
     def compute(self) -> Any:
         from azure.mgmt.compute import ComputeManagementClient
@@ -269,8 +279,30 @@ def open_session(*, auth: str = "auto", client_id: str | None = None, cloud: str
     sources (and must not contradict --subscription). ``credential`` injects a ready credential
     (library use, tests); otherwise `--auth` decides. ``endpoint`` defaults to AZRDP_ARM_ENDPOINT.
     """
-    from azrdp.azure.credentials import make_credential
     from azrdp.azure.subscription import is_subscription_id, resolve_subscription
+
+    environ = os.environ if environ is None else environ
+    lookup = open_tenant_session(auth=auth, client_id=client_id, cloud=cloud, endpoint=endpoint, credential=credential,
+                                 environ=environ, auth_explicit=auth_explicit, **session_kwargs)
+    if target_subscription:
+        if subscription and is_subscription_id(subscription) and subscription.lower() != target_subscription.lower():
+            raise UsageError(f"--subscription {subscription} contradicts the subscription {target_subscription} "
+                             "inside the resource ID.", hint="Drop --subscription or fix the ID.")
+        chosen = resolve_subscription(target_subscription, environ=environ)
+    else:
+        # Only a name the Azure CLI profile does not know costs a request (GET /subscriptions).
+        chosen = resolve_subscription(subscription, environ=environ, list_subscriptions=lookup.list_subscriptions)
+    return lookup.for_subscription(chosen.id, chosen.name)
+
+
+def open_tenant_session(*, auth: str = "auto", client_id: str | None = None, cloud: str = "public",
+                        endpoint: ArmEndpoint | None = None, credential: Any = None,
+                        environ: Mapping[str, str] | None = None, auth_explicit: bool | None = None,
+                        **session_kwargs: Any) -> AzureSession:
+    """A session with its credential but no subscription yet: fleet jobs list the subscriptions
+    it sees (``list_subscriptions()``) and bind each with ``for_subscription(id)``. Signs in the
+    way `--auth` asks (a static token for a loopback emulator when no --auth was chosen)."""
+    from azrdp.azure.credentials import make_credential
 
     environ = os.environ if environ is None else environ
     if cloud not in CLOUDS:
@@ -283,14 +315,4 @@ def open_session(*, auth: str = "auto", client_id: str | None = None, cloud: str
         else:
             credential = make_credential(auth, client_id=client_id, environ=environ,
                                          authority=None if endpoint else CLOUDS[cloud].authority_host)
-    if target_subscription:
-        if subscription and is_subscription_id(subscription) and subscription.lower() != target_subscription.lower():
-            raise UsageError(f"--subscription {subscription} contradicts the subscription {target_subscription} "
-                             "inside the resource ID.", hint="Drop --subscription or fix the ID.")
-        chosen = resolve_subscription(target_subscription, environ=environ)
-    else:
-        # Only a name the Azure CLI profile does not know costs a request (GET /subscriptions).
-        lookup = AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
-        chosen = resolve_subscription(subscription, environ=environ, list_subscriptions=lookup.list_subscriptions)
-    return AzureSession(credential, chosen.id, cloud=cloud, endpoint=endpoint, subscription_name=chosen.name,
-                        **session_kwargs)
+    return AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
