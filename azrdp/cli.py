@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "probe": "azrdp.commands.probe:probe_command",
     "diagnose": "azrdp.commands.diagnose:diagnose_command",
     "emulator": "azrdp.commands.emulator:emulator_group",
+    "sweep": "azrdp.commands.sweep:sweep_command",
+    "check": "azrdp.commands.check:check_command",
+    "fix": "azrdp.commands.fix:fix_command",
+    "revoke": "azrdp.commands.revoke:revoke_command",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

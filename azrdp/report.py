@@ -6,6 +6,7 @@ Text is rendered from the same objects JSON is made of, so the two cannot disagr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from azrdp.checks import SIDES, Check, Status
@@ -54,32 +55,44 @@ def render_checks(checks: Iterable[Check], *, verbose: int = 0) -> str:
     return "\n".join(lines)
 
 
-def junit_xml(suites: Iterable[tuple[str, Iterable[Check]]], *, name: str = "azrdp") -> str:
-    """JUnit XML a CI system can read: one <testsuite> per (name, checks) pair, one <testcase>
-    per check. fail -> <failure>, error -> <error>, skip -> <skipped>; warnings pass and carry
-    their summary in <system-out>."""
+@dataclass(frozen=True)
+class JUnitCase:
+    """One <testcase>: fail -> <failure>, error -> <error>, skip -> <skipped>; pass and warn pass
+    and carry ``text`` in <system-out>."""
+
+    classname: str
+    name: str
+    status: Status
+    message: str
+    text: str = ""
+    seconds: float | None = None
+
+
+def junit_document(suites: Iterable[tuple[str, Iterable[JUnitCase]]], *, name: str = "azrdp") -> str:
+    """JUnit XML a CI system can read: one <testsuite> per (name, cases) pair."""
     import xml.etree.ElementTree as ET
 
     root = ET.Element("testsuites", name=name)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for suite_name, checks in suites:
-        checks = list(checks)
+    for suite_name, cases in suites:
+        cases = list(cases)
         suite = ET.SubElement(root, "testsuite", name=suite_name)
-        counts = {"tests": len(checks), "failures": 0, "errors": 0, "skipped": 0}
-        for check in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{check.side}", name=check.id)
-            text = check.summary + (f"\nRemedy: {check.remedy}" if check.remedy else "")
-            if check.status is Status.FAIL:
-                ET.SubElement(case, "failure", message=check.summary, type="fail").text = text
+        counts = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
+        for item in cases:
+            case = ET.SubElement(suite, "testcase", classname=item.classname, name=item.name)
+            if item.seconds is not None:
+                case.set("time", f"{item.seconds:.3f}")
+            if item.status is Status.FAIL:
+                ET.SubElement(case, "failure", message=item.message, type="fail").text = item.text
                 counts["failures"] += 1
-            elif check.status is Status.ERROR:
-                ET.SubElement(case, "error", message=check.summary, type="error").text = text
+            elif item.status is Status.ERROR:
+                ET.SubElement(case, "error", message=item.message, type="error").text = item.text
                 counts["errors"] += 1
-            elif check.status is Status.SKIP:
-                ET.SubElement(case, "skipped", message=check.summary)
+            elif item.status is Status.SKIP:
+                ET.SubElement(case, "skipped", message=item.message)
                 counts["skipped"] += 1
             else:
-                ET.SubElement(case, "system-out").text = f"{check.status.value}: {check.summary}"
+                ET.SubElement(case, "system-out").text = item.text
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
@@ -87,3 +100,17 @@ def junit_xml(suites: Iterable[tuple[str, Iterable[Check]]], *, name: str = "azr
         root.set(key, str(value))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def junit_xml(suites: Iterable[tuple[str, Iterable[Check]]], *, name: str = "azrdp") -> str:
+    """JUnit XML with one <testsuite> per (name, checks) pair and one <testcase> per check;
+    warnings pass and carry their summary in <system-out>."""
+    def case(suite_name: str, check: Check) -> JUnitCase:
+        if check.status in (Status.FAIL, Status.ERROR):
+            text = check.summary + (f"\nRemedy: {check.remedy}" if check.remedy else "")
+        else:
+            text = f"{check.status.value}: {check.summary}"
+        return JUnitCase(f"{suite_name}.{check.side}", check.id, check.status, check.summary, text)
+
+    return junit_document([(suite_name, [case(suite_name, c) for c in checks]) for suite_name, checks in suites],
+                          name=name)

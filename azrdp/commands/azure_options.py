@@ -44,6 +44,15 @@ class AzureOptions:
 
         return parse_target(self.vm, resource_group=self.resource_group, ids=self.ids)
 
+    def tenant_session(self, *, progress: Any = None, **kwargs: Any) -> Any:
+        """A session not bound to one subscription (fleet commands; see open_tenant_session)."""
+        from azrdp.azure.session import open_tenant_session
+
+        if progress is not None and "on_wait" not in kwargs:
+            kwargs["on_wait"] = progress.info
+        return open_tenant_session(auth=self.auth, client_id=self.client_id, cloud=self.cloud,
+                                   auth_explicit=self.auth_explicit, **kwargs)
+
     def session(self, *, target: Any = None, progress: Any = None, **kwargs: Any) -> Any:
         """The AzureSession these options describe. Waits on Azure (throttling, retries) are
         announced on ``progress``."""
@@ -76,6 +85,25 @@ def azure_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--auth, --client-id, --cloud, --subscription."""
     wrapper = _fold(fn, _AZURE_KEYS)
     for decorator in reversed((
+        *_sign_in_options(),
+        click.option("--subscription", metavar="ID_OR_NAME",
+                     help="Subscription (default: AZURE_SUBSCRIPTION_ID, else the Azure CLI's default)."),
+    )):
+        wrapper = decorator(wrapper)
+    return wrapper
+
+
+def fleet_azure_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--auth, --client-id, --cloud for commands that choose their subscriptions themselves (sweep);
+    they take --subscription as their own, repeatable option."""
+    wrapper = _fold(fn, _AZURE_KEYS[:3])
+    for decorator in reversed(_sign_in_options()):
+        wrapper = decorator(wrapper)
+    return wrapper
+
+
+def _sign_in_options() -> tuple[Callable[..., Any], ...]:
+    return (
         click.option("--auth", type=click.Choice(AUTH_CHOICES), default="auto", show_default=True,
                      envvar="AZRDP_AUTH",
                      help="How to sign in: auto (environment, workload identity, managed identity, Azure CLI, "
@@ -84,11 +112,7 @@ def azure_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Client ID of a user-assigned managed identity or app registration."),
         click.option("--cloud", type=click.Choice(CLOUD_CHOICES), default="public", show_default=True,
                      help="Azure cloud: sets the sign-in authority, ARM endpoint and token scope together."),
-        click.option("--subscription", metavar="ID_OR_NAME",
-                     help="Subscription (default: AZURE_SUBSCRIPTION_ID, else the Azure CLI's default)."),
-    )):
-        wrapper = decorator(wrapper)
-    return wrapper
+    )
 
 
 def vm_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,419 @@
+"""The sweep job: check (and, when asked, repair) every Windows VM in a scope.
+
+    result = sweep(session, Selection(subscriptions=("prod",), tags=(("rdp", "yes"),)),
+                   policy=FixPolicy.unattended(allow_steps=("machinekeys-acl",)),
+                   on_result=print_one_line)
+
+Scope: subscriptions (ids or names; none given: every subscription the credential sees), resource
+groups and tags; only Windows VMs. Each VM is handled by one worker from start to end, so it never
+gets two Run Commands at once; ``max_parallel`` workers run side by side. Every worker talking to
+one subscription shares one back-off (azrdp.azure.throttle): a 429 pauses them all. The network
+reads VMs share (a resource group's NIC list, subnets, NSGs) are made once per subscription
+(azrdp.azure.shared_reads). A VM that fails is reported with its error; the others go on.
+
+Check only by default: the Azure side and the wire probe, plus the guest (one read-only Run Command)
+with ``guest=True``. With a fix policy, unhealthy VMs are repaired through azrdp.repair with the
+unattended policy: rdp-config, cert, sessions and reboot; machinekeys-acl and machinekeys-rename
+only when allowed explicitly. A sweep never opens an NSG and never starts a deallocated VM.
+
+Scale: ARM's read budget per subscription bounds a sweep, not azrdp (see bench/README.md); split a
+larger estate into one Azure Automation job per subscription.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from azrdp.checks import Check, Status
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
+from azrdp.target import Target, id_key
+
+DEFAULT_MAX_PARALLEL = 8
+"""Eight VMs at a time keep ARM's subscription read bucket (25 reads/s refill) busy with about
+three reads per VM in flight, without queueing far more work than the budget can serve; Run
+Commands (20-40 s each) then overlap eight at a time."""
+
+UNATTENDED_STEPS = ("rdp-config", "cert", "sessions", "reboot")
+GATED_STEPS = ("machinekeys-acl", "machinekeys-rename")
+REPAIR_STEPS = UNATTENDED_STEPS + GATED_STEPS
+
+OUTCOMES = {
+    "healthy": "RDP answers and no check failed",
+    "fixed": "a problem was found and repaired; RDP answers now",
+    "unhealthy": "a problem was found and is still there (the report says why it was not repaired)",
+    "unverified": "no check failed, but the RDP port could not be probed (no public IP, VM not running, --no-probe)",
+    "error": "azrdp could not check this VM (permission, not found, an Azure failure)",
+}
+ANSWERING = ("healthy", "fixed")
+
+
+# -- what to sweep --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Selection:
+    subscriptions: tuple[str, ...] = ()                      # ids or names; empty: all visible
+    resource_groups: tuple[str, ...] = ()                    # empty: every group
+    tags: tuple[tuple[str, str | None], ...] = ()            # (name, value); value None: the tag exists
+
+    @staticmethod
+    def parse_tag(text: str) -> tuple[str, str | None]:
+        name, sep, value = text.partition("=")
+        if not name.strip():
+            raise UsageError(f"--tag {text!r} has no tag name.", hint="Use --tag NAME=VALUE, or --tag NAME for any value.")
+        return name.strip(), (value if sep else None)
+
+    def matches_tags(self, tags: dict[str, str] | None) -> bool:
+        """Tag names compare case-insensitively (as in Azure), values exactly."""
+        lowered = {k.lower(): v for k, v in (tags or {}).items()}
+        return all(name.lower() in lowered and (value is None or lowered[name.lower()] == value)
+                   for name, value in self.tags)
+
+    def describe(self) -> str:
+        parts = [f"subscription {', '.join(self.subscriptions)}" if self.subscriptions else "every visible subscription"]
+        if self.resource_groups:
+            parts.append(f"resource group {', '.join(self.resource_groups)}")
+        if self.tags:
+            parts.append("tags " + ", ".join(n if v is None else f"{n}={v}" for n, v in self.tags))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subscriptions": list(self.subscriptions), "resource_groups": list(self.resource_groups),
+                "tags": {n: v for n, v in self.tags}}
+
+
+@dataclass(frozen=True)
+class FixPolicy:
+    """Which repair steps a sweep may run unattended (``enabled`` False: check only)."""
+
+    enabled: bool = False
+    steps: frozenset[str] = frozenset(UNATTENDED_STEPS)
+
+    @classmethod
+    def unattended(cls, allow_steps: Iterable[str] = ()) -> "FixPolicy":
+        extra = set()
+        for step in allow_steps:
+            for name in str(step).split(","):
+                name = name.strip()
+                if not name:
+                    continue
+                if name not in REPAIR_STEPS:
+                    raise UsageError(f"--allow-step {name!r} is not a repair step.",
+                                     hint=f"Steps: {', '.join(REPAIR_STEPS)}.")
+                extra.add(name)
+        return cls(True, frozenset(UNATTENDED_STEPS) | extra)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Repair steps this policy never runs."""
+        return [s for s in REPAIR_STEPS if s not in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fix": self.enabled, "steps": [s for s in REPAIR_STEPS if s in self.steps] if self.enabled else []}
+
+
+@dataclass(frozen=True)
+class SelectedVm:
+    subscription: str
+    resource_group: str
+    name: str
+    id: str
+
+    def target(self) -> Target:
+        return Target(self.name, self.resource_group, self.subscription)
+
+
+# -- results --------------------------------------------------------------------------------------
+
+@dataclass
+class VmResult:
+    vm: SelectedVm
+    outcome: str
+    summary: str
+    seconds: float = 0.0
+    answers: bool | None = None          # the last wire probe said RDP answers (None: not probed)
+    checks: list[Check] = field(default_factory=list)
+    repair: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ANSWERING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vm": self.vm.name, "resource_group": self.vm.resource_group, "subscription": self.vm.subscription,
+                "id": self.vm.id, "outcome": self.outcome, "answers": self.answers, "summary": self.summary,
+                "seconds": round(self.seconds, 3), "checks": [c.to_dict() for c in self.checks],
+                "repair": self.repair, "error": self.error}
+
+
+@dataclass
+class SweepResult:
+    selection: Selection
+    policy: FixPolicy
+    subscriptions: list[str]
+    results: list[VmResult]                        # in the order the VMs finished
+    seconds: float = 0.0
+    throttling: dict[str, Any] = field(default_factory=dict)
+    reads: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_PROBLEM
+
+    def counts(self) -> dict[str, int]:
+        return {outcome: sum(1 for r in self.results if r.outcome == outcome) for outcome in OUTCOMES}
+
+    def sorted_results(self) -> list[VmResult]:
+        return sorted(self.results, key=lambda r: (r.vm.subscription.lower(), r.vm.resource_group.lower(),
+                                                   r.vm.name.lower()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"selection": self.selection.to_dict(), "policy": self.policy.to_dict(),
+                "subscriptions": self.subscriptions, "vms": len(self.results), "counts": self.counts(),
+                "ok": self.ok, "seconds": round(self.seconds, 3), "throttling": self.throttling,
+                "reads": self.reads, "results": [r.to_dict() for r in self.sorted_results()]}
+
+
+# -- selecting -------------------------------------------------------------------------------------
+
+def resolve_subscriptions(session: Any, selection: Selection) -> list[tuple[str, str | None]]:
+    """(id, name) of each subscription to sweep: the given ones (names resolved through
+    GET /subscriptions only when needed), or every subscription the credential sees."""
+    from azrdp.azure.subscription import resolve_subscription
+
+    if not selection.subscriptions:
+        visible = session.list_subscriptions()
+        if not visible:
+            raise NotFoundError("this sign-in sees no subscription.",
+                                hint="Assign the identity a role on the subscriptions to sweep, or pass --subscription.")
+        return [(sub_id, name or None) for sub_id, name in visible]
+    chosen: dict[str, tuple[str, str | None]] = {}
+    for requested in selection.subscriptions:
+        sub = resolve_subscription(requested, list_subscriptions=session.list_subscriptions)
+        chosen.setdefault(sub.id.lower(), (sub.id, sub.name))
+    return list(chosen.values())
+
+
+def list_windows_vms(session: Any, selection: Selection) -> list[SelectedVm]:
+    """The Windows VMs of one subscription session that match the selection."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    from azrdp.azure.arm_errors import translate
+
+    compute = session.compute
+    pages: list[Any] = []
+    try:
+        if selection.resource_groups:
+            for group in selection.resource_groups:
+                try:
+                    pages.extend(compute.virtual_machines.list(group))
+                except ResourceNotFoundError:
+                    continue  # the group lives in another of the swept subscriptions
+        else:
+            pages.extend(compute.virtual_machines.list_all())
+    except AzureError as err:
+        raise translate(err, doing="listing virtual machines", subscription=session.subscription_id) from err
+    selected: list[SelectedVm] = []
+    for model in pages:
+        vm = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+        os_disk = ((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
+        if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(vm.get("tags")):
+            continue
+        from azrdp.target import parse_resource_id
+
+        rid = parse_resource_id(vm["id"])
+        selected.append(SelectedVm(session.subscription_id, rid.resource_group, rid.name, vm["id"]))
+    return selected
+
+
+# -- sweeping --------------------------------------------------------------------------------------
+
+@dataclass
+class _Scope:
+    """One subscription as the workers see it: its session (shared back-off, shared reads)."""
+
+    session: Any           # the plain session, for repairs
+    checking: Any          # the same with shared network reads, for the check phase
+    backoff: Any
+
+
+def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
+          guest: bool = False, max_parallel: int = DEFAULT_MAX_PARALLEL, port: int = 3389,
+          source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
+          fix_options: dict[str, Any] | None = None, on_result: Callable[[VmResult], None] | None = None,
+          progress: Any = None) -> SweepResult:
+    """Sweep the VMs ``selection`` names, through ``session`` (an AzureSession; its subscription
+    is ignored, see :func:`resolve_subscriptions`). ``on_result`` hears each VM as it finishes.
+    Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
+    from azrdp.azure.shared_reads import shared_reads
+    from azrdp.azure.throttle import SharedBackoff, backoff_transport
+
+    if max_parallel < 1:
+        raise UsageError(f"--max-parallel {max_parallel} must be at least 1.")
+    clock = session.clock
+    start = clock.monotonic()
+    notify = progress.info if progress is not None else None
+    subscriptions = resolve_subscriptions(session, selection)
+    scopes: dict[str, _Scope] = {}
+    vms: dict[str, SelectedVm] = {}
+    for sub_id, name in subscriptions:
+        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify)
+        bound = session.for_subscription(sub_id, name, transport=backoff_transport(
+            backoff, session.transport, pool_size=max(16, max_parallel * 8)))
+        scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
+        if progress is not None:
+            progress.status(f"Listing Windows VMs in subscription {name or sub_id} ...")
+        for vm in list_windows_vms(bound, selection):
+            vms.setdefault(id_key(vm.id), vm)
+    if not vms:
+        raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
+                            hint="Check --subscription, -g and --tag; `az vm list -o table` shows what is there.")
+    ordered = sorted(vms.values(), key=lambda v: (v.subscription.lower(), v.resource_group.lower(), v.name.lower()))
+    if progress is not None:
+        progress.info(f"Sweeping {len(ordered)} Windows VM{'s' if len(ordered) != 1 else ''} "
+                      f"({max_parallel} at a time{', fixing with the unattended policy' if policy.enabled else ''}) ...")
+
+    worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
+                     probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock)
+    results: list[VmResult] = []
+    lock = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="azrdp-sweep")
+    try:
+        futures = {pool.submit(worker.run, scopes[vm.subscription.lower()], vm): vm for vm in ordered}
+        for future in as_completed(futures):
+            result = future.result()
+            with lock:
+                results.append(result)
+            if on_result is not None:
+                on_result(result)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if progress is not None:
+        progress.done()
+    throttling = {sub: scope.backoff.to_dict() for sub, scope in scopes.items()}
+    reads = {"shared_network_reads": sum(s.checking.memo.calls for s in scopes.values()),
+             "network_reads_saved": sum(s.checking.memo.shared for s in scopes.values())}
+    return SweepResult(selection, policy, [s for s, _ in subscriptions], results,
+                       seconds=clock.monotonic() - start, throttling=_total(throttling), reads=reads)
+
+
+def _total(per_subscription: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    total = {"throttled": 0, "pauses": 0, "paused_seconds": 0.0}
+    for numbers in per_subscription.values():
+        for key in total:
+            total[key] += numbers[key]
+    total["paused_seconds"] = round(total["paused_seconds"], 3)
+    return total
+
+
+@dataclass
+class _Worker:
+    policy: FixPolicy
+    guest: bool
+    port: int
+    source_ip: str | None
+    probe: bool
+    probe_timeout: float
+    fix_options: dict[str, Any]
+    clock: Any
+
+    def run(self, scope: _Scope, vm: SelectedVm) -> VmResult:
+        start = self.clock.monotonic()
+        try:
+            result = self._check(scope, vm)
+            if self.policy.enabled and result.outcome == "unhealthy":
+                result = self._fix(scope, vm, result)
+        except AzrdpError as err:
+            result = VmResult(vm, "error", err.one_line(),
+                              error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code})
+        except Exception as err:  # noqa: BLE001 - one VM's surprise must not stop the others
+            result = VmResult(vm, "error", f"unexpected {type(err).__name__}: {err}",
+                              error={"type": type(err).__name__, "message": str(err), "exit_code": EXIT_PROBLEM})
+        result.seconds = self.clock.monotonic() - start
+        return result
+
+    def _check(self, scope: _Scope, vm: SelectedVm) -> VmResult:
+        from azrdp.diagnose import GUEST_STAGES, diagnose
+
+        stages: Sequence[Any] = GUEST_STAGES if self.guest else \
+            (_guest_when_unhealthy,) if self.policy.enabled else ()
+        diagnosis = diagnose(scope.checking, vm.target(), port=self.port, source_ip=self.source_ip,
+                             probe=self.probe, probe_timeout=self.probe_timeout, stages=stages)
+        return _from_diagnosis(vm, diagnosis)
+
+    def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult) -> VmResult:
+        from azrdp.sweep_fix import fix_unattended
+
+        return fix_unattended(scope.session, vm, checked, self.policy, port=self.port, source_ip=self.source_ip,
+                              probe_timeout=self.probe_timeout, options=self.fix_options)
+
+
+def _guest_when_unhealthy(ctx: Any) -> list[Check]:
+    """The guest diagnosis, only when the Azure side or the wire found a problem (a fix needs it)."""
+    from azrdp.diagnose import guest_stage
+
+    if any(c.status in (Status.FAIL, Status.ERROR) for c in ctx.checks):
+        return guest_stage(ctx)
+    return []
+
+
+def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
+    probe = diagnosis.probe_result
+    answers = probe.ok if probe is not None else None
+    if diagnosis.ok and answers:
+        outcome = "healthy"
+    elif diagnosis.ok and answers is None:
+        outcome = "unverified"
+    else:
+        outcome = "unhealthy"
+    return VmResult(vm, outcome, diagnosis.summary(), answers=answers, checks=list(diagnosis.checks))
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def render_line(result: VmResult) -> str:
+    """One line per VM as it finishes (progress in text mode)."""
+    return f"{result.vm.name} ({result.vm.resource_group}): {result.outcome}: {result.summary}"
+
+
+def render_table(result: SweepResult) -> str:
+    rows = [(r.vm.name, r.vm.resource_group, r.outcome, f"{r.seconds:.1f}", r.summary) for r in result.sorted_results()]
+    header = ("VM", "RESOURCE GROUP", "OUTCOME", "SECONDS", "SUMMARY")
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) if i != 3 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:4], widths)))
+             + "  " + header[4]]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row[:4], widths)))
+                     + "  " + row[4])
+    counts = result.counts()
+    tally = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
+    throttled = result.throttling
+    lines.append(f"{len(result.results)} VM{'s' if len(result.results) != 1 else ''} in {result.seconds:.1f} s: "
+                 f"{tally}. ARM throttling: {throttled.get('throttled', 0)} x 429, "
+                 f"{throttled.get('paused_seconds', 0):g} s paused.")
+    return "\n".join(lines)
+
+
+def junit_cases(result: SweepResult) -> list[Any]:
+    """One JUnit testcase per VM (azrdp.report.junit_document renders them)."""
+    from azrdp.report import JUnitCase, render_checks
+
+    cases = []
+    for r in result.sorted_results():
+        status = Status.PASS if r.ok else Status.ERROR if r.outcome == "error" else Status.FAIL
+        text = render_checks(r.checks) if r.checks else ""
+        if r.repair:
+            text += f"\nRepair: {r.repair.get('summary', '')}"
+        cases.append(JUnitCase(classname=f"azrdp.sweep.{r.vm.subscription}.{r.vm.resource_group}", name=r.vm.name,
+                               status=status, message=f"{r.outcome}: {r.summary}", text=text.strip(),
+                               seconds=r.seconds))
+    return cases
