@@ -121,6 +121,14 @@ def network_stage(ctx: DiagnoseContext) -> list[Check]:
     return nsg_checks(ctx.inventory, ctx.path, port=ctx.port, source_ip=ctx.source_ip)
 
 
+def azrdp_rules_stage(ctx: DiagnoseContext) -> list[Check]:
+    """nsg.azrdp_rules: the temporary rules `fix --allow-from` added, expired ones flagged (only
+    when there are any)."""
+    from azrdp.azure.nsg_rules import azrdp_rules_stage as rules_stage
+
+    return rules_stage(ctx)
+
+
 def wire_stage(ctx: DiagnoseContext) -> list[Check]:
     """rdp.* from the wire probe, when there is an address to probe."""
     if not ctx.probe:
@@ -175,7 +183,7 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
             *ctx.guest.checks]
 
 
-BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, wire_stage)
+BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage, wire_stage)
 
 
 def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,

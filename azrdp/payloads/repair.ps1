@@ -26,7 +26,8 @@
                         SessionEnv and TermService so Windows makes a fresh self-signed
                         certificate, and reports it. Never lowers SecurityLayer.
     sessions            Logs off disconnected sessions (active remote sessions only with
-                        -LogOffActive true) and reports the seats freed.
+                        -LogOffActive true) and reports the seats freed. With
+                        -LogOffOnlyWhenFull true it logs off no one while a seat is free.
 
     Idempotent: on a healthy VM every step reports "unchanged" and changes nothing. The output
     is exactly one line, AZRDP-RESULT:{compact json}, in the schema of
@@ -40,6 +41,11 @@
 
 .PARAMETER RunId
     An id of this run, echoed in the result and written beside the backups.
+
+.PARAMETER LogOffOnlyWhenFull
+    'true' to let the sessions step log off sessions only when no seat is free (default 'false':
+    always log off disconnected sessions). azrdp passes 'true' when it repairs without reading
+    the guest first, so a user's disconnected session is never ended for nothing.
 
 .EXAMPLE
     .\repair.ps1 -Steps 'rdp-config,cert' -RunId 7f3c2a
@@ -59,7 +65,11 @@ param(
 
     [Parameter(Mandatory = $false)]
     [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$')]
-    [string]$RunId = ''
+    [string]$RunId = '',
+
+    [Parameter(Mandatory = $false)]
+    [ValidateSet('true', 'false')]
+    [string]$LogOffOnlyWhenFull = 'false'
 )
 
 Set-StrictMode -Version Latest
@@ -699,9 +709,13 @@ function Read-SessionsState {
 function Repair-Sessions {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $includeActive = ($LogOffActive -eq 'true')
-    $targets = @(Get-UserSessions | Where-Object -FilterScript {
-        $_.id -ne 0 -and ($_.state -eq 'Disc' -or ($includeActive -and $_.state -eq 'Active' -and $_.name -ne 'console'))
-    })
+    $onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')
+    $targets = @()
+    if (-not ($onlyWhenFull -and $Before.free -gt 0)) {
+        $targets = @(Get-UserSessions | Where-Object -FilterScript {
+            $_.id -ne 0 -and ($_.state -eq 'Disc' -or ($includeActive -and $_.state -eq 'Active' -and $_.name -ne 'console'))
+        })
+    }
     $loggedOff = New-Object -TypeName System.Collections.ArrayList
     $failed = 0
     foreach ($session in $targets) {

@@ -14,6 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -208,9 +209,18 @@ class FakeArm:
         self.guest_stdout: dict[str, str] = {}
         self.run_commands: list[dict] = []
         self.operations: dict[str, str] = {}
+        # Per-VM queue of guest answers, used before guest_stdout: each a StdOut text or a function
+        # of the Run Command request body (so a repair answer can follow the Steps asked for).
+        self.guest_answers: dict[str, list] = {}
+        self.specs: dict[str, VmSpec] = {}
+        self.power_calls: list[tuple[str, str]] = []          # (action, vm name): restart | start
+        self.on_power: dict[str, Callable[[str], None]] = {}  # vm id key -> hook(action) after it succeeds
+        self.power_failures: dict[tuple[str, str], dict] = {}  # (action, vm id key) -> ARM error: LRO Failed
+        self.rule_calls: list[tuple[str, str, str]] = []      # (PUT | DELETE, nsg name, rule name)
+        self.lro_status: dict[str, dict] = {}                 # other async operations -> status body
         self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
         pattern = re.compile(re.escape(base) + r"/.*")
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST", "PUT", "DELETE"):
             self.mock.add_callback(method, pattern, callback=self._dispatch)
 
     def __enter__(self) -> "FakeArm":
@@ -230,6 +240,7 @@ class FakeArm:
         self.resources.pop(resource_id.lower(), None)
 
     def add_vm(self, spec: VmSpec) -> VmSpec:
+        self.specs[spec.vm_id.lower()] = spec
         self.put(vm_body(spec))
         self.put(nic_body(spec))
         self.put(subnet_body(spec))
@@ -269,6 +280,13 @@ class FakeArm:
             return self._error(400, "InvalidApiVersionParameter", f"api-version {query.get('api-version')}")
         if request.method == "POST" and key.endswith("/runcommand"):
             return self._run_command(key.rsplit("/", 1)[0], request)
+        if request.method == "POST" and key.rsplit("/", 1)[1] in ("restart", "start"):
+            return self._power(*reversed(key.rsplit("/", 1)))
+        if "/securityrules/" in key and request.method in ("PUT", "DELETE"):
+            return self._security_rule(request.method, key, request)
+        if request.method == "GET" and key.endswith("/instanceview") and key.rsplit("/", 1)[0] in self.resources:
+            view = self.resources[key.rsplit("/", 1)[0]]["properties"]["instanceView"]
+            return 200, {"Content-Type": "application/json"}, json.dumps(view)
         if key.startswith("/subscriptions/") and "/operations/" in key:
             return self._operation(key, query)
         if request.method == "POST" and key.endswith("/retrievebootdiagnosticsdata"):
@@ -294,14 +312,73 @@ class FakeArm:
             return self._not_found(vm_key)
         from payload_samples import healthy, result_line
 
-        self.run_commands.append(json.loads(request.body))
+        body = json.loads(request.body)
+        self.run_commands.append(body)
+        queued = self.guest_answers.get(vm_key)
+        if queued:
+            answer = queued.pop(0)
+            self.guest_stdout[vm_key] = answer(body) if callable(answer) else answer
         op = f"{self.base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/" \
              f"rc{len(self.run_commands)}"
         self.operations[op.lower()[len(self.base):]] = self.guest_stdout.get(vm_key) or result_line(healthy())
         return 202, {"Azure-AsyncOperation": f"{op}?api-version={COMPUTE_API}",
                      "Location": f"{op}?monitor=true&api-version={COMPUTE_API}"}, ""
 
+    def _async(self, status: dict, location: bool = True):
+        """A 202 whose Azure-AsyncOperation answers ``status`` (and Location an empty 200)."""
+        op = f"/subscriptions/{SUB}/providers/Microsoft.Network/locations/westeurope/operations/op{len(self.lro_status) + 1}"
+        self.lro_status[op.lower()] = status
+        headers = {"Azure-AsyncOperation": f"{self.base}{op}?api-version={NETWORK_API}"}
+        if location:
+            headers["Location"] = f"{self.base}{op}?monitor=true&api-version={NETWORK_API}"
+        return headers
+
+    def _power(self, action: str, vm_key: str):
+        """restart / start: 202, then Succeeded (the VM runs, its agent Ready) or the queued failure."""
+        if vm_key not in self.resources:
+            return self._not_found(vm_key)
+        self.power_calls.append((action, vm_key.rsplit("/", 1)[1]))
+        failure = self.power_failures.get((action, vm_key))
+        if failure:
+            status = {"status": "Failed", "error": failure}
+        else:
+            status = {"status": "Succeeded"}
+            spec = self.specs.get(vm_key)
+            if spec is not None:
+                spec.power, spec.agent = "running", spec.agent or "Ready"
+                self.put(vm_body(spec))
+            hook = self.on_power.get(vm_key)
+            if hook is not None:
+                hook(action)
+        return 202, self._async(status), ""
+
+    def _security_rule(self, method: str, key: str, request):
+        """PUT (201 + Azure-AsyncOperation, provisioningState Updating) and DELETE (202) of one rule,
+        kept in step with the NSG body's securityRules."""
+        nsg_key, name = key.rsplit("/securityrules/", 1)
+        if nsg_key not in self.resources:
+            return self._not_found(nsg_key)
+        nsg = self.resources[nsg_key]
+        rules = nsg["properties"].setdefault("securityRules", [])
+        name = request.url.split("?")[0].rsplit("/", 1)[1]
+        self.rule_calls.append((method, nsg["name"], name))
+        rules[:] = [r for r in rules if r["name"].lower() != name.lower()]
+        if method == "DELETE":
+            self.resources.pop(key, None)
+            return 202, self._async({"status": "Succeeded"}), ""
+        props = dict(json.loads(request.body)["properties"], provisioningState="Succeeded")
+        stored = {"name": name, "id": f"{nsg['id']}/securityRules/{name}", "properties": props}
+        rules.append(stored)
+        self.resources[key] = stored
+        body = {**stored, "properties": {**props, "provisioningState": "Updating"}}
+        return 201, {"Content-Type": "application/json", **self._async({"status": "Succeeded"}, location=False)}, \
+            json.dumps(body)
+
     def _operation(self, key: str, query: dict):
+        if key in self.lro_status:
+            if query.get("monitor") == "true":
+                return 200, {"Content-Type": "application/json"}, ""
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.lro_status[key])
         if key not in self.operations:
             return self._error(404, "NotFound", f"operation {key}")
         if query.get("monitor") == "true":

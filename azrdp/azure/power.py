@@ -1,0 +1,197 @@
+"""Power operations through ARM (restart, start) and ARM long-running operations on azrdp's clock.
+
+Built around Azure's documented behaviour (../shared/reference/azure-sdk-notes.md sections 1, 3, 4):
+
+* ``restart`` and ``start`` are POSTs answered 202 + Azure-AsyncOperation/Location; the SDK's
+  ARMPolling follows them. Its sleeps go through the injected Clock and stop at azrdp's deadline
+  (``poller.result(timeout)`` alone does not raise on timeout), so a late operation is an
+  :class:`~azrdp.errors.OperationTimeout`, and tests never sleep.
+* A POST is not idempotent: a restart sent twice may restart the VM twice. The SDK's retry policy
+  would resend a POST after a 500/503/504 or any answer carrying Retry-After; here the initial
+  POST goes out with ``retry_total=0``. Only an answer that proves ARM did NOT accept the request
+  (429 throttling) is retried, after its Retry-After, on the clock. Anything else (5xx, a dropped
+  connection, a timeout) is reported as "may or may not have been accepted", never resent blindly.
+* After a start (or a restart) Windows boots for a while before the VM agent is Ready; Run Command
+  needs it, so :func:`wait_for_agent` polls the instance view (GETs, safe to retry) on the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.errors import AzureOperationError, OperationTimeout
+
+DEFAULT_POWER_TIMEOUT = 900.0      # restart is 60-120 s and start 40-90 s in practice
+THROTTLE_RETRIES = 3
+AGENT_POLL_INTERVAL = 5.0
+
+
+class PowerOperationFailed(AzureOperationError):
+    """ARM accepted a restart or start, and the operation then failed."""
+
+
+class PowerRequestUncertain(AzureOperationError):
+    """The POST may or may not have reached ARM (5xx, dropped connection): not resent."""
+
+
+@dataclass
+class LroOutcome:
+    """One ARM long-running operation: what, how long (on the injected clock), how many POSTs."""
+
+    action: str
+    seconds: float
+    attempts: int = 1
+    throttle_waits: tuple[float, ...] = ()
+    result: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "seconds": round(self.seconds, 3), "attempts": self.attempts,
+                "throttle_waits": list(self.throttle_waits)}
+
+
+def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
+            timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
+            subscription: str | None = None, idempotent: bool = False) -> LroOutcome:
+    """Start an ARM LRO with ``begin(polling=..., **retry)`` and wait for it on ``clock``.
+
+    ``client`` is the management client (its base URL and polling interval are used). A
+    non-idempotent ``begin`` (a POST) is sent without the SDK's blind retries (see module doc).
+    Raises OperationTimeout, PowerOperationFailed, PowerRequestUncertain or the translated error.
+    """
+    from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
+
+    from azrdp.azure.arm_errors import translate
+    from azrdp.azure.runcommand import _ClockedPolling, _DeadlinePassed
+
+    config = getattr(client, "_config", None)
+    delay = polling_interval if polling_interval is not None else getattr(config, "polling_interval", 30)
+    base_url = getattr(config, "base_url", None)
+    polling_kwargs = {"path_format_arguments": {"endpoint": base_url}} if base_url else {}
+    start = clock.monotonic()
+    deadline = start + timeout
+    retry = {} if idempotent else {"retry_total": 0}
+    attempts = 0
+    waits: list[float] = []
+    while True:
+        attempts += 1
+        polling = _ClockedPolling(delay, clock=clock, deadline=deadline, **polling_kwargs)
+        try:
+            poller = begin(polling=polling, **retry)
+            break
+        except HttpResponseError as err:
+            status = err.status_code or 0
+            if status == 429 and attempts <= THROTTLE_RETRIES:
+                pause = _retry_after(err)
+                if clock.monotonic() + pause <= deadline:
+                    waits.append(pause)
+                    clock.sleep(pause)
+                    continue
+            if status >= 500 and not idempotent:
+                raise PowerRequestUncertain(
+                    f"Azure answered {status} while {doing}: the request may or may not have been accepted.",
+                    hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
+                         "in a minute before trying again.") from None
+            raise translate(err, doing=doing, subscription=subscription) from None
+        except ServiceRequestError as err:  # never reached ARM: nothing was accepted
+            raise translate(err, doing=doing, subscription=subscription) from None
+        except AzureError as err:
+            if idempotent:
+                raise translate(err, doing=doing, subscription=subscription) from None
+            raise PowerRequestUncertain(
+                f"the connection to Azure failed while {doing}: the request may or may not have been accepted.",
+                hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
+                     "in a minute before trying again.") from None
+
+    try:
+        result = poller.result(timeout=max(1.0, deadline - clock.monotonic()) + 60.0)
+    except _DeadlinePassed:
+        result = None
+    except HttpResponseError as err:
+        raise PowerOperationFailed(f"Azure accepted {action} but it failed while {doing}: "
+                                   f"{_message(err)}",
+                                   hint="Look at the VM's activity log in the portal; `az vm "
+                                        "get-instance-view` shows its state.") from None
+    except AzureError as err:
+        raise translate(err, doing=doing, subscription=subscription) from None
+    if not poller.done() or str(poller.status()).lower() not in ("succeeded",):
+        if poller.done():
+            raise PowerOperationFailed(f"{action} ended {poller.status()} while {doing}.")
+        raise OperationTimeout(f"{action} did not finish within {timeout:g} s while {doing}.",
+                               hint="It may still complete in Azure; check the VM's power state.")
+    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result)
+
+
+def _retry_after(err: Any) -> float:
+    headers = getattr(getattr(err, "response", None), "headers", None) or {}
+    try:
+        return max(1.0, float(headers.get("Retry-After") or 10))
+    except ValueError:
+        return 10.0
+
+
+def _message(err: Any) -> str:
+    from azrdp.azure.arm_errors import arm_error_code, arm_error_message
+
+    code = arm_error_code(err)
+    return f"({code}) {arm_error_message(err)}" if code else arm_error_message(err)
+
+
+def restart_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
+               timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
+               subscription: str | None = None) -> LroOutcome:
+    """Restart the VM through ARM (``begin_restart``) and wait until ARM says it restarted."""
+    return run_lro(lambda **kw: compute.virtual_machines.begin_restart(resource_group, vm_name, **kw),
+                   client=compute, action="restart", doing=f"restarting VM {resource_group}/{vm_name}",
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+
+
+def start_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
+             timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
+             subscription: str | None = None) -> LroOutcome:
+    """Start a stopped or deallocated VM through ARM (``begin_start``) and wait for it."""
+    return run_lro(lambda **kw: compute.virtual_machines.begin_start(resource_group, vm_name, **kw),
+                   client=compute, action="start", doing=f"starting VM {resource_group}/{vm_name}",
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+
+
+@dataclass
+class AgentWait:
+    ready: bool
+    seconds: float
+    polls: int
+    why: str
+    instance_view: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "seconds": round(self.seconds, 3), "polls": self.polls, "why": self.why}
+
+
+def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
+                   timeout: float = DEFAULT_POWER_TIMEOUT, interval: float = AGENT_POLL_INTERVAL,
+                   subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> AgentWait:
+    """Poll the instance view until the VM agent is Ready (Run Command can work) or ``timeout``."""
+    from azure.core.exceptions import AzureError
+
+    from azrdp.azure.arm_errors import translate
+    from azrdp.azure.runcommand import agent_state
+
+    start = clock.monotonic()
+    polls = 0
+    while True:
+        try:
+            view = compute.virtual_machines.instance_view(resource_group, vm_name)
+        except AzureError as err:
+            raise translate(err, doing=f"reading the instance view of VM {resource_group}/{vm_name}",
+                            subscription=subscription) from None
+        polls += 1
+        ready, why = agent_state(view)
+        elapsed = clock.monotonic() - start
+        if ready:
+            return AgentWait(True, elapsed, polls, why, view)
+        if on_poll is not None:
+            on_poll(why)
+        if elapsed + interval > timeout:
+            return AgentWait(False, elapsed, polls, why, view)
+        clock.sleep(interval)

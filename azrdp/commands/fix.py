@@ -1,0 +1,123 @@
+"""`azrdp fix VM`: diagnose, plan, repair in ONE Run Command, restart if needed, prove RDP answers."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+
+import click
+
+from azrdp.cli import settings, shared_options
+from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.errors import UsageError
+from azrdp.plan import STEP_NAMES
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds from '900', '90s', '15m', '2h', '1d'."""
+    found = _DURATION.match(text or "")
+    if not found or float(found.group(1)) <= 0:
+        raise UsageError(f"{option} {text!r} is not a duration.", hint=f"Use e.g. {option} 15m, 90s or 2h.")
+    return float(found.group(1)) * _UNITS[found.group(2).lower()]
+
+
+@click.command("fix")
+@vm_options
+@azure_options
+@click.option("--yes", "-y", is_flag=True, help="Do it without asking (runbooks, pipelines).")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the exact payload parameters; change nothing.")
+@click.option("--step", "steps", multiple=True, type=click.Choice(STEP_NAMES), metavar="NAME",
+              help=f"Run this step even if no check asks for it (repeatable): {', '.join(STEP_NAMES)}.")
+@click.option("--skip", "skips", multiple=True, type=click.Choice(STEP_NAMES), metavar="NAME",
+              help="Leave this step out of the plan (repeatable).")
+@click.option("--reboot/--no-reboot", default=None,
+              help="Always restart through ARM after the repair / never (the fix then stays pending). "
+                   "Default: only when a step needs it.")
+@click.option("--start", is_flag=True, help="Start the VM if it is stopped or deallocated (asked in a terminal).")
+@click.option("--allow-from", metavar="IP|CIDR|me",
+              help="Add a temporary NSG rule allowing RDP from this source where an NSG blocks it "
+                   "(/24 or narrower; `me` needs --source-ip).")
+@click.option("--allow-for", default="2h", show_default=True, metavar="DURATION",
+              help="How long that rule is meant to live (recorded as its expiry; `azrdp revoke` removes it).")
+@click.option("--wait-timeout", default="15m", show_default=True, metavar="DURATION",
+              help="How long to wait for RDP to answer after the repair, restart or start.")
+@click.option("--guest-first", is_flag=True,
+              help="With --yes, still read the guest with the diagnose payload before repairing (one more Run "
+                   "Command; by default the repair payload re-checks and repairs only what is broken).")
+@click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
+@click.option("--source-ip", metavar="IP", help="Your public address: NSG rules are evaluated for it.")
+@click.option("--host", metavar="HOST[:PORT]",
+              help="Verify RDP on this address instead of the VM's public IP (e.g. its private IP from inside the VNet).")
+@click.option("--probe-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="Time limit for one wire probe.")
+@click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Append the change records here (default: the user's data directory, or AZRDP_AUDIT_LOG).")
+@click.option("--junit-xml", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Also write the checks before and after as JUnit XML (one testcase per check).")
+@shared_options
+def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str, ...], skips: tuple[str, ...],
+                reboot: bool | None, start: bool, allow_from: str | None, allow_for: str, wait_timeout: str,
+                guest_first: bool, port: int, source_ip: str | None, host: str | None, probe_timeout: float,
+                audit_log: str | None, junit_xml: str | None) -> None:
+    """Repair Remote Desktop on an Azure Windows VM and prove it answers: diagnose (Azure, wire,
+    guest), plan the steps with a reason each, ONE repair Run Command, a restart through ARM only
+    when a step needs it, then wait until RDP answers and show before -> after.
+
+    \b
+    Never opens the RDP port by itself (--allow-from adds a narrow, expiring rule), never starts a
+    VM without --start, backs up before every guest change, and records every change in the audit log.
+
+    \b
+      azrdp fix myvm -g myrg                      # shows the plan and asks
+      azrdp fix myvm -g myrg --yes -o json        # unattended: runbooks, pipelines
+      azrdp fix myvm -g myrg --dry-run            # the plan and payload parameters only
+
+    \b
+    Exit codes: 0 RDP answers (fixed, or nothing to fix); 1 still not answering (the report says what
+    is left); 2 usage error (or no terminal and no --yes); 3 sign-in or permission failure; 4 VM not
+    found; 5 an Azure operation failed or timed out; 130 interrupted (the audit says what was done).
+    """
+    from pathlib import Path
+
+    from azrdp.audit import AuditLog, default_audit_path
+    from azrdp.report import junit_xml as to_junit, to_json
+    from azrdp.repair import FixOptions, fix, junit_suites, render_text
+    from azrdp.ui import Progress
+
+    interactive = sys.stdin.isatty() and not yes
+    if not yes and not dry_run and not sys.stdin.isatty():
+        raise UsageError("no terminal to confirm the plan in, and no --yes.",
+                         hint="A runbook must say what it wants: add --yes to repair, or --dry-run to see the plan.")
+    options = FixOptions(
+        port=port, host=host, source_ip=source_ip, probe_timeout=probe_timeout, force_steps=steps,
+        skip_steps=skips, reboot=reboot, start=True if start else (None if interactive else False),
+        allow_from=allow_from, allow_for=timedelta(seconds=parse_duration(allow_for, "--allow-for")),
+        wait_timeout=parse_duration(wait_timeout, "--wait-timeout"), fused=yes and not dry_run and not guest_first,
+        dry_run=dry_run)
+    target = azure.target()
+    progress = Progress()
+    path = Path(audit_log) if audit_log else default_audit_path()
+    audit = AuditLog(None if dry_run else path, context={"command": "fix", "vm": str(target)})
+
+    def confirm(plan) -> bool:
+        from azrdp.plan import render_plan
+
+        if yes:
+            progress.info("Plan: " + ", ".join(s.name for s in plan.steps))
+            return True
+        click.echo(render_plan(plan), err=True)
+        return click.confirm("Go ahead?", default=False, err=True)
+
+    session = azure.session(target=target, progress=progress)
+    result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress)
+    if junit_xml:
+        Path(junit_xml).write_text(to_junit(junit_suites(result), name="azrdp fix"))
+    if settings().output == "json":
+        click.echo(to_json(result.to_dict()))
+    else:
+        click.echo(render_text(result, verbose=settings().verbose))
+    click.get_current_context().exit(result.exit_code)

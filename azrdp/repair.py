@@ -1,0 +1,603 @@
+"""The fix job: from broken to verified in one call.
+
+    fix(session, target, FixOptions(...), audit=AuditLog(...), confirm=ask) -> RepairResult
+
+1. diagnose all three sides (in ``fused`` mode the guest is not read separately: the repair
+   payload re-checks and repairs only what is broken, saving one Run Command of 20-40 s);
+2. plan (:mod:`azrdp.plan`), show it, ``confirm(plan)``; ``dry_run`` stops here;
+3. execute: start (only when asked), NSG rules (only with ``--allow-from``), ONE repair Run
+   Command carrying every guest step, then at most ONE restart through ARM when a step needs it;
+4. wait until RDP answers on the wire (``wait_until_answers``), or, without an address to probe,
+   verify from the guest (listener up, certificate valid) and say the outside check was skipped;
+5. re-diagnose, and report before -> after, what changed, the phase timings and the verdict.
+
+Every change is written to the audit log the moment it is made (and returned in the result).
+Ctrl-C stops waiting, records what was done and what may still be in flight, and returns an
+``interrupted`` result (exit 130). Errors after the first change are returned in the result too, so
+the report and the audit are complete whatever happens.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Sequence
+
+from azrdp.checks import Check, Status
+from azrdp.clock import Clock
+from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError
+from azrdp.plan import Plan, fused_eligible, plan as make_plan, render_plan
+from azrdp.target import Target
+
+DEFAULT_WAIT_TIMEOUT = 900.0
+
+
+@dataclass
+class FixOptions:
+    port: int = 3389
+    host: str | None = None                  # HOST[:PORT] to verify instead of the public IP
+    source_ip: str | None = None
+    probe_timeout: float = 5.0
+    force_steps: Sequence[str] = ()
+    skip_steps: Sequence[str] = ()
+    reboot: bool | None = None               # None: when a step needs it
+    start: bool | None = False               # None: ask (confirm) in a terminal
+    allow_from: str | None = None            # IP | CIDR | me
+    allow_for: timedelta = timedelta(hours=2)
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    fused: bool = False                      # skip the separate guest diagnosis when the wire gives evidence
+    dry_run: bool = False
+    who: str | None = None                   # recorded in NSG rule descriptions and the audit
+    run_id: str | None = None
+    run_command_timeout: float = 900.0
+    power_timeout: float = 900.0
+
+
+@dataclass
+class RepairResult:
+    target: Target
+    before: Any = None                       # azrdp.diagnose.Diagnosis
+    plans: list[Plan] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)   # the audit records of changes
+    repair: Any = None                       # azrdp.guest.RepairOutcome
+    verification: dict[str, Any] | None = None
+    after: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: {"diagnose_run_commands": 0, "repair_run_commands": 0,
+                                                            "restarts": 0, "starts": 0, "nsg_rules": 0})
+    verdict: str = "not_verified"            # verified | not_verified | dry_run | declined | interrupted | failed
+    error: AzrdpError | None = None
+    interrupted: dict[str, Any] | None = None
+    pending: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+    audit_records: list[dict[str, Any]] = field(default_factory=list)
+    audit_path: str | None = None
+
+    @property
+    def plan(self) -> Plan | None:
+        return self.plans[0] if self.plans else None
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict == "interrupted":
+            return EXIT_INTERRUPTED
+        if self.error is not None:
+            return self.error.exit_code
+        if self.verdict == "dry_run":
+            return self.before.exit_code if self.before is not None else EXIT_PROBLEM
+        return EXIT_OK if self.verdict == "verified" else EXIT_PROBLEM
+
+    def changes(self) -> list[dict[str, Any]]:
+        """Every check whose status or summary differs between before and after."""
+        if self.before is None or self.after is None:
+            return []
+        after = {c.id: c for c in self.after.checks}
+        out = []
+        for old in self.before.checks:
+            new = after.get(old.id)
+            if new is None or (new.status, new.summary) == (old.status, old.summary):
+                continue
+            out.append({"id": old.id, "before": old.status.value, "after": new.status.value,
+                        "before_summary": old.summary, "after_summary": new.summary})
+        return out
+
+    def summary(self) -> str:
+        where = (self.verification or {}).get("where")
+        nothing = "nothing needed repair; " if not any(r["action"] != "run-command" and r.get("status") != "unchanged"
+                                                          for r in self.actions) else ""
+        return {
+            "verified": f"{nothing}RDP answers{f' on {where}' if where else ' (checked from the guest side)'}",
+            "dry_run": "dry run: nothing was changed",
+            "declined": "not confirmed: nothing was changed",
+            "interrupted": "interrupted",
+            "failed": f"failed: {self.error.one_line() if self.error else ''}",
+        }.get(self.verdict, "RDP still does not answer" if where or not self.verification
+              else "not verified")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vm": self.before.vm if self.before is not None else {"name": self.target.name,
+                                                                  "resource_group": self.target.resource_group},
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "summary": self.summary(),
+            "before": self.before.to_dict() if self.before is not None else None,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "plans": [p.to_dict() for p in self.plans[1:]],
+            "actions": self.actions,
+            "repair": self.repair.to_dict() if self.repair is not None else None,
+            "verification": self.verification,
+            "after": self.after.to_dict() if self.after is not None else None,
+            "changes": self.changes(),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "counts": dict(self.counts),
+            "pending": list(self.pending),
+            "next_steps": list(self.next_steps),
+            "interrupted": self.interrupted,
+            "error": ({"type": type(self.error).__name__, "message": self.error.message, "hint": self.error.hint}
+                      if self.error is not None else None),
+            "audit": {"path": self.audit_path, "records": self.audit_records},
+        }
+
+
+class _Job:
+    """One fix run: its state is what a Ctrl-C report needs (done, in flight)."""
+
+    def __init__(self, session: Any, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
+                 progress: Any, confirm: Callable[[Plan], bool], prober: Any):
+        self.session = session
+        self.target = target
+        self.options = options
+        self.audit = audit
+        self.clock = clock
+        self.progress = progress
+        self.confirm = confirm
+        self.prober = prober
+        self.result = RepairResult(target, audit_records=audit.records,
+                                   audit_path=str(audit.path) if audit.path else None)
+        self.in_flight: str | None = None
+        self.network: Any = None
+        self.changed_something = False
+        self.run_id = options.run_id or f"azrdp-{secrets.token_hex(4)}"
+
+    # -- small helpers -----------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.info(text)
+
+    def wait_note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.status(text)
+
+    def timed(self, phase: str, start: float) -> float:
+        seconds = self.clock.monotonic() - start
+        self.result.timings[phase] = self.result.timings.get(phase, 0.0) + seconds
+        return seconds
+
+    def record(self, action: str, **fields: Any) -> dict[str, Any]:
+        entry = self.audit.record(action, **fields)
+        self.result.actions.append(entry)
+        return entry
+
+    # -- diagnose ----------------------------------------------------------------------------
+    def diagnose(self, *, guest: str = "auto") -> Any:
+        """guest: auto (read it unless fused mode stands in), always, never."""
+        from azrdp.diagnose import diagnose, guest_stage
+
+        def capture(ctx: Any) -> list[Check]:
+            self.network = (ctx.inventory, ctx.path)
+            return []
+
+        def guest_or_fused(ctx: Any) -> list[Check]:
+            if guest == "never" or (guest == "auto" and self.options.fused
+                                     and fused_eligible(ctx.checks, ctx.probe_result)):
+                return []
+            checks = guest_stage(ctx)
+            if ctx.guest is not None:
+                self.result.counts["diagnose_run_commands"] += 1
+            return checks
+
+        o = self.options
+        return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
+                        probe_timeout=o.probe_timeout, stages=(capture, guest_or_fused), progress=self.progress)
+
+    def plan(self, diagnosis: Any, *, start: bool | None) -> Plan:
+        from azrdp.azure.nsg_rules import caller_identity, parse_allow_from
+
+        o = self.options
+        allow = parse_allow_from(o.allow_from, source_ip=o.source_ip) if o.allow_from else None
+        who = o.who or (caller_identity(self.session) if allow else "unknown user")
+        return make_plan(diagnosis, force_steps=o.force_steps, skip_steps=o.skip_steps, reboot=o.reboot,
+                         start=start, allow_from=allow, allow_for=o.allow_for, network=self.network, who=who,
+                         now=self.clock.now(), run_id=self.run_id)
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> RepairResult:
+        from azrdp.azure.nsg_rules import parse_allow_from
+
+        if self.options.allow_from:  # a bad source is a usage error before anything is read or sent
+            parse_allow_from(self.options.allow_from, source_ip=self.options.source_ip)
+        start = self.clock.monotonic()
+        self.say("Diagnosing Azure, the network, the wire" + ("" if self.options.fused else " and the guest") + " ...")
+        self.result.before = current = self.diagnose()
+        self.timed("diagnose", start)
+        plan = self.plan(current, start=self.options.start)
+        self.result.plans.append(plan)
+        if self.options.dry_run:
+            self.result.verdict = "dry_run"
+            return self.result
+        if not plan.empty and not self.confirm(plan):
+            self.result.verdict = "declined"
+            return self.result
+        self.execute(plan)
+        if plan.start:
+            current = self.second_pass()
+        self.verify(current)
+        return self.result
+
+    def second_pass(self) -> Any:
+        """After a start: read the now running VM (all sides), plan the rest, run it."""
+        start = self.clock.monotonic()
+        self.say("Diagnosing the started VM ...")
+        diagnosis = self.diagnose()
+        self.timed("diagnose", start)
+        plan = self.plan(diagnosis, start=False)
+        self.result.plans.append(plan)
+        if not plan.empty and self.confirm(plan):
+            self.execute(plan)
+        return diagnosis
+
+    def execute(self, plan: Plan) -> None:
+        o = self.options
+        s = self.session
+        rg, vm = self.target.resource_group, self.target.name
+        if plan.start:
+            from azrdp.azure.power import start_vm, wait_for_agent
+
+            self.say(f"Starting VM {self.target} through ARM (about 1-2 minutes) ...")
+            self.record("start", status="requested")
+            self.in_flight = "a start of the VM (ARM will finish it)"
+            begun = self.clock.monotonic()
+            outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
+                               polling_interval=s.polling_interval, subscription=s.subscription_id)
+            self.in_flight = None
+            self.timed("start", begun)
+            self.result.counts["starts"] += 1
+            self.changed_something = True
+            self.record("start", status="done", seconds=round(outcome.seconds, 3))
+            self.say(f"Started in {outcome.seconds:.1f} s; waiting for the VM agent ...")
+            begun = self.clock.monotonic()
+            agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
+                                   subscription=s.subscription_id,
+                                   on_poll=lambda why: self.wait_note(f"Waiting for the VM agent: {why} ..."))
+            self.timed("agent", begun)
+            if not agent.ready:
+                self.result.pending.append(f"the VM agent did not become Ready within {o.wait_timeout:g} s "
+                                           f"({agent.why})")
+            return
+        for rule in plan.rules:
+            from azrdp.azure.nsg_rules import create_rule
+
+            self.say(f"Adding NSG rule {rule.name} to {rule.nsg_name} (TCP {rule.port} from {rule.source}) ...")
+            self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
+            begun = self.clock.monotonic()
+            create_rule(s, rule, clock=self.clock)
+            self.in_flight = None
+            self.timed("nsg", begun)
+            self.result.counts["nsg_rules"] += 1
+            self.changed_something = True
+            self.record("nsg-rule", status="created", rule=rule.to_dict(),
+                        undo=f"azrdp revoke {vm} -g {rg}")
+        outcome = None
+        if plan.values:
+            outcome = self.repair(plan)
+        self.restart_if_needed(plan, outcome)
+
+    def repair(self, plan: Plan) -> Any:
+        from azrdp.guest import RepairOutcome, run_payload
+
+        o = self.options
+        s = self.session
+        parameters = plan.parameters()
+        self.say(f"Running the repair payload through Run Command ({', '.join(plan.guest_steps)}; about 20-40 s) ...")
+        self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters)
+        self.in_flight = ("the repair Run Command (it cannot be cancelled: it finishes inside the guest; its "
+                          "changes are recorded in the guest's backup folder for run id " + self.run_id + ")")
+        begun = self.clock.monotonic()
+        self.result.counts["repair_run_commands"] += 1
+        values = dict(plan.values or {})
+        view = self.network[0].vm_properties.get("instanceView") if self.network else None
+        result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                  instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                  polling_interval=s.polling_interval, subscription=s.subscription_id)
+        self.in_flight = None
+        self.timed("run_command", begun)
+        outcome = self.result.repair = RepairOutcome(result, run)
+        for step in outcome.steps:
+            if step["status"] != "unchanged":
+                self.changed_something = self.changed_something or step["status"] == "changed"
+                self.record("guest-step", step=step["name"], status=step["status"], before=step["before"],
+                            after=step["after"], info=step["info"], reboot_required=step["reboot_required"],
+                            error=step["error"], backups=backups_of(step), run_id=self.run_id)
+        self.record("run-command", status="done", run_id=self.run_id, changed=outcome.changed,
+                    reboot_required=outcome.reboot_required, seconds=round(run.seconds, 3))
+        changed = [f"{st['name']} {st['status']}" for st in outcome.steps]
+        self.say(f"Repair finished in {run.seconds:.1f} s: {', '.join(changed)}")
+        return outcome
+
+    def restart_if_needed(self, plan: Plan, outcome: Any) -> None:
+        from azrdp.azure.power import restart_vm
+
+        needs = []
+        if outcome is not None:
+            needs = [st["name"] for st in outcome.steps if st["reboot_required"]]
+            if outcome.result["reboot_pending"] and outcome.changed:
+                needs.append("a reboot Windows already had pending")
+        if plan.reboot == "never" or (plan.reboot == "auto" and not needs):
+            if needs:
+                self.result.pending.append(f"--no-reboot: {', '.join(needs)} takes full effect only after the VM "
+                                           "restarts (`azrdp fix --reboot` or `az vm restart`)")
+            return
+        why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
+        s = self.session
+        self.say(f"Restarting VM {self.target} through ARM ({why}; about 1-2 minutes) ...")
+        self.record("restart", status="requested", why=why)
+        self.in_flight = "a restart of the VM (ARM may still be restarting it)"
+        begun = self.clock.monotonic()
+        self.result.counts["restarts"] += 1
+        try:
+            outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                                     timeout=self.options.power_timeout, polling_interval=s.polling_interval,
+                                     subscription=s.subscription_id)
+        except AzrdpError as err:
+            self.in_flight = None
+            self.record("restart", status="failed", error=err.message)
+            raise
+        self.in_flight = None
+        self.changed_something = True
+        self.timed("restart", begun)
+        self.record("restart", status="done", seconds=round(outcome_lro.seconds, 3))
+        self.say(f"Restarted in {outcome_lro.seconds:.1f} s.")
+
+    # -- verify ------------------------------------------------------------------------------
+    def verify(self, latest: Any) -> None:
+        from azrdp.rdp import parse_target, wait_until_answers
+
+        o = self.options
+        verification: dict[str, Any]
+        blocked = (latest.check("nsg.effective") is not None and latest.check("nsg.effective").status is Status.FAIL
+                   and self.result.counts["nsg_rules"] == 0)
+        address = o.host or latest.vm.get("public_ip")
+        need_guest = self.changed_something or latest.guest is None
+        if blocked:
+            verification = {"method": "guest", "ok": False, "where": None,
+                            "outside_check": "skipped: the NSG blocks the RDP port (see nsg.effective)"}
+        elif address:
+            host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
+            where = f"{host}:{port}"
+            waited = self.changed_something
+            timeout = o.wait_timeout if waited else o.probe_timeout
+            self.say(f"Waiting for RDP to answer on {where}" + (f" (up to {timeout:g} s) ..." if waited else " ..."))
+            begun = self.clock.monotonic()
+            self.in_flight = None
+
+            def on_attempt(result: Any) -> None:
+                self.wait_note(f"Waiting for RDP on {where}: {result.outcome}, "
+                               f"{self.clock.monotonic() - begun:.0f} s of {timeout:g} s ...")
+
+            kwargs = {"prober": self.prober} if self.prober is not None else {}
+            wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
+                                      probe_timeout=min(o.probe_timeout, 3.0), on_attempt=on_attempt, **kwargs)
+            self.timed("rdp", begun)
+            verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
+                            "attempts": wait.attempts, "seconds": round(wait.elapsed, 3),
+                            "outcome": wait.last.outcome}
+            need_guest = not wait.last.ok and (self.changed_something or latest.guest is None)
+            self.say(f"RDP on {where}: {wait.last.outcome} after {wait.elapsed:.1f} s ({wait.attempts} attempts)")
+        else:
+            verification = {"method": "guest", "ok": False, "where": None,
+                            "outside_check": "skipped: the VM has no public IP and no --host was given; verified "
+                                             "from the guest side (listener up, certificate valid)"}
+        if need_guest and (self.result.counts["restarts"] or self.result.counts["starts"]):
+            self.wait_for_agent_after_change()
+        begun = self.clock.monotonic()
+        self.say("Re-diagnosing ...")
+        self.result.after = after = self.diagnose(guest="always" if need_guest else "never")
+        self.timed("after", begun)
+        if verification["method"] == "guest" and not blocked:
+            read = after if after.guest is not None else latest   # nothing changed: the reading before stands
+            listener, cert = read.check("guest.listener"), read.check("guest.cert")
+            verification["ok"] = (listener is not None and listener.status is Status.PASS and cert is not None
+                                  and cert.status in (Status.PASS, Status.WARN))
+        self.result.verification = verification
+        self.result.verdict = "verified" if verification["ok"] else "not_verified"
+        self.result.next_steps = next_steps(self.result, self.target)
+
+    def wait_for_agent_after_change(self) -> None:
+        from azrdp.azure.power import wait_for_agent
+
+        s = self.session
+        begun = self.clock.monotonic()
+        wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                       timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                       on_poll=lambda why: self.wait_note(f"Waiting for the VM agent to read the guest: {why} ..."))
+        self.timed("agent", begun)
+
+
+def backups_of(step: dict[str, Any]) -> dict[str, Any]:
+    """Where a guest step left its backups (paths inside the guest)."""
+    info = step.get("info") or {}
+    out = {}
+    if info.get("backup"):
+        out["folder" if step["name"] == "machinekeys-acl" else "renamed_machinekeys"] = info["backup"]
+    if info.get("acl_backup"):
+        out["acl_folder"] = info["acl_backup"]
+    if step["name"] == "cert" and info.get("removed_total"):
+        out["certificates"] = ("exported as <thumbprint>.cer into %ProgramData%\\azrdp\\backup\\<UTC time>\\ "
+                               "(the folder whose run-id.txt holds this run id)")
+    if step["name"] == "cert" and info.get("cleared_binding"):
+        out["binding"] = "SSLCertificateSHA1Hash.txt in the same backup folder"
+    return out
+
+
+def next_steps(result: RepairResult, target: Target) -> list[str]:
+    """What is left and what to try next, when RDP is not verified."""
+    if result.verdict == "verified":
+        return []
+    vm = f"{target.name} -g {target.resource_group}"
+    steps: list[str] = []
+    for plan in result.plans:
+        steps += [b for b in plan.blockers if b not in steps]
+    steps += [p for p in result.pending if p not in steps]
+    repair = result.repair
+    if repair is not None:
+        acl = next((s for s in repair.steps if s["name"] == "machinekeys-acl"), None)
+        cert = next((s for s in repair.steps if s["name"] == "cert"), None)
+        if acl and cert and (cert["after"] or {}).get("current") is None:
+            steps.append(f"the MachineKeys ACL repair did not give RDP a usable certificate: try "
+                         f"`azrdp fix {vm} --step machinekeys-rename` (the old folder is kept as a backup)")
+        for s in repair.steps:
+            if s["status"] in ("failed", "skipped"):
+                steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
+    verification = result.verification or {}
+    if verification.get("method") == "wire" and not verification.get("answered"):
+        steps.append(f"RDP did not answer within the wait ({verification.get('outcome')}): run "
+                     f"`azrdp diagnose {vm} --screenshot shot.png` to see the console")
+    after = result.after
+    if after is not None:
+        for check in after.checks:
+            if check.status in (Status.FAIL, Status.ERROR) and check.remedy:
+                line = f"{check.id}: {check.summary} -> {check.remedy}"
+                if line not in steps:
+                    steps.append(line)
+    return steps
+
+
+def fix(session: Any, target: Target, options: FixOptions | None = None, *, audit: Any,
+        confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: Any = None,
+        prober: Any = None) -> RepairResult:
+    """Diagnose, plan, confirm, repair, restart when needed, wait until RDP answers, re-diagnose.
+
+    ``confirm(plan)`` is asked before anything changes (``fix --yes`` passes one that says yes).
+    ``prober`` replaces the wire probe in the wait (the emulator's transport, tests). Raises typed
+    errors only for what stops the job before any change (sign-in, VM not found, bad options);
+    afterwards errors and Ctrl-C end up in the result, with the audit written.
+    """
+    options = options or FixOptions()
+    job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress,
+               confirm=confirm, prober=prober)
+    try:
+        result = job.run()
+        if job.result.actions:
+            audit.record("result", verdict=result.verdict, counts=dict(result.counts),
+                         timings={k: round(v, 3) for k, v in result.timings.items()})
+        return result
+    except KeyboardInterrupt:
+        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions]
+        job.result.interrupted = {"done": done, "in_flight": job.in_flight}
+        job.result.verdict = "interrupted"
+        audit.record("interrupted", done=done, in_flight=job.in_flight)
+        return job.result
+    except AzrdpError as err:
+        if not job.result.actions:
+            raise
+        job.result.error = err
+        job.result.verdict = "failed"
+        audit.record("failed", error=err.message, hint=err.hint)
+        job.result.next_steps = next_steps(job.result, target)
+        return job.result
+    finally:
+        if progress is not None:
+            progress.done()
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+_MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERROR: "ERR", Status.SKIP: "skip"}
+
+
+def render_text(result: RepairResult, *, verbose: int = 0) -> str:
+    from azrdp.report import render_checks
+
+    lines = []
+    before = result.before
+    if before is not None:
+        vm = before.vm
+        facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location")) if v)
+        lines.append(f"VM {vm['name']} in {vm['resource_group']}: {facts}")
+        lines.append("Before:")
+        lines.append(_indent(render_checks(before.checks, verbose=verbose)))
+    for plan in result.plans:
+        lines.append(render_plan(plan))
+    if result.actions:
+        lines.append("Done:")
+        for record in result.actions:
+            lines.append("  " + _describe(record))
+    if result.verification:
+        v = result.verification
+        if v["method"] == "wire":
+            lines.append(f"RDP: {v['outcome']} on {v['where']} after {v['seconds']:.1f} s ({v['attempts']} attempts)")
+        else:
+            lines.append(f"RDP: outside check {v['outside_check']}; guest side "
+                         f"{'listener up and certificate valid' if v['ok'] else 'not healthy'}")
+    changes = result.changes()
+    if changes:
+        lines.append("Before -> after:")
+        for change in changes:
+            lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<4} "
+                         f"{change['after_summary']}")
+    if result.timings:
+        names = {"diagnose": "diagnose", "start": "start", "agent": "agent", "nsg": "NSG rules",
+                 "run_command": "Run Command", "restart": "restart", "rdp": "time to RDP", "after": "re-diagnose"}
+        lines.append("Phases: " + ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.timings.items()))
+    counts = result.counts
+    lines.append(f"Azure: {counts['repair_run_commands']} repair Run Command(s), {counts['diagnose_run_commands']} "
+                 f"diagnose Run Command(s), {counts['restarts']} restart(s), {counts['starts']} start(s), "
+                 f"{counts['nsg_rules']} NSG rule(s)")
+    if result.interrupted:
+        lines.append("Interrupted (Ctrl-C): " + ("done: " + "; ".join(result.interrupted["done"])
+                                                if result.interrupted["done"] else "nothing was changed"))
+        if result.interrupted["in_flight"]:
+            lines.append(f"  still in flight: {result.interrupted['in_flight']}")
+    for item in result.pending:
+        lines.append(f"Pending: {item}")
+    for item in result.next_steps:
+        if item not in result.pending:
+            lines.append(f"Next: {item}")
+    if result.audit_path:
+        lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
+    lines.append(f"Verdict: {result.verdict}: {result.summary()}")
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _describe(record: dict[str, Any]) -> str:
+    action = record["action"]
+    if action == "guest-step" and record["step"] == "sessions" and record.get("info"):
+        return (f"guest step sessions: {record['status']} (logged off {record['info']['logged_off_total']}, "
+                f"{record['info']['seats_freed']} seat(s) freed)")
+    if action == "guest-step":
+        backups = ", ".join(f"{k} {v}" for k, v in (record.get("backups") or {}).items())
+        return f"guest step {record['step']}: {record['status']}" + (f" (backup: {backups})" if backups else "") + \
+            (f": {record['error']}" if record.get("error") else "")
+    if action == "nsg-rule":
+        rule = record["rule"]
+        return (f"NSG rule {rule['name']} on {rule['nsg_name']}: Allow TCP {rule['port']} from {rule['source']} "
+                f"until {rule['expires']} (undo: {record['undo']})")
+    extra = f" in {record['seconds']:.1f} s" if record.get("seconds") is not None else ""
+    return f"{action}: {record.get('status')}{extra}" + (f" ({record['why']})" if record.get("why") else "") + \
+        (f": {record['error']}" if record.get("error") else "")
+
+
+def junit_suites(result: RepairResult) -> list[tuple[str, list[Check]]]:
+    """(suite, checks) pairs for report.junit_xml: the checks before, and after."""
+    suites = []
+    if result.before is not None:
+        suites.append(("before", list(result.before.checks)))
+    if result.after is not None:
+        suites.append(("after", list(result.after.checks)))
+    return suites

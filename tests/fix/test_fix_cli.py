@@ -1,0 +1,317 @@
+"""`azrdp fix` end to end: CliRunner, the REAL SDK clients against the ARM stand-in on loopback,
+and a real loopback RDP listener as the VM's wire side (its certificate follows the guest).
+
+Each test asserts the Run Commands and restarts the stand-in received, and the audit log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from fake_arm import VmSpec, rule
+from fix_support import (DENY_RDP, Guest, SwappableRdp, audit_actions, install, restarts, run_commands,
+                         seed_guest)
+from payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
+
+from azrdp.cli import cli
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+SEED_AUDIT = [("run-command", None, "sent"), ("guest-step", "machinekeys-acl", "changed"),
+              ("guest-step", "cert", "changed"), ("guest-step", "sessions", "changed"),
+              ("run-command", None, "done"), ("restart", None, "requested"), ("restart", None, "done"),
+              ("result", None, None)]
+
+
+def fix(*args: str, audit=None):
+    extra = ["--audit-log", str(audit)] if audit is not None else []
+    return CliRunner().invoke(cli, ["fix", "vm1", "-g", "rg1", *args, *extra])
+
+
+@pytest.fixture
+def rdp(certs):
+    """The VM's RDP port, serving the expired certificate until the test swaps it."""
+    peer = SwappableRdp(certs[0])
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def healthy_rdp(certs):
+    """The VM's RDP port, serving a valid certificate."""
+    peer = SwappableRdp(certs[1])
+    yield peer
+    peer.close()
+
+
+def restart_renews(arm, spec, rdp, certs):
+    """After a restart through ARM the listener serves the fresh certificate."""
+    arm.on_power[spec.vm_id.lower()] = lambda action: rdp.serve(certs[1])
+
+
+def test_the_seeds_combination_is_fixed_with_one_run_command_and_one_restart(arm, rdp, certs, audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    spec = install(arm, guest)
+    restart_renews(arm, spec, rdp, certs)
+
+    result = fix("--yes", "-o", "json", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1 and doc["verdict"] == "verified"
+    plan = doc["plan"]
+    assert plan["mode"] == "fused"
+    assert [s["name"] for s in plan["steps"]] == ["machinekeys-acl", "cert", "sessions", "reboot"]
+    assert plan["steps"][1]["why"].startswith("rdp.cert: certificate CN=expired.rdp.test")
+    assert "expired 2021-01-01" in plan["steps"][1]["why"]
+    assert run_commands(arm) == (0, 1) and restarts(arm) == 1
+    assert guest.repairs == [{"Steps": "machinekeys-acl,cert,sessions", "LogOffActive": "false",
+                              "RunId": doc["audit"]["records"][0]["run_id"], "LogOffOnlyWhenFull": "true"}]
+    assert {"id": "rdp.cert", "before": "fail", "after": "pass"}.items() <= doc["changes"][0].items()
+    assert doc["counts"] == {"diagnose_run_commands": 0, "repair_run_commands": 1, "restarts": 1, "starts": 0,
+                             "nsg_rules": 0}
+    assert set(doc["timings"]) == {"diagnose", "run_command", "restart", "rdp", "after"}
+    assert audit_actions(audit_path) == SEED_AUDIT
+    acl = next(r for r in doc["actions"] if r.get("step") == "machinekeys-acl")
+    assert acl["backups"] == {"folder": "C:/ProgramData/azrdp/backup/20260101T000002Z"}
+    assert acl["before"]["default"] is False and acl["after"]["default"] is True
+
+
+def test_guest_first_reads_the_guest_and_gives_its_reasons(arm, rdp, certs, audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    spec = install(arm, guest)
+    restart_renews(arm, spec, rdp, certs)
+
+    result = fix("--yes", "--guest-first", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 0, result.output
+    assert "  1. machinekeys-acl    the MachineKeys folder SDDL is not the default (O:BAG:SYD:PAI" in result.stdout
+    assert "  2. cert               guest.cert: the RDP certificate A1B2C3D4E5F60718293A4B5C6D7E8F9012345678 " \
+           "expired on 2025-11-30T10:02:11Z" in result.stdout
+    assert "  3. sessions           2 of 2 admin seats are held by disconnected sessions" in result.stdout
+    assert "  4. reboot             machinekeys-acl requires it when it changes something [only if needed]" \
+        in result.stdout
+    assert run_commands(arm) == (1, 1) and restarts(arm) == 1
+    assert "Verdict: verified: RDP answers on" in result.stdout
+    assert audit_actions(audit_path) == SEED_AUDIT
+
+
+def test_expired_certificate_alone_needs_no_restart(arm, rdp, certs, audit_path):
+    # The cert step restarts SessionEnv and TermService inside the guest: the fresh certificate is
+    # served as soon as the Run Command returns.
+    guest = Guest(expired_cert(), broken={"cert"}, on_repair=lambda fixed: rdp.serve(certs[1]))
+    install(arm, guest)
+
+    result = fix("--yes", "--guest-first", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 0, result.output
+    assert "  1. cert               guest.cert: the RDP certificate" in result.stdout
+    assert "reboot" not in result.stdout.split("Done:")[0].split("Plan")[1]
+    assert run_commands(arm) == (1, 1) and restarts(arm) == 0
+    assert audit_actions(audit_path) == [("run-command", None, "sent"), ("guest-step", "cert", "changed"),
+                                         ("run-command", None, "done"), ("result", None, None)]
+
+
+def test_broken_machinekeys_acl(arm, rdp, certs, audit_path):
+    guest = Guest(broken_machinekeys_acl(), broken={"machinekeys-acl", "cert"})
+    spec = install(arm, guest)
+    restart_renews(arm, spec, rdp, certs)
+
+    result = fix("--yes", "--guest-first", "-o", "json", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.stdout)["plan"]["steps"]
+    assert [(s["name"], s["why"]) for s in steps[:2]] == [
+        ("machinekeys-acl", "the MachineKeys folder SDDL is not the default (O:BAG:SYD:PAI(A;;FA;;;BA)(A;;FA;;;SY)); "
+                            "NETWORK SERVICE cannot read the RDP key container"),
+        ("cert", "guest.cert: no RDP certificate with a readable private key")]
+    assert "machinekeys-rename" not in [s["name"] for s in steps]
+    assert run_commands(arm) == (1, 1) and restarts(arm) == 1
+    assert ("restart", None, "done") in audit_actions(audit_path)
+
+
+def test_a_taken_seat_is_freed_without_touching_anything_else(arm, healthy_rdp, audit_path):
+    guest = Guest(two_disconnected_admins(), broken={"sessions"})
+    install(arm, guest)
+    result = fix("--yes", "--host", healthy_rdp.host, audit=audit_path)
+    assert result.exit_code == 0, result.output
+    assert guest.repairs[0]["Steps"] == "sessions" and guest.repairs[0]["LogOffOnlyWhenFull"] == "true"
+    assert "guest step sessions: changed (logged off 2, 2 seat(s) freed)" in result.stdout
+    assert run_commands(arm) == (0, 1) and restarts(arm) == 0
+
+
+def test_a_healthy_vm_logs_no_one_off_and_says_nothing_was_needed(arm, healthy_rdp, audit_path):
+    guest = Guest(healthy())
+    install(arm, guest)
+    result = fix("--yes", "--host", healthy_rdp.host, audit=audit_path)
+    assert result.exit_code == 0, result.output
+    assert "Verdict: verified: nothing needed repair; RDP answers on" in result.stdout
+    assert run_commands(arm) == (0, 1) and restarts(arm) == 0
+    assert audit_actions(audit_path) == [("run-command", None, "sent"), ("run-command", None, "done"),
+                                         ("result", None, None)]
+
+
+def test_nsg_blocked_without_allow_from_opens_nothing(arm, healthy_rdp, audit_path):
+    install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[DENY_RDP]))
+
+    result = fix("--yes", "--host", healthy_rdp.host, audit=audit_path)
+
+    assert result.exit_code == 1, result.output
+    assert "azrdp never opens the port by itself: pass --allow-from IP|CIDR|me" in result.stdout
+    assert "outside check skipped: the NSG blocks the RDP port" in result.stdout
+    assert arm.rule_calls == [] and run_commands(arm) == (1, 0) and restarts(arm) == 0
+    assert audit_actions(audit_path) == []
+
+
+def test_nsg_blocked_with_allow_from_me_adds_one_narrow_expiring_rule(arm, healthy_rdp, audit_path):
+    spec = install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[rule("Other", 199, "Allow", port="22"),
+                                                                DENY_RDP]))
+    result = fix("--yes", "-o", "json", "--allow-from", "me", "--source-ip", "203.0.113.7",
+                 "--host", healthy_rdp.host, audit=audit_path)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    [(method, nsg, name)] = arm.rule_calls
+    assert (method, nsg) == ("PUT", "vm1NSG") and name.startswith("azrdp-allow-rdp-")
+    stored = arm.resources[f"{spec.nic_nsg_id}/securityRules/{name}".lower()]["properties"]
+    assert {k: stored[k] for k in ("access", "direction", "protocol", "sourceAddressPrefix",
+                                   "destinationAddressPrefix", "destinationPortRange", "priority")} == {
+        "access": "Allow", "direction": "Inbound", "protocol": "Tcp", "sourceAddressPrefix": "203.0.113.7",
+        "destinationAddressPrefix": "10.0.0.4", "destinationPortRange": "3389", "priority": 198}
+    assert stored["description"].startswith("azrdp: expires ")
+    assert " by os user " in stored["description"] and stored["description"].endswith("for RDP to vm1")
+    assert doc["plan"]["steps"][0]["name"] == "nsg-rule"
+    assert "rule DenyRDP (priority 200, Deny) blocks TCP 3389 from 203.0.113.7" in doc["plan"]["steps"][0]["why"]
+    assert doc["counts"]["nsg_rules"] == 1 and run_commands(arm) == (1, 0)
+    assert audit_actions(audit_path) == [("nsg-rule", None, "created"), ("result", None, None)]
+    assert doc["audit"]["records"][0]["undo"] == "azrdp revoke vm1 -g rg1"
+    assert next(c for c in doc["after"]["checks"] if c["id"] == "nsg.azrdp_rules")["status"] == "pass"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("0.0.0.0/0", "would open Remote Desktop to the whole Internet"),
+    ("Internet", "would open Remote Desktop to the whole Internet"),
+    ("*", "would open Remote Desktop to the whole Internet"),
+    ("::/0", "would open Remote Desktop to the whole Internet"),
+    ("198.51.100.0/23", "too broad: azrdp allows one address or a range of at most /24 for IPv4"),
+    ("2001:db8::/48", "too broad: azrdp allows one address or a range of at most /64 for IPv6"),
+    ("AzureCloud", "is not an IP address or CIDR range"),
+    ("me", "--allow-from me needs your public address"),
+])
+def test_broad_or_unknown_sources_are_refused_before_any_request(arm, source, message):
+    install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[DENY_RDP]))
+    result = fix("--yes", "--allow-from", source)
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    assert arm.calls == []
+
+
+def test_agent_not_ready_sends_no_run_command_and_names_the_offline_route(arm, rdp, audit_path):
+    install(arm, Guest(healthy()), VmSpec(agent="Not Ready"))
+
+    result = fix("--yes", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 1, result.output
+    assert "Run Command cannot reach the guest (no repair was sent)" in result.stdout
+    assert "--run-id win-GA-fix" in result.stdout
+    assert arm.run_commands == [] and restarts(arm) == 0
+    assert audit_actions(audit_path) == []
+
+
+def test_deallocated_vm_is_not_started_without_start(arm, audit_path):
+    install(arm, Guest(healthy()), VmSpec(power="deallocated"))
+
+    result = fix("--yes", audit=audit_path)
+
+    assert result.exit_code == 1
+    assert "the VM is deallocated: azrdp starts a VM only when asked; pass --start" in result.stdout
+    assert arm.power_calls == [] and arm.run_commands == []
+
+
+def test_deallocated_vm_with_start_is_started_then_checked(arm, certs, audit_path):
+    from rdp_peers import free_port
+
+    port = free_port()
+    peers = []
+    spec = install(arm, Guest(healthy()), VmSpec(power="deallocated"))
+
+    def boot(action):  # RDP answers once the VM runs
+        peers.append(SwappableRdp(certs[1], port=port))
+
+    arm.on_power[spec.vm_id.lower()] = boot
+    try:
+        result = fix("--yes", "--start", "--host", f"127.0.0.1:{port}", audit=audit_path)
+    finally:
+        for peer in peers:
+            peer.close()
+    assert result.exit_code == 0, result.output
+    assert arm.power_calls == [("start", "vm1")]
+    assert run_commands(arm) == (0, 1) and restarts(arm) == 0
+    assert audit_actions(audit_path)[:2] == [("start", None, "requested"), ("start", None, "done")]
+
+
+def test_a_failed_restart_ends_in_exit_5_with_a_complete_audit(arm, rdp, certs, audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    spec = install(arm, guest)
+    arm.power_failures[("restart", spec.vm_id.lower())] = {
+        "code": "InternalExecutionError", "message": "An internal execution error occurred. Please retry later."}
+
+    result = fix("--yes", "-o", "json", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 5, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "failed" and "InternalExecutionError" in doc["error"]["message"]
+    assert run_commands(arm) == (0, 1) and restarts(arm) == 1
+    assert audit_actions(audit_path) == SEED_AUDIT[:6] + [("restart", None, "failed"), ("failed", None, None)]
+
+
+def test_ctrl_c_during_the_restart_says_what_may_be_in_flight(arm, rdp, audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    spec = install(arm, guest)
+
+    def interrupt(action):
+        raise KeyboardInterrupt
+
+    arm.on_power[spec.vm_id.lower()] = interrupt
+    result = fix("--yes", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert "still in flight: a restart of the VM (ARM may still be restarting it)" in result.stdout
+    assert "done: run-command sent; guest-step machinekeys-acl changed;" in result.stdout
+    assert audit_actions(audit_path)[-2:] == [("restart", None, "requested"), ("interrupted", None, None)]
+
+
+def test_dry_run_prints_the_plan_and_parameters_and_writes_nothing(arm, rdp, audit_path):
+    install(arm, Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"}))
+
+    result = fix("--dry-run", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 1, result.output
+    assert "Run Command: repair.ps1 -Steps machinekeys-acl,cert,sessions -LogOffActive false -RunId azrdp-" \
+        in result.stdout
+    assert "-LogOffOnlyWhenFull true" in result.stdout
+    assert "Verdict: dry_run: dry run: nothing was changed" in result.stdout
+    assert run_commands(arm) == (1, 0) and arm.power_calls == [] and arm.rule_calls == []
+    assert all(call.method == "GET" or call.path.endswith("/runCommand") for call in arm.calls)
+    assert not audit_path.exists()
+
+
+def test_without_a_terminal_and_without_yes_nothing_is_sent(arm, audit_path):
+    install(arm, Guest(healthy()))
+    result = fix(audit=audit_path)
+    assert result.exit_code == 2
+    assert "no terminal to confirm the plan in, and no --yes" in result.stderr
+    assert "add --yes to repair, or --dry-run" in result.stderr
+    assert arm.calls == [] and not audit_path.exists()
+
+
+def test_junit_has_one_testcase_per_check_before_and_after(arm, rdp, certs, tmp_path, audit_path):
+    spec = install(arm, Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"}))
+    restart_renews(arm, spec, rdp, certs)
+    junit = tmp_path / "fix.xml"
+    result = fix("--yes", "--host", rdp.host, "--junit-xml", str(junit), audit=audit_path)
+    assert result.exit_code == 0
+    xml = junit.read_text()
+    assert '<testsuite name="before"' in xml and '<testsuite name="after"' in xml
+    assert xml.count('name="rdp.cert"') == 2 and xml.count("<failure") == 1
