@@ -237,6 +237,18 @@ def _fused_steps(diagnosis: Any) -> list[PlanStep]:
     return [config, acl, cert, seats]
 
 
+def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: bool | None) -> None:
+    """UsageError for step options that cannot all hold (checked before anything is read)."""
+    unknown = sorted((set(force_steps) | set(skip_steps)) - set(STEP_NAMES))
+    if unknown:
+        raise UsageError(f"unknown step {', '.join(unknown)}.", hint=f"Steps: {', '.join(STEP_NAMES)}.")
+    both = sorted(set(force_steps) & set(skip_steps))
+    if both:
+        raise UsageError(f"--step and --skip both name {', '.join(both)}.", hint="Name each step once.")
+    if reboot is True and "reboot" in skip_steps or reboot is False and "reboot" in force_steps:
+        raise UsageError("--reboot/--no-reboot contradict --step/--skip reboot.", hint="Choose one.")
+
+
 def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequence[str] = (),
          reboot: bool | None = None, start: bool | None = False, allow_from: str | None = None,
          allow_for: timedelta | None = None, network: Any = None, who: str = "unknown user",
@@ -251,15 +263,7 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     """
     from azrdp.azure.nsg_rules import DEFAULT_ALLOW_FOR, plan_allow_rules
 
-    unknown = sorted((set(force_steps) | set(skip_steps)) - set(STEP_NAMES))
-    if unknown:
-        raise UsageError(f"unknown step {', '.join(unknown)}.", hint=f"Steps: {', '.join(STEP_NAMES)}.")
-    both = sorted(set(force_steps) & set(skip_steps))
-    if both:
-        raise UsageError(f"--step and --skip both name {', '.join(both)}.", hint="Name each step once.")
-    if reboot is True and "reboot" in skip_steps or reboot is False and "reboot" in force_steps:
-        raise UsageError("--reboot/--no-reboot contradict --step/--skip reboot.", hint="Choose one.")
-
+    check_steps(force_steps, skip_steps, reboot)
     checks = diagnosis.checks
     vm = diagnosis.vm
     where = {"rg": vm.get("resource_group"), "vm": vm.get("name")}

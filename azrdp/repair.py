@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from azrdp.checks import Check, Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError
-from azrdp.plan import Plan, fused_eligible, plan as make_plan, render_plan
+from azrdp.plan import Plan, check_steps, fused_eligible, plan as make_plan, render_plan
 from azrdp.target import Target
 
 DEFAULT_WAIT_TIMEOUT = 900.0
@@ -216,6 +216,7 @@ class _Job:
     def run(self) -> RepairResult:
         from azrdp.azure.nsg_rules import parse_allow_from
 
+        check_steps(self.options.force_steps, self.options.skip_steps, self.options.reboot)
         if self.options.allow_from:  # a bad source is a usage error before anything is read or sent
             parse_allow_from(self.options.allow_from, source_ip=self.options.source_ip)
         start = self.clock.monotonic()

@@ -1,0 +1,109 @@
+"""The fix job as a library, on a ManualClock: waits that never come true, Ctrl-C in the wait,
+how soon a returning RDP is noticed, and the power operations' retry rules. No real sleeps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fix_support import Guest, SwappableRdp, install, restarts, run_commands, seed_guest
+
+from azrdp.audit import AuditLog
+from azrdp.azure.power import PowerRequestUncertain, restart_vm
+from azrdp.errors import EXIT_AZURE
+from azrdp.rdp import ProbeResult, probe
+from azrdp.repair import FixOptions, fix
+from azrdp.target import Target
+
+VM = Target("vm1", "rg1")
+
+
+def seed(arm, certs):
+    rdp = SwappableRdp(certs[0])
+    spec = install(arm, Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"}))
+    return rdp, spec
+
+
+def test_rdp_never_returning_ends_in_exit_1_after_the_timeout(arm, session, clock, certs, audit_path):
+    rdp, spec = seed(arm, certs)
+    arm.on_power[spec.vm_id.lower()] = lambda action: rdp.close()   # nothing listens after the restart
+    audit = AuditLog(audit_path, clock=clock)
+
+    result = fix(session, VM, FixOptions(host=rdp.host, fused=True, wait_timeout=120), audit=audit)
+
+    assert result.exit_code == 1 and result.verdict == "not_verified"
+    assert result.verification["outcome"] == "refused" and result.verification["attempts"] > 50
+    assert 118 <= result.timings["rdp"] <= 120
+    assert max(clock.sleeps) <= 2.0                     # polled at most 2 s apart
+    assert any("RDP did not answer within the wait (refused)" in s for s in result.next_steps)
+    # the guest is read again to say what is left (one read-only Run Command after the repair)
+    assert run_commands(arm) == (1, 1) and restarts(arm) == 1
+    assert [r["action"] for r in audit.records][-1] == "result"
+
+
+def test_ctrl_c_in_the_wait_stops_cleanly_and_records_it(arm, session, clock, certs, audit_path):
+    rdp, spec = seed(arm, certs)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    try:
+        result = fix(session, VM, FixOptions(host=rdp.host, fused=True), audit=AuditLog(audit_path, clock=clock),
+                     prober=interrupted)
+    finally:
+        rdp.close()
+    assert result.exit_code == 130 and result.verdict == "interrupted"
+    assert result.interrupted["in_flight"] is None          # the restart had finished
+    assert "restart done" in result.interrupted["done"]
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    assert [r["action"] for r in records][-3:] == ["restart", "restart", "interrupted"]
+    assert records[-1]["in_flight"] is None and run_commands(arm) == (0, 1)
+
+
+def test_a_returning_rdp_is_noticed_within_2_seconds(arm, session, clock, certs, audit_path):
+    rdp, spec = seed(arm, certs)
+    back_at: list[float] = []
+    arm.on_power[spec.vm_id.lower()] = lambda action: (rdp.serve(certs[1]), back_at.append(clock.monotonic() + 47.3))
+
+    def booting(host, port, *, timeout, clock):
+        if clock.monotonic() < back_at[0]:
+            clock.sleep(min(timeout, 0.05))                 # a SYN that nothing answers yet
+            return ProbeResult(host, port, "refused")
+        return probe(host, port, timeout=timeout, clock=clock)
+
+    try:
+        result = fix(session, VM, FixOptions(host=rdp.host, fused=True), audit=AuditLog(audit_path, clock=clock),
+                     prober=booting)
+    finally:
+        rdp.close()
+    assert result.exit_code == 0, result.next_steps
+    noticed = result.timings["rdp"]
+    assert 47.3 <= noticed <= 47.3 + 2.0 + 0.05
+
+
+def test_throttled_restart_is_retried_after_retry_after_on_the_clock(arm, session, clock):
+    spec = install(arm, Guest())
+    arm.fail(spec.vm_id + "/restart", 429, "TooManyRequests", "Too many requests", method="POST",
+             headers={"Retry-After": "7"})
+    outcome = restart_vm(session.compute, "rg1", "vm1", clock=clock, polling_interval=0)
+    posts = [c for c in arm.calls if c.method == "POST" and c.path.endswith("/restart")]
+    assert len(posts) == 2 and outcome.attempts == 2 and outcome.throttle_waits == (7.0,)
+    assert 7.0 in clock.sleeps and arm.power_calls == [("restart", "vm1")]
+
+
+def test_a_restart_answered_500_is_never_resent(arm, session, clock):
+    spec = install(arm, Guest())
+    arm.fail(spec.vm_id + "/restart", 500, "InternalServerError", "boom", method="POST", times=5)
+    with pytest.raises(PowerRequestUncertain, match="may or may not have been accepted") as caught:
+        restart_vm(session.compute, "rg1", "vm1", clock=clock, polling_interval=0)
+    assert caught.value.exit_code == EXIT_AZURE
+    assert len([c for c in arm.calls if c.method == "POST"]) == 1   # the SDK's POST retries are off
+
+
+def test_plan_refuses_a_step_both_forced_and_skipped(arm, session, clock, audit_path):
+    from azrdp.errors import UsageError
+
+    install(arm, Guest())
+    with pytest.raises(UsageError, match="--step and --skip both name cert"):
+        fix(session, VM, FixOptions(force_steps=("cert",), skip_steps=("cert",)), audit=AuditLog(audit_path))
+    assert arm.run_commands == [] and not audit_path.exists()
