@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from azrdp.checks import Check, Status
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
@@ -38,7 +38,7 @@ Commands (20-40 s each) then overlap eight at a time."""
 
 UNATTENDED_STEPS = ("rdp-config", "cert", "sessions", "reboot")
 GATED_STEPS = ("machinekeys-acl", "machinekeys-rename")
-REPAIR_STEPS = UNATTENDED_STEPS + GATED_STEPS
+"""Every repair step (azrdp.plan.STEP_NAMES) is in exactly one of the two; a test keeps it so."""
 
 OUTCOMES = {
     "healthy": "RDP answers and no check failed",
@@ -93,25 +93,31 @@ class FixPolicy:
 
     @classmethod
     def unattended(cls, allow_steps: Iterable[str] = ()) -> "FixPolicy":
+        """The default unattended steps plus ``allow_steps`` (names, or comma-separated lists)."""
         extra = set()
         for step in allow_steps:
             for name in str(step).split(","):
                 name = name.strip()
                 if not name:
                     continue
-                if name not in REPAIR_STEPS:
+                if name not in GATED_STEPS + UNATTENDED_STEPS:
                     raise UsageError(f"--allow-step {name!r} is not a repair step.",
-                                     hint=f"Steps: {', '.join(REPAIR_STEPS)}.")
+                                     hint=f"Steps that need it: {', '.join(GATED_STEPS)}.")
                 extra.add(name)
         return cls(True, frozenset(UNATTENDED_STEPS) | extra)
 
     @property
     def skipped(self) -> list[str]:
-        """Repair steps this policy never runs."""
-        return [s for s in REPAIR_STEPS if s not in self.steps]
+        """Repair steps this policy never runs (given to the planner as skipped steps)."""
+        return [s for s in UNATTENDED_STEPS + GATED_STEPS if s not in self.steps]
+
+    def permits(self, plan: Any) -> bool:
+        """Only allowed guest steps and reboot: never a start, never an NSG rule."""
+        return all(step.name in self.steps for step in plan.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fix": self.enabled, "steps": [s for s in REPAIR_STEPS if s in self.steps] if self.enabled else []}
+        return {"fix": self.enabled,
+                "steps": [s for s in UNATTENDED_STEPS + GATED_STEPS if s in self.steps] if self.enabled else []}
 
 
 @dataclass(frozen=True)
@@ -247,10 +253,12 @@ class _Scope:
 def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
           guest: bool = False, max_parallel: int = DEFAULT_MAX_PARALLEL, port: int = 3389,
           source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
-          fix_options: dict[str, Any] | None = None, on_result: Callable[[VmResult], None] | None = None,
-          progress: Any = None) -> SweepResult:
+          fix_options: dict[str, Any] | None = None, audit_path: Any = None,
+          on_result: Callable[[VmResult], None] | None = None, progress: Any = None) -> SweepResult:
     """Sweep the VMs ``selection`` names, through ``session`` (an AzureSession; its subscription
     is ignored, see :func:`resolve_subscriptions`). ``on_result`` hears each VM as it finishes.
+    With a fix policy every change is appended to ``audit_path`` (JSON lines) as it is made;
+    ``fix_options`` passes further azrdp.repair.FixOptions fields (e.g. ``wait_timeout``).
     Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
     from azrdp.azure.shared_reads import shared_reads
     from azrdp.azure.throttle import SharedBackoff, backoff_transport
@@ -281,7 +289,8 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
                       f"({max_parallel} at a time{', fixing with the unattended policy' if policy.enabled else ''}) ...")
 
     worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
-                     probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock)
+                     probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
+                     audit_path=audit_path)
     results: list[VmResult] = []
     lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="azrdp-sweep")
@@ -325,13 +334,14 @@ class _Worker:
     probe_timeout: float
     fix_options: dict[str, Any]
     clock: Any
+    audit_path: Any = None
 
     def run(self, scope: _Scope, vm: SelectedVm) -> VmResult:
         start = self.clock.monotonic()
         try:
-            result = self._check(scope, vm)
+            result, diagnosis = self._check(scope, vm)
             if self.policy.enabled and result.outcome == "unhealthy":
-                result = self._fix(scope, vm, result)
+                result = self._fix(scope, vm, result, diagnosis)
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
                               error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code})
@@ -341,29 +351,34 @@ class _Worker:
         result.seconds = self.clock.monotonic() - start
         return result
 
-    def _check(self, scope: _Scope, vm: SelectedVm) -> VmResult:
+    def _check(self, scope: _Scope, vm: SelectedVm) -> tuple[VmResult, Any]:
         from azrdp.diagnose import GUEST_STAGES, diagnose
 
-        stages: Sequence[Any] = GUEST_STAGES if self.guest else \
-            (_guest_when_unhealthy,) if self.policy.enabled else ()
         diagnosis = diagnose(scope.checking, vm.target(), port=self.port, source_ip=self.source_ip,
-                             probe=self.probe, probe_timeout=self.probe_timeout, stages=stages)
-        return _from_diagnosis(vm, diagnosis)
+                             probe=self.probe, probe_timeout=self.probe_timeout,
+                             stages=GUEST_STAGES if self.guest else ())
+        return _from_diagnosis(vm, diagnosis), diagnosis
 
-    def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult) -> VmResult:
-        from azrdp.sweep_fix import fix_unattended
+    def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult, diagnosis: Any) -> VmResult:
+        """Repair through azrdp.repair with the unattended policy. A VM whose problem no allowed
+        step touches (agent not Ready, deallocated, an NSG) is reported without a repair run."""
+        from azrdp.audit import AuditLog
+        from azrdp.plan import plan
+        from azrdp.repair import FixOptions, fix
 
-        return fix_unattended(scope.session, vm, checked, self.policy, port=self.port, source_ip=self.source_ip,
-                              probe_timeout=self.probe_timeout, options=self.fix_options)
-
-
-def _guest_when_unhealthy(ctx: Any) -> list[Check]:
-    """The guest diagnosis, only when the Azure side or the wire found a problem (a fix needs it)."""
-    from azrdp.diagnose import guest_stage
-
-    if any(c.status in (Status.FAIL, Status.ERROR) for c in ctx.checks):
-        return guest_stage(ctx)
-    return []
+        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False)
+        if preview.blockers and not preview.steps:
+            checked.summary += "; not repaired: " + "; ".join(preview.blockers)
+            checked.repair = {"verdict": "not_attempted", "blockers": list(preview.blockers),
+                              "notes": list(preview.notes)}
+            return checked
+        options = FixOptions(port=self.port, source_ip=self.source_ip, probe_timeout=self.probe_timeout,
+                             skip_steps=tuple(self.policy.skipped), start=False, fused=True, who="azrdp sweep",
+                             **self.fix_options)
+        audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
+        repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,
+                       clock=self.clock)
+        return _from_repair(vm, checked, repaired)
 
 
 def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
@@ -376,6 +391,30 @@ def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
     else:
         outcome = "unhealthy"
     return VmResult(vm, outcome, diagnosis.summary(), answers=answers, checks=list(diagnosis.checks))
+
+
+def _from_repair(vm: SelectedVm, checked: VmResult, repaired: Any) -> VmResult:
+    """The VM after azrdp.repair.fix: fixed only when RDP answers and no check fails any more."""
+    after = repaired.after
+    verification = repaired.verification or {}
+    fixed = repaired.verdict == "verified" and (after is None or after.ok)
+    plan = repaired.plan
+    blockers = list(plan.blockers) if plan is not None else []
+    summary = repaired.summary()
+    if not fixed:
+        reason = "; ".join(blockers) or (after.summary() if after is not None else checked.summary)
+        summary = f"{summary}; {reason}" if reason else summary
+        if repaired.verdict == "declined":
+            summary = "the plan needs steps the unattended policy does not allow: " + \
+                ", ".join(s.name for s in plan.steps) + " (allow them with --allow-step)"
+    answers = verification.get("ok") if verification.get("method") == "wire" else checked.answers
+    return VmResult(vm, "fixed" if fixed else "unhealthy", summary, answers=answers,
+                    checks=list(after.checks if after is not None else checked.checks),
+                    repair={"verdict": repaired.verdict, "summary": repaired.summary(),
+                            "plan": plan.to_dict() if plan is not None else None, "actions": repaired.actions,
+                            "counts": dict(repaired.counts), "verification": repaired.verification,
+                            "next_steps": list(repaired.next_steps),
+                            "error": repaired.to_dict()["error"]})
 
 
 # -- rendering -------------------------------------------------------------------------------------

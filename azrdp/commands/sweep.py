@@ -34,11 +34,13 @@ from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
               help="Time limit for one wire probe.")
 @click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write JUnit XML to PATH: one testcase per VM.")
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="With --fix: append every change to PATH (JSON lines; default: azrdp's audit log).")
 @shared_options
 def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_groups: tuple[str, ...],
                   tags: tuple[str, ...], guest: bool, fix: bool, allow_steps: tuple[str, ...], max_parallel: int,
                   port: int, source_ip: str | None, no_probe: bool, probe_timeout: float,
-                  junit_xml: Path | None) -> None:
+                  junit_xml: Path | None, audit_log: Path | None) -> None:
     """Check every Windows VM in the chosen subscriptions, resource groups and tags: the Azure
     side and the RDP wire (the guest too with --guest). With --fix, repair what the unattended
     policy allows. VMs are handled --max-parallel at a time, each by one worker (never two Run
@@ -73,10 +75,14 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
         else:
             progress.info(render_line(result))
 
+    if fix and audit_log is None:
+        from azrdp.audit import default_audit_path
+
+        audit_log = default_audit_path()
     session = azure.tenant_session(progress=progress)
     result = sweep(session, selection, policy=policy, guest=guest, max_parallel=max_parallel, port=port,
-                   source_ip=source_ip, probe=not no_probe, probe_timeout=probe_timeout, on_result=finished,
-                   progress=progress)
+                   source_ip=source_ip, probe=not no_probe, probe_timeout=probe_timeout, audit_path=audit_log,
+                   on_result=finished, progress=progress)
     if junit_xml is not None:
         junit_xml.write_text(junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
     table = render_table(result)
