@@ -1,0 +1,175 @@
+"""azrdp sweep against the ARM emulator, through the real SDK clients and real RDP listeners."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+from sweep_support import FAST, PROBE_TIMEOUT, outcomes, tenant_session
+
+from azrdp.cli import cli
+from azrdp.clock import ManualClock
+from azrdp.emulator import Emulator
+from azrdp.emulator.scenarios import SUBSCRIPTION_ID, SUBSCRIPTION_NAME
+from azrdp.errors import NotFoundError, UsageError
+from azrdp.plan import STEP_NAMES
+from azrdp.sweep import GATED_STEPS, UNATTENDED_STEPS, FixPolicy, Selection, sweep
+
+EXPECTED = {"vm-healthy-001": "healthy", "vm-healthy-002": "healthy", "vm-0x904-001": "unhealthy",
+            "vm-nsg-blocked-001": "unhealthy", "vm-agent-not-ready-001": "unhealthy"}
+
+
+def run_sweep(emu, selection=Selection(), **kwargs):
+    kwargs.setdefault("probe_timeout", PROBE_TIMEOUT)
+    kwargs.setdefault("source_ip", emu.state.client_ip)
+    session = kwargs.pop("session", None) or tenant_session(emu)
+    return sweep(session, selection, **kwargs)
+
+
+def test_check_only_reports_every_vm_and_changes_nothing(fleet):
+    seen = []
+    result = run_sweep(fleet, on_result=seen.append)
+    assert outcomes(result) == EXPECTED
+    assert sorted(r.vm.name for r in seen) == sorted(EXPECTED)          # each VM reported as it finished
+    assert result.exit_code == 1 and not result.ok
+    assert result.subscriptions == [SUBSCRIPTION_ID]                      # every visible subscription
+    by_name = {r.vm.name: r for r in result.results}
+    assert by_name["vm-nsg-blocked-001"].summary.startswith("nsg.nic: NSG vm-nsg-blocked-001-nsg denies TCP 3389")
+    assert by_name["vm-nsg-blocked-001"].answers is False
+    assert by_name["vm-agent-not-ready-001"].summary.startswith("vm.agent:")
+    assert by_name["vm-0x904-001"].summary.startswith("rdp.cert:")
+    assert by_name["vm-healthy-001"].answers is True
+    for write in ("VirtualMachines_RunCommand", "VirtualMachines_Restart", "VirtualMachines_Start",
+                  "SecurityRules_CreateOrUpdate"):
+        assert fleet.count(write) == 0
+    # the resource group's NIC list, the subnet and its NSG were read once for all five VMs
+    assert fleet.count("NetworkInterfaces_List") == 1
+    assert fleet.count("Subnets_Get") == 1
+    assert result.reads["network_reads_saved"] > 0
+
+
+def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
+    result = run_sweep(fleet, guest=True, session=tenant_session(fleet))
+    assert outcomes(result) == EXPECTED
+    # the agent-not-ready VM is never sent a Run Command (it would hang for 90 minutes)
+    sent = [c.path.split("/")[-2] for c in fleet.calls if c.operation == "VirtualMachines_RunCommand"]
+    assert sorted(sent) == ["vm-0x904-001", "vm-healthy-001", "vm-healthy-002", "vm-nsg-blocked-001"]
+    checks = {c.id for c in next(r for r in result.results if r.vm.name == "vm-0x904-001").checks}
+    assert {"guest.cert", "guest.machinekeys", "guest.sessions"} <= checks
+
+
+def test_selection_by_tag_group_subscription_name_and_windows_only():
+    with Emulator.start(fleet={"healthy": 4}, speed=FAST) as emu:
+        def change(backend):
+            vms = {vm.name: vm for vm in backend.all_vms()}
+            vms["vm-healthy-001"].tags = {"Role": "web", "env": "prod"}
+            vms["vm-healthy-002"].tags = {"role": "web", "env": "test"}
+            vms["vm-healthy-003"].tags = {"role": "web", "env": "prod"}
+            vms["vm-healthy-003"].os_type = "Linux"
+        emu.update(change)
+        selection = Selection((SUBSCRIPTION_NAME,), ("rg-azrdp-fleet",), (("role", "web"), ("env", "prod")))
+        result = run_sweep(emu, selection)
+        assert outcomes(result) == {"vm-healthy-001": "healthy"}   # tag names ignore case; Linux left alone
+        assert result.exit_code == 0
+        assert emu.count("Subscriptions_List") == 1 and emu.count("VirtualMachines_List") == 1
+        only_key = run_sweep(emu, Selection(tags=(Selection.parse_tag("env"),)))
+        assert sorted(outcomes(only_key)) == ["vm-healthy-001", "vm-healthy-002"]
+        with pytest.raises(NotFoundError, match="no Windows VM matches .*tags role=db"):
+            run_sweep(emu, Selection(tags=(("role", "db"),)))
+        with pytest.raises(UsageError, match="no subscription named 'nope'"):
+            run_sweep(emu, Selection(subscriptions=("nope",)))
+
+
+def test_a_vm_that_fails_does_not_stop_the_others(fleet):
+    fleet.inject("server_error", operation="VirtualMachines_Get", vm="vm-healthy-002", status=500, count=None)
+    result = run_sweep(fleet)
+    by_name = {r.vm.name: r for r in result.results}
+    failed = by_name["vm-healthy-002"]
+    assert failed.outcome == "error" and failed.error["exit_code"] == 5
+    assert "InternalServerError" in failed.summary or "internal server error" in failed.summary.lower()
+    assert by_name["vm-healthy-001"].outcome == "healthy"
+    assert len(result.results) == 5
+
+
+def test_a_429_pauses_every_worker_once_and_nobody_gives_up(fleet):
+    """A throttled read is sent again after the shared pause, below the SDK's retries (which are
+    off here): no VM fails although ten requests were throttled."""
+    clock = ManualClock()
+    fleet.inject("throttle", operation="VirtualMachines_Get", count=10, retry_after=7)
+    result = run_sweep(fleet, session=tenant_session(fleet, clock=clock), max_parallel=5)
+    assert outcomes(result) == EXPECTED
+    assert fleet.count("VirtualMachines_Get", status=429) == 10
+    assert result.throttling["throttled"] == 10
+    assert 7 in clock.sleeps and all(s <= 7 for s in clock.sleeps)
+
+
+def test_read_limit_throttles_like_arm_and_the_sweep_stays_within_it():
+    """ARM's token bucket in the emulator, on a manual simulated clock (it moves only by the
+    emulated per-call latency, 0.05-0.3 s, and by advance())."""
+    from azure.core.exceptions import HttpResponseError
+
+    from azrdp.emulator.throttling import ReadLimit
+
+    emulator_clock = ManualClock()
+    with Emulator.start("healthy", speed=1, clock=emulator_clock, read_limit=ReadLimit(3, 0.01)) as emu:
+        session = tenant_session(emu).for_subscription(emu.subscription_id)
+        remaining = []
+        for _ in range(3):
+            response = session.compute.virtual_machines.get(emu.resource_group, "vm-web-01",
+                                                            cls=lambda pipeline, body, headers: pipeline)
+            remaining.append(response.http_response.headers["x-ms-ratelimit-remaining-subscription-reads"])
+        assert remaining == ["2", "1", "0"]
+        with pytest.raises(HttpResponseError) as caught:
+            session.compute.virtual_machines.get(emu.resource_group, "vm-web-01")
+        assert caught.value.status_code == 429 and caught.value.error.code == "SubscriptionRequestsThrottled"
+        wait = int(caught.value.response.headers["Retry-After"])      # whole seconds, like ARM
+        assert 90 < wait <= 100 and f"try again after '{wait}' seconds" in caught.value.error.message
+        emu.advance(wait)   # a token is back
+        session.compute.virtual_machines.get(emu.resource_group, "vm-web-01")
+
+
+def test_the_policy_covers_every_repair_step_exactly_once():
+    assert sorted(UNATTENDED_STEPS + GATED_STEPS) == sorted(STEP_NAMES)
+    assert FixPolicy.unattended().skipped == list(GATED_STEPS)
+    assert FixPolicy.unattended(["machinekeys-acl,machinekeys-rename"]).skipped == []
+    with pytest.raises(UsageError, match="'start' is not a repair step"):
+        FixPolicy.unattended(["start"])
+
+
+def test_cli_json_lines_summary_table_and_junit(fleet, emu_env, tmp_path):
+    emu_env(fleet)
+    junit = tmp_path / "sweep.xml"
+    outcome = CliRunner().invoke(cli, ["sweep", "-o", "json", "--probe-timeout", str(PROBE_TIMEOUT),
+                                       "--source-ip", fleet.state.client_ip, "--junit-xml", str(junit)])
+    assert outcome.exit_code == 1, outcome.output
+    lines = [json.loads(line) for line in outcome.stdout.splitlines()]
+    vms = [line for line in lines if line["type"] == "vm"]
+    assert {v["vm"]: v["outcome"] for v in vms} == EXPECTED
+    assert all(v["schema_version"] == 1 for v in lines)
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["counts"]["healthy"] == 2 and summary["ok"] is False
+    assert "VM  " in outcome.stderr and "5 VMs in" in outcome.stderr    # the table, on stderr with -o json
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "5" and suite.get("failures") == "3" and suite.get("errors") == "0"
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert set(cases) == set(EXPECTED)
+    assert cases["vm-healthy-001"].find("failure") is None
+    assert cases["vm-nsg-blocked-001"].find("failure").get("message").startswith("unhealthy: nsg.nic:")
+
+
+def test_cli_text_and_exit_codes(emu_env):
+    with Emulator.start(fleet={"healthy": 2}, speed=FAST) as emu:
+        emu_env(emu)
+        ok = CliRunner().invoke(cli, ["sweep", "--probe-timeout", str(PROBE_TIMEOUT)])
+        assert ok.exit_code == 0, ok.output
+        assert ok.stdout.splitlines()[0].split() == ["VM", "RESOURCE", "GROUP", "OUTCOME", "SECONDS", "SUMMARY"]
+        assert "2 VMs in" in ok.stdout and "2 healthy" in ok.stdout
+        none = CliRunner().invoke(cli, ["sweep", "--tag", "nope=1"])
+        assert none.exit_code == 4 and "no Windows VM matches" in none.stderr
+        bad = CliRunner().invoke(cli, ["sweep", "--allow-step", "machinekeys-acl"])
+        assert bad.exit_code == 2 and "--allow-step only applies with --fix" in bad.stderr
+        bad_tag = CliRunner().invoke(cli, ["sweep", "--tag", "=x"])
+        assert bad_tag.exit_code == 2 and "has no tag name" in bad_tag.stderr
+        assert emu.count("VirtualMachines_RunCommand") == 0
