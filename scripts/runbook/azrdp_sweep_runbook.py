@@ -66,7 +66,8 @@ def run(argv: Sequence[str], *, out: Any = None, session_kwargs: dict[str, Any] 
     try:
         selection = Selection(tuple(args.subscription), tuple(args.resource_group),
                               tuple(Selection.parse_tag(t) for t in args.tag))
-        policy = FixPolicy.unattended(args.allow_step) if args.fix else FixPolicy()
+        allowed = FixPolicy.unattended(args.allow_step)   # names checked even without --fix
+        policy = allowed if args.fix else FixPolicy()
         progress.info(f"azrdp sweep runbook: {selection.describe()}; "
                       + (f"fix with steps {', '.join(policy.to_dict()['steps'])}" if policy.enabled else "check only"))
         session = open_tenant_session(auth="msi", client_id=args.client_id, auth_explicit=True,
