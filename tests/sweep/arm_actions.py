@@ -1,0 +1,47 @@
+"""Which Azure RBAC action each ARM operation azrdp can call needs.
+
+Keyed by the emulator's operationIds (azrdp/emulator/urls.py), so every route the emulator serves
+must appear here (a test checks it). ``None``: the operation needs no permission of its own.
+Sources: the Microsoft.Compute and Microsoft.Network resource provider operation lists ("Azure
+permissions for Compute / Networking"), and ARM: asynchronous-operation status and result URLs are
+reads of ``{provider}/locations/operations`` (Compute serves both from it; Network has
+``operationResults`` too). Listing subscriptions needs no action: ARM returns every subscription
+where the caller has any role assignment.
+"""
+
+from __future__ import annotations
+
+ACTIONS: dict[str, str | None] = {
+    "VirtualMachines_Get": "Microsoft.Compute/virtualMachines/read",
+    "VirtualMachines_List": "Microsoft.Compute/virtualMachines/read",
+    "VirtualMachines_ListAll": "Microsoft.Compute/virtualMachines/read",
+    "VirtualMachines_InstanceView": "Microsoft.Compute/virtualMachines/instanceView/read",
+    "VirtualMachines_RunCommand": "Microsoft.Compute/virtualMachines/runCommand/action",
+    "VirtualMachines_Restart": "Microsoft.Compute/virtualMachines/restart/action",
+    "VirtualMachines_Start": "Microsoft.Compute/virtualMachines/start/action",
+    "VirtualMachines_RetrieveBootDiagnosticsData": "Microsoft.Compute/virtualMachines/retrieveBootDiagnosticsData/action",
+    "ComputeOperations_Get": "Microsoft.Compute/locations/operations/read",
+    "ComputeOperationResults_Get": "Microsoft.Compute/locations/operations/read",
+    "NetworkInterfaces_Get": "Microsoft.Network/networkInterfaces/read",
+    "NetworkInterfaces_List": "Microsoft.Network/networkInterfaces/read",
+    "NetworkInterfaces_ListEffectiveNetworkSecurityGroups":
+        "Microsoft.Network/networkInterfaces/effectiveNetworkSecurityGroups/action",
+    "VirtualNetworks_Get": "Microsoft.Network/virtualNetworks/read",
+    "Subnets_Get": "Microsoft.Network/virtualNetworks/subnets/read",
+    "NetworkSecurityGroups_Get": "Microsoft.Network/networkSecurityGroups/read",
+    "SecurityRules_Get": "Microsoft.Network/networkSecurityGroups/securityRules/read",
+    "SecurityRules_CreateOrUpdate": "Microsoft.Network/networkSecurityGroups/securityRules/write",
+    "SecurityRules_Delete": "Microsoft.Network/networkSecurityGroups/securityRules/delete",
+    "DefaultSecurityRules_Get": "Microsoft.Network/networkSecurityGroups/defaultSecurityRules/read",
+    "PublicIPAddresses_Get": "Microsoft.Network/publicIPAddresses/read",
+    "ApplicationSecurityGroups_Get": "Microsoft.Network/applicationSecurityGroups/read",
+    "NetworkOperations_Get": "Microsoft.Network/locations/operations/read",
+    "NetworkOperationResults_Get": "Microsoft.Network/locations/operationResults/read",
+    "Subscriptions_List": None,
+}
+
+
+def actions_for(operations: set[str]) -> set[str]:
+    unknown = operations - set(ACTIONS)
+    assert not unknown, f"map these operations to RBAC actions in tests/sweep/arm_actions.py: {sorted(unknown)}"
+    return {ACTIONS[op] for op in operations if ACTIONS[op]}
