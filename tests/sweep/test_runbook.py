@@ -107,3 +107,21 @@ def test_runbook_as_a_script_check_only(emu_env):
         bad = subprocess.run([sys.executable, str(RUNBOOK), "--allow-step", "format-c"], env=env,
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and "'format-c' is not a repair step" in bad.stdout
+
+
+def test_installer_prints_every_step_in_a_dry_run():
+    installer = RUNBOOK.parent / "install.sh"
+    assert subprocess.run(["bash", "-n", str(installer)]).returncode == 0
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}   # no az on PATH: nothing is called
+    done = subprocess.run(["bash", str(installer), "--account", "aa", "--resource-group", "rg", "--storage", "st",
+                           "--runbook-args", "--fix --tag rdp=managed", "--dry-run"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for step in ("pip wheel", "pip download", "runtimeEnvironments/azrdp-python310", "runbooks/azrdp-sweep",
+                 "az automation runbook publish", "az automation schedule create", "jobSchedules",
+                 "az role definition create", "az role assignment create"):
+        assert step in out, step
+    assert "--role azrdp\\ operator --scope /subscriptions/SUBSCRIPTION_ID" in out
+    missing = subprocess.run(["bash", str(installer), "--dry-run"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "are required" in missing.stderr
