@@ -358,9 +358,8 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
         reasons = [f"{', '.join(rebooting)} requires it when it changes something"] if rebooting else []
         if pending_reason:
             reasons.append(f"Windows has {pending_reason}")
-        if reasons or result.mode == "fused":
-            result.steps.append(PlanStep("reboot", "power", "; ".join(reasons) or
-                                         "only if a repair step reports that it needs one", conditional=True))
+        if reasons:
+            result.steps.append(PlanStep("reboot", "power", "; ".join(reasons), conditional=True))
     elif result.reboot == "never" and rebooting:
         result.notes.append(f"--no-reboot: {', '.join(rebooting)} takes full effect only after a restart; the fix "
                             "stays pending until then")

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any, Callable, Sequence
 
 from azrdp.checks import Check, Status
+from azrdp.azure.power import poll_interval
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError
 from azrdp.plan import Plan, check_steps, fused_eligible, plan as make_plan, render_plan
@@ -261,7 +262,7 @@ class _Job:
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
             outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
-                               polling_interval=s.polling_interval, subscription=s.subscription_id)
+                               polling_interval=poll_interval(s), subscription=s.subscription_id)
             self.in_flight = None
             self.timed("start", begun)
             self.result.counts["starts"] += 1
@@ -311,7 +312,7 @@ class _Job:
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
         result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
                                   instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                  polling_interval=s.polling_interval, subscription=s.subscription_id)
+                                  polling_interval=poll_interval(s), subscription=s.subscription_id)
         self.in_flight = None
         self.timed("run_command", begun)
         outcome = self.result.repair = RepairOutcome(result, run)
@@ -333,7 +334,7 @@ class _Job:
         needs = []
         if outcome is not None:
             needs = [st["name"] for st in outcome.steps if st["reboot_required"]]
-            if outcome.result["reboot_pending"] and outcome.changed:
+            if outcome.result["reboot_pending"] and outcome.changed and plan.step("reboot") is not None:
                 needs.append("a reboot Windows already had pending")
         if plan.reboot == "never" or (plan.reboot == "auto" and not needs):
             if needs:
@@ -349,7 +350,7 @@ class _Job:
         self.result.counts["restarts"] += 1
         try:
             outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                                     timeout=self.options.power_timeout, polling_interval=s.polling_interval,
+                                     timeout=self.options.power_timeout, polling_interval=poll_interval(s),
                                      subscription=s.subscription_id)
         except AzrdpError as err:
             self.in_flight = None
@@ -392,6 +393,7 @@ class _Job:
                                       probe_timeout=min(o.probe_timeout, 3.0), on_attempt=on_attempt, **kwargs)
             self.timed("rdp", begun)
             verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
+                            "waited": waited,
                             "attempts": wait.attempts, "seconds": round(wait.elapsed, 3),
                             "outcome": wait.last.outcome}
             need_guest = not wait.last.ok and (self.changed_something or latest.guest is None)
@@ -462,7 +464,7 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
             if s["status"] in ("failed", "skipped"):
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
     verification = result.verification or {}
-    if verification.get("method") == "wire" and not verification.get("answered"):
+    if verification.get("method") == "wire" and verification.get("waited") and not verification.get("answered"):
         steps.append(f"RDP did not answer within the wait ({verification.get('outcome')}): run "
                      f"`azrdp diagnose {vm} --screenshot shot.png` to see the console")
     after = result.after

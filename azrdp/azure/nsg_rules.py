@@ -214,24 +214,24 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
 
 def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0) -> Any:
     """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual)."""
-    from azrdp.azure.power import run_lro
+    from azrdp.azure.power import poll_interval, run_lro
 
     network = session.network
     return run_lro(lambda **kw: network.security_rules.begin_create_or_update(
         rule.resource_group, rule.nsg_name, rule.name, rule.body(), **kw),
         client=network, action="NSG rule creation", doing=f"adding rule {rule.name} to NSG {rule.nsg_name}",
-        clock=clock, timeout=timeout, polling_interval=session.polling_interval,
+        clock=clock, timeout=timeout, polling_interval=poll_interval(session),
         subscription=session.subscription_id, idempotent=True)
 
 
 def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, clock: Any,
                 timeout: float = 300.0) -> Any:
-    from azrdp.azure.power import run_lro
+    from azrdp.azure.power import poll_interval, run_lro
 
     network = session.network
     return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),
                    client=network, action="NSG rule removal", doing=f"removing rule {name} from NSG {nsg_name}",
-                   clock=clock, timeout=timeout, polling_interval=session.polling_interval,
+                   clock=clock, timeout=timeout, polling_interval=poll_interval(session),
                    subscription=session.subscription_id, idempotent=True)
 
 

@@ -26,6 +26,14 @@ from azrdp.errors import AzureOperationError, OperationTimeout
 DEFAULT_POWER_TIMEOUT = 900.0      # restart is 60-120 s and start 40-90 s in practice
 THROTTLE_RETRIES = 3
 AGENT_POLL_INTERVAL = 5.0
+POLL_CAP = 5.0          # LRO status polls at most this far apart (the SDK default is 30 s)
+
+
+def poll_interval(session: Any) -> float:
+    """How often to poll an ARM operation azrdp waits on: the session's interval, capped at 5 s,
+    so a restart that ends is noticed within seconds, not up to 30 s later (a Retry-After from
+    ARM still wins)."""
+    return min(float(getattr(session, "polling_interval", POLL_CAP)), POLL_CAP)
 
 
 class PowerOperationFailed(AzureOperationError):

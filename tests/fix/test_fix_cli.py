@@ -315,3 +315,29 @@ def test_junit_has_one_testcase_per_check_before_and_after(arm, rdp, certs, tmp_
     xml = junit.read_text()
     assert '<testsuite name="before"' in xml and '<testsuite name="after"' in xml
     assert xml.count('name="rdp.cert"') == 2 and xml.count("<failure") == 1
+
+
+def test_without_public_ip_rdp_is_verified_from_the_guest_side(arm, audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    install(arm, guest, VmSpec(public_ip=None))
+
+    result = fix("--yes", "-o", "json", audit=audit_path)
+
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verification"]["method"] == "guest" and doc["verification"]["ok"] is True
+    assert doc["verification"]["outside_check"].startswith("skipped: the VM has no public IP and no --host")
+    assert doc["plan"]["mode"] == "separate"            # no wire evidence: the guest is read first
+    # read, repair, read again after the restart: one repair Run Command, one restart
+    assert run_commands(arm) == (2, 1) and restarts(arm) == 1
+
+
+def test_no_reboot_reports_the_fix_as_pending(arm, rdp, audit_path):
+    install(arm, Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"}))
+
+    result = fix("--yes", "--no-reboot", "--host", rdp.host, audit=audit_path)
+
+    assert result.exit_code == 1, result.output
+    assert "Pending: --no-reboot: machinekeys-acl takes full effect only after the VM restarts" in result.stdout
+    # RDP still serves the old certificate, so the guest is read again to say what is left
+    assert run_commands(arm) == (1, 1) and restarts(arm) == 0
