@@ -173,3 +173,23 @@ def test_cli_text_and_exit_codes(emu_env):
         bad_tag = CliRunner().invoke(cli, ["sweep", "--tag", "=x"])
         assert bad_tag.exit_code == 2 and "has no tag name" in bad_tag.stderr
         assert emu.count("VirtualMachines_RunCommand") == 0
+
+
+def test_one_gate_for_all_workers_announced_once_per_pause():
+    from azrdp.azure.throttle import SharedBackoff, retry_after_seconds
+
+    clock = ManualClock()
+    said = []
+    gate = SharedBackoff("subscription s", clock=clock, notify=said.append)
+    gate.hold(5, "virtualMachines/vm1")      # worker 1 throttled
+    gate.hold(3, "virtualMachines/vm2")      # worker 2, inside the same pause: nothing new
+    gate.hold(6, "virtualMachines/vm3")      # worker 3 extends it by one second
+    assert len(said) == 1 and "every worker pauses 5 s" in said[0]
+    gate.wait()                               # any worker now waits out the whole pause
+    assert clock.monotonic() == 6 and gate.to_dict() == {"throttled": 3, "pauses": 1, "paused_seconds": 6.0}
+    gate.wait()
+    assert clock.monotonic() == 6             # open: no wait
+    gate.hold(1)
+    assert len(said) == 2 and gate.pauses == 2
+    assert retry_after_seconds("0.25") == 0.25 and retry_after_seconds(None) is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0   # a date in the past: go now
