@@ -163,6 +163,7 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     if ctx.status("vm.agent") is not Status.PASS:
         return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
                       "(see vm.agent)")]
+    from azrdp.azure.lro import poll_interval
     from azrdp.guest import diagnose_guest
 
     ctx.say("Reading the guest through Run Command (about 20-40 s) ...")
@@ -171,7 +172,7 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
             ctx.session.compute, ctx.target.resource_group, ctx.target.name,
             instance_view=ctx.inventory.vm_properties.get("instanceView"),
             probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
-            polling_interval=ctx.session.polling_interval, subscription=ctx.inventory.subscription)
+            polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription)
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
                       details={"error": type(err).__name__},

@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any, Callable, Sequence
 
 from azrdp.checks import Check, Status
-from azrdp.azure.power import poll_interval
+from azrdp.azure.lro import poll_interval
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError
 from azrdp.plan import Plan, check_steps, fused_eligible, plan as make_plan, render_plan

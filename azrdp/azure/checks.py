@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azrdp.azure.inventory import Inventory, Resource
-from azrdp.azure.nsg import Decision, Flow, SecurityGroup, evaluate_inbound
+from azrdp.azure.nsg import Decision, Flow, SecurityGroup, evaluate_inbound, free_priority
 from azrdp.checks import Check, Status
 from azrdp.errors import NotFoundError
 from azrdp.target import id_key, parse_resource_id
@@ -356,7 +356,7 @@ def _open_remedy(decision: Decision, flow: Flow) -> str:
     except ValueError:
         rg = "RESOURCE_GROUP"
     source = f"{flow.source_ip}/32" if flow.source_ip and ":" not in flow.source_ip else (flow.source_ip or "YOUR_PUBLIC_IP")
-    priority = _free_priority(nsg, below=rule.priority)
+    priority = free_priority(nsg, below=rule.priority)
     if priority is None:
         return (f"Rule {rule.name} (priority {rule.priority}) denies the RDP port on NSG {nsg.name}: narrow or remove it, "
                 f"then allow TCP {flow.port} from your address only (or use just-in-time access).")
@@ -364,15 +364,6 @@ def _open_remedy(decision: Decision, flow: Flow) -> str:
             f"--nsg-name {nsg.name} -n AllowRDPFromMyIP --priority {priority} --direction Inbound --access Allow "
             f"--protocol Tcp --source-address-prefixes {source} --destination-port-ranges {flow.port}`; "
             f"never open it to Any or Internet.")
-
-
-def _free_priority(nsg: SecurityGroup, *, below: int) -> int | None:
-    """The highest custom priority (100-4096) under ``below`` that no inbound rule uses."""
-    used = {r.priority for r in nsg.inbound_rules()}
-    for priority in range(min(below - 1, 4096), 99, -1):
-        if priority not in used:
-            return priority
-    return None
 
 
 def azure_checks(inventory: Inventory, path: RdpPath) -> list[Check]:

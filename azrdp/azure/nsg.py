@@ -317,3 +317,13 @@ class Effective:
 
 def evaluate_inbound(subnet_nsg: SecurityGroup | None, nic_nsg: SecurityGroup | None, flow: Flow) -> Effective:
     return Effective(evaluate(subnet_nsg, flow, level="subnet"), evaluate(nic_nsg, flow, level="nic"))
+
+
+def free_priority(nsg: SecurityGroup, *, below: int) -> int | None:
+    """The highest custom priority (100-4096) under ``below`` that no inbound rule uses: a rule
+    placed there wins over the rule at ``below`` and collides with none."""
+    used = {r.priority for r in nsg.inbound_rules()}
+    for priority in range(min(below - 1, 4096), 99, -1):
+        if priority not in used:
+            return priority
+    return None

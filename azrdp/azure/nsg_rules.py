@@ -175,7 +175,7 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
     """The rules that let TCP ``port`` in from ``source`` (a prefix from parse_allow_from), one per
     blocking NSG; or ([], why) when no rule can be planned (nothing blocks, no free priority, no
     private address). Pure: reads the inventory diagnose already holds."""
-    from azrdp.azure.checks import _free_priority
+    from azrdp.azure.nsg import free_priority
     from azrdp.azure.nsg import Flow, SecurityGroup, evaluate
     from azrdp.target import parse_resource_id
 
@@ -198,7 +198,7 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
         decision = evaluate(nsg, flow, level=level)
         if decision.allowed or decision.rule is None:
             continue
-        priority = _free_priority(nsg, below=decision.rule.priority)
+        priority = free_priority(nsg, below=decision.rule.priority)
         if priority is None:
             return [], (f"NSG {nsg.name} has no free priority before rule {decision.rule.label()}; narrow or "
                         "remove that rule yourself")
@@ -214,7 +214,8 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
 
 def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0) -> Any:
     """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual)."""
-    from azrdp.azure.power import poll_interval, run_lro
+    from azrdp.azure.lro import poll_interval
+    from azrdp.azure.power import run_lro
 
     network = session.network
     return run_lro(lambda **kw: network.security_rules.begin_create_or_update(
@@ -226,7 +227,8 @@ def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 30
 
 def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, clock: Any,
                 timeout: float = 300.0) -> Any:
-    from azrdp.azure.power import poll_interval, run_lro
+    from azrdp.azure.lro import poll_interval
+    from azrdp.azure.power import run_lro
 
     network = session.network
     return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),

@@ -26,14 +26,6 @@ from azrdp.errors import AzureOperationError, OperationTimeout
 DEFAULT_POWER_TIMEOUT = 900.0      # restart is 60-120 s and start 40-90 s in practice
 THROTTLE_RETRIES = 3
 AGENT_POLL_INTERVAL = 5.0
-POLL_CAP = 5.0          # LRO status polls at most this far apart (the SDK default is 30 s)
-
-
-def poll_interval(session: Any) -> float:
-    """How often to poll an ARM operation azrdp waits on: the session's interval, capped at 5 s,
-    so a restart that ends is noticed within seconds, not up to 30 s later (a Retry-After from
-    ARM still wins)."""
-    return min(float(getattr(session, "polling_interval", POLL_CAP)), POLL_CAP)
 
 
 class PowerOperationFailed(AzureOperationError):
@@ -71,12 +63,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
     from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 
     from azrdp.azure.arm_errors import translate
-    from azrdp.azure.runcommand import _ClockedPolling, _DeadlinePassed
+    from azrdp.azure.lro import clocked_polling, wait
 
-    config = getattr(client, "_config", None)
-    delay = polling_interval if polling_interval is not None else getattr(config, "polling_interval", 30)
-    base_url = getattr(config, "base_url", None)
-    polling_kwargs = {"path_format_arguments": {"endpoint": base_url}} if base_url else {}
     start = clock.monotonic()
     deadline = start + timeout
     retry = {} if idempotent else {"retry_total": 0}
@@ -84,7 +72,7 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
     waits: list[float] = []
     while True:
         attempts += 1
-        polling = _ClockedPolling(delay, clock=clock, deadline=deadline, **polling_kwargs)
+        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval)
         try:
             poller = begin(polling=polling, **retry)
             break
@@ -113,9 +101,7 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
                      "in a minute before trying again.") from None
 
     try:
-        result = poller.result(timeout=max(1.0, deadline - clock.monotonic()) + 60.0)
-    except _DeadlinePassed:
-        result = None
+        result, finished = wait(poller, clock=clock, deadline=deadline)
     except HttpResponseError as err:
         raise PowerOperationFailed(f"Azure accepted {action} but it failed while {doing}: "
                                    f"{_message(err)}",
@@ -123,8 +109,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
                                         "get-instance-view` shows its state.") from None
     except AzureError as err:
         raise translate(err, doing=doing, subscription=subscription) from None
-    if not poller.done() or str(poller.status()).lower() not in ("succeeded",):
-        if poller.done():
+    if not finished or str(poller.status()).lower() not in ("succeeded",):
+        if finished:
             raise PowerOperationFailed(f"{action} ended {poller.status()} while {doing}.")
         raise OperationTimeout(f"{action} did not finish within {timeout:g} s while {doing}.",
                                hint="It may still complete in Azure; check the VM's power state.")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from azrdp.azure.arm_errors import arm_error_message, translate
+from azrdp.azure.lro import clocked_polling, wait
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 from azrdp.payloads.result import RunCommandOutput, output_from_statuses
@@ -46,10 +46,6 @@ class RunCommandBusy(AzureOperationError):
     """Another Run Command kept running on the VM for longer than azrdp waits."""
 
 
-class _DeadlinePassed(Exception):
-    """Raised inside the SDK's polling thread when the next sleep would pass the deadline."""
-
-
 @dataclass
 class RunCommandOutcome:
     """One Run Command: its output and how it went (attempts, waits, simulated/real seconds)."""
@@ -63,20 +59,6 @@ class RunCommandOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {"attempts": self.attempts, "conflict_waits": self.conflict_waits,
                 "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
-
-
-class _ClockedPolling(ARMPolling):
-    """ARMPolling whose sleeps go through azrdp's Clock and stop at a deadline."""
-
-    def __init__(self, delay: float, *, clock: Clock, deadline: float, **kwargs: Any):
-        super().__init__(delay, **kwargs)
-        self._clock = clock
-        self._deadline = deadline
-
-    def _sleep(self, delay: float) -> None:
-        if self._clock.monotonic() + delay > self._deadline:
-            raise _DeadlinePassed()
-        self._clock.sleep(delay)
 
 
 def _as_dict(view: Any) -> dict[str, Any]:
@@ -138,18 +120,13 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
             "parameters": [{"name": p["name"], "value": p["value"]} for p in parameters]}
     start = clock.monotonic()
     deadline = start + timeout
-    delay = polling_interval
-    if delay is None:
-        delay = getattr(getattr(compute, "_config", None), "polling_interval", 30)
-    base_url = getattr(getattr(compute, "_config", None), "base_url", None)
-    polling_kwargs = {"path_format_arguments": {"endpoint": base_url}} if base_url else {}
 
     attempts = 0
     waits: list[float] = []
     backoff = CONFLICT_BACKOFF_FIRST
     while True:
         attempts += 1
-        polling = _ClockedPolling(delay, clock=clock, deadline=deadline, **polling_kwargs)
+        polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval)
         try:
             poller = compute.virtual_machines.begin_run_command(resource_group, vm_name, body,
                                                                 polling=polling)
@@ -174,13 +151,10 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
             raise translate(err, doing=f"starting Run Command in {where}", subscription=subscription) from None
 
     try:
-        # The polling thread stops itself at the deadline; this real-time wait is only a backstop.
-        result = poller.result(timeout=max(1.0, deadline - clock.monotonic()) + 60.0)
-    except _DeadlinePassed:
-        result = None
+        result, finished = wait(poller, clock=clock, deadline=deadline)
     except AzureError as err:
         raise translate(err, doing=f"running a command in {where}", subscription=subscription) from None
-    if not poller.done() or result is None and not _finished_ok(poller):
+    if not finished or result is None and not _finished_ok(poller):
         raise OperationTimeout(
             f"Run Command in {where} did not finish within {timeout:g} s.",
             hint="The script may still be running in the guest (Run Command cannot be cancelled); "
