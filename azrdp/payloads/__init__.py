@@ -87,12 +87,17 @@ class Payload:
     steps: tuple[str, ...] = ()
 
     def script_text(self) -> str:
-        """The shipped script, exactly as packaged."""
-        return _read_text(self.file)
+        """The script as sent: the shipped payload file with the shipped common.ps1 in place of
+        its ``# azrdp:include common.ps1`` line (one copy of the shared helpers, and the text
+        sent is always exactly what the package ships)."""
+        source = _read_text(self.file)
+        if source.count(INCLUDE_LINE) != 1:
+            raise RuntimeError(f"{self.file} must contain the line {INCLUDE_LINE.strip()!r} exactly once")
+        return source.replace(INCLUDE_LINE, _read_text(COMMON_FILE), 1)
 
     def script_lines(self) -> list[str]:
-        """The script as Run Command's ``script`` array: the file split at ``\\n``, nothing else
-        touched. ``"\\n".join(lines) + "\\n"`` is the file, byte for byte."""
+        """The script as Run Command's ``script`` array: ``script_text()`` split at ``\\n``,
+        nothing else touched. ``"\\n".join(lines) + "\\n"`` is that text, byte for byte."""
         text = self.script_text()
         lines = text.split("\n")
         if lines and lines[-1] == "":
@@ -119,6 +124,10 @@ class Payload:
             elif spec.required:
                 raise UsageError(f"the {self.id} payload needs parameter {spec.name}.")
         return out
+
+
+COMMON_FILE = "common.ps1"
+INCLUDE_LINE = f"# azrdp:include {COMMON_FILE}\n"
 
 
 def _read_text(name: str) -> str:

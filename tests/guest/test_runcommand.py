@@ -47,7 +47,8 @@ def test_values_travel_only_as_parameters_and_the_script_is_the_shipped_file(com
     (body,) = arm.sent_bodies()
     assert body["commandId"] == "RunPowerShellScript"
     sent = ("\n".join(body["script"]) + "\n").encode()
-    assert sent == spec.script_text().encode() == (spec_path_bytes("repair.ps1"))
+    shipped = spec_path_bytes("repair.ps1").replace(b"# azrdp:include common.ps1\n", spec_path_bytes("common.ps1"))
+    assert sent == spec.script_text().encode() == shipped
     assert body["parameters"] == parameters
     assert TOKEN not in "\n".join(body["script"])
     assert sum(TOKEN in p["value"] for p in body["parameters"]) == 2

@@ -11,7 +11,12 @@ import re
 import pytest
 
 import pwsh_ast
+from pathlib import Path
+
+import azrdp.payloads
 from azrdp.payloads import payload, payload_ids
+
+PAYLOAD_DIR = Path(azrdp.payloads.__file__).parent
 
 # Windows PowerShell 5.1's built-in aliases (Get-Alias on Windows Server 2022), plus the
 # Unix-looking ones 5.1 still defines. A payload must spell out the command instead.
@@ -160,11 +165,14 @@ def test_repair_steps_run_in_the_fixed_order():
     assert list(payload("repair").steps) == ["rdp-config", "machinekeys-acl", "machinekeys-rename", "cert", "sessions"]
 
 
-def test_shared_helpers_are_identical_in_both_payloads():
-    def shared(payload_id):
-        source = _source(payload_id)
-        return source[source.index("# ---- shared helpers"):source.index("# ---- end of shared helpers ----")]
-    assert shared("diagnose") == shared("repair")
+def test_shared_helpers_have_one_copy_that_every_payload_sends():
+    common = (PAYLOAD_DIR / "common.ps1").read_text()
+    for payload_id in PAYLOADS:
+        shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text()
+        assert shipped.count("# azrdp:include common.ps1\n") == 1
+        assert "function Write-Result" not in shipped  # the helpers live only in common.ps1
+        sent = _source(payload_id)
+        assert sent.count(common) == 1 and sent == shipped.replace("# azrdp:include common.ps1\n", common)
 
 
 def test_payload_versions_match_the_manifest():
