@@ -209,6 +209,7 @@ class FakeArm:
         self.guest_stdout: dict[str, str] = {}
         self.run_commands: list[dict] = []
         self.operations: dict[str, str] = {}
+        self.page_size = 50  # items per page of a list (ARM pages long lists with nextLink)
         # Per-VM queue of guest answers, used before guest_stdout: each a StdOut text or a function
         # of the Run Command request body (so a repair answer can follow the Steps asked for).
         self.guest_answers: dict[str, list] = {}
@@ -299,8 +300,14 @@ class FakeArm:
             return self._error(404, "ResourceGroupNotFound", f"Resource group '{path.split('/')[4]}' could not be found.")
         if key.endswith("/providers/microsoft.network/networkinterfaces"):
             prefix = key + "/"
-            items = [b for k, b in self.resources.items() if k.startswith(prefix) and k.count("/") == prefix.count("/")]
-            return 200, {"Content-Type": "application/json"}, json.dumps({"value": items})
+            items = [b for k, b in sorted(self.resources.items())
+                     if k.startswith(prefix) and k.count("/") == prefix.count("/")]
+            skip = int(query.get("$skiptoken") or 0)
+            body = {"value": items[skip:skip + self.page_size]}
+            if skip + self.page_size < len(items):  # ARM pages lists with nextLink
+                body["nextLink"] = (f"{self.base}{path}?api-version={NETWORK_API}"
+                                    f"&$skiptoken={skip + self.page_size}")
+            return 200, {"Content-Type": "application/json"}, json.dumps(body)
         if key in self.resources:
             return 200, {"Content-Type": "application/json"}, json.dumps(self.resources[key])
         return self._not_found(key, path)

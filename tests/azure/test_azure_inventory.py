@@ -54,6 +54,18 @@ def test_a_nic_in_another_resource_group_is_read_by_id(arm, session):
     assert inventory.round_trips == 3  # VM (+ empty list) | NIC | NSG, subnet, public IP
 
 
+def test_a_crowded_resource_group_costs_one_list_page_not_one_round_trip_per_page(arm, session):
+    for n in range(12):  # NICs of other VMs in the same group, listed before ours
+        arm.add_vm(VmSpec(name=f"a{n:02d}"))
+    spec = arm.add_vm(VmSpec(name="vm1"))
+    arm.page_size = 5
+    inventory = read_inventory(session, TARGET)
+    assert inventory.get(spec.nic_id).body["name"] == "vm1VMNic"
+    lists = [c for c in arm.calls if c.path.lower().endswith("/networkinterfaces")]
+    assert len(lists) == 1  # the first page only; our NIC, not on it, is read by id
+    assert inventory.round_trips == 3  # VM + first page | NIC | NSG, subnet, public IP
+
+
 def test_a_deleted_nsg_becomes_a_check_error(arm, session):
     spec = arm.add_vm(VmSpec())
     arm.delete(spec.nic_nsg_id)
