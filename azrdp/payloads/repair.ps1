@@ -401,6 +401,13 @@ function Repair-Certificate {
         $found = Find-Certificate -Thumbprint $bound
         $boundUsable = ($null -ne $found) -and (Test-CertificateUsable -Certificate $found.cert)
     }
+    # Windows makes the new certificate's key in MachineKeys. With the folder ACL broken it cannot
+    # (event 1058), so removing the old certificate would leave RDP with none at all: hold back
+    # until machinekeys-acl (which runs before this step) has restored the default ACL.
+    $wouldAct = ($Before.bad -gt 0) -or ($null -ne $bound -and -not $boundUsable) -or ($null -eq $Before.current)
+    if ($wouldAct -and -not (Get-MachineKeysFacts).default) {
+        return New-Outcome -Skip 'held back: MachineKeys ACL not default; run machinekeys-acl'
+    }
     # Loop over every certificate: Microsoft's one-liner breaks when the store holds several.
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
         if (Test-CertificateUsable -Certificate $certificate) { continue }
@@ -510,7 +517,9 @@ function Invoke-Step {
         if ($null -eq $step.error) { $step.error = Limit-Text -Text ('cannot read state after: ' + $_.Exception.Message) -Max 60 }
     }
     if ($null -ne $outcome) {
-        if ($outcome.changed) { $step.status = 'changed' } else { $step.status = 'unchanged' }
+        if ($outcome.changed) { $step.status = 'changed' }
+        elseif ($null -ne $outcome.skip) { $step.status = 'skipped' }
+        else { $step.status = 'unchanged' }
     }
     if ($Name -eq 'sessions' -and $null -ne $step.info -and $null -ne $step.after) {
         $step.info.seats_freed = [Math]::Max(0, $step.after.free - $step.before.free)

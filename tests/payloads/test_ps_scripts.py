@@ -148,6 +148,19 @@ def test_repair_deletes_only_certificates_it_exported_first():
     assert "-DeleteKey" not in source
 
 
+def test_cert_step_holds_back_while_machinekeys_cannot_hold_a_new_key():
+    # Removing the expired certificate while the MachineKeys ACL is broken leaves RDP with no
+    # certificate at all (Windows cannot make the new key): the step must check first, and a
+    # held-back step is reported as skipped, not as unchanged.
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-Certificate"]
+    guard = body.index("(Get-MachineKeysFacts).default")
+    assert guard < body.index("Remove-Item") and guard < body.index("Remove-ItemProperty")
+    assert guard < body.index("Restart-RdpServices")
+    assert "New-Outcome -Skip" in body[guard:body.index("Remove-Item")]
+    assert "elseif ($null -ne $outcome.skip) { $step.status = 'skipped' }" in functions["Invoke-Step"]
+
+
 def test_repair_backs_up_acls_before_changing_them():
     functions = pwsh_ast.functions(_tree("repair"))
     for name in ("Repair-MachineKeysAcl", "Repair-MachineKeysRename"):
