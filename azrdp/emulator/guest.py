@@ -8,7 +8,7 @@ writable MachineKeys folder, and log 1057/1058 when it cannot), whether the RDP 
 connections, whether TLS can use the certificate's private key (Schannel 36870 when not), and
 what happens to sessions on reboot.
 
-How the guest answers the payloads azrdp ships is in :mod:`azrdp.emulator.payloads`.
+How the guest answers the payloads azrdp ships is in :mod:`azrdp.emulator.guest_payloads`.
 """
 
 from __future__ import annotations
@@ -214,6 +214,7 @@ class WindowsGuest:
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
+        self.backup_folders: dict[str, list[str]] = {}   # azrdp's %ProgramData%\azrdp\backup\<time>: files
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)
         self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)

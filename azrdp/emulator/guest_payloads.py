@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -22,10 +23,14 @@ from azrdp.emulator.guest import (
     Certificate,
     FirewallRule,
     MachineKeys,
+    Session,
     WindowsGuest,
 )
 from azrdp.payloads import ParamSpec, payload, payload_ids
 from azrdp.payloads.schema import (
+    ACTIONS_MAX,
+    BACKUP_PATH,
+    CERT_LIST_MAX,
     MACHINEKEYS_DEFAULT_SDDL,
     REPAIR_STEPS,
     RESULT_MARKER,
@@ -90,21 +95,31 @@ def _decode(spec: ParamSpec, raw: str | None) -> Any:
         if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
             raise ValueError(invalid)
         return value
-    if spec.type == "bool":
-        if raw.lower() not in ("true", "false", "1", "0", "$true", "$false"):
+    if spec.type == "bool":  # [ValidateSet('true', 'false')][string]: case-insensitive, nothing else
+        if raw.lower() not in ("true", "false"):
             raise ValueError(invalid)
-        return raw.lower() in ("true", "1", "$true")
-    if spec.type == "list":
-        items = [item.strip() for item in raw.split(",") if item.strip()]
-        if not items or any(item not in (spec.choices or ()) for item in items):
+        return raw.lower() == "true"
+    if spec.type == "list":  # [ValidatePattern('^(a|b)(,(a|b))*$')][string], split at ','
+        choices = "|".join(re.escape(choice) for choice in spec.choices or ())
+        if not re.fullmatch(f"({choices})(,({choices}))*", raw, re.IGNORECASE):
             raise ValueError(invalid)
-        return items
-    if spec.pattern and not re.fullmatch(spec.pattern, raw):
+        return [item.lower() for item in raw.split(",")]
+    if spec.pattern and not re.fullmatch(spec.pattern, raw, re.IGNORECASE):
         raise ValueError(invalid)
     return raw
 
 
 # -- facts, in the schema's shapes ---------------------------------------------------------------
+
+def limit_text(text: Any, max_len: int) -> str | None:
+    """repair.ps1's Limit-Text: printable ASCII without what ConvertTo-Json escapes, `/` for `\\`."""
+    if text is None:
+        return None
+    clean = re.sub(r"[\r\n\t]+", " ", str(text))
+    clean = re.sub(r"[^\x20-\x7E]", "?", clean)
+    clean = re.sub(r"['\"]", "`", clean).replace("<", "(").replace(">", ")").replace("&", "+")
+    return clean.replace("\\", "/").strip()[:max_len]
+
 
 def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -140,20 +155,27 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
     key = keys.rdp_key
     if key is None:
         return {"present": False, "file": None, "size": None, "network_service_read": False, "system_full": False}
-    return {"present": True, "file": key.name, "size": key.size,
+    return {"present": True, "file": limit_text(key.name, 72), "size": key.size,
             "network_service_read": key.network_service_read, "system_full": key.system_full}
 
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
-    return {"sddl": keys.sddl[:160], "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, 160), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+
+
+def _user_sessions(guest: WindowsGuest) -> list[Session]:
+    """What `quser` lists (Get-UserSessions): sessions with a signed-in user, never session 0 or
+    an empty console."""
+    return [s for s in guest.sessions if s.user]
 
 
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:
-    listed = [{"id": s.id, "name": s.name, "user": s.user[:24] if s.user else None, "state": s.state,
-               "idle_min": s.idle_min} for s in guest.sessions]
+    users = _user_sessions(guest)
+    listed = [{"id": s.id, "name": limit_text(s.name, 12), "user": limit_text(s.user, 24), "state": s.state,
+               "idle_min": s.idle_min} for s in users]
     limit = guest.seat_limit()
-    used = len(guest.remote_sessions())
+    used = sum(1 for s in users if s.id != 0 and s.name != "console" and s.state in ("Active", "Disc"))
     return {"list": listed[:SESSION_LIST_MAX], "total": len(listed), "seat_limit": limit, "used": used,
             "free": max(0, limit - used)}
 
@@ -173,7 +195,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     hours = values["EventHours"]
     counts = guest.event_counts(hours)
     last = guest.last_event(hours)
-    cert_store = guest.rd_store()
+    cert_store = _store_newest_first(guest)
     bound = guest.find(guest.bound_thumbprint)
     listening = guest.rdp_listening()
     rules, enabled = _fw_counts(guest)
@@ -183,7 +205,8 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
         "payload": "diagnose",
         "version": payload("diagnose").version,
         "run_id": values["RunId"],
-        "os": {"build": guest.build, "caption": guest.caption[:48], "uptime_min": guest.uptime_minutes()},
+        "os": {"build": limit_text(guest.build, 24), "caption": limit_text(guest.caption, 48),
+               "uptime_min": guest.uptime_minutes()},
         "services": _services(guest),
         "rdp": {"deny": reg["fDenyTSConnections"], "deny_policy": reg["policy.fDenyTSConnections"],
                 "port": reg["PortNumber"], "nla": reg["UserAuthentication"],
@@ -193,7 +216,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "owner": "svchost" if listening else None},
         "cert": {"bound": guest.bound_thumbprint,
                  "bound_cert": {"store": bound.store, **_cert_facts(guest, bound)} if bound else None,
-                 "certs": [_cert(guest, c) for c in cert_store[:3]], "total": len(cert_store)},
+                 "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
         "firewall": {"service": "Running" if guest.running("MpsSvc") else "Stopped",
                      "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
@@ -206,7 +229,8 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
         "events": {"hours": hours, **counts,
-                   "last": f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}"[:80] if last else None},
+                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 80)
+                           if last else None},
         "reboot": _reboot(guest),
         "errors": [],
         "errors_total": 0,
@@ -214,168 +238,292 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- repair --------------------------------------------------------------------------------------
+#
+# Each step follows repair.ps1: a read function (the step's state, read before and after) and a
+# repair function that decides from the state read before, returns an Outcome (changed, reboot,
+# info, skip) or throws (StepFailed: the step is "failed", info null, the message as its error),
+# all run by _invoke_step as the script's Invoke-Step runs them.
 
-def _step(name: str, before: dict[str, Any] | None, act: Callable[[], tuple[dict[str, Any], bool, str | None]],
-          after: Callable[[], dict[str, Any]], reboot_required: bool = False) -> dict[str, Any]:
-    info, changed, error = act()
-    status = "failed" if error else ("changed" if changed else "unchanged")
-    return {"name": name, "status": status, "before": before, "after": after(), "info": info,
-            "reboot_required": reboot_required and changed, "error": error}
+CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
+SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
+
+
+class StepFailed(Exception):
+    """What a repair function throws in repair.ps1: the step fails with this message."""
+
+
+@dataclass
+class Outcome:
+    """repair.ps1's New-Outcome."""
+
+    changed: bool = False
+    reboot: bool = False
+    info: dict[str, Any] | None = None
+    skip: str | None = None
+
+
+class _RepairRun:
+    """One run of repair.ps1: its parameters and its one backup folder (Get-BackupFolder)."""
+
+    def __init__(self, guest: WindowsGuest, values: dict[str, Any]):
+        self.guest = guest
+        self.values = values
+        self.folder: str | None = None
+
+    def stamp(self) -> str:
+        return self.guest.real_now().strftime("%Y%m%dT%H%M%SZ")
+
+    def backup_folder(self) -> str:
+        """%ProgramData%\\azrdp\\backup\\<UTC time> (a suffix when taken), made once per run, with run-id.txt."""
+        if self.folder is None:
+            root = rf"C:\ProgramData\azrdp\backup\{self.stamp()}"
+            path, suffix = root, 1
+            while path in self.guest.backup_folders:
+                suffix += 1
+                path = f"{root}-{suffix}"
+            self.guest.backup_folders[path] = ["run-id.txt"]
+            self.folder = path
+        return self.folder
+
+    def back_up(self, name: str) -> str:
+        folder = self.backup_folder()
+        self.guest.backup_folders[folder].append(name)
+        return folder
+
+
+def _invoke_step(name: str, read: Callable[[], dict[str, Any]],
+                 repair_fn: Callable[[dict[str, Any]], Outcome]) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": name, "status": "failed", "before": read(), "after": None, "info": None,
+                            "reboot_required": False, "error": None}
+    outcome: Outcome | None = None
+    try:
+        outcome = repair_fn(step["before"])
+        step["info"] = outcome.info
+        step["reboot_required"] = bool(outcome.reboot)
+        step["error"] = limit_text(outcome.skip, 60)
+    except StepFailed as failure:
+        step["error"] = limit_text(str(failure), 60)
+    step["after"] = read()
+    if outcome is not None:
+        step["status"] = "changed" if outcome.changed else "unchanged"
+    if name == "sessions" and step["info"] is not None:
+        step["info"]["seats_freed"] = max(0, step["after"]["free"] - step["before"]["free"])
+    return step
+
+
+def _start(guest: WindowsGuest, name: str) -> None:
+    """Start-Service / Restart-Service: a service that cannot start throws."""
+    if not guest.start_service(name):
+        raise StepFailed(f"Service '{SERVICE_DISPLAY_NAMES.get(name, name)} ({name})' cannot be started due to "
+                         f"the following error: Cannot start service {name} on computer '.'.")
+
+
+# ---- rdp-config ----
+
+def _custom_rule(guest: WindowsGuest) -> FirewallRule | None:
+    return next((r for r in guest.firewall_rules if r.name == CUSTOM_PORT_RULE), None)
 
 
 def _rdp_config_state(guest: WindowsGuest) -> dict[str, Any]:
     rules, enabled = _fw_counts(guest)
-    custom = next((r for r in guest.firewall_rules if r.group == "azrdp"), None)
+    custom = None
+    if guest.port != 3389:
+        rule = _custom_rule(guest)
+        custom = rule is not None and rule.enabled and rule.port == guest.port
     return {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
-            "port": guest.port, "services": _services(guest, ("TermService", "SessionEnv")),
-            "fw_rules": rules, "fw_rules_enabled": enabled,
-            "custom_rule": None if guest.port == 3389 else bool(custom and custom.enabled)}
+            "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
+            "fw_rules": rules, "fw_rules_enabled": enabled, "custom_rule": custom}
 
 
-def _rdp_config(guest: WindowsGuest) -> tuple[dict[str, Any], bool, str | None]:
+def _rdp_config(guest: WindowsGuest, before: dict[str, Any]) -> Outcome:
     actions: list[str] = []
-    if guest.registry["fDenyTSConnections"] != 0:
+    if before["deny"] != 0:
         guest.registry["fDenyTSConnections"] = 0
         actions.append("deny=0")
-    for name in ("TermService", "SessionEnv"):
-        service = guest.services[name]
-        if service.start == "Disabled":
-            service.start = "Manual"
-            actions.append(f"enable:{name}")
-        if service.state != "Running":
-            guest.start_service(name)
+    for service in before["services"]:
+        name = service["name"]
+        if service["state"] == "Missing":
+            raise StepFailed(f"service {name} is missing")
+        if service["start"] == "Disabled":
+            guest.services[name].start = "Manual"
+            actions.append(f"demand:{name}")
+        if service["state"] != "Running":
+            _start(guest, name)
             actions.append(f"start:{name}")
-    if any(not r.enabled for r in guest.firewall_rules if r.group == "Remote Desktop"):
-        for rule in guest.firewall_rules:
-            if rule.group == "Remote Desktop":
-                rule.enabled = True
+    disabled = [r for r in guest.firewall_rules if r.group == "Remote Desktop" and not r.enabled]
+    if disabled:
+        for rule in disabled:
+            rule.enabled = True
         actions.append("fw:group")
-    if guest.port != 3389 and not any(r.group == "azrdp" and r.enabled and r.port == guest.port for r in guest.firewall_rules):
-        guest.firewall_rules.append(FirewallRule("azrdp-RDP-custom-port", port=guest.port, group="azrdp"))
+    if guest.port != 3389 and before["custom_rule"] is not True:
+        rule = _custom_rule(guest)
+        if rule is None:
+            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group=""))
+        else:
+            rule.port, rule.protocol, rule.enabled = guest.port, "TCP", True
         actions.append("fw:custom-port")
-    policy = guest.registry["policy.fDenyTSConnections"] == 1
-    error = "A group policy sets fDenyTSConnections=1." if policy else None
-    return {"policy_forces_deny": policy, "actions": actions}, bool(actions), error
+    info = {"policy_forces_deny": before["deny_policy"] == 1, "actions": actions[:ACTIONS_MAX]}
+    return Outcome(changed=bool(actions), info=info)
 
 
-def _machinekeys_acl(guest: WindowsGuest, stamp: str) -> tuple[dict[str, Any], bool, str | None]:
-    keys = guest.machinekeys
-    actions: list[str] = []
-    if not keys.default:
-        keys.sddl = MACHINEKEYS_DEFAULT_SDDL
-        actions.append("acl:folder")
-    key = keys.rdp_key
-    if key is not None and not (key.network_service_read and key.system_full):
-        key.network_service_read = key.system_full = True
-        actions.append("acl:rdp-key")
-    backup = rf"C:\ProgramData\azrdp\backup\machinekeys-acl-{stamp}" if actions else None
-    return {"backup": backup, "actions": actions}, bool(actions), None
-
+# ---- machinekeys-acl ----
 
 def _acl_state(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
     return {"default": keys.default, "files": keys.files, "rdp_key": _rdp_key_acl(keys)}
 
 
-def _machinekeys_rename(guest: WindowsGuest, stamp: str) -> tuple[dict[str, Any], bool, str | None]:
+def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
+    key = before["rdp_key"]
+    key_ok = not key["present"] or (key["network_service_read"] and key["system_full"])
+    if before["default"] and key_ok:
+        return Outcome(info={"backup": None, "actions": []})
+    keys = run.guest.machinekeys
+    backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
+    actions: list[str] = []
+    if not before["default"]:
+        keys.sddl = MACHINEKEYS_DEFAULT_SDDL
+        actions.append("acl:folder-default")
+    rdp_key = keys.rdp_key
+    if rdp_key is not None and not (rdp_key.network_service_read and rdp_key.system_full):
+        rdp_key.network_service_read = rdp_key.system_full = True
+        actions.append("acl:rdp-key")
+    return Outcome(changed=bool(actions), reboot=bool(actions),
+                   info={"backup": limit_text(backup, BACKUP_PATH), "actions": actions[:ACTIONS_MAX]})
+
+
+# ---- machinekeys-rename ----
+
+def _rename_state(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
-    backup = rf"{keys.path}_azrdp_{stamp}"
+    return {"files": keys.files, "default": keys.default, "rdp_key": _rdp_key_acl(keys)}
+
+
+def _rdp_key_usable(guest: WindowsGuest) -> bool:
+    """Test-RdpKeyUsable: the key container file opens (as SYSTEM) and is not empty, and every
+    Remote Desktop certificate's private key works."""
+    key = guest.machinekeys.rdp_key
+    if key is not None and (key.corrupt or not key.system_full):
+        return False
+    return all(guest.key_readable(cert) for cert in guest.rd_store())
+
+
+def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
+    guest = run.guest
+    if before["default"] and _rdp_key_usable(guest):
+        return Outcome(info={"backup": None, "acl_backup": None, "copied": 0, "skipped": [], "skipped_total": 0})
+    acl_backup = run.back_up("machinekeys.acl")
+    keys = guest.machinekeys
+    parent, _, _ = keys.path.rpartition("\\")
+    stamp = run.stamp()
+    new_name, suffix = f"MachineKeys.azrdp-{stamp}", 1
+    while f"{parent}\\{new_name}" in keys.backups:
+        suffix += 1
+        new_name = f"MachineKeys.azrdp-{stamp}-{suffix}"
+    old_path = f"{parent}\\{new_name}"
+    keys.backups.append(old_path)
     skipped = [keys.rdp_key.name] if keys.rdp_key else []
-    keys.backups.append(backup)
-    copied = keys.other_files
+    copied = keys.other_files                       # every other key file, with its own ACL
     keys.sddl, keys.rdp_key = MACHINEKEYS_DEFAULT_SDDL, None
-    return {"backup": backup, "acl_backup": rf"C:\ProgramData\azrdp\backup\machinekeys-rename-{stamp}",
-            "copied": copied, "skipped": skipped[:1], "skipped_total": len(skipped)}, True, None
+    info = {"backup": limit_text(old_path, BACKUP_PATH), "acl_backup": limit_text(acl_backup, BACKUP_PATH),
+            "copied": copied, "skipped": [limit_text(name, 72) for name in skipped[:1]],
+            "skipped_total": len(skipped)}
+    return Outcome(changed=True, reboot=True, info=info)
+
+
+# ---- cert ----
+
+def _usable(guest: WindowsGuest, cert: Certificate) -> bool:
+    """Test-CertificateUsable: not expired, and its private key works (for SYSTEM)."""
+    return not cert.expired(guest.real_now()) and guest.key_readable(cert)
+
+
+def _store_newest_first(guest: WindowsGuest) -> list[Certificate]:
+    return sorted(guest.rd_store(), key=lambda c: c.not_after, reverse=True)
 
 
 def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
-    now = guest.real_now()
-    store = guest.rd_store()
-    bad = [c for c in store if c.expired(now) or not guest.key_readable(c)]
-    current = guest.serving_certificate()
-    if current is not None and current.store == "rd" and current in bad:
-        usable = [c for c in store if c not in bad]
-        current = max(usable, key=lambda c: c.not_before) if usable else None
-    return {"bound": guest.bound_thumbprint, "total": len(store), "bad": len(bad),
+    store = _store_newest_first(guest)
+    bound = guest.bound_thumbprint
+    if bound is not None:
+        current = guest.find(bound)
+    else:
+        current = next((c for c in store if _usable(guest, c)), None)
+    return {"bound": bound, "total": len(store), "bad": sum(1 for c in store if not _usable(guest, c)),
             "current": current.thumbprint if current else None,
             "current_not_after": _utc(current.not_after) if current else None,
             "security_layer": guest.registry["SecurityLayer"]}
 
 
-def _cert_step(guest: WindowsGuest) -> tuple[dict[str, Any], bool, str | None]:
-    now = guest.real_now()
-    unusable = [c for c in guest.rd_store() if c.expired(now) or not guest.key_readable(c)]
-    removed = [c.thumbprint for c in unusable]
-    guest.certificates = [c for c in guest.certificates if c not in unusable]
-    bound = guest.find(guest.bound_thumbprint)
-    cleared = bool(guest.bound_thumbprint) and (bound is None or bound.expired(now))
+def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
+    guest = run.guest
+    bound = guest.bound_thumbprint
+    found = guest.find(bound)
+    bound_usable = found is not None and _usable(guest, found)
+    removed: list[str] = []
+    for cert in _store_newest_first(guest):
+        if _usable(guest, cert) or (bound_usable and cert.thumbprint == bound):
+            continue
+        run.back_up(f"{cert.thumbprint}.cer")           # Export-Certificate, then Remove-Item
+        guest.certificates.remove(cert)
+        removed.append(cert.thumbprint)
+    cleared = bound is not None and not bound_usable
     if cleared:
+        run.back_up("SSLCertificateSHA1Hash.txt")
         guest.bound_thumbprint = None
-    kept = bound is not None and not cleared
     restarted: list[str] = []
-    if removed or cleared or guest.serving_certificate() is None:
-        for name in ("SessionEnv", "TermService"):
-            guest.restart_service(name)
-            restarted.append(name)
-    serving = guest.serving_certificate()
-    error = None
-    if serving is None or not guest.key_readable(serving, as_network_service=True):
-        error = "Windows made no new certificate (event 1057/1058)."
-    info = {"removed": removed[:2], "removed_total": len(removed), "cleared_binding": cleared, "kept_bound": kept,
-            "restarted": restarted}
-    return info, bool(removed or cleared), error
+    if removed or cleared or before["current"] is None:
+        for name in ("SessionEnv", "TermService"):   # Restart-RdpServices; then up to 60 s for a certificate
+            guest.stop_service(name)
+            _start(guest, name)
+        restarted = ["SessionEnv", "TermService"]
+    info = {"removed": removed[:2], "removed_total": len(removed), "cleared_binding": cleared,
+            "kept_bound": bound_usable, "restarted": restarted}
+    return Outcome(changed=bool(removed or cleared or restarted), info=info)
 
+
+# ---- sessions ----
 
 def _sessions_state(guest: WindowsGuest) -> dict[str, Any]:
     seats = _sessions(guest)
-    remote = guest.remote_sessions()
-    return {"total": seats["total"], "disconnected": sum(1 for s in guest.sessions if s.state == "Disc"),
-            "active": sum(1 for s in remote if s.state == "Active"), "seat_limit": seats["seat_limit"],
-            "used": seats["used"], "free": seats["free"]}
+    users = _user_sessions(guest)
+    return {"total": seats["total"], "disconnected": sum(1 for s in users if s.state == "Disc"),
+            "active": sum(1 for s in users if s.state == "Active" and s.name != "console"),
+            "seat_limit": seats["seat_limit"], "used": seats["used"], "free": seats["free"]}
 
 
-def _sessions_step(guest: WindowsGuest, include_active: bool) -> tuple[dict[str, Any], bool, str | None]:
-    free_before = _sessions(guest)["free"]
-    states = ("Disc", "Active") if include_active else ("Disc",)
-    targets = [s for s in guest.remote_sessions() if s.state in states]
-    guest.sessions = [s for s in guest.sessions if s not in targets]
+def _sessions_step(guest: WindowsGuest, values: dict[str, Any], before: dict[str, Any]) -> Outcome:
+    include_active = bool(values["LogOffActive"])
+    targets = []
+    if not (values["LogOffOnlyWhenFull"] and before["free"] > 0):
+        targets = [s for s in _user_sessions(guest) if s.id != 0 and (
+            s.state == "Disc" or (include_active and s.state == "Active" and s.name != "console"))]
+    guest.sessions = [s for s in guest.sessions if s not in targets]     # logoff.exe <id>
     logged_off = [s.id for s in targets]
-    freed = max(0, _sessions(guest)["free"] - free_before)
-    return {"logged_off": logged_off[:4], "logged_off_total": len(logged_off), "seats_freed": freed,
-            "include_active": include_active}, bool(targets), None
+    return Outcome(changed=bool(logged_off), info={"logged_off": logged_off[:4], "logged_off_total": len(logged_off),
+                                                   "seats_freed": 0, "include_active": include_active})
 
 
 def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
-    wanted = set(values["Steps"])
-    stamp = guest.real_now().strftime("%Y%m%d-%H%M%S")
+    run = _RepairRun(guest, values)
+    steps: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], Outcome]]] = {
+        "rdp-config": (lambda: _rdp_config_state(guest), lambda before: _rdp_config(guest, before)),
+        "machinekeys-acl": (lambda: _acl_state(guest), lambda before: _machinekeys_acl(run, before)),
+        "machinekeys-rename": (lambda: _rename_state(guest), lambda before: _machinekeys_rename(run, before)),
+        "cert": (lambda: _cert_state(guest), lambda before: _cert_step(run, before)),
+        "sessions": (lambda: _sessions_state(guest), lambda before: _sessions_step(guest, values, before)),
+    }
     pending_before = bool(guest.reboot_reasons)
-    steps = []
-    for name in REPAIR_STEPS:
-        if name not in wanted:
-            continue
-        if name == "rdp-config":
-            steps.append(_step(name, _rdp_config_state(guest), lambda: _rdp_config(guest),
-                               lambda: _rdp_config_state(guest)))
-        elif name == "machinekeys-acl":
-            steps.append(_step(name, _acl_state(guest), lambda: _machinekeys_acl(guest, stamp),
-                               lambda: _acl_state(guest)))
-        elif name == "machinekeys-rename":
-            steps.append(_step(name, _acl_state(guest), lambda: _machinekeys_rename(guest, stamp),
-                               lambda: _acl_state(guest)))
-        elif name == "cert":
-            steps.append(_step(name, _cert_state(guest), lambda: _cert_step(guest), lambda: _cert_state(guest)))
-        else:
-            steps.append(_step(name, _sessions_state(guest),
-                               lambda: _sessions_step(guest, bool(values["LogOffActive"])),
-                               lambda: _sessions_state(guest)))
+    wanted = set(values["Steps"])
+    results = [_invoke_step(name, *steps[name]) for name in REPAIR_STEPS if name in wanted]
     return {
         "payload": "repair",
         "version": payload("repair").version,
         "run_id": values["RunId"],
-        "steps": steps,
-        "changed": any(step["status"] == "changed" for step in steps),
-        "reboot_required": pending_before or any(step["reboot_required"] for step in steps),
+        "steps": results,
+        "changed": any(step["status"] == "changed" for step in results),
         "reboot_pending": pending_before,
+        "reboot_required": pending_before or any(step["reboot_required"] for step in results),
     }
 
 

@@ -229,6 +229,8 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
 
     guest = backend.new_guest(name[:15].upper())
     guest.registry["PortNumber"] = port
+    for rule in guest.firewall_rules:  # a VM built to listen elsewhere has its firewall rules on that port
+        rule.port = port
     vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
     rg.vms[name.lower()] = vm
     return vm

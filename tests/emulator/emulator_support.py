@@ -31,3 +31,26 @@ def raw_and_model(pipeline_response: Any, deserialized: Any, headers: Any) -> tu
     """``cls=`` callback: keep the wire JSON beside the SDK model the SDK made of it."""
     body = pipeline_response.http_response.text()
     return (json.loads(body) if body else None), deserialized
+
+
+def run_payload(azure: AzureSession, payload_id: str, values: dict[str, Any] | None = None, *,
+                script: list[str] | None = None, rg: str = "rg-azrdp-demo", vm: str = "vm-web-01") -> tuple[str, str]:
+    """(StdOut, StdErr) of one shipped payload sent through the real SDK's begin_run_command."""
+    from azrdp.payloads import payload
+
+    shipped = payload(payload_id)
+    body = {"commandId": "RunPowerShellScript", "script": script or shipped.script_lines(),
+            "parameters": shipped.run_command_parameters(values or {})}
+    out, err = (s.message for s in azure.compute.virtual_machines.begin_run_command(rg, vm, body).result().value)
+    return out, err
+
+
+def payload_answer(azure: AzureSession, payload_id: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The payload's one result line, checked against its schema (validate_result)."""
+    from azrdp.payloads.schema import RESULT_MARKER, validate_result
+
+    stdout, stderr = run_payload(azure, payload_id, values)
+    assert stderr == ""
+    lines = stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(RESULT_MARKER)
+    return validate_result(payload_id, json.loads(lines[0][len(RESULT_MARKER):]))
