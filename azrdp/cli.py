@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "check": "azrdp.commands.check:check_command",
     "fix": "azrdp.commands.fix:fix_command",
     "revoke": "azrdp.commands.revoke:revoke_command",
+    "demo": "azrdp.commands.demo:demo_command",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
