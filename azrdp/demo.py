@@ -185,4 +185,7 @@ def _seconds(value: float) -> str:
 
 def _minutes(seconds: float) -> str:
     minutes, rest = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"

@@ -26,6 +26,7 @@ import json
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -330,6 +331,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type, emulator: Emulator):
         self.emulator = emulator
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (Ctrl-C, a dropped keep-alive connection) is normal, as it is
+        for ARM: no traceback on the console for it. Anything else is still printed."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _ConnectionReset(Exception):

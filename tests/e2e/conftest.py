@@ -1,0 +1,25 @@
+"""End-to-end fixtures: the cases this session's tests ask for all run at once (see e2e_support)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "emulator"))
+
+from e2e_cases import CASES  # noqa: E402
+from e2e_support import Runner  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    """Starts, in parallel, every case a selected test names (parameter ``e2e_case``)."""
+    wanted = {item.callspec.params["e2e_case"] for item in request.session.items
+              if getattr(item, "callspec", None) is not None and "e2e_case" in item.callspec.params}
+    runner = Runner(tmp_path_factory.mktemp("e2e"), [CASES[name] for name in CASES if name in wanted])
+    yield runner
+    runner.close()

@@ -1,0 +1,44 @@
+"""Every emulator scenario and every fault, as `azrdp fix VM -g RG --yes -o json` (and `azrdp demo`)
+runs them. What each must end in is asserted in test_e2e_fix.py / test_e2e_demo.py."""
+
+from __future__ import annotations
+
+from e2e_support import Case, interrupt_once_run_command_polls
+
+SCENARIO_CASES = [
+    Case("healthy", "healthy"),
+    Case("expired-cert", "expired-cert"),
+    Case("machinekeys-acl", "machinekeys-acl"),
+    Case("corrupt-key", "corrupt-key"),
+    Case("seat-taken", "seat-taken"),
+    Case("rdp-disabled", "rdp-disabled"),
+    Case("firewall", "firewall"),
+    Case("nsg-blocked", "nsg-blocked"),
+    Case("nsg-blocked-allow-from", "nsg-blocked", args=("--allow-from", "me")),
+    Case("agent-not-ready", "agent-not-ready"),
+    Case("deallocated", "deallocated"),
+    Case("deallocated-start", "deallocated", args=("--start",)),
+    Case("0x904", "0x904"),
+    Case("0x904-guest-first", "0x904", args=("--guest-first",)),
+]
+
+FAULT_CASES = [
+    Case("throttled", "0x904", faults=(
+        {"kind": "throttle", "operation": "VirtualMachines_Get", "count": 2, "retry_after": 1},
+        {"kind": "throttle", "operation": "VirtualMachines_RunCommand", "count": 1, "retry_after": 1})),
+    Case("server-errors", "0x904", faults=(
+        {"kind": "server_error", "status": 500, "operation": "VirtualMachines_Get", "count": 2},
+        {"kind": "server_error", "status": 503, "operation": "ComputeOperations_Get", "count": 3, "retry_after": 1})),
+    Case("run-command-conflict", "0x904", faults=({"kind": "run_command_conflict", "count": 1},)),
+    Case("run-command-hang", "0x904", faults=({"kind": "run_command_hang"},), during=interrupt_once_run_command_polls),
+    Case("restart-failure", "0x904", faults=({"kind": "restart_failure"},)),
+    Case("rdp-never-returns", "0x904", args=("--wait-timeout", "3s"), faults=({"kind": "rdp_never_returns"},)),
+    Case("connection-reset", "0x904", faults=({"kind": "connection_reset", "count": 2},)),
+]
+
+DEMO_CASES = [
+    Case("demo", "healthy", command="demo", args=("--speed", "1000")),
+    Case("demo-json", "healthy", command="demo", args=("--speed", "1000", "-o", "json", "--scenario", "rdp-disabled")),
+]
+
+CASES = {case.name: case for case in SCENARIO_CASES + FAULT_CASES + DEMO_CASES}
