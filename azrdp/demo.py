@@ -53,7 +53,7 @@ class DemoSetup:
             f"  Problem   {self.problem}",
             f"  Azure     a local stand-in for Azure Resource Manager at {self.arm_endpoint}: the same SDK calls, "
             "a local token",
-            f"  Guest     simulated Windows: runs azrdp's PowerShell payloads (Run Command) and answers like the scripts",
+            "  Guest     simulated Windows: runs azrdp's PowerShell payloads (Run Command) and answers like the scripts",
             f"  RDP       a real listener on {self.rdp}: X.224 and TLS with the guest's certificate",
             f"  You       NSG rules see you as {self.client_ip}",
             f"  Time      Azure's latencies run {self.speed:g}x faster: Run Command (20-40 s) {scaled(20, 40)} s, "
