@@ -372,42 +372,13 @@ class _Worker:
             checked.repair = {"verdict": "not_attempted", "blockers": list(preview.blockers),
                               "notes": list(preview.notes)}
             return checked
-        skip = list(self.policy.skipped)
-        held_back = self._cert_held_back(scope, vm, diagnosis)
-        if held_back:
-            skip.append("cert")
         options = FixOptions(port=self.port, source_ip=self.source_ip, probe_timeout=self.probe_timeout,
-                             skip_steps=tuple(skip), start=False, fused=True, who="azrdp sweep",
+                             skip_steps=tuple(self.policy.skipped), start=False, fused=True, who="azrdp sweep",
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,
                        clock=self.clock)
-        result = _from_repair(vm, checked, repaired)
-        if held_back and result.repair is not None:
-            result.repair["held_back"] = held_back
-            if result.outcome != "fixed":
-                result.summary += f"; {held_back}"
-        return result
-
-    def _cert_held_back(self, scope: _Scope, vm: SelectedVm, diagnosis: Any) -> str | None:
-        """The cert step replaces the RDP certificate; where the MachineKeys folder cannot take a new
-        key and machinekeys-acl is not allowed, that would leave RDP with no certificate at all. So
-        the guest is read first (unless it was), and cert is held back in that case."""
-        from azrdp.diagnose import GUEST_STAGES, diagnose
-
-        if "machinekeys-acl" in self.policy.steps:
-            return None
-        if diagnosis.guest is None:
-            if diagnosis.check("vm.power") is None or diagnosis.check("vm.power").status is not Status.PASS or \
-                    diagnosis.check("vm.agent") is None or diagnosis.check("vm.agent").status is not Status.PASS:
-                return None
-            diagnosis = diagnose(scope.session, vm.target(), port=self.port, source_ip=self.source_ip,
-                                 probe_timeout=self.probe_timeout, stages=GUEST_STAGES)
-        machinekeys = diagnosis.check("guest.machinekeys")
-        if machinekeys is None or machinekeys.status is not Status.FAIL:
-            return None
-        return ("cert held back: the MachineKeys folder cannot take a new key (guest.machinekeys), so replacing "
-                "the certificate would leave none; allow machinekeys-acl (--allow-step) to repair both")
+        return _from_repair(vm, checked, repaired)
 
 
 def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
@@ -431,7 +402,9 @@ def _from_repair(vm: SelectedVm, checked: VmResult, repaired: Any) -> VmResult:
     blockers = list(plan.blockers) if plan is not None else []
     summary = repaired.summary()
     if not fixed:
-        reason = "; ".join(blockers) or (after.summary() if after is not None else checked.summary)
+        # what is left, most telling first: blockers, then guest steps that failed or held back
+        reason = "; ".join(blockers) or next(iter(repaired.next_steps), None) or \
+            (after.summary() if after is not None else checked.summary)
         summary = f"{summary}; {reason}" if reason else summary
         if repaired.verdict == "declined":
             summary = "the plan needs steps the unattended policy does not allow: " + \

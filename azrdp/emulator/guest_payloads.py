@@ -305,7 +305,7 @@ def _invoke_step(name: str, read: Callable[[], dict[str, Any]],
         step["error"] = limit_text(str(failure), 60)
     step["after"] = read()
     if outcome is not None:
-        step["status"] = "changed" if outcome.changed else "unchanged"
+        step["status"] = "changed" if outcome.changed else "skipped" if outcome.skip else "unchanged"
     if name == "sessions" and step["info"] is not None:
         step["info"]["seats_freed"] = max(0, step["after"]["free"] - step["before"]["free"])
     return step
@@ -460,6 +460,9 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     bound = guest.bound_thumbprint
     found = guest.find(bound)
     bound_usable = found is not None and _usable(guest, found)
+    would_act = before["bad"] > 0 or (bound is not None and not bound_usable) or before["current"] is None
+    if would_act and not guest.machinekeys.default:   # Windows could not make the new key (1058)
+        return Outcome(skip="held back: MachineKeys ACL not default; run machinekeys-acl")
     removed: list[str] = []
     for cert in _store_newest_first(guest):
         if _usable(guest, cert) or (bound_usable and cert.thumbprint == bound):

@@ -52,14 +52,15 @@ def test_0x904_diagnosis_repair_and_a_fresh_certificate_on_the_wire(start_emulat
     assert after["machinekeys"]["default"] and after["sessions"]["free"] == 2
 
 
-def test_a_cert_repair_without_the_acl_repair_leaves_no_certificate_as_on_windows(start_emulator, fake_credential):
-    azure = session_for(start_emulator("0x904"), fake_credential)
+def test_a_cert_repair_without_the_acl_repair_holds_back_as_repair_ps1_does(start_emulator, fake_credential):
+    emu = start_emulator("0x904")
+    azure = session_for(emu, fake_credential)
     step = answer(azure, "repair", {"Steps": ["cert"]})["steps"][0]
-    # repair.ps1 removes the expired certificate and restarts the services; Windows cannot make a new
-    # one (MachineKeys is not writable), and the script reports that in `after`, not as an error.
-    assert step["status"] == "changed" and step["error"] is None
-    assert step["info"]["removed_total"] == 1 and step["after"]["current"] is None
-    assert answer(azure, "diagnose")["events"]["rcm_1057"] >= 1  # no certificate left, none could be made
+    # Removing the expired certificate while MachineKeys cannot take a new key would leave RDP with
+    # none: repair.ps1 holds the step back and says why; nothing changes, the old one still serves.
+    assert step["status"] == "skipped" and step["error"].startswith("held back: MachineKeys ACL")
+    assert step["info"] is None and step["before"] == step["after"]
+    assert probe(*emu.rdp_endpoint(), timeout=1).outcome == "cert_expired"
 
 
 def test_repair_is_idempotent_on_a_healthy_vm(azure):
