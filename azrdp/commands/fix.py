@@ -45,6 +45,9 @@ def parse_duration(text: str, option: str) -> float:
               help="How long that rule is meant to live (recorded as its expiry; `azrdp revoke` removes it).")
 @click.option("--wait-timeout", default="15m", show_default=True, metavar="DURATION",
               help="How long to wait for RDP to answer after the repair, restart or start.")
+@click.option("--run-command-timeout", default="15m", show_default=True, metavar="DURATION",
+              help="How long to wait for the repair Run Command (it cannot be cancelled; it may go on in the "
+                   "guest after azrdp stops waiting).")
 @click.option("--guest-first", is_flag=True,
               help="With --yes, still read the guest with the diagnose payload before repairing (one more Run "
                    "Command; by default the repair payload re-checks and repairs only what is broken).")
@@ -61,7 +64,7 @@ def parse_duration(text: str, option: str) -> float:
 @shared_options
 def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str, ...], skips: tuple[str, ...],
                 reboot: bool | None, start: bool, allow_from: str | None, allow_for: str, wait_timeout: str,
-                guest_first: bool, port: int, source_ip: str | None, host: str | None, probe_timeout: float,
+                run_command_timeout: str, guest_first: bool, port: int, source_ip: str | None, host: str | None, probe_timeout: float,
                 audit_log: str | None, junit_xml: str | None) -> None:
     """Repair Remote Desktop on an Azure Windows VM and prove it answers: diagnose (Azure, wire,
     guest), plan the steps with a reason each, ONE repair Run Command, a restart through ARM only
@@ -96,7 +99,8 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
         port=port, host=host, source_ip=source_ip, probe_timeout=probe_timeout, force_steps=steps,
         skip_steps=skips, reboot=reboot, start=True if start else (None if interactive else False),
         allow_from=allow_from, allow_for=timedelta(seconds=parse_duration(allow_for, "--allow-for")),
-        wait_timeout=parse_duration(wait_timeout, "--wait-timeout"), fused=yes and not dry_run and not guest_first,
+        wait_timeout=parse_duration(wait_timeout, "--wait-timeout"),
+        run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout"), fused=yes and not dry_run and not guest_first,
         dry_run=dry_run)
     target = azure.target()
     progress = Progress()

@@ -31,6 +31,7 @@ FAULT_CASES = [
         {"kind": "server_error", "status": 503, "operation": "ComputeOperations_Get", "count": 3, "retry_after": 1})),
     Case("run-command-conflict", "0x904", faults=({"kind": "run_command_conflict", "count": 1},)),
     Case("run-command-hang", "0x904", faults=({"kind": "run_command_hang"},), during=interrupt_once_run_command_polls),
+    Case("run-command-timeout", "0x904", args=("--run-command-timeout", "2s"), faults=({"kind": "run_command_hang"},)),
     Case("restart-failure", "0x904", faults=({"kind": "restart_failure"},)),
     Case("rdp-never-returns", "0x904", args=("--wait-timeout", "3s"), faults=({"kind": "rdp_never_returns"},)),
     Case("connection-reset", "0x904", faults=({"kind": "connection_reset", "count": 2},)),

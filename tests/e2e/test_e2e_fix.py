@@ -187,6 +187,16 @@ def test_a_run_command_that_never_finishes_can_be_interrupted(e2e, e2e_case):
     assert "repair Run Command" in outcome.audit[-1]["in_flight"]
 
 
+@pytest.mark.parametrize("e2e_case", ["run-command-timeout"])
+def test_a_run_command_that_never_finishes_times_out_with_exit_5(e2e, e2e_case):
+    outcome = finished(e2e, e2e_case, 5)
+    doc = outcome.doc
+    assert doc["verdict"] == "failed" and doc["error"]["type"] == "OperationTimeout"
+    assert "did not finish within 2 s" in doc["error"]["message"]
+    assert outcome.count(RUN) == 1 and outcome.count(RESTART) == 0
+    assert [a for a, _ in outcome.actions()] == ["run-command", "failed"]
+
+
 @pytest.mark.parametrize("e2e_case", ["restart-failure"])
 def test_a_failed_restart_exits_5_with_the_audit_complete(e2e, e2e_case):
     outcome = finished(e2e, e2e_case, 5)
@@ -219,7 +229,8 @@ def test_a_connection_reset_mid_poll_is_retried(e2e, e2e_case):
 
 
 @pytest.mark.parametrize("e2e_case", ["throttled", "server-errors", "run-command-conflict", "restart-failure",
-                                      "rdp-never-returns", "connection-reset", "run-command-hang"])
+                                      "rdp-never-returns", "connection-reset", "run-command-hang",
+                                      "run-command-timeout"])
 def test_every_injected_fault_fired(e2e, e2e_case):
     outcome = e2e.outcome(e2e_case)
     assert outcome.faults and all(fault["fired"] >= 1 for fault in outcome.faults), outcome.faults
