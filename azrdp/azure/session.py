@@ -315,4 +315,19 @@ def open_tenant_session(*, auth: str = "auto", client_id: str | None = None, clo
         else:
             credential = make_credential(auth, client_id=client_id, environ=environ,
                                          authority=None if endpoint else CLOUDS[cloud].authority_host)
+    if "polling_interval" not in session_kwargs and environ.get("AZRDP_POLLING_INTERVAL"):
+        session_kwargs["polling_interval"] = polling_interval_from(environ["AZRDP_POLLING_INTERVAL"])
     return AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
+
+
+def polling_interval_from(text: str) -> float:
+    """AZRDP_POLLING_INTERVAL: seconds between polls of an ARM operation (an emulator running
+    faster than Azure wants short ones; Azure itself is fine with the default)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise UsageError(f"AZRDP_POLLING_INTERVAL={text!r} is not a number of seconds from 0 to 60.",
+                         hint="Unset it, or set e.g. AZRDP_POLLING_INTERVAL=0.5.")
+    return value

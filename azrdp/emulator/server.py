@@ -205,8 +205,13 @@ class Emulator:
         return vm.rdp_address, vm.guest.port
 
     def environment(self) -> dict[str, str]:
-        """What to export so azrdp (or a runbook) talks to this emulator."""
+        """What to export so azrdp (or a runbook) talks to this emulator: its endpoint and
+        subscription, the managed-identity endpoint, and a polling interval scaled with the time
+        scale like every other latency (Azure's operations take ``speed`` times longer)."""
+        from azrdp.azure.lro import POLL_CAP
+
         return {"AZRDP_ARM_ENDPOINT": self.base_url, "AZURE_SUBSCRIPTION_ID": self.subscription_id,
+                "AZRDP_POLLING_INTERVAL": f"{POLL_CAP / self.speed:g}",
                 **self.identity.environment(self.base_url)}
 
     # -- control ----------------------------------------------------------------------------------

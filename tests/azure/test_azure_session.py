@@ -55,6 +55,18 @@ def test_environment_points_azrdp_at_an_emulator_without_a_real_token(arm, monke
     assert session.compute.virtual_machines.get("rg1", "vm1").name == "vm1"
 
 
+def test_the_polling_interval_comes_from_the_environment_when_not_given(monkeypatch):
+    monkeypatch.setenv("AZRDP_ARM_ENDPOINT", BASE)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+    assert open_session().polling_interval == 30.0          # the SDK's default for Azure
+    monkeypatch.setenv("AZRDP_POLLING_INTERVAL", "0.5")
+    assert open_session().polling_interval == 0.5
+    assert open_session(polling_interval=0).polling_interval == 0   # the caller's choice wins
+    monkeypatch.setenv("AZRDP_POLLING_INTERVAL", "soon")
+    with pytest.raises(UsageError, match="AZRDP_POLLING_INTERVAL='soon' is not a number of seconds"):
+        open_session()
+
+
 def test_an_explicit_auth_is_used_even_for_an_emulator(monkeypatch):
     monkeypatch.setenv("AZRDP_ARM_ENDPOINT", BASE)
     monkeypatch.setenv("AZRDP_ARM_SCOPE", "api://emulator/.default")
