@@ -313,9 +313,8 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     # Guest: Run Command needs a Ready agent.
     if _status(checks, "vm.agent") is not Status.PASS:
         agent = _check(checks, "vm.agent")
-        status = agent.summary if agent else "not reported"
-        blocker = (f"the VM agent is {status}, so Run Command cannot reach the guest (no repair was sent); "
-                   + OFFLINE_ROUTE.format(**where))
+        status = agent.summary if agent else "not reported: Run Command cannot reach the guest"
+        blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
         if result.reboot == "always":
             blocker += "; the --reboot restart may revive the agent"
         result.blockers.append(blocker)

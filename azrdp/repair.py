@@ -107,8 +107,12 @@ class RepairResult:
         where = (self.verification or {}).get("where")
         nothing = "nothing needed repair; " if not any(r["action"] != "run-command" and r.get("status") != "unchanged"
                                                           for r in self.actions) else ""
+        answers = f"RDP answers{f' on {where}' if where else ' (checked from the guest side)'}"
+        blockers = [b for plan in self.plans for b in plan.blockers]
+        if blockers:  # RDP answers, but part of the VM could not be checked or repaired: say so
+            answers += f"; but {blockers[0]}"
         return {
-            "verified": f"{nothing}RDP answers{f' on {where}' if where else ' (checked from the guest side)'}",
+            "verified": answers if blockers else f"{nothing}{answers}",
             "dry_run": "dry run: nothing was changed",
             "declined": "not confirmed: nothing was changed",
             "interrupted": "interrupted",

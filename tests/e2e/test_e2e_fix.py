@@ -112,6 +112,8 @@ def test_nsg_blocked_with_allow_from_adds_one_narrow_rule(e2e, e2e_case):
 def test_agent_not_ready_sends_no_run_command(e2e, e2e_case):
     outcome = finished(e2e, e2e_case, 0)   # RDP itself answers; the agent is reported
     assert outcome.checks("before")["vm.agent"] == "fail" and outcome.checks("after")["vm.agent"] == "fail"
+    assert outcome.doc["summary"].startswith("RDP answers on ") and \
+        "; but the VM agent is Not Ready" in outcome.doc["summary"] and "win-GA-fix" in outcome.doc["summary"]
     assert outcome.count(RUN) == 0 and outcome.count(RESTART) == 0 and outcome.audit == []
 
 
