@@ -178,12 +178,12 @@ SESSION_STATES = ("Active", "Disc", "Conn", "Listen", "Shadow", "Idle", "Down", 
                   "ConnQ", "Unknown")
 
 SESSION = o(
-    "One session as `query session` shows it (listeners excluded).",
+    "One signed-in user's session as `quser` (`query user`) shows it.",
     id=i("Session id.", hi=65536),
-    name=s("Session name (console, rdp-tcp#3, services), null for a disconnected session.",
+    name=s("Session name (console, rdp-tcp#3), null for a disconnected session.",
            max_len=12, null=True),
     user=s("User name, truncated to 24 characters; null when none.", max_len=24, null=True),
-    state=s("Session state as query session prints it.", choices=SESSION_STATES),
+    state=s("Session state as quser prints it.", choices=SESSION_STATES),
     idle_min=i("Idle minutes from `query user` (capped at 99999); null when unknown.", null=True,
                hi=99999),
 )
