@@ -8,7 +8,6 @@ Commands live in ``azrdp/commands/<name>.py`` and are imported only when invoked
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 import traceback
 from dataclasses import dataclass
@@ -19,16 +18,26 @@ import click
 from azrdp import __version__
 from azrdp.errors import EXIT_INTERRUPTED, AzrdpError
 
-# name -> "module:attribute". Add a line when you add a command.
-COMMANDS: dict[str, str] = {
-    "probe": "azrdp.commands.probe:probe_command",
-    "diagnose": "azrdp.commands.diagnose:diagnose_command",
-    "emulator": "azrdp.commands.emulator:emulator_group",
-    "sweep": "azrdp.commands.sweep:sweep_command",
-    "check": "azrdp.commands.check:check_command",
-    "fix": "azrdp.commands.fix:fix_command",
-    "revoke": "azrdp.commands.revoke:revoke_command",
-    "demo": "azrdp.commands.demo:demo_command",
+# name -> ("module:attribute", one-line summary for `azrdp --help`), in the order --help lists
+# them. Add a line when you add a command. The summary lives here so that `azrdp --help` lists
+# every command without importing any of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "probe": ("azrdp.commands.probe:probe_command",
+              "Does RDP answer on HOST[:PORT]? TCP, X.224, TLS and the certificate."),
+    "diagnose": ("azrdp.commands.diagnose:diagnose_command",
+                 "Why does this VM refuse Remote Desktop? Azure, network, wire and guest."),
+    "fix": ("azrdp.commands.fix:fix_command",
+            "Repair Remote Desktop on a VM and prove it answers again."),
+    "revoke": ("azrdp.commands.revoke:revoke_command",
+               "Remove the NSG rules `fix --allow-from` added to a VM."),
+    "check": ("azrdp.commands.check:check_command",
+              "CI smoke check: does the VM answer RDP? Detail only when it fails."),
+    "sweep": ("azrdp.commands.sweep:sweep_command",
+              "Check (and with --fix repair) every Windows VM in a scope."),
+    "demo": ("azrdp.commands.demo:demo_command",
+             "See azrdp repair a broken VM on a local Azure stand-in."),
+    "emulator": ("azrdp.commands.emulator:emulator_group",
+                 "Run the local Azure stand-in for your own scripts and runbooks."),
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -60,6 +69,8 @@ def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> Non
 
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
+        import logging
+
         settings(ctx).debug = True
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -95,14 +106,17 @@ class AzrdpGroup(click.Group):
     """Lazily imports commands and turns typed errors into exit codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        if name not in COMMANDS:
             return None
-        module_name, attribute = target.split(":")
+        module_name, attribute = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
