@@ -325,7 +325,8 @@ class _Job:
                 self.changed_something = self.changed_something or step["status"] == "changed"
                 self.record("guest-step", step=step["name"], status=step["status"], before=step["before"],
                             after=step["after"], info=step["info"], reboot_required=step["reboot_required"],
-                            error=step["error"], backups=backups_of(step), run_id=self.run_id)
+                            error=step["error"], backups=backups_of(step, outcome.steps, self.run_id),
+                            run_id=self.run_id)
         self.record("run-command", status="done", run_id=self.run_id, changed=outcome.changed,
                     reboot_required=outcome.reboot_required, seconds=round(run.seconds, 3))
         changed = [f"{st['name']} {st['status']}" for st in outcome.steps]
@@ -432,19 +433,26 @@ class _Job:
         self.timed("agent", begun)
 
 
-def backups_of(step: dict[str, Any]) -> dict[str, Any]:
-    """Where a guest step left its backups (paths inside the guest)."""
+def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    """Where a guest step left its backups (paths inside the guest). A run keeps all its backups in
+    one folder; the ACL steps report it, so the cert step's exports are named by that folder (or,
+    when no ACL step ran, by the run id written in the folder's run-id.txt)."""
     info = step.get("info") or {}
     out = {}
     if info.get("backup"):
         out["folder" if step["name"] == "machinekeys-acl" else "renamed_machinekeys"] = info["backup"]
     if info.get("acl_backup"):
         out["acl_folder"] = info["acl_backup"]
-    if step["name"] == "cert" and info.get("removed_total"):
-        out["certificates"] = ("exported as <thumbprint>.cer into %ProgramData%\\azrdp\\backup\\<UTC time>\\ "
-                               "(the folder whose run-id.txt holds this run id)")
-    if step["name"] == "cert" and info.get("cleared_binding"):
-        out["binding"] = "SSLCertificateSHA1Hash.txt in the same backup folder"
+    if step["name"] == "cert" and (info.get("removed_total") or info.get("cleared_binding")):
+        run_folder = next((f for s in steps for f in ((s.get("info") or {}).get("acl_backup"),
+                           (s.get("info") or {}).get("backup") if s["name"] == "machinekeys-acl" else None) if f),
+                          None)
+        where = run_folder or f"%ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says {run_id})"
+        if info.get("removed_total"):
+            out["certificates"] = f"{where}/<thumbprint>.cer" if run_folder else f"<thumbprint>.cer in {where}"
+        if info.get("cleared_binding"):
+            out["binding"] = f"{where}/SSLCertificateSHA1Hash.txt" if run_folder else \
+                f"SSLCertificateSHA1Hash.txt in {where}"
     return out
 
 

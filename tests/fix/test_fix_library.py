@@ -107,3 +107,18 @@ def test_plan_refuses_a_step_both_forced_and_skipped(arm, session, clock, audit_
     with pytest.raises(UsageError, match="--step and --skip both name cert"):
         fix(session, VM, FixOptions(force_steps=("cert",), skip_steps=("cert",)), audit=AuditLog(audit_path))
     assert arm.run_commands == [] and not audit_path.exists()
+
+
+def test_backups_name_the_run_folder_for_every_step():
+    from azrdp.repair import backups_of
+
+    acl = {"name": "machinekeys-acl", "info": {"backup": "C:/ProgramData/azrdp/backup/20261121T201751Z"}}
+    cert = {"name": "cert", "info": {"removed_total": 1, "cleared_binding": True}}
+    assert backups_of(acl, [acl, cert], "azrdp-1") == {"folder": "C:/ProgramData/azrdp/backup/20261121T201751Z"}
+    assert backups_of(cert, [acl, cert], "azrdp-1") == {
+        "certificates": "C:/ProgramData/azrdp/backup/20261121T201751Z/<thumbprint>.cer",
+        "binding": "C:/ProgramData/azrdp/backup/20261121T201751Z/SSLCertificateSHA1Hash.txt"}
+    # cert alone: no step reported the folder, so it is named by the run id written in it
+    assert backups_of(cert, [cert], "azrdp-1")["certificates"] == \
+        "<thumbprint>.cer in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1)"
+    assert backups_of({"name": "cert", "info": {"removed_total": 0}}, [], "azrdp-1") == {}
