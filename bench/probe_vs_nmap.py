@@ -68,13 +68,14 @@ def main() -> int:
     args = parser.parse_args()
 
     nmap = shutil.which("nmap")
-    if shutil.which("xrdp") is None:
+    xrdp = shutil.which("xrdp") or shutil.which("xrdp", path="/usr/local/sbin:/usr/sbin:/sbin")
+    if xrdp is None:
         print("xrdp is not installed (apt-get install xrdp)", file=sys.stderr)
         return 2
     azrdp = azrdp_command()
     folder = tempdir("azrdp-bench-")
     cert = write_cert(folder / "certs", cn="bench-rdp.test")
-    server = XrdpServer(folder / "xrdp", cert, security_layer=args.security_layer).start()
+    server = XrdpServer(folder / "xrdp", cert, security_layer=args.security_layer).start(xrdp)
     target = f"127.0.0.1:{server.port}"
     print(f"xrdp {args.security_layer} on {target}; azrdp: {' '.join(azrdp)}; nmap: {nmap or 'not installed'}")
     try:

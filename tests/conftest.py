@@ -47,7 +47,8 @@ def fake_credential() -> FakeCredential:
 def require_binary(name: str) -> str:
     """Path of a real server binary; skip the test when it is absent, except under CI=true,
     where a missing server is a failure (CI must never go green by skipping)."""
-    path = shutil.which(name)
+    # Debian installs xrdp in /usr/sbin, which is not on a normal user's PATH.
+    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
     if path:
         return path
     message = f"{name} is not installed (scripts/test installs it as root on Debian)"

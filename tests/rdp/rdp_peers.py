@@ -148,8 +148,6 @@ class XrdpServer:
             "security_layer": security_layer,
             "certificate": str(cert.cert) if cert else "",
             "key_file": str(cert.key) if cert else "",
-            "LogFile": str(self.log),
-            "EnableSyslog": "false",
         }
         if ssl_protocols:
             self._settings["ssl_protocols"] = ssl_protocols
@@ -162,6 +160,10 @@ class XrdpServer:
         text = XRDP_INI.read_text()
         for key, value in {"port": f"tcp://127.0.0.1:{self.port}", **self._settings}.items():
             text = _set_ini_key(text, key, value)
+        # The log settings live in [Logging]; left alone, xrdp logs to /var/log/xrdp.log, which
+        # only root may write (a normal user's xrdp then quits) and which every test would share.
+        for key, value in {"LogFile": str(self.log), "EnableSyslog": "false"}.items():
+            text = _set_ini_key(text, key, value, section="Logging")
         self.ini.write_text(text)
 
     def start(self, binary: str = "xrdp") -> "XrdpServer":
