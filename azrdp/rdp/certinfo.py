@@ -77,13 +77,13 @@ def cert_info(der: bytes, *, now: datetime) -> CertInfo:
         subject, issuer = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
         common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         common_name = str(common_names[0].value) if common_names else None
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - hostile bytes: cryptography also raises InvalidVersion, TypeError
         raise ProtocolError(f"the server's certificate cannot be parsed: {err}") from None
     key_type, key_size = _key_kind(cert)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         dns_names = san.value.get_values_for_type(x509.DNSName)
-    except (x509.ExtensionNotFound, ValueError):
+    except Exception:  # noqa: BLE001 - absent, duplicated or undecodable extensions: no names to show
         dns_names = []
     try:
         signature_algorithm = cert.signature_algorithm_oid._name  # e.g. sha256WithRSAEncryption

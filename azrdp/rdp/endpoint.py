@@ -13,7 +13,7 @@ _EXAMPLE = "Give HOST or HOST:PORT, e.g. 10.0.0.4, myvm.westeurope.cloudapp.azur
 
 def parse_port(text: str, *, given: str) -> int:
     """A TCP port 1-65535, or UsageError naming the bad value."""
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:  # '²'.isdigit() is True
         raise UsageError(f"bad port {text!r} in {given!r}: a port is a number from 1 to 65535.", hint=_EXAMPLE)
     return int(text)
 

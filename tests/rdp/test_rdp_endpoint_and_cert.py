@@ -45,6 +45,7 @@ def test_default_port_is_the_callers():
     ("vm:rdp", "bad port 'rdp'"),
     ("vm:", "bad port ''"),
     ("vm:-1", "bad port '-1'"),
+    ("vm:\u00b2", "bad port '\u00b2'"),  # a superscript two: str.isdigit() says yes, int() says no
     ("[::1]:x", "bad port 'x'"),
     ("[::1", "missing ']'"),
     ("[::1]3389", "unexpected '3389'"),
@@ -125,3 +126,42 @@ def test_cert_signed_by_another_key_is_not_self_signed(tmp_path):
 def test_garbage_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         cert_info(b"\x30\x03\x02\x01\x01", now=NOW)
+
+
+def _ec_cert_der(*, extensions=(), not_after=dt.datetime(2027, 1, 1)) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(1).not_valid_before(dt.datetime(2026, 1, 1)).not_valid_after(not_after))
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+@pytest.mark.parametrize("mangle", [
+    # a v4 certificate: cryptography raises x509.InvalidVersion, not ValueError
+    lambda der: der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x05", 1),
+    # the common name as a BIT STRING: cryptography raises TypeError
+    lambda der: der.replace(b"\x0c\x01x", b"\x03\x01\x00"),
+])
+def test_hostile_certificate_bytes_are_a_protocol_error(mangle):
+    der = _ec_cert_der()
+    mangled = mangle(der)
+    assert mangled != der
+    with pytest.raises(ProtocolError):
+        cert_info(mangled, now=NOW)
+
+
+def test_duplicate_extensions_do_not_crash_the_probe():
+    """A server may send a certificate with two SAN extensions (x509.DuplicateExtension): the
+    probe still reports the certificate, without DNS names."""
+    der = _ec_cert_der(extensions=[x509.SubjectAlternativeName([x509.DNSName("a")]),
+                                   x509.IssuerAlternativeName([x509.DNSName("a")])])
+    duplicated = der.replace(b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11")  # IssuerAltName OID -> SAN OID
+    assert duplicated != der
+    info = cert_info(duplicated, now=NOW)
+    assert info.common_name == "x" and info.dns_names == []
