@@ -46,6 +46,8 @@ class ExplainedCredential:
             return self.inner.get_token(*scopes, **kwargs)
         except ClientAuthenticationError as err:
             raise sign_in_error(self.method, err) from err
+        except OSError as err:  # a credential file (AZURE_FEDERATED_TOKEN_FILE) missing or unreadable
+            raise sign_in_error(self.method, err) from err
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -102,6 +104,17 @@ def make_credential(method: str = "auto", *, client_id: str | None = None, autho
     import azure.identity as identity  # lazily: ~130 ms
 
     kwargs: dict[str, Any] = {"authority": authority} if authority else {}
+    try:
+        inner = _build(identity, method, client_id, environ, kwargs)
+    except (OSError, ValueError) as err:  # azure-identity reads AZURE_* (tenant, certificate file) here
+        reason = _first_line(str(err)) or type(err).__name__
+        raise AuthError(f"--auth {method} cannot sign in with this configuration: {reason.rstrip('.')}.",
+                        hint=NEXT_STEP[method]) from err
+    return ExplainedCredential(inner, method)
+
+
+def _build(identity: Any, method: str, client_id: str | None, environ: Mapping[str, str],
+           kwargs: dict[str, Any]) -> Any:
     if method == "auto":
         inner = identity.DefaultAzureCredential(
             managed_identity_client_id=client_id, workload_identity_client_id=client_id,
@@ -123,7 +136,7 @@ def make_credential(method: str = "auto", *, client_id: str | None = None, autho
     else:  # browser
         inner = identity.InteractiveBrowserCredential(client_id=client_id, **kwargs) \
             if client_id else identity.InteractiveBrowserCredential(**kwargs)
-    return ExplainedCredential(inner, method)
+    return inner
 
 
 def _device_code_prompt(verification_uri: str, user_code: str, _expires_on: Any) -> None:

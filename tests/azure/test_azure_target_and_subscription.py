@@ -94,3 +94,34 @@ def test_cli_auth_without_az_installed(tmp_path):
         make_credential("cli", environ={"PATH": str(tmp_path)})
     assert caught.value.one_line() == ("--auth cli needs the Azure CLI, but `az` is not on PATH. Install the Azure "
                                        "CLI and run `az login`, or choose another --auth.")
+
+
+TENANT, CLIENT = "72f988bf-86f1-41af-91ab-2d7cd011db47", "00000000-0000-0000-0000-000000000001"
+
+
+@pytest.mark.parametrize("method", ["env", "auto"])
+@pytest.mark.parametrize("variables, reason", [
+    ({"AZURE_TENANT_ID": "not a tenant!", "AZURE_CLIENT_SECRET": "s"}, "Invalid tenant ID provided"),
+    ({"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_CERTIFICATE_PATH": "/nonexistent/azrdp-cert.pem"},
+     "No such file or directory"),
+])
+def test_a_credential_azure_identity_cannot_build_is_one_line_exit_3(monkeypatch, method, variables, reason):
+    """azure-identity reads AZURE_* when the credential is built and raises ValueError/OSError:
+    that must end in AuthError (exit 3), not a traceback."""
+    monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(AuthError) as caught:
+        make_credential(method)
+    assert caught.value.exit_code == 3
+    assert reason in caught.value.one_line() and "\n" not in caught.value.one_line()
+
+
+def test_a_missing_federated_token_file_is_a_sign_in_error_not_a_traceback(tmp_path):
+    environ = {"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": CLIENT,
+               "AZURE_FEDERATED_TOKEN_FILE": str(tmp_path / "absent-token")}
+    credential = make_credential("workload", environ=environ)
+    with pytest.raises(AuthError) as caught:  # the file is read before any request is made
+        credential.get_token("https://management.azure.com/.default")
+    assert caught.value.one_line().startswith("not signed in to Azure (--auth workload): [Errno 2] No such file")
+    assert "AZURE_FEDERATED_TOKEN_FILE" in caught.value.one_line()
