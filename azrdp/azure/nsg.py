@@ -143,7 +143,7 @@ class Rule:
             _any(_port_match(r, flow.port) for r in self.destination_ports),
             _any(_source_port_match(r) for r in self.source_ports),
             _any([*(_source_match(p, flow, notes) for p in self.source_prefixes),
-                  *(Match.SOME if flow.source_ip else Match.NO for _ in self.source_asgs[:1])]),
+                  *(_source_asg_match(flow) for _ in self.source_asgs[:1])]),
             _any([*(_destination_match(p, flow) for p in self.destination_prefixes),
                   *(Match.YES if a in flow.destination_asgs else Match.NO for a in self.destination_asgs)]),
         ))
@@ -174,12 +174,21 @@ def _source_port_match(text: str) -> Match:
     return Match.YES if bounds == (0, 65535) or bounds == (1, 65535) else Match.SOME
 
 
+def _source_asg_match(flow: Flow) -> Match:
+    """ASG members are NICs of one virtual network: an address outside it (an Internet client)
+    is never one. Inside it, membership of other NICs is not known here."""
+    source = flow._source()
+    if source is None or (flow.virtual_network and not flow._in_virtual_network(source)):
+        return Match.NO
+    return Match.SOME
+
+
 def _source_match(prefix: str, flow: Flow, notes: list[str]) -> Match:
     text = prefix.strip()
     key = text.lower()
     source = flow._source()
-    if key in _ANY or key in _ALL_NETWORKS:
-        return Match.YES
+    if key in _ANY or (key in _ALL_NETWORKS and source is None):
+        return Match.YES  # a given source meets 0.0.0.0/0 or ::/0 below: only its own IP version matches
     if key == "internet":
         if source is None:
             return Match.YES
@@ -204,7 +213,7 @@ def _source_match(prefix: str, flow: Flow, notes: list[str]) -> Match:
 
 def _destination_match(prefix: str, flow: Flow) -> Match:
     key = prefix.strip().lower()
-    if key in _ANY or key in _ALL_NETWORKS or key == "virtualnetwork":
+    if key in _ANY or key == "virtualnetwork":
         return Match.YES  # the NIC's private address is always inside its virtual network
     network = _network(prefix)
     if network is None:

@@ -185,3 +185,23 @@ def test_a_deny_at_either_level_denies(subnet, nic):
         assert effective.deciding.level == "nic"
     if subnet is None and nic is None:
         assert effective.allowed
+
+
+def test_a_source_asg_never_holds_an_internet_client():
+    """ASG members are NICs of the virtual network: with --source-ip a public address, an Allow
+    from an ASG is not 'some sources' (a WARN asking for --source-ip again) but no match."""
+    vnet = ("10.0.0.0/16",)
+    nsg = group(NSG1, rule("FromJumpHosts", 100, sourceAddressPrefix=None,
+                           sourceApplicationSecurityGroups=[{"id": ASG}]))
+    outside = evaluate(nsg, Flow("10.0.0.4", source_ip="198.51.100.7", virtual_network=vnet), level="nic")
+    assert (outside.allowed, outside.rule.name, outside.conditional) == (False, "DenyAllInBound", ())
+    inside = evaluate(nsg, Flow("10.0.0.4", source_ip="10.0.5.6", virtual_network=vnet), level="nic")
+    assert [r.name for r in inside.conditional] == ["FromJumpHosts"]  # membership of other NICs is unknown
+
+
+def test_ipv4_all_networks_does_not_match_ipv6_addresses():
+    allow_v4 = group(NSG1, rule("AllowAllV4", 100, source="0.0.0.0/0"))
+    assert evaluate(allow_v4, Flow("10.0.0.4", source_ip="198.51.100.7"), level="nic").rule.name == "AllowAllV4"
+    assert evaluate(allow_v4, Flow("fd00::4", source_ip="2001:db8::7"), level="nic").rule.name == "DenyAllInBound"
+    to_v4 = group(NSG1, rule("ToAllV4", 100, destinationAddressPrefix="0.0.0.0/0"))
+    assert evaluate(to_v4, Flow("fd00::4", source_ip="2001:db8::7"), level="nic").rule.name == "DenyAllInBound"
