@@ -212,12 +212,13 @@ class _Attempt:
         failure = _Stop("connect_error", "no address to connect to")
         with self.phase("connect"):
             for family, kind, proto, _canonical, sockaddr in addresses:
-                if self.remaining() <= 0:
+                left = self.remaining()  # read once: a second read may be <= 0 (settimeout raises ValueError)
+                if left <= 0:
                     break
                 sock = socket.socket(family, kind, proto)
                 result.address = sockaddr[0]
                 try:
-                    sock.settimeout(self.remaining())
+                    sock.settimeout(left)
                     sock.connect(sockaddr)
                     return sock
                 except OSError as err:

@@ -241,3 +241,24 @@ def test_timings_come_from_the_clock_given():
 
 def test_every_outcome_is_described():
     assert all(OUTCOMES.values())
+
+
+class _SteppingClock(ManualClock):
+    """Time moves on by ``step`` at every reading, as on a loaded machine."""
+
+    def __init__(self, step: float):
+        super().__init__()
+        self.step = step
+
+    def monotonic(self) -> float:
+        self.advance(self.step)
+        return super().monotonic()
+
+
+def test_the_deadline_passing_between_two_steps_is_an_outcome_not_an_exception():
+    """Whichever step the deadline falls in, probe() returns an outcome (it once passed a negative
+    timeout to socket.settimeout, which raises ValueError)."""
+    port = free_port()
+    for tenths in range(1, 120):
+        result = probe("127.0.0.1", port, timeout=tenths / 10 + 0.05, clock=_SteppingClock(1.0))
+        assert result.outcome in ("refused", "connect_error", "connect_timeout"), tenths
