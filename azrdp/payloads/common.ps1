@@ -44,7 +44,9 @@ function Invoke-Native {
     param([Parameter(Mandatory = $true)][string]$FilePath, [string[]]$ArgumentList = @())
     $ErrorActionPreference = 'Continue'
     $output = & $FilePath @ArgumentList 2>&1
-    $lines = @($output | ForEach-Object -Process { $_.ToString() })
+    # foreach, not a pipeline: a program that prints nothing (logoff.exe, icacls /q) leaves $output
+    # $null, and `$null | ForEach-Object` runs once with $_ = $null ($null.ToString() throws).
+    $lines = @(foreach ($item in $output) { if ($null -ne $item) { $item.ToString() } })
     return [pscustomobject]@{ ExitCode = $LASTEXITCODE; Lines = $lines }
 }
 
@@ -116,11 +118,22 @@ function Test-PrivateKey {
         $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
         if ($null -eq $key) { return $false }
         $data = [System.Text.Encoding]::ASCII.GetBytes('azrdp')
-        $signature = $key.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256, [System.Security.Cryptography.RSASignaturePadding]::Pkcs1)
-        return ($signature.Length -gt 0)
+        $hashes = @([System.Security.Cryptography.HashAlgorithmName]::SHA256, [System.Security.Cryptography.HashAlgorithmName]::SHA1)
     } catch {
         return $false
     }
+    # SHA-1 too: a key in a legacy CSP (PROV_RSA_FULL, PROV_RSA_SCHANNEL, as CAPI keys such as
+    # RDP's TSSecKeySet1 can be) opened as RSACryptoServiceProvider cannot sign SHA-256 on older
+    # .NET ("Invalid algorithm specified") yet works for TLS: it is not an unusable key.
+    foreach ($hash in $hashes) {
+        try {
+            $signature = $key.SignData($data, $hash, [System.Security.Cryptography.RSASignaturePadding]::Pkcs1)
+            if ($signature.Length -gt 0) { return $true }
+        } catch {
+            continue
+        }
+    }
+    return $false
 }
 
 function Get-CertFacts {

@@ -131,7 +131,9 @@ function Read-Firewall {
     })
     $allowed = $false
     if ($filters.Count -gt 0) {
-        $rules = @(Get-NetFirewallRule -AssociatedNetFirewallPortFilter $filters | Where-Object -FilterScript {
+        # Through the pipeline: -AssociatedNetFirewallPortFilter takes ONE CimInstance, so an array
+        # of several filters (the usual case) fails to bind and the whole section would fail.
+        $rules = @($filters | Get-NetFirewallRule | Where-Object -FilterScript {
             $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' -and $_.Direction.ToString() -eq 'Inbound'
         })
         $allowed = ($rules.Count -gt 0)

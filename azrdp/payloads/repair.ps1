@@ -460,7 +460,10 @@ function Repair-Sessions {
     $onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')
     $targets = @()
     if (-not ($onlyWhenFull -and $Before.free -gt 0)) {
-        $targets = @(Get-UserSessions | Where-Object -FilterScript {
+        # Assigned first: Get-UserSessions emits its array as ONE object (return ,...), so piping
+        # the call would hand Where-Object the whole list as one $_ (and logoff.exe every id at once).
+        $sessions = Get-UserSessions
+        $targets = @($sessions | Where-Object -FilterScript {
             $_.id -ne 0 -and ($_.state -eq 'Disc' -or ($includeActive -and $_.state -eq 'Active' -and $_.name -ne 'console'))
         })
     }
@@ -528,7 +531,13 @@ function Invoke-Step {
 }
 
 $pendingBefore = $false
-try { $pendingBefore = (@(Get-RebootReasons).Count -gt 0) } catch { $pendingBefore = $false }
+try {
+    # Assigned first: @(Get-RebootReasons) would wrap the one array it emits, so Count is always 1.
+    $reasons = Get-RebootReasons
+    $pendingBefore = ($reasons.Count -gt 0)
+} catch {
+    $pendingBefore = $false
+}
 
 $wanted = @($Steps.Split(','))
 $results = New-Object -TypeName System.Collections.ArrayList

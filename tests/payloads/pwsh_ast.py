@@ -37,6 +37,20 @@ def commands(tree: Tree) -> list[str]:
     return [text(n) for n in walk(tree.root_node) if n.type == "command_name"]
 
 
+def calls(tree: Tree, name: str) -> list[Node]:
+    """Every `command` node that calls ``name`` (case-insensitive, as PowerShell resolves it)."""
+    return [n for n in walk(tree.root_node) if n.type == "command"
+            and any(c.type == "command_name" and text(c).lower() == name.lower() for c in n.children)]
+
+
+def is_whole_assignment_value(command: Node) -> bool:
+    """Is this command alone on the right of `$x = ...` (not piped on, not inside @() or ())?"""
+    chain = command.parent
+    if chain is None or chain.type != "pipeline_chain" or chain.parent is None:
+        return False
+    return chain.parent.type == "assignment_value" and [c.type for c in chain.children] == ["command"]
+
+
 def functions(tree: Tree) -> dict[str, str]:
     """Function name -> its full source text."""
     out = {}

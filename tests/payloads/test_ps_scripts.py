@@ -213,3 +213,54 @@ def test_manifest_parameters_match_the_param_block(payload_id):
             assert s.type == "string" and s.validate_pattern == f"^({alternatives})(,({alternatives}))*$"
         else:
             pytest.fail(f"unknown manifest type {p.type}")
+
+
+# -- Windows PowerShell 5.1 pitfalls found reviewing the payloads (no PowerShell here to run them) --
+
+def test_functions_that_emit_one_array_are_only_ever_assigned():
+    # `return ,$list` emits the array as ONE pipeline object. Piped on, Where-Object gets the whole
+    # list as a single $_ (the sessions step then ran logoff.exe with every id joined); inside @()
+    # it is wrapped again, so @(Get-RebootReasons).Count was always 1 (a reboot always "pending").
+    for payload_id in PAYLOADS:
+        tree = _tree(payload_id)
+        emitting = [name for name, body in pwsh_ast.functions(tree).items() if re.search(r"^\s*return ,", body, re.M)]
+        assert emitting, "the check below must have something to check"
+        for name in emitting:
+            for call in pwsh_ast.calls(tree, name):
+                assert pwsh_ast.is_whole_assignment_value(call), (
+                    f"{payload_id}.ps1: {name} returns one array object; assign it (`$x = {name}`) "
+                    f"before piping or counting it, not `{pwsh_ast.text(call.parent.parent)[:70]}`")
+
+
+def test_the_one_array_check_catches_piped_and_wrapped_calls():
+    tree = pwsh_ast.parse(b"$a = Get-X\n$b = @(Get-X | Where-Object { $_ })\n$c = @(Get-X).Count\nGet-X\n")
+    verdicts = [pwsh_ast.is_whole_assignment_value(c) for c in pwsh_ast.calls(tree, "Get-X")]
+    assert verdicts == [True, False, False, False]
+
+
+def test_native_programs_that_print_nothing_do_not_throw():
+    # logoff.exe and `icacls /save ... /q` print nothing on success: $output is then $null, and
+    # `$null | ForEach-Object { $_.ToString() }` runs once and throws, failing the sessions and
+    # both machinekeys steps on every real VM.
+    body = pwsh_ast.functions(_tree("repair"))["Invoke-Native"]
+    assert not re.search(r"\$output\s*\|", body), "iterate $output with foreach, never pipe it"
+    assert "foreach ($item in $output)" in body and "$null -ne $item" in body
+
+
+@pytest.mark.parametrize("payload_id", PAYLOADS)
+def test_firewall_association_parameters_get_a_single_instance(payload_id):
+    # -AssociatedNetFirewall*Filter and -AssociatedNetFirewallRule are typed [CimInstance], not
+    # [CimInstance[]]: a collected array of several filters fails to bind (the whole firewall
+    # section was lost). Collections go through the pipeline instead.
+    source = _source(payload_id)
+    for variable in re.findall(r"-AssociatedNetFirewall\w+\s+\$(\w+)", source):
+        assert not re.search(rf"\${variable}\s*=\s*@\(", source), f"${variable} is a collection"
+
+
+def test_private_key_check_does_not_need_sha256_support_from_the_csp():
+    # A CAPI key in PROV_RSA_FULL / PROV_RSA_SCHANNEL opened as RSACryptoServiceProvider cannot
+    # sign SHA-256 on older .NET; counting it as unusable would make the cert step remove a
+    # working certificate. The key works if it can sign at all.
+    body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
+    assert "HashAlgorithmName]::SHA1" in body and "HashAlgorithmName]::SHA256" in body
+    assert body.index("SignData") > body.index("foreach ($hash in $hashes)")
