@@ -341,6 +341,8 @@ class _Job:
             needs = [st["name"] for st in outcome.steps if st["reboot_required"]]
             if outcome.result["reboot_pending"] and outcome.changed and plan.step("reboot") is not None:
                 needs.append("a reboot Windows already had pending")
+        if plan.reboot == "always" and plan.step("reboot") is None:
+            return  # --reboot, but the VM is not running: the plan's blocker says why; nothing unplanned is sent
         if plan.reboot == "never" or (plan.reboot == "auto" and not needs):
             if needs:
                 self.result.pending.append(f"--no-reboot: {', '.join(needs)} takes full effect only after the VM "

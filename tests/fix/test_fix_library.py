@@ -122,3 +122,21 @@ def test_backups_name_the_run_folder_for_every_step():
     assert backups_of(cert, [cert], "azrdp-1")["certificates"] == \
         "<thumbprint>.cer in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1)"
     assert backups_of({"name": "cert", "info": {"removed_total": 0}}, [], "azrdp-1") == {}
+
+
+def test_reboot_on_a_deallocated_vm_without_start_restarts_nothing(arm, session, clock, audit_path):
+    # --reboot asks for a restart after the repair; a VM that does not run gets neither, and the
+    # plan (no steps, nothing confirmed) says to pass --start
+    from fake_arm import VmSpec
+
+    install(arm, Guest(), VmSpec(power="deallocated"))
+    asked = []
+    audit = AuditLog(audit_path, clock=clock)
+
+    result = fix(session, VM, FixOptions(reboot=True, fused=True), audit=audit,
+                 confirm=lambda plan: asked.append(plan) or True)
+
+    assert arm.power_calls == [] and restarts(arm) == 0 and asked == []
+    assert result.exit_code == 1 and result.counts["restarts"] == 0
+    assert "pass --start" in result.plan.blockers[0]
+    assert audit.records == [] and not audit_path.exists()
