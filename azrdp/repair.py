@@ -288,7 +288,13 @@ class _Job:
             self.say(f"Adding NSG rule {rule.name} to {rule.nsg_name} (TCP {rule.port} from {rule.source}) ...")
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
-            create_rule(s, rule, clock=self.clock)
+            try:
+                create_rule(s, rule, clock=self.clock)
+            except AzrdpError as err:  # ARM may have accepted the PUT: the rule may exist
+                self.in_flight = None
+                self.record("nsg-rule", status="failed", rule=rule.to_dict(), error=err.message,
+                            undo=f"azrdp revoke {vm} -g {rg}")
+                raise
             self.in_flight = None
             self.timed("nsg", begun)
             self.result.counts["nsg_rules"] += 1
@@ -603,8 +609,9 @@ def _describe(record: dict[str, Any]) -> str:
             (f": {record['error']}" if record.get("error") else "")
     if action == "nsg-rule":
         rule = record["rule"]
+        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else ""
         return (f"NSG rule {rule['name']} on {rule['nsg_name']}: Allow TCP {rule['port']} from {rule['source']} "
-                f"until {rule['expires']} (undo: {record['undo']})")
+                f"until {rule['expires']} (undo: {record['undo']}){failed}")
     extra = f" in {record['seconds']:.1f} s" if record.get("seconds") is not None else ""
     return f"{action}: {record.get('status')}{extra}" + (f" ({record['why']})" if record.get("why") else "") + \
         (f": {record['error']}" if record.get("error") else "")

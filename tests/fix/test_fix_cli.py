@@ -188,6 +188,25 @@ def test_nsg_blocked_with_allow_from_me_adds_one_narrow_expiring_rule(arm, healt
     assert next(c for c in doc["after"]["checks"] if c["id"] == "nsg.azrdp_rules")["status"] == "pass"
 
 
+def test_a_failed_nsg_rule_creation_is_audited_with_the_rule_and_its_undo(arm, healthy_rdp, audit_path):
+    # ARM accepted the PUT, then the operation failed: the rule may exist (provisioningState Failed),
+    # so the audit names it and how to remove it, and the report still comes out (exit 5)
+    install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[DENY_RDP]))
+    accepted = arm._async
+    arm._async = lambda status, location=True: accepted(
+        {"status": "Failed", "error": {"code": "InternalServerError", "message": "boom"}}, location)
+
+    result = fix("--yes", "-o", "json", "--allow-from", "203.0.113.7", "--host", healthy_rdp.host, audit=audit_path)
+
+    assert result.exit_code == 5, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "failed" and doc["counts"]["nsg_rules"] == 0
+    assert [(m, nsg) for m, nsg, _ in arm.rule_calls] == [("PUT", "vm1NSG")] and run_commands(arm) == (1, 0)
+    assert audit_actions(audit_path) == [("nsg-rule", None, "failed"), ("failed", None, None)]
+    record = doc["audit"]["records"][0]
+    assert record["rule"]["name"] == arm.rule_calls[0][2] and record["undo"] == "azrdp revoke vm1 -g rg1"
+
+
 @pytest.mark.parametrize("source, message", [
     ("0.0.0.0/0", "would open Remote Desktop to the whole Internet"),
     ("Internet", "would open Remote Desktop to the whole Internet"),
