@@ -114,7 +114,12 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
             progress.info("Plan: " + ", ".join(s.name for s in plan.steps))
             return True
         click.echo(render_plan(plan), err=True)
-        return click.confirm("Go ahead?", default=False, err=True)
+        try:
+            return click.confirm("Go ahead?", default=False, err=True)
+        except click.Abort as stop:  # Click turns Ctrl-C and end of input into Abort (exit 1, no report)
+            if isinstance(stop.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None   # fix() records it, reports, exits 130
+            return False                            # no answer: not confirmed
 
     session = azure.session(target=target, progress=progress)
     result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress)

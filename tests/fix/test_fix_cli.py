@@ -5,6 +5,7 @@ Each test asserts the Run Commands and restarts the stand-in received, and the a
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -323,6 +324,38 @@ def test_without_a_terminal_and_without_yes_nothing_is_sent(arm, audit_path):
     assert "no terminal to confirm the plan in, and no --yes" in result.stderr
     assert "add --yes to repair, or --dry-run" in result.stderr
     assert arm.calls == [] and not audit_path.exists()
+
+
+class _Terminal(io.RawIOBase):
+    """stdin as a terminal whose user presses Ctrl-C (or Ctrl-D: end of input) at the question."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def isatty(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if len(buffer) and self.key == "ctrl-c":
+            raise KeyboardInterrupt
+        return 0
+
+
+@pytest.mark.parametrize("key, code, verdict", [("ctrl-c", 130, "interrupted"), ("ctrl-d", 1, "declined")])
+def test_ctrl_c_or_end_of_input_at_the_question_changes_nothing_and_says_so(arm, rdp, audit_path, key, code, verdict):
+    install(arm, Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"}))
+
+    result = CliRunner().invoke(cli, ["fix", "vm1", "-g", "rg1", "--host", rdp.host, "--audit-log", str(audit_path)],
+                                input=_Terminal(key))
+
+    assert result.exit_code == code, result.output
+    assert "Go ahead? [y/N]" in result.stderr and "Aborted!" not in result.output
+    assert f"Verdict: {verdict}:" in result.stdout
+    assert run_commands(arm) == (1, 0) and arm.power_calls == [] and arm.rule_calls == []
+    assert audit_actions(audit_path) == ([("interrupted", None, None)] if key == "ctrl-c" else [])
 
 
 def test_junit_has_one_testcase_per_check_before_and_after(arm, rdp, certs, tmp_path, audit_path):
