@@ -375,6 +375,13 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
             result.failed.append((rule, err.message))
             audit.record("nsg-rule", status="remove-failed", rule=rule.to_dict(now), error=err.message)
             continue
+        except KeyboardInterrupt:  # the DELETE may have been accepted: say so, in the audit and on stderr
+            in_flight = f"the removal of rule {rule.name} from NSG {rule.nsg_name}"
+            audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
+                         in_flight=in_flight, rule=rule.to_dict(now))
+            if progress is not None:
+                progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
+            raise
         result.removed.append(rule)
         audit.record("nsg-rule", status="removed", rule=rule.to_dict(now))
     if progress is not None:

@@ -71,3 +71,23 @@ def test_a_failed_removal_is_exit_5_and_the_others_still_go(arm, vm, audit_path)
     assert result.exit_code == 5
     assert f"FAILED {EXPIRED['name']} on vm1NSG" in result.stdout
     assert sorted(audit_actions(audit_path)) == [("nsg-rule", None, "remove-failed"), ("nsg-rule", None, "removed")]
+
+
+def test_ctrl_c_during_a_removal_is_audited_with_what_may_be_in_flight(arm, vm, audit_path):
+    removing = arm._security_rule
+
+    def interrupted(method, key, request):  # Ctrl-C while the second DELETE is on its way
+        if method == "DELETE" and arm.rule_calls:
+            arm.rule_calls.append((method, "vm1NSG", key.rsplit("/", 1)[1]))
+            raise KeyboardInterrupt
+        return removing(method, key, request)
+
+    arm._security_rule = interrupted
+    result = run("revoke", "vm1", "-g", "rg1", "--audit-log", str(audit_path))
+
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "may still be in flight; run azrdp revoke again to finish" in result.stderr
+    assert audit_actions(audit_path) == [("nsg-rule", None, "removed"), ("interrupted", None, None)]
+    record = json.loads(audit_path.read_text().splitlines()[-1])
+    assert record["in_flight"] == f"the removal of rule {record['rule']['name']} from NSG vm1NSG"
+    assert record["done"] == [f"removed {arm.rule_calls[0][2]} from vm1NSG"]
