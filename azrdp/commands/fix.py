@@ -55,7 +55,7 @@ def parse_duration(text: str, option: str) -> float:
 @click.option("--source-ip", metavar="IP", help="Your public address: NSG rules are evaluated for it.")
 @click.option("--host", metavar="HOST[:PORT]",
               help="Verify RDP on this address instead of the VM's public IP (e.g. its private IP from inside the VNet).")
-@click.option("--probe-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for one wire probe.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
               help="Append the change records here (default: the user's data directory, or AZRDP_AUDIT_LOG).")

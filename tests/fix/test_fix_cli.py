@@ -226,6 +226,14 @@ def test_broad_or_unknown_sources_are_refused_before_any_request(arm, source, me
     assert arm.calls == []
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1"])
+def test_a_probe_timeout_that_is_not_positive_is_a_usage_error_before_any_request(arm, timeout):
+    install(arm, Guest(healthy()))
+    result = fix("--yes", "--probe-timeout", timeout)
+    assert result.exit_code == 2 and "--probe-timeout" in result.stderr
+    assert not isinstance(result.exception, ValueError) and arm.calls == []
+
+
 def test_agent_not_ready_sends_no_run_command_and_names_the_offline_route(arm, rdp, audit_path):
     install(arm, Guest(healthy()), VmSpec(agent="Not Ready"))
 
