@@ -193,3 +193,11 @@ def test_one_gate_for_all_workers_announced_once_per_pause():
     assert len(said) == 2 and gate.pauses == 2
     assert retry_after_seconds("0.25") == 0.25 and retry_after_seconds(None) is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0   # a date in the past: go now
+
+
+@pytest.mark.parametrize("options, message", [({"port": 70000}, "--port 70000 is not a TCP port"),
+                                              ({"source_ip": "nope"}, "--source-ip 'nope' is not an IP address")])
+def test_a_bad_port_or_source_ip_is_a_usage_error_before_any_request(fleet, options, message):
+    with pytest.raises(UsageError, match=message):
+        run_sweep(fleet, **options)
+    assert fleet.calls == []
