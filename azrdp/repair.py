@@ -580,7 +580,9 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
                  f"{counts['nsg_rules']} NSG rule(s)")
     if result.interrupted:
         lines.append("Interrupted (Ctrl-C): " + ("done: " + "; ".join(result.interrupted["done"])
-                                                if result.interrupted["done"] else "nothing was changed"))
+                                                if result.interrupted["done"] else
+                                                "nothing was finished" if result.interrupted["in_flight"] else
+                                                "nothing was changed"))
         if result.interrupted["in_flight"]:
             lines.append(f"  still in flight: {result.interrupted['in_flight']}")
     for item in result.pending:

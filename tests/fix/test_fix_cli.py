@@ -208,6 +208,22 @@ def test_a_failed_nsg_rule_creation_is_audited_with_the_rule_and_its_undo(arm, h
     assert record["rule"]["name"] == arm.rule_calls[0][2] and record["undo"] == "azrdp revoke vm1 -g rg1"
 
 
+def test_ctrl_c_while_the_nsg_rule_is_created_does_not_claim_nothing_changed(arm, healthy_rdp, audit_path):
+    install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[DENY_RDP]))
+
+    def interrupted(method, key, request):   # Ctrl-C while ARM takes the PUT
+        raise KeyboardInterrupt
+
+    arm._security_rule = interrupted
+    result = fix("--yes", "--allow-from", "203.0.113.7", "--host", healthy_rdp.host, audit=audit_path)
+
+    assert result.exit_code == 130, result.output
+    assert "nothing was changed" not in result.stdout
+    assert "Interrupted (Ctrl-C): nothing was finished" in result.stdout
+    assert "still in flight: the creation of NSG rule azrdp-allow-rdp-" in result.stdout
+    assert audit_actions(audit_path) == [("interrupted", None, None)]
+
+
 @pytest.mark.parametrize("source, message", [
     ("0.0.0.0/0", "would open Remote Desktop to the whole Internet"),
     ("Internet", "would open Remote Desktop to the whole Internet"),
