@@ -343,7 +343,8 @@ class RevokeResult:
         for rule in self.removed:
             lines.append(f"  {rule.name} on {rule.nsg_name} (from {rule.source}, priority {rule.priority})")
         for rule in self.kept:
-            lines.append(f"  kept {rule.name} on {rule.nsg_name}: not expired (until {rule.expires:{_TIME}})")
+            lines.append(f"  kept {rule.name} on {rule.nsg_name}: " + (f"not expired (until {rule.expires:{_TIME}})"
+                                                                      if rule.expires else "its description gives no expiry"))
         for rule, error in self.failed:
             lines.append(f"  FAILED {rule.name} on {rule.nsg_name}: {error}")
         return "\n".join(lines)

@@ -91,3 +91,14 @@ def test_ctrl_c_during_a_removal_is_audited_with_what_may_be_in_flight(arm, vm, 
     record = json.loads(audit_path.read_text().splitlines()[-1])
     assert record["in_flight"] == f"the removal of rule {record['rule']['name']} from NSG vm1NSG"
     assert record["done"] == [f"removed {arm.rule_calls[0][2]} from vm1NSG"]
+
+
+def test_expired_only_keeps_a_rule_without_expiry_and_says_why(arm, audit_path):
+    # the azrdp name and marker, but a description edited by hand: no expiry to go by
+    undated = rule("azrdp-allow-rdp-20250101T000000Z", 196, "Allow", source="203.0.113.9",
+                   description="azrdp: kept for the audit team")
+    install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[undated, EXPIRED, DENY_RDP]))
+    result = run("revoke", "vm1", "-g", "rg1", "--expired-only", "--audit-log", str(audit_path))
+    assert result.exit_code == 0, result.output
+    assert f"kept {undated['name']} on vm1NSG: its description gives no expiry" in result.stdout
+    assert arm.rule_calls == [("DELETE", "vm1NSG", EXPIRED["name"])]
