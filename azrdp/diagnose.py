@@ -196,7 +196,7 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
     from azrdp.azure.inventory import read_inventory
 
-    _validate(port, source_ip)
+    validate_options(port, source_ip, probe_timeout)
     inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
     if os_type(inventory) == OS_LINUX:
         raise UsageError(f"VM {target} runs Linux; azrdp diagnoses Remote Desktop on Windows VMs.",
@@ -236,11 +236,14 @@ def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Pa
         return {"path": None, "error": f"cannot write {path}: {err.strerror or err}"}
 
 
-def _validate(port: int, source_ip: str | None) -> None:
+def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.0) -> None:
+    """The options a diagnosis takes from the user, checked before anything is read (exit 2)."""
     import ipaddress
 
     if not 1 <= int(port) <= 65535:
         raise UsageError(f"--port {port} is not a TCP port (1-65535).")
+    if not probe_timeout > 0:
+        raise UsageError(f"--probe-timeout {probe_timeout:g} must be more than 0 seconds.")
     if source_ip is not None:
         try:
             ipaddress.ip_address(source_ip)

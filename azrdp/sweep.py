@@ -263,11 +263,11 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     from azrdp.azure.shared_reads import shared_reads
     from azrdp.azure.throttle import SharedBackoff, backoff_transport
 
-    from azrdp.diagnose import _validate as validate_probe_options
+    from azrdp.diagnose import validate_options
 
     if max_parallel < 1:
         raise UsageError(f"--max-parallel {max_parallel} must be at least 1.")
-    validate_probe_options(port, source_ip)   # the user's mistake (exit 2), not an error of every VM
+    validate_options(port, source_ip, probe_timeout)   # the user's mistake (exit 2), not an error of every VM
     clock = session.clock
     start = clock.monotonic()
     notify = progress.info if progress is not None else None

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from azrdp.clock import SYSTEM_CLOCK, Clock
 
 DEFAULT_MAX_WAIT = 900.0   # seconds of pauses one request may sit out before its 429 surfaces
+MIN_PAUSE = 1.0            # a 429 with "Retry-After: 0" still pauses this long: never a tight loop
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], Any] | None = None) -> float | None:
@@ -111,7 +112,10 @@ def backoff_transport(backoff: SharedBackoff, inner: Any = None, *, pool_size: i
                 if response.status_code != 429:
                     return response
                 delay = retry_after_seconds(response.headers.get("Retry-After"))
-                if delay is None or waited + delay > self.backoff.max_wait:
+                if delay is None:
+                    return response
+                delay = max(delay, MIN_PAUSE)
+                if waited + delay > self.backoff.max_wait:
                     return response
                 waited += delay
                 self.backoff.hold(delay, _short_path(request.url))

@@ -312,6 +312,17 @@ def test_malformed_vm_reference(args, problem):
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("args, problem", [
+    (["--probe-timeout", "0"], "--probe-timeout 0 must be more than 0 seconds."),
+    (["--port", "0"], "--port 0 is not a TCP port (1-65535)."),
+])
+def test_bad_options_are_refused_before_anything_is_read(arm, args, problem):
+    arm.add_vm(VmSpec())
+    result = run("vm1", "-g", "rg1", *args)
+    assert error_line(result) == f"Error: {problem}"
+    assert result.exit_code == 2 and arm.calls == []
+
+
 def test_a_resource_id_reaches_the_same_vm(arm):
     spec = arm.add_vm(VmSpec())
     by_id = run(spec.vm_id.upper().replace("/VIRTUALMACHINES/VM1", "/virtualMachines/vm1"), "--no-probe", "-o", "json")

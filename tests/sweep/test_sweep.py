@@ -195,7 +195,28 @@ def test_one_gate_for_all_workers_announced_once_per_pause():
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0   # a date in the past: go now
 
 
+def test_a_429_asking_to_retry_at_once_still_pauses_instead_of_spinning():
+    from types import SimpleNamespace
+
+    from azrdp.azure.throttle import MIN_PAUSE, SharedBackoff, backoff_transport
+
+    class Inner:  # the wire: ARM answers 429 "Retry-After: 0" forever
+        sent = 0
+
+        def send(self, request, **kwargs):
+            Inner.sent += 1
+            return SimpleNamespace(status_code=429, headers={"Retry-After": "0"})
+
+    clock = ManualClock()
+    gate = SharedBackoff("subscription s", clock=clock, max_wait=10)
+    transport = backoff_transport(gate, Inner())
+    response = transport.send(SimpleNamespace(url="https://management.azure.com/subscriptions/s/x"))
+    assert response.status_code == 429                       # surfaces once max_wait is used up
+    assert Inner.sent == 11 and clock.monotonic() == 10 * MIN_PAUSE
+
+
 @pytest.mark.parametrize("options, message", [({"port": 70000}, "--port 70000 is not a TCP port"),
+                                              ({"probe_timeout": 0}, "--probe-timeout 0 must be more than 0"),
                                               ({"source_ip": "nope"}, "--source-ip 'nope' is not an IP address")])
 def test_a_bad_port_or_source_ip_is_a_usage_error_before_any_request(fleet, options, message):
     with pytest.raises(UsageError, match=message):
