@@ -68,12 +68,11 @@ def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> Non
 
 
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        import logging
+    if value and not settings(ctx).debug:
+        from azrdp.logsafe import enable_debug_logging
 
         settings(ctx).debug = True
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        enable_debug_logging(sys.stderr)
 
 
 def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:

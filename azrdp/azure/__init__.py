@@ -2,3 +2,9 @@
 
 Import this package only where Azure is needed: the SDK costs ~0.5 s to import.
 """
+
+import logging
+
+# azure-identity logs WARNING lines when a sign-in fails; without a handler Python prints them on
+# stderr above azrdp's own one-line error. They reach the --debug log (the root handler) still.
+logging.getLogger("azure").addHandler(logging.NullHandler())
