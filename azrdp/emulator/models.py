@@ -5,7 +5,7 @@ IPs, application security groups, and asynchronous operations.
 Like moto's ``models.py``: the state and the business rules (what ARM allows, what an operation
 does and how long it takes) live here and raise :mod:`exceptions` errors; ``responses.py`` only
 turns HTTP into calls and models into JSON. Every model renders its own ARM body with
-``to_arm()``, shaped after Microsoft's examples in ``shared/arm-examples``.
+``to_arm()``, shaped after Microsoft's examples (copies in ``tests/arm-examples``).
 
 Everything runs under :attr:`ArmBackend.lock`.
 """

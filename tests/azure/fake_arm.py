@@ -1,7 +1,7 @@
 """An ARM stand-in on `responses`, for driving the REAL azure-mgmt clients at the HTTP level.
 
 Resources are stored by ID and served case-insensitively, as ARM does. Bodies are built from
-Microsoft's REST examples in ../shared/arm-examples (the shapes the SDK parses), and requests
+Microsoft's REST examples in tests/arm-examples (the shapes the SDK parses), and requests
 must carry the api-versions the installed SDK sends. Unknown resources get ARM's 404 envelope;
 ``fail()`` queues error answers (403, 429 with Retry-After, ...) for one path.
 """
@@ -19,9 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-EXAMPLES = Path("/work/shared/arm-examples")
-if not EXAMPLES.is_dir():  # the checkout's sibling, wherever it lives
-    EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "arm-examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "arm-examples"   # tests/arm-examples, in the repo
 
 SUB = "00000000-0000-0000-0000-0000000000aa"
 BASE = "http://127.0.0.1:47011"  # loopback; responses answers, nothing ever connects

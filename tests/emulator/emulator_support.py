@@ -10,7 +10,7 @@ from typing import Any
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
 from azrdp.clock import ManualClock
 
-EXAMPLES = Path(__file__).resolve().parent / "arm-examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "arm-examples"
 FAST = 5000.0  # simulated latencies 5000x faster: a 30 s Run Command takes 6 ms
 
 
