@@ -204,16 +204,14 @@ class _Attempt:
     def connect(self) -> socket.socket:
         result = self.result
         with self.phase("resolve"):
-            try:
-                addresses = socket.getaddrinfo(result.host, result.port, type=socket.SOCK_STREAM,
-                                               proto=socket.IPPROTO_TCP)
-            except (socket.gaierror, UnicodeError) as err:
-                raise _Stop("dns_failed", f"cannot resolve {result.host!r}: {_reason(err)}") from None
+            addresses = _resolve(result.host, result.port, self.remaining())
         failure = _Stop("connect_error", "no address to connect to")
         with self.phase("connect"):
             for family, kind, proto, _canonical, sockaddr in addresses:
                 left = self.remaining()  # read once: a second read may be <= 0 (settimeout raises ValueError)
                 if left <= 0:
+                    if failure.outcome == "connect_error" and result.address is None:
+                        failure = _Stop("connect_timeout", "the time limit ran out before a connection attempt")
                     break
                 sock = socket.socket(family, kind, proto)
                 result.address = sockaddr[0]
@@ -340,6 +338,41 @@ def relaxed_tls_context() -> ssl.SSLContext:
 
 
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[Any]:
+    """getaddrinfo, bounded by ``timeout``: the system resolver has no time limit of its own (a
+    broken DNS server can hold it 10-30 s). An IP literal needs no lookup and no thread."""
+    def lookup() -> list[Any]:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["addresses"] = lookup()
+        except (socket.gaierror, UnicodeError) as err:
+            outcome["error"] = err
+
+    if _is_ip_literal(host):
+        run()
+    elif timeout > 0:
+        worker = threading.Thread(target=run, name="azrdp-resolve", daemon=True)
+        worker.start()
+        worker.join(timeout)
+    if "error" in outcome:
+        raise _Stop("dns_failed", f"cannot resolve {host!r}: {_reason(outcome['error'])}")
+    if "addresses" not in outcome:
+        raise _Stop("dns_failed", f"resolving {host!r} did not finish within the time limit")
+    return outcome["addresses"]
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.split("%", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _connect_failure(err: OSError, remaining: float) -> _Stop:

@@ -49,6 +49,26 @@ def test_unresolvable_name_is_dns_failed():
     assert "connect" not in result.timings
 
 
+def test_a_resolver_that_hangs_is_bounded_by_the_time_limit(monkeypatch):
+    # The system resolver has no time limit of its own: stand in for a DNS server that never
+    # answers (the wire, not our code), and the probe must still end at its own limit.
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hanging_getaddrinfo(host, *args, **kwargs):
+        if host == "slow-dns.example":
+            release.wait(30)
+        return real_getaddrinfo("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_getaddrinfo)
+    try:
+        result = probe("slow-dns.example", free_port(), timeout=0.3)
+    finally:
+        release.set()
+    assert result.outcome == "dns_failed" and "did not finish within the time limit" in result.error
+    assert "connect" not in result.timings and result.timings["total"] < 5   # bounded (generous: no timing test)
+
+
 def test_a_full_accept_queue_is_a_connect_timeout():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
