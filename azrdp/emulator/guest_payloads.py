@@ -368,7 +368,8 @@ def _rdp_config(guest: WindowsGuest, before: dict[str, Any]) -> Outcome:
 
 # ---- machinekeys-acl ----
 
-def _acl_state(guest: WindowsGuest) -> dict[str, Any]:
+def _machinekeys_state(guest: WindowsGuest) -> dict[str, Any]:
+    """Read-MachineKeysState: what both MachineKeys steps report before and after."""
     keys = guest.machinekeys
     return {"default": keys.default, "files": keys.files, "rdp_key": _rdp_key_acl(keys)}
 
@@ -393,11 +394,6 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 
 
 # ---- machinekeys-rename ----
-
-def _rename_state(guest: WindowsGuest) -> dict[str, Any]:
-    keys = guest.machinekeys
-    return {"files": keys.files, "default": keys.default, "rdp_key": _rdp_key_acl(keys)}
-
 
 def _rdp_key_usable(guest: WindowsGuest) -> bool:
     """Test-RdpKeyUsable: the key container file opens (as SYSTEM) and is not empty, and every
@@ -511,8 +507,8 @@ def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     run = _RepairRun(guest, values)
     steps: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], Outcome]]] = {
         "rdp-config": (lambda: _rdp_config_state(guest), lambda before: _rdp_config(guest, before)),
-        "machinekeys-acl": (lambda: _acl_state(guest), lambda before: _machinekeys_acl(run, before)),
-        "machinekeys-rename": (lambda: _rename_state(guest), lambda before: _machinekeys_rename(run, before)),
+        "machinekeys-acl": (lambda: _machinekeys_state(guest), lambda before: _machinekeys_acl(run, before)),
+        "machinekeys-rename": (lambda: _machinekeys_state(guest), lambda before: _machinekeys_rename(run, before)),
         "cert": (lambda: _cert_state(guest), lambda before: _cert_step(run, before)),
         "sessions": (lambda: _sessions_state(guest), lambda before: _sessions_step(guest, values, before)),
     }

@@ -217,7 +217,8 @@ function Repair-RdpConfig {
 
 # ---- machinekeys-acl ----
 
-function Read-MachineKeysAclState {
+function Read-MachineKeysState {
+    # The state both MachineKeys steps report before and after.
     $facts = Get-MachineKeysFacts
     return [ordered]@{
         default = $facts.default
@@ -264,19 +265,6 @@ function Test-RdpKeyUsable {
         if (-not (Test-PrivateKey -Certificate $certificate)) { return $false }
     }
     return $true
-}
-
-function Read-MachineKeysRenameState {
-    $facts = Get-MachineKeysFacts
-    return [ordered]@{
-        files = $facts.files
-        default = $facts.default
-        rdp_key = [ordered]@{
-            present = $facts.rdp_key.present
-            network_service_read = $facts.rdp_key.network_service_read
-            system_full = $facts.rdp_key.system_full
-        }
-    }
 }
 
 function Repair-MachineKeysRename {
@@ -488,8 +476,8 @@ function Repair-Sessions {
 
 $StepFunctions = @{
     'rdp-config' = @{ read = { Read-RdpConfigState }; repair = { param($Before) Repair-RdpConfig -Before $Before } }
-    'machinekeys-acl' = @{ read = { Read-MachineKeysAclState }; repair = { param($Before) Repair-MachineKeysAcl -Before $Before } }
-    'machinekeys-rename' = @{ read = { Read-MachineKeysRenameState }; repair = { param($Before) Repair-MachineKeysRename -Before $Before } }
+    'machinekeys-acl' = @{ read = { Read-MachineKeysState }; repair = { param($Before) Repair-MachineKeysAcl -Before $Before } }
+    'machinekeys-rename' = @{ read = { Read-MachineKeysState }; repair = { param($Before) Repair-MachineKeysRename -Before $Before } }
     'cert' = @{ read = { Read-CertState }; repair = { param($Before) Repair-Certificate -Before $Before } }
     'sessions' = @{ read = { Read-SessionsState }; repair = { param($Before) Repair-Sessions -Before $Before } }
 }

@@ -315,17 +315,11 @@ RDP_CONFIG_STATE = o(
                   "port is 3389.", null=True),
 )
 
-MACHINEKEYS_ACL_STATE = o(
-    "MachineKeys folder ACL and the RDP key container's ACL.", null=True,
+MACHINEKEYS_STATE = o(
+    "MachineKeys folder ACL, file count and the RDP key container's ACL (both MachineKeys steps).",
+    null=True,
     default=MACHINEKEYS.fields["default"],
     files=MACHINEKEYS.fields["files"],
-    rdp_key=RDP_KEY_ACL,
-)
-
-MACHINEKEYS_RENAME_STATE = o(
-    "The MachineKeys folder as a whole.", null=True,
-    files=i("Files in C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys.", hi=None),
-    default=MACHINEKEYS.fields["default"],
     rdp_key=RDP_KEY_ACL,
 )
 
@@ -377,14 +371,14 @@ REPAIR_STEP_SCHEMAS: dict[str, Field] = {
           actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
     "machinekeys-acl": _step(
         "machinekeys-acl", "Restore the MachineKeys default ACL and the RDP key container's ACL.",
-        MACHINEKEYS_ACL_STATE,
+        MACHINEKEYS_STATE,
         o("What the step did.", null=True,
           backup=s("Folder holding `icacls /save` of the ACLs before any change (null when nothing "
                    "needed changing).", max_len=BACKUP_PATH, null=True),
           actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
     "machinekeys-rename": _step(
         "machinekeys-rename", "Move MachineKeys aside, recreate it, copy back all but the RDP key.",
-        MACHINEKEYS_RENAME_STATE,
+        MACHINEKEYS_STATE,
         o("What the step did.", null=True,
           backup=s("The renamed old folder (kept, never deleted).", max_len=BACKUP_PATH,
                    null=True),
