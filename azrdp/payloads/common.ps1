@@ -1,6 +1,11 @@
 # Helpers shared by every azrdp payload. azrdp.payloads puts this file in place of the line
 # "# azrdp:include common.ps1" of each payload before it is sent, so there is one copy of them.
 # Windows PowerShell 5.1 compatible; no aliases; ASCII only.
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'
+
 $TerminalServerKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server'
 $RdpTcpKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations\RDP-Tcp'
 $TsPolicyKey = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services'

@@ -38,11 +38,6 @@ param(
     [string]$RunId = ''
 )
 
-Set-StrictMode -Version Latest
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$WarningPreference = 'SilentlyContinue'
-
 $PayloadVersion = '1.0.0'
 
 # azrdp:include common.ps1

@@ -72,11 +72,6 @@ param(
     [string]$LogOffOnlyWhenFull = 'false'
 )
 
-Set-StrictMode -Version Latest
-$ErrorActionPreference = 'Stop'
-$ProgressPreference = 'SilentlyContinue'
-$WarningPreference = 'SilentlyContinue'
-
 $PayloadVersion = '1.0.0'
 
 # azrdp:include common.ps1
