@@ -211,6 +211,7 @@ def list_windows_vms(session: Any, selection: Selection) -> list[SelectedVm]:
     """The Windows VMs of one subscription session that match the selection."""
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+    from azrdp.azure import wire_dict
     from azrdp.azure.arm_errors import translate
 
     compute = session.compute
@@ -228,7 +229,7 @@ def list_windows_vms(session: Any, selection: Selection) -> list[SelectedVm]:
         raise translate(err, doing="listing virtual machines", subscription=session.subscription_id) from err
     selected: list[SelectedVm] = []
     for model in pages:
-        vm = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+        vm = wire_dict(model)
         os_disk = ((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
         if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(vm.get("tags")):
             continue

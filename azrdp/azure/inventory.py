@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from azrdp.azure import wire_dict
 from azrdp.errors import AzrdpError, NotFoundError
 from azrdp.target import ResourceId, Target, id_key, parse_resource_id
 
@@ -83,10 +84,6 @@ class Inventory:
         return refs[0]["id"] if refs and refs[0].get("id") else None
 
 
-def _as_dict(model: Any) -> dict[str, Any]:
-    return model.as_dict() if hasattr(model, "as_dict") else dict(model)
-
-
 class _Reader:
     """Issues one round of parallel reads and files the results."""
 
@@ -101,14 +98,14 @@ class _Reader:
         network = self.session.network
         rg = parsed.resource_group
         if kind == "nic":
-            return lambda: _as_dict(network.network_interfaces.get(rg, parsed.name))
+            return lambda: wire_dict(network.network_interfaces.get(rg, parsed.name))
         if kind == "subnet":
-            return lambda: _as_dict(network.subnets.get(rg, parsed.names[0], parsed.name))
+            return lambda: wire_dict(network.subnets.get(rg, parsed.names[0], parsed.name))
         if kind == "vnet":
-            return lambda: _as_dict(network.virtual_networks.get(rg, parsed.name))
+            return lambda: wire_dict(network.virtual_networks.get(rg, parsed.name))
         if kind == "nsg":
-            return lambda: _as_dict(network.network_security_groups.get(rg, parsed.name))
-        return lambda: _as_dict(network.public_ip_addresses.get(rg, parsed.name))
+            return lambda: wire_dict(network.network_security_groups.get(rg, parsed.name))
+        return lambda: wire_dict(network.public_ip_addresses.get(rg, parsed.name))
 
     def round(self, calls: dict[str, Callable[[], Any]]) -> dict[str, tuple[Any, BaseException | None]]:
         if not calls:
@@ -137,7 +134,7 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
     reader = _Reader(session, inventory, max_workers)
     _say(progress, f"Reading VM {target} and its network interfaces ...")
     first = reader.round({
-        "vm": lambda: _as_dict(compute.virtual_machines.get(target.resource_group, target.name, expand="instanceView")),
+        "vm": lambda: wire_dict(compute.virtual_machines.get(target.resource_group, target.name, expand="instanceView")),
         "nics": lambda: _first_page(network.network_interfaces.list(target.resource_group)),
     })
     vm, vm_error = first["vm"]
@@ -172,7 +169,7 @@ def _first_page(paged: Any) -> list[dict[str, Any]]:
     nextLink would cost one sequential round trip per page, while the VM's own NICs not on the
     first page cost just one parallel round of GETs."""
     for page in paged.by_page():
-        return [_as_dict(item) for item in page]
+        return [wire_dict(item) for item in page]
     return []
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
+from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
 from azrdp.azure.lro import clocked_polling, wait
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -61,17 +62,9 @@ class RunCommandOutcome:
                 "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
 
 
-def _as_dict(view: Any) -> dict[str, Any]:
-    if view is None:
-        return {}
-    if hasattr(view, "as_dict"):
-        return view.as_dict()
-    return dict(view)
-
-
 def agent_state(instance_view: Any) -> tuple[bool, str]:
     """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict)."""
-    view = _as_dict(instance_view)
+    view = wire_dict(instance_view)
     power = next((str(s.get("code", "")).split("/", 1)[1] for s in view.get("statuses") or []
                   if str(s.get("code", "")).startswith("PowerState/")), None)
     if power and power != "running":

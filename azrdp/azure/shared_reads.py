@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from azrdp.azure import wire_dict
+
 _SHARED_METHODS = ("get", "list")
 
 
@@ -79,13 +81,9 @@ class _SharedGroup:
         def shared(*args: Any, **kwargs: Any) -> Any:
             key = (self._name, attribute, tuple(str(a).lower() for a in args), tuple(sorted(kwargs.items())))
             if attribute == "list":   # a pager: read every page once, keep plain dicts
-                return self._memo.call(key, lambda: [_plain(item) for item in target(*args, **kwargs)])
-            return self._memo.call(key, lambda: _plain(target(*args, **kwargs)))
+                return self._memo.call(key, lambda: [wire_dict(item) for item in target(*args, **kwargs)])
+            return self._memo.call(key, lambda: wire_dict(target(*args, **kwargs)))
         return shared
-
-
-def _plain(model: Any) -> Any:
-    return model.as_dict() if hasattr(model, "as_dict") else model
 
 
 class _SharedNetwork:
