@@ -118,11 +118,12 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
 
 
 def _retry_after(err: Any) -> float:
+    """The 429's Retry-After (seconds or an HTTP date), at least 1 s; 10 s when it gives none."""
+    from azrdp.azure.throttle import MIN_PAUSE, retry_after_seconds
+
     headers = getattr(getattr(err, "response", None), "headers", None) or {}
-    try:
-        return max(1.0, float(headers.get("Retry-After") or 10))
-    except ValueError:
-        return 10.0
+    seconds = retry_after_seconds(headers.get("Retry-After"))
+    return 10.0 if seconds is None else max(MIN_PAUSE, seconds)
 
 
 def _message(err: Any) -> str:
