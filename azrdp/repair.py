@@ -391,7 +391,10 @@ class _Job:
         elif address:
             host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
             where = f"{host}:{port}"
-            waited = self.changed_something
+            # No wait when the repair says TermService is not running (stuck in StopPending): nothing
+            # will answer until someone restarts the VM; one probe says where things stand.
+            final = self.result.repair.result.get("termservice") if self.result.repair is not None else None
+            waited = self.changed_something and final in (None, "Running")
             timeout = o.wait_timeout if waited else o.probe_timeout
             self.say(f"Waiting for RDP to answer on {where}" + (f" (up to {timeout:g} s) ..." if waited else " ..."))
             begun = self.clock.monotonic()
@@ -448,7 +451,7 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
     info = step.get("info") or {}
     out = {}
     if info.get("backup"):
-        out["folder" if step["name"] == "machinekeys-acl" else "renamed_machinekeys"] = info["backup"]
+        out["folder" if step["name"] == "machinekeys-acl" else "rdp_key"] = info["backup"]
     if info.get("acl_backup"):
         out["acl_folder"] = info["acl_backup"]
     if step["name"] == "cert" and (info.get("removed_total") or info.get("cleared_binding")):
@@ -456,8 +459,9 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
                            (s.get("info") or {}).get("backup") if s["name"] == "machinekeys-acl" else None) if f),
                           None)
         where = run_folder or f"%ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says {run_id})"
-        if info.get("removed_total"):
-            out["certificates"] = f"{where}/<thumbprint>.cer" if run_folder else f"<thumbprint>.cer in {where}"
+        if info.get("removed_total"):  # moved, not deleted: the undo line is in the run folder's undo.txt
+            out["certificates"] = "Cert:/LocalMachine/azrdp-backup (undo: " + \
+                (f"{where}/undo.txt)" if run_folder else f"undo.txt in {where})")
         if info.get("cleared_binding"):
             out["binding"] = f"{where}/SSLCertificateSHA1Hash.txt" if run_folder else \
                 f"SSLCertificateSHA1Hash.txt in {where}"
@@ -479,10 +483,14 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
         cert = next((s for s in repair.steps if s["name"] == "cert"), None)
         if acl and cert and (cert["after"] or {}).get("current") is None:
             steps.append(f"the MachineKeys ACL repair did not give RDP a usable certificate: try "
-                         f"`azrdp fix {vm} --step machinekeys-rename` (the old folder is kept as a backup)")
+                         f"`azrdp fix {vm} --step machinekeys-rename` (it moves only the RDP key container aside, and keeps it)")
         for s in repair.steps:
             if s["status"] in ("failed", "skipped"):
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
+        final = repair.result.get("termservice")
+        if final not in (None, "Running"):
+            steps.append(f"TermService is {final} after the repair (the payload could not start it again): restart "
+                         f"the VM (`azrdp fix {vm} --reboot`) or use the serial console")
     verification = result.verification or {}
     if verification.get("method") == "wire" and verification.get("waited") and not verification.get("answered"):
         steps.append(f"RDP did not answer within the wait ({verification.get('outcome')}): run "
