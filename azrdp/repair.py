@@ -164,6 +164,8 @@ class _Job:
         self.in_flight: str | None = None
         self.network: Any = None
         self.changed_something = False
+        self.power_changed_at: Any = None   # ARM's start of the last restart/start azrdp sent
+        self.restarted_at: Any = None
         self.run_id = options.run_id or f"azrdp-{secrets.token_hex(4)}"
 
     # -- small helpers -----------------------------------------------------------------------
@@ -274,8 +276,9 @@ class _Job:
             self.record("start", status="done", seconds=round(outcome.seconds, 3))
             self.say(f"Started in {outcome.seconds:.1f} s; waiting for the VM agent ...")
             begun = self.clock.monotonic()
+            self.power_changed_at = outcome.started
             agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
-                                   subscription=s.subscription_id,
+                                   subscription=s.subscription_id, since=outcome.started,
                                    on_poll=lambda why: self.wait_note(f"Waiting for the VM agent: {why} ..."))
             self.timed("agent", begun)
             if not agent.ready:
@@ -371,6 +374,7 @@ class _Job:
             raise
         self.in_flight = None
         self.changed_something = True
+        self.power_changed_at = self.restarted_at = outcome_lro.started
         self.timed("restart", begun)
         self.record("restart", status="done", seconds=round(outcome_lro.seconds, 3))
         self.say(f"Restarted in {outcome_lro.seconds:.1f} s.")
@@ -402,11 +406,12 @@ class _Job:
                                f"{self.clock.monotonic() - begun:.0f} s of {timeout:g} s ...")
 
             kwargs = {"prober": self.prober} if self.prober is not None else {}
+            reboot = self.wait_for_reboot(host, port, begun) if self.restarted_at is not None else None
             wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
                                       probe_timeout=min(o.probe_timeout, 3.0), on_attempt=on_attempt, **kwargs)
             self.timed("rdp", begun)
             verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
-                            "waited": waited,
+                            "waited": waited, "reboot": reboot.to_dict() if reboot else None,
                             "attempts": wait.attempts, "seconds": round(wait.elapsed, 3),
                             "outcome": wait.last.outcome}
             need_guest = not wait.last.ok and (self.changed_something or latest.guest is None)
@@ -437,8 +442,29 @@ class _Job:
         begun = self.clock.monotonic()
         wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
                        timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                       since=self.power_changed_at,
                        on_poll=lambda why: self.wait_note(f"Waiting for the VM agent to read the guest: {why} ..."))
         self.timed("agent", begun)
+
+    def wait_for_reboot(self, host: str, port: int, begun: float) -> Any:
+        """A restart's operation ends before Windows goes down: an answer from the old listener
+        verifies nothing. Wait for the port to go down or a fresh agent report first."""
+        from azrdp.azure.power import wait_for_reboot
+        from azrdp.rdp import probe
+
+        prober = self.prober or probe
+        probe_timeout = min(self.options.probe_timeout, 3.0)
+        s = self.session
+        reboot = wait_for_reboot(
+            s.compute, self.target.resource_group, self.target.name, since=self.restarted_at,
+            port_answers=lambda: prober(host, port, timeout=probe_timeout, clock=self.clock).answers,
+            clock=self.clock, timeout=self.options.wait_timeout, subscription=s.subscription_id,
+            on_poll=lambda why: self.wait_note(f"Waiting for the restart to reach Windows: {why} ..."))
+        if reboot.seen == "timeout":
+            self.result.pending.append(f"the restart did not visibly reach Windows within "
+                                       f"{self.options.wait_timeout:g} s (RDP kept answering and the agent did "
+                                       "not report): the answer below may come from before the restart")
+        return reboot
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:

@@ -71,19 +71,19 @@ def _vm(backend: ArmBackend, req: Request) -> Any:
 def virtual_machines_get(backend: ArmBackend, req: Request) -> Reply:
     vm = _vm(backend, req)
     expand = req.query.get("$expand")
-    return Reply(200, vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req),
+    return Reply(200, vm.to_arm(iso=backend.iso, blob_base=_blob_base(req),
                                 expand_instance_view=(expand or "").lower() == "instanceview"))
 
 
 def virtual_machines_instance_view(backend: ArmBackend, req: Request) -> Reply:
-    return Reply(200, _vm(backend, req).instance_view(backend.iso(), _blob_base(req)))
+    return Reply(200, _vm(backend, req).instance_view(backend.iso, _blob_base(req)))
 
 
 def _vm_list(backend: ArmBackend, req: Request, resource_group: str | None) -> Reply:
     expand = (req.query.get("$expand") or "").lower() == "instanceview" or \
         (req.query.get("statusOnly") or "").lower() == "true"
     vms = sorted(backend.vms_in(req.p("subscription"), resource_group), key=lambda vm: vm.id.lower())
-    return _page(req, [vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req), expand_instance_view=expand)
+    return _page(req, [vm.to_arm(iso=backend.iso, blob_base=_blob_base(req), expand_instance_view=expand)
                        for vm in vms])
 
 

@@ -121,8 +121,13 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
-    vm.guest.shut_down()
-    vm.power = "deallocated"
+    backend.stop(vm, deallocate=True)
+
+
+def stopped(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The VM is stopped from inside or with `az vm stop` (still allocated and billed): the guest is
+    down, yet ARM still shows the agent's last report, Ready."""
+    backend.stop(vm)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
+    Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
              (expired_cert, renewal_blocked, seat_taken)),

@@ -32,6 +32,7 @@ import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
+from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -355,6 +356,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """Every answer's ``Date``, on the simulated wall clock ARM's timestamps use."""
+        from email.utils import format_datetime
+
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return format_datetime(self.server.emulator.backend.timescale.wall().astimezone(timezone.utc), usegmt=True)
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch()
