@@ -141,7 +141,10 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
     if vm_error is not None:
         raise _vm_error(vm_error, target, subscription) from vm_error
     inventory.vm = vm
-    listed, _list_error = first["nics"]  # a failed list only costs a round trip: the NICs are read one by one
+    listed, list_error = first["nics"]
+    if list_error is not None and not isinstance(list_error, AzureError):
+        raise list_error  # our own fault, never a reason to read every NIC one by one
+    # an ARM failure of the list only costs a round trip: the NICs are then read one by one
     listed_by_id = {id_key(n.get("id")): n for n in listed or []}
     for nic_id in inventory.nic_ids():
         if id_key(nic_id) in listed_by_id:
@@ -167,7 +170,10 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
 def _first_page(paged: Any) -> list[dict[str, Any]]:
     """Only the first page of a list: in a resource group with hundreds of NICs, following
     nextLink would cost one sequential round trip per page, while the VM's own NICs not on the
-    first page cost just one parallel round of GETs."""
+    first page cost just one parallel round of GETs. A list some other layer already read whole
+    (azrdp.azure.shared_reads answers with a plain list) is taken as it is."""
+    if isinstance(paged, (list, tuple)):
+        return [wire_dict(item) for item in paged]
     for page in paged.by_page():
         return [wire_dict(item) for item in page]
     return []
