@@ -165,15 +165,20 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
         return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
                       "(see vm.agent)")]
     from azrdp.azure.lro import poll_interval
-    from azrdp.guest import diagnose_guest
+    from azrdp.guest import DEFAULT_TIMEOUT, diagnose_guest
+    from azrdp.ui import waiting
 
     ctx.say("Reading the guest through Run Command (about 20-40 s) ...")
     try:
-        ctx.guest = diagnose_guest(
-            ctx.session.compute, ctx.target.resource_group, ctx.target.name,
-            instance_view=ctx.inventory.vm_properties.get("instanceView"),
-            probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
-            polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription)
+        with waiting(ctx.progress, f"Run Command (read the guest) on {ctx.target.name}", said="sent",
+                     limit=DEFAULT_TIMEOUT) as wait:
+            ctx.guest = diagnose_guest(
+                ctx.session.compute, ctx.target.resource_group, ctx.target.name,
+                instance_view=ctx.inventory.vm_properties.get("instanceView"),
+                probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
+                polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription,
+                on_wait=wait.update, on_conflict=wait.note)
+            wait.end("finished")
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
                       details={"error": type(err).__name__},

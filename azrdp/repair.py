@@ -171,9 +171,11 @@ class _Job:
         if self.progress is not None:
             self.progress.info(text)
 
-    def wait_note(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.status(text)
+    def waiting(self, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
+        """The live status line for one wait (a Run Command, a restart, the agent, RDP)."""
+        from azrdp.ui import waiting
+
+        return waiting(self.progress, what, said=said, limit=limit)
 
     def timed(self, phase: str, start: float) -> float:
         seconds = self.clock.monotonic() - start
@@ -265,8 +267,11 @@ class _Job:
             self.record("start", status="requested")
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
-            outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
-                               polling_interval=poll_interval(s), subscription=s.subscription_id)
+            with self.waiting(f"Start of {vm}", said="sent", limit=o.power_timeout) as wait:
+                outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
+                                   polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                   on_poll=wait.update)
+                wait.end("started")
             self.in_flight = None
             self.timed("start", begun)
             self.result.counts["starts"] += 1
@@ -274,9 +279,10 @@ class _Job:
             self.record("start", status="done", seconds=round(outcome.seconds, 3))
             self.say(f"Started in {outcome.seconds:.1f} s; waiting for the VM agent ...")
             begun = self.clock.monotonic()
-            agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
-                                   subscription=s.subscription_id,
-                                   on_poll=lambda why: self.wait_note(f"Waiting for the VM agent: {why} ..."))
+            with self.waiting(f"VM agent on {vm}", limit=o.wait_timeout) as wait:
+                agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
+                                       subscription=s.subscription_id, on_poll=wait.update)
+                wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
             self.timed("agent", begun)
             if not agent.ready:
                 self.result.pending.append(f"the VM agent did not become Ready within {o.wait_timeout:g} s "
@@ -320,9 +326,12 @@ class _Job:
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
-        result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                  instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                  polling_interval=poll_interval(s), subscription=s.subscription_id)
+        with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
+            result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                      instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                      polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                      on_wait=wait.update, on_conflict=wait.note)
+            wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
         outcome = self.result.repair = RepairOutcome(result, run)
@@ -362,9 +371,11 @@ class _Job:
         begun = self.clock.monotonic()
         self.result.counts["restarts"] += 1
         try:
-            outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                                     timeout=self.options.power_timeout, polling_interval=poll_interval(s),
-                                     subscription=s.subscription_id)
+            with self.waiting(f"Restart of {self.target.name}", said="sent", limit=self.options.power_timeout) as wait:
+                outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                                         timeout=self.options.power_timeout, polling_interval=poll_interval(s),
+                                         subscription=s.subscription_id, on_poll=wait.update)
+                wait.end("restarted")
         except AzrdpError as err:
             self.in_flight = None
             self.record("restart", status="failed", error=err.message)
@@ -397,13 +408,12 @@ class _Job:
             begun = self.clock.monotonic()
             self.in_flight = None
 
-            def on_attempt(result: Any) -> None:
-                self.wait_note(f"Waiting for RDP on {where}: {result.outcome}, "
-                               f"{self.clock.monotonic() - begun:.0f} s of {timeout:g} s ...")
-
             kwargs = {"prober": self.prober} if self.prober is not None else {}
-            wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
-                                      probe_timeout=min(o.probe_timeout, 3.0), on_attempt=on_attempt, **kwargs)
+            with self.waiting(f"RDP on {where}", said="probing", limit=timeout) as shown:
+                wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
+                                          probe_timeout=min(o.probe_timeout, 3.0),
+                                          on_attempt=lambda result: shown.update(result.outcome), **kwargs)
+                shown.end(wait.last.outcome)
             self.timed("rdp", begun)
             verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
                             "waited": waited,
@@ -435,9 +445,11 @@ class _Job:
 
         s = self.session
         begun = self.clock.monotonic()
-        wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                       timeout=self.options.wait_timeout, subscription=s.subscription_id,
-                       on_poll=lambda why: self.wait_note(f"Waiting for the VM agent to read the guest: {why} ..."))
+        with self.waiting(f"VM agent on {self.target.name} (to read the guest)", limit=self.options.wait_timeout) as wait:
+            agent = wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                                   timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                                   on_poll=wait.update)
+            wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
         self.timed("agent", begun)
 
 

@@ -8,7 +8,7 @@ the same way here: the poller's sleeps go through the injected Clock and stop at
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
@@ -29,28 +29,33 @@ class DeadlinePassed(Exception):
 
 
 class ClockedPolling(ARMPolling):
-    """ARMPolling whose sleeps go through azrdp's Clock and stop at a deadline."""
+    """ARMPolling whose sleeps go through azrdp's Clock and stop at a deadline. ``on_poll(status)``
+    hears the operation's last status (``InProgress``, ...) before each sleep: the live status line."""
 
-    def __init__(self, delay: float, *, clock: Clock, deadline: float, **kwargs: Any):
+    def __init__(self, delay: float, *, clock: Clock, deadline: float,
+                 on_poll: Callable[[str], None] | None = None, **kwargs: Any):
         super().__init__(delay, **kwargs)
         self._clock = clock
         self._deadline = deadline
+        self._on_poll = on_poll
 
     def _sleep(self, delay: float) -> None:
+        if self._on_poll is not None:
+            self._on_poll(str(self.status()))
         if self._clock.monotonic() + delay > self._deadline:
             raise DeadlinePassed()
         self._clock.sleep(delay)
 
 
-def clocked_polling(client: Any, *, clock: Clock, deadline: float,
-                    polling_interval: float | None = None) -> ClockedPolling:
+def clocked_polling(client: Any, *, clock: Clock, deadline: float, polling_interval: float | None = None,
+                    on_poll: Callable[[str], None] | None = None) -> ClockedPolling:
     """A ClockedPolling for an operation of ``client`` (its base URL, and its polling interval
     unless ``polling_interval`` is given; tests pass 0)."""
     config = getattr(client, "_config", None)
     delay = polling_interval if polling_interval is not None else getattr(config, "polling_interval", 30)
     base_url = getattr(config, "base_url", None)
     kwargs = {"path_format_arguments": {"endpoint": base_url}} if base_url else {}
-    return ClockedPolling(delay, clock=clock, deadline=deadline, **kwargs)
+    return ClockedPolling(delay, clock=clock, deadline=deadline, on_poll=on_poll, **kwargs)
 
 
 def wait(poller: Any, *, clock: Clock, deadline: float) -> tuple[Any, bool]:

@@ -53,11 +53,13 @@ class LroOutcome:
 
 def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
             timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-            subscription: str | None = None, idempotent: bool = False) -> LroOutcome:
+            subscription: str | None = None, idempotent: bool = False,
+            on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Start an ARM LRO with ``begin(polling=..., **retry)`` and wait for it on ``clock``.
 
     ``client`` is the management client (its base URL and polling interval are used). A
     non-idempotent ``begin`` (a POST) is sent without the SDK's blind retries (see module doc).
+    ``on_poll(status)`` hears what ARM last said about the operation, and about a 429 pause.
     Raises OperationTimeout, PowerOperationFailed, PowerRequestUncertain or the translated error.
     """
     from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
@@ -72,7 +74,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
     waits: list[float] = []
     while True:
         attempts += 1
-        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval)
+        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval,
+                                  on_poll=on_poll)
         try:
             poller = begin(polling=polling, **retry)
             break
@@ -81,6 +84,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
             if status == 429 and attempts <= THROTTLE_RETRIES:
                 pause = _retry_after(err)
                 if clock.monotonic() + pause <= deadline:
+                    if on_poll is not None:
+                        on_poll(f"throttled by ARM (429), sending again in {pause:g} s")
                     waits.append(pause)
                     clock.sleep(pause)
                     continue
@@ -135,20 +140,22 @@ def _message(err: Any) -> str:
 
 def restart_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
                timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-               subscription: str | None = None) -> LroOutcome:
+               subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Restart the VM through ARM (``begin_restart``) and wait until ARM says it restarted."""
     return run_lro(lambda **kw: compute.virtual_machines.begin_restart(resource_group, vm_name, **kw),
                    client=compute, action="restart", doing=f"restarting VM {resource_group}/{vm_name}",
-                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
+                   on_poll=on_poll)
 
 
 def start_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
              timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-             subscription: str | None = None) -> LroOutcome:
+             subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Start a stopped or deallocated VM through ARM (``begin_start``) and wait for it."""
     return run_lro(lambda **kw: compute.virtual_machines.begin_start(resource_group, vm_name, **kw),
                    client=compute, action="start", doing=f"starting VM {resource_group}/{vm_name}",
-                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
+                   on_poll=on_poll)
 
 
 @dataclass
