@@ -330,11 +330,20 @@ class _Job:
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
-        with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
-            result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                      instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                      polling_interval=poll_interval(s), subscription=s.subscription_id,
-                                      on_wait=wait.update, on_conflict=wait.note)
+        from azrdp.azure.runcommand import RunCommandUncertain
+
+        try:
+            with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
+                result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                          instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                          polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                          on_wait=wait.update, on_conflict=wait.note)
+        except RunCommandUncertain as err:   # never resent: it may have changed the guest
+            self.in_flight = None
+            self.changed_something = True
+            self.record("run-command", status="may-have-run", run_id=self.run_id, started=err.started,
+                        error=err.message)
+            raise
             wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
@@ -381,8 +390,11 @@ class _Job:
                                          subscription=s.subscription_id, on_poll=wait.update)
                 wait.end("restarted")
         except AzrdpError as err:
+            from azrdp.azure.power import PowerRequestUncertain
+
             self.in_flight = None
-            self.record("restart", status="failed", error=err.message)
+            self.record("restart", status="may-have-run" if isinstance(err, PowerRequestUncertain) else "failed",
+                        error=err.message)
             raise
         self.in_flight = None
         self.changed_something = True

@@ -164,7 +164,8 @@ def test_throttling_is_waited_out_and_announced(e2e, e2e_case):
     assert outcome.count("VirtualMachines_Get", status=429) == 2
     assert outcome.count(RUN, status=429) == 1 and outcome.count(RUN, status=202) == 1   # one repair, sent again
     assert outcome.doc["counts"]["repair_run_commands"] == 1
-    assert "throttling requests (429)" in outcome.stderr
+    # the throttled operation group is named (issue 11: Compute's 429 body names its window group)
+    assert "throttling Microsoft.Compute/LowCostGet3Min (429)" in outcome.stderr
 
 
 @pytest.mark.parametrize("e2e_case", ["server-errors"])
