@@ -74,6 +74,7 @@ class RepairResult:
     next_steps: list[str] = field(default_factory=list)
     audit_records: list[dict[str, Any]] = field(default_factory=list)
     audit_path: str | None = None
+    audit_error: str | None = None           # the audit log could not be written (the records are here)
 
     @property
     def plan(self) -> Plan | None:
@@ -85,6 +86,8 @@ class RepairResult:
             return EXIT_INTERRUPTED
         if self.error is not None:
             return self.error.exit_code
+        if self.audit_error is not None:
+            return EXIT_PROBLEM
         if self.verdict == "dry_run":
             return self.before.exit_code if self.before is not None else EXIT_PROBLEM
         return EXIT_OK if self.verdict == "verified" else EXIT_PROBLEM
@@ -142,7 +145,7 @@ class RepairResult:
             "interrupted": self.interrupted,
             "error": ({"type": type(self.error).__name__, "message": self.error.message, "hint": self.error.hint}
                       if self.error is not None else None),
-            "audit": {"path": self.audit_path, "records": self.audit_records},
+            "audit": {"path": self.audit_path, "records": self.audit_records, "error": self.audit_error},
         }
 
 
@@ -184,8 +187,10 @@ class _Job:
         self.result.timings[phase] = self.result.timings.get(phase, 0.0) + seconds
         return seconds
 
-    def record(self, action: str, **fields: Any) -> dict[str, Any]:
-        entry = self.audit.record(action, **fields)
+    def record(self, action: str, *, intent: bool = False, **fields: Any) -> dict[str, Any]:
+        """Audit one record; ``intent``: written (and fsynced) before the change is sent, and when it
+        cannot be written the change is not sent (AuditWriteError)."""
+        entry = self.audit.record(action, intent=intent, **fields)
         self.result.actions.append(entry)
         return entry
 
@@ -266,7 +271,7 @@ class _Job:
             from azrdp.azure.power import start_vm, wait_for_agent
 
             self.say(f"Starting VM {self.target} through ARM (seconds, then Windows boots for about a minute) ...")
-            self.record("start", status="requested")
+            self.record("start", status="requested", intent=True)
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
             with self.waiting(f"Start of {vm}", said="sent", limit=o.power_timeout) as wait:
@@ -296,6 +301,8 @@ class _Job:
             from azrdp.azure.nsg_rules import create_rule
 
             self.say(f"Adding NSG rule {rule.name} to {rule.nsg_name} (TCP {rule.port} from {rule.source}) ...")
+            self.record("nsg-rule", status="requested", rule=rule.to_dict(), undo=f"azrdp revoke {vm} -g {rg}",
+                        intent=True)
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
             try:
@@ -323,7 +330,8 @@ class _Job:
         s = self.session
         parameters = plan.parameters()
         self.say(f"Running the repair payload through Run Command ({', '.join(plan.guest_steps)}; about 20-40 s) ...")
-        self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters)
+        self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters,
+                    intent=True)
         self.in_flight = ("the repair Run Command (it cannot be cancelled: it finishes inside the guest; its "
                           "changes are recorded in the guest's backup folder for run id " + self.run_id + ")")
         begun = self.clock.monotonic()
@@ -379,7 +387,7 @@ class _Job:
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
         s = self.session
         self.say(f"Restarting VM {self.target} through ARM ({why}; Windows then reboots for about a minute) ...")
-        self.record("restart", status="requested", why=why)
+        self.record("restart", status="requested", why=why, intent=True)
         self.in_flight = "a restart of the VM (ARM may still be restarting it)"
         begun = self.clock.monotonic()
         self.result.counts["restarts"] += 1
@@ -577,19 +585,26 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
         if job.result.actions:
             audit.record("result", verdict=result.verdict, counts=dict(result.counts),
                          timings={k: round(v, 3) for k, v in result.timings.items()})
+        result.audit_error = audit.error
         return result
     except KeyboardInterrupt:
-        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions]
+        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions
+                if r.get("status") not in ("requested", "remove-requested")]   # intents: in flight, not done
         job.result.interrupted = {"done": done, "in_flight": job.in_flight}
         job.result.verdict = "interrupted"
         audit.record("interrupted", done=done, in_flight=job.in_flight)
+        job.result.audit_error = audit.error
         return job.result
-    except AzrdpError as err:
+    except Exception as err:  # after the first change nothing may hide it: the report says what was done
         if not job.result.actions:
             raise
+        if not isinstance(err, AzrdpError):
+            err = AzrdpError(f"azrdp stopped on an unexpected {type(err).__name__}: {err}",
+                             hint="Please report it; what was changed is listed above.")
         job.result.error = err
         job.result.verdict = "failed"
         audit.record("failed", error=err.message, hint=err.hint)
+        job.result.audit_error = audit.error
         job.result.next_steps = next_steps(job.result, target)
         return job.result
     finally:
@@ -603,6 +618,7 @@ _MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERR
 
 
 def render_text(result: RepairResult, *, verbose: int = 0) -> str:
+    from azrdp.logsafe import printable
     from azrdp.report import render_checks
 
     lines = []
@@ -610,15 +626,19 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
     if before is not None:
         vm = before.vm
         facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location")) if v)
-        lines.append(f"VM {vm['name']} in {vm['resource_group']}: {facts}")
+        lines.append(printable(f"VM {vm['name']} in {vm['resource_group']}: {facts}"))
         lines.append("Before:")
         lines.append(_indent(render_checks(before.checks, verbose=verbose)))
     for plan in result.plans:
         lines.append(render_plan(plan))
     if result.actions:
         lines.append("Done:")
-        for record in result.actions:
-            lines.append("  " + _describe(record))
+        for n, record in enumerate(result.actions):
+            if record["action"] == "nsg-rule" and record.get("status") == "requested" and any(
+                    later["action"] == "nsg-rule" and later.get("rule", {}).get("name") == record["rule"]["name"]
+                    for later in result.actions[n + 1:]):
+                continue   # the intent of a rule whose outcome follows
+            lines.append("  " + printable(_describe(record)))
     if result.verification:
         v = result.verification
         if v["method"] == "wire":
@@ -631,7 +651,7 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
         lines.append("Before -> after:")
         for change in changes:
             lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<4} "
-                         f"{change['after_summary']}")
+                         f"{printable(change['after_summary'])}")
     if result.timings:
         names = {"diagnose": "diagnose", "start": "start", "agent": "agent", "nsg": "NSG rules",
                  "run_command": "Run Command", "restart": "restart", "rdp": "time to RDP", "after": "re-diagnose"}
@@ -648,11 +668,14 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
         if result.interrupted["in_flight"]:
             lines.append(f"  still in flight: {result.interrupted['in_flight']}")
     for item in result.pending:
-        lines.append(f"Pending: {item}")
+        lines.append(f"Pending: {printable(item)}")
     for item in result.next_steps:
         if item not in result.pending:
-            lines.append(f"Next: {item}")
-    if result.audit_path:
+            lines.append(f"Next: {printable(item)}")
+    if result.audit_error:
+        lines.append(f"Audit: FAILED to write {result.audit_path}: {result.audit_error}; the records are only in "
+                     "this report (-o json keeps them all)")
+    elif result.audit_path:
         lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
     lines.append(f"Verdict: {result.verdict}: {result.summary()}")
     return "\n".join(lines)
@@ -673,7 +696,8 @@ def _describe(record: dict[str, Any]) -> str:
             (f": {record['error']}" if record.get("error") else "")
     if action == "nsg-rule":
         rule = record["rule"]
-        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else ""
+        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else \
+            " (requested; it may exist)" if record.get("status") == "requested" else ""
         return (f"NSG rule {rule['name']} on {rule['nsg_name']}: Allow TCP {rule['port']} from {rule['source']} "
                 f"until {rule['expires']} (undo: {record['undo']}){failed}")
     extra = f" in {record['seconds']:.1f} s" if record.get("seconds") is not None else ""

@@ -106,9 +106,10 @@ def test_nsg_blocked_with_allow_from_adds_one_narrow_rule(e2e, e2e_case):
     outcome = finished(e2e, e2e_case, 0)
     assert outcome.checks("before")["nsg.effective"] == "fail" and outcome.checks("after")["nsg.effective"] == "pass"
     assert outcome.count("SecurityRules_CreateOrUpdate", status=201) == 1 and outcome.count(RESTART) == 0
-    (record,) = [r for r in outcome.audit if r["action"] == "nsg-rule"]
+    intent, record = [r for r in outcome.audit if r["action"] == "nsg-rule"]
+    assert intent["rule"] == record["rule"] and intent["status"] == "requested"
     assert record["rule"]["source"] == "203.0.113.10" and record["undo"].startswith("azrdp revoke vm-web-01")
-    assert outcome.actions() == [("nsg-rule", "created"), ("result", "verified")]
+    assert outcome.actions() == [("nsg-rule", "requested"), ("nsg-rule", "created"), ("result", "verified")]
 
 
 @pytest.mark.parametrize("e2e_case", ["agent-not-ready"])
