@@ -132,6 +132,27 @@ class _Failure(click.ClickException):
             pass
 
 
+class AzrdpCommand(click.Command):
+    """A command that refuses an empty value up front (``--host ''``, ``--subscription ''``): exit 2,
+    one line naming the option, before anything is read or sent. Every azrdp command uses it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from azrdp.errors import UsageError
+
+        for param in self.params:
+            value = ctx.params.get(param.name) if param.name else None
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                source = ctx.get_parameter_source(param.name)
+                where = " (from the environment)" if source is not None and source.name == "ENVIRONMENT" else ""
+                if isinstance(param, click.Option):
+                    name = max(param.opts, key=len)
+                    raise UsageError(f"{name} is empty{where}.", hint=f"Give {name} a value, or leave it out.")
+                name = param.human_readable_name
+                raise UsageError(f"empty {name.lower()} argument.", hint=f"Give {name} a value.")
+        return super().invoke(ctx)
+
+
 class AzrdpGroup(click.Group):
     """Lazily imports commands and turns typed errors into exit codes."""
 

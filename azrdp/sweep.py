@@ -412,7 +412,7 @@ class _Worker:
         from azrdp.plan import plan
         from azrdp.repair import FixOptions, fix
 
-        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False)
+        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False, advice="sweep")
         if preview.blockers and not preview.steps:
             checked.summary += "; not repaired: " + "; ".join(preview.blockers)
             checked.repair = {"verdict": "not_attempted", "blockers": list(preview.blockers),
@@ -420,6 +420,7 @@ class _Worker:
             return checked
         options = FixOptions(port=self.port, source_ip=self.source_ip, probe_timeout=self.probe_timeout,
                              skip_steps=tuple(self.policy.skipped), start=False, fused=True, who="azrdp sweep",
+                             advice="sweep",
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 
 
-@click.command("revoke")
+@click.command("revoke", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--expired-only", is_flag=True, help="Remove only the rules whose expiry has passed.")

@@ -183,6 +183,9 @@ def test_a_conflicting_run_command_is_waited_out(e2e, e2e_case):
     outcome = finished(e2e, e2e_case, 0)
     assert_0x904_verified(outcome)
     assert outcome.count(RUN, status=409) == 1 and outcome.count(RUN, status=202) == 1
+    # the wait is not silent: the log names what holds the VM and how long azrdp will wait for it
+    assert ('Another Run Command is running on vm-web-01 (Azure: "Run command extension execution is in progress.'
+            in outcome.stderr and "azrdp waits for it up to 600 s" in outcome.stderr)
 
 
 @pytest.mark.parametrize("e2e_case", ["run-command-hang"])
