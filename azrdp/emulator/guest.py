@@ -215,6 +215,7 @@ class WindowsGuest:
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
         self.backup_folders: dict[str, list[str]] = {}   # azrdp's %ProgramData%\azrdp\backup\<time>: files
+        self.attached_volumes: list["WindowsGuest"] = []  # offline Windows installations on data disks
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)
         self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
