@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from azrdp.emulator.disks import give_os_disk
 from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
@@ -273,6 +274,7 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
         rule.port = port
     vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
     rg.vms[name.lower()] = vm
+    give_os_disk(backend, vm, name=f"{name}_OsDisk_1")   # the guest's Windows lives on it
     return vm
 
 

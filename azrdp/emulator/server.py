@@ -131,6 +131,7 @@ class Emulator:
     def _new_backend(self) -> ArmBackend:
         backend = ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
                              on_change=self._reconcile)
+        backend.address_pool = self._pool     # VMs created over ARM (a rescue VM) get their own address
         if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
             self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
         self.rate_limits = RateLimitHeaders(backend.timescale.now)
