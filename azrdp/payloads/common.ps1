@@ -134,7 +134,13 @@ function Test-PrivateKey {
             return ($ecKey.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256).Length -gt 0)
         }
         $rx = 'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]
-        if ($null -eq $rx) { $key = $Certificate.PrivateKey } else { $key = $rx::GetRSAPrivateKey($Certificate) }
+        if ($null -eq $rx) {
+            # .NET 4.5: X509Certificate2.PrivateKey reaches CAPI keys only; a CNG key throws
+            # "Invalid provider type specified" although it works: could not test, not broken.
+            try { $key = $Certificate.PrivateKey } catch { return $null }
+        } else {
+            $key = $rx::GetRSAPrivateKey($Certificate)
+        }
         if ($null -eq $key) { return $false }
     } catch [System.Security.Cryptography.CryptographicException] {
         return $false
