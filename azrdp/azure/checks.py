@@ -228,6 +228,9 @@ def check_agent(inventory: Inventory) -> Check:
                          f"({changed:%H:%M:%S} UTC)", details,
                          "Wait a minute for Windows to boot and the agent to report, then run azrdp again.")
         return Check("vm.agent", Status.PASS, f"Ready{version}", details)
+    if not inventory.agent_known:
+        return Check("vm.agent", Status.SKIP, "not read: a fleet listing reports the power state only (azrdp "
+                     "reads the agent of a VM whose RDP does not answer, or before a guest read)", details)
     windows_config = (inventory.vm_properties.get("osProfile") or {}).get("windowsConfiguration") or {}
     if windows_config.get("provisionVMAgent") is False:
         return Check("vm.agent", Status.FAIL, "the VM was deployed without the VM agent: Run Command cannot work",

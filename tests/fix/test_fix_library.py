@@ -115,12 +115,14 @@ def test_backups_name_the_run_folder_for_every_step():
     acl = {"name": "machinekeys-acl", "info": {"backup": "C:/ProgramData/azrdp/backup/20261121T201751Z"}}
     cert = {"name": "cert", "info": {"removed_total": 1, "cleared_binding": True}}
     assert backups_of(acl, [acl, cert], "azrdp-1") == {"folder": "C:/ProgramData/azrdp/backup/20261121T201751Z"}
+    # Certificates are moved into the store azrdp-backup, not exported and deleted (review #4: a
+    # .cer loses the key link); the run folder's undo.txt says how to move them back.
     assert backups_of(cert, [acl, cert], "azrdp-1") == {
-        "certificates": "C:/ProgramData/azrdp/backup/20261121T201751Z/<thumbprint>.cer",
+        "certificates": "Cert:/LocalMachine/azrdp-backup (undo: C:/ProgramData/azrdp/backup/20261121T201751Z/undo.txt)",
         "binding": "C:/ProgramData/azrdp/backup/20261121T201751Z/SSLCertificateSHA1Hash.txt"}
     # cert alone: no step reported the folder, so it is named by the run id written in it
     assert backups_of(cert, [cert], "azrdp-1")["certificates"] == \
-        "<thumbprint>.cer in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1)"
+        "Cert:/LocalMachine/azrdp-backup (undo: undo.txt in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1))"
     assert backups_of({"name": "cert", "info": {"removed_total": 0}}, [], "azrdp-1") == {}
 
 
