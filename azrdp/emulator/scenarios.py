@@ -151,7 +151,11 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
-    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
+    public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
+    starts (real-azure-behaviour.md, "Smaller differences")."""
+    for pip in backend.public_ips_of(vm):
+        pip.allocation = "Dynamic"
     backend.stop(vm, deallocate=True)
 
 

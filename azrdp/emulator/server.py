@@ -475,12 +475,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
 
     @staticmethod
-    def _check_api_version(query: dict[str, str], supported: str) -> None:
+    def _check_api_version(query: dict[str, str], current: str) -> None:
+        """Any supported api-version is accepted, as Azure does (not only the SDK's)."""
+        from azrdp.emulator.models import SUPPORTED_API_VERSIONS
+
         given = query.get("api-version")
         if not given:
             raise err.MissingApiVersionParameter()
-        if given != supported:
-            raise err.InvalidApiVersionParameter(given, [supported])
+        supported = SUPPORTED_API_VERSIONS.get(current, (current,))
+        if given not in supported:
+            raise err.InvalidApiVersionParameter(given, list(supported))
 
     def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str], path: str,
                      query: dict[str, str], raw: bytes, *, accepted: bool = False) -> None:
