@@ -227,6 +227,8 @@ class _Job:
         self.in_flight: str | None = None
         self.network: Any = None
         self.changed_something = False
+        self.power_changed_at: Any = None   # ARM's start of the last restart/start azrdp sent
+        self.restarted_at: Any = None
         self.run_id = options.run_id or f"azrdp-{secrets.token_hex(4)}"
 
     # -- small helpers -----------------------------------------------------------------------
@@ -330,7 +332,7 @@ class _Job:
         if plan.start:
             from azrdp.azure.power import start_vm, wait_for_agent
 
-            self.say(f"Starting VM {self.target} through ARM (about 1-2 minutes) ...")
+            self.say(f"Starting VM {self.target} through ARM (seconds, then Windows boots for about a minute) ...")
             self.record("start", status="requested")
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
@@ -346,9 +348,11 @@ class _Job:
             self.record("start", status="done", seconds=round(outcome.seconds, 3))
             self.say(f"Started in {outcome.seconds:.1f} s; waiting for the VM agent ...")
             begun = self.clock.monotonic()
+            self.power_changed_at = outcome.started
             with self.waiting(f"VM agent on {vm}", limit=o.wait_timeout) as wait:
                 agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
-                                       subscription=s.subscription_id, on_poll=wait.update)
+                                       subscription=s.subscription_id, since=outcome.started,
+                                       on_poll=wait.update)
                 wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
             self.timed("agent", begun)
             if not agent.ready:
@@ -433,7 +437,7 @@ class _Job:
             return
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
         s = self.session
-        self.say(f"Restarting VM {self.target} through ARM ({why}; about 1-2 minutes) ...")
+        self.say(f"Restarting VM {self.target} through ARM ({why}; Windows then reboots for about a minute) ...")
         self.record("restart", status="requested", why=why)
         self.in_flight = "a restart of the VM (ARM may still be restarting it)"
         begun = self.clock.monotonic()
@@ -450,6 +454,7 @@ class _Job:
             raise
         self.in_flight = None
         self.changed_something = True
+        self.power_changed_at = self.restarted_at = outcome_lro.started
         self.timed("restart", begun)
         self.record("restart", status="done", seconds=round(outcome_lro.seconds, 3))
         self.say(f"Restarted in {outcome_lro.seconds:.1f} s.")
@@ -477,6 +482,7 @@ class _Job:
             self.in_flight = None
 
             kwargs = {"prober": self.prober} if self.prober is not None else {}
+            reboot = self.wait_for_reboot(host, port) if self.restarted_at is not None else None
             with self.waiting(f"RDP on {where}", said="probing", limit=timeout) as shown:
                 wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
                                           probe_timeout=min(o.probe_timeout, 3.0),
@@ -484,7 +490,7 @@ class _Job:
                 shown.end(wait.last.outcome)
             self.timed("rdp", begun)
             verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
-                            "waited": waited,
+                            "waited": waited, "reboot": reboot.to_dict() if reboot else None,
                             "attempts": wait.attempts, "seconds": round(wait.elapsed, 3),
                             "outcome": wait.last.outcome}
             need_guest = not wait.last.ok and (self.changed_something or latest.guest is None)
@@ -519,9 +525,33 @@ class _Job:
         with self.waiting(f"VM agent on {self.target.name} (to read the guest)", limit=self.options.wait_timeout) as wait:
             agent = wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
                                    timeout=self.options.wait_timeout, subscription=s.subscription_id,
-                                   on_poll=wait.update)
+                                   since=self.power_changed_at, on_poll=wait.update)
             wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
         self.timed("agent", begun)
+
+    def wait_for_reboot(self, host: str, port: int) -> Any:
+        """A restart's operation ends before Windows goes down: an answer from the old listener
+        verifies nothing. Wait for the port to go down or a fresh agent report first."""
+        from azrdp.azure.power import wait_for_reboot
+        from azrdp.rdp import probe
+
+        prober = self.prober or probe
+        probe_timeout = min(self.options.probe_timeout, 3.0)
+        s = self.session
+        with self.waiting(f"the restart to reach Windows on {self.target.name}",
+                          limit=self.options.wait_timeout) as wait:
+            reboot = wait_for_reboot(
+                s.compute, self.target.resource_group, self.target.name, since=self.restarted_at,
+                port_answers=lambda: prober(host, port, timeout=probe_timeout, clock=self.clock).answers,
+                clock=self.clock, timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                on_poll=wait.update)
+            wait.end({"port_down": "RDP went down", "agent_reported": "the agent reported after the restart",
+                      "unknown": "not judged", "timeout": "no sign of it"}[reboot.seen])
+        if reboot.seen == "timeout":
+            self.result.pending.append(f"the restart did not visibly reach Windows within "
+                                       f"{self.options.wait_timeout:g} s (RDP kept answering and the agent did "
+                                       "not report): the answer below may come from before the restart")
+        return reboot
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Built around Azure's documented behaviour (../shared/reference/azure-sdk-notes.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -45,10 +46,12 @@ class LroOutcome:
     attempts: int = 1
     throttle_waits: tuple[float, ...] = ()
     result: Any = None
+    started: datetime | None = None     # when ARM says the operation started (its clock), if it said
 
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "seconds": round(self.seconds, 3), "attempts": self.attempts,
-                "throttle_waits": list(self.throttle_waits)}
+                "throttle_waits": list(self.throttle_waits),
+                "started": self.started.isoformat() if self.started else None}
 
 
 def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
@@ -119,7 +122,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
             raise PowerOperationFailed(f"{action} ended {poller.status()} while {doing}.")
         raise OperationTimeout(f"{action} did not finish within {timeout:g} s while {doing}.",
                                hint="It may still complete in Azure; check the VM's power state.")
-    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result)
+    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result,
+                      getattr(polling, "operation_start", None))
 
 
 def _retry_after(err: Any) -> float:
@@ -172,8 +176,14 @@ class AgentWait:
 
 def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
                    timeout: float = DEFAULT_POWER_TIMEOUT, interval: float = AGENT_POLL_INTERVAL,
-                   subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> AgentWait:
-    """Poll the instance view until the VM agent is Ready (Run Command can work) or ``timeout``."""
+                   subscription: str | None = None, on_poll: Callable[[str], None] | None = None,
+                   since: datetime | None = None) -> AgentWait:
+    """Poll the instance view until the VM agent is Ready (Run Command can work) or ``timeout``.
+
+    ``since`` is the start (ARM's clock) of the restart or start that should have changed the
+    agent: only a Ready reported after it counts. Azure keeps showing the agent's last report,
+    Ready with its old time, for tens of seconds after a restart (real-azure-behaviour.md), so a
+    Ready older than ``since`` means the VM is still rebooting."""
     from azure.core.exceptions import AzureError
 
     from azrdp.azure.arm_errors import translate
@@ -188,7 +198,7 @@ def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Cl
             raise translate(err, doing=f"reading the instance view of VM {resource_group}/{vm_name}",
                             subscription=subscription) from None
         polls += 1
-        ready, why = agent_state(view)
+        ready, why = agent_state(view, since=since)
         elapsed = clock.monotonic() - start
         if ready:
             return AgentWait(True, elapsed, polls, why, view)
@@ -196,4 +206,64 @@ def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Cl
             on_poll(why)
         if elapsed + interval > timeout:
             return AgentWait(False, elapsed, polls, why, view)
+        clock.sleep(interval)
+
+
+@dataclass
+class RebootWait:
+    """How azrdp knew a restart had reached Windows: ``port_down`` (the old listener went away),
+    ``agent_reported`` (a Ready reported after the restart began), ``unknown`` (ARM gave no start
+    time to judge by), or ``timeout``."""
+
+    seen: str
+    seconds: float
+    polls: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "seconds": round(self.seconds, 3), "polls": self.polls}
+
+
+REBOOT_PROBE_INTERVAL = 1.0
+
+
+def wait_for_reboot(compute: Any, resource_group: str, vm_name: str, *, since: datetime | None,
+                    port_answers: Callable[[], bool], clock: Clock = SYSTEM_CLOCK,
+                    timeout: float = DEFAULT_POWER_TIMEOUT, interval: float = REBOOT_PROBE_INTERVAL,
+                    agent_interval: float = AGENT_POLL_INTERVAL, subscription: str | None = None,
+                    on_poll: Callable[[str], None] | None = None) -> RebootWait:
+    """After a restart: wait until it has reached Windows, before anything may verify it.
+
+    A restart operation succeeds in a fraction of a second and Windows goes down afterwards, so
+    an RDP answer right after it comes from the old, not yet restarted Windows. This waits until
+    the RDP port stops answering (``port_answers()`` False) or the agent reports Ready after
+    ``since``, whichever comes first, polling the port every ``interval`` and the instance view
+    every ``agent_interval`` seconds, at most ``timeout``."""
+    from azure.core.exceptions import AzureError
+
+    from azrdp.azure.arm_errors import translate
+    from azrdp.azure.runcommand import agent_state
+
+    start = clock.monotonic()
+    if since is None:
+        return RebootWait("unknown", 0.0, 0)
+    polls = 0
+    next_view = start
+    while True:
+        polls += 1
+        if not port_answers():
+            return RebootWait("port_down", clock.monotonic() - start, polls)
+        if clock.monotonic() >= next_view:
+            try:
+                view = compute.virtual_machines.instance_view(resource_group, vm_name)
+            except AzureError as err:
+                raise translate(err, doing=f"reading the instance view of VM {resource_group}/{vm_name}",
+                                subscription=subscription) from None
+            ready, why = agent_state(view, since=since)
+            if ready:
+                return RebootWait("agent_reported", clock.monotonic() - start, polls)
+            if on_poll is not None:
+                on_poll(why)
+            next_view = clock.monotonic() + agent_interval
+        if clock.monotonic() - start + interval > timeout:
+            return RebootWait("timeout", clock.monotonic() - start, polls)
         clock.sleep(interval)

@@ -20,13 +20,14 @@ section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
-from azrdp.azure.lro import clocked_polling, wait
+from azrdp.azure.lro import arm_time, clocked_polling, wait
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 from azrdp.payloads.result import RunCommandOutput, output_from_statuses
@@ -62,8 +63,13 @@ class RunCommandOutcome:
                 "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
 
 
-def agent_state(instance_view: Any) -> tuple[bool, str]:
-    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict)."""
+def agent_state(instance_view: Any, since: datetime | None = None) -> tuple[bool, str]:
+    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict).
+
+    Power state decides first: a stopped VM keeps its agent's last report (Ready), which says
+    nothing about now. ``since`` (ARM's clock) is the start of a restart or start that should have
+    changed the agent: a report older than it is the agent's last word before the reboot, so the
+    VM is "rebooting" however that report looks (real-azure-behaviour.md)."""
     view = wire_dict(instance_view)
     power = next((str(s.get("code", "")).split("/", 1)[1] for s in view.get("statuses") or []
                   if str(s.get("code", "")).startswith("PowerState/")), None)
@@ -74,6 +80,12 @@ def agent_state(instance_view: Any) -> tuple[bool, str]:
     if not statuses:
         return False, "the VM agent reports no status (not installed, or not started)"
     display = str(statuses[0].get("displayStatus") or statuses[0].get("code") or "unknown")
+    if since is not None:
+        reported = arm_time(statuses[0].get("time"))
+        if reported is None or reported <= since:
+            last = f"{display} at {reported:%H:%M:%S} UTC" if reported else f"{display}, undated"
+            return False, (f"the VM is rebooting: the agent's last report ({last}) is older than the operation "
+                           f"that started at {since:%H:%M:%S} UTC")
     if display.lower() == "ready":
         return True, "the VM agent is Ready"
     message = statuses[0].get("message")
