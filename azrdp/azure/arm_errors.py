@@ -65,7 +65,8 @@ def translate(err: AzureError, *, doing: str, subscription: str | None = None) -
             retry = err.response.headers.get("Retry-After") if err.response is not None else None
             after = f" (Azure asks to retry after {retry} s)" if retry else ""
             return AzureOperationError(f"Azure is throttling requests while {doing}{after}: {message}",
-                                       hint="Wait and run azrdp again, or lower --max-parallel.")
+                                       hint="Wait and run azrdp again (a sweep sends fewer requests at once with "
+                                            "`azrdp sweep --max-parallel 4`).")
         label = f"{status} {code}".strip() if code else str(status)
         return AzureOperationError(f"Azure failed while {doing} ({label}): {message}")
     if isinstance(err, (ServiceRequestError, ServiceResponseError)):
