@@ -120,6 +120,17 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
     vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
 
 
+def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Nothing reaches the guest from outside or through Azure: Remote Desktop is switched off
+    (fDenyTSConnections=1), TermService and the VM agent's service are Disabled, so a restart
+    brings neither back (Run Command never runs; only an offline repair of the disk helps)."""
+    guest = vm.guest
+    guest.registry["fDenyTSConnections"] = 1
+    for name in ("TermService", "WindowsAzureGuestAgent"):
+        guest.services[name].start = "Disabled"
+        guest.services[name].state = "Stopped"
+
+
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
     vm.guest.shut_down()
@@ -143,6 +154,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("no-boot-rdp-disabled", "Remote Desktop, TermService and the VM agent are disabled in the guest: "
+                                     "neither RDP nor Run Command reaches it, and a restart changes nothing.",
+             (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",

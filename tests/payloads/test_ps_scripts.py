@@ -47,6 +47,9 @@ PS51_CMDLETS = {
     "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Service", "Start-Sleep",
     "Test-Path", "Where-Object", "Write-Output",
 }
+# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
+# only the offline rescue payload brings the attached disk online and lists volumes.
+PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
 PAYLOADS = payload_ids()
 
@@ -264,3 +267,35 @@ def test_private_key_check_does_not_need_sha256_support_from_the_csp():
     body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
     assert "HashAlgorithmName]::SHA1" in body and "HashAlgorithmName]::SHA256" in body
     assert body.index("SignData") > body.index("foreach ($hash in $hashes)")
+
+
+def test_rescue_always_unloads_the_hives_it_loaded():
+    source = _source("rescue")
+    main = source[source.index("$results = New-Object"):]
+    body, final = main.split("} finally {", 1)
+    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
+    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
+    assert "@($SoftwareHive, $SystemHive)" in final
+    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
+    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
+    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
+
+
+def test_rescue_exports_and_saves_before_it_removes_or_changes():
+    functions = pwsh_ast.functions(_tree("rescue"))
+    cert = functions["Repair-Cert"]
+    assert cert.index("'export'") < cert.index("Remove-Item -LiteralPath $key.PSPath"), "a certificate is exported before it is removed"
+    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
+    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
+    keys = functions["Repair-MachineKeys"]
+    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+
+
+def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
+    from azrdp.payloads.schema import RESCUE_STEPS
+
+    source = _source("rescue")
+    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
+    rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
+    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
+    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
