@@ -522,8 +522,9 @@ class _Job:
             self.say(f"RDP on {where}: {wait.last.outcome} after {wait.elapsed:.1f} s ({wait.attempts} attempts)")
         else:
             verification = {"method": "guest", "ok": False, "where": None,
-                            "outside_check": "skipped: the VM has no public IP and no --host was given; verified "
-                                             "from the guest side (listener up, certificate valid)"}
+                            "outside_check": "skipped: the VM has no public IP address (a dynamic one has none "
+                                             "while the VM is deallocated) and no host to probe was given; "
+                                             "verified from the guest side (listener up, certificate valid)"}
         if need_guest and (self.result.counts["restarts"] or self.result.counts["starts"]):
             self.wait_for_agent_after_change()
         begun = self.clock.monotonic()
