@@ -323,7 +323,7 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     counts = {"submitted": 0}
     submit_lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azrdp-sweep")
-    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 8), thread_name_prefix="azrdp-fleet")
+    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 16), thread_name_prefix="azrdp-fleet")
 
     def start_ready(scope: _Scope) -> None:
         """Called after every list page: the VMs whose evidence is in start at once."""
