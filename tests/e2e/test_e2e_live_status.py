@@ -1,8 +1,10 @@
 """The live status line, as a person at a terminal sees it: the real CLI in a subprocess whose
 stderr is a pseudo-terminal, against the emulator, repairing 0x904 (one Run Command, one restart).
 
-The emulator runs Azure 5x faster, so the Run Command (20-40 s on Azure) lasts 4-8 s and the
-restart (60-120 s) 12-24 s: both long enough for the line to show (after 2 s) and to update."""
+The emulator runs Azure 5x faster, so the Run Command (20-40 s on Azure) lasts 4-8 s. The restart
+operation itself ends in 0.2-0.3 s as on Azure; the long wait after it is for RDP while Windows goes
+down and boots (18-40 s on Azure, 3.6-8 s here): both long enough for the line to show (after 2 s)
+and to update."""
 
 from __future__ import annotations
 
@@ -65,9 +67,9 @@ def test_a_terminal_sees_the_status_line_update_during_the_run_command_and_the_r
         return [m.group(1) for r in renders for m in [re.search(pattern, r)] if m]
 
     run_command = elapsed(rf"Run Command on {vm.name}: running, (\d+:\d\d) of up to 15:00")
-    restart = elapsed(rf"Restart of {vm.name}: running, (\d+:\d\d) of up to 15:00")
+    rdp = elapsed(r"RDP on [0-9.]+:\d+: [a-z_]+, (\d+:\d\d) of up to 15:00")
     # the line appears once a wait has lasted 2 s, and its clock moves while Azure works
     assert run_command and run_command[0] == "0:02" and len(set(run_command)) >= 2, renders
-    assert restart and restart[0] == "0:02" and len(set(restart)) >= 5, renders
-    assert run_command == sorted(run_command) and restart == sorted(restart)
+    assert rdp and rdp[0] == "0:02" and len(set(rdp)) >= 2, renders
+    assert run_command == sorted(run_command) and rdp == sorted(rdp)
     assert "Verdict: verified" in stdout
