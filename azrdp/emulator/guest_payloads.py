@@ -718,3 +718,7 @@ ANSWERS: dict[str, Callable[[WindowsGuest, dict[str, Any]], dict[str, Any]]] = {
     "diagnose": diagnose,
     "repair": repair,
 }
+
+from azrdp.emulator.guest_offline import rescue as _rescue  # noqa: E402 - it uses limit_text above
+
+ANSWERS["rescue"] = _rescue

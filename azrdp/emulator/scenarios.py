@@ -150,6 +150,17 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
     vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
 
 
+def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Nothing reaches the guest from outside or through Azure: Remote Desktop is switched off
+    (fDenyTSConnections=1), TermService and the VM agent's service are Disabled, so a restart
+    brings neither back (Run Command never runs; only an offline repair of the disk helps)."""
+    guest = vm.guest
+    guest.registry["fDenyTSConnections"] = 1
+    for name in ("TermService", "WindowsAzureGuestAgent"):
+        guest.services[name].start = "Disabled"
+        guest.services[name].state = "Stopped"
+
+
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
     public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
@@ -182,6 +193,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("no-boot-rdp-disabled", "Remote Desktop, TermService and the VM agent are disabled in the guest: "
+                                     "neither RDP nor Run Command reaches it, and a restart changes nothing.",
+             (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
     Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
