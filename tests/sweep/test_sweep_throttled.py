@@ -16,16 +16,16 @@ PROBE_TIMEOUT = 2.0
 
 def test_a_vm_throttled_beyond_the_budget_is_reported_throttled_and_the_others_go_on(fleet):
     clock = ManualClock()
-    # The sweep reads the fleet by lists; the one per-VM read left is the instance view (the agent)
-    # of a VM whose RDP does not answer: throttle that one for one broken VM.
-    fleet.inject("throttle", operation="VirtualMachines_InstanceView", vm="vm-0x904-001", count=None,
+    # a sweep reads a VM of its own only where the fleet's lists cannot answer: the agent of a VM
+    # whose RDP does not answer (VirtualMachines_InstanceView, a LowCostGet like VirtualMachines_Get)
+    fleet.inject("throttle", operation="VirtualMachines_InstanceView", vm="vm-nsg-blocked-001", count=None,
                  retry_after=1200)
     session = tenant_session(fleet, clock=clock)
     result = sweep(session, probe_timeout=PROBE_TIMEOUT, source_ip=fleet.state.client_ip)
     got = outcomes(result)
-    assert got["vm-0x904-001"] == "error" and got["vm-healthy-001"] == "healthy"
-    assert got["vm-healthy-002"] == "healthy" and got["vm-nsg-blocked-001"] == "unhealthy"
-    throttled = next(r for r in result.results if r.vm.name == "vm-0x904-001")
+    assert got["vm-nsg-blocked-001"] == "error" and got["vm-healthy-001"] == "healthy"
+    assert got["vm-0x904-001"] == "unhealthy" and got["vm-healthy-002"] == "healthy"
+    throttled = next(r for r in result.results if r.vm.name == "vm-nsg-blocked-001")
     assert throttled.error["type"] == "Throttled"
     assert throttled.error["throttled"] == {"group": "Microsoft.Compute/LowCostGet3Min", "retry_after": 1200.0}
     assert "retry after 1200 s" in throttled.summary
