@@ -13,7 +13,7 @@ from azrdp.errors import UsageError
               help="What is wrong with the simulated VM: 0x904, expired-cert, machinekeys-acl, corrupt-key, "
                    "seat-taken, rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, healthy.")
 @click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
-              help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+              help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
 @click.option("--allow-from", type=click.Choice(["me"]), metavar="me",
               help="As `azrdp fix --allow-from me`: where an NSG blocks RDP, add a temporary rule for your address "
                    "(the demo knows it).")
