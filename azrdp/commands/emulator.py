@@ -56,7 +56,7 @@ def _read_limit(text: str | None) -> Any:
 @click.option("--resource-groups", type=click.IntRange(1, 100), default=1, show_default=True,
               help="... and this many resource groups in each.")
 @click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
-              help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+              help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
 @click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
 @click.option("--read-limit", metavar="BUCKET/REFILL",
               help="Throttle reads like ARM: a token bucket per subscription, e.g. 250/25 (Azure's limit).")

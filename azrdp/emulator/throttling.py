@@ -23,6 +23,7 @@ from typing import Callable
 from azrdp.emulator import exceptions as err
 
 REMAINING_READS = "x-ms-ratelimit-remaining-subscription-reads"
+EMULATOR_ACTOR = "9f1d7c2e-4b3a-4e5f-8a6b-0c1d2e3f4a5b"   # the object id the emulator's callers sign in as
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class SubscriptionRequestsThrottled(err.ArmError):
 
     status, code = 429, "SubscriptionRequestsThrottled"
 
-    def __init__(self, subscription: str, wait_seconds: int, retry_after: str):
+    def __init__(self, subscription: str, wait_seconds: int, retry_after: str, actor: str = EMULATOR_ACTOR):
+        # Real answers name the caller too ("... for subscription 'S' actor 'A' exceeded ...":
+        # real-azure-behaviour.md, "Throttling"); the bucket is per subscription and principal.
         super().__init__(
-            f"Number of 'read' requests for subscription '{subscription}' exceeded. Please try again after "
+            f"Number of 'read' requests for subscription '{subscription}' actor '{actor}' exceeded. "
+            f"Please try again after "
             f"'{wait_seconds}' seconds after additional tokens are available. Refer to "
             "https://aka.ms/arm-throttling for additional information.",
             headers={"Retry-After": retry_after, REMAINING_READS: "0"})

@@ -1,7 +1,7 @@
 """Simulated time: one knob, ``speed``, makes Azure's latencies run N times faster.
 
 Every latency the emulator simulates is expressed in *simulated seconds* (a Run Command takes
-20-40 s, a restart 60-120 s, ...). ``speed`` divides them into real seconds: at ``speed=100`` a
+20-40 s, Windows booting 15-30 s, ...). ``speed`` divides them into real seconds: at ``speed=100`` a
 30 s Run Command completes in 0.3 s of wall time. The simulated clock is simply real elapsed
 time multiplied by ``speed``, so benchmarks can report simulated seconds for anything they time
 (``TimeScale.now()``), and ARM timestamps (``startTime``/``endTime``) are on the simulated clock.
