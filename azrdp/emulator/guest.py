@@ -270,8 +270,12 @@ class WindowsGuest:
             "PortNumber": 3389, "UserAuthentication": 1, "policy.UserAuthentication": None,
             "SecurityLayer": 2, "MinEncryptionLevel": 2,
             "MaxInstanceCount": 4294967295, "policy.MaxInstanceCount": None,
-            "fSingleSessionPerUser": 1,
+            "fSingleSessionPerUser": 1, "TSServerDrainMode": None,
         }
+        # RD Licensing (Win32_TerminalServiceSetting): LicensingType 5 = none set (a server without
+        # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
+        self.licensing_type = 5
+        self.grace_days: int | None = None
         self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()

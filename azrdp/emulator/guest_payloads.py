@@ -280,8 +280,11 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
+        "rds": {"lic_mode": guest.licensing_type,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+                "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
-                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 80)
+                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
         "errors": [],

@@ -45,7 +45,7 @@ $PayloadVersion = '2.0.0'
 if (-not (Test-FullLanguage)) {
     # Constrained Language Mode: read nothing rather than half; every section null, and why.
     $Unsupported = [ordered]@{ payload = 'diagnose'; version = $PayloadVersion; run_id = $RunId }
-    foreach ($name in @('os', 'services', 'rdp', 'listener', 'cert', 'machinekeys', 'firewall', 'sessions', 'events', 'reboot')) { $Unsupported[$name] = $null }
+    foreach ($name in @('os', 'services', 'rdp', 'listener', 'cert', 'machinekeys', 'firewall', 'sessions', 'rds', 'events', 'reboot')) { $Unsupported[$name] = $null }
     $Unsupported['errors'] = @()
     $Unsupported['errors_total'] = 0
     $Unsupported['error'] = 'unsupported: PowerShell runs in Constrained Language Mode'
@@ -57,7 +57,7 @@ $Failures = New-Object -TypeName System.Collections.ArrayList
 
 function Add-Failure {
     param([Parameter(Mandatory = $true)][string]$Section, [Parameter(Mandatory = $true)][System.Management.Automation.ErrorRecord]$Record)
-    [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 80) })
+    [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 60) })
 }
 
 function Read-OsFacts {
@@ -163,6 +163,26 @@ function Read-Sessions {
     }
 }
 
+function Read-Rds {
+    # RD Licensing (Learn: Win32_TerminalServiceSetting.LicensingType, GetGracePeriodDays: "a zero
+    # value indicates that the grace period is over") and drain mode (TSServerDrainMode, set by
+    # `change logon /drain`). The grace period applies to RD Session Hosts only.
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    $mode = $null
+    $grace = $null
+    if ($null -ne $setting) {
+        $mode = [int64]$setting.LicensingType
+        if ([int]$setting.TerminalServerMode -eq 1) {
+            try {
+                $grace = [int64](Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays').DaysLeft
+            } catch {
+                $grace = $null
+            }
+        }
+    }
+    return [ordered]@{ lic_mode = $mode; grace_days = $grace; drain = Get-DWord -Path $TerminalServerKey -Name 'TSServerDrainMode' }
+}
+
 function Find-Events {
     # Events of one provider in the System log since $Since (at most 500); none is not an error.
     param([Parameter(Mandatory = $true)][string]$Provider, [Parameter(Mandatory = $true)][int[]]$Id,
@@ -188,7 +208,7 @@ function Read-Events {
     if ($newest.Count -gt 0) {
         $message = ''
         if ($null -ne $newest[0].Message) { $message = $newest[0].Message }
-        $last = Limit-Text -Text ('{0} {1} {2}' -f $newest[0].Id, (Format-UtcTime -Time $newest[0].TimeCreated), $message) -Max 80
+        $last = Limit-Text -Text ('{0} {1} {2}' -f $newest[0].Id, (Format-UtcTime -Time $newest[0].TimeCreated), $message) -Max 64
     }
     return [ordered]@{
         hours = $EventHours
@@ -220,6 +240,7 @@ $Sections = [ordered]@{
     machinekeys = { Get-MachineKeysFacts }
     firewall = { Read-Firewall }
     sessions = { Read-Sessions }
+    rds = { Read-Rds }
     events = { Read-Events }
     reboot = { Read-Reboot }
 }
@@ -244,7 +265,7 @@ try {
     # Last resort: the result itself could not be serialised; report that instead of nothing.
     $fallback = [ordered]@{ payload = 'diagnose'; version = $PayloadVersion; run_id = $RunId }
     foreach ($name in @($Sections.Keys)) { $fallback[$name] = $null }
-    $fallback['errors'] = @([ordered]@{ section = 'os'; message = (Limit-Text -Text ('result: ' + $_.Exception.Message) -Max 80) })
+    $fallback['errors'] = @([ordered]@{ section = 'os'; message = (Limit-Text -Text ('result: ' + $_.Exception.Message) -Max 60) })
     $fallback['errors_total'] = 1
     $fallback['error'] = $null
     Write-Result -Result $fallback
