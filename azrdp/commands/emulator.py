@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.errors import UsageError
 
 
@@ -43,7 +43,7 @@ def _read_limit(text: str | None) -> Any:
         raise UsageError(f"--read-limit: {err}.", hint="Azure's documented read limit is 250/25.") from None
 
 
-@emulator_group.command("serve")
+@emulator_group.command("serve", cls=AzrdpCommand)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 for the ARM endpoint (0: any free port).")
 @click.option("--scenario", default="healthy", show_default=True, metavar="NAME",

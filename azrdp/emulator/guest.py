@@ -287,6 +287,7 @@ class WindowsGuest:
         self.backup_folders: dict[str, list[str]] = {}   # azrdp's %ProgramData%\azrdp\backup\<time>: files
         self.backup_root = BackupRoot()
         self.self_signed_cert_store: str | None = None   # WinStations\SelfSignedCertStore (None = absent)
+        self.attached_volumes: list["WindowsGuest"] = []  # offline Windows installations on data disks
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)
         self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)

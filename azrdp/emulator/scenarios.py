@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from azrdp.emulator.disks import give_os_disk
 from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
@@ -157,7 +158,11 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
-    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
+    public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
+    starts (real-azure-behaviour.md, "Smaller differences")."""
+    for pip in backend.public_ips_of(vm):
+        pip.allocation = "Dynamic"
     backend.stop(vm, deallocate=True)
 
 
@@ -283,6 +288,7 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
         rule.port = port
     vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
     rg.vms[name.lower()] = vm
+    give_os_disk(backend, vm, name=f"{name}_OsDisk_1")   # the guest's Windows lives on it
     return vm
 
 

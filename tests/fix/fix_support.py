@@ -90,7 +90,7 @@ def _changed_info(name: str) -> dict[str, Any]:
 
 
 def repair_result(steps: list[str], broken: set[str], *, only_when_full: bool = False,
-                  unfixable: set[str] = frozenset()) -> dict[str, Any]:
+                  unfixable: set[str] = frozenset(), run_id: str = "azrdp-test") -> dict[str, Any]:
     """What repair.ps1 prints for ``steps`` on a guest where ``broken`` steps have something to fix."""
     healthy_states = _healthy_states()
     out = []
@@ -116,7 +116,7 @@ def repair_result(steps: list[str], broken: set[str], *, only_when_full: bool = 
         out.append({"name": name, "status": "changed", "before": before, "after": after, "info": _changed_info(name),
                     "reboot_required": name == "machinekeys-acl", "error": None})
     return validate_result("repair", {
-        "payload": "repair", "version": "2.0.0", "run_id": "azrdp-test", "steps": out,
+        "payload": "repair", "version": "2.0.0", "run_id": run_id, "steps": out,
         "changed": any(s["status"] == "changed" for s in out), "reboot_pending": False,
         "reboot_required": any(s["reboot_required"] for s in out), "termservice": "Running", "error": None})
 
@@ -146,6 +146,7 @@ class Guest:
         self.repairs.append(values)
         steps = values["Steps"].split(",")
         result = repair_result(steps, self.broken, only_when_full=values.get("LogOffOnlyWhenFull") == "true",
+                               run_id=values.get("RunId", "azrdp-test"),
                                unfixable=self.unfixable)
         fixed = {s["name"] for s in result["steps"] if s["status"] == "changed"}
         self.broken -= fixed

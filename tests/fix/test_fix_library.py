@@ -142,3 +142,22 @@ def test_reboot_on_a_deallocated_vm_without_start_restarts_nothing(arm, session,
     assert result.exit_code == 1 and result.counts["restarts"] == 0
     assert "pass --start" in result.plan.blockers[0]
     assert audit.records == [] and not audit_path.exists()
+
+
+def test_a_repair_run_command_answered_503_is_sent_once_and_the_audit_says_it_may_have_run(
+        arm, session, clock, certs, audit_path):
+    rdp, spec = seed(arm, certs)
+    arm.fail(spec.vm_id + "/runCommand", 503, "ServiceUnavailable", "The service is unavailable.", method="POST",
+             headers={"Retry-After": "1"}, times=5)
+    audit = AuditLog(audit_path, clock=clock)
+    try:
+        result = fix(session, VM, FixOptions(host=rdp.host, fused=True), audit=audit)
+    finally:
+        rdp.close()
+    assert result.exit_code == EXIT_AZURE and result.verdict == "failed"
+    assert len([c for c in arm.calls if c.method == "POST" and c.path.endswith("/runCommand")]) == 1
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    sent, uncertain = [r for r in records if r["action"] == "run-command"]
+    assert sent["status"] == "sent" and uncertain["status"] == "may-have-run"
+    assert "the command may have run" in uncertain["error"] and "the command may have run" in result.summary()
+    assert restarts(arm) == 0                      # nothing more is decided on a guess
