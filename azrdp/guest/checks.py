@@ -248,6 +248,11 @@ def check_firewall(result: dict[str, Any], rdp_port: int) -> Check:
                      "is not blocked, but the VM is unprotected)", details,
                      "Turn the firewall back on after RDP works; azrdp's `rdp-config` step enables the "
                      "Remote Desktop rules it will need.")
+    if fw["blocked"]:
+        return Check("guest.firewall", Status.FAIL, f"an enabled inbound Block rule covers TCP {rdp_port} (it "
+                     "beats every Allow rule)", details,
+                     "Disable or narrow that Block rule (Get-NetFirewallRule -Action Block -Enabled True); no azrdp "
+                     "step removes a Block rule.")
     if not fw["port_allowed"]:
         return Check("guest.firewall", Status.FAIL, f"no enabled inbound rule allows TCP {rdp_port}",
                      details, step_remedy("rdp-config"))

@@ -93,7 +93,7 @@ function Read-Listener {
     $owner = $null
     if ($listening.Count -gt 0) {
         $process = Get-Process -Id $listening[0].OwningProcess -ErrorAction SilentlyContinue
-        if ($null -ne $process) { $owner = Limit-Text -Text $process.ProcessName -Max 32 }
+        if ($null -ne $process) { $owner = Limit-Text -Text $process.ProcessName -Max 24 }
     }
     return [ordered]@{ state = $state; tcp_listening = ($listening.Count -gt 0); owner = $owner }
 }
@@ -114,7 +114,22 @@ function Read-Certificates {
     return [ordered]@{ bound = $bound; bound_cert = $boundCert; certs = $listed; total = $all.Count }
 }
 
+function Test-RuleProfileActive {
+    # 'Any', or one of the rule's profiles ('Domain, Private') is the category of a connected network.
+    param([Parameter(Mandatory = $true)][string]$Profile, [AllowEmptyCollection()][string[]]$Active = @())
+    if ($Profile -eq 'Any') { return $true }
+    foreach ($name in $Active) { if ($Profile -match $name) { return $true } }
+    return $false
+}
+
 function Read-Firewall {
+    # MpsSvc first, in its own try: with it stopped the NetSecurity cmdlets throw, and the section
+    # still says why. Rules are joined to their port, application and service filters by
+    # InstanceID in one pass (one association query per rule took tens of seconds), and an
+    # enabled Block rule for the port beats every Allow, as Microsoft's Windows_Firewall_Rules_
+    # Validation.ps1 checks first (review #11).
+    $service = 'Missing'
+    try { $service = (Get-ServiceFacts -Name 'MpsSvc').state } catch { $service = 'Missing' }
     $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
         [ordered]@{
             name = $_.Name.ToString()
@@ -126,24 +141,32 @@ function Read-Firewall {
     $rdpRules = @(Get-RemoteDesktopRules)
     $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
     $port = Get-RdpPort
-    $filters = @(Get-NetFirewallPortFilter -PolicyStore ActiveStore | Where-Object -FilterScript {
-        (@('TCP', '6', 'Any') -contains [string]$_.Protocol) -and (Test-PortCovered -LocalPort $_.LocalPort -Port $port)
+    $ports = @{}
+    foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
+    $apps = @{}
+    foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
+    $services = @{}
+    foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+    $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
+    $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
+        $p = $ports[$_.InstanceID]
+        $a = $apps[$_.InstanceID]
+        $s = $services[$_.InstanceID]
+        $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
+            (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
+            ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
+            ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
+            (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
     })
-    $allowed = $false
-    if ($filters.Count -gt 0) {
-        # Through the pipeline: -AssociatedNetFirewallPortFilter takes ONE CimInstance, so an array
-        # of several filters (the usual case) fails to bind and the whole section would fail.
-        $rules = @($filters | Get-NetFirewallRule | Where-Object -FilterScript {
-            $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' -and $_.Direction.ToString() -eq 'Inbound'
-        })
-        $allowed = ($rules.Count -gt 0)
-    }
+    $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
+    $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
     return [ordered]@{
-        service = (Get-ServiceFacts -Name 'MpsSvc').state
+        service = $service
         profiles = $profiles
         rdp_rules = $rdpRules.Count
         rdp_rules_enabled = $enabled.Count
         port_allowed = $allowed
+        blocked = $blocked
     }
 }
 

@@ -169,7 +169,7 @@ MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
 
 MACHINEKEYS = o(
     "The MachineKeys folder and the RDP key container.",
-    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 160 characters.", max_len=160,
+    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
     default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
     files=i("Number of files in the folder.", hi=None),
@@ -241,7 +241,7 @@ DIAGNOSE = o(
                        "null when it is not listed.", choices=SESSION_STATES, null=True),
                tcp_listening=b("Something listens on the RDP port over TCP."),
                owner=s("The process that owns the listening socket (svchost for TermService).",
-                       max_len=32, null=True)),
+                       max_len=24, null=True)),
     cert=o("The RDP certificate.", null=True,
            bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
                    "unset (RDP then uses its self-signed certificate).", max_len=40,
@@ -264,7 +264,9 @@ DIAGNOSE = o(
                           max_items=3),
                rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
                rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
-               port_allowed=b("An enabled inbound allow rule covers the RDP port over TCP.")),
+               port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
+                              "profile, and no Block rule does."),
+               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).")),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),

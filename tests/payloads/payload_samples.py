@@ -38,7 +38,7 @@ HEALTHY_DIAGNOSE: dict[str, Any] = {
     "firewall": {"service": "Running",
                  "profiles": [{"name": n, "enabled": True, "inbound": "Block", "rules_ignored": False}
                               for n in ("Domain", "Private", "Public")],
-                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True},
+                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True, "blocked": False},
     "sessions": {"list": [{"id": 2, "name": "rdp-tcp#4", "user": "azureuser", "state": "Active", "idle_min": 0}],
                  "total": 1, "server_mode": "admin", "max_instances": 4294967295, "seat_limit": 2,
                  "used": 1, "free": 1, "single_session": True},
