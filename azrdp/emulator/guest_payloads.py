@@ -175,7 +175,7 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
-    return {"sddl": limit_text(keys.sddl, 160), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
@@ -274,14 +274,17 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
                                    "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
                      "rdp_rules": rules, "rdp_rules_enabled": enabled,
-                     "port_allowed": any(r.enabled and r.protocol == "TCP" and r.port == guest.port
-                                         for r in guest.firewall_rules)},
+                     "port_allowed": guest.firewall_rule_verdict() == "Allow",
+                     "blocked": guest.firewall_rule_verdict() == "Block"},
         "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
+        "rds": {"lic_mode": guest.licensing_type,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+                "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
-                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 80)
+                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
         "errors": [],

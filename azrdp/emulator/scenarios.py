@@ -122,6 +122,13 @@ def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     guest.bound_thumbprint = cert.thumbprint
 
 
+def licensing_expired(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An RD Session Host whose 120-day RD Licensing grace period is over, with no licensing mode
+    or license server set: RDP, TLS and NLA work, every non-admin logon is refused (review #20)."""
+    guest = vm.guest
+    guest.seat_mode, guest.licensing_type, guest.grace_days = "rdsh", 5, 0
+
+
 def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
     """fDenyTSConnections=1: Remote Desktop is switched off in the guest."""
     vm.guest.registry["fDenyTSConnections"] = 1
@@ -202,6 +209,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                              "signed in.", (expired_cert, active_users)),
     Scenario("hung-termservice", "The RDP certificate expired and TermService hangs in StopPending when it is "
                                  "restarted.", (expired_cert, hung_termservice)),
+    Scenario("licensing-expired", "An RD Session Host past its licensing grace period with no license server "
+                                  "(the wire probe passes; users are refused).", (licensing_expired,)),
     Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",

@@ -169,7 +169,7 @@ MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
 
 MACHINEKEYS = o(
     "The MachineKeys folder and the RDP key container.",
-    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 160 characters.", max_len=160,
+    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
     default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
     files=i("Number of files in the folder.", hi=None),
@@ -204,7 +204,7 @@ SEAT_MODES_DOC = ("`admin` no Session Host role, 2 remote sessions; `rdsh` RD Se
 # -- diagnose ------------------------------------------------------------------------------------
 
 DIAGNOSE_SECTIONS = ("os", "services", "rdp", "listener", "cert", "machinekeys", "firewall",
-                     "sessions", "events", "reboot")
+                     "sessions", "rds", "events", "reboot")
 """The sections of a diagnose result; each can be null (then ``errors`` says why)."""
 
 REBOOT_REASONS = ("cbs", "windows_update", "file_rename", "computer_rename")
@@ -212,7 +212,7 @@ REBOOT_REASONS = ("cbs", "windows_update", "file_rename", "computer_rename")
 ERROR = o(
     "A check or step that failed inside the guest (the rest still ran).",
     section=s("The section that failed.", choices=DIAGNOSE_SECTIONS),
-    message=s("The exception message, truncated to 80 characters.", max_len=80),
+    message=s("The exception message, truncated to 60 characters.", max_len=60),
 )
 
 DIAGNOSE = o(
@@ -241,7 +241,7 @@ DIAGNOSE = o(
                        "null when it is not listed.", choices=SESSION_STATES, null=True),
                tcp_listening=b("Something listens on the RDP port over TCP."),
                owner=s("The process that owns the listening socket (svchost for TermService).",
-                       max_len=32, null=True)),
+                       max_len=24, null=True)),
     cert=o("The RDP certificate.", null=True,
            bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
                    "unset (RDP then uses its self-signed certificate).", max_len=40,
@@ -264,7 +264,9 @@ DIAGNOSE = o(
                           max_items=3),
                rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
                rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
-               port_allowed=b("An enabled inbound allow rule covers the RDP port over TCP.")),
+               port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
+                              "profile, and no Block rule does."),
+               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).")),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),
@@ -278,6 +280,12 @@ DIAGNOSE = o(
                free=i("seat_limit - used, never negative."),
                single_session=b("fSingleSessionPerUser (a user reconnects to the same session).",
                                 null=True)),
+    rds=o("RD Licensing and drain mode (Win32_TerminalServiceSetting, Terminal Server key).", null=True,
+          lic_mode=i("LicensingType (2 per device, 4 per user; anything else: no licensing mode set); "
+                     "null when the class is missing.", null=True),
+          grace_days=i("GetGracePeriodDays().DaysLeft on an RD Session Host (0: the grace period is "
+                       "over); null elsewhere or when it cannot be read.", null=True),
+          drain=i("TSServerDrainMode (1, 2: new logons are refused).", null=True)),
     events=o("System log event counts for the last `hours` hours (each capped at 500).", null=True,
              hours=i("Window in hours (the EventHours parameter).", lo=1, hi=168),
              rcm_1057=i("TerminalServices-RemoteConnectionManager 1057: failed to create the "
@@ -288,8 +296,8 @@ DIAGNOSE = o(
              schannel_36871=i("Schannel 36871: fatal error creating a TLS server credential."),
              scm_termservice=i("Service Control Manager 7000/7001/7022/7023/7024/7031/7034 "
                                "naming Remote Desktop Services."),
-             last=s("The newest of those events: `<id> <time> <message>`, truncated.",
-                    max_len=80, null=True)),
+             last=s("The newest of those events: `<id> <time> <message>`, truncated to 64.",
+                    max_len=64, null=True)),
     reboot=o("A reboot Windows is waiting for.", null=True,
              pending=b("Any reason below applies."),
              reasons=a("Why.", s("Reason.", choices=REBOOT_REASONS), max_items=4)),

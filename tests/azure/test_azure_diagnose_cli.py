@@ -81,6 +81,8 @@ Guest (Windows)
   ok   guest.machinekeys  MachineKeys has its default ACL and the RDP key is readable
   ok   guest.firewall     Windows Firewall allows TCP 3389
   ok   guest.sessions     1 seat(s) free
+  ok   guest.licensing    not an RD Session Host: remote administration needs no RD licenses
+  ok   guest.drain        new logons are allowed
   ok   guest.events       no RDP certificate, Schannel or TermService errors in the last 24 h
   ok   guest.reboot       no reboot is pending
 Verdict: pass: no problem found

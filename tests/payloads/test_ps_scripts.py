@@ -40,8 +40,9 @@ PS51_ALIASES = {
 PS51_CMDLETS = {
     "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
     "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
-    "Get-NetFirewallPortFilter", "Get-NetFirewallProfile", "Get-NetFirewallRule", "Get-NetTCPConnection",
-    "Get-Process", "Get-Service", "Get-WinEvent", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
+    "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
+    "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
     "New-Object", "Out-Null", "Remove-ItemProperty",
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
     "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Sleep",
@@ -448,3 +449,42 @@ def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows
     rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
     assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
     assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
+def test_native_programs_run_from_system32_and_a_missing_one_is_a_clear_error():
+    # Review #22: bare names from PATH; a 32-bit host has no quser in SysWOW64, and a missing program
+    # left $LASTEXITCODE unset (StrictMode then threw a confusing error).
+    body = pwsh_ast.functions(_tree("repair"))["Invoke-Native"]
+    assert "Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\\' + $FilePath)" in body
+    assert "$folder = 'Sysnative'" in body and "[Environment]::Is64BitProcess" in body
+    assert body.index("if (-not (Test-Path -LiteralPath $exe)) { throw") < body.index("& $exe")
+    assert body.index("$global:LASTEXITCODE = 0") < body.index("& $exe")
+
+
+def test_grants_through_groups_and_generic_rights_count():
+    # Review #27: an Everyone/Authenticated Users/Users grant covers NETWORK SERVICE; GENERIC_READ
+    # (0x80000000) is FILE_GENERIC_READ. Missing either meant a needless key-ACL rewrite and reboot.
+    functions = pwsh_ast.functions(_tree("repair"))
+    grant = functions["Test-Grant"]
+    assert "$covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')" in grant
+    assert "if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }" in grant
+    assert "ConvertTo-FileRights -Mask" in grant
+    mapping = functions["ConvertTo-FileRights"]
+    for mask, mapped in ((0x80000000, 0x120089), (0x40000000, 0x120116), (0x20000000, 0x1200A0), (0x10000000, 0x1F01FF)):
+        assert f"if ($Mask -band {mask}) {{ $mapped = $mapped -bor {mapped} }}" in mapping
+    code = "\n".join(line.split("#", 1)[0] for line in mapping.splitlines())
+    assert not re.search(r"0x[89A-Fa-f][0-9A-Fa-f]{7}", code), "PowerShell reads 0x80000000 as a negative Int32"
+
+
+def test_firewall_analysis_honours_block_rules_profiles_and_scope_in_one_pass():
+    # Review #11: Block rules were ignored (an enabled Block on 3389 beats every Allow), as were
+    # profile and program/service scope; one association query per filter took tens of seconds;
+    # with MpsSvc stopped the section (service included) was lost.
+    body = pwsh_ast.functions(_tree("diagnose"))["Read-Firewall"]
+    assert body.index("(Get-ServiceFacts -Name 'MpsSvc').state") < body.index("Get-NetFirewallProfile")
+    assert "try { $service = (Get-ServiceFacts -Name 'MpsSvc').state }" in body
+    for joined in ("$ports[$_.InstanceID]", "$apps[$_.InstanceID]", "$services[$_.InstanceID]"):
+        assert joined in body
+    assert "-AssociatedNetFirewall" not in body
+    assert "Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active" in body
+    assert "$allowed = (-not $blocked) -and" in body and "blocked = $blocked" in body
