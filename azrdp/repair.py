@@ -167,6 +167,8 @@ class _Job:
         self.in_flight: str | None = None
         self.network: Any = None
         self.changed_something = False
+        self.power_changed_at: Any = None   # ARM's start of the last restart/start azrdp sent
+        self.restarted_at: Any = None
         self.run_id = options.run_id or f"azrdp-{secrets.token_hex(4)}"
 
     # -- small helpers -----------------------------------------------------------------------
@@ -174,9 +176,11 @@ class _Job:
         if self.progress is not None:
             self.progress.info(text)
 
-    def wait_note(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.status(text)
+    def waiting(self, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
+        """The live status line for one wait (a Run Command, a restart, the agent, RDP)."""
+        from azrdp.ui import waiting
+
+        return waiting(self.progress, what, said=said, limit=limit)
 
     def timed(self, phase: str, start: float) -> float:
         seconds = self.clock.monotonic() - start
@@ -266,12 +270,15 @@ class _Job:
         if plan.start:
             from azrdp.azure.power import start_vm, wait_for_agent
 
-            self.say(f"Starting VM {self.target} through ARM (about 1-2 minutes) ...")
+            self.say(f"Starting VM {self.target} through ARM (seconds, then Windows boots for about a minute) ...")
             self.record("start", status="requested", intent=True)
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
-            outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
-                               polling_interval=poll_interval(s), subscription=s.subscription_id)
+            with self.waiting(f"Start of {vm}", said="sent", limit=o.power_timeout) as wait:
+                outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
+                                   polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                   on_poll=wait.update)
+                wait.end("started")
             self.in_flight = None
             self.timed("start", begun)
             self.result.counts["starts"] += 1
@@ -279,9 +286,12 @@ class _Job:
             self.record("start", status="done", seconds=round(outcome.seconds, 3))
             self.say(f"Started in {outcome.seconds:.1f} s; waiting for the VM agent ...")
             begun = self.clock.monotonic()
-            agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
-                                   subscription=s.subscription_id,
-                                   on_poll=lambda why: self.wait_note(f"Waiting for the VM agent: {why} ..."))
+            self.power_changed_at = outcome.started
+            with self.waiting(f"VM agent on {vm}", limit=o.wait_timeout) as wait:
+                agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
+                                       subscription=s.subscription_id, since=outcome.started,
+                                       on_poll=wait.update)
+                wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
             self.timed("agent", begun)
             if not agent.ready:
                 self.result.pending.append(f"the VM agent did not become Ready within {o.wait_timeout:g} s "
@@ -328,9 +338,12 @@ class _Job:
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
-        result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                  instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                  polling_interval=poll_interval(s), subscription=s.subscription_id)
+        with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
+            result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                      instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                      polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                      on_wait=wait.update, on_conflict=wait.note)
+            wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
         outcome = self.result.repair = RepairOutcome(result, run)
@@ -364,21 +377,24 @@ class _Job:
             return
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
         s = self.session
-        self.say(f"Restarting VM {self.target} through ARM ({why}; about 1-2 minutes) ...")
+        self.say(f"Restarting VM {self.target} through ARM ({why}; Windows then reboots for about a minute) ...")
         self.record("restart", status="requested", why=why, intent=True)
         self.in_flight = "a restart of the VM (ARM may still be restarting it)"
         begun = self.clock.monotonic()
         self.result.counts["restarts"] += 1
         try:
-            outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                                     timeout=self.options.power_timeout, polling_interval=poll_interval(s),
-                                     subscription=s.subscription_id)
+            with self.waiting(f"Restart of {self.target.name}", said="sent", limit=self.options.power_timeout) as wait:
+                outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                                         timeout=self.options.power_timeout, polling_interval=poll_interval(s),
+                                         subscription=s.subscription_id, on_poll=wait.update)
+                wait.end("restarted")
         except AzrdpError as err:
             self.in_flight = None
             self.record("restart", status="failed", error=err.message)
             raise
         self.in_flight = None
         self.changed_something = True
+        self.power_changed_at = self.restarted_at = outcome_lro.started
         self.timed("restart", begun)
         self.record("restart", status="done", seconds=round(outcome_lro.seconds, 3))
         self.say(f"Restarted in {outcome_lro.seconds:.1f} s.")
@@ -405,16 +421,16 @@ class _Job:
             begun = self.clock.monotonic()
             self.in_flight = None
 
-            def on_attempt(result: Any) -> None:
-                self.wait_note(f"Waiting for RDP on {where}: {result.outcome}, "
-                               f"{self.clock.monotonic() - begun:.0f} s of {timeout:g} s ...")
-
             kwargs = {"prober": self.prober} if self.prober is not None else {}
-            wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
-                                      probe_timeout=min(o.probe_timeout, 3.0), on_attempt=on_attempt, **kwargs)
+            reboot = self.wait_for_reboot(host, port) if self.restarted_at is not None else None
+            with self.waiting(f"RDP on {where}", said="probing", limit=timeout) as shown:
+                wait = wait_until_answers(host, port, timeout=timeout, clock=self.clock,
+                                          probe_timeout=min(o.probe_timeout, 3.0),
+                                          on_attempt=lambda result: shown.update(result.outcome), **kwargs)
+                shown.end(wait.last.outcome)
             self.timed("rdp", begun)
             verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
-                            "waited": waited,
+                            "waited": waited, "reboot": reboot.to_dict() if reboot else None,
                             "attempts": wait.attempts, "seconds": round(wait.elapsed, 3),
                             "outcome": wait.last.outcome}
             need_guest = not wait.last.ok and (self.changed_something or latest.guest is None)
@@ -443,10 +459,36 @@ class _Job:
 
         s = self.session
         begun = self.clock.monotonic()
-        wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                       timeout=self.options.wait_timeout, subscription=s.subscription_id,
-                       on_poll=lambda why: self.wait_note(f"Waiting for the VM agent to read the guest: {why} ..."))
+        with self.waiting(f"VM agent on {self.target.name} (to read the guest)", limit=self.options.wait_timeout) as wait:
+            agent = wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
+                                   timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                                   since=self.power_changed_at, on_poll=wait.update)
+            wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
         self.timed("agent", begun)
+
+    def wait_for_reboot(self, host: str, port: int) -> Any:
+        """A restart's operation ends before Windows goes down: an answer from the old listener
+        verifies nothing. Wait for the port to go down or a fresh agent report first."""
+        from azrdp.azure.power import wait_for_reboot
+        from azrdp.rdp import probe
+
+        prober = self.prober or probe
+        probe_timeout = min(self.options.probe_timeout, 3.0)
+        s = self.session
+        with self.waiting(f"the restart to reach Windows on {self.target.name}",
+                          limit=self.options.wait_timeout) as wait:
+            reboot = wait_for_reboot(
+                s.compute, self.target.resource_group, self.target.name, since=self.restarted_at,
+                port_answers=lambda: prober(host, port, timeout=probe_timeout, clock=self.clock).answers,
+                clock=self.clock, timeout=self.options.wait_timeout, subscription=s.subscription_id,
+                on_poll=wait.update)
+            wait.end({"port_down": "RDP went down", "agent_reported": "the agent reported after the restart",
+                      "unknown": "not judged", "timeout": "no sign of it"}[reboot.seen])
+        if reboot.seen == "timeout":
+            self.result.pending.append(f"the restart did not visibly reach Windows within "
+                                       f"{self.options.wait_timeout:g} s (RDP kept answering and the agent did "
+                                       "not report): the answer below may come from before the restart")
+        return reboot
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:

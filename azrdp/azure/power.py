@@ -18,6 +18,7 @@ Built around Azure's documented behaviour (../shared/reference/azure-sdk-notes.m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -45,19 +46,23 @@ class LroOutcome:
     attempts: int = 1
     throttle_waits: tuple[float, ...] = ()
     result: Any = None
+    started: datetime | None = None     # when ARM says the operation started (its clock), if it said
 
     def to_dict(self) -> dict[str, Any]:
         return {"action": self.action, "seconds": round(self.seconds, 3), "attempts": self.attempts,
-                "throttle_waits": list(self.throttle_waits)}
+                "throttle_waits": list(self.throttle_waits),
+                "started": self.started.isoformat() if self.started else None}
 
 
 def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
             timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-            subscription: str | None = None, idempotent: bool = False) -> LroOutcome:
+            subscription: str | None = None, idempotent: bool = False,
+            on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Start an ARM LRO with ``begin(polling=..., **retry)`` and wait for it on ``clock``.
 
     ``client`` is the management client (its base URL and polling interval are used). A
     non-idempotent ``begin`` (a POST) is sent without the SDK's blind retries (see module doc).
+    ``on_poll(status)`` hears what ARM last said about the operation, and about a 429 pause.
     Raises OperationTimeout, PowerOperationFailed, PowerRequestUncertain or the translated error.
     """
     from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
@@ -72,7 +77,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
     waits: list[float] = []
     while True:
         attempts += 1
-        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval)
+        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval,
+                                  on_poll=on_poll)
         try:
             poller = begin(polling=polling, **retry)
             break
@@ -81,6 +87,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
             if status == 429 and attempts <= THROTTLE_RETRIES:
                 pause = _retry_after(err)
                 if clock.monotonic() + pause <= deadline:
+                    if on_poll is not None:
+                        on_poll(f"throttled by ARM (429), sending again in {pause:g} s")
                     waits.append(pause)
                     clock.sleep(pause)
                     continue
@@ -114,7 +122,8 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
             raise PowerOperationFailed(f"{action} ended {poller.status()} while {doing}.")
         raise OperationTimeout(f"{action} did not finish within {timeout:g} s while {doing}.",
                                hint="It may still complete in Azure; check the VM's power state.")
-    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result)
+    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result,
+                      getattr(polling, "operation_start", None))
 
 
 def _retry_after(err: Any) -> float:
@@ -135,20 +144,22 @@ def _message(err: Any) -> str:
 
 def restart_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
                timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-               subscription: str | None = None) -> LroOutcome:
+               subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Restart the VM through ARM (``begin_restart``) and wait until ARM says it restarted."""
     return run_lro(lambda **kw: compute.virtual_machines.begin_restart(resource_group, vm_name, **kw),
                    client=compute, action="restart", doing=f"restarting VM {resource_group}/{vm_name}",
-                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
+                   on_poll=on_poll)
 
 
 def start_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
              timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-             subscription: str | None = None) -> LroOutcome:
+             subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> LroOutcome:
     """Start a stopped or deallocated VM through ARM (``begin_start``) and wait for it."""
     return run_lro(lambda **kw: compute.virtual_machines.begin_start(resource_group, vm_name, **kw),
                    client=compute, action="start", doing=f"starting VM {resource_group}/{vm_name}",
-                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription)
+                   clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
+                   on_poll=on_poll)
 
 
 @dataclass
@@ -165,8 +176,14 @@ class AgentWait:
 
 def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
                    timeout: float = DEFAULT_POWER_TIMEOUT, interval: float = AGENT_POLL_INTERVAL,
-                   subscription: str | None = None, on_poll: Callable[[str], None] | None = None) -> AgentWait:
-    """Poll the instance view until the VM agent is Ready (Run Command can work) or ``timeout``."""
+                   subscription: str | None = None, on_poll: Callable[[str], None] | None = None,
+                   since: datetime | None = None) -> AgentWait:
+    """Poll the instance view until the VM agent is Ready (Run Command can work) or ``timeout``.
+
+    ``since`` is the start (ARM's clock) of the restart or start that should have changed the
+    agent: only a Ready reported after it counts. Azure keeps showing the agent's last report,
+    Ready with its old time, for tens of seconds after a restart (real-azure-behaviour.md), so a
+    Ready older than ``since`` means the VM is still rebooting."""
     from azure.core.exceptions import AzureError
 
     from azrdp.azure.arm_errors import translate
@@ -181,7 +198,7 @@ def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Cl
             raise translate(err, doing=f"reading the instance view of VM {resource_group}/{vm_name}",
                             subscription=subscription) from None
         polls += 1
-        ready, why = agent_state(view)
+        ready, why = agent_state(view, since=since)
         elapsed = clock.monotonic() - start
         if ready:
             return AgentWait(True, elapsed, polls, why, view)
@@ -189,4 +206,64 @@ def wait_for_agent(compute: Any, resource_group: str, vm_name: str, *, clock: Cl
             on_poll(why)
         if elapsed + interval > timeout:
             return AgentWait(False, elapsed, polls, why, view)
+        clock.sleep(interval)
+
+
+@dataclass
+class RebootWait:
+    """How azrdp knew a restart had reached Windows: ``port_down`` (the old listener went away),
+    ``agent_reported`` (a Ready reported after the restart began), ``unknown`` (ARM gave no start
+    time to judge by), or ``timeout``."""
+
+    seen: str
+    seconds: float
+    polls: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "seconds": round(self.seconds, 3), "polls": self.polls}
+
+
+REBOOT_PROBE_INTERVAL = 1.0
+
+
+def wait_for_reboot(compute: Any, resource_group: str, vm_name: str, *, since: datetime | None,
+                    port_answers: Callable[[], bool], clock: Clock = SYSTEM_CLOCK,
+                    timeout: float = DEFAULT_POWER_TIMEOUT, interval: float = REBOOT_PROBE_INTERVAL,
+                    agent_interval: float = AGENT_POLL_INTERVAL, subscription: str | None = None,
+                    on_poll: Callable[[str], None] | None = None) -> RebootWait:
+    """After a restart: wait until it has reached Windows, before anything may verify it.
+
+    A restart operation succeeds in a fraction of a second and Windows goes down afterwards, so
+    an RDP answer right after it comes from the old, not yet restarted Windows. This waits until
+    the RDP port stops answering (``port_answers()`` False) or the agent reports Ready after
+    ``since``, whichever comes first, polling the port every ``interval`` and the instance view
+    every ``agent_interval`` seconds, at most ``timeout``."""
+    from azure.core.exceptions import AzureError
+
+    from azrdp.azure.arm_errors import translate
+    from azrdp.azure.runcommand import agent_state
+
+    start = clock.monotonic()
+    if since is None:
+        return RebootWait("unknown", 0.0, 0)
+    polls = 0
+    next_view = start
+    while True:
+        polls += 1
+        if not port_answers():
+            return RebootWait("port_down", clock.monotonic() - start, polls)
+        if clock.monotonic() >= next_view:
+            try:
+                view = compute.virtual_machines.instance_view(resource_group, vm_name)
+            except AzureError as err:
+                raise translate(err, doing=f"reading the instance view of VM {resource_group}/{vm_name}",
+                                subscription=subscription) from None
+            ready, why = agent_state(view, since=since)
+            if ready:
+                return RebootWait("agent_reported", clock.monotonic() - start, polls)
+            if on_poll is not None:
+                on_poll(why)
+            next_view = clock.monotonic() + agent_interval
+        if clock.monotonic() - start + interval > timeout:
+            return RebootWait("timeout", clock.monotonic() - start, polls)
         clock.sleep(interval)

@@ -20,13 +20,14 @@ section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
-from azrdp.azure.lro import clocked_polling, wait
+from azrdp.azure.lro import arm_time, clocked_polling, wait
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 from azrdp.payloads.result import RunCommandOutput, output_from_statuses
@@ -62,8 +63,13 @@ class RunCommandOutcome:
                 "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
 
 
-def agent_state(instance_view: Any) -> tuple[bool, str]:
-    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict)."""
+def agent_state(instance_view: Any, since: datetime | None = None) -> tuple[bool, str]:
+    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict).
+
+    Power state decides first: a stopped VM keeps its agent's last report (Ready), which says
+    nothing about now. ``since`` (ARM's clock) is the start of a restart or start that should have
+    changed the agent: a report older than it is the agent's last word before the reboot, so the
+    VM is "rebooting" however that report looks (real-azure-behaviour.md)."""
     view = wire_dict(instance_view)
     power = next((str(s.get("code", "")).split("/", 1)[1] for s in view.get("statuses") or []
                   if str(s.get("code", "")).startswith("PowerState/")), None)
@@ -74,6 +80,12 @@ def agent_state(instance_view: Any) -> tuple[bool, str]:
     if not statuses:
         return False, "the VM agent reports no status (not installed, or not started)"
     display = str(statuses[0].get("displayStatus") or statuses[0].get("code") or "unknown")
+    if since is not None:
+        reported = arm_time(statuses[0].get("time"))
+        if reported is None or reported <= since:
+            last = f"{display} at {reported:%H:%M:%S} UTC" if reported else f"{display}, undated"
+            return False, (f"the VM is rebooting: the agent's last report ({last}) is older than the operation "
+                           f"that started at {since:%H:%M:%S} UTC")
     if display.lower() == "ready":
         return True, "the VM agent is Ready"
     message = statuses[0].get("message")
@@ -88,13 +100,19 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                parameters: Sequence[Mapping[str, str]] = (), *, instance_view: Any = None,
                clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
                conflict_wait: float = DEFAULT_CONFLICT_WAIT, polling_interval: float | None = None,
-               subscription: str | None = None) -> RunCommandOutcome:
+               subscription: str | None = None, on_wait: Callable[[str], None] | None = None,
+               on_conflict: Callable[[str], None] | None = None) -> RunCommandOutcome:
     """Run ``script_lines`` with ``parameters`` through action Run Command; return its output.
 
     ``compute`` is an ``azure.mgmt.compute.ComputeManagementClient``. ``instance_view`` is the
     VM's instance view when the caller already has it (else it is read). ``polling_interval``
     overrides the client's (tests use 0). Raises AgentNotReady, RunCommandBusy, OperationTimeout
     or the translated ARM error.
+
+    ``on_wait(said)`` hears what Azure last said while azrdp waits (the operation's status on each
+    poll; "waiting for another Run Command ..." behind a 409); ``on_conflict(text)`` is told once,
+    on the first 409, what holds the VM and how long azrdp will wait for it. ARM's 409 does not say
+    whose script runs, only that the Run Command extension is busy, so that is what is named.
     """
     where = f"VM {resource_group}/{vm_name}"
     if instance_view is None:
@@ -119,7 +137,8 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
     backoff = CONFLICT_BACKOFF_FIRST
     while True:
         attempts += 1
-        polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval)
+        polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval,
+                                  on_poll=on_wait)
         try:
             poller = compute.virtual_machines.begin_run_command(resource_group, vm_name, body,
                                                                 polling=polling)
@@ -137,7 +156,15 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                     f"({attempts} attempts).",
                     hint="Action Run Command runs one script at a time and cannot be cancelled; "
                          "wait for it to finish (at most 90 minutes) and run azrdp again.") from None
+            limit = min(conflict_wait, deadline - start)
+            if not waits and on_conflict is not None:
+                on_conflict(f"Another Run Command is running on {vm_name} (Azure: \"{arm_error_message(err)}\"); "
+                            f"it cannot be cancelled, so azrdp waits for it up to {limit:g} s, trying again "
+                            "with back-off.")
             waits.append(pause)
+            if on_wait is not None:
+                on_wait(f"waiting for another Run Command to finish ({waited:g} s of up to {limit:g} s; "
+                        f"next try in {pause:g} s)")
             clock.sleep(pause)
             backoff *= 2
         except AzureError as err:
@@ -151,7 +178,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
         raise OperationTimeout(
             f"Run Command in {where} did not finish within {timeout:g} s.",
             hint="The script may still be running in the guest (Run Command cannot be cancelled); "
-                 "wait, then run azrdp again, or raise --timeout.")
+                 "wait, then run azrdp again.")
     statuses = list(getattr(result, "value", None) or [])
     return RunCommandOutcome(
         output=output_from_statuses(statuses),

@@ -26,7 +26,7 @@ from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 @click.option("--allow-step", "allow_steps", multiple=True, metavar="STEP",
               help=f"Also allow this repair step with --fix ({', '.join(GATED_STEPS)}; repeatable).")
 @click.option("--max-parallel", type=click.IntRange(1, 64), default=DEFAULT_MAX_PARALLEL, show_default=True,
-              help="VMs handled at the same time (ARM's read budget per subscription is the limit that matters).")
+              help="VMs that read the guest or repair at the same time (64 VMs are checked and probed at once).")
 @click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
 @click.option("--source-ip", metavar="IP", help="Evaluate NSG rules for this client address.")
 @click.option("--no-probe", is_flag=True, help="Do not probe RDP ports (VMs count as unverified).")
@@ -43,8 +43,9 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
                   junit_xml: Path | None, audit_log: Path | None) -> None:
     """Check every Windows VM in the chosen subscriptions, resource groups and tags: the Azure
     side and the RDP wire (the guest too with --guest). With --fix, repair what the unattended
-    policy allows. VMs are handled --max-parallel at a time, each by one worker (never two Run
-    Commands on one VM); a 429 from Azure pauses every worker of that subscription at once.
+    policy allows. Azure is read by list pages per subscription, not per VM; 64 VMs are checked
+    and probed at a time, --max-parallel of them read the guest or repair, each VM by one worker
+    (never two Run Commands on one VM); a 429 from Azure pauses every worker of that subscription.
 
     \b
       azrdp sweep --subscription prod -g rg-web --tag rdp=managed

@@ -9,6 +9,7 @@ VMs; ``build_fleet`` mixes scenarios across many VMs (``{"healthy": 40, "0x904":
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -121,8 +122,13 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
-    vm.guest.shut_down()
-    vm.power = "deallocated"
+    backend.stop(vm, deallocate=True)
+
+
+def stopped(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The VM is stopped from inside or with `az vm stop` (still allocated and billed): the guest is
+    down, yet ARM still shows the agent's last report, Ready."""
+    backend.stop(vm)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
+    Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
              (expired_cert, renewal_blocked, seat_taken)),
@@ -250,10 +257,50 @@ def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms:
     return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
 
 
+@dataclass(frozen=True)
+class FleetLayout:
+    """How a fleet spreads: over ``subscriptions`` subscriptions, each with ``resource_groups``
+    resource groups (VMs dealt round-robin, so every group gets its share of every scenario).
+    The first subscription is the emulator's usual one; the others get fixed IDs of their own."""
+
+    subscriptions: int = 1
+    resource_groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.subscriptions < 1 or self.resource_groups < 1:
+            raise ValueError("a fleet needs at least one subscription and one resource group")
+
+    def places(self) -> list[tuple[str, str, str]]:
+        """(subscription id, its display name, resource group) for every group of the layout."""
+        out = []
+        for s in range(self.subscriptions):
+            sub_id = SUBSCRIPTION_ID if s == 0 else str(uuid.uuid5(uuid.NAMESPACE_URL, f"azrdp-emulator/{s + 1}"))
+            name = SUBSCRIPTION_NAME if s == 0 else f"{SUBSCRIPTION_NAME}-{s + 1:02d}"
+            for g in range(self.resource_groups):
+                out.append((sub_id, name, FLEET_RESOURCE_GROUP if g == 0 else f"{FLEET_RESOURCE_GROUP}-{g + 1:02d}"))
+        return out
+
+    def to_dict(self) -> dict[str, int]:
+        return {"subscriptions": self.subscriptions, "resource_groups": self.resource_groups}
+
+
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                resource_group: str = FLEET_RESOURCE_GROUP) -> list[VirtualMachine]:
-    """Many VMs in one resource group: ``mix`` maps scenario -> count. Names say the scenario
-    (vm-0x904-003) so a sweep's report can be checked against what was planted."""
+                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+    """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
+    (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
+    across the whole fleet."""
     presets = {name: scenario(name) for name in mix}
-    return [_plant(backend, pool, f"vm-{name}-{n:03d}", presets[name], resource_group)
-            for name, count in mix.items() for n in range(1, count + 1)]
+    places = layout.places()
+    for sub_id, name, _group in places:
+        if sub_id.lower() not in backend.subscriptions:
+            backend.add_subscription(sub_id, name)
+    width = max(3, len(str(max(mix.values(), default=1))))
+    planted = []
+    for name, count in mix.items():
+        for n in range(1, count + 1):
+            sub_id, _sub_name, group = places[len(planted) % len(places)]
+            vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            for problem in presets[name].problems:
+                problem(backend, vm)
+            planted.append(vm)
+    return planted

@@ -13,7 +13,8 @@ Control endpoint (no auth; loopback only):
 * ``GET  /_emulator/state``        everything: VMs, guests, listeners, operations, faults, time.
 * ``GET  /_emulator/calls``        the ARM request log (operationId, method, path, status).
 * ``POST /_emulator/reset``        back to the loaded scenario (or ``{"scenario", "vms", "fleet"}``).
-* ``POST /_emulator/scenario``     load ``{"scenario": "0x904", "vms": 1}`` or ``{"fleet": {...}}``.
+* ``POST /_emulator/scenario``     load ``{"scenario": "0x904", "vms": 1}`` or ``{"fleet": {...}}``
+  (with ``"layout": {"subscriptions": 10, "resource_groups": 4}`` to spread it).
 * ``POST /_emulator/faults``       inject ``{"kind": "throttle", "operation": ..., "count": ...}``;
   ``GET`` lists them, ``DELETE`` clears them.
 * ``GET  /_emulator/identity/oauth2/token``  the managed-identity endpoint (see auth.py).
@@ -32,6 +33,7 @@ import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
+from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -97,13 +99,15 @@ class Emulator:
     @classmethod
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
-              clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None) -> "Emulator":
-        """Build the scenario (or ``fleet``: scenario -> count) and start serving. ``clock`` drives
+              clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None,
+              layout: scenarios.FleetLayout | None = None) -> "Emulator":
+        """Build the scenario (or ``fleet``: scenario -> count, spread over ``layout``'s
+        subscriptions and resource groups) and start serving. ``clock`` drives
         simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`.
         ``read_limit`` switches on ARM's subscription read throttling (see throttling.py)."""
         emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock, read_limit=read_limit)
         try:
-            emulator.load(scenario, vms=vms, fleet=fleet)
+            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout)
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
@@ -137,7 +141,8 @@ class Emulator:
             listener.close()
         self._listeners.clear()
 
-    def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None) -> None:
+    def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
+             layout: scenarios.FleetLayout | None = None) -> None:
         """Replace all state with a fresh scenario (or fleet); faults and the call log are cleared."""
         if fleet:
             for name in fleet:
@@ -151,19 +156,22 @@ class Emulator:
             self.backend = self._new_backend()
             with self.backend.lock:
                 if fleet:
-                    scenarios.build_fleet(self.backend, self._pool, dict(fleet))
+                    scenarios.build_fleet(self.backend, self._pool, dict(fleet),
+                                          layout=layout or scenarios.FleetLayout())
                 else:
                     scenarios.build(self.backend, self._pool, scenario, vms=vms)
                 for vm in self.backend.all_vms():
                     self._reconcile(vm)
-            self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None}
+            self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
+                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None}
             with self._calls_lock:
                 self._calls.clear()
 
     def reset(self) -> None:
         """Back to the scenario loaded last, as it was built."""
         loaded = self._loaded
-        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"])
+        layout = scenarios.FleetLayout(**loaded["layout"]) if loaded.get("layout") else None
+        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout)
 
     # -- addresses --------------------------------------------------------------------------------
     @property
@@ -356,6 +364,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """Every answer's ``Date``, on the simulated wall clock ARM's timestamps use."""
+        from email.utils import format_datetime
+
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return format_datetime(self.server.emulator.backend.timescale.wall().astimezone(timezone.utc), usegmt=True)
+
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch()
 
@@ -505,7 +521,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, [c.to_dict() for c in emulator.calls])
             if path in ("/reset", "/scenario") and self.command == "POST":
                 if body.get("scenario") or body.get("fleet"):
-                    emulator.load(body.get("scenario") or "healthy", vms=int(body.get("vms", 1)), fleet=body.get("fleet"))
+                    layout = scenarios.FleetLayout(**body["layout"]) if body.get("layout") else None
+                    emulator.load(body.get("scenario") or "healthy", vms=int(body.get("vms", 1)), fleet=body.get("fleet"),
+                                  layout=layout)
                 elif path == "/reset":
                     emulator.reset()
                 else:
@@ -577,11 +595,12 @@ def serial_log(vm: VirtualMachine) -> str:
 
 def serve(scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None, speed: float = 10.0,
           port: int = 0, seed: int | None = None, on_ready: Callable[[Emulator], None] | None = None,
-          stop: threading.Event | None = None, read_limit: ReadLimit | None = None) -> None:
+          stop: threading.Event | None = None, read_limit: ReadLimit | None = None,
+          layout: scenarios.FleetLayout | None = None) -> None:
     """Run an emulator in the foreground until Ctrl-C (or ``stop`` is set); ``on_ready`` is
     called once it serves (to print where it is and what to export)."""
     emulator = Emulator.start(scenario, vms=vms, fleet=fleet, speed=speed, seed=seed, port=port,
-                              read_limit=read_limit)
+                              read_limit=read_limit, layout=layout)
     try:
         if on_ready is not None:
             on_ready(emulator)
