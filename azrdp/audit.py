@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.clock import SYSTEM_CLOCK, Clock, Interrupted, stop_requested
 from azrdp.errors import EXIT_PROBLEM, AzrdpError
 
 
@@ -96,6 +96,10 @@ class AuditLog:
                 pass
 
     def record(self, action: str, *, intent: bool = False, **fields: Any) -> dict[str, Any]:
+        if intent:   # after SIGINT/SIGTERM no new change is sent: refuse its intent
+            stop = stop_requested()
+            if stop:
+                raise Interrupted(stop)
         entry: dict[str, Any] = {"time": self.clock.now().isoformat(), "action": action}
         entry.update(self.context)
         entry.update(fields)

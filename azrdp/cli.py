@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from azrdp import __version__
-from azrdp.errors import EXIT_INTERRUPTED, AzrdpError
+from azrdp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AzrdpError
 
 # name -> ("module:attribute", one-line summary for `azrdp --help`), in the order --help lists
 # them. Add a line when you add a command. The summary lives here so that `azrdp --help` lists
@@ -172,6 +172,10 @@ class AzrdpGroup(click.Group):
             formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
+        from azrdp.clock import clear_stop
+
+        clear_stop()
+        previous = _install_stop_handlers()
         try:
             return super().invoke(ctx)
         except AzrdpError as err:
@@ -179,7 +183,66 @@ class AzrdpGroup(click.Group):
                 traceback.print_exc(file=sys.stderr)
             raise _Failure(err.one_line(), err.exit_code) from err
         except KeyboardInterrupt:
-            raise _Failure("interrupted.", EXIT_INTERRUPTED) from None
+            raise _Failure(f"interrupted ({_stop_name()}): no new change was sent after it.",
+                           _interrupted_code()) from None
+        except click.exceptions.Exit as done:
+            if done.exit_code == EXIT_INTERRUPTED:
+                raise click.exceptions.Exit(_interrupted_code()) from None
+            raise
+        finally:
+            _restore_handlers(previous)
+
+
+def _stop_name() -> str:
+    from azrdp.clock import stop_requested
+
+    return {"SIGTERM": "SIGTERM", "SIGINT": "Ctrl-C"}.get(stop_requested() or "SIGINT", "Ctrl-C")
+
+
+def _interrupted_code() -> int:
+    """130 after Ctrl-C (SIGINT), 143 (128 + 15) after SIGTERM, as a shell reports a killed job."""
+    from azrdp.clock import stop_requested
+
+    return EXIT_TERMINATED if stop_requested() == "SIGTERM" else EXIT_INTERRUPTED
+
+
+def _on_stop_signal(signum: int, _frame: Any) -> None:
+    """SIGINT and SIGTERM alike: request the stop (no new change; every wait wakes), and raise
+    KeyboardInterrupt in the main thread once, so the command records what was in flight and
+    reports. A second signal does not cut that report short."""
+    import signal
+
+    from azrdp.clock import request_stop, stop_requested
+
+    first = stop_requested() is None
+    request_stop("SIGTERM" if signum == signal.SIGTERM else "SIGINT")
+    if first:
+        raise KeyboardInterrupt
+
+
+def _install_stop_handlers() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, _on_stop_signal)
+        except (ValueError, OSError):  # not settable here (embedded interpreters)
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        try:
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
 
 
 @click.group(cls=AzrdpGroup, context_settings=CONTEXT_SETTINGS)
@@ -191,7 +254,7 @@ def cli() -> None:
     \b
     Exit codes: 0 RDP answers (healthy or fixed); 1 problem found or still not answering;
     2 usage error; 3 sign-in or permission failure; 4 VM or resource not found;
-    5 an Azure operation failed or timed out; 130 interrupted.
+    5 an Azure operation failed or timed out; 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.
     """
 
 

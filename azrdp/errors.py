@@ -7,7 +7,8 @@ Exit codes:
     3  authentication or authorization failure
     4  VM or resource not found
     5  an Azure operation failed or timed out
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C / SIGINT): no new change after it, the report says what was in flight
+  143  stopped by SIGTERM (how CI systems and Azure Automation cancel a job), handled as Ctrl-C is
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_AUTH = 3
 EXIT_NOT_FOUND = 4
 EXIT_AZURE = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class AzrdpError(Exception):

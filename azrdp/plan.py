@@ -286,7 +286,7 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
         inventory, path = network
         rules, why_not = plan_allow_rules(inventory, path, source=allow_from, port=diagnosis.port, who=who,
                                           vm=vm.get("name") or "?", now=now or datetime.now().astimezone(),
-                                          allow_for=allow_for or DEFAULT_ALLOW_FOR)
+                                          allow_for=allow_for or DEFAULT_ALLOW_FOR, run_id=run_id)
         for rule in rules:
             result.rules.append(rule)
             beaten = rule.beats

@@ -684,9 +684,12 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
     except KeyboardInterrupt:
         done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions
                 if r.get("status") not in ("requested", "remove-requested")]   # intents: in flight, not done
-        job.result.interrupted = {"done": done, "in_flight": job.in_flight}
+        from azrdp.clock import stop_requested
+
+        signal = stop_requested() or "SIGINT"
+        job.result.interrupted = {"done": done, "in_flight": job.in_flight, "signal": signal}
         job.result.verdict = "interrupted"
-        audit.record("interrupted", done=done, in_flight=job.in_flight)
+        audit.record("interrupted", done=done, in_flight=job.in_flight, signal=signal)
         job.result.audit_error = audit.error
         return job.result
     except Exception as err:  # after the first change nothing may hide it: the report says what was done
@@ -776,7 +779,8 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
                  f"diagnose Run Command(s), {counts['restarts']} restart(s), {counts['starts']} start(s), "
                  f"{counts['nsg_rules']} NSG rule(s)")
     if result.interrupted:
-        lines.append("Interrupted (Ctrl-C): " + ("done: " + "; ".join(result.interrupted["done"])
+        signal = {"SIGTERM": "SIGTERM"}.get(result.interrupted.get("signal") or "", "Ctrl-C")
+        lines.append(f"Interrupted ({signal}): " + ("done: " + "; ".join(result.interrupted["done"])
                                                 if result.interrupted["done"] else
                                                 "nothing was finished" if result.interrupted["in_flight"] else
                                                 "nothing was changed"))

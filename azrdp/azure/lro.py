@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
-from azrdp.clock import Clock
+from azrdp.clock import Clock, Interrupted
 
 POLL_CAP = 5.0          # LRO status polls at most this far apart (the SDK default is 30 s)
 
@@ -29,6 +29,12 @@ def poll_interval(session: Any) -> float:
 
 class DeadlinePassed(Exception):
     """Raised inside the SDK's polling thread when the next sleep would pass the deadline."""
+
+
+class PollingStopped(Exception):
+    """Raised inside the SDK's polling thread when a stop (SIGINT/SIGTERM) woke its sleep: an
+    Exception, so the SDK hands it to ``result()`` instead of the thread dying with a traceback;
+    ``wait()`` turns it back into azrdp.clock.Interrupted in the waiting thread."""
 
 
 class ClockedPolling(ARMPolling):
@@ -73,7 +79,10 @@ class ClockedPolling(ARMPolling):
             self._on_poll(str(self.status()))
         if self._clock.monotonic() + delay > self._deadline:
             raise DeadlinePassed()
-        self._clock.sleep(delay)
+        try:
+            self._clock.sleep(delay)
+        except Interrupted as stop:
+            raise PollingStopped(str(stop)) from None
 
 
 def clocked_polling(client: Any, *, clock: Clock, deadline: float, polling_interval: float | None = None,
@@ -95,6 +104,8 @@ def wait(poller: Any, *, clock: Clock, deadline: float) -> tuple[Any, bool]:
         result = poller.result(timeout=max(1.0, deadline - clock.monotonic()) + 60.0)
     except DeadlinePassed:
         return None, False
+    except PollingStopped as stop:
+        raise Interrupted(str(stop)) from None
     return result, poller.done()
 
 

@@ -8,6 +8,7 @@ import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_WAIT, Number
 from azrdp.errors import UsageError
 
 INTERACTIVE = ("device-code", "browser")
@@ -19,9 +20,9 @@ INTERACTIVE = ("device-code", "browser")
 @click.option("--host", metavar="HOST[:PORT]",
               help="Probe this address (e.g. the IP your deployment output): a passing check then needs no sign-in.")
 @click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
-@click.option("--wait", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+@click.option("--wait", type=Number(minimum=0, maximum=MAX_WAIT), default=0.0, show_default=True, metavar="SECONDS",
               help="Keep probing up to SECONDS while RDP does not answer yet (a VM that is still booting).")
-@click.option("--probe-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=Number(minimum=0.1, maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for one wire probe.")
 @click.option("--source-ip", metavar="IP", help="Evaluate NSG rules for this client address when RDP fails.")
 @click.option("--no-guest", is_flag=True, help="When RDP fails, do not read the guest through Run Command.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from azrdp.cli import AzrdpCommand, emit, settings, shared_options
+from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
 
 
@@ -12,7 +13,7 @@ from azrdp.errors import UsageError
 @click.option("--scenario", default="0x904", show_default=True, metavar="NAME",
               help="What is wrong with the simulated VM: 0x904, expired-cert, machinekeys-acl, corrupt-key, "
                    "seat-taken, rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, healthy.")
-@click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
+@click.option("--speed", type=Number(maximum=MAX_SPEED), default=10.0, show_default=True, metavar="N",
               help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
 @click.option("--windows", "windows", default="2022", show_default=True, metavar="VERSION",
               help="Which Windows the simulated VM runs: 2012r2, 2016, 2019, 2022, 2025, win11, win11-multisession "

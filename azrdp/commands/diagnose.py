@@ -6,6 +6,7 @@ import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
 
 
 @click.command("diagnose", cls=AzrdpCommand)
@@ -20,7 +21,7 @@ from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 @click.option("--no-probe", is_flag=True, help="Do not probe the RDP port; report only what Azure says.")
 @click.option("--no-guest", is_flag=True,
               help="Do not read the guest through Run Command (saves 20-40 s; needs no runCommand permission).")
-@click.option("--probe-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=Number(maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for the wire probe.")
 @click.option("--screenshot", type=click.Path(dir_okay=False), metavar="PATH",
               help="Save the boot-diagnostics console screenshot as a PNG at PATH.")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
+from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
 
 
@@ -55,7 +56,7 @@ def _read_limit(text: str | None) -> Any:
               help="Spread the --fleet over this many subscriptions.")
 @click.option("--resource-groups", type=click.IntRange(1, 100), default=1, show_default=True,
               help="... and this many resource groups in each.")
-@click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
+@click.option("--speed", type=Number(minimum=0, maximum=MAX_SPEED, open_minimum=True), default=10.0, show_default=True, metavar="N",
               help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
 @click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
 @click.option("--read-limit", metavar="BUCKET/REFILL",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import timedelta
 
@@ -10,19 +9,11 @@ import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.commands.numbers import (MAX_PROBE_TIMEOUT, MAX_RUN_COMMAND_TIMEOUT, MAX_WAIT, Number,
+                                    parse_duration)
 from azrdp.errors import UsageError
 from azrdp.plan import STEP_NAMES
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str, option: str) -> float:
-    """Seconds from '900', '90s', '15m', '2h', '1d'."""
-    found = _DURATION.match(text or "")
-    if not found or float(found.group(1)) <= 0:
-        raise UsageError(f"{option} {text!r} is not a duration.", hint=f"Use e.g. {option} 15m, 90s or 2h.")
-    return float(found.group(1)) * _UNITS[found.group(2).lower()]
 
 
 @click.command("fix", cls=AzrdpCommand)
@@ -43,7 +34,8 @@ def parse_duration(text: str, option: str) -> float:
               help="Add a temporary NSG rule allowing RDP from this source where an NSG blocks it "
                    "(/24 or narrower; `me` needs --source-ip).")
 @click.option("--allow-for", default="2h", show_default=True, metavar="DURATION",
-              help="How long that rule is meant to live (recorded as its expiry; `azrdp revoke` removes it).")
+              help="How long that rule is meant to live, at most 24h (recorded as its expiry; `azrdp revoke` "
+                   "removes it, `azrdp revoke --expired -g RG` on a schedule removes every expired one).")
 @click.option("--wait-timeout", default="15m", show_default=True, metavar="DURATION",
               help="How long to wait for RDP to answer after the repair, restart or start.")
 @click.option("--run-command-timeout", default="15m", show_default=True, metavar="DURATION",
@@ -56,7 +48,7 @@ def parse_duration(text: str, option: str) -> float:
 @click.option("--source-ip", metavar="IP", help="Your public address: NSG rules are evaluated for it.")
 @click.option("--host", metavar="HOST[:PORT]",
               help="Verify RDP on this address instead of the VM's public IP (e.g. its private IP from inside the VNet).")
-@click.option("--probe-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=Number(minimum=0.1, maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for one wire probe.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
               help="Append the change records here (default: the user's data directory, or AZRDP_AUDIT_LOG).")
@@ -88,6 +80,7 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
     from pathlib import Path
 
     from azrdp.audit import AuditLog, default_audit_path
+    from azrdp.azure.nsg_rules import MAX_ALLOW_FOR, parse_allow_from
     from azrdp.report import junit_xml as to_junit, to_json
     from azrdp.repair import FixOptions, fix, junit_suites, render_text
     from azrdp.ui import Progress
@@ -110,14 +103,18 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
     options = FixOptions(
         port=port, host=host, source_ip=source_ip, probe_timeout=probe_timeout, force_steps=steps,
         skip_steps=skips, reboot=restart, start=True if start else (None if interactive else False),
-        allow_from=allow_from, allow_for=timedelta(seconds=parse_duration(allow_for, "--allow-for")),
-        wait_timeout=parse_duration(wait_timeout, "--wait-timeout"),
-        run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout"), fused=yes and not dry_run and not guest_first,
+        allow_from=allow_from, allow_for=timedelta(seconds=parse_duration(allow_for, "--allow-for",
+                                                                          maximum=MAX_ALLOW_FOR.total_seconds())),
+        wait_timeout=parse_duration(wait_timeout, "--wait-timeout", maximum=MAX_WAIT),
+        run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout",
+                                           maximum=MAX_RUN_COMMAND_TIMEOUT), fused=yes and not dry_run and not guest_first,
         dry_run=dry_run)
     from azrdp.cli import emit
     from azrdp.outfiles import check_output_path, write_output
 
     target = azure.target()
+    if allow_from:   # a source azrdp would refuse is refused before anything is read or opened
+        parse_allow_from(allow_from, source_ip=source_ip)
     if junit_xml:
         check_output_path(junit_xml, "--junit-xml")
     path = Path(audit_log) if audit_log else default_audit_path()

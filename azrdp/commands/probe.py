@@ -5,18 +5,19 @@ from __future__ import annotations
 import click
 
 from azrdp.cli import AzrdpCommand, emit, settings, shared_options
+from azrdp.commands.numbers import MAX_COUNT, MAX_INTERVAL, MAX_PROBE_TIMEOUT, Number
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 
 
 @click.command("probe", cls=AzrdpCommand)
 @click.argument("target", metavar="HOST[:PORT]")
-@click.option("--timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--timeout", type=Number(maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for each attempt (connect, negotiation and TLS together).")
 @click.option("--protocols", default="ssl,hybrid,hybrid_ex", show_default=True, metavar="LIST",
               help="Security protocols to request: any of rdp, ssl, hybrid, hybrid_ex, rdstls, rdsaad.")
-@click.option("--count", type=int, default=1, show_default=True, metavar="N",
+@click.option("--count", type=Number(maximum=MAX_COUNT, integer=True), default=1, show_default=True, metavar="N",
               help="Probe N times and report success rate, min/median/max and jitter.")
-@click.option("--interval", type=float, default=1.0, show_default=True, metavar="SECONDS",
+@click.option("--interval", type=Number(maximum=MAX_INTERVAL), default=1.0, show_default=True, metavar="SECONDS",
               help="With --count: time between the starts of attempts.")
 @shared_options
 def probe_command(target: str, timeout: float, protocols: str, count: int, interval: float) -> None:

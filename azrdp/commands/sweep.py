@@ -9,6 +9,7 @@ import click
 
 from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, fleet_azure_options
+from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
 from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 
 
@@ -30,7 +31,7 @@ from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 @click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
 @click.option("--source-ip", metavar="IP", help="Evaluate NSG rules for this client address.")
 @click.option("--no-probe", is_flag=True, help="Do not probe RDP ports (VMs count as unverified).")
-@click.option("--probe-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=Number(minimum=0.1, maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for one wire probe.")
 @click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write JUnit XML to PATH: one testcase per VM.")

@@ -3,7 +3,7 @@ runs them. What each must end in is asserted in test_e2e_fix.py / test_e2e_demo.
 
 from __future__ import annotations
 
-from e2e_support import Case, interrupt_once_run_command_polls
+from e2e_support import Case, interrupt_once_run_command_polls, terminate_once_run_command_polls
 
 SCENARIO_CASES = [
     Case("healthy", "healthy"),
@@ -34,6 +34,8 @@ FAULT_CASES = [
         {"kind": "server_error", "status": 503, "operation": "ComputeOperations_Get", "count": 3, "retry_after": 1})),
     Case("run-command-conflict", "0x904", faults=({"kind": "run_command_conflict", "count": 1},)),
     Case("run-command-hang", "0x904", faults=({"kind": "run_command_hang"},), during=interrupt_once_run_command_polls),
+    Case("run-command-sigterm", "0x904", faults=({"kind": "run_command_hang"},), during=terminate_once_run_command_polls),
+    Case("full-audit-disk", "0x904", args=("--audit-log", "/dev/full")),
     Case("run-command-timeout", "0x904", args=("--run-command-timeout", "2s"), faults=({"kind": "run_command_hang"},)),
     Case("restart-failure", "0x904", faults=({"kind": "restart_failure"},)),
     Case("rdp-never-returns", "0x904", args=("--wait-timeout", "3s"), faults=({"kind": "rdp_never_returns"},)),

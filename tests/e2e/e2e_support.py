@@ -116,15 +116,21 @@ def _run(case: Case, folder: Path, argv: list[str], emu: Emulator | None) -> Out
     return outcome
 
 
-def interrupt_once_run_command_polls(emu: Emulator, process: subprocess.Popen) -> None:
-    """Ctrl-C while azrdp waits on a Run Command that never finishes (once it has polled it)."""
-    deadline = time.monotonic() + 60
+def interrupt_once_run_command_polls(emu: Emulator, process: subprocess.Popen, *, sig: int = signal.SIGINT) -> None:
+    """Ctrl-C (or ``sig``) while azrdp waits on a Run Command that never finishes (once it has polled it).
+    Watches as long as the case may run: on a loaded machine the Run Command may come late."""
+    deadline = time.monotonic() + RUN_LIMIT - 5
     while time.monotonic() < deadline and process.poll() is None:
         if emu.count("VirtualMachines_RunCommand", status=202) and emu.count("ComputeOperations_Get"):
             time.sleep(0.5)   # inside the poller's wait, not in the middle of a request
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sig)
             return
         time.sleep(0.05)
+
+
+def terminate_once_run_command_polls(emu: Emulator, process: subprocess.Popen) -> None:
+    """SIGTERM (how CI systems and Azure Automation cancel a job) while a Run Command is in flight."""
+    interrupt_once_run_command_polls(emu, process, sig=signal.SIGTERM)
 
 
 MAX_PARALLEL = 8

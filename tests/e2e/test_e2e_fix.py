@@ -201,6 +201,24 @@ def test_a_run_command_that_never_finishes_can_be_interrupted(e2e, e2e_case):
     assert "repair Run Command" in outcome.audit[-1]["in_flight"]
 
 
+@pytest.mark.parametrize("e2e_case", ["run-command-sigterm"])
+def test_sigterm_mid_run_command_is_handled_as_ctrl_c_with_exit_143(e2e, e2e_case):
+    outcome = finished(e2e, e2e_case, 143)
+    doc = outcome.doc
+    assert doc["verdict"] == "interrupted" and doc["interrupted"]["signal"] == "SIGTERM"
+    assert "repair Run Command" in doc["interrupted"]["in_flight"]
+    assert outcome.count(RUN) == 1 and outcome.count(RESTART) == 0      # nothing new after the signal
+    assert outcome.actions() == [("run-command", "sent"), ("interrupted", None)]
+    assert outcome.audit[-1]["signal"] == "SIGTERM" and "repair Run Command" in outcome.audit[-1]["in_flight"]
+
+
+@pytest.mark.parametrize("e2e_case", ["full-audit-disk"])
+def test_an_audit_log_on_dev_full_is_refused_before_azure_is_read(e2e, e2e_case):
+    outcome = finished(e2e, e2e_case, 2)
+    assert "cannot write --audit-log '/dev/full': it is a device" in outcome.stderr
+    assert sum(outcome.calls.values()) == 0 and outcome.stdout == ""
+
+
 @pytest.mark.parametrize("e2e_case", ["run-command-timeout"])
 def test_a_run_command_that_never_finishes_times_out_with_exit_5(e2e, e2e_case):
     outcome = finished(e2e, e2e_case, 5)

@@ -180,7 +180,10 @@ def test_nsg_blocked_with_allow_from_me_adds_one_narrow_expiring_rule(arm, healt
         "access": "Allow", "direction": "Inbound", "protocol": "Tcp", "sourceAddressPrefix": "203.0.113.7",
         "destinationAddressPrefix": "10.0.0.4", "destinationPortRange": "3389", "priority": 198}
     assert stored["description"].startswith("azrdp: expires ")
-    assert " by os user " in stored["description"] and stored["description"].endswith("for RDP to vm1")
+    assert " by os user " in stored["description"] and "; vm vm1; " in stored["description"]
+    run_id = stored["description"].split("; run ", 1)[1].split(";", 1)[0]
+    assert run_id.startswith("azrdp-") and doc["plan"]["steps"][0]["name"] == "nsg-rule"
+    assert arm.rule_calls[0][2].endswith("-" + run_id.removeprefix("azrdp-"))   # unique per run
     assert doc["plan"]["steps"][0]["name"] == "nsg-rule"
     assert "rule DenyRDP (priority 200, Deny) blocks TCP 3389 from 203.0.113.7" in doc["plan"]["steps"][0]["why"]
     assert doc["counts"]["nsg_rules"] == 1 and run_commands(arm) == (1, 0)
@@ -404,7 +407,7 @@ def test_without_public_ip_rdp_is_verified_from_the_guest_side(arm, audit_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["verification"]["method"] == "guest" and doc["verification"]["ok"] is True
-    assert doc["verification"]["outside_check"].startswith("skipped: the VM has no public IP and no --host")
+    assert doc["verification"]["outside_check"].startswith("skipped: the VM has no public IP address")
     assert doc["plan"]["mode"] == "separate"            # no wire evidence: the guest is read first
     # read, repair, read again after the restart: one repair Run Command, one restart
     assert run_commands(arm) == (2, 1) and restarts(arm) == 1

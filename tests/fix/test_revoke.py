@@ -16,9 +16,10 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 
 EXPIRED = rule("azrdp-allow-rdp-20200101T000000Z", 199, "Allow", source="203.0.113.7", destinationAddressPrefix="10.0.0.4",
                description="azrdp: expires 2020-01-01T02:00:00Z; created 2020-01-01T00:00:00Z by os user ops for RDP to vm1")
-CURRENT = rule("azrdp-allow-rdp-20990101T000000Z", 198, "Allow", source="198.51.100.0/24",
+CURRENT = rule("azrdp-allow-rdp-20990101T000000Z", 198, "Allow", source="198.51.100.0/24", destinationAddressPrefix="10.0.0.4",
                description="azrdp: expires 2099-01-01T02:00:00Z; created 2099-01-01T00:00:00Z by ops@contoso.com for RDP to vm1")
-LOOK_ALIKE = rule("azrdp-allow-rdp-handmade", 197, "Allow", source="192.0.2.1", description="made by hand")
+LOOK_ALIKE = rule("azrdp-allow-rdp-handmade", 197, "Allow", source="192.0.2.1", destinationAddressPrefix="10.0.0.4",
+                  description="made by hand")
 OTHER = rule("AllowBastion", 150, "Allow", source="10.1.0.0/26")
 
 
@@ -98,7 +99,7 @@ def test_ctrl_c_during_a_removal_is_audited_with_what_may_be_in_flight(arm, vm, 
 
 def test_expired_only_keeps_a_rule_without_expiry_and_says_why(arm, audit_path):
     # the azrdp name and marker, but a description edited by hand: no expiry to go by
-    undated = rule("azrdp-allow-rdp-20250101T000000Z", 196, "Allow", source="203.0.113.9",
+    undated = rule("azrdp-allow-rdp-20250101T000000Z", 196, "Allow", source="203.0.113.9", destinationAddressPrefix="10.0.0.4",
                    description="azrdp: kept for the audit team")
     install(arm, Guest(healthy()), VmSpec(nic_nsg_rules=[undated, EXPIRED, DENY_RDP]))
     result = run("revoke", "vm1", "-g", "rg1", "--expired-only", "--audit-log", str(audit_path))
