@@ -90,6 +90,32 @@ def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def emit(text: str, *, err: bool = False) -> bool:
+    """Print a command's result on stdout (``err``: stderr); when stdout cannot take it (a closed
+    pipe, a full disk), on stderr, so a result that records a change is never lost. Control
+    characters from untrusted text are escaped (azrdp.logsafe.terminal_safe). False when stdout
+    failed (the command then exits non-zero)."""
+    from azrdp.logsafe import terminal_safe
+
+    text = terminal_safe(text)
+    if err:
+        try:
+            click.echo(text, err=True)
+        except (OSError, ValueError):
+            pass
+        return True
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        try:
+            click.echo(text, err=True)
+        except (OSError, ValueError):
+            pass
+        return False
+
+
 class _Failure(click.ClickException):
     """A typed azrdp error on its way out: one line on stderr and its documented exit code."""
 
@@ -98,7 +124,12 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.message}", err=True)
+        from azrdp.logsafe import printable
+
+        try:
+            click.echo(f"Error: {printable(self.message)}", err=True)
+        except (OSError, ValueError):
+            pass
 
 
 class AzrdpCommand(click.Command):

@@ -7,8 +7,10 @@ Pure: no I/O. ``plan(diagnosis, ...)`` reads the failed checks and returns a :cl
 * the guest steps, in the payload's fixed order, from the guest diagnosis (``separate`` mode) or,
   in ``fused`` mode (``fix --yes``: no separate guest-diagnosis Run Command), from the wire
   evidence, each marked *conditional*: the repair payload re-checks and changes only what is
-  broken. ``machinekeys-rename`` is never chosen automatically unless the RDP key is corrupt or
-  the ACLs are already right and the key still cannot be used;
+  broken. ``machinekeys-rename`` (it moves only the RDP key container aside) is chosen only when
+  the RDP key is corrupt or the ACLs are right and a key test said *broken* (never on "could not
+  test", ``key_readable`` null); in fused mode it is conditional, and the payload moves nothing
+  unless its own key test says broken;
 * ``reboot`` when a step needs it (decided from the repair result), ``--reboot`` forces it,
   ``--no-reboot`` (or ``--skip reboot``) prevents it.
 
@@ -28,7 +30,7 @@ from azrdp.payloads.schema import REPAIR_STEPS
 
 GUEST_STEPS: tuple[str, ...] = REPAIR_STEPS
 STEP_NAMES: tuple[str, ...] = (*GUEST_STEPS, "reboot")      # what --step / --skip accept
-REBOOTING_STEPS = ("machinekeys-acl", "machinekeys-rename")  # they need a reboot when they change something
+REBOOTING_STEPS = ("machinekeys-acl",)  # it needs a reboot when it changes something (the rename step does not)
 STOPPED_STATES = ("deallocated", "deallocating", "stopped", "stopping")
 NO_WIRE_EVIDENCE = frozenset({"connect_timeout", "unreachable", "dns_failed", "connect_error"})
 # RDP spoke, but refused the way it is configured (SecurityLayer, NLA): no azrdp step changes that.
@@ -119,7 +121,7 @@ def _seats_reason(result: dict[str, Any]) -> str | None:
     if not disconnected:
         return None
     used, limit = sessions["used"], sessions["seat_limit"]
-    kind = "admin " if sessions.get("server_mode") == "admin" else ""
+    kind = {"admin": "admin ", "client": "client "}.get(sessions.get("server_mode") or "", "")
     holders = "disconnected sessions" if disconnected >= used else \
         f"{disconnected} disconnected and {used - disconnected} active sessions"
     return f"{used} of {limit} {kind}seats are held by {holders}"
@@ -167,7 +169,8 @@ def _rename_reason(result: dict[str, Any], acl_reasons: list[str]) -> str | None
         return None
     if keys["rdp_key"]["size"] == 0:
         return f"the RDP key container {keys['rdp_key']['file']} is empty (corrupt)"
-    unreadable = [c for c in (result.get("cert") or {}).get("certs") or [] if not c["key_readable"]]
+    # `is False`: null is "could not test" (an API this .NET lacks, ECDSA on .NET 4.5): never a reason.
+    unreadable = [c for c in (result.get("cert") or {}).get("certs") or [] if c["key_readable"] is False]
     if unreadable and not acl_reasons:
         return "the ACLs are right, yet the RDP certificate's private key cannot be used (a corrupt key)"
     return None
@@ -230,11 +233,14 @@ def _fused_steps(diagnosis: Any) -> list[PlanStep]:
     else:
         cert = PlanStep("cert", "guest", f"{outcome}; expired or unusable certificates are replaced, a valid "
                                          "one is left alone", conditional=True)
+    rename = PlanStep("machinekeys-rename", "guest", "re-checked in the guest: the RDP key container is moved aside "
+                                                    "(kept) only if its key test says broken", conditional=True)
+    keys = [acl] if probe.outcome == "cert_expired" else [acl, rename]   # an expired certificate is no key fault
     if probe.answers:  # an RDP stack spoke: services, deny and firewall are fine; the certificate is not
-        return [acl, cert, seats]
+        return [*keys, cert, seats]
     config = PlanStep("rdp-config", "guest", f"{outcome}; TermService, fDenyTSConnections and the firewall rules "
                                              "are re-checked and fixed only if off", conditional=True)
-    return [config, acl, cert, seats]
+    return [config, *keys, cert, seats]
 
 
 def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: bool | None) -> None:
@@ -373,8 +379,11 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     if guest_steps:
         seats_step = chosen.get("sessions")
+        forced_seats = seats_step is not None and seats_step.forced
         result.values = {"Steps": [s.name for s in guest_steps], "LogOffActive": bool(log_off_active),
                          "LogOffOnlyWhenFull": bool(seats_step is not None and not seats_step.forced)}
+        if forced_seats:  # asked with --step sessions: also on RD Session Hosts / multi-session hosts
+            result.values["MultiSession"] = True
         if run_id:
             result.values["RunId"] = run_id
     return result
@@ -392,9 +401,12 @@ def step_effects(step: PlanStep, plan: Plan, *, vm: str = "VM", resource_group: 
     values = plan.values or {}
     name = step.name
     if name == "sessions":
-        whom = "active and disconnected remote sessions" if values.get("LogOffActive") else "disconnected sessions"
-        when = " only if no seat is free" if values.get("LogOffOnlyWhenFull") else ""
-        return {"users": f"logs off {whom}{when} (their unsaved work is lost); the console session is kept",
+        whom = ("sessions that were disconnected or active when the repair started" if values.get("LogOffActive")
+                else "sessions that were already disconnected when the repair started")
+        how = (f"only if no seat is free, logs off {whom}, longest idle first, as many as free one seat"
+               if values.get("LogOffOnlyWhenFull") else f"logs off {whom}")
+        return {"users": f"{how} (their unsaved work is lost); the console session, and sessions the cert "
+                         "step's restart disconnects, are kept",
                 "reboot": "no", "undo": "none: a logged-off session cannot be brought back"}
     effects = {
         "rdp-config": {"users": "none (it starts Remote Desktop Services only if they are stopped)", "reboot": "no",

@@ -87,6 +87,7 @@ class RepairResult:
     next_steps: list[str] = field(default_factory=list)
     audit_records: list[dict[str, Any]] = field(default_factory=list)
     audit_path: str | None = None
+    audit_error: str | None = None           # the audit log could not be written (the records are here)
 
     @property
     def plan(self) -> Plan | None:
@@ -98,6 +99,8 @@ class RepairResult:
             return EXIT_INTERRUPTED
         if self.error is not None:
             return self.error.exit_code
+        if self.audit_error is not None:
+            return EXIT_PROBLEM
         if self.verdict == "dry_run":
             return self.before.exit_code if self.before is not None else EXIT_PROBLEM
         return EXIT_OK if self.verdict == "verified" else EXIT_PROBLEM
@@ -203,7 +206,7 @@ class RepairResult:
             "interrupted": self.interrupted,
             "error": ({"type": type(self.error).__name__, "message": self.error.message, "hint": self.error.hint}
                       if self.error is not None else None),
-            "audit": {"path": self.audit_path, "records": self.audit_records},
+            "audit": {"path": self.audit_path, "records": self.audit_records, "error": self.audit_error},
         }
 
 
@@ -247,8 +250,10 @@ class _Job:
         self.result.timings[phase] = self.result.timings.get(phase, 0.0) + seconds
         return seconds
 
-    def record(self, action: str, **fields: Any) -> dict[str, Any]:
-        entry = self.audit.record(action, **fields)
+    def record(self, action: str, *, intent: bool = False, **fields: Any) -> dict[str, Any]:
+        """Audit one record; ``intent``: written (and fsynced) before the change is sent, and when it
+        cannot be written the change is not sent (AuditWriteError)."""
+        entry = self.audit.record(action, intent=intent, **fields)
         self.result.actions.append(entry)
         return entry
 
@@ -333,7 +338,7 @@ class _Job:
             from azrdp.azure.power import start_vm, wait_for_agent
 
             self.say(f"Starting VM {self.target} through ARM (seconds, then Windows boots for about a minute) ...")
-            self.record("start", status="requested")
+            self.record("start", status="requested", intent=True)
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
             with self.waiting(f"Start of {vm}", said="sent", limit=o.power_timeout) as wait:
@@ -363,6 +368,8 @@ class _Job:
             from azrdp.azure.nsg_rules import create_rule
 
             self.say(f"Adding NSG rule {rule.name} to {rule.nsg_name} (TCP {rule.port} from {rule.source}) ...")
+            self.record("nsg-rule", status="requested", rule=rule.to_dict(), undo=f"azrdp revoke {vm} -g {rg}",
+                        intent=True)
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
             try:
@@ -392,18 +399,28 @@ class _Job:
         s = self.session
         parameters = plan.parameters()
         self.say(f"Running the repair payload through Run Command ({', '.join(plan.guest_steps)}; about 20-40 s) ...")
-        self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters)
+        self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters,
+                    intent=True)
         self.in_flight = ("the repair Run Command (it cannot be cancelled: it finishes inside the guest; its "
                           "changes are recorded in the guest's backup folder for run id " + self.run_id + ")")
         begun = self.clock.monotonic()
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
-        with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
-            result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                      instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                      polling_interval=poll_interval(s), subscription=s.subscription_id,
-                                      on_wait=wait.update, on_conflict=wait.note)
+        from azrdp.azure.runcommand import RunCommandUncertain
+
+        try:
+            with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
+                result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                          instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                          polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                          on_wait=wait.update, on_conflict=wait.note)
+        except RunCommandUncertain as err:   # never resent: it may have changed the guest
+            self.in_flight = None
+            self.changed_something = True
+            self.record("run-command", status="may-have-run", run_id=self.run_id, started=err.started,
+                        error=err.message)
+            raise
             wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
@@ -440,7 +457,7 @@ class _Job:
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
         s = self.session
         self.say(f"Restarting VM {self.target} through ARM ({why}; Windows then reboots for about a minute) ...")
-        self.record("restart", status="requested", why=why)
+        self.record("restart", status="requested", why=why, intent=True)
         self.in_flight = "a restart of the VM (ARM may still be restarting it)"
         begun = self.clock.monotonic()
         self.result.counts["restarts"] += 1
@@ -451,8 +468,11 @@ class _Job:
                                          subscription=s.subscription_id, on_poll=wait.update)
                 wait.end("restarted")
         except AzrdpError as err:
+            from azrdp.azure.power import PowerRequestUncertain
+
             self.in_flight = None
-            self.record("restart", status="failed", error=err.message)
+            self.record("restart", status="may-have-run" if isinstance(err, PowerRequestUncertain) else "failed",
+                        error=err.message)
             raise
         self.in_flight = None
         self.changed_something = True
@@ -477,7 +497,10 @@ class _Job:
         elif address:
             host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
             where = f"{host}:{port}"
-            waited = self.changed_something
+            # No wait when the repair says TermService is not running (stuck in StopPending): nothing
+            # will answer until someone restarts the VM; one probe says where things stand.
+            final = self.result.repair.result.get("termservice") if self.result.repair is not None else None
+            waited = self.changed_something and final in (None, "Running")
             timeout = o.wait_timeout if waited else o.probe_timeout
             self.say(f"Waiting for RDP to answer on {where}" + (f" (up to {timeout:g} s) ..." if waited else " ..."))
             begun = self.clock.monotonic()
@@ -563,7 +586,7 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
     info = step.get("info") or {}
     out = {}
     if info.get("backup"):
-        out["folder" if step["name"] == "machinekeys-acl" else "renamed_machinekeys"] = info["backup"]
+        out["folder" if step["name"] == "machinekeys-acl" else "rdp_key"] = info["backup"]
     if info.get("acl_backup"):
         out["acl_folder"] = info["acl_backup"]
     if step["name"] == "cert" and (info.get("removed_total") or info.get("cleared_binding")):
@@ -571,8 +594,9 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
                            (s.get("info") or {}).get("backup") if s["name"] == "machinekeys-acl" else None) if f),
                           None)
         where = run_folder or f"%ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says {run_id})"
-        if info.get("removed_total"):
-            out["certificates"] = f"{where}/<thumbprint>.cer" if run_folder else f"<thumbprint>.cer in {where}"
+        if info.get("removed_total"):  # moved, not deleted: the undo line is in the run folder's undo.txt
+            out["certificates"] = "Cert:/LocalMachine/azrdp-backup (undo: " + \
+                (f"{where}/undo.txt)" if run_folder else f"undo.txt in {where})")
         if info.get("cleared_binding"):
             out["binding"] = f"{where}/SSLCertificateSHA1Hash.txt" if run_folder else \
                 f"SSLCertificateSHA1Hash.txt in {where}"
@@ -594,10 +618,14 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
         cert = next((s for s in repair.steps if s["name"] == "cert"), None)
         if acl and cert and (cert["after"] or {}).get("current") is None:
             steps.append(f"the MachineKeys ACL repair did not give RDP a usable certificate: try "
-                         f"`azrdp fix {vm} --step machinekeys-rename` (the old folder is kept as a backup)")
+                         f"`azrdp fix {vm} --step machinekeys-rename` (it moves only the RDP key container aside, and keeps it)")
         for s in repair.steps:
             if s["status"] in ("failed", "skipped"):
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
+        final = repair.result.get("termservice")
+        if final not in (None, "Running"):
+            steps.append(f"TermService is {final} after the repair (the payload could not start it again): restart "
+                         f"the VM (`azrdp fix {vm} --reboot`) or use the serial console")
     error = result.error
     if isinstance(error, OperationTimeout) and "Run Command" in error.message:
         steps.append(f"the repair Run Command took longer than azrdp waited; once it has finished in the guest, run "
@@ -650,16 +678,22 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
         if job.result.actions:
             audit.record("result", verdict=result.verdict, counts=dict(result.counts),
                          timings={k: round(v, 3) for k, v in result.timings.items()})
+        result.audit_error = audit.error
         return result
     except KeyboardInterrupt:
-        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions]
+        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions
+                if r.get("status") not in ("requested", "remove-requested")]   # intents: in flight, not done
         job.result.interrupted = {"done": done, "in_flight": job.in_flight}
         job.result.verdict = "interrupted"
         audit.record("interrupted", done=done, in_flight=job.in_flight)
+        job.result.audit_error = audit.error
         return job.result
-    except AzrdpError as err:
+    except Exception as err:  # after the first change nothing may hide it: the report says what was done
         if not job.result.actions:
             raise
+        if not isinstance(err, AzrdpError):
+            err = AzrdpError(f"azrdp stopped on an unexpected {type(err).__name__}: {err}",
+                             hint="Please report it; what was changed is listed above.")
         job.result.error = err
         job.result.verdict = "failed"
         if job.in_flight:   # cut off mid-operation (ARM lost, a timeout): it may still be going on
@@ -667,6 +701,7 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
                                       "Azure said it had ended")
         job.result.pending += _restart_still_needed(job.result, target)
         audit.record("failed", error=err.message, hint=err.hint)
+        job.result.audit_error = audit.error
         job.result.next_steps = next_steps(job.result, target)
         return job.result
     finally:
@@ -682,6 +717,7 @@ _MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERR
 def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] = ()) -> str:
     """The report of one fix. ``shown`` holds what the operator already saw before answering the
     question (the diagnosis, the plans asked about): it is not printed a second time."""
+    from azrdp.logsafe import printable
     from azrdp.report import render_checks
 
     lines = []
@@ -689,7 +725,7 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
     if before is not None:
         vm = before.vm
         facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location")) if v)
-        lines.append(f"VM {vm['name']} in {vm['resource_group']}: {facts}")
+        lines.append(printable(f"VM {vm['name']} in {vm['resource_group']}: {facts}"))
         if not any(item is before for item in shown):
             lines.append("Before:")
             lines.append(_indent(render_checks(before.checks, verbose=verbose)))
@@ -698,8 +734,12 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
             lines.append(render_plan(plan))
     if result.actions:
         lines.append("Done:")
-        for record in result.actions:
-            lines.append("  " + _describe(record))
+        for n, record in enumerate(result.actions):
+            if record["action"] == "nsg-rule" and record.get("status") == "requested" and any(
+                    later["action"] == "nsg-rule" and later.get("rule", {}).get("name") == record["rule"]["name"]
+                    for later in result.actions[n + 1:]):
+                continue   # the intent of a rule whose outcome follows
+            lines.append("  " + printable(_describe(record)))
     if result.verification:
         v = result.verification
         if v["method"] == "wire":
@@ -714,17 +754,18 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
         lines.append("Before -> after:")
         for row in failed:
             after = _MARK.get(Status(row["after"]), row["after"]) if row["after"] in _STATUSES else row["after"]
-            lines.append(f"  {row['id']:<18} {_MARK[Status(row['before'])]:>4} -> {after:<9} {row['after_summary']}")
+            lines.append(f"  {row['id']:<18} {_MARK[Status(row['before'])]:>4} -> {after:<9} "
+                         f"{printable(row['after_summary'])}")
     changed = [c for c in result.changes() if c["id"] not in {row["id"] for row in failed}]
     if changed:
         lines.append("Other changes:")
         for change in changed:
             lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<9} "
-                         f"{change['after_summary']}")
+                         f"{printable(change['after_summary'])}")
     guest = guest_changes(result)
     if guest:
         lines.append("Guest before -> after (the repair payload's own re-checks):")
-        lines += [f"  {line}" for line in guest]
+        lines += [f"  {printable(line)}" for line in guest]
     if result.timings:
         names = {"diagnose": "diagnose", "start": "start", "agent": "agent", "nsg": "NSG rules",
                  "run_command": "Run Command", "restart": "restart", "rdp": "time to RDP", "after": "re-diagnose"}
@@ -741,11 +782,14 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
         if result.interrupted["in_flight"]:
             lines.append(f"  still in flight: {result.interrupted['in_flight']}")
     for item in result.pending:
-        lines.append(f"Pending: {item}")
+        lines.append(f"Pending: {printable(item)}")
     for item in result.next_steps:
         if item not in result.pending:
-            lines.append(f"Next: {item}")
-    if result.audit_path:
+            lines.append(f"Next: {printable(item)}")
+    if result.audit_error:
+        lines.append(f"Audit: FAILED to write {result.audit_path}: {result.audit_error}; the records are only in "
+                     "this report (-o json keeps them all)")
+    elif result.audit_path:
         lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
     lines.append(f"Verdict: {result.verdict}: {result.summary().rstrip('.')}.")
     return "\n".join(lines)
@@ -809,7 +853,8 @@ def _describe(record: dict[str, Any]) -> str:
             (f": {record['error']}" if record.get("error") else "")
     if action == "nsg-rule":
         rule = record["rule"]
-        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else ""
+        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else \
+            " (requested; it may exist)" if record.get("status") == "requested" else ""
         return (f"NSG rule {rule['name']} on {rule['nsg_name']}: Allow TCP {rule['port']} from {rule['source']} "
                 f"until {rule['expires']} (undo: {record['undo']}){failed}")
     extra = f" in {record['seconds']:.1f} s" if record.get("seconds") is not None else ""

@@ -149,6 +149,9 @@ class Progress:
         return self.clock.monotonic() - self._start
 
     def _line(self, text: str) -> str:
+        from azrdp.logsafe import printable
+
+        text = printable(text)   # one line, whatever untrusted text it quotes
         if self.live:
             return f"[{self.elapsed():6.1f}s] {text}"
         return f"{self.clock.now().strftime('%Y-%m-%dT%H:%M:%SZ')} {text}"

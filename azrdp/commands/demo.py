@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.errors import UsageError
 
 
@@ -53,15 +53,12 @@ def demo_command(scenario: str, speed: float, allow_from: str | None, start: boo
         raise UsageError(f"--speed must be more than 0, got {speed:g}.", hint="10 shows every phase; 1000 is instant.")
     as_json = settings().output == "json"
     progress = Progress()
-    audit = AuditLog(Path(audit_log) if audit_log else None, context={"command": "demo"})
+    audit = AuditLog(Path(audit_log) if audit_log else None, context={"command": "demo"}).open()
 
     def show_setup(setup) -> None:
-        click.echo("\n".join(setup.lines()), err=as_json)
+        emit("\n".join(setup.lines()), err=as_json)
 
     demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit,
                     allow_from_me=allow_from == "me", start=start)
-    if as_json:
-        click.echo(to_json(demo.to_dict()))
-    else:
-        click.echo(render_text(demo, verbose=settings().verbose))
-    click.get_current_context().exit(demo.exit_code)
+    ok = emit(to_json(demo.to_dict()) if as_json else render_text(demo, verbose=settings().verbose))
+    click.get_current_context().exit(demo.exit_code if ok else demo.exit_code or 1)

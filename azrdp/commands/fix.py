@@ -114,10 +114,16 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
         wait_timeout=parse_duration(wait_timeout, "--wait-timeout"),
         run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout"), fused=yes and not dry_run and not guest_first,
         dry_run=dry_run)
+    from azrdp.cli import emit
+    from azrdp.outfiles import check_output_path, write_output
+
     target = azure.target()
-    progress = Progress()
+    if junit_xml:
+        check_output_path(junit_xml, "--junit-xml")
     path = Path(audit_log) if audit_log else default_audit_path()
     audit = AuditLog(None if dry_run else path, context={"command": "fix", "vm": str(target)})
+    audit.open("--audit-log" if audit_log else "the audit log (set --audit-log or AZRDP_AUDIT_LOG)")
+    progress = Progress()
 
     shown: list = []   # what the operator saw before answering: not printed again in the report
 
@@ -139,7 +145,7 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
             progress.info("Plan: " + ", ".join(s.name for s in plan.steps))
             return True
         progress.done()
-        click.echo(render_plan(plan, detail=True, vm=target.name, resource_group=target.resource_group), err=True)
+        emit(render_plan(plan, detail=True, vm=target.name, resource_group=target.resource_group), err=True)
         shown.append(plan)
         try:
             return click.confirm("Go ahead?", default=False, err=True)
@@ -151,10 +157,14 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
     session = azure.session(target=target, progress=progress)
     result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress,
                  on_diagnosis=show_diagnosis)
+    code = result.exit_code
     if junit_xml:
-        Path(junit_xml).write_text(to_junit(junit_suites(result), name="azrdp fix"))
-    if settings().output == "json":
-        click.echo(to_json(result.to_dict()))
-    else:
-        click.echo(render_text(result, verbose=settings().verbose, shown=shown))
-    click.get_current_context().exit(result.exit_code)
+        try:
+            write_output(junit_xml, to_junit(junit_suites(result), name="azrdp fix"))
+        except OSError as err:  # the work is done: say so, and still show the result
+            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
+            code = code or 1
+    if not emit(to_json(result.to_dict()) if settings().output == "json"
+                else render_text(result, verbose=settings().verbose, shown=shown)):
+        code = code or 1
+    click.get_current_context().exit(code)

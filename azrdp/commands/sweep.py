@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, fleet_azure_options
 from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 
@@ -73,25 +73,38 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
 
     def finished(result) -> None:  # noqa: ANN001 - a VmResult
         if as_json:
-            click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "type": "vm", **result.to_dict()}), nl=True)
+            emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "vm", **result.to_dict()}))
         else:
             progress.info(render_line(result))
 
-    if fix and audit_log is None:
+    from azrdp.outfiles import check_output_path, open_private_append, write_output
+
+    if junit_xml is not None:
+        check_output_path(junit_xml, "--junit-xml")
+    if fix:
+        import os
+
         from azrdp.audit import default_audit_path
 
-        audit_log = default_audit_path()
+        option = "--audit-log" if audit_log is not None else "the audit log (set --audit-log or AZRDP_AUDIT_LOG)"
+        audit_log = audit_log if audit_log is not None else default_audit_path()
+        os.close(open_private_append(audit_log, option))   # checked now: every worker appends to it
     session = azure.tenant_session(progress=progress)
     result = sweep(session, selection, policy=policy, guest=guest, max_parallel=max_parallel, port=port,
                    source_ip=source_ip, probe=not no_probe, probe_timeout=probe_timeout, audit_path=audit_log,
                    on_result=finished, progress=progress)
+    code = result.exit_code
     if junit_xml is not None:
-        junit_xml.write_text(junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
+        try:
+            write_output(junit_xml, junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
+        except OSError as err:
+            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
+            code = code or 1
     table = render_table(result)
     if as_json:
         summary = {k: v for k, v in result.to_dict().items() if k != "results"}
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "type": "summary", **summary}))
-        click.echo(table, err=True)
+        ok = emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "summary", **summary}))
+        emit(table, err=True)
     else:
-        click.echo(table)
-    click.get_current_context().exit(result.exit_code)
+        ok = emit(table)
+    click.get_current_context().exit(code if ok else code or 1)

@@ -270,6 +270,14 @@ class VirtualMachine(ArmResource):
     power_operation: "AsyncOperation | None" = None
     tags: dict[str, str] = field(default_factory=lambda: {"azrdp-emulator": "true"})
     os_type: str = "Windows"           # the OS disk's osType; Linux VMs exist to be left alone
+    # Disks (azrdp/emulator/disks.py): the guest above is the Windows on the OS disk.
+    os_disk_id: str | None = None
+    data_disks: list[dict[str, Any]] = field(default_factory=list)   # ARM's dataDisks entries
+    zones: list[str] = field(default_factory=list)
+    hyper_v_generation: str = "V2"
+    image_reference: dict[str, str] = field(default_factory=lambda: {
+        "publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
+        "sku": "2022-datacenter-azure-edition", "version": "latest"})
 
 
     agent_frozen: dict[str, Any] | None = None   # the agent's last report, kept once it stopped reporting
@@ -321,18 +329,18 @@ class VirtualMachine(ArmResource):
             {"code": provisioning[0], "level": "Info", "displayStatus": provisioning[1], "time": provisioning[2]},
             {"code": f"PowerState/{self.power}", "level": "Info", "displayStatus": POWER_DISPLAY[self.power]},
         ]
-        disks = [{"name": f"{self.name}_OsDisk_1", "statuses": [
+        disks = [{"name": self.os_disk_name, "statuses": [
             {"code": "ProvisioningState/succeeded", "level": "Info",
              "displayStatus": "Provisioning succeeded", "time": self.time_created}]}]
         if self.power == "deallocated":
             # A deallocated VM's instance view: no computerName, osName, osVersion or vmAgent.
-            return {"disks": disks, "hyperVGeneration": "V2", "statuses": statuses}
+            return {"disks": disks, "hyperVGeneration": self.hyper_v_generation, "statuses": statuses}
         view: dict[str, Any] = {
             "computerName": self.guest.computer_name,
             "osName": "Windows Server 2022 Datacenter",
             "osVersion": "Microsoft Windows NT 10.0.20348.0",
             "disks": disks,
-            "hyperVGeneration": "V2",
+            "hyperVGeneration": self.hyper_v_generation,
             "isVMInStandbyPool": False,
             "statuses": statuses,
             "platformUpdateDomain": 0,
@@ -372,28 +380,36 @@ class VirtualMachine(ArmResource):
             "vmId": self.vm_id,
             "hardwareProfile": {"vmSize": self.size},
             "storageProfile": {
-                "imageReference": {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
-                                   "sku": "2022-datacenter-azure-edition", "version": "latest"},
-                "osDisk": {"osType": self.os_type, "name": f"{self.name}_OsDisk_1", "createOption": "FromImage",
+                "imageReference": dict(self.image_reference),
+                "osDisk": {"osType": self.os_type, "name": self.os_disk_name, "createOption": "FromImage",
                            "caching": "ReadWrite",
                            "managedDisk": {"storageAccountType": "Premium_LRS",
-                                           "id": resource_id(self.subscription, self.resource_group, COMPUTE,
-                                                             "disks", f"{self.name}_OsDisk_1")},
+                                           "id": self.os_disk_id or resource_id(
+                                               self.subscription, self.resource_group, COMPUTE, "disks",
+                                               self.os_disk_name)},
                            "diskSizeGB": 127},
-                "dataDisks": [],
+                "dataDisks": [dict(d, managedDisk=dict(d["managedDisk"])) for d in self.data_disks],
             },
             "osProfile": {"computerName": self.guest.computer_name, "adminUsername": self.admin_username,
                           "windowsConfiguration": {"provisionVMAgent": True, "enableAutomaticUpdates": True},
                           "secrets": []},
             "networkProfile": {"networkInterfaces": [{"id": nic} for nic in self.nic_ids]},
             "diagnosticsProfile": {"bootDiagnostics": {"enabled": self.boot_diagnostics}},
-            "provisioningState": "Updating" if self.power_operation else self.provisioning_state,
+            "provisioningState": self.provisioning_state if self.provisioning_state in ("Creating", "Deleting")
+            else "Updating" if self.power_operation else self.provisioning_state,
             "timeCreated": self.time_created,
         }
         if expand_instance_view:
             props["instanceView"] = self.instance_view(iso, blob_base)
-        return {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
+        body = {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
                 "location": self.location, "tags": dict(self.tags), "properties": props}
+        if self.zones:
+            body["zones"] = list(self.zones)
+        return body
+
+    @property
+    def os_disk_name(self) -> str:
+        return self.os_disk_id.rsplit("/", 1)[-1] if self.os_disk_id else f"{self.name}_OsDisk_1"
 
 
 # -- asynchronous operations ---------------------------------------------------------------------
@@ -467,6 +483,10 @@ class ResourceGroup:
     nsgs: dict[str, NetworkSecurityGroup] = field(default_factory=dict)
     public_ips: dict[str, PublicIPAddress] = field(default_factory=dict)
     asgs: dict[str, ApplicationSecurityGroup] = field(default_factory=dict)
+    disks: dict[str, Any] = field(default_factory=dict)        # disks.ManagedDisk
+    snapshots: dict[str, Any] = field(default_factory=dict)    # disks.Snapshot
+    tags: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
 
 
 @dataclass
@@ -498,6 +518,7 @@ class ArmBackend:
         self.client_ip = "203.0.113.10"      # the caller's Internet address, as NSGs see it
         self.on_change = on_change or (lambda vm: None)
         self.run_commands: list[dict[str, Any]] = []   # every Run Command the guests received
+        self.address_pool: Any = None                  # rdp_listener.AddressPool for VMs created over ARM
 
     def _transition_failed(self, error: BaseException) -> None:
         self.transition_errors.append(f"{type(error).__name__}: {error}")
@@ -585,7 +606,8 @@ class ArmBackend:
             return None
         for collection, key in (("vms", "virtualmachines"), ("nics", "networkinterfaces"),
                                 ("nsgs", "networksecuritygroups"), ("public_ips", "publicipaddresses"),
-                                ("asgs", "applicationsecuritygroups"), ("vnets", "virtualnetworks")):
+                                ("asgs", "applicationsecuritygroups"), ("vnets", "virtualnetworks"),
+                                ("disks", "disks"), ("snapshots", "snapshots")):
             if key in parts:
                 found = getattr(rg, collection).get(parts[key].lower())
                 if key == "virtualnetworks" and found is not None and "subnets" in parts:

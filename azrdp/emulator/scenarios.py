@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from azrdp.emulator.disks import give_os_disk
 from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
@@ -52,7 +53,7 @@ def expired_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     restarted since, so Windows has not replaced it yet."""
     guest = vm.guest
     now = guest.real_now()
-    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2))
+    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2), replace_all=True)
     guest.booted_at = _hours_ago(backend, 72)
 
 
@@ -90,6 +91,34 @@ def seat_taken(backend: ArmBackend, vm: VirtualMachine) -> None:
     """Two disconnected admin sessions hold both seats of a server without the Session Host role."""
     for user in ADMIN_USERS:
         vm.guest.add_session(user, "Disc", idle_min=2_880)
+
+
+def active_users(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Two admins are signed in and working (Active sessions, no seat free). Their sessions must
+    survive the repair: the cert step's TermService restart turns them into Disc, and nothing may
+    then log them off (review #1)."""
+    for user, idle in zip(ADMIN_USERS, (0, 4)):
+        vm.guest.add_session(user, "Active", idle_min=idle)
+
+
+def hung_termservice(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """TermService hangs in StopPending when it is asked to stop (a known RDS failure with stuck
+    sessions: review #2). Start-Service/Restart-Service would wait on it for ever."""
+    vm.guest.services["TermService"].hang = "stop"
+
+
+def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An admin bound RDP to a valid ECDSA (P-256) certificate in Cert:\\LocalMachine\\My. The key
+    works; a key test that knows only RSA would call it unusable and clear the binding (review #5)."""
+    from azrdp.emulator.guest import Certificate
+
+    guest = vm.guest
+    now = guest.real_now()
+    cert = Certificate.make(f"{guest.computer_name.lower()}.contoso.com", now - timedelta(days=20),
+                            now + timedelta(days=345), store="my", key_alg="ecdsa")
+    cert.self_signed, cert.provider = False, "cng"
+    guest.certificates.append(cert)
+    guest.bound_thumbprint = cert.thumbprint
 
 
 def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
@@ -150,6 +179,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
+    Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
+                             "signed in.", (expired_cert, active_users)),
+    Scenario("hung-termservice", "The RDP certificate expired and TermService hangs in StopPending when it is "
+                                 "restarted.", (expired_cert, hung_termservice)),
+    Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
              (expired_cert, renewal_blocked, seat_taken)),
@@ -240,6 +274,7 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
         rule.port = port
     vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
     rg.vms[name.lower()] = vm
+    give_os_disk(backend, vm, name=f"{name}_OsDisk_1")   # the guest's Windows lives on it
     return vm
 
 

@@ -47,7 +47,7 @@ from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
 from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
-from azrdp.emulator.throttling import ReadLimit, ReadThrottle
+from azrdp.emulator.throttling import REMAINING_READS, RateLimitHeaders, ReadLimit, ReadThrottle, compute_group
 from azrdp.emulator.urls import resolve
 
 CONTROL = "/_emulator"
@@ -131,8 +131,10 @@ class Emulator:
     def _new_backend(self) -> ArmBackend:
         backend = ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
                              on_change=self._reconcile)
+        backend.address_pool = self._pool     # VMs created over ARM (a rescue VM) get their own address
         if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
             self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
+        self.rate_limits = RateLimitHeaders(backend.timescale.now)
         return backend
 
     def _teardown(self) -> None:
@@ -436,6 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
         backend = emulator.backend
         backend.scheduler.run_due()
         operation: str | None = None
+        found = None
         reply_headers = {"x-ms-request-id": str(uuid.uuid4()),
                          "x-ms-correlation-request-id": headers.get("x-ms-client-request-id", str(uuid.uuid4()))}
         try:
@@ -455,8 +458,12 @@ class _Handler(BaseHTTPRequestHandler):
             request = Request(self.command, path, query, params, body, self._base_url(), headers)
             with backend.lock:
                 reply = route.handler(backend, request)
+            self._http_faults(backend, operation, params, path, query, raw, accepted=True)
         except err.ArmError as error:
             reply = Reply(error.status, error.body(), error.headers)
+        if operation is not None and "subscription" in (found[1] if found else {}):
+            reply_headers.update(emulator.rate_limits.headers(found[1]["subscription"], self.command, operation,
+                                                              reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
                              self._json_or_none(raw)))
@@ -471,18 +478,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise err.InvalidApiVersionParameter(given, [supported])
 
     def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str], path: str,
-                     query: dict[str, str], raw: bytes) -> None:
+                     query: dict[str, str], raw: bytes, *, accepted: bool = False) -> None:
+        """HTTP faults before the handler ran, or (``accepted``) after it acted: then only the
+        answer is lost, the ambiguous failure a client must find out about instead of resending."""
         method, vm = self.command, params.get("vm")
-        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm):
+        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm, accepted=accepted):
             self.server.emulator.record(Call(method, path, query, operation, None, backend.timescale.now(),
                                              self._json_or_none(raw)))
             self._reset_connection()
-        fault = backend.faults.take("throttle", operation=operation, method=method, vm=vm)
+        fault = None if accepted else backend.faults.take("throttle", operation=operation, method=method, vm=vm)
         if fault:
             now = backend.timescale.now()
-            raise err.TooManyRequests(fault.retry_after or 1, "HighCostGet" if method == "GET" else "HighCostPost",
-                                      backend.iso(now), backend.iso(now + 1200))
-        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm)
+            group = fault.group or f"{compute_group(operation) or ('LowCostGet' if method == 'GET' else 'UpdateVM')}3Min"
+            retry = fault.retry_after if fault.retry_after is not None else 120
+            raise err.TooManyRequests(f"{retry:g}", group, backend.iso(now), backend.iso(now + 180))
+        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm, accepted=accepted)
         if fault:
             raise err.InternalServerError() if fault.status == 500 else err.ServiceUnavailable(fault.retry_after)
 

@@ -89,7 +89,24 @@ def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str
     if result["version"] != spec.version:
         raise ResultSchemaError(payload_id, "$.version", f"the guest ran version {result['version']}, "
                                 f"this azrdp ships {spec.version}")
+    check_answer(payload_id, result, values or {})
     return result, run
+
+
+def check_answer(payload_id: str, result: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """The guest answers for what was sent: the run id echoed back, and (repair) exactly the steps
+    asked, each once. Anything else is an answer to another run, or a forged one."""
+    sent_id = values.get("RunId")
+    if sent_id and result.get("run_id") != sent_id:
+        raise ResultSchemaError(payload_id, "$.run_id", f"the guest answered for run {result.get('run_id')!r}, "
+                                f"azrdp sent {sent_id!r}")
+    if payload_id == "repair" and "Steps" in values:
+        asked = values["Steps"]
+        asked = [s for s in (asked.split(",") if isinstance(asked, str) else asked) if s]
+        got = [s.get("name") for s in result.get("steps") or []]
+        if sorted(got) != sorted(asked):
+            raise ResultSchemaError(payload_id, "$.steps", f"the guest reported steps {got}, azrdp asked for "
+                                    f"{asked}")
 
 
 def diagnose_guest(compute: Any, resource_group: str, vm_name: str, *, instance_view: Any = None,

@@ -239,8 +239,9 @@ def test_throttling_is_announced_and_retried(arm):
     arm.fail(spec.vm_id, 429, "", "", headers={"Retry-After": "0"}, body={"error": throttled})
     result = run("vm1", "-g", "rg1", "--no-probe")
     assert result.exit_code == 0, result.output
-    assert "Azure is throttling requests (429) on virtualMachines/vm1; trying again (attempt 2) ..." \
-        in progress_lines(result.stderr)
+    # the throttled operation group, and the wait's length (Retry-After: 0 still pauses 1 s, never a tight loop)
+    assert "Azure is throttling Microsoft.Compute/HighCostGet (429) on virtualMachines/vm1; waiting 1 s before " \
+        "attempt 2 ..." in progress_lines(result.stderr)
 
 
 # -- user errors: one line, the documented exit code -------------------------------------------------

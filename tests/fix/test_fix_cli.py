@@ -184,7 +184,8 @@ def test_nsg_blocked_with_allow_from_me_adds_one_narrow_expiring_rule(arm, healt
     assert doc["plan"]["steps"][0]["name"] == "nsg-rule"
     assert "rule DenyRDP (priority 200, Deny) blocks TCP 3389 from 203.0.113.7" in doc["plan"]["steps"][0]["why"]
     assert doc["counts"]["nsg_rules"] == 1 and run_commands(arm) == (1, 0)
-    assert audit_actions(audit_path) == [("nsg-rule", None, "created"), ("result", None, None)]
+    assert audit_actions(audit_path) == [("nsg-rule", None, "requested"), ("nsg-rule", None, "created"),
+                                         ("result", None, None)]
     assert doc["audit"]["records"][0]["undo"] == "azrdp revoke vm1 -g rg1"
     assert next(c for c in doc["after"]["checks"] if c["id"] == "nsg.azrdp_rules")["status"] == "pass"
 
@@ -203,7 +204,8 @@ def test_a_failed_nsg_rule_creation_is_audited_with_the_rule_and_its_undo(arm, h
     doc = json.loads(result.stdout)
     assert doc["verdict"] == "failed" and doc["counts"]["nsg_rules"] == 0
     assert [(m, nsg) for m, nsg, _ in arm.rule_calls] == [("PUT", "vm1NSG")] and run_commands(arm) == (1, 0)
-    assert audit_actions(audit_path) == [("nsg-rule", None, "failed"), ("failed", None, None)]
+    assert audit_actions(audit_path) == [("nsg-rule", None, "requested"), ("nsg-rule", None, "failed"),
+                                         ("failed", None, None)]
     record = doc["audit"]["records"][0]
     assert record["rule"]["name"] == arm.rule_calls[0][2] and record["undo"] == "azrdp revoke vm1 -g rg1"
 
@@ -221,7 +223,7 @@ def test_ctrl_c_while_the_nsg_rule_is_created_does_not_claim_nothing_changed(arm
     assert "nothing was changed" not in result.stdout
     assert "Interrupted (Ctrl-C): nothing was finished" in result.stdout
     assert "still in flight: the creation of NSG rule azrdp-allow-rdp-" in result.stdout
-    assert audit_actions(audit_path) == [("interrupted", None, None)]
+    assert audit_actions(audit_path) == [("nsg-rule", None, "requested"), ("interrupted", None, None)]
 
 
 @pytest.mark.parametrize("source, message", [
@@ -455,8 +457,9 @@ def test_interactive_fix_shows_the_diagnosis_then_the_plan_once_with_its_effects
     assert (err + out).count("Plan (") == 1 and "Before:" not in out
     shown = err[plan:question]
     assert "  3. sessions           2 of 2 admin seats are held by disconnected sessions" in shown
-    assert ("users: logs off disconnected sessions only if no seat is free (their unsaved work is lost); the console "
-            "session is kept; reboot: no; undo: none") in shown
+    assert ("users: only if no seat is free, logs off sessions that were already disconnected when the repair "
+            "started, longest idle first, as many as free one seat (their unsaved work is lost); the console session, "
+            "and sessions the cert step's restart disconnects, are kept; reboot: no; undo: none") in shown
     assert "users: restarts Remote Desktop Services: connected RDP users are disconnected" in shown
     assert ("users: none; reboot: yes, when it changes something; undo: icacls C:\\ProgramData\\Microsoft\\Crypto\\RSA "
             "/restore %ProgramData%\\azrdp\\backup\\<UTC time>\\machinekeys.acl") in shown

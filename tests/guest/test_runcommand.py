@@ -181,7 +181,7 @@ def test_403_goes_through_arm_errors(compute, arm):
 
 
 def test_diagnose_guest_end_to_end(compute, arm):
-    arm.accept(run_command_value("WARNING: noise\r\n" + result_line(healthy()) + "\r\n", ""))
+    arm.accept(run_command_value("WARNING: noise\r\n" + result_line({**healthy(), "run_id": "abc-1"}) + "\r\n", ""))
     diagnosis = diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(),
                                polling_interval=0, run_id="abc-1")
     assert [c.id for c in diagnosis.checks][0] == "guest.termservice"
