@@ -30,6 +30,7 @@ from azrdp.emulator.models import (
     VirtualNetwork,
     resource_id,
 )
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator.rdp_listener import AddressPool
 
 SUBSCRIPTION_ID = "4b1d2c3e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -149,8 +150,23 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
     vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
 
 
+def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Nothing reaches the guest from outside or through Azure: Remote Desktop is switched off
+    (fDenyTSConnections=1), TermService and the VM agent's service are Disabled, so a restart
+    brings neither back (Run Command never runs; only an offline repair of the disk helps)."""
+    guest = vm.guest
+    guest.registry["fDenyTSConnections"] = 1
+    for name in ("TermService", "WindowsAzureGuestAgent"):
+        guest.services[name].start = "Disabled"
+        guest.services[name].state = "Stopped"
+
+
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
-    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
+    public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
+    starts (real-azure-behaviour.md, "Smaller differences")."""
+    for pip in backend.public_ips_of(vm):
+        pip.allocation = "Dynamic"
     backend.stop(vm, deallocate=True)
 
 
@@ -177,6 +193,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("no-boot-rdp-disabled", "Remote Desktop, TermService and the VM agent are disabled in the guest: "
+                                     "neither RDP nor Run Command reaches it, and a restart changes nothing.",
+             (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
     Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
@@ -278,18 +297,22 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
     return vm
 
 
-def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str) -> VirtualMachine:
+def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str,
+           profile: GuestProfile | None = None) -> VirtualMachine:
     vm = add_vm(backend, pool, name, resource_group=resource_group)
+    if profile is not None:
+        profile.apply(vm.guest)
     for problem in preset.problems:
         problem(backend, vm)
     return vm
 
 
 def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms: int = 1,
+          profile: GuestProfile | None = None,
           resource_group: str = RESOURCE_GROUP) -> list[VirtualMachine]:
     """Scenario ``name`` on ``vms`` VMs (vm-web-01, vm-web-02, ...)."""
     preset = scenario(name)
-    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
+    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group, profile) for n in range(1, vms + 1)]
 
 
 @dataclass(frozen=True)
@@ -320,7 +343,7 @@ class FleetLayout:
 
 
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+                layout: FleetLayout = FleetLayout(), profile: GuestProfile | None = None) -> list[VirtualMachine]:
     """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
     (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
     across the whole fleet."""
@@ -335,6 +358,8 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]
             vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            if profile is not None:
+                profile.apply(vm.guest)
             for problem in presets[name].problems:
                 problem(backend, vm)
             planted.append(vm)

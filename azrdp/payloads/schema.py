@@ -441,7 +441,89 @@ REPAIR = o(
             max_len=60, null=True),
 )
 
-SCHEMAS: dict[str, Field] = {"diagnose": DIAGNOSE, "repair": REPAIR}
+# -- rescue: the offline repair of a Windows disk attached to a rescue VM ------------------------
+
+RESCUE_STEPS = ("rdp-enable", "services", "rdp-tcp", "cert", "machinekeys", "firewall")
+"""The offline steps, in their fixed order (azrdp/payloads/rescue.ps1)."""
+
+RESCUE_SERVICES = ("TermService", "SessionEnv", "UmRdpService", "WindowsAzureGuestAgent", "RdAgent")
+
+RESCUE_STATES: dict[str, Field] = {
+    "rdp-enable": o("Remote Desktop switch in the offline hives.", null=True,
+                    deny=i("ControlSet\\Control\\Terminal Server fDenyTSConnections (null: absent).", null=True),
+                    policy_deny=i("SOFTWARE\\Policies\\...\\Terminal Services fDenyTSConnections (null: absent).",
+                                  null=True)),
+    "services": o("Start values (ControlSet\\Services\\NAME\\Start) of the RDP services and the VM agent.",
+                  null=True,
+                  disabled=a("Services whose Start is 4 (Disabled).", s("Service.", choices=RESCUE_SERVICES),
+                             max_items=len(RESCUE_SERVICES)),
+                  missing=a("Services not installed on the disk.", s("Service.", choices=RESCUE_SERVICES),
+                            max_items=len(RESCUE_SERVICES))),
+    "rdp-tcp": o("WinStations\\RDP-Tcp values.", null=True,
+                 port=i("PortNumber.", null=True), security_layer=i("SecurityLayer.", null=True),
+                 min_encryption=i("MinEncryptionLevel.", null=True),
+                 enabled=i("fEnableWinStation (null: absent, which means enabled).", null=True)),
+    "cert": o("The bound certificate and the Remote Desktop store in the offline SOFTWARE hive.", null=True,
+              bound=s("SSLCertificateSHA1Hash as hex (null: none).", max_len=40, pattern=THUMBPRINT, null=True),
+              bound_usable=b("The bound certificate is in the LocalMachine My or Remote Desktop store and "
+                             "not expired.", null=True),
+              store=i("Certificates in the Remote Desktop store.", hi=999)),
+    "machinekeys": o("The MachineKeys folder on the offline volume.", null=True,
+                     default=b("The folder ACL is Windows' default."),
+                     rdp_key=b("The RDP key container file is there."),
+                     network_service_read=b("NETWORK SERVICE may read the RDP key container.")),
+    "firewall": o("Remote Desktop rules in the offline FirewallPolicy\\FirewallRules.", null=True,
+                  rules=i("RemoteDesktop-* rules found.", hi=99), enabled=i("Of them, Active=TRUE.", hi=99)),
+}
+
+
+def _rescue_step(name: str, doc: str) -> Field:
+    state = RESCUE_STATES[name]
+    return o(doc,
+             name=s("The step.", choices=(name,)),
+             status=s("changed | unchanged | failed | skipped.", choices=STEP_STATUSES),
+             before=state,
+             after=Field(state.kind, "The same state read again after the step.", nullable=True,
+                         fields=state.fields),
+             actions=a("Changes made, e.g. `deny=0`, `start:WindowsAzureGuestAgent`, `store:moved=2`.",
+                       s("One change made.", max_len=32), max_items=ACTIONS_MAX),
+             error=s("Why the step failed or was skipped, truncated to 60 characters.", max_len=60, null=True))
+
+
+RESCUE_STEP_SCHEMAS: dict[str, Field] = {
+    "rdp-enable": _rescue_step("rdp-enable", "fDenyTSConnections=0 (local and policy value)."),
+    "services": _rescue_step("services", "TermService/SessionEnv/UmRdpService Manual, the VM agent Automatic, "
+                                          "where they were Disabled."),
+    "rdp-tcp": _rescue_step("rdp-tcp", "PortNumber, SecurityLayer, MinEncryptionLevel in range; the listener enabled."),
+    "cert": _rescue_step("cert", "Clear a binding to a missing or expired certificate; move the Remote Desktop "
+                                 "store's entries aside (exported first)."),
+    "machinekeys": _rescue_step("machinekeys", "MachineKeys default ACL (saved first); NETWORK SERVICE read and "
+                                               "SYSTEM full on the RDP key container."),
+    "firewall": _rescue_step("firewall", "Remote Desktop firewall rules Active=TRUE."),
+}
+
+RESCUE = o(
+    "Result of the offline rescue payload.",
+    payload=s("Always `rescue`.", choices=("rescue",)),
+    version=s("The payload's version (manifest.json).", max_len=12, pattern=VERSION),
+    run_id=s("The RunId parameter echoed back.", max_len=36),
+    volume=s("Drive letter of the attached Windows volume, e.g. `F:` (null: none found).", max_len=2,
+             pattern=r"^[A-Z]:$", null=True),
+    found=s("ok | none (no offline Windows volume) | several (more than one: azrdp does not guess) | "
+            "locked (BitLocker).", choices=("ok", "none", "several", "locked")),
+    computer_name=s("ComputerName in the offline SYSTEM hive.", max_len=15, null=True),
+    control_set=s("The control set Windows boots (Select\\Current), e.g. ControlSet001.", max_len=13,
+                  pattern=r"^ControlSet\d{3}$", null=True),
+    backup=s("Backup folder on the offline volume (exports, saved ACLs).", max_len=BACKUP_PATH, null=True),
+    hives_unloaded=b("Both temporary hives were unloaded (true also when none was loaded)."),
+    steps=a("The steps, in the fixed order of RESCUE_STEPS.",
+            Field("union", "One step, by name.", discriminator="name", variants=RESCUE_STEP_SCHEMAS),
+            max_items=len(RESCUE_STEPS)),
+    changed=b("At least one step changed something."),
+    error=s("What stopped the payload before or between steps, truncated to 80 characters.", max_len=80, null=True),
+)
+
+SCHEMAS: dict[str, Field] = {"diagnose": DIAGNOSE, "repair": REPAIR, "rescue": RESCUE}
 """Payload id -> the schema of its result object."""
 
 
@@ -528,12 +610,13 @@ def validate_result(payload_id: str, obj: Any) -> dict[str, Any]:
     except KeyError:
         raise ValueError(f"no result schema for payload {payload_id!r}; known: {sorted(SCHEMAS)}") from None
     _check(payload_id, spec, obj, "$")
-    if payload_id == "repair":
+    if payload_id in ("repair", "rescue"):
+        order = REPAIR_STEPS if payload_id == "repair" else RESCUE_STEPS
         names = [step["name"] for step in obj["steps"]]
-        ordered = [name for name in REPAIR_STEPS if name in names]
+        ordered = [name for name in order if name in names]
         if names != ordered:
             raise ResultSchemaError(payload_id, "$.steps",
-                                    f"steps {names} must appear once each in the order {list(REPAIR_STEPS)}")
+                                    f"steps {names} must appear once each in the order {list(order)}")
     return obj
 
 

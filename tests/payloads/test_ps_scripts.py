@@ -51,6 +51,9 @@ PS51_CMDLETS = {
 # ServiceOperationBaseCommand.DoWaitForStatus loops for ever): never in a payload (review #2).
 UNBOUNDED_SERVICE_CMDLETS = {"start-service", "restart-service", "stop-service", "suspend-service",
                              "resume-service"}
+# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
+# only the offline rescue payload brings the attached disk online and lists volumes.
+PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
 PAYLOADS = payload_ids()
 
@@ -275,7 +278,8 @@ def test_every_payload_answers_unsupported_under_constrained_language_mode_first
         source = _source(payload_id)
         body = source.split("# azrdp:include common.ps1", 1)[0] if False else source[source.index("function Write-Result"):]
         check = body.index("if (-not (Test-FullLanguage)) {")
-        first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]")) if i >= 0)
+        first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]"),
+                                     body.find("$results = New-Object")) if i >= 0)
         assert check < first_read, payload_id
         assert "'unsupported: PowerShell runs in Constrained Language Mode'" in body[check:check + 700]
 
@@ -391,7 +395,7 @@ def test_private_key_check_has_three_answers():
     # CryptographicException is "broken".
     body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
     assert "'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]" in body
-    assert "if ($null -eq $rx) { $key = $Certificate.PrivateKey }" in body
+    assert "try { $key = $Certificate.PrivateKey } catch { return $null }" in body   # CNG on .NET 4.5
     assert "ECDsaCertificateExtensions' -as [type]" in body and "if ($null -eq $ec) { return $null }" in body
     assert "$key.Decrypt($cipher" in body
     assert body.count("catch [System.Security.Cryptography.CryptographicException]") == 3
@@ -411,3 +415,36 @@ def test_sessions_and_listener_are_read_through_the_wts_api_first():
     assert functions["Get-ListenerState"].index("Get-WtsRows") < functions["Get-ListenerState"].index("qwinsta.exe")
     source = _source("diagnose")
     assert "WTSEnumerateSessionsW" in source and "WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24," in source
+
+
+def test_rescue_always_unloads_the_hives_it_loaded():
+    source = _source("rescue")
+    main = source[source.index("$results = New-Object"):]
+    body, final = main.split("} finally {", 1)
+    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
+    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
+    assert "@($SoftwareHive, $SystemHive)" in final
+    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
+    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
+    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
+
+
+def test_rescue_exports_and_saves_before_it_removes_or_changes():
+    functions = pwsh_ast.functions(_tree("rescue"))
+    cert = functions["Repair-Cert"]
+    assert cert.index("'export'") < cert.index("Move-Item -LiteralPath $key.PSPath"), "a certificate is exported before it is moved"
+    assert pwsh_ast.calls(_tree("rescue"), "Remove-Item") == [], "certificates are moved aside, never deleted"
+    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
+    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
+    keys = functions["Repair-MachineKeys"]
+    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+
+
+def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
+    from azrdp.payloads.schema import RESCUE_STEPS
+
+    source = _source("rescue")
+    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
+    rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
+    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
+    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
