@@ -401,23 +401,30 @@ def step_effects(step: PlanStep, plan: Plan, *, vm: str = "VM", resource_group: 
     values = plan.values or {}
     name = step.name
     if name == "sessions":
-        whom = "active and disconnected remote sessions" if values.get("LogOffActive") else "disconnected sessions"
-        when = " only if no seat is free" if values.get("LogOffOnlyWhenFull") else ""
-        return {"users": f"logs off {whom}{when} (their unsaved work is lost); the console session is kept",
+        whom = ("sessions that were disconnected or active when the repair started" if values.get("LogOffActive")
+                else "sessions that were already disconnected when the repair started")
+        how = (f"only if no seat is free, logs off {whom}, longest idle first, as many as free one seat"
+               if values.get("LogOffOnlyWhenFull") else f"logs off {whom}")
+        return {"users": f"{how} (their unsaved work is lost); the console session, and sessions the cert "
+                         "step's restart disconnects, are kept",
                 "reboot": "no", "undo": "none: a logged-off session cannot be brought back"}
     effects = {
         "rdp-config": {"users": "none (it starts Remote Desktop Services only if they are stopped)", "reboot": "no",
                        "undo": "the audit records each change (fDenyTSConnections, services, firewall rules); "
                                "set them back by hand"},
-        "machinekeys-acl": {"users": "none", "reboot": "yes, when it changes something",
+        "machinekeys-acl": {"users": "none",
+                            "reboot": "yes, when it changes something" if "machinekeys-acl" in REBOOTING_STEPS else "no",
                             "undo": "icacls C:\\ProgramData\\Microsoft\\Crypto\\RSA /restore "
                                     f"{BACKUP}\\machinekeys.acl"},
-        "machinekeys-rename": {"users": "none", "reboot": "yes",
-                               "undo": "rename MachineKeys.azrdp-<UTC time> back to MachineKeys (kept whole)"},
-        "cert": {"users": "restarts Remote Desktop Services: connected RDP users are disconnected (their sessions "
-                          "stay; they can reconnect)",
+        "machinekeys-rename": {"users": "none",
+                               "reboot": "yes, when it changes something" if "machinekeys-rename" in REBOOTING_STEPS
+                               else "no",
+                               "undo": f"move the RDP key container back from {BACKUP} (its undo.txt says how)"},
+        "cert": {"users": "restarts Remote Desktop Services only if RDP's certificate must change: connected RDP "
+                          "users are then disconnected (their sessions stay; they can reconnect)",
                  "reboot": "no",
-                 "undo": f"the removed certificates and the old binding are exported to {BACKUP}"},
+                 "undo": "move the certificates back from Cert:\\LocalMachine\\azrdp-backup (they keep their keys); "
+                         f"the old binding and undo.txt are in {BACKUP}"},
         "reboot": {"users": "everyone signed in is disconnected while Windows restarts", "reboot": "it is the reboot",
                    "undo": "none needed"},
         "start": {"users": "none (the VM is not running); a running VM is billed for compute", "reboot": "no",

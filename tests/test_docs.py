@@ -66,3 +66,13 @@ def test_the_readme_says_when_azrdp_sets_log_off_only_when_full():
     # the plan sets it whenever azrdp chose the sessions step itself (tests/fix: an interactive fix sends it too)
     assert "`azrdp fix --yes` sets it" not in README
     assert "`azrdp fix` sets it whenever it plans the sessions step itself" in README
+
+
+def test_every_command_azrdp_lists_is_in_the_reference():
+    from azrdp.cli import COMMANDS
+
+    reference = _reference_module()
+    listed = {args[0] for args in reference.COMMANDS}
+    assert listed == set(COMMANDS)     # derived from the CLI: a new command cannot be left out
+    for args in reference.COMMANDS:
+        assert f"### `azrdp {' '.join(args)} --help`" in README

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.fix import parse_duration
 from azrdp.errors import UsageError
 
 
-@click.command("rescue")
+@click.command("rescue", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking (runbooks, pipelines).")

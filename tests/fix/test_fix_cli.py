@@ -460,9 +460,12 @@ def test_interactive_fix_shows_the_diagnosis_then_the_plan_once_with_its_effects
     assert (err + out).count("Plan (") == 1 and "Before:" not in out
     shown = err[plan:question]
     assert "  3. sessions           2 of 2 admin seats are held by disconnected sessions" in shown
-    assert ("users: logs off disconnected sessions only if no seat is free (their unsaved work is lost); the console "
-            "session is kept; reboot: no; undo: none") in shown
-    assert "users: restarts Remote Desktop Services: connected RDP users are disconnected" in shown
+    assert ("users: only if no seat is free, logs off sessions that were already disconnected when the repair "
+            "started, longest idle first, as many as free one seat (their unsaved work is lost); the console session, "
+            "and sessions the cert step's restart disconnects, are kept; reboot: no; undo: none") in shown
+    assert "users: restarts Remote Desktop Services only if RDP's certificate must change: connected RDP users " \
+        "are then disconnected" in shown
+    assert "undo: move the certificates back from Cert:\\LocalMachine\\azrdp-backup" in shown
     assert ("users: none; reboot: yes, when it changes something; undo: icacls C:\\ProgramData\\Microsoft\\Crypto\\RSA "
             "/restore %ProgramData%\\azrdp\\backup\\<UTC time>\\machinekeys.acl") in shown
     assert "4. reboot" in shown and "users: everyone signed in is disconnected while Windows restarts" in shown
