@@ -92,6 +92,32 @@ def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def emit(text: str, *, err: bool = False) -> bool:
+    """Print a command's result on stdout (``err``: stderr); when stdout cannot take it (a closed
+    pipe, a full disk), on stderr, so a result that records a change is never lost. Control
+    characters from untrusted text are escaped (azrdp.logsafe.terminal_safe). False when stdout
+    failed (the command then exits non-zero)."""
+    from azrdp.logsafe import terminal_safe
+
+    text = terminal_safe(text)
+    if err:
+        try:
+            click.echo(text, err=True)
+        except (OSError, ValueError):
+            pass
+        return True
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        try:
+            click.echo(text, err=True)
+        except (OSError, ValueError):
+            pass
+        return False
+
+
 class _Failure(click.ClickException):
     """A typed azrdp error on its way out: one line on stderr and its documented exit code."""
 
@@ -100,7 +126,33 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.message}", err=True)
+        from azrdp.logsafe import printable
+
+        try:
+            click.echo(f"Error: {printable(self.message)}", err=True)
+        except (OSError, ValueError):
+            pass
+
+
+class AzrdpCommand(click.Command):
+    """A command that refuses an empty value up front (``--host ''``, ``--subscription ''``): exit 2,
+    one line naming the option, before anything is read or sent. Every azrdp command uses it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from azrdp.errors import UsageError
+
+        for param in self.params:
+            value = ctx.params.get(param.name) if param.name else None
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                source = ctx.get_parameter_source(param.name)
+                where = " (from the environment)" if source is not None and source.name == "ENVIRONMENT" else ""
+                if isinstance(param, click.Option):
+                    name = max(param.opts, key=len)
+                    raise UsageError(f"{name} is empty{where}.", hint=f"Give {name} a value, or leave it out.")
+                name = param.human_readable_name
+                raise UsageError(f"empty {name.lower()} argument.", hint=f"Give {name} a value.")
+        return super().invoke(ctx)
 
 
 class AzrdpGroup(click.Group):

@@ -83,8 +83,12 @@ class DemoResult:
 
 def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
              on_setup: Callable[[DemoSetup], None] | None = None, progress: Any = None, audit: Any = None,
-             clock: Clock = SYSTEM_CLOCK) -> DemoResult:
+             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False) -> DemoResult:
     """Start the emulator with ``scenario``, run the real fix against its VM, stop the emulator.
+
+    ``allow_from_me`` and ``start`` are ``fix --allow-from me --source-ip ...`` and ``fix --start``:
+    the demo owns the VM and knows the address NSG rules see, so it may open the port to exactly
+    that address or start the VM when asked to.
 
     ``on_setup(setup)`` is called once the emulator serves, before anything is diagnosed.
     ``audit`` is an :class:`azrdp.audit.AuditLog` (default: in memory only, so simulated changes
@@ -115,7 +119,8 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
                                polling_interval=setup.polling_interval,
                                on_wait=progress.info if progress is not None else None)
         target = parse_target(vm.name, resource_group=vm.resource_group)
-        options = FixOptions(source_ip=emu.state.client_ip)
+        options = FixOptions(source_ip=emu.state.client_ip, allow_from="me" if allow_from_me else None,
+                             start=start, advice="demo")
         audit = audit if audit is not None else AuditLog(None, context={"command": "demo", "vm": str(target)})
 
         def confirm(plan: Any) -> bool:
@@ -143,7 +148,7 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
 # -- rendering ----------------------------------------------------------------------------------
 
 def render_text(demo: DemoResult, *, verbose: int = 0) -> str:
-    """The fix report as `azrdp fix` prints it, then the guest's own before -> after, then the time."""
+    """The fix report as `azrdp fix` prints it (the guest's own before -> after included), then the time."""
     from azrdp.repair import render_text as render_fix
 
     if demo.setup.command == "rescue":
@@ -154,52 +159,9 @@ def render_text(demo: DemoResult, *, verbose: int = 0) -> str:
                           f"simulated Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp rescue VM -g "
                           "RESOURCE_GROUP"])
     lines = [render_fix(demo.fix, verbose=verbose)]
-    guest = guest_changes(demo.fix)
-    if guest:
-        lines.append("Guest before -> after (from the repair payload's own re-checks):")
-        lines += [f"  {line}" for line in guest]
     lines.append(f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of simulated "
                  f"Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp fix VM -g RESOURCE_GROUP")
     return "\n".join(lines)
-
-
-def guest_changes(result: Any) -> list[str]:
-    """One line per repair step: what the guest looked like before -> after."""
-    if result.repair is None:
-        return []
-    out = []
-    for step in result.repair.steps:
-        before, after = step.get("before") or {}, step.get("after") or {}
-        facts = _STEP_FACTS.get(step["name"], lambda b, a: "")(before, after) if before and after else ""
-        flags = [step["status"]] + (["needs a reboot"] if step["reboot_required"] else [])
-        error = f"; {step['error']}" if step.get("error") else ""
-        out.append(f"{step['name']:<18} {', '.join(flags):<24} {facts}{error}".rstrip())
-    return out
-
-
-def _yes(value: Any) -> str:
-    return "yes" if value else "no"
-
-
-def _cert(state: dict[str, Any]) -> str:
-    if not state.get("current"):
-        return "no usable one"
-    return f"{state['current'][:8]}... until {state['current_not_after'][:10]}"
-
-
-_STEP_FACTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
-    "rdp-config": lambda b, a: (f"fDenyTSConnections {b['deny']} -> {a['deny']}, TermService "
-                                f"{b['services'][0]['state']} -> {a['services'][0]['state']}, firewall rules on "
-                                f"{b['fw_rules_enabled']}/{b['fw_rules']} -> {a['fw_rules_enabled']}/{a['fw_rules']}"),
-    "machinekeys-acl": lambda b, a: (f"MachineKeys default ACL {_yes(b['default'])} -> {_yes(a['default'])}, "
-                                     f"RDP key readable by NETWORK SERVICE {_yes(b['rdp_key']['network_service_read'])}"
-                                     f" -> {_yes(a['rdp_key']['network_service_read'])}"),
-    "machinekeys-rename": lambda b, a: (f"RDP key container present {_yes(b['rdp_key']['present'])} -> "
-                                        f"{_yes(a['rdp_key']['present'])}, key files {b['files']} -> {a['files']}"),
-    "cert": lambda b, a: (f"certificate {_cert(b)} -> {_cert(a)}, unusable ones {b['bad']} -> {a['bad']}"),
-    "sessions": lambda b, a: (f"free seats {b['free']} -> {a['free']} of {a['seat_limit']}, disconnected sessions "
-                              f"{b['disconnected']} -> {a['disconnected']}"),
-}
 
 
 def _seconds(value: float) -> str:

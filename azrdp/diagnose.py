@@ -147,8 +147,9 @@ def wire_stage(ctx: DiagnoseContext) -> list[Check]:
         host, port = address, ctx.port
     from azrdp.rdp import probe, rdp_checks
 
-    ctx.say(f"Probing RDP on {host}:{port} ...")
-    ctx.probe_result = probe(host, port, timeout=ctx.probe_timeout)
+    if ctx.probe_result is None:   # a fleet job's second look at a VM reuses its probe
+        ctx.say(f"Probing RDP on {host}:{port} ...")
+        ctx.probe_result = probe(host, port, timeout=ctx.probe_timeout)
     return rdp_checks(ctx.probe_result)
 
 
@@ -164,15 +165,20 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
         return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
                       "(see vm.agent)")]
     from azrdp.azure.lro import poll_interval
-    from azrdp.guest import diagnose_guest
+    from azrdp.guest import DEFAULT_TIMEOUT, diagnose_guest
+    from azrdp.ui import waiting
 
     ctx.say("Reading the guest through Run Command (about 20-40 s) ...")
     try:
-        ctx.guest = diagnose_guest(
-            ctx.session.compute, ctx.target.resource_group, ctx.target.name,
-            instance_view=ctx.inventory.vm_properties.get("instanceView"),
-            probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
-            polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription)
+        with waiting(ctx.progress, f"Run Command (read the guest) on {ctx.target.name}", said="sent",
+                     limit=DEFAULT_TIMEOUT) as wait:
+            ctx.guest = diagnose_guest(
+                ctx.session.compute, ctx.target.resource_group, ctx.target.name,
+                instance_view=ctx.inventory.vm_properties.get("instanceView"),
+                probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
+                polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription,
+                on_wait=wait.update, on_conflict=wait.note)
+            wait.end("finished")
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
                       details={"error": type(err).__name__},
@@ -190,21 +196,26 @@ BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_sta
 def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
              host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
              stages: Sequence[Stage] = (), screenshot: str | Path | None = None,
-             fetch: Callable[[str], bytes] | None = None, progress: Any = None) -> Diagnosis:
+             fetch: Callable[[str], bytes] | None = None, progress: Any = None,
+             inventory: Any = None, probe_result: Any = None) -> Diagnosis:
     """Diagnose ``target`` through ``session`` (an AzureSession). Raises typed errors for what stops
-    a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check."""
+    a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check.
+
+    A fleet job passes the ``inventory`` it built from its lists (azrdp.azure.fleet), and, when
+    it diagnoses a VM a second time after reading its agent, the ``probe_result`` it already has."""
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
     from azrdp.azure.inventory import read_inventory
 
-    validate_options(port, source_ip, probe_timeout)
-    inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
+    validate_options(port, source_ip, probe_timeout, host=host)
+    if inventory is None:
+        inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
     if os_type(inventory) == OS_LINUX:
         raise UsageError(f"VM {target} runs Linux; azrdp diagnoses Remote Desktop on Windows VMs.",
                          hint=f"For Linux use SSH, e.g. `az ssh vm -g {target.resource_group} -n {target.name}`.")
     path = rdp_path(inventory)
     ctx = DiagnoseContext(session, target, inventory, path, vm_facts(inventory, path), [], port=port,
                           source_ip=source_ip, host=host, probe=probe, probe_timeout=probe_timeout,
-                          progress=progress)
+                          progress=progress, probe_result=probe_result)
     for stage in (*BUILTIN_STAGES, *stages):
         ctx.checks.extend(stage(ctx))
     diagnosis = Diagnosis(ctx.vm, ctx.checks, port=port, source=source_ip or "any Internet address",
@@ -236,9 +247,18 @@ def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Pa
         return {"path": None, "error": f"cannot write {path}: {err.strerror or err}"}
 
 
-def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.0) -> None:
+def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.0, *,
+                     host: str | None = None) -> None:
     """The options a diagnosis takes from the user, checked before anything is read (exit 2)."""
     import ipaddress
+
+    if host is not None:
+        from azrdp.rdp import parse_target
+
+        try:
+            parse_target(host, default_port=port if 1 <= int(port) <= 65535 else 3389)
+        except UsageError as err:
+            raise UsageError(f"--host: {err.message}", hint=err.hint) from None
 
     if not 1 <= int(port) <= 65535:
         raise UsageError(f"--port {port} is not a TCP port (1-65535).")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from azrdp.checks import SIDES, Check, Status
+from azrdp.logsafe import printable, terminal_safe
 
 SCHEMA_VERSION = 1
 
@@ -46,12 +47,12 @@ def render_checks(checks: Iterable[Check], *, verbose: int = 0) -> str:
             continue
         lines.append(SIDE_TITLES[side])
         for check in by_side[side]:
-            lines.append(f"  {_MARK[check.status]} {check.id:<18} {check.summary}")
+            lines.append(f"  {_MARK[check.status]} {check.id:<18} {printable(check.summary)}")
             if check.remedy and check.status in (Status.FAIL, Status.ERROR, Status.WARN):
-                lines.append(f"       {'':<18} -> {check.remedy}")
+                lines.append(f"       {'':<18} -> {printable(check.remedy)}")
             if verbose and check.details:
                 for key, value in check.details.items():
-                    lines.append(f"       {'':<18}    {key}: {value}")
+                    lines.append(f"       {'':<18}    {printable(key)}: {printable(value)}")
     return "\n".join(lines)
 
 
@@ -76,9 +77,11 @@ def junit_document(suites: Iterable[tuple[str, Iterable[JUnitCase]]], *, name: s
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite_name, cases in suites:
         cases = list(cases)
-        suite = ET.SubElement(root, "testsuite", name=suite_name)
+        suite = ET.SubElement(root, "testsuite", name=printable(suite_name))
         counts = {"tests": len(cases), "failures": 0, "errors": 0, "skipped": 0}
-        for item in cases:
+        for item in cases:   # XML 1.0 cannot hold control characters at all: untrusted text is escaped
+            item = JUnitCase(printable(item.classname), printable(item.name), item.status, printable(item.message),
+                             terminal_safe(item.text), item.seconds)
             case = ET.SubElement(suite, "testcase", classname=item.classname, name=item.name)
             if item.seconds is not None:
                 case.set("time", f"{item.seconds:.3f}")

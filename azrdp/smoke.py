@@ -118,7 +118,12 @@ def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, 
     if result.ok or wait <= 0:
         return result, attempts, 0.0
     _say(progress, f"RDP does not answer yet ({result.outcome}); polling for up to {wait:g} s ...")
-    waited = wait_until_answers(host, port, timeout=wait, clock=clock, probe_timeout=min(probe_timeout, wait))
+    from azrdp.ui import waiting
+
+    with waiting(progress, f"RDP on {format_target(host, port)}", said=result.outcome, limit=wait) as shown:
+        waited = wait_until_answers(host, port, timeout=wait, clock=clock, probe_timeout=min(probe_timeout, wait),
+                                    on_attempt=lambda attempt: shown.update(attempt.outcome))
+        shown.end(waited.last.outcome)
     return waited.last, attempts + waited.attempts, waited.elapsed
 
 

@@ -5,36 +5,45 @@
                    on_result=print_one_line)
 
 Scope: subscriptions (ids or names; none given: every subscription the credential sees), resource
-groups and tags; only Windows VMs. Each VM is handled by one worker from start to end, so it never
-gets two Run Commands at once; ``max_parallel`` workers run side by side. Every worker talking to
-one subscription shares one back-off (azrdp.azure.throttle): a 429 pauses them all. The network
-reads VMs share (a resource group's NIC list, subnets, NSGs) are made once per subscription
-(azrdp.azure.shared_reads). A VM that fails is reported with its error; the others go on.
+groups and tags; only Windows VMs. Azure is read by pages, not by VM (azrdp.azure.fleet): per
+subscription, the VMs with their run time status and the NICs, NSGs, public IPs and virtual
+networks, by list, all subscriptions side by side; a subscription's VMs start as soon as its lists
+are in. A VM is then checked from the lists (NSGs evaluated locally) and probed on the wire,
+``probe_parallel`` (64) at a time; the VM agent is read (one read) only where it matters: before a
+guest read, and for a running VM that fails a check or does not answer RDP.
+
+Each VM is handled by one worker from start to end, so it never gets two Run Commands at once;
+``max_parallel`` of them read the guest or repair at a time. Every worker talking to one
+subscription shares one back-off (azrdp.azure.throttle): a 429 pauses them all. A VM that fails is
+reported with its error; the others go on.
 
 Check only by default: the Azure side and the wire probe, plus the guest (one read-only Run Command)
 with ``guest=True``. With a fix policy, unhealthy VMs are repaired through azrdp.repair with the
 unattended policy: rdp-config, cert, sessions and reboot; machinekeys-acl and machinekeys-rename
 only when allowed explicitly. A sweep never opens an NSG and never starts a deallocated VM.
 
-Scale: ARM's read budget per subscription bounds a sweep, not azrdp (see bench/README.md); split a
-larger estate into one Azure Automation job per subscription.
+Scale: a healthy fleet costs about 4 list pages per 50 VMs and no read per VM (bench/README.md).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from azrdp.checks import Check, Status
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
-from azrdp.target import Target, id_key
+from azrdp.target import Target
 
 DEFAULT_MAX_PARALLEL = 8
-"""Eight VMs at a time keep ARM's subscription read bucket (25 reads/s refill) busy with about
-three reads per VM in flight, without queueing far more work than the budget can serve; Run
-Commands (20-40 s each) then overlap eight at a time."""
+"""Eight VMs at a time read the guest or repair (Run Commands take 20-40 s each and come out of the
+same subscription budget as every other tool of the tenant)."""
+
+DEFAULT_PROBE_PARALLEL = 64
+"""64 VMs at a time are checked from the fleet's lists and probed on the wire (each probe bounded
+by its timeout): a check costs no ARM read for a healthy VM, so the wire sets the pace."""
 
 UNATTENDED_STEPS = ("rdp-config", "cert", "sessions", "reboot")
 GATED_STEPS = ("machinekeys-acl", "machinekeys-rename")
@@ -207,60 +216,83 @@ def resolve_subscriptions(session: Any, selection: Selection) -> list[tuple[str,
     return list(chosen.values())
 
 
-def list_windows_vms(session: Any, selection: Selection) -> list[SelectedVm]:
-    """The Windows VMs of one subscription session that match the selection."""
-    from azure.core.exceptions import AzureError, ResourceNotFoundError
+def selected_vm(view: Any, body: dict[str, Any], selection: Selection) -> SelectedVm | None:
+    """The listed VM ``body`` as a SelectedVm when it is a Windows VM the selection names."""
+    from azrdp.target import parse_resource_id
 
-    from azrdp.azure import wire_dict
-    from azrdp.azure.arm_errors import translate
-
-    compute = session.compute
-    pages: list[Any] = []
-    try:
-        if selection.resource_groups:
-            for group in selection.resource_groups:
-                try:
-                    pages.extend(compute.virtual_machines.list(group))
-                except ResourceNotFoundError:
-                    continue  # the group lives in another of the swept subscriptions
-        else:
-            pages.extend(compute.virtual_machines.list_all())
-    except AzureError as err:
-        raise translate(err, doing="listing virtual machines", subscription=session.subscription_id) from err
-    selected: list[SelectedVm] = []
-    for model in pages:
-        vm = wire_dict(model)
-        os_disk = ((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
-        if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(vm.get("tags")):
-            continue
-        from azrdp.target import parse_resource_id
-
-        rid = parse_resource_id(vm["id"])
-        selected.append(SelectedVm(session.subscription_id, rid.resource_group, rid.name, vm["id"]))
-    return selected
+    os_disk = ((body.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
+    if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(body.get("tags")):
+        return None
+    rid = parse_resource_id(body["id"])
+    if selection.resource_groups and rid.resource_group.lower() not in {g.lower() for g in selection.resource_groups}:
+        return None
+    return SelectedVm(view.subscription, rid.resource_group, rid.name, body["id"])
 
 
 # -- sweeping --------------------------------------------------------------------------------------
 
 @dataclass
 class _Scope:
-    """One subscription as the workers see it: its session (shared back-off, shared reads)."""
+    """One subscription as the workers see it: its session (shared back-off, shared reads), what
+    its fleet listing has said so far, and its VMs still waiting for their evidence."""
 
     session: Any           # the plain session, for repairs
     checking: Any          # the same with shared network reads, for the check phase
     backoff: Any
+    view: Any = None       # azrdp.azure.fleet.FleetView
+    per_vm_reads: int = 0  # reads the lists could not answer (agent status, unlisted references)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cursor: int = 0        # how many of view.vms were looked at
+    waiting: list[tuple[SelectedVm, str | None]] = field(default_factory=list)   # (VM, a reference not listed yet)
+
+    def counted(self, reads: int) -> None:
+        with self.lock:
+            self.per_vm_reads += reads
+
+    def ready(self, selection: Selection, want_vnet: bool) -> list[SelectedVm]:
+        """The VMs whose whole RDP path and run time status the lists now hold (every selected VM
+        left, once every list is read): they can be checked and probed now."""
+        from azrdp.azure.inventory import listed_gap
+
+        view = self.view
+        with self.lock:
+            while self.cursor < len(view.vms):
+                vm = selected_vm(view, view.vms[self.cursor], selection)
+                self.cursor += 1
+                if vm is not None:
+                    self.waiting.append((vm, None))
+            ready, still = [], []
+            for vm, missing in self.waiting:
+                if not view.complete:
+                    if missing is not None and view.get(missing) is None:
+                        still.append((vm, missing))
+                        continue
+                    if not view.has_status(vm.id):
+                        still.append((vm, None))
+                        continue
+                    missing = listed_gap(view, vm.target(), want_vnet=want_vnet)
+                    if missing is not None:
+                        still.append((vm, missing))
+                        continue
+                ready.append(vm)
+            self.waiting = still
+            return ready
 
 
 def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
           guest: bool = False, max_parallel: int = DEFAULT_MAX_PARALLEL, port: int = 3389,
           source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
           fix_options: dict[str, Any] | None = None, audit_path: Any = None,
-          on_result: Callable[[VmResult], None] | None = None, progress: Any = None) -> SweepResult:
+          on_result: Callable[[VmResult], None] | None = None, progress: Any = None,
+          probe_parallel: int = DEFAULT_PROBE_PARALLEL) -> SweepResult:
     """Sweep the VMs ``selection`` names, through ``session`` (an AzureSession; its subscription
     is ignored, see :func:`resolve_subscriptions`). ``on_result`` hears each VM as it finishes.
     With a fix policy every change is appended to ``audit_path`` (JSON lines) as it is made;
     ``fix_options`` passes further azrdp.repair.FixOptions fields (e.g. ``wait_timeout``).
+    ``probe_parallel`` VMs are checked (lists, wire probe) at a time; of those, ``max_parallel``
+    at a time read the guest or repair.
     Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
+    from azrdp.azure.fleet import FleetView, read_fleet
     from azrdp.azure.shared_reads import shared_reads
     from azrdp.azure.throttle import SharedBackoff, backoff_transport
 
@@ -273,47 +305,77 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     start = clock.monotonic()
     notify = progress.info if progress is not None else None
     subscriptions = resolve_subscriptions(session, selection)
+    workers = max(probe_parallel, max_parallel)
     scopes: dict[str, _Scope] = {}
-    vms: dict[str, SelectedVm] = {}
     for sub_id, name in subscriptions:
         backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify)
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
-            backoff, session.transport, pool_size=max(16, max_parallel * 8)))
+            backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
-        if progress is not None:
-            progress.status(f"Listing Windows VMs in subscription {name or sub_id} ...")
-        for vm in list_windows_vms(bound, selection):
-            vms.setdefault(id_key(vm.id), vm)
-    if not vms:
-        raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
-                            hint="Check --subscription, -g and --tag; `az vm list -o table` shows what is there.")
-    ordered = sorted(vms.values(), key=lambda v: (v.subscription.lower(), v.resource_group.lower(), v.name.lower()))
     if progress is not None:
-        progress.info(f"Sweeping {len(ordered)} Windows VM{'s' if len(ordered) != 1 else ''} "
-                      f"({max_parallel} at a time{', fixing with the unattended policy' if policy.enabled else ''}) ...")
+        progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
 
     worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
                      probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
-                     audit_path=audit_path)
+                     audit_path=audit_path, guest_slots=threading.BoundedSemaphore(max_parallel))
     results: list[VmResult] = []
-    lock = threading.Lock()
-    pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="azrdp-sweep")
+    finished: queue.Queue = queue.Queue()     # futures of listings and of VMs, as they end
+    counts = {"submitted": 0}
+    submit_lock = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azrdp-sweep")
+    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 8), thread_name_prefix="azrdp-fleet")
+
+    def start_ready(scope: _Scope) -> None:
+        """Called after every list page: the VMs whose evidence is in start at once."""
+        for vm in scope.ready(selection, want_vnet=bool(source_ip)):
+            with submit_lock:
+                counts["submitted"] += 1
+                pool.submit(worker.run, scope, vm).add_done_callback(finished.put)
+
+    def listing(scope: _Scope) -> None:
+        scope.view = FleetView(scope.session.subscription_id)
+        read_fleet(scope.session, selection.resource_groups, view=scope.view,
+                   on_page=lambda view: start_ready(scope))
+        start_ready(scope)     # every list is read: whatever still waits starts now
+
     try:
-        futures = {pool.submit(worker.run, scopes[vm.subscription.lower()], vm): vm for vm in ordered}
-        for future in as_completed(futures):
+        listings = set()
+        for scope in scopes.values():
+            future = lister.submit(listing, scope)
+            listings.add(future)
+            future.add_done_callback(finished.put)
+        listing_left, handled = len(listings), 0
+        while listing_left or handled < counts["submitted"]:
+            future = finished.get()
+            if future in listings:
+                listing_left -= 1
+                future.result()            # a subscription that cannot be listed stops the sweep
+                if not listing_left and not counts["submitted"]:
+                    raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
+                                        hint="Check --subscription, -g and --tag; `az vm list -o table` shows "
+                                             "what is there.")
+                if not listing_left and progress is not None:
+                    progress.info(f"Sweeping {counts['submitted']} Windows VM{'s' if counts['submitted'] != 1 else ''} "
+                                  f"({min(workers, counts['submitted'])} at a time"
+                                  f"{', fixing with the unattended policy' if policy.enabled else ''}) ...")
+                continue
+            handled += 1
             result = future.result()
-            with lock:
-                results.append(result)
+            results.append(result)
             if on_result is not None:
                 on_result(result)
     except BaseException:
+        lister.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    lister.shutdown(wait=True)
     pool.shutdown(wait=True)
     if progress is not None:
         progress.done()
     throttling = {sub: scope.backoff.to_dict() for sub, scope in scopes.items()}
-    reads = {"shared_network_reads": sum(s.checking.memo.calls for s in scopes.values()),
+    reads = {"list_pages": sum(s.view.pages for s in scopes.values() if s.view is not None),
+             "per_vm_reads": sum(s.per_vm_reads for s in scopes.values()),
+             "shared_network_reads": sum(s.checking.memo.calls for s in scopes.values()),
              "network_reads_saved": sum(s.checking.memo.shared for s in scopes.values())}
     return SweepResult(selection, policy, [s for s, _ in subscriptions], results,
                        seconds=clock.monotonic() - start, throttling=_total(throttling), reads=reads)
@@ -339,13 +401,19 @@ class _Worker:
     fix_options: dict[str, Any]
     clock: Any
     audit_path: Any = None
+    guest_slots: Any = None          # a semaphore: how many VMs read the guest or repair at once
 
     def run(self, scope: _Scope, vm: SelectedVm) -> VmResult:
         start = self.clock.monotonic()
         try:
-            result, diagnosis = self._check(scope, vm)
+            if self.guest:
+                with self.guest_slots:
+                    result, diagnosis = self._check(scope, vm)
+            else:
+                result, diagnosis = self._check(scope, vm)
             if self.policy.enabled and result.outcome == "unhealthy":
-                result = self._fix(scope, vm, result, diagnosis)
+                with self.guest_slots:
+                    result = self._fix(scope, vm, result, diagnosis)
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
                               error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code})
@@ -356,12 +424,31 @@ class _Worker:
         return result
 
     def _check(self, scope: _Scope, vm: SelectedVm) -> tuple[VmResult, Any]:
+        """From the fleet's lists (no read for a VM whose references they hold), then the wire
+        probe. The VM agent is read (one read) only where it matters: before a guest read, and
+        for a running VM that does not answer RDP or fails a check; the probe is not repeated."""
+        from azrdp.azure.checks import power_state
+        from azrdp.azure.inventory import read_agent, read_inventory
         from azrdp.diagnose import GUEST_STAGES, diagnose
 
-        diagnosis = diagnose(scope.checking, vm.target(), port=self.port, source_ip=self.source_ip,
-                             probe=self.probe, probe_timeout=self.probe_timeout,
-                             stages=GUEST_STAGES if self.guest else ())
-        return _from_diagnosis(vm, diagnosis), diagnosis
+        target = vm.target()
+        inventory = read_inventory(scope.checking, target, want_vnet=bool(self.source_ip), listed=scope.view)
+        running = power_state(inventory) == "running"
+        options = dict(port=self.port, source_ip=self.source_ip, probe=self.probe, probe_timeout=self.probe_timeout,
+                       stages=GUEST_STAGES if self.guest else ())
+        try:
+            if self.guest and running:
+                read_agent(scope.checking, inventory)
+            diagnosis = diagnose(scope.checking, target, inventory=inventory, **options)
+            result = _from_diagnosis(vm, diagnosis)
+            if result.outcome != "healthy" and running and not inventory.agent_known:
+                read_agent(scope.checking, inventory)
+                diagnosis = diagnose(scope.checking, target, inventory=inventory,
+                                     probe_result=diagnosis.probe_result, **options)
+                result = _from_diagnosis(vm, diagnosis)
+        finally:
+            scope.counted(inventory.requests)
+        return result, diagnosis
 
     def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult, diagnosis: Any) -> VmResult:
         """Repair through azrdp.repair with the unattended policy. A VM whose problem no allowed
@@ -370,7 +457,7 @@ class _Worker:
         from azrdp.plan import plan
         from azrdp.repair import FixOptions, fix
 
-        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False)
+        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False, advice="sweep")
         if preview.blockers and not preview.steps:
             checked.summary += "; not repaired: " + "; ".join(preview.blockers)
             checked.repair = {"verdict": "not_attempted", "blockers": list(preview.blockers),
@@ -378,6 +465,7 @@ class _Worker:
             return checked
         options = FixOptions(port=self.port, source_ip=self.source_ip, probe_timeout=self.probe_timeout,
                              skip_steps=tuple(self.policy.skipped), start=False, fused=True, who="azrdp sweep",
+                             advice="sweep",
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,

@@ -190,15 +190,47 @@ def check_provisioning(inventory: Inventory) -> Check:
                  details, "Wait for the running operation to finish, then retry.")
 
 
+def last_operation_time(inventory: Inventory) -> Any:
+    """When ARM last changed the VM (the instance view's ProvisioningState status time: the time
+    of the last operation, stable), as a datetime; None when not given."""
+    from azrdp.azure.lro import arm_time
+
+    for status in _statuses(inventory):
+        if str(status.get("code") or "").lower().startswith("provisioningstate/"):
+            return arm_time(status.get("time"))
+    return None
+
+
 def check_agent(inventory: Inventory) -> Check:
+    """Power state decides first: a stopped VM keeps its agent's last report (Ready) and a
+    deallocated one has none, and neither says anything about now. On a running VM a Ready older
+    than the VM's last operation is the agent's word from before a restart: still rebooting
+    (real-azure-behaviour.md, "Timing and state around power operations")."""
+    from azrdp.azure.lro import arm_time
+
     facts = agent(inventory)
     details = {k: v for k, v in facts.items() if v is not None}
-    running = power_state(inventory) == "running"
+    state = power_state(inventory)
     version = f" (version {facts['version']})" if facts["version"] else ""
+    if state != "running":
+        details["power_state"] = state
+        if not facts["status"]:
+            return Check("vm.agent", Status.SKIP, "not reported while the VM is not running", details)
+        when = f" from {facts['time']}" if facts["time"] else ""
+        return Check("vm.agent", Status.SKIP, f"not judged while the VM is {state or 'not running'}: its last "
+                     f"report ({facts['status']}{when}) says nothing about now", details)
     if str(facts["status"]).lower() == "ready":
+        reported, changed = arm_time(facts["time"]), last_operation_time(inventory)
+        if reported is not None and changed is not None and reported < changed:
+            details["last_operation"] = changed.isoformat()
+            return Check("vm.agent", Status.WARN, f"the VM may still be rebooting: the agent's last report (Ready "
+                         f"at {reported:%H:%M:%S} UTC) is older than the VM's last operation "
+                         f"({changed:%H:%M:%S} UTC)", details,
+                         "Wait a minute for Windows to boot and the agent to report, then run azrdp again.")
         return Check("vm.agent", Status.PASS, f"Ready{version}", details)
-    if not running:
-        return Check("vm.agent", Status.SKIP, "not reported while the VM is not running", details)
+    if not inventory.agent_known:
+        return Check("vm.agent", Status.SKIP, "not read: a fleet listing reports the power state only (azrdp "
+                     "reads the agent of a VM whose RDP does not answer, or before a guest read)", details)
     windows_config = (inventory.vm_properties.get("osProfile") or {}).get("windowsConfiguration") or {}
     if windows_config.get("provisionVMAgent") is False:
         return Check("vm.agent", Status.FAIL, "the VM was deployed without the VM agent: Run Command cannot work",

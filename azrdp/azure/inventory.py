@@ -64,6 +64,7 @@ class Inventory:
     resources: dict[str, Resource] = field(default_factory=dict)  # by id_key()
     round_trips: int = 0
     requests: int = 0
+    agent_known: bool = True          # False: the VM came from a fleet list, its agent is not read yet
 
     def get(self, resource_id: str | None) -> Resource | None:
         return self.resources.get(id_key(resource_id)) if resource_id else None
@@ -123,15 +124,27 @@ class _Reader:
 
 
 def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
-                   progress: Any = None, max_workers: int = 8) -> Inventory:
+                   progress: Any = None, max_workers: int = 8, listed: Any = None) -> Inventory:
     """Read the VM and everything on its RDP path. Raises typed errors for the VM itself (not
-    found, no permission); a broken reference further down is kept in the inventory."""
+    found, no permission); a broken reference further down is kept in the inventory.
+
+    ``listed`` (an azrdp.azure.fleet.FleetView) answers from a fleet's lists instead: the VM's
+    body and whatever the lists hold cost no read; only references the lists do not hold (a NIC
+    in a resource group that was not listed, a reference that points nowhere) are read."""
     from azure.core.exceptions import AzureError
 
     subscription = session.subscription_id
-    compute, network = session.compute, session.network
     inventory = Inventory(target, subscription, vm={})
     reader = _Reader(session, inventory, max_workers)
+    if listed is not None:
+        found = listed.get(target.resource_id(subscription))
+        if found is None:
+            raise NotFoundError(f"VM '{target.name}' is not in the listed fleet of subscription {subscription}.")
+        inventory.vm = found[1]
+        inventory.agent_known = bool((inventory.vm_properties.get("instanceView") or {}).get("vmAgent"))
+        _complete(inventory, reader, want_vnet, listed, progress, AzureError)
+        return inventory
+    compute, network = session.compute, session.network
     _say(progress, f"Reading VM {target} and its network interfaces ...")
     first = reader.round({
         "vm": lambda: wire_dict(compute.virtual_machines.get(target.resource_group, target.name, expand="instanceView")),
@@ -141,16 +154,47 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
     if vm_error is not None:
         raise _vm_error(vm_error, target, subscription) from vm_error
     inventory.vm = vm
-    listed, _list_error = first["nics"]  # a failed list only costs a round trip: the NICs are read one by one
-    listed_by_id = {id_key(n.get("id")): n for n in listed or []}
+    nics, list_error = first["nics"]
+    if list_error is not None and not isinstance(list_error, AzureError):
+        raise list_error  # our own fault, never a reason to read every NIC one by one
+    # an ARM failure of the list only costs a round trip: the NICs are then read one by one
+    listed_by_id = {id_key(n.get("id")): n for n in nics or []}
     for nic_id in inventory.nic_ids():
         if id_key(nic_id) in listed_by_id:
             inventory.resources[id_key(nic_id)] = Resource(nic_id, "nic", listed_by_id[id_key(nic_id)])
 
+    _complete(inventory, reader, want_vnet, None, progress, AzureError)
+    return inventory
+
+
+def listed_gap(listed: Any, target: Target, *, want_vnet: bool = False) -> str | None:
+    """The first resource on ``target``'s RDP path a fleet listing does not hold (yet): the VM
+    itself, or a reference from its body down. None: the lists answer for the whole path."""
+    vm = listed.get(target.resource_id(listed.subscription))
+    if vm is None:
+        return target.resource_id(listed.subscription)
+    inventory = Inventory(target, listed.subscription, vm=vm[1])
+    return _complete(inventory, None, want_vnet, listed, None, Exception)
+
+
+def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, listed: Any, progress: Any,
+              azure_error: type) -> str | None:
+    """Follow the references from the VM down its RDP path: from ``listed`` where it holds them,
+    else by parallel reads, one round per level. Without a ``reader``: read nothing, answer the
+    first reference ``listed`` does not hold."""
+    subscription = inventory.subscription
     while True:
         wanted = [rid for rid in _referenced(inventory, want_vnet) if id_key(rid) not in inventory.resources]
+        from_list = [rid for rid in wanted if listed is not None and listed.get(rid) is not None]
+        for rid in from_list:
+            kind, body = listed.get(rid)
+            inventory.resources[id_key(rid)] = Resource(rid, kind, body)
+        if from_list:
+            continue   # the bodies just filed may point further (a subnet to its NSG)
         if not wanted:
-            break
+            return None
+        if reader is None:
+            return wanted[0]
         _say(progress, "Reading " + _count_nouns(wanted) + " ...")
         calls = {}
         for rid in wanted:
@@ -160,14 +204,34 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
                 inventory.resources[id_key(rid)] = Resource(rid, "unknown", error=NotFoundError(
                     f"{rid!r} is not a resource ID azrdp can read"))
         for rid, (body, error) in reader.round(calls).items():
-            inventory.resources[id_key(rid)] = _filed(rid, body, error, subscription, AzureError)
-    return inventory
+            inventory.resources[id_key(rid)] = _filed(rid, body, error, subscription, azure_error)
+
+
+def read_agent(session: Any, inventory: Inventory) -> None:
+    """One read (VirtualMachines_InstanceView) for a VM that came from a fleet list: the full
+    instance view, VM agent included, replaces the listed run time status."""
+    from azure.core.exceptions import AzureError
+
+    if inventory.agent_known:
+        return
+    target = inventory.target
+    inventory.round_trips += 1
+    inventory.requests += 1
+    try:
+        view = wire_dict(session.compute.virtual_machines.instance_view(target.resource_group, target.name))
+    except AzureError as err:
+        raise _vm_error(err, target, inventory.subscription) from err
+    inventory.vm.setdefault("properties", {})["instanceView"] = view
+    inventory.agent_known = True
 
 
 def _first_page(paged: Any) -> list[dict[str, Any]]:
     """Only the first page of a list: in a resource group with hundreds of NICs, following
     nextLink would cost one sequential round trip per page, while the VM's own NICs not on the
-    first page cost just one parallel round of GETs."""
+    first page cost just one parallel round of GETs. A list some other layer already read whole
+    (azrdp.azure.shared_reads answers with a plain list) is taken as it is."""
+    if isinstance(paged, (list, tuple)):
+        return [wire_dict(item) for item in paged]
     for page in paged.by_page():
         return [wire_dict(item) for item in page]
     return []

@@ -321,19 +321,20 @@ class RevokeResult:
     failed: list[tuple[FoundRule, str]] = field(default_factory=list)
     dry_run: bool = False
     now: datetime | None = None
+    audit_error: str | None = None
 
     @property
     def exit_code(self) -> int:
-        from azrdp.errors import EXIT_AZURE, EXIT_OK
+        from azrdp.errors import EXIT_AZURE, EXIT_OK, EXIT_PROBLEM
 
-        return EXIT_AZURE if self.failed else EXIT_OK
+        return EXIT_AZURE if self.failed else EXIT_PROBLEM if self.audit_error else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
         return {"vm": self.vm, "dry_run": self.dry_run, "found": [r.to_dict(self.now) for r in self.found],
                 "removed": [r.to_dict(self.now) for r in self.removed],
                 "kept": [r.to_dict(self.now) for r in self.kept],
                 "failed": [{**r.to_dict(self.now), "error": e} for r, e in self.failed],
-                "exit_code": self.exit_code}
+                "audit_error": self.audit_error, "exit_code": self.exit_code}
 
     def render_text(self) -> str:
         if not self.found:
@@ -347,6 +348,8 @@ class RevokeResult:
                                                                       if rule.expires else "its description gives no expiry"))
         for rule, error in self.failed:
             lines.append(f"  FAILED {rule.name} on {rule.nsg_name}: {error}")
+        if self.audit_error:
+            lines.append(f"Audit: FAILED: {self.audit_error}")
         return "\n".join(lines)
 
 
@@ -354,6 +357,7 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
            expired_only: bool = False, dry_run: bool = False) -> RevokeResult:
     """Remove every rule azrdp created on the NSGs of ``target``'s NICs and subnets (and only
     those); with ``expired_only`` only the expired ones. Each removal is audited as it happens."""
+    from azrdp.audit import AuditWriteError
     from azrdp.azure.inventory import read_inventory
     from azrdp.errors import AzrdpError
 
@@ -371,6 +375,13 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
         if progress is not None:
             progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
         try:
+            audit.record("nsg-rule", status="remove-requested", rule=rule.to_dict(now), intent=True)
+        except AuditWriteError as err:  # nothing is removed without a record
+            result.audit_error = err.message
+            result.kept.extend(r for r in result.found if r not in result.removed and r not in result.kept
+                               and all(r is not f for f, _ in result.failed))
+            break
+        try:
             delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock)
         except AzrdpError as err:
             result.failed.append((rule, err.message))
@@ -385,6 +396,7 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
             raise
         result.removed.append(rule)
         audit.record("nsg-rule", status="removed", rule=rule.to_dict(now))
+    result.audit_error = result.audit_error or audit.error
     if progress is not None:
         progress.done()
     return result

@@ -20,13 +20,14 @@ section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 
 from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
-from azrdp.azure.lro import clocked_polling, wait
+from azrdp.azure.lro import arm_time, clocked_polling, wait
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 from azrdp.payloads.result import RunCommandOutput, output_from_statuses
@@ -47,6 +48,51 @@ class RunCommandBusy(AzureOperationError):
     """Another Run Command kept running on the VM for longer than azrdp waits."""
 
 
+class RunCommandUncertain(AzureOperationError):
+    """The Run Command POST failed ambiguously (5xx, a dropped connection, a timeout): the script
+    may have run. It is never sent again; ``started`` says what the instance view showed after the
+    failure (True: a Run Command began after azrdp's request, False: none did, None: unreadable)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, started: bool | None = None):
+        super().__init__(message, hint=hint)
+        self.started = started
+
+
+RUN_COMMAND_EXTENSION = "runcommandwindows"
+
+
+def run_command_state(instance_view: Any) -> dict[str, Any] | None:
+    """Action Run Command's state in an instance view: its RunCommandWindows extension's status
+    (``transitioning`` while a command runs) and time; None when the VM shows none."""
+    view = wire_dict(instance_view) if instance_view is not None else {}
+    for extension in view.get("extensions") or []:
+        kind = str(extension.get("type") or "").rsplit(".", 1)[-1].lower()
+        if str(extension.get("name") or "").lower() == RUN_COMMAND_EXTENSION or kind == RUN_COMMAND_EXTENSION:
+            status = (extension.get("statuses") or [{}])[0]
+            code = str(status.get("code") or "").split("/", 1)[-1].lower()
+            return {"state": code, "time": arm_time(status.get("time")),
+                    "display": status.get("displayStatus")}
+    return None
+
+
+def _started_since(before: dict[str, Any] | None, after: dict[str, Any] | None,
+                   answered_at: datetime | None = None) -> bool:
+    """Did a Run Command start after azrdp's request? One in progress did (only one runs at a
+    time); a finished one did when its status is newer than the view azrdp had before, and (when
+    ARM dated its failed answer) not older than that answer minus the seconds a Date truncates."""
+    from datetime import timedelta
+
+    if after is None:
+        return False
+    if after["state"] == "transitioning":
+        return True
+    if after["time"] is None:
+        return False
+    if before is not None and before["time"] is not None and after["time"] <= before["time"]:
+        return False
+    return answered_at is None or after["time"] >= answered_at - timedelta(seconds=2)
+
+
 @dataclass
 class RunCommandOutcome:
     """One Run Command: its output and how it went (attempts, waits, simulated/real seconds)."""
@@ -62,8 +108,13 @@ class RunCommandOutcome:
                 "seconds": round(self.seconds, 3), "statuses": self.statuses, **self.output.to_dict()}
 
 
-def agent_state(instance_view: Any) -> tuple[bool, str]:
-    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict)."""
+def agent_state(instance_view: Any, since: datetime | None = None) -> tuple[bool, str]:
+    """(ready, what to tell the user) from a VM instance view (SDK model or camelCase dict).
+
+    Power state decides first: a stopped VM keeps its agent's last report (Ready), which says
+    nothing about now. ``since`` (ARM's clock) is the start of a restart or start that should have
+    changed the agent: a report older than it is the agent's last word before the reboot, so the
+    VM is "rebooting" however that report looks (real-azure-behaviour.md)."""
     view = wire_dict(instance_view)
     power = next((str(s.get("code", "")).split("/", 1)[1] for s in view.get("statuses") or []
                   if str(s.get("code", "")).startswith("PowerState/")), None)
@@ -74,6 +125,12 @@ def agent_state(instance_view: Any) -> tuple[bool, str]:
     if not statuses:
         return False, "the VM agent reports no status (not installed, or not started)"
     display = str(statuses[0].get("displayStatus") or statuses[0].get("code") or "unknown")
+    if since is not None:
+        reported = arm_time(statuses[0].get("time"))
+        if reported is None or reported <= since:
+            last = f"{display} at {reported:%H:%M:%S} UTC" if reported else f"{display}, undated"
+            return False, (f"the VM is rebooting: the agent's last report ({last}) is older than the operation "
+                           f"that started at {since:%H:%M:%S} UTC")
     if display.lower() == "ready":
         return True, "the VM agent is Ready"
     message = statuses[0].get("message")
@@ -88,13 +145,19 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                parameters: Sequence[Mapping[str, str]] = (), *, instance_view: Any = None,
                clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
                conflict_wait: float = DEFAULT_CONFLICT_WAIT, polling_interval: float | None = None,
-               subscription: str | None = None) -> RunCommandOutcome:
+               subscription: str | None = None, on_wait: Callable[[str], None] | None = None,
+               on_conflict: Callable[[str], None] | None = None) -> RunCommandOutcome:
     """Run ``script_lines`` with ``parameters`` through action Run Command; return its output.
 
     ``compute`` is an ``azure.mgmt.compute.ComputeManagementClient``. ``instance_view`` is the
     VM's instance view when the caller already has it (else it is read). ``polling_interval``
     overrides the client's (tests use 0). Raises AgentNotReady, RunCommandBusy, OperationTimeout
     or the translated ARM error.
+
+    ``on_wait(said)`` hears what Azure last said while azrdp waits (the operation's status on each
+    poll; "waiting for another Run Command ..." behind a 409); ``on_conflict(text)`` is told once,
+    on the first 409, what holds the VM and how long azrdp will wait for it. ARM's 409 does not say
+    whose script runs, only that the Run Command extension is busy, so that is what is named.
     """
     where = f"VM {resource_group}/{vm_name}"
     if instance_view is None:
@@ -111,6 +174,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
 
     body = {"commandId": COMMAND_ID, "script": list(script_lines),
             "parameters": [{"name": p["name"], "value": p["value"]} for p in parameters]}
+    before = run_command_state(instance_view)
     start = clock.monotonic()
     deadline = start + timeout
 
@@ -119,12 +183,19 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
     backoff = CONFLICT_BACKOFF_FIRST
     while True:
         attempts += 1
-        polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval)
+        polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval,
+                                  on_poll=on_wait)
         try:
             poller = compute.virtual_machines.begin_run_command(resource_group, vm_name, body,
                                                                 polling=polling)
             break
         except HttpResponseError as err:
+            if (err.status_code or 0) >= 500:
+                from azrdp.azure.lro import http_date
+
+                answered = http_date((err.response.headers if err.response is not None else {}).get("Date"))
+                raise _uncertain(compute, resource_group, vm_name, before, f"Azure answered {err.status_code}",
+                                 subscription, answered) from None
             if not _is_conflict(err):
                 raise translate(err, doing=f"starting Run Command in {where}",
                                 subscription=subscription) from None
@@ -137,11 +208,22 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                     f"({attempts} attempts).",
                     hint="Action Run Command runs one script at a time and cannot be cancelled; "
                          "wait for it to finish (at most 90 minutes) and run azrdp again.") from None
+            limit = min(conflict_wait, deadline - start)
+            if not waits and on_conflict is not None:
+                on_conflict(f"Another Run Command is running on {vm_name} (Azure: \"{arm_error_message(err)}\"); "
+                            f"it cannot be cancelled, so azrdp waits for it up to {limit:g} s, trying again "
+                            "with back-off.")
             waits.append(pause)
+            if on_wait is not None:
+                on_wait(f"waiting for another Run Command to finish ({waited:g} s of up to {limit:g} s; "
+                        f"next try in {pause:g} s)")
             clock.sleep(pause)
             backoff *= 2
-        except AzureError as err:
+        except ServiceRequestError as err:   # never reached ARM: nothing was sent
             raise translate(err, doing=f"starting Run Command in {where}", subscription=subscription) from None
+        except AzureError as err:            # a reset or a timeout after the request went out
+            raise _uncertain(compute, resource_group, vm_name, before, "the connection to Azure failed",
+                             subscription) from None
 
     try:
         result, finished = wait(poller, clock=clock, deadline=deadline)
@@ -151,7 +233,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
         raise OperationTimeout(
             f"Run Command in {where} did not finish within {timeout:g} s.",
             hint="The script may still be running in the guest (Run Command cannot be cancelled); "
-                 "wait, then run azrdp again, or raise --timeout.")
+                 "wait, then run azrdp again.")
     statuses = list(getattr(result, "value", None) or [])
     return RunCommandOutcome(
         output=output_from_statuses(statuses),
@@ -161,6 +243,29 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
         statuses=[{"code": getattr(s, "code", None), "level": str(getattr(s, "level", "") or ""),
                    "display_status": getattr(s, "display_status", None)} for s in statuses],
     )
+
+
+def _uncertain(compute: Any, resource_group: str, vm_name: str, before: dict[str, Any] | None, why: str,
+               subscription: str | None, answered_at: datetime | None = None) -> RunCommandUncertain:
+    """The POST failed ambiguously: look (a GET, safe to repeat) whether a Run Command started
+    after azrdp's request before deciding anything; never send it again."""
+    where = f"VM {resource_group}/{vm_name}"
+    hint = ("azrdp does not send it again: a second run would find the first one's changes and report them "
+            "unchanged. Wait until the VM's instance view shows the Run Command finished "
+            f"(`az vm get-instance-view -g {resource_group} -n {vm_name}`), then run azrdp diagnose.")
+    try:
+        after = run_command_state(compute.virtual_machines.instance_view(resource_group, vm_name))
+    except AzureError:
+        return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
+                                   "(the instance view could not be read to tell).", hint=hint, started=None)
+    if _started_since(before, after, answered_at):
+        when = f" since {after['time']:%H:%M:%S} UTC" if after and after["time"] else ""
+        what = "is in progress" if after["state"] == "transitioning" else "ran"
+        return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
+                                   f"(the VM shows a Run Command that {what}{when}).", hint=hint, started=True)
+    return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run, though "
+                               "the VM shows no Run Command started since the request (most likely it did not "
+                               "start).", hint=hint, started=False)
 
 
 def _finished_ok(poller: Any) -> bool:

@@ -50,9 +50,14 @@ def save_screenshot(session: Any, resource_group: str, vm_name: str, path: str |
         raise AzureOperationError("Azure returned no console screenshot for this VM (is it running?).")
     data = (fetch or http_fetch)(uri)
     png, source = to_png(data)
+    from azrdp.outfiles import write_output
+
     target = Path(path)
-    target.write_bytes(png)
+    write_output(target, png)
     return {"path": str(target), "bytes": len(png), "source_format": source}
+
+
+MAX_PIXELS = 16 * 1024 * 1024   # a boot-diagnostics screenshot is 800x600 to 1024x768
 
 
 def to_png(data: bytes) -> tuple[bytes, str]:
@@ -74,6 +79,9 @@ def _bmp_to_png(data: bytes) -> bytes:
         raise AzureOperationError(f"unsupported screenshot BMP ({bpp} bits, compression {compression}); "
                                   "nothing was saved.")
     top_down, rows = height < 0, abs(height)
+    if width * rows > MAX_PIXELS:
+        raise AzureOperationError(f"the screenshot BMP claims {width}x{rows} pixels (more than a console "
+                                  "screenshot has); nothing was saved.")
     stride = (width * bpp + 31) // 32 * 4
     step = bpp // 8
     if offset + stride * rows > len(data):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.errors import UsageError
 
 INTERACTIVE = ("device-code", "browser")
 
 
-@click.command("check")
+@click.command("check", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--host", metavar="HOST[:PORT]",
@@ -51,19 +51,32 @@ def check_command(azure: AzureOptions, host: str | None, port: int, wait: float,
     if azure.auth in INTERACTIVE:
         raise UsageError(f"--auth {azure.auth} needs a person; azrdp check signs in non-interactively only.",
                          hint="Use --auth workload, env, msi or cli (after `az login` / azure/login).")
+    from azrdp.cli import emit
+    from azrdp.diagnose import validate_options
+    from azrdp.outfiles import check_output_path, write_output
+
+    validate_options(port, source_ip, probe_timeout, host=host)
     target = azure.target()
+    if junit_xml is not None:
+        check_output_path(junit_xml, "--junit-xml")
     progress = Progress()
     result = smoke_check(lambda: azure.session(target=target, progress=progress), target, host=host, port=port,
                          probe_timeout=probe_timeout, wait=wait, guest=not no_guest, source_ip=source_ip,
                          progress=progress)
     progress.done()
+    code = result.exit_code
     if junit_xml is not None:
-        junit_xml.write_text(render_junit([(f"azrdp check {target.name}", result.checks)], name="azrdp check"))
+        try:
+            write_output(junit_xml, render_junit([(f"azrdp check {target.name}", result.checks)], name="azrdp check"))
+        except OSError as err:
+            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
+            code = code or 1
     if settings().output == "json":
-        click.echo(to_json(result.to_dict()))
+        text = to_json(result.to_dict())
     else:
-        click.echo(f"VM {target}: {'PASS' if result.ok else 'FAIL'}: {result.summary()}")
-        click.echo(render_checks(result.checks, verbose=settings().verbose))
-        for note in result.notes:
-            click.echo(f"Note: {note}")
-    click.get_current_context().exit(result.exit_code)
+        text = "\n".join([f"VM {target}: {'PASS' if result.ok else 'FAIL'}: {result.summary()}",
+                          render_checks(result.checks, verbose=settings().verbose),
+                          *(f"Note: {note}" for note in result.notes)])
+    if not emit(text):
+        code = code or 1
+    click.get_current_context().exit(code)

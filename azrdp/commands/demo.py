@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.errors import UsageError
 
 
-@click.command("demo")
+@click.command("demo", cls=AzrdpCommand)
 @click.option("--scenario", default="0x904", show_default=True, metavar="NAME",
               help="What is wrong with the simulated VM: 0x904, expired-cert, machinekeys-acl, corrupt-key, "
                    "seat-taken, rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, healthy.")
 @click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
               help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+@click.option("--allow-from", type=click.Choice(["me"]), metavar="me",
+              help="As `azrdp fix --allow-from me`: where an NSG blocks RDP, add a temporary rule for your address "
+                   "(the demo knows it).")
+@click.option("--start", is_flag=True, help="As `azrdp fix --start`: start the VM if it is deallocated.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also append the (simulated) change records here; by default they stay in memory.")
 @shared_options
-def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
+def demo_command(scenario: str, speed: float, allow_from: str | None, start: bool, audit_log: str | None) -> None:
     """Run the real `azrdp fix` against a local Azure stand-in and show before -> after.
 
     \b
@@ -30,6 +34,8 @@ def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
       azrdp demo                          # error 0x904, 10x faster than Azure
       azrdp demo --scenario rdp-disabled --speed 50
       azrdp demo -o json                  # the fix result as JSON
+      azrdp demo --scenario nsg-blocked --allow-from me
+      azrdp demo --scenario deallocated --start
 
     Exit codes as for `azrdp fix`: 0 RDP answers at the end, 1 it does not, 130 interrupted.
     """
@@ -47,14 +53,12 @@ def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
         raise UsageError(f"--speed must be more than 0, got {speed:g}.", hint="10 shows every phase; 1000 is instant.")
     as_json = settings().output == "json"
     progress = Progress()
-    audit = AuditLog(Path(audit_log) if audit_log else None, context={"command": "demo"})
+    audit = AuditLog(Path(audit_log) if audit_log else None, context={"command": "demo"}).open()
 
     def show_setup(setup) -> None:
-        click.echo("\n".join(setup.lines()), err=as_json)
+        emit("\n".join(setup.lines()), err=as_json)
 
-    demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit)
-    if as_json:
-        click.echo(to_json(demo.to_dict()))
-    else:
-        click.echo(render_text(demo, verbose=settings().verbose))
-    click.get_current_context().exit(demo.exit_code)
+    demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit,
+                    allow_from_me=allow_from == "me", start=start)
+    ok = emit(to_json(demo.to_dict()) if as_json else render_text(demo, verbose=settings().verbose))
+    click.get_current_context().exit(demo.exit_code if ok else demo.exit_code or 1)

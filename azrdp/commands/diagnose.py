@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 
 
-@click.command("diagnose")
+@click.command("diagnose", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--port", type=int, default=3389, show_default=True,
@@ -45,14 +45,23 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     from azrdp.report import to_json
     from azrdp.ui import Progress
 
+    from azrdp.cli import emit
+    from azrdp.diagnose import validate_options
+    from azrdp.errors import UsageError
+
+    if host is not None and no_probe:
+        raise UsageError("--host names where to probe, and --no-probe says not to probe.",
+                         hint="Drop one of them.")
+    validate_options(port, source_ip, probe_timeout, host=host)
     target = azure.target()
+    if screenshot:
+        from azrdp.outfiles import check_output_path
+
+        check_output_path(screenshot, "--screenshot")
     progress = Progress()
     session = azure.session(target=target, progress=progress)
     result = diagnose(session, target, port=port, source_ip=source_ip, host=host, probe=not no_probe,
                       probe_timeout=probe_timeout, stages=() if no_guest else GUEST_STAGES,
                       screenshot=screenshot, progress=progress)
-    if settings().output == "json":
-        click.echo(to_json(result.to_dict()))
-    else:
-        click.echo(render_text(result, verbose=settings().verbose))
-    click.get_current_context().exit(result.exit_code)
+    ok = emit(to_json(result.to_dict()) if settings().output == "json" else render_text(result, verbose=settings().verbose))
+    click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.errors import UsageError
 
 
@@ -43,7 +43,7 @@ def _read_limit(text: str | None) -> Any:
         raise UsageError(f"--read-limit: {err}.", hint="Azure's documented read limit is 250/25.") from None
 
 
-@emulator_group.command("serve")
+@emulator_group.command("serve", cls=AzrdpCommand)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 for the ARM endpoint (0: any free port).")
 @click.option("--scenario", default="healthy", show_default=True, metavar="NAME",
@@ -51,17 +51,21 @@ def _read_limit(text: str | None) -> Any:
                    "rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, 0x904.")
 @click.option("--vms", type=click.IntRange(1, 500), default=1, show_default=True, help="How many VMs in that scenario.")
 @click.option("--fleet", metavar="SCENARIO=N,...", help="A mixed fleet instead, e.g. healthy=40,0x904=10.")
+@click.option("--subscriptions", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Spread the --fleet over this many subscriptions.")
+@click.option("--resource-groups", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="... and this many resource groups in each.")
 @click.option("--speed", type=float, default=10.0, show_default=True, metavar="N",
               help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
 @click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
 @click.option("--read-limit", metavar="BUCKET/REFILL",
               help="Throttle reads like ARM: a token bucket per subscription, e.g. 250/25 (Azure's limit).")
 @shared_options
-def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: float, seed: int | None,
-                  read_limit: str | None) -> None:
+def serve_command(port: int, scenario: str, vms: int, fleet: str | None, subscriptions: int, resource_groups: int,
+                  speed: float, seed: int | None, read_limit: str | None) -> None:
     """Run the emulator in the foreground (Ctrl-C stops it) and print the environment that
     points azrdp, or an Azure Automation runbook, at it."""
-    from azrdp.emulator.scenarios import SCENARIOS
+    from azrdp.emulator.scenarios import SCENARIOS, FleetLayout
     from azrdp.emulator.server import serve
 
     if scenario not in SCENARIOS:
@@ -69,10 +73,14 @@ def serve_command(port: int, scenario: str, vms: int, fleet: str | None, speed: 
     if not speed > 0:
         raise UsageError(f"--speed must be more than 0, got {speed}.")
     mix = _fleet(fleet)
+    if (subscriptions > 1 or resource_groups > 1) and not mix:
+        raise UsageError("--subscriptions and --resource-groups spread a --fleet.",
+                         hint="Add e.g. --fleet healthy=1000.")
     limit = _read_limit(read_limit)
     output = settings().output
     try:
         serve(scenario, vms=vms, fleet=mix, speed=speed, port=port, seed=seed, read_limit=limit,
+              layout=FleetLayout(subscriptions, resource_groups),
               on_ready=lambda emu: _announce(emu, output, scenario, mix))
     except OSError as err:
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}.",

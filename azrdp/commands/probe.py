@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 
 
-@click.command("probe")
+@click.command("probe", cls=AzrdpCommand)
 @click.argument("target", metavar="HOST[:PORT]")
 @click.option("--timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for each attempt (connect, negotiation and TLS together).")
@@ -55,9 +55,9 @@ def _run_once(host: str, port: int, timeout: float, mask: int) -> bool:
 
     result = probe(host, port, timeout=timeout, protocols=mask)
     if settings().output == "json":
-        click.echo(to_json({**result.to_dict(), "checks": [check.to_dict() for check in rdp_checks(result)]}))
+        emit(to_json({**result.to_dict(), "checks": [check.to_dict() for check in rdp_checks(result)]}))
     else:
-        click.echo(render_probe(result, verbose=settings().verbose))
+        emit(render_probe(result, verbose=settings().verbose))
     return result.ok
 
 
@@ -72,7 +72,7 @@ def _run_series(host: str, port: int, timeout: float, mask: int, count: int, int
                           on_attempt=lambda i, r: progress.status(f"attempt {i + 1}/{count}: {headline(r)}"))
     progress.done()
     if settings().output == "json":
-        click.echo(to_json(series.to_dict()))
+        emit(to_json(series.to_dict()))
     else:
-        click.echo(render_series(series, verbose=settings().verbose))
+        emit(render_series(series, verbose=settings().verbose))
     return series.ok

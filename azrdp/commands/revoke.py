@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 
 
-@click.command("revoke")
+@click.command("revoke", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--expired-only", is_flag=True, help="Remove only the rules whose expiry has passed.")
@@ -35,11 +35,14 @@ def revoke_command(azure: AzureOptions, expired_only: bool, dry_run: bool, audit
     from azrdp.report import to_json
     from azrdp.ui import Progress
 
+    from azrdp.cli import emit
+
     target = azure.target()
-    progress = Progress()
     audit = AuditLog(None if dry_run else Path(audit_log) if audit_log else default_audit_path(),
                      context={"command": "revoke", "vm": str(target)})
+    audit.open("--audit-log" if audit_log else "the audit log (set --audit-log or AZRDP_AUDIT_LOG)")
+    progress = Progress()
     session = azure.session(target=target, progress=progress)
     result = revoke(session, target, audit=audit, progress=progress, expired_only=expired_only, dry_run=dry_run)
-    click.echo(to_json(result.to_dict()) if settings().output == "json" else result.render_text())
-    click.get_current_context().exit(result.exit_code)
+    ok = emit(to_json(result.to_dict()) if settings().output == "json" else result.render_text())
+    click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)

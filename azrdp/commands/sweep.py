@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, fleet_azure_options
 from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 
 
-@click.command("sweep")
+@click.command("sweep", cls=AzrdpCommand)
 @fleet_azure_options
 @click.option("--subscription", "subscriptions", multiple=True, metavar="ID_OR_NAME",
               help="A subscription to sweep (repeatable; default: every subscription the sign-in sees).")
@@ -26,7 +26,7 @@ from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 @click.option("--allow-step", "allow_steps", multiple=True, metavar="STEP",
               help=f"Also allow this repair step with --fix ({', '.join(GATED_STEPS)}; repeatable).")
 @click.option("--max-parallel", type=click.IntRange(1, 64), default=DEFAULT_MAX_PARALLEL, show_default=True,
-              help="VMs handled at the same time (ARM's read budget per subscription is the limit that matters).")
+              help="VMs that read the guest or repair at the same time (64 VMs are checked and probed at once).")
 @click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
 @click.option("--source-ip", metavar="IP", help="Evaluate NSG rules for this client address.")
 @click.option("--no-probe", is_flag=True, help="Do not probe RDP ports (VMs count as unverified).")
@@ -43,8 +43,9 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
                   junit_xml: Path | None, audit_log: Path | None) -> None:
     """Check every Windows VM in the chosen subscriptions, resource groups and tags: the Azure
     side and the RDP wire (the guest too with --guest). With --fix, repair what the unattended
-    policy allows. VMs are handled --max-parallel at a time, each by one worker (never two Run
-    Commands on one VM); a 429 from Azure pauses every worker of that subscription at once.
+    policy allows. Azure is read by list pages per subscription, not per VM; 64 VMs are checked
+    and probed at a time, --max-parallel of them read the guest or repair, each VM by one worker
+    (never two Run Commands on one VM); a 429 from Azure pauses every worker of that subscription.
 
     \b
       azrdp sweep --subscription prod -g rg-web --tag rdp=managed
@@ -72,25 +73,38 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
 
     def finished(result) -> None:  # noqa: ANN001 - a VmResult
         if as_json:
-            click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "type": "vm", **result.to_dict()}), nl=True)
+            emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "vm", **result.to_dict()}))
         else:
             progress.info(render_line(result))
 
-    if fix and audit_log is None:
+    from azrdp.outfiles import check_output_path, open_private_append, write_output
+
+    if junit_xml is not None:
+        check_output_path(junit_xml, "--junit-xml")
+    if fix:
+        import os
+
         from azrdp.audit import default_audit_path
 
-        audit_log = default_audit_path()
+        option = "--audit-log" if audit_log is not None else "the audit log (set --audit-log or AZRDP_AUDIT_LOG)"
+        audit_log = audit_log if audit_log is not None else default_audit_path()
+        os.close(open_private_append(audit_log, option))   # checked now: every worker appends to it
     session = azure.tenant_session(progress=progress)
     result = sweep(session, selection, policy=policy, guest=guest, max_parallel=max_parallel, port=port,
                    source_ip=source_ip, probe=not no_probe, probe_timeout=probe_timeout, audit_path=audit_log,
                    on_result=finished, progress=progress)
+    code = result.exit_code
     if junit_xml is not None:
-        junit_xml.write_text(junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
+        try:
+            write_output(junit_xml, junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
+        except OSError as err:
+            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
+            code = code or 1
     table = render_table(result)
     if as_json:
         summary = {k: v for k, v in result.to_dict().items() if k != "results"}
-        click.echo(json.dumps({"schema_version": SCHEMA_VERSION, "type": "summary", **summary}))
-        click.echo(table, err=True)
+        ok = emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "summary", **summary}))
+        emit(table, err=True)
     else:
-        click.echo(table)
-    click.get_current_context().exit(result.exit_code)
+        ok = emit(table)
+    click.get_current_context().exit(code if ok else code or 1)

@@ -49,6 +49,16 @@ class ResourceGroupNotFound(ArmError):
         super().__init__(f"Resource group '{resource_group}' could not be found.")
 
 
+class ComputeNotFound(ArmError):
+    """Compute's own 404 for a VM it no longer finds (one being deleted): real-azure-behaviour.md,
+    "Smaller differences"."""
+
+    status, code = 404, "NotFound"
+
+    def __init__(self) -> None:
+        super().__init__("The entity was not found in this Azure location.")
+
+
 class ResourceNotFound(ArmError):
     """A top-level resource (``Microsoft.Compute/virtualMachines/vm1``) that does not exist."""
 
@@ -102,13 +112,17 @@ class VmNotRunning(OperationNotAllowed):
 
 
 class TooManyRequests(ArmError):
-    """Compute's throttling answer (Microsoft's "Troubleshooting API throttling errors" article)."""
+    """Compute's throttling answer as real Azure sends it (real-azure-behaviour.md, "Throttling";
+    Microsoft's "Troubleshooting API throttling errors" article): OperationNotAllowed with a
+    TooManyRequests detail whose ``target`` is the window group (``HighCostGet3Min``) and whose
+    message keys are lower-case; Retry-After 120 s usually, 1200 s at times."""
 
     status, code = 429, "OperationNotAllowed"
 
-    def __init__(self, retry_after: int, operation_group: str, started: str, ends: str):
-        detail = json.dumps({"operationGroup": operation_group, "startTime": started, "endTime": ends,
-                             "allowedRequestCount": 300, "measuredRequestCount": 1238},
+    def __init__(self, retry_after: str, operation_group: str, started: str, ends: str,
+                 allowed: int = 300, measured: int = 1238):
+        detail = json.dumps({"operationgroup": operation_group, "starttime": started, "endtime": ends,
+                             "allowedrequestcount": allowed, "measuredrequestcount": measured},
                             separators=(",", ":"))
         super().__init__(
             "The server rejected the request because too many requests have been received for this subscription.",

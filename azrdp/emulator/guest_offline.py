@@ -122,7 +122,8 @@ class _Offline:
         if moved:
             folder = self.backup_path()
             self.v.backup_folders[folder] += [f"{cert.thumbprint}.reg" for cert in moved]
-            self.v.certificates = [c for c in self.v.certificates if c.store != "rd"]
+            for cert in moved:             # Move-Item into the offline azrdp-backup store
+                cert.store = "backup"
             actions.append(f"store:moved={len(moved)}")
         return bool(actions), actions, None
 

@@ -245,6 +245,7 @@ class NetworkInterface(ArmResource):
 
 # -- compute ------------------------------------------------------------------------------------
 
+AGENT_VERSION = "2.7.41491.1102"
 POWER_DISPLAY = {"running": "VM running", "deallocated": "VM deallocated", "stopped": "VM stopped",
                  "starting": "VM starting", "deallocating": "VM deallocating", "stopping": "VM stopping"}
 
@@ -279,53 +280,102 @@ class VirtualMachine(ArmResource):
         "sku": "2022-datacenter-azure-edition", "version": "latest"})
 
 
+    agent_frozen: dict[str, Any] | None = None   # the agent's last report, kept once it stopped reporting
+    last_operation_at: float | None = None       # simulated second the last power operation ended
+    run_command_started: float | None = None     # simulated second the latest Run Command began
+    power_generation: int = 0                    # bumped by each power change: stale transitions do nothing
+    run_command_ended: float | None = None
+
     @property
     def allocated(self) -> bool:
         return self.power not in ("deallocated", "stopped")
 
-    def agent_status(self, iso: str) -> dict[str, Any] | None:
-        if not self.allocated:
-            return None
-        if self.power == "running" and not self.booting and self.guest.agent_ready:
-            status = {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
-                      "message": "GuestAgent is running and accepting new configurations.", "time": iso}
-        else:
-            status = {"code": "ProvisioningState/Unavailable", "level": "Warning", "displayStatus": "Not Ready",
-                      "message": "VM Agent is unresponsive.", "time": iso}
-        return {"vmAgentVersion": "2.7.41491.1102" if status["displayStatus"] == "Ready" else "Unknown",
-                "statuses": [status]}
+    # The VM agent reports its status on a heartbeat; ARM shows the latest report with its time. A
+    # guest going down (restart, stop) stops the reports: the instance view keeps the last one, stale
+    # ("Ready" with a time older than the restart's startTime, real-azure-behaviour.md, "Timing and
+    # state around power operations"), until the agent reports again after the boot.
+    def _live_report(self, iso: Callable[[float | None], str]) -> dict[str, Any]:
+        now = self.guest.sim_now()
+        if self.guest.up and self.guest.agent_ready:
+            booted = self.guest.booted_at
+            beat = booted + ((now - booted) // ts.AGENT_HEARTBEAT) * ts.AGENT_HEARTBEAT
+            return {"vmAgentVersion": AGENT_VERSION, "statuses": [
+                {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
+                 "message": "GuestAgent is running and accepting new configurations.", "time": iso(beat)}]}
+        # The platform's own verdict on an agent that stopped reporting (a "matched" shape).
+        return {"vmAgentVersion": "Unknown", "statuses": [
+            {"code": "ProvisioningState/Unavailable", "level": "Warning", "displayStatus": "Not Ready",
+             "message": "VM status blob is found but not yet populated.", "time": iso(now)}]}
 
-    def instance_view(self, iso: str, blob_base: str) -> dict[str, Any]:
-        provisioning = ("ProvisioningState/updating", "Updating") if self.power_operation else \
-            ("ProvisioningState/succeeded", "Provisioning succeeded")
+    def freeze_agent(self, iso: Callable[[float | None], str]) -> None:
+        """The guest is going down: its agent's last report is what ARM keeps showing."""
+        if self.agent_frozen is None:
+            self.agent_frozen = self._live_report(iso)
+
+    def agent_status(self, iso: Callable[[float | None], str]) -> dict[str, Any] | None:
+        if self.power == "deallocated":
+            return None
+        if self.agent_frozen is not None:
+            return self.agent_frozen
+        return self._live_report(iso)
+
+    def instance_view(self, iso: Callable[[float | None], str], blob_base: str) -> dict[str, Any]:
+        if self.power_operation is not None:
+            provisioning = ("ProvisioningState/updating", "Updating", iso(self.power_operation.started))
+        else:
+            provisioning = ("ProvisioningState/succeeded", "Provisioning succeeded",
+                            iso(self.last_operation_at) if self.last_operation_at is not None else self.time_created)
+        statuses = [
+            {"code": provisioning[0], "level": "Info", "displayStatus": provisioning[1], "time": provisioning[2]},
+            {"code": f"PowerState/{self.power}", "level": "Info", "displayStatus": POWER_DISPLAY[self.power]},
+        ]
+        disks = [{"name": self.os_disk_name, "statuses": [
+            {"code": "ProvisioningState/succeeded", "level": "Info",
+             "displayStatus": "Provisioning succeeded", "time": self.time_created}]}]
+        if self.power == "deallocated":
+            # A deallocated VM's instance view: no computerName, osName, osVersion or vmAgent.
+            return {"disks": disks, "hyperVGeneration": self.hyper_v_generation, "statuses": statuses}
         view: dict[str, Any] = {
             "computerName": self.guest.computer_name,
             "osName": "Windows Server 2022 Datacenter",
             "osVersion": "Microsoft Windows NT 10.0.20348.0",
-            "disks": [{"name": self.os_disk_name, "statuses": [
-                {"code": "ProvisioningState/succeeded", "level": "Info",
-                 "displayStatus": "Provisioning succeeded", "time": self.time_created}]}],
+            "disks": disks,
             "hyperVGeneration": self.hyper_v_generation,
             "isVMInStandbyPool": False,
-            "statuses": [
-                {"code": provisioning[0], "level": "Info", "displayStatus": provisioning[1], "time": iso},
-                {"code": f"PowerState/{self.power}", "level": "Info", "displayStatus": POWER_DISPLAY[self.power]},
-            ],
+            "statuses": statuses,
+            "platformUpdateDomain": 0,
+            "platformFaultDomain": 0,
+            "vmAgent": self.agent_status(iso),
         }
-        if self.allocated:
-            view["platformUpdateDomain"] = 0
-            view["platformFaultDomain"] = 0
-            view["vmAgent"] = self.agent_status(iso)
-        if self.boot_diagnostics:
-            view["bootDiagnostics"] = self.boot_diagnostics_uris(blob_base, sas="")
+        extension = self.run_command_extension(iso)
+        if extension is not None:
+            view["extensions"] = [extension]
+        # Boot diagnostics URIs appear in the instance view only for a storage-account VM; these VMs
+        # use managed storage, so they come from retrieveBootDiagnosticsData alone.
         return view
+
+    def run_command_extension(self, iso: Callable[[float | None], str]) -> dict[str, Any] | None:
+        """Action Run Command runs through the RunCommandWindows extension; its instance view says
+        whether a command is in progress (Transitioning) and when the last one started and ended."""
+        if self.run_command_started is None:
+            return None
+        if self.running_command is not None:
+            status = {"code": "ProvisioningState/transitioning", "level": "Info", "displayStatus": "Transitioning",
+                      "message": "Run command is in progress.", "time": iso(self.run_command_started)}
+        else:
+            status = {"code": "ProvisioningState/succeeded", "level": "Info",
+                      "displayStatus": "Provisioning succeeded", "message": "Finished executing command",
+                      "time": iso(self.run_command_ended if self.run_command_ended is not None
+                                  else self.run_command_started)}
+        return {"name": "RunCommandWindows", "type": "Microsoft.CPlat.Core.RunCommandWindows",
+                "typeHandlerVersion": "1.1.18", "statuses": [status]}
 
     def boot_diagnostics_uris(self, blob_base: str, *, sas: str) -> dict[str, str]:
         base = f"{blob_base}/{self.subscription}/{self.resource_group}/{self.name}"
         return {"consoleScreenshotBlobUri": f"{base}/{self.name}.screenshot.bmp{sas}",
                 "serialConsoleLogBlobUri": f"{base}/{self.name}.serialconsole.log{sas}"}
 
-    def to_arm(self, *, iso: str, blob_base: str, expand_instance_view: bool = False) -> dict[str, Any]:
+    def to_arm(self, *, iso: Callable[[float | None], str], blob_base: str, expand_instance_view: bool = False) -> dict[str, Any]:
         props: dict[str, Any] = {
             "vmId": self.vm_id,
             "hardwareProfile": {"vmSize": self.size},
@@ -663,16 +713,18 @@ class ArmBackend:
         parameters = body.get("parameters") or []
         op = self.new_operation(COMPUTE, vm.subscription, vm.location, "runCommand", vm.id)
         vm.running_command = op
+        vm.run_command_started, vm.run_command_ended = op.started, None
         self.run_commands.append({"vm": vm.name, "operation": op.id, "payload": payloads.identify(script),
                                   "parameters": {p.get("name"): p.get("value") for p in parameters
                                                  if isinstance(p, dict)}})
         if self.faults.take("run_command_hang", vm=vm.name):
             op.hung = True
             return op
-        agent_ready = not vm.booting and vm.guest.agent_ready
+        agent_ready = vm.agent_frozen is None and not vm.booting and vm.guest.agent_ready
 
         def complete() -> None:
             vm.running_command = None
+            vm.run_command_ended = self.scheduler.now()
             if not agent_ready or not vm.guest.agent_ready or vm.power != "running":
                 self.finish(op, error=err.VmAgentNotResponding(vm.name))
                 return
@@ -699,39 +751,103 @@ class ArmBackend:
             return op
         return self._power_cycle(vm, "start", ts.START)
 
+    def stop(self, vm: VirtualMachine, *, deallocate: bool = False) -> None:
+        """Power the VM off (``stopped``: still allocated) or deallocate it. The guest goes down;
+        ARM keeps the agent's last report (shown while stopped, hidden while deallocated)."""
+        vm.freeze_agent(self.iso)
+        if vm.running_command is not None:
+            self._preempt_run_command(vm)
+        vm.guest.shut_down()
+        vm.power, vm.booting = ("deallocated" if deallocate else "stopped"), False
+        vm.last_operation_at = self.scheduler.now()
+        vm.power_generation += 1
+        for pip in self.public_ips_of(vm):
+            if deallocate and pip.allocation == "Dynamic":
+                pip.ip_address = None   # a Dynamic public IP is released with the VM
+        self.changed(vm)
+
+    def public_ips_of(self, vm: VirtualMachine) -> list[PublicIPAddress]:
+        out = []
+        for nic_id in vm.nic_ids:
+            nic = self.by_id(nic_id)
+            for config in (nic.ip_configurations if nic else []):
+                pip = self.by_id(config.public_ip_id)
+                if pip is not None:
+                    out.append(pip)
+        return out
+
+    def _preempt_run_command(self, vm: VirtualMachine) -> None:
+        op = vm.running_command
+        self.scheduler.cancel(op.event)
+        self.finish(op, error=err.OperationPreempted())
+        vm.running_command = None
+        vm.run_command_ended = self.scheduler.now()
+
     def _power_cycle(self, vm: VirtualMachine, kind: str, span: ts.Span) -> AsyncOperation:
+        """restart and start as real Azure runs them (real-azure-behaviour.md, "Timing and state
+        around power operations"): the operation itself is short (restart 0.2-0.3 s, start 3.3-4.1 s)
+        and Windows goes down and boots *after* it has succeeded. The agent stops reporting when the
+        operation begins, so its last report (Ready, with a time older than the operation's
+        startTime) stays in the instance view until the agent reports again after the boot."""
         if vm.power_operation is not None:
             self.finish(vm.power_operation, error=err.OperationPreempted())
             self.scheduler.cancel(vm.power_operation.event)
         op = self.new_operation(COMPUTE, vm.subscription, vm.location, kind, vm.id)
         vm.power_operation = op
-        if vm.running_command is not None:   # the guest goes down under the running script
-            self.scheduler.cancel(vm.running_command.event)
-            self.finish(vm.running_command, error=err.OperationPreempted())
-            vm.running_command = None
+        vm.power_generation += 1
+        generation = vm.power_generation
         fail = self.faults.take("restart_failure", vm=vm.name) is not None
         if self.faults.take("rdp_never_returns", vm=vm.name):
             vm.rdp_suppressed = True
-        if not fail:
-            vm.guest.shut_down()
-            vm.power, vm.booting = "starting", False
+        was_down = not vm.guest.up
+        vm.freeze_agent(self.iso)
+        if kind == "start":
+            vm.power = "starting"
         self.changed(vm)
 
+        def current() -> bool:
+            return vm.power_generation == generation
+
         def platform_done() -> None:
-            vm.power_operation = None
-            if fail:
-                self.finish(op, error=err.InternalExecutionError())
+            if not current():
                 return
-            vm.power, vm.booting = "running", True
+            vm.power_operation = None
+            vm.last_operation_at = self.scheduler.now()
+            if fail:
+                if kind == "start":
+                    vm.power = "stopped" if was_down else "running"
+                if not was_down:
+                    vm.agent_frozen = None   # nothing happened to the guest: the agent goes on reporting
+                self.finish(op, error=err.InternalExecutionError())
+                self.changed(vm)
+                return
+            vm.power = "running"
             self.finish(op)
+            if was_down:
+                for pip in self.public_ips_of(vm):   # a released Dynamic address comes back on start
+                    pip.ip_address = pip.ip_address or vm.rdp_address
+                vm.booting = True
+                self.later(ts.BOOT, windows_up)
+            else:
+                self.later(ts.SHUTDOWN, guest_down)
+            self.changed(vm)
+
+        def guest_down() -> None:
+            if not current():
+                return
+            if vm.running_command is not None:   # the guest goes down under the running script
+                self._preempt_run_command(vm)
+            vm.guest.shut_down()
+            vm.booting = True
             self.changed(vm)
             self.later(ts.BOOT, windows_up)
 
         def windows_up() -> None:
-            if vm.power != "running" or vm.power_operation is not None:
+            if not current() or vm.power != "running":
                 return
             vm.guest.boot()
             vm.booting = False
+            vm.agent_frozen = None   # the agent's first report after the boot
             self.changed(vm)
 
         op.event = self.later(span, platform_done)

@@ -7,14 +7,19 @@ holds no business rules. Errors are raised as :mod:`exceptions` and rendered by 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlencode
 
 from azrdp.emulator import exceptions as err
 from azrdp.emulator.models import COMPUTE, NETWORK, ArmBackend, AsyncOperation
 
 PAGE_SIZE = 50
+"""Items per page of every list. Compute's VM lists answer 50 VMs per page with a nextLink (reported
+against ARM many times: azure-sdk-for-node#4769, gbowerman/azurerm#6, apache/libcloud#1824,
+azure-powershell#3227); Network's page size is not documented (docs/emulator.md, unverified)."""
+T = TypeVar("T")
 SAS_MINUTES_DEFAULT = 120
 
 
@@ -47,19 +52,36 @@ def _blob_base(req: Request) -> str:
     return f"{req.base_url}/_emulator/blobs"
 
 
-def _page(req: Request, items: list[dict[str, Any]]) -> Reply:
-    """ARM paging: ``value`` plus a ``nextLink`` carrying ``$skiptoken`` while more remain."""
+def _page(req: Request, items: Sequence[T], render: Callable[[T], dict[str, Any]]) -> Reply:
+    """ARM paging: ``value`` (at most PAGE_SIZE items, rendered only for this page) plus a
+    ``nextLink`` carrying ``$skiptoken`` while more remain. The nextLink keeps every other query
+    parameter (api-version, statusOnly): the SDK sends it back verbatim. Each page is one GET, so
+    ARM's read bucket charges a list one token per page (throttling.py)."""
     try:
         start = int(req.query.get("$skiptoken", "0"))
+        if start < 0:
+            raise ValueError
     except ValueError:
         raise err.ArmError(f"The value '{req.query['$skiptoken']}' of $skiptoken is invalid.",
                            code="InvalidSkipToken") from None
-    body: dict[str, Any] = {"value": items[start:start + PAGE_SIZE]}
+    body: dict[str, Any] = {"value": [render(item) for item in items[start:start + PAGE_SIZE]]}
     if start + PAGE_SIZE < len(items):
         query = {k: v for k, v in req.query.items() if k != "$skiptoken"}
         query["$skiptoken"] = str(start + PAGE_SIZE)
         body["nextLink"] = f"{req.base_url}{req.path}?{urlencode(query)}"
     return Reply(200, body)
+
+
+def _listed(backend: ArmBackend, req: Request, collection: str, *, in_group: bool) -> list[Any]:
+    """The models of one collection in the request's resource group, or in its whole
+    subscription, in a stable order (so a $skiptoken means the same place on every page)."""
+    sub = req.p("subscription")
+    if in_group:
+        groups = [backend.resource_group(sub, req.p("resource_group"))]
+    else:
+        groups = list(backend.subscription(sub).resource_groups.values())
+    return sorted((item for group in groups for item in getattr(group, collection).values()),
+                  key=lambda item: item.id.lower())
 
 
 # -- Microsoft.Compute/virtualMachines -----------------------------------------------------------
@@ -71,28 +93,60 @@ def _vm(backend: ArmBackend, req: Request) -> Any:
 def virtual_machines_get(backend: ArmBackend, req: Request) -> Reply:
     vm = _vm(backend, req)
     expand = req.query.get("$expand")
-    return Reply(200, vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req),
+    return Reply(200, vm.to_arm(iso=backend.iso, blob_base=_blob_base(req),
                                 expand_instance_view=(expand or "").lower() == "instanceview"))
 
 
 def virtual_machines_instance_view(backend: ArmBackend, req: Request) -> Reply:
-    return Reply(200, _vm(backend, req).instance_view(backend.iso(), _blob_base(req)))
+    return Reply(200, _vm(backend, req).instance_view(backend.iso, _blob_base(req)))
 
 
-def _vm_list(backend: ArmBackend, req: Request, resource_group: str | None) -> Reply:
-    expand = (req.query.get("$expand") or "").lower() == "instanceview" or \
-        (req.query.get("statusOnly") or "").lower() == "true"
-    vms = sorted(backend.vms_in(req.p("subscription"), resource_group), key=lambda vm: vm.id.lower())
-    return _page(req, [vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req), expand_instance_view=expand)
-                       for vm in vms])
+def _vm_list(backend: ArmBackend, req: Request, *, in_group: bool) -> Reply:
+    """VirtualMachines_List / _ListAll, with the query options Microsoft's specification gives them:
+
+    * ``statusOnly=true`` (ListAll only): "enables fetching run time status of all Virtual
+      Machines in the subscription". Each item carries its ``name``, ``id``, ``type``, ``location``
+      and ``properties.instanceView.statuses`` (provisioning state and power state), as
+      Microsoft's own SDK sample reads it (azure-sdk-for-js, listVMsStatus: ``item.instanceView
+      .statuses``); neither the model nor the agent status (see docs/emulator.md, unverified).
+    * ``$expand=instanceView``: "this can only be specified if a valid $filter option is
+      specified" (the spec's parameter description); without ``$filter`` it is refused.
+    * ``$filter``: the only allowed value is ``'virtualMachineScaleSet/id' eq '<id>'``; the
+      emulator's VMs belong to no scale set, so that filter matches none of them.
+    """
+    expand = req.query.get("$expand")
+    flt = req.query.get("$filter")
+    if expand is not None and expand.lower() != "instanceview":
+        raise err.ArmError(f"The value '{expand}' of parameter '$expand' is invalid.", code="InvalidParameter")
+    if expand is not None and not flt:
+        raise err.ArmError("The $expand=instanceView option can only be specified together with a valid $filter "
+                           "option.", code="InvalidParameter")
+    status_only = not in_group and (req.query.get("statusOnly") or "").lower() == "true"
+    if flt:
+        if not _VMSS_FILTER.match(flt):
+            raise err.ArmError(f"The $filter '{flt}' is not supported. Allowed value is 'virtualMachineScaleSet/id' "
+                               "eq '/subscriptions/{subId}/resourceGroups/{resourceGroupName}/providers/"
+                               "Microsoft.Compute/virtualMachineScaleSets/{vmssName}'.", code="InvalidParameter")
+        return _page(req, [], dict)
+    vms = _listed(backend, req, "vms", in_group=in_group)
+    iso, blobs = backend.iso, _blob_base(req)
+    if status_only:
+        return _page(req, vms, lambda vm: {
+            "name": vm.name, "id": vm.id, "type": "Microsoft.Compute/virtualMachines", "location": vm.location,
+            "properties": {"instanceView": {"statuses": vm.instance_view(iso, blobs)["statuses"]}}})
+    return _page(req, vms, lambda vm: vm.to_arm(iso=iso, blob_base=blobs))
+
+
+_VMSS_FILTER = re.compile(r"^\s*'?virtualMachineScaleSet/id'?\s+eq\s+'?/subscriptions/[^/]+/resourceGroups/[^/]+/"
+                          r"providers/Microsoft\.Compute/virtualMachineScaleSets/[^/']+'?\s*$", re.IGNORECASE)
 
 
 def virtual_machines_list(backend: ArmBackend, req: Request) -> Reply:
-    return _vm_list(backend, req, req.p("resource_group"))
+    return _vm_list(backend, req, in_group=True)
 
 
 def virtual_machines_list_all(backend: ArmBackend, req: Request) -> Reply:
-    return _vm_list(backend, req, None)
+    return _vm_list(backend, req, in_group=False)
 
 
 def virtual_machines_run_command(backend: ArmBackend, req: Request) -> Reply:
@@ -184,9 +238,40 @@ def network_interfaces_get(backend: ArmBackend, req: Request) -> Reply:
     return Reply(200, backend.nic(*_sub_rg(req), req.p("nic")).to_arm())
 
 
+def _to_arm(model: Any) -> dict[str, Any]:
+    return model.to_arm()
+
+
 def network_interfaces_list(backend: ArmBackend, req: Request) -> Reply:
-    nics = backend.resource_group(*_sub_rg(req)).nics.values()
-    return _page(req, [nic.to_arm() for nic in sorted(nics, key=lambda nic: nic.id.lower())])
+    return _page(req, _listed(backend, req, "nics", in_group=True), _to_arm)
+
+
+def network_interfaces_list_all(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "nics", in_group=False), _to_arm)
+
+
+def network_security_groups_list(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "nsgs", in_group=True), _to_arm)
+
+
+def network_security_groups_list_all(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "nsgs", in_group=False), _to_arm)
+
+
+def public_ip_addresses_list(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "public_ips", in_group=True), _to_arm)
+
+
+def public_ip_addresses_list_all(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "public_ips", in_group=False), _to_arm)
+
+
+def virtual_networks_list(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "vnets", in_group=True), _to_arm)
+
+
+def virtual_networks_list_all(backend: ArmBackend, req: Request) -> Reply:
+    return _page(req, _listed(backend, req, "vnets", in_group=False), _to_arm)
 
 
 def network_interfaces_list_effective_network_security_groups(backend: ArmBackend, req: Request) -> Reply:

@@ -9,6 +9,7 @@ VMs; ``build_fleet`` mixes scenarios across many VMs (``{"healthy": 40, "0x904":
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -52,7 +53,7 @@ def expired_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     restarted since, so Windows has not replaced it yet."""
     guest = vm.guest
     now = guest.real_now()
-    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2))
+    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2), replace_all=True)
     guest.booted_at = _hours_ago(backend, 72)
 
 
@@ -90,6 +91,34 @@ def seat_taken(backend: ArmBackend, vm: VirtualMachine) -> None:
     """Two disconnected admin sessions hold both seats of a server without the Session Host role."""
     for user in ADMIN_USERS:
         vm.guest.add_session(user, "Disc", idle_min=2_880)
+
+
+def active_users(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Two admins are signed in and working (Active sessions, no seat free). Their sessions must
+    survive the repair: the cert step's TermService restart turns them into Disc, and nothing may
+    then log them off (review #1)."""
+    for user, idle in zip(ADMIN_USERS, (0, 4)):
+        vm.guest.add_session(user, "Active", idle_min=idle)
+
+
+def hung_termservice(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """TermService hangs in StopPending when it is asked to stop (a known RDS failure with stuck
+    sessions: review #2). Start-Service/Restart-Service would wait on it for ever."""
+    vm.guest.services["TermService"].hang = "stop"
+
+
+def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An admin bound RDP to a valid ECDSA (P-256) certificate in Cert:\\LocalMachine\\My. The key
+    works; a key test that knows only RSA would call it unusable and clear the binding (review #5)."""
+    from azrdp.emulator.guest import Certificate
+
+    guest = vm.guest
+    now = guest.real_now()
+    cert = Certificate.make(f"{guest.computer_name.lower()}.contoso.com", now - timedelta(days=20),
+                            now + timedelta(days=345), store="my", key_alg="ecdsa")
+    cert.self_signed, cert.provider = False, "cng"
+    guest.certificates.append(cert)
+    guest.bound_thumbprint = cert.thumbprint
 
 
 def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
@@ -133,8 +162,13 @@ def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
-    vm.guest.shut_down()
-    vm.power = "deallocated"
+    backend.stop(vm, deallocate=True)
+
+
+def stopped(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """The VM is stopped from inside or with `az vm stop` (still allocated and billed): the guest is
+    down, yet ARM still shows the agent's last report, Ready."""
+    backend.stop(vm)
 
 
 @dataclass(frozen=True)
@@ -158,6 +192,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                      "neither RDP nor Run Command reaches it, and a restart changes nothing.",
              (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
+    Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
+    Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
+                             "signed in.", (expired_cert, active_users)),
+    Scenario("hung-termservice", "The RDP certificate expired and TermService hangs in StopPending when it is "
+                                 "restarted.", (expired_cert, hung_termservice)),
+    Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
              (expired_cert, renewal_blocked, seat_taken)),
@@ -266,10 +306,50 @@ def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms:
     return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
 
 
+@dataclass(frozen=True)
+class FleetLayout:
+    """How a fleet spreads: over ``subscriptions`` subscriptions, each with ``resource_groups``
+    resource groups (VMs dealt round-robin, so every group gets its share of every scenario).
+    The first subscription is the emulator's usual one; the others get fixed IDs of their own."""
+
+    subscriptions: int = 1
+    resource_groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.subscriptions < 1 or self.resource_groups < 1:
+            raise ValueError("a fleet needs at least one subscription and one resource group")
+
+    def places(self) -> list[tuple[str, str, str]]:
+        """(subscription id, its display name, resource group) for every group of the layout."""
+        out = []
+        for s in range(self.subscriptions):
+            sub_id = SUBSCRIPTION_ID if s == 0 else str(uuid.uuid5(uuid.NAMESPACE_URL, f"azrdp-emulator/{s + 1}"))
+            name = SUBSCRIPTION_NAME if s == 0 else f"{SUBSCRIPTION_NAME}-{s + 1:02d}"
+            for g in range(self.resource_groups):
+                out.append((sub_id, name, FLEET_RESOURCE_GROUP if g == 0 else f"{FLEET_RESOURCE_GROUP}-{g + 1:02d}"))
+        return out
+
+    def to_dict(self) -> dict[str, int]:
+        return {"subscriptions": self.subscriptions, "resource_groups": self.resource_groups}
+
+
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                resource_group: str = FLEET_RESOURCE_GROUP) -> list[VirtualMachine]:
-    """Many VMs in one resource group: ``mix`` maps scenario -> count. Names say the scenario
-    (vm-0x904-003) so a sweep's report can be checked against what was planted."""
+                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+    """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
+    (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
+    across the whole fleet."""
     presets = {name: scenario(name) for name in mix}
-    return [_plant(backend, pool, f"vm-{name}-{n:03d}", presets[name], resource_group)
-            for name, count in mix.items() for n in range(1, count + 1)]
+    places = layout.places()
+    for sub_id, name, _group in places:
+        if sub_id.lower() not in backend.subscriptions:
+            backend.add_subscription(sub_id, name)
+    width = max(3, len(str(max(mix.values(), default=1))))
+    planted = []
+    for name, count in mix.items():
+        for n in range(1, count + 1):
+            sub_id, _sub_name, group = places[len(planted) % len(places)]
+            vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            for problem in presets[name].problems:
+                problem(backend, vm)
+            planted.append(vm)
+    return planted

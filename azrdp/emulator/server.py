@@ -13,7 +13,8 @@ Control endpoint (no auth; loopback only):
 * ``GET  /_emulator/state``        everything: VMs, guests, listeners, operations, faults, time.
 * ``GET  /_emulator/calls``        the ARM request log (operationId, method, path, status).
 * ``POST /_emulator/reset``        back to the loaded scenario (or ``{"scenario", "vms", "fleet"}``).
-* ``POST /_emulator/scenario``     load ``{"scenario": "0x904", "vms": 1}`` or ``{"fleet": {...}}``.
+* ``POST /_emulator/scenario``     load ``{"scenario": "0x904", "vms": 1}`` or ``{"fleet": {...}}``
+  (with ``"layout": {"subscriptions": 10, "resource_groups": 4}`` to spread it).
 * ``POST /_emulator/faults``       inject ``{"kind": "throttle", "operation": ..., "count": ...}``;
   ``GET`` lists them, ``DELETE`` clears them.
 * ``GET  /_emulator/identity/oauth2/token``  the managed-identity endpoint (see auth.py).
@@ -32,6 +33,7 @@ import time
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
+from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -45,7 +47,7 @@ from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
 from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
-from azrdp.emulator.throttling import ReadLimit, ReadThrottle
+from azrdp.emulator.throttling import REMAINING_READS, RateLimitHeaders, ReadLimit, ReadThrottle, compute_group
 from azrdp.emulator.urls import resolve
 
 CONTROL = "/_emulator"
@@ -97,13 +99,15 @@ class Emulator:
     @classmethod
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
-              clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None) -> "Emulator":
-        """Build the scenario (or ``fleet``: scenario -> count) and start serving. ``clock`` drives
+              clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None,
+              layout: scenarios.FleetLayout | None = None) -> "Emulator":
+        """Build the scenario (or ``fleet``: scenario -> count, spread over ``layout``'s
+        subscriptions and resource groups) and start serving. ``clock`` drives
         simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`.
         ``read_limit`` switches on ARM's subscription read throttling (see throttling.py)."""
         emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock, read_limit=read_limit)
         try:
-            emulator.load(scenario, vms=vms, fleet=fleet)
+            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout)
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
@@ -130,6 +134,7 @@ class Emulator:
         backend.address_pool = self._pool     # VMs created over ARM (a rescue VM) get their own address
         if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
             self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
+        self.rate_limits = RateLimitHeaders(backend.timescale.now)
         return backend
 
     def _teardown(self) -> None:
@@ -138,7 +143,8 @@ class Emulator:
             listener.close()
         self._listeners.clear()
 
-    def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None) -> None:
+    def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
+             layout: scenarios.FleetLayout | None = None) -> None:
         """Replace all state with a fresh scenario (or fleet); faults and the call log are cleared."""
         if fleet:
             for name in fleet:
@@ -152,19 +158,22 @@ class Emulator:
             self.backend = self._new_backend()
             with self.backend.lock:
                 if fleet:
-                    scenarios.build_fleet(self.backend, self._pool, dict(fleet))
+                    scenarios.build_fleet(self.backend, self._pool, dict(fleet),
+                                          layout=layout or scenarios.FleetLayout())
                 else:
                     scenarios.build(self.backend, self._pool, scenario, vms=vms)
                 for vm in self.backend.all_vms():
                     self._reconcile(vm)
-            self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None}
+            self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
+                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None}
             with self._calls_lock:
                 self._calls.clear()
 
     def reset(self) -> None:
         """Back to the scenario loaded last, as it was built."""
         loaded = self._loaded
-        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"])
+        layout = scenarios.FleetLayout(**loaded["layout"]) if loaded.get("layout") else None
+        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout)
 
     # -- addresses --------------------------------------------------------------------------------
     @property
@@ -357,6 +366,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """Every answer's ``Date``, on the simulated wall clock ARM's timestamps use."""
+        from email.utils import format_datetime
+
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return format_datetime(self.server.emulator.backend.timescale.wall().astimezone(timezone.utc), usegmt=True)
+
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch()
 
@@ -421,6 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
         backend = emulator.backend
         backend.scheduler.run_due()
         operation: str | None = None
+        found = None
         reply_headers = {"x-ms-request-id": str(uuid.uuid4()),
                          "x-ms-correlation-request-id": headers.get("x-ms-client-request-id", str(uuid.uuid4()))}
         try:
@@ -440,8 +458,12 @@ class _Handler(BaseHTTPRequestHandler):
             request = Request(self.command, path, query, params, body, self._base_url(), headers)
             with backend.lock:
                 reply = route.handler(backend, request)
+            self._http_faults(backend, operation, params, path, query, raw, accepted=True)
         except err.ArmError as error:
             reply = Reply(error.status, error.body(), error.headers)
+        if operation is not None and "subscription" in (found[1] if found else {}):
+            reply_headers.update(emulator.rate_limits.headers(found[1]["subscription"], self.command, operation,
+                                                              reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
                              self._json_or_none(raw)))
@@ -456,18 +478,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise err.InvalidApiVersionParameter(given, [supported])
 
     def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str], path: str,
-                     query: dict[str, str], raw: bytes) -> None:
+                     query: dict[str, str], raw: bytes, *, accepted: bool = False) -> None:
+        """HTTP faults before the handler ran, or (``accepted``) after it acted: then only the
+        answer is lost, the ambiguous failure a client must find out about instead of resending."""
         method, vm = self.command, params.get("vm")
-        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm):
+        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm, accepted=accepted):
             self.server.emulator.record(Call(method, path, query, operation, None, backend.timescale.now(),
                                              self._json_or_none(raw)))
             self._reset_connection()
-        fault = backend.faults.take("throttle", operation=operation, method=method, vm=vm)
+        fault = None if accepted else backend.faults.take("throttle", operation=operation, method=method, vm=vm)
         if fault:
             now = backend.timescale.now()
-            raise err.TooManyRequests(fault.retry_after or 1, "HighCostGet" if method == "GET" else "HighCostPost",
-                                      backend.iso(now), backend.iso(now + 1200))
-        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm)
+            group = fault.group or f"{compute_group(operation) or ('LowCostGet' if method == 'GET' else 'UpdateVM')}3Min"
+            retry = fault.retry_after if fault.retry_after is not None else 120
+            raise err.TooManyRequests(f"{retry:g}", group, backend.iso(now), backend.iso(now + 180))
+        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm, accepted=accepted)
         if fault:
             raise err.InternalServerError() if fault.status == 500 else err.ServiceUnavailable(fault.retry_after)
 
@@ -506,7 +531,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, [c.to_dict() for c in emulator.calls])
             if path in ("/reset", "/scenario") and self.command == "POST":
                 if body.get("scenario") or body.get("fleet"):
-                    emulator.load(body.get("scenario") or "healthy", vms=int(body.get("vms", 1)), fleet=body.get("fleet"))
+                    layout = scenarios.FleetLayout(**body["layout"]) if body.get("layout") else None
+                    emulator.load(body.get("scenario") or "healthy", vms=int(body.get("vms", 1)), fleet=body.get("fleet"),
+                                  layout=layout)
                 elif path == "/reset":
                     emulator.reset()
                 else:
@@ -578,11 +605,12 @@ def serial_log(vm: VirtualMachine) -> str:
 
 def serve(scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None, speed: float = 10.0,
           port: int = 0, seed: int | None = None, on_ready: Callable[[Emulator], None] | None = None,
-          stop: threading.Event | None = None, read_limit: ReadLimit | None = None) -> None:
+          stop: threading.Event | None = None, read_limit: ReadLimit | None = None,
+          layout: scenarios.FleetLayout | None = None) -> None:
     """Run an emulator in the foreground until Ctrl-C (or ``stop`` is set); ``on_ready`` is
     called once it serves (to print where it is and what to export)."""
     emulator = Emulator.start(scenario, vms=vms, fleet=fleet, speed=speed, seed=seed, port=port,
-                              read_limit=read_limit)
+                              read_limit=read_limit, layout=layout)
     try:
         if on_ready is not None:
             on_ready(emulator)

@@ -26,10 +26,15 @@ Span = tuple[float, float]
 
 # Simulated latencies, in simulated seconds (low, high); each occurrence draws uniformly.
 RUN_COMMAND: Span = (20.0, 40.0)      # Action Run Command: "the minimum time ... is about 20 seconds"
-RESTART: Span = (60.0, 120.0)         # ARM restart operation, until the platform reports it done
-START: Span = (40.0, 90.0)            # starting a deallocated VM (allocation + power on)
-BOOT: Span = (15.0, 30.0)             # after the platform says "running": Windows boots, the
-#                                       agent reports Ready and TermService listens
+# The power operations as real Azure times them (../shared/reference/real-azure-behaviour.md,
+# "Timing and state around power operations": recorded endTime - startTime): the operation ends
+# quickly and Windows restarts *after* it has succeeded.
+RESTART: Span = (0.2, 0.3)            # ARM restart operation, until it reports Succeeded
+START: Span = (3.3, 4.1)              # starting a stopped or deallocated VM (allocation + power on)
+SHUTDOWN: Span = (3.0, 10.0)          # after a restart succeeded: Windows still up, shutting down
+#                                       (unverified: how long an old listener keeps answering)
+BOOT: Span = (15.0, 30.0)             # Windows boots, the agent reports Ready and TermService listens
+AGENT_HEARTBEAT = 15.0                # the VM agent reports its status this often (unverified)
 NSG_UPDATE: Span = (3.0, 10.0)        # a security rule create/delete until it is applied
 EFFECTIVE_NSG: Span = (2.0, 6.0)      # listEffectiveNetworkSecurityGroups
 ARM_LATENCY: Span = (0.05, 0.3)       # every ARM call's own response time

@@ -12,7 +12,7 @@ The Azure SDK is imported only when one of them runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from azrdp.checks import Check
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -70,6 +70,7 @@ def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str
                 values: Mapping[str, Any] | None = None, *, instance_view: Any = None,
                 clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
                 polling_interval: float | None = None, subscription: str | None = None,
+                on_wait: Callable[[str], None] | None = None, on_conflict: Callable[[str], None] | None = None,
                 ) -> tuple[dict[str, Any], "RunCommandOutcome"]:
     """Run one manifest payload with ``values`` as its parameters; return (result, run).
 
@@ -82,26 +83,46 @@ def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str
     parameters = spec.run_command_parameters(values)
     run = run_script(compute, resource_group, vm_name, spec.script_lines(), parameters,
                      instance_view=instance_view, clock=clock, timeout=timeout,
-                     polling_interval=polling_interval, subscription=subscription)
+                     polling_interval=polling_interval, subscription=subscription, on_wait=on_wait,
+                     on_conflict=on_conflict)
     result = parse_result(payload_id, run.output)
     if result["version"] != spec.version:
         raise ResultSchemaError(payload_id, "$.version", f"the guest ran version {result['version']}, "
                                 f"this azrdp ships {spec.version}")
+    check_answer(payload_id, result, values or {})
     return result, run
+
+
+def check_answer(payload_id: str, result: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """The guest answers for what was sent: the run id echoed back, and (repair) exactly the steps
+    asked, each once. Anything else is an answer to another run, or a forged one."""
+    sent_id = values.get("RunId")
+    if sent_id and result.get("run_id") != sent_id:
+        raise ResultSchemaError(payload_id, "$.run_id", f"the guest answered for run {result.get('run_id')!r}, "
+                                f"azrdp sent {sent_id!r}")
+    if payload_id == "repair" and "Steps" in values:
+        asked = values["Steps"]
+        asked = [s for s in (asked.split(",") if isinstance(asked, str) else asked) if s]
+        got = [s.get("name") for s in result.get("steps") or []]
+        if sorted(got) != sorted(asked):
+            raise ResultSchemaError(payload_id, "$.steps", f"the guest reported steps {got}, azrdp asked for "
+                                    f"{asked}")
 
 
 def diagnose_guest(compute: Any, resource_group: str, vm_name: str, *, instance_view: Any = None,
                    probe_result: Any = None, rdp_port: int = DEFAULT_PORT, event_hours: int = 24,
                    run_id: str | None = None, clock: Clock = SYSTEM_CLOCK,
                    timeout: float = DEFAULT_TIMEOUT, polling_interval: float | None = None,
-                   subscription: str | None = None) -> GuestDiagnosis:
+                   subscription: str | None = None, on_wait: Callable[[str], None] | None = None,
+                   on_conflict: Callable[[str], None] | None = None) -> GuestDiagnosis:
     """Run the read-only diagnose payload and turn its result into guest.* checks."""
     values: dict[str, Any] = {"EventHours": event_hours}
     if run_id:
         values["RunId"] = run_id
     result, run = run_payload(compute, resource_group, vm_name, "diagnose", values,
                               instance_view=instance_view, clock=clock, timeout=timeout,
-                              polling_interval=polling_interval, subscription=subscription)
+                              polling_interval=polling_interval, subscription=subscription, on_wait=on_wait,
+                              on_conflict=on_conflict)
     return GuestDiagnosis(result, guest_checks(result, probe_result=probe_result, rdp_port=rdp_port), run)
 
 

@@ -139,7 +139,9 @@ def check_listener(result: dict[str, Any]) -> Check:
 
 
 def _usable(cert: dict[str, Any]) -> bool:
-    return not cert["expired"] and cert["key_readable"]
+    """Not expired and its key not known to be broken: key_readable null is "could not test" (an API
+    the guest's .NET lacks, e.g. ECDSA on .NET 4.5), never a reason to replace the certificate."""
+    return not cert["expired"] and cert["key_readable"] is not False
 
 
 def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
@@ -187,6 +189,11 @@ def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
     if not bound and stale:
         return Check("guest.cert", Status.WARN, f"RDP uses {current}, but unusable certificates remain "
                      "in the Remote Desktop store", details, step_remedy("cert"))
+    used = bound_cert if bound else next((c for c in cert["certs"] if c["thumbprint"] == current), None)
+    if used is not None and used["key_readable"] is None:
+        return Check("guest.cert", Status.WARN, f"RDP certificate {current} is valid, but the guest could not "
+                     "test its private key (its .NET lacks the API for this key type)", details,
+                     "Nothing to repair unless TLS fails: azrdp changes no certificate it could not test.")
     return Check("guest.cert", Status.PASS, f"RDP certificate {current} is valid", details)
 
 
@@ -210,7 +217,7 @@ def check_machinekeys(result: dict[str, Any]) -> Check:
         return Check("guest.machinekeys", Status.FAIL, "; ".join(problems), details,
                      step_remedy("machinekeys-acl", "cert"))
     cert = result.get("cert") or {}
-    unreadable = [c["thumbprint"] for c in cert.get("certs") or [] if not c["key_readable"]]
+    unreadable = [c["thumbprint"] for c in cert.get("certs") or [] if c["key_readable"] is False]
     if unreadable and rdp_key["present"]:
         return Check("guest.machinekeys", Status.FAIL, "ACLs are right, but the RDP certificate's "
                      "private key cannot be used (a corrupt key)", details,

@@ -38,9 +38,20 @@ param(
     [string]$RunId = ''
 )
 
-$PayloadVersion = '1.0.0'
+$PayloadVersion = '2.0.0'
 
 # azrdp:include common.ps1
+
+if (-not (Test-FullLanguage)) {
+    # Constrained Language Mode: read nothing rather than half; every section null, and why.
+    $Unsupported = [ordered]@{ payload = 'diagnose'; version = $PayloadVersion; run_id = $RunId }
+    foreach ($name in @('os', 'services', 'rdp', 'listener', 'cert', 'machinekeys', 'firewall', 'sessions', 'events', 'reboot')) { $Unsupported[$name] = $null }
+    $Unsupported['errors'] = @()
+    $Unsupported['errors_total'] = 0
+    $Unsupported['error'] = 'unsupported: PowerShell runs in Constrained Language Mode'
+    Write-Result -Result $Unsupported
+    return
+}
 
 $Failures = New-Object -TypeName System.Collections.ArrayList
 
@@ -74,15 +85,9 @@ function Read-RdpSettings {
 }
 
 function Read-Listener {
-    $state = $null
-    $run = Invoke-Native -FilePath 'qwinsta.exe'
-    foreach ($line in $run.Lines) {
-        if ($line -match '^[ >]rdp-tcp\s+(\d+)\s+(\S+)') {
-            $state = $Matches[2]
-            if (@('Active', 'Disc', 'Conn', 'Listen', 'Shadow', 'Idle', 'Down', 'Init', 'Reset', 'ConnQ') -notcontains $state) { $state = 'Unknown' }
-            break
-        }
-    }
+    # The RDP-Tcp winstation through the WTS API (the text tool only as a fallback): its state
+    # is a number there, the same in every display language.
+    $state = Get-ListenerState
     $port = Get-RdpPort
     $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue)
     $owner = $null
@@ -231,6 +236,7 @@ foreach ($name in @($Sections.Keys)) {
 }
 $Result['errors'] = @($Failures | Select-Object -First 3)
 $Result['errors_total'] = $Failures.Count
+$Result['error'] = $null
 
 try {
     Write-Result -Result $Result
@@ -240,5 +246,6 @@ try {
     foreach ($name in @($Sections.Keys)) { $fallback[$name] = $null }
     $fallback['errors'] = @([ordered]@{ section = 'os'; message = (Limit-Text -Text ('result: ' + $_.Exception.Message) -Max 80) })
     $fallback['errors_total'] = 1
+    $fallback['error'] = $null
     Write-Result -Result $fallback
 }

@@ -21,8 +21,9 @@
     cert         Clears SSLCertificateSHA1Hash when it points to a certificate that is in neither
                  the offline LocalMachine My nor Remote Desktop store, or has expired (the value
                  is saved to the backup folder first); moves every entry of the offline Remote
-                 Desktop store aside (reg.exe export to the backup folder, then removed), so
-                 TermService makes a fresh self-signed certificate at its next start.
+                 Desktop store aside (reg.exe export to the backup folder, then moved into the
+                 offline azrdp-backup store, Cert:\LocalMachine\azrdp-backup once the disk boots),
+                 so TermService makes a fresh self-signed certificate at its next start.
     machinekeys  Saves the ACLs (icacls /save) first, then restores the offline MachineKeys
                  folder's default ACL and gives the RDP key container NETWORK SERVICE read and
                  SYSTEM full control.
@@ -32,7 +33,7 @@
     The hives are always unloaded (finally), after a garbage collection that closes the
     handles PowerShell's registry provider keeps; a failed unload is retried and reported.
     Backups go to <volume>\ProgramData\azrdp\backup\rescue-<RunId> on the OFFLINE disk, so they
-    travel with it. Nothing is deleted that is not exported first. The output is exactly one
+    travel with it. Nothing is deleted. The output is exactly one
     line, AZRDP-RESULT:{compact json}, in the schema of azrdp/payloads/schema.py (RESCUE).
 
 .PARAMETER RunId
@@ -51,14 +52,22 @@
 #>
 [CmdletBinding()]
 param(
-    [Parameter(Mandatory = $true)]
+    [Parameter(Mandatory = $false)]
     [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$')]
-    [string]$RunId
+    [string]$RunId = ''
 )
 
 $PayloadVersion = '1.0.0'
 
 # azrdp:include common.ps1
+
+if (-not (Test-FullLanguage)) {
+    # Constrained Language Mode (WDAC/AppLocker) refuses .NET calls the steps need: change nothing.
+    Write-Result -Result ([ordered]@{ payload = 'rescue'; version = $PayloadVersion; run_id = $RunId; volume = $null
+        found = 'none'; computer_name = $null; control_set = $null; backup = $null; hives_unloaded = $true; steps = @()
+        changed = $false; error = 'unsupported: PowerShell runs in Constrained Language Mode' })
+    return
+}
 
 $StepOrder = @('rdp-enable', 'services', 'rdp-tcp', 'cert', 'machinekeys', 'firewall')
 $SystemHive = 'AZRDP_SYSTEM'
@@ -81,6 +90,7 @@ function Get-OfflinePaths {
         rules = $cs + '\Services\SharedAccess\Parameters\FirewallPolicy\FirewallRules'
         rdstore = $SoftwareRoot + '\Microsoft\SystemCertificates\Remote Desktop\Certificates'
         mystore = $SoftwareRoot + '\Microsoft\SystemCertificates\MY\Certificates'
+        backupstore = $SoftwareRoot + '\Microsoft\SystemCertificates\azrdp-backup\Certificates'
         machinekeys = $script:Volume + '\ProgramData\Microsoft\Crypto\RSA\MachineKeys'
     }
 }
@@ -282,14 +292,18 @@ function Repair-Cert {
         [void]$actions.Add('binding:cleared')
     }
     if ($Before.store -gt 0) {
+        # Moved, not deleted: into the offline azrdp-backup store (LocalMachine\azrdp-backup once the
+        # disk boots, where `azrdp fix` keeps the certificates it moves aside; RDP never reads it),
+        # each exported with reg.exe first.
         $folder = Get-BackupPath
+        if (-not (Test-Path -LiteralPath $p.backupstore)) { New-Item -Path $p.backupstore -Force | Out-Null }
         $moved = 0
         foreach ($key in @(Get-ChildItem -LiteralPath $p.rdstore)) {
             $file = Join-Path -Path $folder -ChildPath ($key.PSChildName + '.reg')
             $native = 'HKLM\' + $SoftwareHive + '\Microsoft\SystemCertificates\Remote Desktop\Certificates\' + $key.PSChildName
             Invoke-Reg -ArgumentList @('export', $native, $file, '/y')
             if (-not (Test-Path -LiteralPath $file)) { throw 'reg export wrote nothing; the certificate was kept' }
-            Remove-Item -LiteralPath $key.PSPath -Recurse
+            Move-Item -LiteralPath $key.PSPath -Destination $p.backupstore
             $moved += 1
         }
         [void]$actions.Add(('store:moved=' + $moved))
@@ -415,6 +429,13 @@ function Invoke-Step {
 
 $results = New-Object -TypeName System.Collections.ArrayList
 $problem = $null
+if ($RunId -eq '') {
+    # Not Mandatory (a missing Mandatory parameter would prompt, and under Run Command wait 90 min).
+    Write-Result -Result ([ordered]@{ payload = 'rescue'; version = $PayloadVersion; run_id = ''; volume = $null
+        found = 'none'; computer_name = $null; control_set = $null; backup = $null; hives_unloaded = $true; steps = @()
+        changed = $false; error = 'no RunId given: azrdp always sends one' })
+    return
+}
 $found = 'none'
 $computerName = $null
 $loaded = @()

@@ -5,6 +5,12 @@ whose code contains ``StdErr``, each holding only the LAST 4,096 bytes of that s
 code. A payload prints exactly one ``AZRDP-RESULT:{compact json}`` line, last. This module finds
 that line, decodes it and checks it against :mod:`azrdp.payloads.schema`; anything else is a
 :class:`PayloadOutputError` that shows the tail of StdOut/StdErr so a user sees what the guest said.
+
+The guest is not trusted: whatever it prints is parsed with bounds. A result line longer than
+Run Command can return, JSON nested deeper than any schema (``"[" * 4000`` would exhaust Python's
+recursion limit), NaN/Infinity, and strings that are not valid Unicode (a lone ``"\\ud800"``
+escape decodes to a surrogate that no file or terminal can encode) are refused here, before the
+schema, the audit or a report sees them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from azrdp.errors import ProtocolError
 from azrdp.payloads.schema import RESULT_MARKER, RUN_COMMAND_OUTPUT_CAP, validate_result
 
 TAIL_CHARS = 300
+MAX_STREAM_CHARS = 64 * 1024          # per stream: Run Command returns 4,096 bytes; more is not from it
+MAX_LINE_CHARS = 2 * RUN_COMMAND_OUTPUT_CAP
+MAX_DEPTH = 16                        # the deepest schema nests 5 levels
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,50 @@ def output_from_statuses(statuses: Iterable[Any]) -> RunCommandOutput:
             stdout.append(message)
         elif "/StdErr/" in code or code.endswith("/StdErr"):
             stderr.append(message)
-    return RunCommandOutput(stdout="\n".join(stdout), stderr="\n".join(stderr))
+    return RunCommandOutput(stdout="\n".join(stdout)[-MAX_STREAM_CHARS:], stderr="\n".join(stderr)[-MAX_STREAM_CHARS:])
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of arrays/objects in JSON ``text`` (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bad_unicode(value: Any) -> bool:
+    """True when any string (or key) in ``value`` holds a lone surrogate. Iterative: depth is bounded
+    already, but a guest's answer gets no recursion from us either."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_result(payload_id: str, output: RunCommandOutput) -> dict[str, Any]:
@@ -109,12 +161,24 @@ def parse_result(payload_id: str, output: RunCommandOutput) -> dict[str, Any]:
         raise PayloadOutputError(payload_id, f"printed {len(found)} AZRDP-RESULT lines (exactly one "
                                  "is expected)", output)
     text = found[0][len(RESULT_MARKER):]
+    if len(text) > MAX_LINE_CHARS:
+        raise PayloadOutputError(payload_id, f"printed an AZRDP-RESULT line of {len(text)} characters, more "
+                                 "than Run Command returns", output)
+    if _nesting(text) > MAX_DEPTH:
+        raise PayloadOutputError(payload_id, f"printed an AZRDP-RESULT line nested deeper than {MAX_DEPTH} "
+                                 "levels (no azrdp result is)", output)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
         raise PayloadOutputError(payload_id, f"printed an AZRDP-RESULT line that is not complete "
                                  f"JSON ({err.msg} at character {err.pos} of {len(text)}): the "
                                  "line was cut", output) from None
+    except (ValueError, RecursionError) as err:
+        raise PayloadOutputError(payload_id, f"printed an AZRDP-RESULT line that is not azrdp's JSON ({err})",
+                                 output) from None
+    if _bad_unicode(obj):
+        raise PayloadOutputError(payload_id, "printed an AZRDP-RESULT line whose text is not valid Unicode "
+                                 "(a lone surrogate escape)", output)
     if not isinstance(obj, dict):
         raise PayloadOutputError(payload_id, "printed an AZRDP-RESULT line that is not a JSON object",
                                  output)

@@ -133,8 +133,10 @@ SERVICE = o(
 _CERT_FACTS = dict(
     not_after=s("Expiry (NotAfter) in UTC.", max_len=20, pattern=UTC_TIME),
     expired=b("NotAfter is in the past (guest clock)."),
-    key_readable=b("The private key exists and could really be opened (as SYSTEM): false means a "
-                   "missing, corrupt or unreadable key container."),
+    key_readable=b("The private key could really be used (as SYSTEM: it signed or decrypted): false "
+                   "means definitely broken (no key, or a CryptographicException from it), null "
+                   "means it could not be tested (an API this .NET lacks): never act on null.",
+                   null=True),
     self_signed=b("Issuer equals subject."),
 )
 
@@ -177,18 +179,27 @@ MACHINEKEYS = o(
 SESSION_STATES = ("Active", "Disc", "Conn", "Listen", "Shadow", "Idle", "Down", "Init", "Reset",
                   "ConnQ", "Unknown")
 
+SEAT_MODES = ("admin", "rdsh", "client", "multi", "avd")
+"""admin: Windows Server without the Session Host role (2 remote sessions); rdsh: RD Session Host;
+client: Windows 10/11 single-session (1 interactive session); multi: Windows 10/11 Enterprise
+multi-session; avd: an Azure Virtual Desktop session host."""
+
 SESSION = o(
-    "One signed-in user's session as `quser` (`query user`) shows it.",
+    "One signed-in user's session (WTS API; `quser` only when the API cannot be used).",
     id=i("Session id.", hi=65536),
     name=s("Session name (console, rdp-tcp#3), null for a disconnected session.",
            max_len=12, null=True),
     user=s("User name, truncated to 24 characters; null when none.", max_len=24, null=True),
-    state=s("Session state as quser prints it.", choices=SESSION_STATES),
+    state=s("Session state (WTS_CONNECTSTATE_CLASS, the same in every display language; a quser "
+            "word azrdp does not know is `Unknown`).", choices=SESSION_STATES),
     idle_min=i("Idle minutes from `query user` (capped at 99999); null when unknown.", null=True,
                hi=99999),
 )
 
 SESSION_LIST_MAX = 4
+SEAT_MODES_DOC = ("`admin` no Session Host role, 2 remote sessions; `rdsh` RD Session Host; `client` "
+                  "Windows 10/11 single-session, 1 session; `multi` Windows 10/11 multi-session; "
+                  "`avd` an AVD session host.")
 
 # -- diagnose ------------------------------------------------------------------------------------
 
@@ -258,11 +269,11 @@ DIAGNOSE = o(
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),
                total=i("All sessions, including those not listed.", hi=None),
-               server_mode=s("`admin`: no Session Host role, two remote sessions at most; "
-                             "`rdsh`: a licensed Session Host.", choices=("admin", "rdsh")),
+               server_mode=s("Seat model: " + SEAT_MODES_DOC, choices=SEAT_MODES),
                max_instances=i("RDP-Tcp MaxInstanceCount (4294967295 = unlimited), or the policy "
                                "value when set.", null=True),
-               seat_limit=i("Remote sessions allowed: min(2 in admin mode, max_instances)."),
+               seat_limit=i("Sessions allowed: min(2 admin, 1 client, unlimited otherwise; "
+                            "max_instances)."),
                used=i("Remote sessions holding a seat (Active or Disc, not console, not 0)."),
                free=i("seat_limit - used, never negative."),
                single_session=b("fSingleSessionPerUser (a user reconnects to the same session).",
@@ -284,6 +295,8 @@ DIAGNOSE = o(
              reasons=a("Why.", s("Reason.", choices=REBOOT_REASONS), max_items=4)),
     errors=a("Sections that failed (first 3).", ERROR, max_items=3),
     errors_total=i("All failures, including those not listed.", hi=None),
+    error=s("Why nothing was read (`unsupported: ...` under Constrained Language Mode); null "
+            "normally.", max_len=60, null=True),
 )
 
 # -- repair --------------------------------------------------------------------------------------
@@ -311,8 +324,8 @@ RDP_CONFIG_STATE = o(
     services=a("TermService then SessionEnv.", SERVICE, max_items=2),
     fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
     fw_rules_enabled=i("Of those, enabled.", hi=None),
-    custom_rule=b("The azrdp rule for a non-default port exists and is enabled; null when the "
-                  "port is 3389.", null=True),
+    custom_rule=b("azrdp's own rule exists, is enabled and covers the RDP port; null when the "
+                  "port is 3389 and there is no such rule.", null=True),
 )
 
 MACHINEKEYS_STATE = o(
@@ -339,6 +352,7 @@ SESSIONS_STATE = o(
     total=i("All sessions (listeners excluded).", hi=None),
     disconnected=i("Sessions in state Disc.", hi=None),
     active=i("Remote sessions in state Active.", hi=None),
+    mode=s("Seat model (as diagnose's sessions.server_mode).", choices=SEAT_MODES),
     seat_limit=i("Remote sessions allowed."),
     used=i("Remote sessions holding a seat."),
     free=i("Free seats."),
@@ -377,31 +391,29 @@ REPAIR_STEP_SCHEMAS: dict[str, Field] = {
                    "needed changing).", max_len=BACKUP_PATH, null=True),
           actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
     "machinekeys-rename": _step(
-        "machinekeys-rename", "Move MachineKeys aside, recreate it, copy back all but the RDP key.",
+        "machinekeys-rename", "Move the definitely unusable RDP key container aside (only it).",
         MACHINEKEYS_STATE,
         o("What the step did.", null=True,
-          backup=s("The renamed old folder (kept, never deleted).", max_len=BACKUP_PATH,
+          backup=s("Folder the RDP key container file(s) were moved into (kept, locked to SYSTEM "
+                   "and Administrators); null when nothing moved.", max_len=BACKUP_PATH,
                    null=True),
-          acl_backup=s("Folder holding `icacls /save` of the old ACLs.", max_len=BACKUP_PATH,
-                       null=True),
-          copied=i("Key files copied back into the new folder.", hi=None),
-          skipped=a("RDP key container files left behind in the backup (first 1).",
-                    s("File name.", max_len=72), max_items=1),
-          skipped_total=i("All files left behind.", hi=None))),
+          moved=i("RDP key container files moved.", hi=None),
+          failed=i("Files that could not be moved (left in place).", hi=None))),
     "cert": _step(
-        "cert", "Remove expired/unusable RDP certificates, let Windows make a fresh one.",
+        "cert", "Move expired/broken RDP certificates to azrdp-backup, let Windows make one.",
         CERT_STATE,
         o("What the step did.", null=True,
-          removed=a("Thumbprints removed from the Remote Desktop store (first 2).",
+          removed=a("Thumbprints moved from the Remote Desktop store to Cert:\\LocalMachine\\"
+                    "azrdp-backup (first 2; undo: move them back).",
                     s("Thumbprint.", max_len=40, pattern=THUMBPRINT), max_items=2),
           removed_total=i("All certificates removed.", hi=None),
           cleared_binding=b("SSLCertificateSHA1Hash pointed to a missing, expired or unusable "
                             "certificate and was removed."),
           kept_bound=b("A valid admin-bound certificate was left in place."),
-          restarted=a("Services restarted, in order.", s("Service.", choices=SERVICE_NAMES),
-                      max_items=2))),
+          restarted=a("Services restarted, in order (only when RDP's certificate had to change).",
+                      s("Service.", choices=SERVICE_NAMES), max_items=2))),
     "sessions": _step(
-        "sessions", "Log off disconnected sessions (active ones only when asked).",
+        "sessions", "Log off sessions disconnected at the start (active ones only when asked).",
         SESSIONS_STATE,
         o("What the step did.", null=True,
           logged_off=a("Session ids logged off (first 4).", i("Session id.", hi=65536),
@@ -423,6 +435,10 @@ REPAIR = o(
     changed=b("At least one step changed something."),
     reboot_pending=b("Windows had a reboot pending before the repair (same sources as diagnose)."),
     reboot_required=b("A step needs a reboot, or Windows already had one pending."),
+    termservice=s("TermService's state at the end (the payload starts it again if it stopped); "
+                  "null when the payload did not run.", choices=SERVICE_STATES, null=True),
+    error=s("Why no step ran (no -Steps; `unsupported: ...` under Constrained Language Mode).",
+            max_len=60, null=True),
 )
 
 # -- rescue: the offline repair of a Windows disk attached to a rescue VM ------------------------

@@ -90,7 +90,10 @@ Verdict: pass: no problem found
         "Reading VM rg1/vm1 and its network interfaces ...",
         "Reading 1 network security group, 1 subnet, 1 public IP address ...",
         f"Probing RDP on 127.0.0.1:{rdp.port} ...",
-        "Reading the guest through Run Command (about 20-40 s) ..."]
+        "Reading the guest through Run Command (about 20-40 s) ...",
+        # in a log, a wait is a line when it starts and one when it ends (and one every 30 s)
+        "Run Command (read the guest) on vm1: sent (azrdp waits up to 15:00)",
+        "Run Command (read the guest) on vm1: finished after 0:00"]
     # exactly one Run Command, and it is the shipped read-only diagnose payload
     assert len(arm.run_commands) == 1
     assert arm.run_commands[0]["commandId"] == "RunPowerShellScript"
@@ -236,8 +239,9 @@ def test_throttling_is_announced_and_retried(arm):
     arm.fail(spec.vm_id, 429, "", "", headers={"Retry-After": "0"}, body={"error": throttled})
     result = run("vm1", "-g", "rg1", "--no-probe")
     assert result.exit_code == 0, result.output
-    assert "Azure is throttling requests (429) on virtualMachines/vm1; trying again (attempt 2) ..." \
-        in progress_lines(result.stderr)
+    # the throttled operation group, and the wait's length (Retry-After: 0 still pauses 1 s, never a tight loop)
+    assert "Azure is throttling Microsoft.Compute/HighCostGet (429) on virtualMachines/vm1; waiting 1 s before " \
+        "attempt 2 ..." in progress_lines(result.stderr)
 
 
 # -- user errors: one line, the documented exit code -------------------------------------------------

@@ -41,3 +41,27 @@ def test_a_failed_sign_in_prints_one_line_not_the_sdk_warnings(tmp_path):
     assert done.returncode == 3
     lines = [line for line in done.stderr.splitlines() if "Reading VM" not in line]
     assert len(lines) == 1 and lines[0].startswith("Error: not signed in to Azure (--auth cli)"), done.stderr
+
+
+def test_printable_escapes_everything_that_acts_on_a_terminal():
+    from azrdp.logsafe import printable, terminal_safe
+
+    hostile = "FAIL\r\x1b[2Kok \x9b31m \u202eevil\u200b \ud800 line\nbreak\tend"
+    safe = printable(hostile)
+    assert all(c.isprintable() and c not in "\u202e\u200b" for c in safe), safe
+    assert safe == ("FAIL\\u000d\\u001b[2Kok \\u009b31m \\u202eevil\\u200b \\ud800 line\\u000abreak\\u0009end")
+    assert terminal_safe("a\nb\x07") == "a\nb\\u0007"
+    import json
+    assert json.loads('"' + printable("x\x9by") + '"') == "x\x9by"   # valid inside a JSON string
+
+
+def test_log_records_are_escaped():
+    from azrdp.logsafe import enable_debug_logging
+
+    stream = io.StringIO()
+    handler = enable_debug_logging(stream)
+    try:
+        logging.getLogger("azrdp.test").debug("osName %s", "Windows\x1b]0;pwned\x07")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "\x1b" not in stream.getvalue() and "Windows\\u001b]0;pwned\\u0007" in stream.getvalue()

@@ -19,6 +19,9 @@ SCENARIO_CASES = [
     Case("deallocated", "deallocated"),
     Case("deallocated-start", "deallocated", args=("--start",)),
     Case("0x904", "0x904"),
+    Case("active-users", "active-users"),
+    Case("hung-termservice", "hung-termservice"),
+    Case("ecc-cert", "ecc-cert"),
     Case("0x904-guest-first", "0x904", args=("--guest-first",)),
 ]
 

@@ -14,7 +14,7 @@ def test_demo_repairs_0x904_and_shows_before_and_after(e2e, e2e_case):
     assert "Before:" in out and "Before -> after:" in out
     assert "rdp.cert           FAIL -> ok" in out
     assert "machinekeys-acl    changed, needs a reboot  MachineKeys default ACL no -> yes" in out
-    assert "free seats 0 -> 2 of 2" in out
+    assert "free seats 0 -> 1 of 2" in out   # one seat is all RDP needs (review #8)
     assert "Azure: 1 repair Run Command(s), 1 diagnose Run Command(s), 1 restart(s)" in out
     assert "Verdict: verified" in out
     assert "Restarting VM rg-azrdp-demo/vm-web-01 through ARM" in outcome.stderr   # progress, on stderr

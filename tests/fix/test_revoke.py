@@ -45,7 +45,7 @@ def test_revoke_expired_only_keeps_the_current_rule(arm, vm, audit_path):
     assert result.exit_code == 0, result.output
     assert arm.rule_calls == [("DELETE", "vm1NSG", EXPIRED["name"])]
     assert f"kept {CURRENT['name']} on vm1NSG: not expired" in result.stdout
-    assert audit_actions(audit_path) == [("nsg-rule", None, "removed")]
+    assert audit_actions(audit_path) == [("nsg-rule", None, "remove-requested"), ("nsg-rule", None, "removed")]
 
 
 def test_revoke_removes_every_azrdp_rule_and_nothing_else(arm, vm, audit_path):
@@ -70,7 +70,9 @@ def test_a_failed_removal_is_exit_5_and_the_others_still_go(arm, vm, audit_path)
     result = run("revoke", "vm1", "-g", "rg1", "--audit-log", str(audit_path))
     assert result.exit_code == 5
     assert f"FAILED {EXPIRED['name']} on vm1NSG" in result.stdout
-    assert sorted(audit_actions(audit_path)) == [("nsg-rule", None, "remove-failed"), ("nsg-rule", None, "removed")]
+    assert sorted(audit_actions(audit_path)) == [("nsg-rule", None, "remove-failed"),
+                                                 ("nsg-rule", None, "remove-requested"),
+                                                 ("nsg-rule", None, "remove-requested"), ("nsg-rule", None, "removed")]
 
 
 def test_ctrl_c_during_a_removal_is_audited_with_what_may_be_in_flight(arm, vm, audit_path):
@@ -87,7 +89,8 @@ def test_ctrl_c_during_a_removal_is_audited_with_what_may_be_in_flight(arm, vm, 
 
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert "may still be in flight; run azrdp revoke again to finish" in result.stderr
-    assert audit_actions(audit_path) == [("nsg-rule", None, "removed"), ("interrupted", None, None)]
+    assert audit_actions(audit_path) == [("nsg-rule", None, "remove-requested"), ("nsg-rule", None, "removed"),
+                                         ("nsg-rule", None, "remove-requested"), ("interrupted", None, None)]
     record = json.loads(audit_path.read_text().splitlines()[-1])
     assert record["in_flight"] == f"the removal of rule {record['rule']['name']} from NSG vm1NSG"
     assert record["done"] == [f"removed {arm.rule_calls[0][2]} from vm1NSG"]

@@ -86,6 +86,21 @@ def test_409_in_progress_is_waited_out_with_exact_backoff(compute, arm):
     assert len(arm.posts()) == 4
 
 
+def test_a_409_wait_names_what_holds_the_vm_and_how_long_azrdp_will_wait(compute, arm):
+    arm.conflict()
+    arm.conflict()
+    arm.accept(run_command_value(result_line(healthy())))
+    told, said = [], []
+    run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW, clock=ManualClock(),
+               polling_interval=0, conflict_wait=600, on_conflict=told.append, on_wait=said.append)
+    assert told == ['Another Run Command is running on vm1 (Azure: "Run command extension execution is in '
+                    'progress. Please wait for completion before invoking a run command."); it cannot be '
+                    'cancelled, so azrdp waits for it up to 600 s, trying again with back-off.']
+    assert said[:2] == ["waiting for another Run Command to finish (0 s of up to 600 s; next try in 5 s)",
+                        "waiting for another Run Command to finish (5 s of up to 600 s; next try in 10 s)"]
+    assert said[2:] == ["InProgress"]                      # then the operation's own status, each poll
+
+
 def test_409_forever_gives_a_clear_error_after_the_limit(compute, arm):
     arm.conflict()  # responses repeats the last registration
     clock = ManualClock()
@@ -166,7 +181,7 @@ def test_403_goes_through_arm_errors(compute, arm):
 
 
 def test_diagnose_guest_end_to_end(compute, arm):
-    arm.accept(run_command_value("WARNING: noise\r\n" + result_line(healthy()) + "\r\n", ""))
+    arm.accept(run_command_value("WARNING: noise\r\n" + result_line({**healthy(), "run_id": "abc-1"}) + "\r\n", ""))
     diagnosis = diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(),
                                polling_interval=0, run_id="abc-1")
     assert [c.id for c in diagnosis.checks][0] == "guest.termservice"

@@ -93,3 +93,41 @@ def test_to_dict_reports_tails_and_truncation():
     output = _output("a" * 5000, "")
     assert output.to_dict()["stdout_truncated"] is True
     assert output.to_dict()["stdout_tail"].startswith("...")
+
+
+# -- a hostile guest: bounded parsing ------------------------------------------------------------
+
+@pytest.mark.parametrize("line, problem", [
+    ("AZRDP-RESULT:" + "[" * 4000, "nested deeper than 16 levels"),
+    ('AZRDP-RESULT:{"a":' * 20 + "1" + "}" * 20, "nested deeper than 16 levels"),
+    ('AZRDP-RESULT:{"payload": "diagnose", "x": "\\ud800"}', "not valid Unicode"),
+    ('AZRDP-RESULT:{"payload": "diagnose", "x": NaN}', "not azrdp's JSON"),
+    ("AZRDP-RESULT:{" + '"x": "' + "a" * 9000 + '"}', "more than Run Command returns"),
+])
+def test_hostile_result_lines_are_refused_not_crashed_on(line, problem):
+    with pytest.raises(PayloadOutputError) as caught:
+        parse_result("diagnose", _output(line))
+    assert problem in caught.value.message
+
+
+def test_a_bracket_inside_a_string_is_not_nesting():
+    expected = healthy()
+    expected["os"]["caption"] = '[[[[[[[[[[[[[[[[[[[[ "\\" {{{{{{{{{{{{{{{{{{'   # a string, not depth
+    assert parse_result("diagnose", _output(result_line(expected))) == expected
+
+
+def test_a_huge_stream_is_cut_to_its_tail():
+    output = _output("x" * 500_000 + "\n" + result_line(healthy()))
+    assert len(output.stdout) <= 64 * 1024 and parse_result("diagnose", output) == healthy()
+
+
+def test_the_answer_must_be_for_the_run_and_steps_sent():
+    from azrdp.guest import check_answer
+
+    result = healthy_repair()
+    asked = [s["name"] for s in result["steps"]]
+    check_answer("repair", {**result, "run_id": "r1"}, {"RunId": "r1", "Steps": asked})
+    with pytest.raises(ResultSchemaError, match="answered for run '7f3c2a', azrdp sent 'r1'"):
+        check_answer("repair", result, {"RunId": "r1", "Steps": asked})
+    with pytest.raises(ResultSchemaError, match=r"\$.steps"):
+        check_answer("repair", {**result, "run_id": "r1"}, {"RunId": "r1", "Steps": asked[:1]})

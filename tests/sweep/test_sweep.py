@@ -18,7 +18,11 @@ from azrdp.plan import STEP_NAMES
 from azrdp.sweep import GATED_STEPS, UNATTENDED_STEPS, FixPolicy, Selection, sweep
 
 EXPECTED = {"vm-healthy-001": "healthy", "vm-healthy-002": "healthy", "vm-0x904-001": "unhealthy",
-            "vm-nsg-blocked-001": "unhealthy", "vm-agent-not-ready-001": "unhealthy"}
+            "vm-nsg-blocked-001": "unhealthy", "vm-agent-not-ready-001": "healthy"}
+"""A check-only sweep reads the VM agent only of a VM whose RDP does not answer (the fleet lists
+report power state, not the agent): the agent-not-ready VM answers RDP, so it is healthy here; a
+guest sweep reads every running VM's agent and finds it (GUEST_EXPECTED)."""
+GUEST_EXPECTED = {**EXPECTED, "vm-agent-not-ready-001": "unhealthy"}
 
 
 def run_sweep(emu, selection=Selection(), **kwargs):
@@ -38,21 +42,25 @@ def test_check_only_reports_every_vm_and_changes_nothing(fleet):
     by_name = {r.vm.name: r for r in result.results}
     assert by_name["vm-nsg-blocked-001"].summary.startswith("nsg.nic: NSG vm-nsg-blocked-001-nsg denies TCP 3389")
     assert by_name["vm-nsg-blocked-001"].answers is False
-    assert by_name["vm-agent-not-ready-001"].summary.startswith("vm.agent:")
+    agent = next(c for c in by_name["vm-agent-not-ready-001"].checks if c.id == "vm.agent")
+    assert agent.status.value == "skip" and agent.summary.startswith("not read")
     assert by_name["vm-0x904-001"].summary.startswith("rdp.cert:")
     assert by_name["vm-healthy-001"].answers is True
     for write in ("VirtualMachines_RunCommand", "VirtualMachines_Restart", "VirtualMachines_Start",
                   "SecurityRules_CreateOrUpdate"):
         assert fleet.count(write) == 0
-    # the resource group's NIC list, the subnet and its NSG were read once for all five VMs
-    assert fleet.count("NetworkInterfaces_List") == 1
-    assert fleet.count("Subnets_Get") == 1
-    assert result.reads["network_reads_saved"] > 0
+    # the subscription's lists answered for all five VMs; the two running VMs that fail a check
+    # had their agent read (tests/sweep/test_sweep_reads.py counts reads in detail)
+    assert fleet.count("NetworkInterfaces_ListAll") == 1 and fleet.count("NetworkInterfaces_List") == 0
+    assert fleet.count("Subnets_Get") == 0 and fleet.count("VirtualMachines_Get") == 0
+    assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2
 
 
 def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
     result = run_sweep(fleet, guest=True, session=tenant_session(fleet))
-    assert outcomes(result) == EXPECTED
+    assert outcomes(result) == GUEST_EXPECTED
+    by_name = {r.vm.name: r for r in result.results}
+    assert by_name["vm-agent-not-ready-001"].summary.startswith("vm.agent:")
     # the agent-not-ready VM is never sent a Run Command (it would hang for 90 minutes)
     sent = [c.path.split("/")[-2] for c in fleet.calls if c.operation == "VirtualMachines_RunCommand"]
     assert sorted(sent) == ["vm-0x904-001", "vm-healthy-001", "vm-healthy-002", "vm-nsg-blocked-001"]
@@ -83,10 +91,11 @@ def test_selection_by_tag_group_subscription_name_and_windows_only():
 
 
 def test_a_vm_that_fails_does_not_stop_the_others(fleet):
-    fleet.inject("server_error", operation="VirtualMachines_Get", vm="vm-healthy-002", status=500, count=None)
+    fleet.inject("server_error", operation="VirtualMachines_InstanceView", vm="vm-nsg-blocked-001", status=500,
+                 count=None)
     result = run_sweep(fleet)
     by_name = {r.vm.name: r for r in result.results}
-    failed = by_name["vm-healthy-002"]
+    failed = by_name["vm-nsg-blocked-001"]   # its agent read (RDP does not answer) fails
     assert failed.outcome == "error" and failed.error["exit_code"] == 5
     assert "InternalServerError" in failed.summary or "internal server error" in failed.summary.lower()
     assert by_name["vm-healthy-001"].outcome == "healthy"
@@ -97,10 +106,10 @@ def test_a_429_pauses_every_worker_once_and_nobody_gives_up(fleet):
     """A throttled read is sent again after the shared pause, below the SDK's retries (which are
     off here): no VM fails although ten requests were throttled."""
     clock = ManualClock()
-    fleet.inject("throttle", operation="VirtualMachines_Get", count=10, retry_after=7)
+    fleet.inject("throttle", operation="VirtualMachines_ListAll", count=10, retry_after=7)
     result = run_sweep(fleet, session=tenant_session(fleet, clock=clock), max_parallel=5)
     assert outcomes(result) == EXPECTED
-    assert fleet.count("VirtualMachines_Get", status=429) == 10
+    assert fleet.count("VirtualMachines_ListAll", status=429) == 10
     assert result.throttling["throttled"] == 10
     assert 7 in clock.sleeps and all(s <= 7 for s in clock.sleeps)
 
@@ -149,10 +158,10 @@ def test_cli_json_lines_summary_table_and_junit(fleet, emu_env, tmp_path):
     assert {v["vm"]: v["outcome"] for v in vms} == EXPECTED
     assert all(v["schema_version"] == 1 for v in lines)
     summary = lines[-1]
-    assert summary["type"] == "summary" and summary["counts"]["healthy"] == 2 and summary["ok"] is False
+    assert summary["type"] == "summary" and summary["counts"]["healthy"] == 3 and summary["ok"] is False
     assert "VM  " in outcome.stderr and "5 VMs in" in outcome.stderr    # the table, on stderr with -o json
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "5" and suite.get("failures") == "3" and suite.get("errors") == "0"
+    assert suite.get("tests") == "5" and suite.get("failures") == "2" and suite.get("errors") == "0"
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert set(cases) == set(EXPECTED)
     assert cases["vm-healthy-001"].find("failure") is None
