@@ -83,8 +83,10 @@ class DemoResult:
 
 def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
              on_setup: Callable[[DemoSetup], None] | None = None, progress: Any = None, audit: Any = None,
-             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False) -> DemoResult:
-    """Start the emulator with ``scenario``, run the real fix against its VM, stop the emulator.
+             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False,
+             windows: str = "2022", locale: str = "en-US") -> DemoResult:
+    """Start the emulator with ``scenario`` on a guest running ``windows`` in display language
+    ``locale`` (azrdp.emulator.profiles), run the real fix against its VM, stop the emulator.
 
     ``allow_from_me`` and ``start`` are ``fix --allow-from me --source-ip ...`` and ``fix --start``:
     the demo owns the VM and knows the address NSG rules see, so it may open the port to exactly
@@ -101,11 +103,14 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
     from azrdp.repair import FixOptions, fix
     from azrdp.target import parse_target
 
+    from azrdp.emulator.profiles import GuestProfile
+
     problem = preset(scenario).summary   # ValueError names the scenarios
+    profile = GuestProfile(windows=windows, locale=locale)   # ValueError names the choices
     if not speed > 0:
         raise ValueError(f"speed must be more than 0, got {speed!r}")
     begun = clock.monotonic()
-    with Emulator.start(scenario, speed=speed) as emu:
+    with Emulator.start(scenario, speed=speed, profile=profile) as emu:
         vm = emu.vm()
         host, port = emu.rdp_endpoint()
         setup = DemoSetup(scenario=scenario, problem=problem, vm=vm.name, resource_group=vm.resource_group,

@@ -373,7 +373,9 @@ class _Job:
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
             try:
-                create_rule(s, rule, clock=self.clock)
+                with self.waiting(f"NSG rule {rule.name} on {rule.nsg_name}", said="sent", limit=300.0) as wait:
+                    create_rule(s, rule, clock=self.clock, on_poll=wait.update)
+                    wait.end("created")
             except AzrdpError as err:  # ARM may have accepted the PUT: the rule may exist
                 self.in_flight = None
                 self.record("nsg-rule", status="failed", rule=rule.to_dict(), error=err.message,

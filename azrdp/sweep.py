@@ -308,7 +308,8 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     workers = max(probe_parallel, max_parallel)
     scopes: dict[str, _Scope] = {}
     for sub_id, name in subscriptions:
-        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify)
+        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify,
+                                max_wait=session.retry.throttle_budget)
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
@@ -416,7 +417,9 @@ class _Worker:
                     result = self._fix(scope, vm, result, diagnosis)
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
-                              error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code})
+                              error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code,
+                                     **({"throttled": {"group": err.group, "retry_after": err.retry_after}}
+                                        if hasattr(err, "retry_after") else {})})
         except Exception as err:  # noqa: BLE001 - one VM's surprise must not stop the others
             result = VmResult(vm, "error", f"unexpected {type(err).__name__}: {err}",
                               error={"type": type(err).__name__, "message": str(err), "exit_code": EXIT_PROBLEM})

@@ -46,7 +46,13 @@ def retry_after_seconds(value: str | None, now: Callable[[], Any] | None = None)
 
 
 class SharedBackoff:
-    """A gate shared by every worker of one subscription."""
+    """A gate shared by every worker of one subscription.
+
+    Throttling is per operation group (Compute counts LowCostGet, HighCostGet, GetOperation,
+    UpdateVM... in 3- and 30-minute windows; real-azure-behaviour.md, "Throttling"), so a 429 that
+    names its group closes the gate for that group only: workers reading other groups (another
+    VM's network, a poll) go on. A 429 without a known group (ARM's own subscription limit) closes
+    it for everyone."""
 
     def __init__(self, label: str = "", *, clock: Clock = SYSTEM_CLOCK,
                  notify: Callable[[str], None] | None = None, max_wait: float = DEFAULT_MAX_WAIT):
@@ -57,37 +63,73 @@ class SharedBackoff:
         self.throttled = 0          # 429 answers seen
         self.pauses = 0             # times the gate closed (or a closing was extended)
         self.paused_seconds = 0.0   # how long the gate was closed, in total
-        self._until = 0.0
+        self._until: dict[str | None, float] = {}
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Block until the gate is open."""
+    def wait(self, group: str | None = None) -> None:
+        """Block until the gate is open for ``group`` (and for the whole subscription)."""
         while True:
             with self._lock:
-                remaining = self._until - self.clock.monotonic()
+                until = max(self._until.get(None, 0.0), self._until.get(group, 0.0) if group else 0.0)
+                remaining = until - self.clock.monotonic()
             if remaining <= 0:
                 return
             self.clock.sleep(remaining)
 
-    def hold(self, seconds: float, what: str = "") -> None:
-        """Close the gate for ``seconds`` from now (a later end wins; an earlier one changes nothing)."""
+    def hold(self, seconds: float, what: str = "", group: str | None = None) -> None:
+        """Close the gate (for ``group``, or for everyone) for ``seconds`` from now (a later end
+        wins; an earlier one changes nothing)."""
         announce = None
         with self._lock:
             self.throttled += 1
             now = self.clock.monotonic()
             until = now + max(seconds, 0.0)
-            if until > self._until:
-                self.paused_seconds += until - max(self._until, now)
-                if self._until <= now:
+            current = self._until.get(group, 0.0)
+            if until > current:
+                self.paused_seconds += until - max(current, now)
+                if current <= now:
                     self.pauses += 1
-                    announce = (f"Azure is throttling requests{f' for {self.label}' if self.label else ''} "
-                                f"(429{f' on {what}' if what else ''}); every worker pauses {seconds:g} s ...")
-                self._until = until
+                    where = f"{f' for {self.label}' if self.label else ''}"
+                    who = f"requests in {group} pause" if group else "every worker pauses"
+                    announce = (f"Azure is throttling {group or 'requests'}{where} "
+                                f"(429{f' on {what}' if what else ''}); {who} {seconds:g} s ...")
+                self._until[group] = until
         if announce and self.notify is not None:
             self.notify(announce)
 
     def to_dict(self) -> dict[str, Any]:
         return {"throttled": self.throttled, "pauses": self.pauses, "paused_seconds": round(self.paused_seconds, 3)}
+
+
+def request_group(method: str, url: str) -> str | None:
+    """The Compute operation group a request counts against (without its window), as far as the
+    URL tells: a VM or its instance view LowCostGet, a VM list HighCostGet, an operation poll
+    GetOperation, a VM action UpdateVM; None for anything else (network reads, ARM's own)."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.rstrip("/").lower()
+    if "/providers/microsoft.compute/" not in path:
+        return None
+    tail = path.split("/providers/microsoft.compute/", 1)[1].split("/")
+    if tail[0] == "locations" and "operations" in tail:
+        return "Microsoft.Compute/GetOperation"
+    if tail[0] != "virtualmachines":
+        return None
+    if len(tail) == 1:
+        return "Microsoft.Compute/HighCostGet" if method.upper() == "GET" else None
+    if method.upper() == "GET":
+        return "Microsoft.Compute/LowCostGet"
+    return "Microsoft.Compute/UpdateVM" if method.upper() == "POST" else None
+
+
+def group_family(group: str | None) -> str | None:
+    """``Microsoft.Compute/HighCostGet3Min`` -> ``Microsoft.Compute/HighCostGet`` (one family, two
+    windows); subscription limits and unknown groups -> None (the whole subscription)."""
+    import re
+
+    if not group or not group.startswith("Microsoft.Compute/"):
+        return None
+    return re.sub(r"\d+Min$", "", group)
 
 
 def _transport_base() -> type:
@@ -108,8 +150,9 @@ def backoff_transport(backoff: SharedBackoff, inner: Any = None, *, pool_size: i
 
         def send(self, request: Any, **kwargs: Any) -> Any:
             waited = 0.0
+            mine = request_group(getattr(request, "method", "GET") or "GET", request.url)
             while True:
-                self.backoff.wait()
+                self.backoff.wait(mine)
                 response = self.inner.send(request, **kwargs)
                 if response.status_code != 429:
                     return response
@@ -118,9 +161,15 @@ def backoff_transport(backoff: SharedBackoff, inner: Any = None, *, pool_size: i
                     return response
                 delay = max(delay, MIN_PAUSE)
                 if waited + delay > self.backoff.max_wait:
+                    # all this request may wait: the 429 goes up, and the SDK's policy must not
+                    # wait again (the VM is reported throttled, the others go on)
+                    try:
+                        response.azrdp_throttle_spent = True
+                    except AttributeError:
+                        pass
                     return response
                 waited += delay
-                self.backoff.hold(delay, _short_path(request.url))
+                self.backoff.hold(delay, _short_path(request.url), group_family(_response_group(response)))
 
         def open(self) -> None:
             self.inner.open()
@@ -132,6 +181,14 @@ def backoff_transport(backoff: SharedBackoff, inner: Any = None, *, pool_size: i
             self.close()
 
     return BackoffTransport()
+
+
+def _response_group(response: Any) -> str | None:
+    try:
+        body = response.json() if hasattr(response, "json") else None
+    except Exception:  # noqa: BLE001 - a 429 without a JSON body names its group in a header, if at all
+        body = None
+    return operation_group(body, getattr(response, "headers", None))
 
 
 def _requests_transport(pool_size: int) -> Any:

@@ -10,6 +10,11 @@ import json
 from typing import Any
 
 
+GATEWAY = {"x-ms-failure-cause": "gateway"}
+"""ARM's gateway answers its own 404s (the resource provider never saw the request) with this
+header (real-azure-behaviour.md, "Smaller differences")."""
+
+
 class ArmError(Exception):
     status = 400
     code = "BadRequest"
@@ -39,14 +44,14 @@ class SubscriptionNotFound(ArmError):
     status, code = 404, "SubscriptionNotFound"
 
     def __init__(self, subscription: str):
-        super().__init__(f"The subscription '{subscription}' could not be found.")
+        super().__init__(f"The subscription '{subscription}' could not be found.", headers=GATEWAY)
 
 
 class ResourceGroupNotFound(ArmError):
     status, code = 404, "ResourceGroupNotFound"
 
     def __init__(self, resource_group: str):
-        super().__init__(f"Resource group '{resource_group}' could not be found.")
+        super().__init__(f"Resource group '{resource_group}' could not be found.", headers=GATEWAY)
 
 
 class ComputeNotFound(ArmError):
@@ -66,7 +71,7 @@ class ResourceNotFound(ArmError):
 
     def __init__(self, resource_type: str, name: str, resource_group: str):
         super().__init__(f"The Resource '{resource_type}/{name}' under resource group '{resource_group}' "
-                         "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+                         "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", headers=GATEWAY)
 
 
 class ChildResourceNotFound(ArmError):

@@ -21,6 +21,8 @@ Behaviour faults (the backend acts differently):
 * ``restart_failure``       the next restart/start ends ``Failed`` (InternalExecutionError); the
                              guest is not rebooted.
 * ``rdp_never_returns``     after the next restart/start, the RDP port stays closed.
+* ``vm_being_deleted``      the VM answers Compute's own 404 ``NotFound`` "The entity was not found in
+                             this Azure location." (a VM being deleted; real-azure-behaviour.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 HTTP_FAULTS = ("throttle", "server_error", "connection_reset")
-BEHAVIOUR_FAULTS = ("run_command_conflict", "run_command_hang", "restart_failure", "rdp_never_returns")
+BEHAVIOUR_FAULTS = ("run_command_conflict", "run_command_hang", "restart_failure", "rdp_never_returns",
+                    "vm_being_deleted")
 KINDS = HTTP_FAULTS + BEHAVIOUR_FAULTS
 
 POLL_OPERATIONS = ("ComputeOperations_Get", "ComputeOperationResults_Get", "NetworkOperations_Get",

@@ -244,6 +244,11 @@ class WindowsGuest:
         self.caption = "Microsoft Windows Server 2022 Datacenter"
         self.build = "20348.2340"
         self.seat_mode = "admin"      # admin | rdsh | client | multi | avd (see schema.SEAT_MODES)
+        self.windows = "2022"         # the profile (azrdp.emulator.profiles): --windows, --locale, role
+        self.locale = "en-US"
+        self.role: str | None = None  # None | dc | avd
+        self.powershell = "5.1"
+        self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
         self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True

@@ -13,6 +13,7 @@ message on StdErr and no result line.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -179,9 +180,45 @@ def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
     """What Get-UserSessions lists (WTSEnumerateSessions rows with a user name): sessions with a
-    signed-in user, never session 0 or an empty console; a logoff that completed is gone."""
+    signed-in user, never session 0 or an empty console; a logoff that completed is gone. Without
+    the WTS API, what the script's quser fallback reads from the guest's localized quser text."""
     guest.settle()
+    if not guest.wts_api:
+        return _quser_fallback(guest)
     return [s for s in guest.sessions if s.user]
+
+
+@functools.lru_cache(maxsize=1)
+def _quser_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str]]]:
+    """Get-QuserSessions' line pattern and $LocalizedStates, read from the shipped common.ps1, so the
+    fallback the emulator runs is the script's own (not a second copy of it)."""
+    text = payload("diagnose").script_text()
+    line = re.search(r"if \(\$line -notmatch '([^']+)'\) \{ continue \}", text[text.index("function Get-QuserSessions"):])
+    block = text[text.index("$LocalizedStates = @("):text.index("function ConvertFrom-QuserState")]
+    states = [(re.compile(m.group(1)), m.group(2)) for m in re.finditer(r"@\('(\^[^']+)', '(\w+)'\)", block)]
+    for m in re.finditer(r"-join \[char\[\]\]\(([^)]*)\)\) \+ '\$'\), '(\w+)'\)", block):
+        word = "".join(chr(int(code, 16)) for code in m.group(1).split(", "))
+        states.append((re.compile("^" + re.escape(word) + "$"), m.group(2)))
+    assert line is not None and states, "common.ps1's quser fallback changed shape"
+    return re.compile(line.group(1)), states
+
+
+def _quser_fallback(guest: WindowsGuest) -> list[Session]:
+    from azrdp.emulator.profiles import quser_text
+
+    pattern, states = _quser_patterns()
+    out = []
+    for text in quser_text(guest)[1:]:
+        m = pattern.match(text)
+        if m is None:
+            continue
+        word = m.group(4)
+        state = next((name for regex, name in states if regex.search(word)), "Unknown")
+        idle = m.group(5)
+        minutes = (int(idle.split(":")[0]) * 60 + int(idle.split(":")[1]) if ":" in idle
+                   else int(idle) if idle.isdigit() else 0 if not re.search(r"\d", idle) else None)
+        out.append(Session(int(m.group(3)), m.group(2), m.group(1).strip(), state, minutes))
+    return out
 
 
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:

@@ -275,7 +275,8 @@ def virtual_networks_list_all(backend: ArmBackend, req: Request) -> Reply:
 
 
 def network_interfaces_list_effective_network_security_groups(backend: ArmBackend, req: Request) -> Reply:
-    return _accepted(backend.effective_nsgs(backend.nic(*_sub_rg(req), req.p("nic"))), req)
+    op = backend.effective_nsgs(backend.nic(*_sub_rg(req), req.p("nic")))
+    return Reply(202, None, {"Location": op.headers(req.base_url)["Location"]})   # Location only, as Azure
 
 
 def virtual_networks_get(backend: ArmBackend, req: Request) -> Reply:
@@ -288,7 +289,7 @@ def subnets_get(backend: ArmBackend, req: Request) -> Reply:
 
 
 def network_security_groups_get(backend: ArmBackend, req: Request) -> Reply:
-    return Reply(200, backend.nsg(*_sub_rg(req), req.p("nsg")).to_arm())
+    return Reply(200, backend.back_references(backend.nsg(*_sub_rg(req), req.p("nsg"))).to_arm())
 
 
 def _rule(backend: ArmBackend, req: Request, default: bool = False) -> Reply:

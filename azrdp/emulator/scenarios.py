@@ -30,6 +30,7 @@ from azrdp.emulator.models import (
     VirtualNetwork,
     resource_id,
 )
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator.rdp_listener import AddressPool
 
 SUBSCRIPTION_ID = "4b1d2c3e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -161,7 +162,11 @@ def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
 
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
-    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
+    public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
+    starts (real-azure-behaviour.md, "Smaller differences")."""
+    for pip in backend.public_ips_of(vm):
+        pip.allocation = "Dynamic"
     backend.stop(vm, deallocate=True)
 
 
@@ -292,18 +297,22 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
     return vm
 
 
-def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str) -> VirtualMachine:
+def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str,
+           profile: GuestProfile | None = None) -> VirtualMachine:
     vm = add_vm(backend, pool, name, resource_group=resource_group)
+    if profile is not None:
+        profile.apply(vm.guest)
     for problem in preset.problems:
         problem(backend, vm)
     return vm
 
 
 def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms: int = 1,
+          profile: GuestProfile | None = None,
           resource_group: str = RESOURCE_GROUP) -> list[VirtualMachine]:
     """Scenario ``name`` on ``vms`` VMs (vm-web-01, vm-web-02, ...)."""
     preset = scenario(name)
-    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
+    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group, profile) for n in range(1, vms + 1)]
 
 
 @dataclass(frozen=True)
@@ -334,7 +343,7 @@ class FleetLayout:
 
 
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+                layout: FleetLayout = FleetLayout(), profile: GuestProfile | None = None) -> list[VirtualMachine]:
     """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
     (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
     across the whole fleet."""
@@ -349,6 +358,8 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]
             vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            if profile is not None:
+                profile.apply(vm.guest)
             for problem in presets[name].problems:
                 problem(backend, vm)
             planted.append(vm)

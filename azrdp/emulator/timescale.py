@@ -36,7 +36,6 @@ SHUTDOWN: Span = (3.0, 10.0)          # after a restart succeeded: Windows still
 BOOT: Span = (15.0, 30.0)             # Windows boots, the agent reports Ready and TermService listens
 AGENT_HEARTBEAT = 15.0                # the VM agent reports its status this often (unverified)
 NSG_UPDATE: Span = (3.0, 10.0)        # a security rule create/delete until it is applied
-EFFECTIVE_NSG: Span = (2.0, 6.0)      # listEffectiveNetworkSecurityGroups
 ARM_LATENCY: Span = (0.05, 0.3)       # every ARM call's own response time
 AGENT_TIMEOUT: Span = (300.0, 300.0)  # Run Command on a VM whose agent is not Ready fails after this
 

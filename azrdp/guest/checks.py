@@ -266,10 +266,11 @@ def check_sessions(result: dict[str, Any]) -> Check:
                    + (f" ({disconnected} disconnected)" if disconnected else ""))
         then = "" if disconnected else "Only active sessions hold the seats: log them off with LogOffActive."
         return Check("guest.sessions", Status.FAIL, summary, details, step_remedy("sessions", then=then))
+    free = "no seat limit" if sessions["seat_limit"] >= 4294967295 else f"{sessions['free']} seat(s) free"
     if disconnected:
-        return Check("guest.sessions", Status.PASS, f"{sessions['free']} seat(s) free; "
-                     f"{disconnected} disconnected session(s) hold others", details)
-    return Check("guest.sessions", Status.PASS, f"{sessions['free']} seat(s) free", details)
+        return Check("guest.sessions", Status.PASS, f"{free}; {disconnected} disconnected session(s) hold others",
+                     details)
+    return Check("guest.sessions", Status.PASS, free, details)
 
 
 def check_events(result: dict[str, Any]) -> Check:

@@ -134,7 +134,13 @@ function Test-PrivateKey {
             return ($ecKey.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256).Length -gt 0)
         }
         $rx = 'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]
-        if ($null -eq $rx) { $key = $Certificate.PrivateKey } else { $key = $rx::GetRSAPrivateKey($Certificate) }
+        if ($null -eq $rx) {
+            # .NET 4.5: X509Certificate2.PrivateKey reaches CAPI keys only; a CNG key throws
+            # "Invalid provider type specified" although it works: could not test, not broken.
+            try { $key = $Certificate.PrivateKey } catch { return $null }
+        } else {
+            $key = $rx::GetRSAPrivateKey($Certificate)
+        }
         if ($null -eq $key) { return $false }
     } catch [System.Security.Cryptography.CryptographicException] {
         return $false
@@ -313,12 +319,12 @@ function ConvertFrom-QuserState {
 }
 
 function Get-QuserSessions {
-    # quser's table, read by column position from the right: the user name (may hold a space) and
-    # the session name are whatever precedes the id. Header and state words are localized.
+    # quser's table: the user name may hold a space ("John Smith"), so the session name is only a
+    # word that looks like one (console, rdp-tcp#3). Header and state words are localized.
     $run = Invoke-Native -FilePath 'quser.exe'
     $sessions = New-Object -TypeName System.Collections.ArrayList
     foreach ($line in @($run.Lines | Select-Object -Skip 1)) {
-        if ($line -notmatch '^[ >](.+?)\s+(?:(\S+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s+\S') { continue }
+        if ($line -notmatch '^[ >](.+?)\s+(?:(console|\S+#\d+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s+\S') { continue }
         $name = $null
         if ($Matches[2]) { $name = Limit-Text -Text $Matches[2] -Max 12 }
         [void]$sessions.Add([ordered]@{

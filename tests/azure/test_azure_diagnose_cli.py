@@ -204,7 +204,7 @@ Azure
                           -> Enable them with `az vm boot-diagnostics enable -g rg1 -n vm1`.
 Network
   WARN net.public_ip      none: the wire probe must run from inside the network
-                          -> Run azrdp from a machine inside the virtual network with --host PRIVATE_IP, or connect through Azure Bastion.
+                          -> From a machine inside the virtual network run `azrdp diagnose vm1 -g rg1 --host PRIVATE_IP`, or connect through Azure Bastion.
   ok   nsg.subnet         no NSG on the subnet: TCP 3389 from any Internet address passes this level
   ok   nsg.nic            NSG vm1NSG allows TCP 3389 from any Internet address: rule RDP (priority 300, Allow)
   ok   nsg.effective      TCP 3389 from any Internet address is allowed (NIC NSG vm1NSG rule RDP (priority 300, Allow))
