@@ -37,6 +37,7 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
     "vm.provisioning": ("azure", "the VM's provisioning state succeeded"),
     "vm.agent": ("azure", "the VM agent is Ready (Run Command needs it)"),
     "boot.diagnostics": ("azure", "boot diagnostics are enabled (screenshot, serial log)"),
+    "boot.health": ("azure", "the guest's own VM Health Report in the serial log (RDP enabled, TermService, firewall)"),
     # Network side: addresses and NSG rules for the RDP port
     "net.public_ip": ("network", "the VM has a public IP address"),
     "nsg.subnet": ("network", "the subnet's NSG allows inbound RDP"),

@@ -22,6 +22,8 @@ from typing import Any
 def health_report_lines(vm: Any) -> list[str]:
     guest = vm.guest
     agent = guest.services.get("WindowsAzureGuestAgent")
+    if getattr(guest, "sac_enabled", True):
+        return []        # written only while SAC is not enabled (the SupportArticles page above)
     if vm.power != "running" or not guest.up or agent is None or agent.start == "Disabled":
         return []
     seconds_ago = 0.0 if agent.state == "Running" else max(0.0, guest.sim_now() - guest.booted_at)
