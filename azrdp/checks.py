@@ -39,6 +39,7 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
                           "stopped or deallocated VM (its last report says nothing about now), WARN when its last "
                           "report is older than the VM's last operation (still rebooting)"),
     "boot.diagnostics": ("azure", "boot diagnostics are enabled (screenshot, serial log)"),
+    "boot.health": ("azure", "the guest's own VM Health Report in the serial log (RDP enabled, TermService, firewall)"),
     # Network side: addresses and NSG rules for the RDP port
     "net.public_ip": ("network", "the VM has a public IP address"),
     "nsg.subnet": ("network", "the subnet's NSG allows inbound RDP"),

@@ -35,7 +35,9 @@ STOPPED_STATES = ("deallocated", "deallocating", "stopped", "stopping")
 NO_WIRE_EVIDENCE = frozenset({"connect_timeout", "unreachable", "dns_failed", "connect_error"})
 # RDP spoke, but refused the way it is configured (SecurityLayer, NLA): no azrdp step changes that.
 NO_STEP_OUTCOMES = frozenset({"negotiation_failure", "unexpected_protocol"})
-OFFLINE_ROUTE = ("repair it offline: `az vm repair create -g {rg} -n {vm} --verbose`, then "
+OFFLINE_ROUTE = ("repair it offline with `azrdp rescue {vm} -g {rg}` (about 10-30 minutes and a temporary rescue "
+                 "VM; the original OS disk and a snapshot are kept), or by hand: "
+                 "`az vm repair create -g {rg} -n {vm} --verbose`, then "
                  "`az vm repair run -g {rg} -n {vm} --run-id win-GA-fix --run-on-repair`, then "
                  "`az vm repair restore -g {rg} -n {vm}` (or use the serial console)")
 

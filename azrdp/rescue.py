@@ -287,11 +287,13 @@ class _Job:
 
     # -- reads -----------------------------------------------------------------------------------
     def diagnose(self, *, guest: bool) -> Any:
+        from azrdp.azure.healthreport import boot_health_stage
         from azrdp.diagnose import GUEST_STAGES, diagnose
 
         o = self.options
+        stages = (boot_health_stage, *(GUEST_STAGES if guest else ()))
         return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
-                        probe_timeout=o.probe_timeout, stages=GUEST_STAGES if guest else (), progress=self.progress)
+                        probe_timeout=o.probe_timeout, stages=stages, progress=self.progress)
 
     def read_vm(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         rg, name = self.target.resource_group, self.target.name

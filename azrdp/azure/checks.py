@@ -238,7 +238,9 @@ def check_agent(inventory: Inventory) -> Check:
     status = facts["status"] or "no status reported"
     return Check("vm.agent", Status.FAIL, f"{status}{version}: Run Command cannot reach the guest", details,
                  f"Restart the VM (`az vm restart {_az(inventory)}`); if the agent stays Not Ready, repair it "
-                 f"offline with `az vm repair` and the win-GA-fix script, or through the serial console.")
+                 f"offline with `azrdp rescue {inventory.target.name} -g {inventory.target.resource_group}` "
+                 f"(a temporary rescue VM, about 10-30 minutes), with `az vm repair` and the win-GA-fix script, "
+                 f"or through the serial console.")
 
 
 def check_boot_diagnostics(inventory: Inventory) -> Check:

@@ -8,7 +8,7 @@ import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
-from azrdp.commands.fix import parse_duration
+from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_WAIT, Number, parse_duration
 from azrdp.errors import UsageError
 
 
@@ -29,7 +29,7 @@ from azrdp.errors import UsageError
 @click.option("--port", type=int, default=3389, show_default=True, help="The RDP port.")
 @click.option("--source-ip", metavar="IP", help="Your public address: NSG rules are evaluated for it.")
 @click.option("--host", metavar="HOST[:PORT]", help="Verify RDP on this address instead of the VM's public IP.")
-@click.option("--probe-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True, metavar="SECONDS",
+@click.option("--probe-timeout", type=Number(minimum=0.1, maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for one wire probe.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
               help="Append the change records here (default: the user's data directory, or AZRDP_AUDIT_LOG); "
@@ -75,8 +75,8 @@ def rescue_command(azure: AzureOptions, yes: bool, dry_run: bool, resume: bool, 
         raise UsageError("no terminal to confirm the plan in, and no --yes.",
                          hint="A runbook must say what it wants: add --yes to rescue, or --dry-run to see the plan.")
     options = RescueOptions(port=port, host=host, source_ip=source_ip, probe_timeout=probe_timeout,
-                            wait_timeout=parse_duration(wait_timeout, "--wait-timeout"),
-                            operation_timeout=parse_duration(operation_timeout, "--timeout"),
+                            wait_timeout=parse_duration(wait_timeout, "--wait-timeout", maximum=MAX_WAIT),
+                            operation_timeout=parse_duration(operation_timeout, "--timeout", maximum=MAX_WAIT),
                             keep_rescue=keep_rescue, dry_run=dry_run, force=force)
     target = azure.target()
     progress = Progress()

@@ -291,6 +291,7 @@ class WindowsGuest:
         self.backup_root = BackupRoot()
         self.self_signed_cert_store: str | None = None   # WinStations\SelfSignedCertStore (None = absent)
         self.attached_volumes: list["WindowsGuest"] = []  # offline Windows installations on data disks
+        self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)
         self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)

@@ -122,7 +122,7 @@ class _Offline:
         if moved:
             folder = self.backup_path()
             self.v.backup_folders[folder] += [f"{cert.thumbprint}.reg" for cert in moved]
-            for cert in moved:   # rescue.ps1 moves the registry key into azrdp-backup (undo: move back)
+            for cert in moved:             # Move-Item into the offline azrdp-backup store
                 cert.store = "backup"
             actions.append(f"store:moved={len(moved)}")
         return bool(actions), actions, None

@@ -601,7 +601,9 @@ def screenshot_png(vm: VirtualMachine) -> bytes:
 
 def serial_log(vm: VirtualMachine) -> str:
     guest = vm.guest
-    lines = ["Windows Boot Manager", f"Computer is booting, SAC started and initialized. ({vm.name})"]
+    sac = getattr(guest, "sac_enabled", True)   # Azure's Windows images enable SAC (EMS) by default
+    lines = ["Windows Boot Manager", f"Computer is booting, SAC started and initialized. ({vm.name})" if sac
+             else f"Computer is booting. ({vm.name})"]
     if vm.power != "running":
         lines.append(f"The virtual machine is {vm.power}.")
     elif vm.booting or not guest.up:
@@ -609,6 +611,9 @@ def serial_log(vm: VirtualMachine) -> str:
     else:
         lines.append(f"{guest.computer_name} is up. Remote Desktop Services: "
                      f"{guest.services['TermService'].state}.")
+    from azrdp.emulator.health_report import health_report_lines
+
+    lines += health_report_lines(vm)
     return "\n".join(lines) + "\n"
 
 

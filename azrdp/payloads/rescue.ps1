@@ -21,8 +21,9 @@
     cert         Clears SSLCertificateSHA1Hash when it points to a certificate that is in neither
                  the offline LocalMachine My nor Remote Desktop store, or has expired (the value
                  is saved to the backup folder first); moves every entry of the offline Remote
-                 Desktop store aside (reg.exe export to the backup folder, then removed), so
-                 TermService makes a fresh self-signed certificate at its next start.
+                 Desktop store aside (reg.exe export to the backup folder, then moved into the
+                 offline azrdp-backup store, Cert:\LocalMachine\azrdp-backup once the disk boots),
+                 so TermService makes a fresh self-signed certificate at its next start.
     machinekeys  Saves the ACLs (icacls /save) first, then restores the offline MachineKeys
                  folder's default ACL and gives the RDP key container NETWORK SERVICE read and
                  SYSTEM full control.
@@ -32,7 +33,7 @@
     The hives are always unloaded (finally), after a garbage collection that closes the
     handles PowerShell's registry provider keeps; a failed unload is retried and reported.
     Backups go to <volume>\ProgramData\azrdp\backup\rescue-<RunId> on the OFFLINE disk, so they
-    travel with it. Nothing is deleted that is not exported first. The output is exactly one
+    travel with it. Nothing is deleted. The output is exactly one
     line, AZRDP-RESULT:{compact json}, in the schema of azrdp/payloads/schema.py (RESCUE).
 
 .PARAMETER RunId
@@ -61,7 +62,7 @@ $PayloadVersion = '1.0.0'
 # azrdp:include common.ps1
 
 if (-not (Test-FullLanguage)) {
-    # Constrained Language Mode (WDAC/AppLocker) refuses the .NET calls the steps need: change nothing.
+    # Constrained Language Mode (WDAC/AppLocker) refuses .NET calls the steps need: change nothing.
     Write-Result -Result ([ordered]@{ payload = 'rescue'; version = $PayloadVersion; run_id = $RunId; volume = $null
         found = 'none'; computer_name = $null; control_set = $null; backup = $null; hives_unloaded = $true; steps = @()
         changed = $false; error = 'unsupported: PowerShell runs in Constrained Language Mode' })
@@ -291,17 +292,17 @@ function Repair-Cert {
         [void]$actions.Add('binding:cleared')
     }
     if ($Before.store -gt 0) {
+        # Moved, not deleted: into the offline azrdp-backup store (LocalMachine\azrdp-backup once the
+        # disk boots, where `azrdp fix` keeps the certificates it moves aside; RDP never reads it),
+        # each exported with reg.exe first.
         $folder = Get-BackupPath
+        if (-not (Test-Path -LiteralPath $p.backupstore)) { New-Item -Path $p.backupstore -Force | Out-Null }
         $moved = 0
         foreach ($key in @(Get-ChildItem -LiteralPath $p.rdstore)) {
             $file = Join-Path -Path $folder -ChildPath ($key.PSChildName + '.reg')
             $native = 'HKLM\' + $SoftwareHive + '\Microsoft\SystemCertificates\Remote Desktop\Certificates\' + $key.PSChildName
             Invoke-Reg -ArgumentList @('export', $native, $file, '/y')
             if (-not (Test-Path -LiteralPath $file)) { throw 'reg export wrote nothing; the certificate was kept' }
-            # Moved, not deleted, into the azrdp-backup store the online repair uses (the registry key
-            # SOFTWARE\Microsoft\SystemCertificates\azrdp-backup): the registry provider moves a key with
-            # its subkeys and values (about_Registry_Provider, Move-Item). Undo: move it back.
-            if (-not (Test-Path -LiteralPath $p.backupstore)) { New-Item -Path $p.backupstore -Force | Out-Null }
             Move-Item -LiteralPath $key.PSPath -Destination $p.backupstore
             $moved += 1
         }
@@ -428,13 +429,17 @@ function Invoke-Step {
 
 $results = New-Object -TypeName System.Collections.ArrayList
 $problem = $null
+if ($RunId -eq '') {
+    # Not Mandatory (a missing Mandatory parameter would prompt, and under Run Command wait 90 min).
+    Write-Result -Result ([ordered]@{ payload = 'rescue'; version = $PayloadVersion; run_id = ''; volume = $null
+        found = 'none'; computer_name = $null; control_set = $null; backup = $null; hives_unloaded = $true; steps = @()
+        changed = $false; error = 'no RunId given: azrdp always sends one' })
+    return
+}
 $found = 'none'
 $computerName = $null
 $loaded = @()
 try {
-    # A missing Mandatory parameter would make PowerShell prompt (90 min under Run Command): RunId is
-    # optional in the param block and its absence is an error here instead.
-    if ([string]::IsNullOrEmpty($RunId)) { throw 'no RunId given; nothing was changed' }
     $where = Find-OfflineWindows
     $found = $where.found
     if ($found -ne 'ok') {

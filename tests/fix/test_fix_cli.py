@@ -263,6 +263,7 @@ def test_agent_not_ready_sends_no_run_command_and_names_the_offline_route(arm, r
     assert result.exit_code == 1, result.output
     assert "Run Command cannot reach the guest (no repair was sent)" in result.stdout
     assert "--run-id win-GA-fix" in result.stdout
+    assert "`azrdp rescue vm1 -g rg1` (about 10-30 minutes and a temporary rescue VM" in result.stdout
     assert arm.run_commands == [] and restarts(arm) == 0
     assert audit_actions(audit_path) == []
 

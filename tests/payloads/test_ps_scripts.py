@@ -48,13 +48,13 @@ PS51_CMDLETS = {
     "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Sleep",
     "Test-Path", "Where-Object", "Write-Output",
 }
+# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
+# only the offline rescue payload brings the attached disk online and lists volumes.
+PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 # Service cmdlets that wait without limit on a Start/StopPending service (PowerShell's
 # ServiceOperationBaseCommand.DoWaitForStatus loops for ever): never in a payload (review #2).
 UNBOUNDED_SERVICE_CMDLETS = {"start-service", "restart-service", "stop-service", "suspend-service",
                              "resume-service"}
-# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
-# only the offline rescue payload brings the attached disk online and lists volumes.
-PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
 PAYLOADS = payload_ids()
 
@@ -280,7 +280,7 @@ def test_every_payload_answers_unsupported_under_constrained_language_mode_first
         body = source.split("# azrdp:include common.ps1", 1)[0] if False else source[source.index("function Write-Result"):]
         check = body.index("if (-not (Test-FullLanguage)) {")
         first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]"),
-                                     body.find("$results = New-Object")) if i >= 0)
+                                     body.find("Find-OfflineWindows")) if i >= 0)
         assert check < first_read, payload_id
         assert "'unsupported: PowerShell runs in Constrained Language Mode'" in body[check:check + 700]
 
@@ -390,6 +390,41 @@ def test_private_key_check_does_not_need_sha256_support_from_the_csp():
     assert body.index("$key.SignData($data, $hash)") > body.index("foreach ($hash in $hashes)")
 
 
+def test_rescue_always_unloads_the_hives_it_loaded():
+    source = _source("rescue")
+    main = source[source.index("$results = New-Object"):]
+    body, final = main.split("} finally {", 1)
+    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
+    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
+    assert "@($SoftwareHive, $SystemHive)" in final
+    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
+    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
+    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
+
+
+def test_rescue_exports_and_saves_before_it_removes_or_changes():
+    functions = pwsh_ast.functions(_tree("rescue"))
+    cert = functions["Repair-Cert"]
+    assert pwsh_ast.calls(_tree("rescue"), "Remove-Item") == [], "moved aside, never deleted"
+    assert cert.index("'export'") < cert.index("Move-Item -LiteralPath $key.PSPath -Destination $p.backupstore"), \
+        "a certificate is exported before it is moved"
+    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
+    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
+    keys = functions["Repair-MachineKeys"]
+    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+
+
+def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
+    from azrdp.payloads.schema import RESCUE_STEPS
+
+    source = _source("rescue")
+    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
+    code = source.split("#>", 1)[1]          # after the comment-based help
+    rescue_only = code.split("# azrdp:include", 1)[0] + code[code.index("$StepOrder"):]
+    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
+    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
 def test_private_key_check_has_three_answers():
     # Review #5: .NET 4.5 (no RSACertificateExtensions), ECDSA and decrypt-only CNG keys made the
     # old test say "unusable" about good keys; "could not test" is $null, and only a
@@ -416,39 +451,6 @@ def test_sessions_and_listener_are_read_through_the_wts_api_first():
     assert functions["Get-ListenerState"].index("Get-WtsRows") < functions["Get-ListenerState"].index("qwinsta.exe")
     source = _source("diagnose")
     assert "WTSEnumerateSessionsW" in source and "WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24," in source
-
-
-def test_rescue_always_unloads_the_hives_it_loaded():
-    source = _source("rescue")
-    main = source[source.index("$results = New-Object"):]
-    body, final = main.split("} finally {", 1)
-    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
-    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
-    assert "@($SoftwareHive, $SystemHive)" in final
-    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
-    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
-    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
-
-
-def test_rescue_exports_and_saves_before_it_removes_or_changes():
-    functions = pwsh_ast.functions(_tree("rescue"))
-    cert = functions["Repair-Cert"]
-    assert cert.index("'export'") < cert.index("Move-Item -LiteralPath $key.PSPath"), "a certificate is exported before it is moved"
-    assert pwsh_ast.calls(_tree("rescue"), "Remove-Item") == [], "certificates are moved aside, never deleted"
-    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
-    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
-    keys = functions["Repair-MachineKeys"]
-    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
-
-
-def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
-    from azrdp.payloads.schema import RESCUE_STEPS
-
-    source = _source("rescue")
-    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
-    rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
-    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
-    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
 
 
 def test_native_programs_run_from_system32_and_a_missing_one_is_a_clear_error():

@@ -11,7 +11,7 @@ where the caller has any role assignment.
 
 from __future__ import annotations
 
-ACTIONS: dict[str, str | None] = {
+ACTIONS: dict[str, str | tuple[str, ...] | None] = {
     "VirtualMachines_Get": "Microsoft.Compute/virtualMachines/read",
     "VirtualMachines_List": "Microsoft.Compute/virtualMachines/read",
     "VirtualMachines_ListAll": "Microsoft.Compute/virtualMachines/read",
@@ -46,18 +46,25 @@ ACTIONS: dict[str, str | None] = {
     "NetworkOperationResults_Get": "Microsoft.Network/locations/operationResults/read",
     "Subscriptions_List": None,
     # azrdp rescue
-    "VirtualMachines_CreateOrUpdate": "Microsoft.Compute/virtualMachines/write",
-    "VirtualMachines_Update": "Microsoft.Compute/virtualMachines/write",
+    # creating a VM on an existing NIC and attaching/swapping managed disks also needs join rights on
+    # the NIC and write on the disks (Learn "Azure built-in roles": Virtual Machine Contributor's
+    # networkInterfaces/join/action, disks/write)
+    "VirtualMachines_CreateOrUpdate": ("Microsoft.Compute/virtualMachines/write",
+                                       "Microsoft.Network/networkInterfaces/join/action",
+                                       "Microsoft.Compute/disks/write"),
+    "VirtualMachines_Update": ("Microsoft.Compute/virtualMachines/write", "Microsoft.Compute/disks/write"),
     "VirtualMachines_PowerOff": "Microsoft.Compute/virtualMachines/powerOff/action",
     "VirtualMachines_Delete": "Microsoft.Compute/virtualMachines/delete",
     "Disks_Get": "Microsoft.Compute/disks/read",
-    "Disks_CreateOrUpdate": "Microsoft.Compute/disks/write",
+    # a copy reads its source (Learn "Create a snapshot": read on the source disk) and writes the copy
+    "Disks_CreateOrUpdate": ("Microsoft.Compute/disks/write", "Microsoft.Compute/snapshots/read"),
     "Disks_Delete": "Microsoft.Compute/disks/delete",
     "Snapshots_Get": "Microsoft.Compute/snapshots/read",
-    "Snapshots_CreateOrUpdate": "Microsoft.Compute/snapshots/write",
+    "Snapshots_CreateOrUpdate": ("Microsoft.Compute/snapshots/write", "Microsoft.Compute/disks/read"),
     "Snapshots_Delete": "Microsoft.Compute/snapshots/delete",
     "VirtualNetworks_CreateOrUpdate": "Microsoft.Network/virtualNetworks/write",
-    "NetworkInterfaces_CreateOrUpdate": "Microsoft.Network/networkInterfaces/write",
+    "NetworkInterfaces_CreateOrUpdate": ("Microsoft.Network/networkInterfaces/write",
+                                         "Microsoft.Network/virtualNetworks/subnets/join/action"),
     "ResourceGroups_CreateOrUpdate": "Microsoft.Resources/subscriptions/resourceGroups/write",
     "ResourceGroups_Get": "Microsoft.Resources/subscriptions/resourceGroups/read",
     "ResourceGroups_Delete": "Microsoft.Resources/subscriptions/resourceGroups/delete",
@@ -68,4 +75,9 @@ ACTIONS: dict[str, str | None] = {
 def actions_for(operations: set[str]) -> set[str]:
     unknown = operations - set(ACTIONS)
     assert not unknown, f"map these operations to RBAC actions in tests/sweep/arm_actions.py: {sorted(unknown)}"
-    return {ACTIONS[op] for op in operations if ACTIONS[op]}
+    out: set[str] = set()
+    for op in operations:
+        action = ACTIONS[op]
+        if action:
+            out.update((action,) if isinstance(action, str) else action)
+    return out

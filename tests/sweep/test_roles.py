@@ -42,7 +42,9 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
     from azrdp.azure.nsg_rules import revoke
     from azrdp.clock import SYSTEM_CLOCK
     from azrdp.diagnose import GUEST_STAGES, diagnose
+    from azrdp.audit import read_audit
     from azrdp.repair import FixOptions, fix
+    from azrdp.rescue import RescueOptions, rescue, undo
     from azrdp.smoke import smoke_check
     from azrdp.sweep import FixPolicy, sweep
 
@@ -70,7 +72,14 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
             FixOptions(allow_from=client, source_ip=client, wait_timeout=120, **fast), audit=AuditLog(None))
         revoke(session_of(emu), Target("vm-nsg-blocked-001", rg), audit=AuditLog(None))
         network |= operations(emu)
-    return {"main": main, "network": network}
+        emu.load(fleet={"agent-not-ready": 2})   # azrdp rescue: a whole rescue and its undo, and an
+        rescue_log = shots / "rescue.jsonl"       # undo of one interrupted while the rescue VM runs
+        options = RescueOptions(source_ip=client, wait_timeout=30, **fast)
+        for vm, progress in (("vm-agent-not-ready-001", None), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
+            rescue(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), progress=progress)
+            undo(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), records=read_audit(rescue_log))
+        rescue_ops = operations(emu)
+    return {"main": main, "network": network, "rescue": rescue_ops}
 
 
 def test_every_emulated_operation_is_mapped_to_an_action():
@@ -98,7 +107,34 @@ def test_network_role_grants_exactly_what_allow_from_and_revoke_add(used):
     assert not granted - needed, f"the network role grants what azrdp never calls: {sorted(granted - needed)}"
 
 
-@pytest.mark.parametrize("name", ["azrdp-role.json", "azrdp-network-role.json"])
+def test_rescue_role_grants_exactly_what_azrdp_rescue_adds(used):
+    assert {"Snapshots_CreateOrUpdate", "Disks_CreateOrUpdate", "VirtualMachines_CreateOrUpdate",
+            "VirtualMachines_PowerOff", "ResourceGroups_Delete", "ResourceGroups_Get"} <= used["rescue"]
+    granted = set(role("azrdp-rescue-role.json")["Actions"])
+    needed = actions_for(used["rescue"]) - set(role("azrdp-role.json")["Actions"])
+    assert not needed - granted, f"the rescue role misses {sorted(needed - granted)}"
+    assert not granted - needed, f"the rescue role grants what azrdp rescue never calls: {sorted(granted - needed)}"
+
+
+class _StopAt:
+    """Ctrl-C when the rescue announces its offline repair (the rescue VM exists by then)."""
+
+    def __init__(self, phase: str):
+        self.fired = False
+
+    def info(self, text: str) -> None:
+        if not self.fired and "offline repair" in text:
+            self.fired = True
+            raise KeyboardInterrupt
+
+    def status(self, text: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", ["azrdp-role.json", "azrdp-network-role.json", "azrdp-rescue-role.json"])
 def test_role_files_are_custom_role_definitions(name):
     body = role(name)
     assert body["IsCustom"] is True and body["Name"] and body["Description"]
