@@ -61,6 +61,8 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
     "guest.machinekeys": ("guest", "MachineKeys folder ACL and the RDP key container"),
     "guest.firewall": ("guest", "Windows Firewall lets the RDP port in"),
     "guest.sessions": ("guest", "a session seat is free"),
+    "guest.licensing": ("guest", "RD Licensing lets users sign in (grace period, licensing mode)"),
+    "guest.drain": ("guest", "the host accepts new logons (no drain mode)"),
     "guest.events": ("guest", "recent RDP certificate, Schannel and TermService errors"),
     "guest.reboot": ("guest", "no reboot is pending"),
 }

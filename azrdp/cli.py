@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "Why does this VM refuse Remote Desktop? Azure, network, wire and guest."),
     "fix": ("azrdp.commands.fix:fix_command",
             "Repair Remote Desktop on a VM and prove it answers again."),
+    "rescue": ("azrdp.commands.rescue:rescue_command",
+               "No Run Command? Repair the OS disk offline through a rescue VM."),
     "revoke": ("azrdp.commands.revoke:revoke_command",
                "Remove the NSG rules `fix --allow-from` added to a VM."),
     "check": ("azrdp.commands.check:check_command",

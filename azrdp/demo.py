@@ -23,6 +23,8 @@ DEFAULT_SPEED = 10.0
 """Simulated Azure runs 10x faster: a Run Command (20-40 s) takes 2-4 s, and the reboot after a
 restart (its operation ends in 0.2-0.3 s; Windows then goes down in 3-10 s and boots for 15-30 s)
 2-4 s, so each phase is visible and the 0x904 repair ends well within a minute."""
+RESCUE_SCENARIOS = ("agent-not-ready", "no-boot-rdp-disabled")
+"""Run Command cannot reach these guests: the demo runs `azrdp rescue` (offline, via a rescue VM)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class DemoSetup:
     client_ip: str
     speed: float
     polling_interval: float
+    command: str = "fix"            # fix, or rescue for a VM Run Command cannot reach
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +51,7 @@ class DemoSetup:
             return f"{_seconds(low / self.speed)}-{_seconds(high / self.speed)}"
 
         return [
-            f"azrdp demo: the real `azrdp fix` against a simulated Azure VM (scenario {self.scenario}); "
+            f"azrdp demo: the real `azrdp {self.command}` against a simulated Azure VM (scenario {self.scenario}); "
             "nothing here reaches Azure.",
             f"  VM        {self.vm} in {self.resource_group} ({self.os})",
             f"  Problem   {self.problem}",
@@ -82,8 +85,10 @@ class DemoResult:
 
 def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
              on_setup: Callable[[DemoSetup], None] | None = None, progress: Any = None, audit: Any = None,
-             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False) -> DemoResult:
-    """Start the emulator with ``scenario``, run the real fix against its VM, stop the emulator.
+             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False,
+             windows: str = "2022", locale: str = "en-US") -> DemoResult:
+    """Start the emulator with ``scenario`` on a guest running ``windows`` in display language
+    ``locale`` (azrdp.emulator.profiles), run the real fix against its VM, stop the emulator.
 
     ``allow_from_me`` and ``start`` are ``fix --allow-from me --source-ip ...`` and ``fix --start``:
     the demo owns the VM and knows the address NSG rules see, so it may open the port to exactly
@@ -100,16 +105,20 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
     from azrdp.repair import FixOptions, fix
     from azrdp.target import parse_target
 
+    from azrdp.emulator.profiles import GuestProfile
+
     problem = preset(scenario).summary   # ValueError names the scenarios
+    profile = GuestProfile(windows=windows, locale=locale)   # ValueError names the choices
     if not speed > 0:
         raise ValueError(f"speed must be more than 0, got {speed!r}")
     begun = clock.monotonic()
-    with Emulator.start(scenario, speed=speed) as emu:
+    with Emulator.start(scenario, speed=speed, profile=profile) as emu:
         vm = emu.vm()
         host, port = emu.rdp_endpoint()
         setup = DemoSetup(scenario=scenario, problem=problem, vm=vm.name, resource_group=vm.resource_group,
                           os=vm.guest.caption, arm_endpoint=emu.base_url, rdp=f"{host}:{port}",
-                          client_ip=emu.state.client_ip, speed=speed, polling_interval=POLL_CAP / speed)
+                          client_ip=emu.state.client_ip, speed=speed, polling_interval=POLL_CAP / speed,
+                          command="rescue" if scenario in RESCUE_SCENARIOS else "fix")
         if on_setup is not None:
             on_setup(setup)
         session = open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
@@ -126,7 +135,19 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
                 progress.info("Plan: " + ", ".join(step.name for step in plan.steps))
             return True
 
-        result = fix(session, target, options, audit=audit, confirm=confirm, clock=clock, progress=progress)
+        if setup.command == "rescue":
+            from azrdp.rescue import RescueOptions, rescue
+
+            def confirm_rescue(plan: Any) -> bool:
+                if progress is not None:
+                    progress.info("Plan: " + ", ".join(step["phase"] for step in plan.steps))
+                return True
+
+            result = rescue(session, target, RescueOptions(source_ip=emu.state.client_ip,
+                                                           agent_poll_interval=max(0.05, 5.0 / speed)),
+                            audit=audit, confirm=confirm_rescue, clock=clock, progress=progress)
+        else:
+            result = fix(session, target, options, audit=audit, confirm=confirm, clock=clock, progress=progress)
         simulated = emu.simulated_seconds()
     return DemoResult(setup, result, clock.monotonic() - begun, simulated)
 
@@ -137,6 +158,13 @@ def render_text(demo: DemoResult, *, verbose: int = 0) -> str:
     """The fix report as `azrdp fix` prints it (the guest's own before -> after included), then the time."""
     from azrdp.repair import render_text as render_fix
 
+    if demo.setup.command == "rescue":
+        from azrdp.rescue import render_text as render_rescue
+
+        return "\n".join([render_rescue(demo.fix, verbose=verbose),
+                          f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of "
+                          f"simulated Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp rescue VM -g "
+                          "RESOURCE_GROUP"])
     lines = [render_fix(demo.fix, verbose=verbose)]
     lines.append(f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of simulated "
                  f"Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp fix VM -g RESOURCE_GROUP")

@@ -182,8 +182,9 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
                       details={"error": type(err).__name__},
-                      remedy=err.hint or "Run `azrdp diagnose` again; with --no-guest to see only "
-                                         "the Azure and wire sides.")]
+                      remedy=err.hint or f"Run `azrdp diagnose {ctx.target.name} -g {ctx.target.resource_group}` "
+                                         "again, or `azrdp diagnose ... --no-guest` to see only the Azure and "
+                                         "wire sides.")]
     run = ctx.guest.run.to_dict()
     return [Check("guest.run", Status.PASS, "the guest diagnosis ran through Run Command",
                   details={"attempts": run["attempts"], "seconds": run["seconds"]}),

@@ -138,7 +138,7 @@ def _rdp_config_reasons(result: dict[str, Any]) -> list[str]:
     if rdp.get("deny") == 1 and rdp.get("deny_policy") is None:
         reasons.append("fDenyTSConnections=1 denies Remote Desktop connections")
     firewall = result.get("firewall")
-    if firewall and firewall["service"] == "Running" and not firewall["port_allowed"] and \
+    if firewall and firewall["service"] == "Running" and not firewall["port_allowed"] and not firewall["blocked"] and \
             not any(p["enabled"] and p["rules_ignored"] for p in firewall["profiles"]):
         reasons.append("no enabled Windows Firewall rule lets the RDP port in")
     listener = result.get("listener")

@@ -373,7 +373,9 @@ class _Job:
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
             try:
-                create_rule(s, rule, clock=self.clock)
+                with self.waiting(f"NSG rule {rule.name} on {rule.nsg_name}", said="sent", limit=300.0) as wait:
+                    create_rule(s, rule, clock=self.clock, on_poll=wait.update)
+                    wait.end("created")
             except AzrdpError as err:  # ARM may have accepted the PUT: the rule may exist
                 self.in_flight = None
                 self.record("nsg-rule", status="failed", rule=rule.to_dict(), error=err.message,
@@ -525,8 +527,9 @@ class _Job:
             self.say(f"RDP on {where}: {wait.last.outcome} after {wait.elapsed:.1f} s ({wait.attempts} attempts)")
         else:
             verification = {"method": "guest", "ok": False, "where": None,
-                            "outside_check": "skipped: the VM has no public IP and no --host was given; verified "
-                                             "from the guest side (listener up, certificate valid)"}
+                            "outside_check": "skipped: the VM has no public IP address (a dynamic one has none "
+                                             "while the VM is deallocated) and no host to probe was given; "
+                                             "verified from the guest side (listener up, certificate valid)"}
         if need_guest and (self.result.counts["restarts"] or self.result.counts["starts"]):
             self.wait_for_agent_after_change()
         begun = self.clock.monotonic()

@@ -324,7 +324,7 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     counts = {"submitted": 0}
     submit_lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azrdp-sweep")
-    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 8), thread_name_prefix="azrdp-fleet")
+    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 16), thread_name_prefix="azrdp-fleet")
 
     def start_ready(scope: _Scope) -> None:
         """Called after every list page: the VMs whose evidence is in start at once."""
@@ -429,7 +429,9 @@ class _Worker:
     def _check(self, scope: _Scope, vm: SelectedVm) -> tuple[VmResult, Any]:
         """From the fleet's lists (no read for a VM whose references they hold), then the wire
         probe. The VM agent is read (one read) only where it matters: before a guest read, and
-        for a running VM that does not answer RDP or fails a check; the probe is not repeated."""
+        for a running VM that fails a check (a wire probe that finds RDP not answering is one);
+        the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
+        fails nothing is 'unverified' without an agent read."""
         from azrdp.azure.checks import power_state
         from azrdp.azure.inventory import read_agent, read_inventory
         from azrdp.diagnose import GUEST_STAGES, diagnose
@@ -444,7 +446,7 @@ class _Worker:
                 read_agent(scope.checking, inventory)
             diagnosis = diagnose(scope.checking, target, inventory=inventory, **options)
             result = _from_diagnosis(vm, diagnosis)
-            if result.outcome != "healthy" and running and not inventory.agent_known:
+            if not diagnosis.ok and running and not inventory.agent_known:
                 read_agent(scope.checking, inventory)
                 diagnosis = diagnose(scope.checking, target, inventory=inventory,
                                      probe_result=diagnosis.probe_result, **options)

@@ -73,8 +73,8 @@ def throttled(err: HttpResponseError, *, doing: str) -> Throttled:
         when = f": retry after {retry:g} s{at}"
     return Throttled(f"Azure is throttling {group or 'requests'} while {doing}{when}.",
                      hint=f"azrdp waits out throttling only within {BUDGET_ENV} seconds in all (default "
-                          f"{DEFAULT_BUDGET:g}); run it again after that time, or spread the work "
-                          "(fewer --max-parallel).", group=group, retry_after=retry)
+                          f"{DEFAULT_BUDGET:g}); run it again after that time, or send fewer requests "
+                          "at once.", group=group, retry_after=retry)
 
 
 def translate(err: AzureError, *, doing: str, subscription: str | None = None) -> AzrdpError:

@@ -212,8 +212,10 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
     return rules, None
 
 
-def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0) -> Any:
-    """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual)."""
+def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0,
+                on_poll: Any = None) -> Any:
+    """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual).
+    ``on_poll(status)`` hears ARM's status of the operation while azrdp waits (the status line)."""
     from azrdp.azure.lro import poll_interval
     from azrdp.azure.power import run_lro
 
@@ -222,11 +224,11 @@ def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 30
         rule.resource_group, rule.nsg_name, rule.name, rule.body(), **kw),
         client=network, action="NSG rule creation", doing=f"adding rule {rule.name} to NSG {rule.nsg_name}",
         clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-        subscription=session.subscription_id, idempotent=True)
+        subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
 
 
 def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, clock: Any,
-                timeout: float = 300.0) -> Any:
+                timeout: float = 300.0, on_poll: Any = None) -> Any:
     from azrdp.azure.lro import poll_interval
     from azrdp.azure.power import run_lro
 
@@ -234,7 +236,7 @@ def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, 
     return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),
                    client=network, action="NSG rule removal", doing=f"removing rule {name} from NSG {nsg_name}",
                    clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-                   subscription=session.subscription_id, idempotent=True)
+                   subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
 
 
 @dataclass
@@ -382,7 +384,12 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
                                and all(r is not f for f, _ in result.failed))
             break
         try:
-            delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock)
+            from azrdp.ui import waiting
+
+            with waiting(progress, f"Removal of NSG rule {rule.name}", said="sent", limit=300.0) as wait:
+                delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock,
+                            on_poll=wait.update)
+                wait.end("removed")
         except AzrdpError as err:
             result.failed.append((rule, err.message))
             audit.record("nsg-rule", status="remove-failed", rule=rule.to_dict(now), error=err.message)

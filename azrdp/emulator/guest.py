@@ -197,9 +197,11 @@ class FirewallProfile:
 class FirewallRule:
     name: str
     enabled: bool = True
-    port: int = 3389
+    port: int | None = 3389       # None: LocalPort Any
     protocol: str = "TCP"
     group: str = "Remote Desktop"
+    action: str = "Allow"         # Allow | Block
+    profile: str = "Any"          # Any, or the profiles it applies to ("Domain", "Domain, Private")
 
 
 @dataclass
@@ -244,6 +246,11 @@ class WindowsGuest:
         self.caption = "Microsoft Windows Server 2022 Datacenter"
         self.build = "20348.2340"
         self.seat_mode = "admin"      # admin | rdsh | client | multi | avd (see schema.SEAT_MODES)
+        self.windows = "2022"         # the profile (azrdp.emulator.profiles): --windows, --locale, role
+        self.locale = "en-US"
+        self.role: str | None = None  # None | dc | avd
+        self.powershell = "5.1"
+        self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
         self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
@@ -265,13 +272,18 @@ class WindowsGuest:
             "PortNumber": 3389, "UserAuthentication": 1, "policy.UserAuthentication": None,
             "SecurityLayer": 2, "MinEncryptionLevel": 2,
             "MaxInstanceCount": 4294967295, "policy.MaxInstanceCount": None,
-            "fSingleSessionPerUser": 1,
+            "fSingleSessionPerUser": 1, "TSServerDrainMode": None,
         }
+        # RD Licensing (Win32_TerminalServiceSetting): LicensingType 5 = none set (a server without
+        # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
+        self.licensing_type = 5
+        self.grace_days: int | None = None
         self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()
         self.firewall_profiles = [FirewallProfile("Domain"), FirewallProfile("Private"), FirewallProfile("Public")]
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
+        self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
@@ -456,9 +468,23 @@ class WindowsGuest:
             return True
         if any(profile.rules_ignored for profile in active):
             return False
+        verdict = self.firewall_rule_verdict()
+        if verdict == "Block":
+            return False
         if all(profile.inbound == "Allow" for profile in active):
             return True
-        return any(rule.enabled and rule.protocol == "TCP" and rule.port == self.port for rule in self.firewall_rules)
+        return verdict == "Allow"
+
+    def firewall_rule_verdict(self) -> str | None:
+        """What the enabled inbound rules say about TCP to the RDP port: "Block" when any Block rule
+        covers it (Block beats Allow: Learn, "Windows Firewall rules", rule precedence), "Allow" when
+        an Allow rule does, else None. Only rules of the network's profile count (an Azure NIC's
+        network is Public: unverified whether Domain on a domain-joined VM)."""
+        hits = [r for r in self.firewall_rules if r.enabled and r.protocol in ("TCP", "Any")
+                and r.port in (None, self.port) and (r.profile == "Any" or self.network_profile in r.profile)]
+        if any(r.action == "Block" for r in hits):
+            return "Block"
+        return "Allow" if any(r.action == "Allow" for r in hits) else None
 
     # -- sessions --------------------------------------------------------------------------------
     def _reset_sessions(self) -> None:

@@ -13,6 +13,7 @@ message on StdErr and no result line.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -174,14 +175,50 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
-    return {"sddl": limit_text(keys.sddl, 160), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
     """What Get-UserSessions lists (WTSEnumerateSessions rows with a user name): sessions with a
-    signed-in user, never session 0 or an empty console; a logoff that completed is gone."""
+    signed-in user, never session 0 or an empty console; a logoff that completed is gone. Without
+    the WTS API, what the script's quser fallback reads from the guest's localized quser text."""
     guest.settle()
+    if not guest.wts_api:
+        return _quser_fallback(guest)
     return [s for s in guest.sessions if s.user]
+
+
+@functools.lru_cache(maxsize=1)
+def _quser_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str]]]:
+    """Get-QuserSessions' line pattern and $LocalizedStates, read from the shipped common.ps1, so the
+    fallback the emulator runs is the script's own (not a second copy of it)."""
+    text = payload("diagnose").script_text()
+    line = re.search(r"if \(\$line -notmatch '([^']+)'\) \{ continue \}", text[text.index("function Get-QuserSessions"):])
+    block = text[text.index("$LocalizedStates = @("):text.index("function ConvertFrom-QuserState")]
+    states = [(re.compile(m.group(1)), m.group(2)) for m in re.finditer(r"@\('(\^[^']+)', '(\w+)'\)", block)]
+    for m in re.finditer(r"-join \[char\[\]\]\(([^)]*)\)\) \+ '\$'\), '(\w+)'\)", block):
+        word = "".join(chr(int(code, 16)) for code in m.group(1).split(", "))
+        states.append((re.compile("^" + re.escape(word) + "$"), m.group(2)))
+    assert line is not None and states, "common.ps1's quser fallback changed shape"
+    return re.compile(line.group(1)), states
+
+
+def _quser_fallback(guest: WindowsGuest) -> list[Session]:
+    from azrdp.emulator.profiles import quser_text
+
+    pattern, states = _quser_patterns()
+    out = []
+    for text in quser_text(guest)[1:]:
+        m = pattern.match(text)
+        if m is None:
+            continue
+        word = m.group(4)
+        state = next((name for regex, name in states if regex.search(word)), "Unknown")
+        idle = m.group(5)
+        minutes = (int(idle.split(":")[0]) * 60 + int(idle.split(":")[1]) if ":" in idle
+                   else int(idle) if idle.isdigit() else 0 if not re.search(r"\d", idle) else None)
+        out.append(Session(int(m.group(3)), m.group(2), m.group(1).strip(), state, minutes))
+    return out
 
 
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:
@@ -237,14 +274,17 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
                                    "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
                      "rdp_rules": rules, "rdp_rules_enabled": enabled,
-                     "port_allowed": any(r.enabled and r.protocol == "TCP" and r.port == guest.port
-                                         for r in guest.firewall_rules)},
+                     "port_allowed": guest.firewall_rule_verdict() == "Allow",
+                     "blocked": guest.firewall_rule_verdict() == "Block"},
         "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
+        "rds": {"lic_mode": guest.licensing_type,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+                "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
-                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 80)
+                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
         "errors": [],
@@ -681,3 +721,7 @@ ANSWERS: dict[str, Callable[[WindowsGuest, dict[str, Any]], dict[str, Any]]] = {
     "diagnose": diagnose,
     "repair": repair,
 }
+
+from azrdp.emulator.guest_offline import rescue as _rescue  # noqa: E402 - it uses limit_text above
+
+ANSWERS["rescue"] = _rescue

@@ -30,6 +30,7 @@ from azrdp.emulator.models import (
     VirtualNetwork,
     resource_id,
 )
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator.rdp_listener import AddressPool
 
 SUBSCRIPTION_ID = "4b1d2c3e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -121,6 +122,13 @@ def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     guest.bound_thumbprint = cert.thumbprint
 
 
+def licensing_expired(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An RD Session Host whose 120-day RD Licensing grace period is over, with no licensing mode
+    or license server set: RDP, TLS and NLA work, every non-admin logon is refused (review #20)."""
+    guest = vm.guest
+    guest.seat_mode, guest.licensing_type, guest.grace_days = "rdsh", 5, 0
+
+
 def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
     """fDenyTSConnections=1: Remote Desktop is switched off in the guest."""
     vm.guest.registry["fDenyTSConnections"] = 1
@@ -147,6 +155,17 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
     """The Azure VM agent stopped: the platform reports Not Ready and Run Command cannot work
     (a reboot starts it again)."""
     vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
+
+
+def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Nothing reaches the guest from outside or through Azure: Remote Desktop is switched off
+    (fDenyTSConnections=1), TermService and the VM agent's service are Disabled, so a restart
+    brings neither back (Run Command never runs; only an offline repair of the disk helps)."""
+    guest = vm.guest
+    guest.registry["fDenyTSConnections"] = 1
+    for name in ("TermService", "WindowsAzureGuestAgent"):
+        guest.services[name].start = "Disabled"
+        guest.services[name].state = "Stopped"
 
 
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
@@ -181,12 +200,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("no-boot-rdp-disabled", "Remote Desktop, TermService and the VM agent are disabled in the guest: "
+                                     "neither RDP nor Run Command reaches it, and a restart changes nothing.",
+             (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
     Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
                              "signed in.", (expired_cert, active_users)),
     Scenario("hung-termservice", "The RDP certificate expired and TermService hangs in StopPending when it is "
                                  "restarted.", (expired_cert, hung_termservice)),
+    Scenario("licensing-expired", "An RD Session Host past its licensing grace period with no license server "
+                                  "(the wire probe passes; users are refused).", (licensing_expired,)),
     Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
@@ -282,18 +306,22 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
     return vm
 
 
-def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str) -> VirtualMachine:
+def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str,
+           profile: GuestProfile | None = None) -> VirtualMachine:
     vm = add_vm(backend, pool, name, resource_group=resource_group)
+    if profile is not None:
+        profile.apply(vm.guest)
     for problem in preset.problems:
         problem(backend, vm)
     return vm
 
 
 def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms: int = 1,
+          profile: GuestProfile | None = None,
           resource_group: str = RESOURCE_GROUP) -> list[VirtualMachine]:
     """Scenario ``name`` on ``vms`` VMs (vm-web-01, vm-web-02, ...)."""
     preset = scenario(name)
-    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
+    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group, profile) for n in range(1, vms + 1)]
 
 
 @dataclass(frozen=True)
@@ -324,7 +352,7 @@ class FleetLayout:
 
 
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+                layout: FleetLayout = FleetLayout(), profile: GuestProfile | None = None) -> list[VirtualMachine]:
     """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
     (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
     across the whole fleet."""
@@ -339,6 +367,8 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]
             vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            if profile is not None:
+                profile.apply(vm.guest)
             for problem in presets[name].problems:
                 problem(backend, vm)
             planted.append(vm)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.emulator import auth, scenarios
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.faults import Fault
@@ -100,14 +101,15 @@ class Emulator:
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
               clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None,
-              layout: scenarios.FleetLayout | None = None) -> "Emulator":
+              layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> "Emulator":
         """Build the scenario (or ``fleet``: scenario -> count, spread over ``layout``'s
-        subscriptions and resource groups) and start serving. ``clock`` drives
+        subscriptions and resource groups) on guests of ``profile`` (Windows version, display
+        language, role; default an English Server 2022) and start serving. ``clock`` drives
         simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`.
         ``read_limit`` switches on ARM's subscription read throttling (see throttling.py)."""
         emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock, read_limit=read_limit)
         try:
-            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout)
+            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout, profile=profile)
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
@@ -144,7 +146,7 @@ class Emulator:
         self._listeners.clear()
 
     def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
-             layout: scenarios.FleetLayout | None = None) -> None:
+             layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> None:
         """Replace all state with a fresh scenario (or fleet); faults and the call log are cleared."""
         if fleet:
             for name in fleet:
@@ -159,13 +161,14 @@ class Emulator:
             with self.backend.lock:
                 if fleet:
                     scenarios.build_fleet(self.backend, self._pool, dict(fleet),
-                                          layout=layout or scenarios.FleetLayout())
+                                          layout=layout or scenarios.FleetLayout(), profile=profile)
                 else:
-                    scenarios.build(self.backend, self._pool, scenario, vms=vms)
+                    scenarios.build(self.backend, self._pool, scenario, vms=vms, profile=profile)
                 for vm in self.backend.all_vms():
                     self._reconcile(vm)
             self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
-                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None}
+                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None,
+                            "profile": profile.to_dict() if profile is not None else None}
             with self._calls_lock:
                 self._calls.clear()
 
@@ -173,7 +176,9 @@ class Emulator:
         """Back to the scenario loaded last, as it was built."""
         loaded = self._loaded
         layout = scenarios.FleetLayout(**loaded["layout"]) if loaded.get("layout") else None
-        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout)
+        profile = GuestProfile(**loaded["profile"]) if loaded.get("profile") else None
+        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout,
+                  profile=profile)
 
     # -- addresses --------------------------------------------------------------------------------
     @property

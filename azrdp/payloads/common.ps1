@@ -45,10 +45,17 @@ function Get-DWord {
 }
 
 function Invoke-Native {
-    # Run a console program; stderr lines become text instead of terminating errors.
+    # Run a console program from System32 (Sysnative from a 32-bit host: quser, qwinsta and logoff
+    # exist only in the 64-bit System32); stderr lines become text instead of terminating errors.
+    # A missing program is one clear error, never StrictMode's "LASTEXITCODE has not been set".
     param([Parameter(Mandatory = $true)][string]$FilePath, [string[]]$ArgumentList = @())
+    $folder = 'Sysnative'
+    if ([Environment]::Is64BitProcess -or -not [Environment]::Is64BitOperatingSystem) { $folder = 'System32' }
+    $exe = Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\' + $FilePath)
+    if (-not (Test-Path -LiteralPath $exe)) { throw ('{0} is missing from {1}' -f $FilePath, $folder) }
+    $global:LASTEXITCODE = 0
     $ErrorActionPreference = 'Continue'
-    $output = & $FilePath @ArgumentList 2>&1
+    $output = & $exe @ArgumentList 2>&1
     # foreach, not a pipeline: a program that prints nothing (logoff.exe, icacls /q) leaves $output
     # $null, and `$null | ForEach-Object` runs once with $_ = $null ($null.ToString() throws).
     $lines = @(foreach ($item in $output) { if ($null -ne $item) { $item.ToString() } })
@@ -66,18 +73,37 @@ function Get-ServiceFacts {
     return [ordered]@{ name = $Name; state = $service.Status.ToString(); start = $startName }
 }
 
+function ConvertTo-FileRights {
+    # An ACE's access mask with the generic bits mapped as the file system maps them (GENERIC_READ
+    # 0x80000000 = FILE_GENERIC_READ 0x120089, GENERIC_WRITE = 0x120116, GENERIC_EXECUTE = 0x1200A0,
+    # GENERIC_ALL = FILE_ALL_ACCESS 0x1F01FF; Learn: "File Security and Access Rights").
+    # Decimal masks: PowerShell reads 0x80000000 as a negative Int32.
+    param([Parameter(Mandatory = $true)][int64]$Mask)
+    $mapped = $Mask -band 268435455
+    if ($Mask -band 2147483648) { $mapped = $mapped -bor 1179785 }
+    if ($Mask -band 1073741824) { $mapped = $mapped -bor 1179926 }
+    if ($Mask -band 536870912) { $mapped = $mapped -bor 1179808 }
+    if ($Mask -band 268435456) { $mapped = $mapped -bor 2032127 }
+    return $mapped
+}
+
 function Test-Grant {
-    # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item?
+    # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item? An ACE
+    # for a group every such account is in counts too: Everyone (S-1-1-0), Authenticated Users
+    # (S-1-5-11) and, for the service accounts, Users (S-1-5-32-545).
     param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Sid,
           [Parameter(Mandatory = $true)][System.Security.AccessControl.FileSystemRights]$Rights)
+    $covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')
+    if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }   # SYSTEM's token holds Administrators too
+    $want = [int64]$Rights
     $rules = (Get-Acl -LiteralPath $Path).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])
     $allowed = $false
     foreach ($rule in $rules) {
-        if ($rule.IdentityReference.Value -ne $Sid) { continue }
-        $covers = ($rule.FileSystemRights -band $Rights) -eq $Rights
+        if ($covering -notcontains $rule.IdentityReference.Value) { continue }
+        $mask = ConvertTo-FileRights -Mask ([int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$rule.FileSystemRights), 0))
         if ($rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) {
-            if (($rule.FileSystemRights -band $Rights) -ne 0) { return $false }
-        } elseif ($covers) {
+            if (($mask -band $want) -ne 0) { return $false }
+        } elseif (($mask -band $want) -eq $want) {
             $allowed = $true
         }
     }
@@ -102,7 +128,7 @@ function Get-RdpKeyFacts {
 function Get-MachineKeysFacts {
     $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
     return [ordered]@{
-        sddl = Limit-Text -Text $sddl -Max 160
+        sddl = Limit-Text -Text $sddl -Max 152
         default = ($sddl -eq $MachineKeysDefaultSddl)
         files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count
         rdp_key = Get-RdpKeyFacts
@@ -134,7 +160,13 @@ function Test-PrivateKey {
             return ($ecKey.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256).Length -gt 0)
         }
         $rx = 'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]
-        if ($null -eq $rx) { $key = $Certificate.PrivateKey } else { $key = $rx::GetRSAPrivateKey($Certificate) }
+        if ($null -eq $rx) {
+            # .NET 4.5: X509Certificate2.PrivateKey reaches CAPI keys only; a CNG key throws
+            # "Invalid provider type specified" although it works: could not test, not broken.
+            try { $key = $Certificate.PrivateKey } catch { return $null }
+        } else {
+            $key = $rx::GetRSAPrivateKey($Certificate)
+        }
         if ($null -eq $key) { return $false }
     } catch [System.Security.Cryptography.CryptographicException] {
         return $false
@@ -313,12 +345,12 @@ function ConvertFrom-QuserState {
 }
 
 function Get-QuserSessions {
-    # quser's table, read by column position from the right: the user name (may hold a space) and
-    # the session name are whatever precedes the id. Header and state words are localized.
+    # quser's table: the user name may hold a space ("John Smith"), so the session name is only a
+    # word that looks like one (console, rdp-tcp#3). Header and state words are localized.
     $run = Invoke-Native -FilePath 'quser.exe'
     $sessions = New-Object -TypeName System.Collections.ArrayList
     foreach ($line in @($run.Lines | Select-Object -Skip 1)) {
-        if ($line -notmatch '^[ >](.+?)\s+(?:(\S+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s+\S') { continue }
+        if ($line -notmatch '^[ >](.+?)\s+(?:(console|\S+#\d+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s+\S') { continue }
         $name = $null
         if ($Matches[2]) { $name = Limit-Text -Text $Matches[2] -Max 12 }
         [void]$sessions.Add([ordered]@{

@@ -81,6 +81,8 @@ Guest (Windows)
   ok   guest.machinekeys  MachineKeys has its default ACL and the RDP key is readable
   ok   guest.firewall     Windows Firewall allows TCP 3389
   ok   guest.sessions     1 seat(s) free
+  ok   guest.licensing    not an RD Session Host: remote administration needs no RD licenses
+  ok   guest.drain        new logons are allowed
   ok   guest.events       no RDP certificate, Schannel or TermService errors in the last 24 h
   ok   guest.reboot       no reboot is pending
 Verdict: pass: no problem found
@@ -204,7 +206,7 @@ Azure
                           -> Enable them with `az vm boot-diagnostics enable -g rg1 -n vm1`.
 Network
   WARN net.public_ip      none: the wire probe must run from inside the network
-                          -> Run azrdp from a machine inside the virtual network with --host PRIVATE_IP, or connect through Azure Bastion.
+                          -> From a machine inside the virtual network run `azrdp diagnose vm1 -g rg1 --host PRIVATE_IP`, or connect through Azure Bastion.
   ok   nsg.subnet         no NSG on the subnet: TCP 3389 from any Internet address passes this level
   ok   nsg.nic            NSG vm1NSG allows TCP 3389 from any Internet address: rule RDP (priority 300, Allow)
   ok   nsg.effective      TCP 3389 from any Internet address is allowed (NIC NSG vm1NSG rule RDP (priority 300, Allow))

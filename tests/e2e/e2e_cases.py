@@ -43,6 +43,7 @@ FAULT_CASES = [
 DEMO_CASES = [
     Case("demo", "healthy", command="demo", args=("--speed", "1000")),
     Case("demo-json", "healthy", command="demo", args=("--speed", "1000", "-o", "json", "--scenario", "rdp-disabled")),
+    Case("demo-rescue", "healthy", command="demo", args=("--speed", "1000", "-o", "json", "--scenario", "agent-not-ready")),
 ]
 
 CASES = {case.name: case for case in SCENARIO_CASES + FAULT_CASES + DEMO_CASES}

@@ -153,3 +153,36 @@ def test_the_checker_itself_catches_a_misnamed_option():
     assert misnamed("run `azrdp fix vm -g rg --start`", "sweep") == []
     assert misnamed("raise --timeout", "fix") == ["--timeout (for azrdp fix)"]
     assert misnamed("`az vm repair run --run-id win-GA-fix`", "fix") == []
+
+
+# Modules whose text (check remedies, error hints) any Azure-facing VM command may print.
+SHARED_TEXT = ("azrdp/azure/checks.py", "azrdp/guest/checks.py", "azrdp/rdp/checks.py", "azrdp/azure/arm_errors.py",
+               "azrdp/azure/runcommand.py", "azrdp/azure/power.py", "azrdp/azure/credentials.py",
+               "azrdp/azure/nsg.py")
+
+
+def test_text_every_vm_command_prints_names_only_options_all_of_them_accept():
+    """The static half of the walk: every string in these modules (docstrings aside), including
+    those no emulator scenario produces (a 429 that outlasts the retries, a VM without public IP)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    wrong = []
+    for module in SHARED_TEXT:
+        tree = ast.parse((root / module).read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node)}
+        parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+        for node in ast.walk(tree):
+            if id(node) in docstrings or id(node) in parts:
+                continue
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            wrong += [(module, node.lineno, bad) for printer in ("diagnose", "fix", "check", "sweep")
+                      for bad in misnamed(text, printer)]
+    assert wrong == []

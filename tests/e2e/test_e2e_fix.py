@@ -4,6 +4,8 @@ emulator counted them, the audit file, and no traceback. All cases run at once (
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from e2e_support import finished
 
@@ -110,6 +112,8 @@ def test_nsg_blocked_with_allow_from_adds_one_narrow_rule(e2e, e2e_case):
     assert intent["rule"] == record["rule"] and intent["status"] == "requested"
     assert record["rule"]["source"] == "203.0.113.10" and record["undo"].startswith("azrdp revoke vm-web-01")
     assert outcome.actions() == [("nsg-rule", "requested"), ("nsg-rule", "created"), ("result", "verified")]
+    # the wait for ARM to apply the rule is a wait like any other: a line when it starts and ends
+    assert re.search(r"NSG rule azrdp-allow-rdp-\S+ on vm-web-01-nsg: created after \d+:\d\d", outcome.stderr)
 
 
 @pytest.mark.parametrize("e2e_case", ["agent-not-ready"])

@@ -19,7 +19,7 @@ run = run_payload
 answer = payload_answer
 
 
-@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name not in ("deallocated", "stopped", "agent-not-ready")])
+@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name not in ("deallocated", "stopped", "agent-not-ready", "no-boot-rdp-disabled")])
 def test_every_scenario_diagnoses_repairs_and_diagnoses_again_in_schema(start_emulator, fake_credential, scenario):
     emu = start_emulator(scenario)
     azure = session_for(emu, fake_credential)

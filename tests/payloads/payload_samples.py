@@ -38,10 +38,11 @@ HEALTHY_DIAGNOSE: dict[str, Any] = {
     "firewall": {"service": "Running",
                  "profiles": [{"name": n, "enabled": True, "inbound": "Block", "rules_ignored": False}
                               for n in ("Domain", "Private", "Public")],
-                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True},
+                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True, "blocked": False},
     "sessions": {"list": [{"id": 2, "name": "rdp-tcp#4", "user": "azureuser", "state": "Active", "idle_min": 0}],
                  "total": 1, "server_mode": "admin", "max_instances": 4294967295, "seat_limit": 2,
                  "used": 1, "free": 1, "single_session": True},
+    "rds": {"lic_mode": 5, "grace_days": None, "drain": None},
     "events": {"hours": 24, "rcm_1057": 0, "rcm_1058": 0, "schannel_36870": 0, "schannel_36871": 0,
                "scm_termservice": 0, "last": None},
     "reboot": {"pending": False, "reasons": []},
@@ -57,7 +58,7 @@ def expired_cert() -> dict[str, Any]:
     r = healthy()
     r["cert"]["certs"] = [{"thumbprint": CERT_OLD, "not_after": "2025-11-30T10:02:11Z", "expired": True,
                            "key_readable": True, "self_signed": True}]
-    r["events"].update(rcm_1058=14, last="1058 2026-01-01T09:00:02Z The RD Session Host Server has failed to replace t")
+    r["events"].update(rcm_1058=14, last="1058 2026-01-01T09:00:02Z The RD Session Host Server has fail")
     return r
 
 

@@ -40,8 +40,9 @@ PS51_ALIASES = {
 PS51_CMDLETS = {
     "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
     "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
-    "Get-NetFirewallPortFilter", "Get-NetFirewallProfile", "Get-NetFirewallRule", "Get-NetTCPConnection",
-    "Get-Process", "Get-Service", "Get-WinEvent", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
+    "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
+    "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
     "New-Object", "Out-Null", "Remove-ItemProperty",
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
     "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Sleep",
@@ -51,6 +52,9 @@ PS51_CMDLETS = {
 # ServiceOperationBaseCommand.DoWaitForStatus loops for ever): never in a payload (review #2).
 UNBOUNDED_SERVICE_CMDLETS = {"start-service", "restart-service", "stop-service", "suspend-service",
                              "resume-service"}
+# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
+# only the offline rescue payload brings the attached disk online and lists volumes.
+PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
 PAYLOADS = payload_ids()
 
@@ -275,7 +279,8 @@ def test_every_payload_answers_unsupported_under_constrained_language_mode_first
         source = _source(payload_id)
         body = source.split("# azrdp:include common.ps1", 1)[0] if False else source[source.index("function Write-Result"):]
         check = body.index("if (-not (Test-FullLanguage)) {")
-        first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]")) if i >= 0)
+        first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]"),
+                                     body.find("$results = New-Object")) if i >= 0)
         assert check < first_read, payload_id
         assert "'unsupported: PowerShell runs in Constrained Language Mode'" in body[check:check + 700]
 
@@ -391,7 +396,7 @@ def test_private_key_check_has_three_answers():
     # CryptographicException is "broken".
     body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
     assert "'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]" in body
-    assert "if ($null -eq $rx) { $key = $Certificate.PrivateKey }" in body
+    assert "try { $key = $Certificate.PrivateKey } catch { return $null }" in body   # CNG on .NET 4.5
     assert "ECDsaCertificateExtensions' -as [type]" in body and "if ($null -eq $ec) { return $null }" in body
     assert "$key.Decrypt($cipher" in body
     assert body.count("catch [System.Security.Cryptography.CryptographicException]") == 3
@@ -411,3 +416,75 @@ def test_sessions_and_listener_are_read_through_the_wts_api_first():
     assert functions["Get-ListenerState"].index("Get-WtsRows") < functions["Get-ListenerState"].index("qwinsta.exe")
     source = _source("diagnose")
     assert "WTSEnumerateSessionsW" in source and "WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24," in source
+
+
+def test_rescue_always_unloads_the_hives_it_loaded():
+    source = _source("rescue")
+    main = source[source.index("$results = New-Object"):]
+    body, final = main.split("} finally {", 1)
+    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
+    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
+    assert "@($SoftwareHive, $SystemHive)" in final
+    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
+    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
+    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
+
+
+def test_rescue_exports_and_saves_before_it_removes_or_changes():
+    functions = pwsh_ast.functions(_tree("rescue"))
+    cert = functions["Repair-Cert"]
+    assert cert.index("'export'") < cert.index("Move-Item -LiteralPath $key.PSPath"), "a certificate is exported before it is moved"
+    assert pwsh_ast.calls(_tree("rescue"), "Remove-Item") == [], "certificates are moved aside, never deleted"
+    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
+    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
+    keys = functions["Repair-MachineKeys"]
+    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+
+
+def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
+    from azrdp.payloads.schema import RESCUE_STEPS
+
+    source = _source("rescue")
+    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
+    rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
+    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
+    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
+def test_native_programs_run_from_system32_and_a_missing_one_is_a_clear_error():
+    # Review #22: bare names from PATH; a 32-bit host has no quser in SysWOW64, and a missing program
+    # left $LASTEXITCODE unset (StrictMode then threw a confusing error).
+    body = pwsh_ast.functions(_tree("repair"))["Invoke-Native"]
+    assert "Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\\' + $FilePath)" in body
+    assert "$folder = 'Sysnative'" in body and "[Environment]::Is64BitProcess" in body
+    assert body.index("if (-not (Test-Path -LiteralPath $exe)) { throw") < body.index("& $exe")
+    assert body.index("$global:LASTEXITCODE = 0") < body.index("& $exe")
+
+
+def test_grants_through_groups_and_generic_rights_count():
+    # Review #27: an Everyone/Authenticated Users/Users grant covers NETWORK SERVICE; GENERIC_READ
+    # (0x80000000) is FILE_GENERIC_READ. Missing either meant a needless key-ACL rewrite and reboot.
+    functions = pwsh_ast.functions(_tree("repair"))
+    grant = functions["Test-Grant"]
+    assert "$covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')" in grant
+    assert "if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }" in grant
+    assert "ConvertTo-FileRights -Mask" in grant
+    mapping = functions["ConvertTo-FileRights"]
+    for mask, mapped in ((0x80000000, 0x120089), (0x40000000, 0x120116), (0x20000000, 0x1200A0), (0x10000000, 0x1F01FF)):
+        assert f"if ($Mask -band {mask}) {{ $mapped = $mapped -bor {mapped} }}" in mapping
+    code = "\n".join(line.split("#", 1)[0] for line in mapping.splitlines())
+    assert not re.search(r"0x[89A-Fa-f][0-9A-Fa-f]{7}", code), "PowerShell reads 0x80000000 as a negative Int32"
+
+
+def test_firewall_analysis_honours_block_rules_profiles_and_scope_in_one_pass():
+    # Review #11: Block rules were ignored (an enabled Block on 3389 beats every Allow), as were
+    # profile and program/service scope; one association query per filter took tens of seconds;
+    # with MpsSvc stopped the section (service included) was lost.
+    body = pwsh_ast.functions(_tree("diagnose"))["Read-Firewall"]
+    assert body.index("(Get-ServiceFacts -Name 'MpsSvc').state") < body.index("Get-NetFirewallProfile")
+    assert "try { $service = (Get-ServiceFacts -Name 'MpsSvc').state }" in body
+    for joined in ("$ports[$_.InstanceID]", "$apps[$_.InstanceID]", "$services[$_.InstanceID]"):
+        assert joined in body
+    assert "-AssociatedNetFirewall" not in body
+    assert "Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active" in body
+    assert "$allowed = (-not $blocked) -and" in body and "blocked = $blocked" in body

@@ -101,3 +101,11 @@ def test_a_vm_can_start_as_soon_as_its_evidence_is_listed():
         if not any(page is f for f in firsts):
             replay.add_page(*page)
     assert listed_gap(replay, last, want_vnet=True) is None and replay.has_status(last.resource_id(emu.subscription_id))
+
+
+def test_a_vm_that_could_not_be_probed_and_fails_nothing_costs_no_read():
+    """--no-probe (or no public IP): 'unverified', and its agent is not read; the lists answer."""
+    with Emulator.start(fleet={"healthy": 3}, speed=FAST) as emu:
+        result = run(emu, probe=False)
+        assert result.counts()["unverified"] == 3
+        assert sum(emu.count(op) for op in PER_VM_READS) == 0 and result.reads["per_vm_reads"] == 0

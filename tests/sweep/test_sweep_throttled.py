@@ -16,18 +16,21 @@ PROBE_TIMEOUT = 2.0
 
 def test_a_vm_throttled_beyond_the_budget_is_reported_throttled_and_the_others_go_on(fleet):
     clock = ManualClock()
-    fleet.inject("throttle", operation="VirtualMachines_RunCommand", vm="vm-healthy-002", count=None,
+    # a sweep reads a VM of its own only where the fleet's lists cannot answer: the agent of a VM
+    # whose RDP does not answer (VirtualMachines_InstanceView, a LowCostGet like VirtualMachines_Get)
+    fleet.inject("throttle", operation="VirtualMachines_InstanceView", vm="vm-nsg-blocked-001", count=None,
                  retry_after=1200)
     session = tenant_session(fleet, clock=clock)
-    result = sweep(session, guest=True, probe_timeout=PROBE_TIMEOUT, source_ip=fleet.state.client_ip)
+    result = sweep(session, probe_timeout=PROBE_TIMEOUT, source_ip=fleet.state.client_ip)
     got = outcomes(result)
-    assert got["vm-healthy-001"] == "healthy" and got["vm-healthy-002"] != "healthy", got
-    throttled = next(r for r in result.results if r.vm.name == "vm-healthy-002")
-    # the guest read could not run: the VM's report names the throttled group and when to retry
-    assert "Azure is throttling Microsoft.Compute/UpdateVM3Min while starting Run Command in VM " \
-           "rg-azrdp-fleet/vm-healthy-002: retry after 1200 s (at " in throttled.summary
+    assert got["vm-nsg-blocked-001"] == "error" and got["vm-healthy-001"] == "healthy"
+    assert got["vm-0x904-001"] == "unhealthy" and got["vm-healthy-002"] == "healthy"
+    throttled = next(r for r in result.results if r.vm.name == "vm-nsg-blocked-001")
+    assert throttled.error["type"] == "Throttled"
+    assert throttled.error["throttled"] == {"group": "Microsoft.Compute/LowCostGet3Min", "retry_after": 1200.0}
+    assert "retry after 1200 s" in throttled.summary
     assert max(clock.sleeps, default=0) <= session.retry.throttle_budget    # never the 1200 s
-    assert fleet.count("VirtualMachines_RunCommand", status=429) == 1       # and not hammered
+    assert fleet.count("VirtualMachines_InstanceView", status=429) == 1     # and not hammered
 
 
 def test_a_group_throttle_pauses_only_that_group():
