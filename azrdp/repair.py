@@ -491,9 +491,14 @@ class _Job:
                    and self.result.counts["nsg_rules"] == 0)
         address = o.host or latest.vm.get("public_ip")
         need_guest = self.changed_something or latest.guest is None
+        power = latest.vm.get("power_state")
         if blocked:
             verification = {"method": "guest", "ok": False, "where": None,
                             "outside_check": "skipped: the NSG blocks the RDP port (see nsg.effective)"}
+        elif power not in (None, "running") and not o.host:
+            # power decides first: a stopped VM answers nothing (and a Dynamic public IP has no address)
+            verification = {"method": "guest", "ok": False, "where": None,
+                            "outside_check": f"skipped: the VM is {power}, nothing answers RDP until it runs"}
         elif address:
             host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
             where = f"{host}:{port}"

@@ -268,6 +268,11 @@ def check_public_ip(inventory: Inventory, path: RdpPath) -> Check:
     details = {"address": address, "name": path.public_ip.name, "private_ip": path.private_ip,
                "allocation": path.public_ip.properties.get("publicIPAllocationMethod")}
     if not address:
+        if power_state(inventory) != "running":   # a Dynamic address is released while deallocated
+            return Check("net.public_ip", Status.WARN, f"{path.public_ip.name} has no address while the VM is "
+                         f"{power_state(inventory) or 'not running'} (a dynamic address is assigned when it starts)",
+                         details, f"Start the VM (`az vm start {_az(inventory)}`); its address may differ from "
+                                  "the one it had before.")
         return Check("net.public_ip", Status.WARN, f"{path.public_ip.name} has no address yet "
                      "(a dynamic address is assigned when the VM runs)", details, no_public)
     return Check("net.public_ip", Status.PASS, f"{address} ({path.public_ip.name})", details)
