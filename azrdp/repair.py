@@ -66,6 +66,7 @@ class FixOptions:
     run_command_timeout: float = 900.0
     power_timeout: float = 900.0
     advice: str = "fix"                      # the command printing the report: advice names only its options
+    force: bool = False                      # change the VM even while another Run Command is in flight
 
 
 @dataclass
@@ -310,6 +311,8 @@ class _Job:
         if not plan.empty and not self.confirm(plan):
             self.result.verdict = "declined"
             return self.result
+        if not plan.empty and not self.options.force:
+            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None, self.target)
         self.execute(plan)
         if plan.start:
             current = self.second_pass()
@@ -583,6 +586,24 @@ class _Job:
                                        f"{self.options.wait_timeout:g} s (RDP kept answering and the agent did "
                                        "not report): the answer below may come from before the restart")
         return reboot
+
+
+def refuse_if_busy(instance_view: Any, target: Target) -> None:
+    """One repair at a time per VM: a Run Command in flight (the RunCommandWindows extension's
+    instance view says Transitioning: another azrdp run, a sweep or a person) is a usage error
+    (exit 2) before anything is changed, unless ``--force``."""
+    for extension in (instance_view or {}).get("extensions") or []:
+        if not str(extension.get("type") or extension.get("name") or "").endswith("RunCommandWindows"):
+            continue
+        for status in extension.get("statuses") or []:
+            if "transitioning" in str(status.get("code") or "").lower():
+                from azrdp.errors import UsageError
+                from azrdp.logsafe import printable
+
+                since = f" since {printable(status.get('time'))}" if status.get("time") else ""
+                raise UsageError(f"another Run Command is in progress on VM {target}{since} (another azrdp fix or "
+                                 "sweep, or a person): azrdp repairs one VM one run at a time; nothing was changed.",
+                                 hint="Wait for it to finish and run azrdp again, or pass --force.")
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from azrdp.plan import STEP_NAMES
 @azure_options
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking (runbooks, pipelines).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the exact payload parameters; change nothing.")
+@click.option("--force", is_flag=True,
+              help="Repair even while another Run Command is in progress on the VM (another azrdp run).")
 @click.option("--step", "steps", multiple=True, type=click.Choice(STEP_NAMES), metavar="NAME",
               help=f"Run this step even if no check asks for it (repeatable): {', '.join(STEP_NAMES)}.")
 @click.option("--skip", "skips", multiple=True, type=click.Choice(STEP_NAMES), metavar="NAME",
@@ -55,7 +57,7 @@ from azrdp.plan import STEP_NAMES
 @click.option("--junit-xml", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also write the checks before and after as JUnit XML (one testcase per check).")
 @shared_options
-def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str, ...], skips: tuple[str, ...],
+def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, steps: tuple[str, ...], skips: tuple[str, ...],
                 reboot: bool, no_reboot: bool, start: bool, allow_from: str | None, allow_for: str, wait_timeout: str,
                 run_command_timeout: str, guest_first: bool, port: int, source_ip: str | None, host: str | None, probe_timeout: float,
                 audit_log: str | None, junit_xml: str | None) -> None:
@@ -108,7 +110,7 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, steps: tuple[str,
         wait_timeout=parse_duration(wait_timeout, "--wait-timeout", maximum=MAX_WAIT),
         run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout",
                                            maximum=MAX_RUN_COMMAND_TIMEOUT), fused=yes and not dry_run and not guest_first,
-        dry_run=dry_run)
+        dry_run=dry_run, force=force)
     from azrdp.cli import emit
     from azrdp.outfiles import check_output_path, write_output
 
