@@ -35,7 +35,9 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
     "vm.os": ("azure", "the VM runs Windows"),
     "vm.power": ("azure", "the VM is running"),
     "vm.provisioning": ("azure", "the VM's provisioning state succeeded"),
-    "vm.agent": ("azure", "the VM agent is Ready (Run Command needs it)"),
+    "vm.agent": ("azure", "the VM agent is Ready (Run Command needs it); power state decides first: SKIP on a "
+                          "stopped or deallocated VM (its last report says nothing about now), WARN when its last "
+                          "report is older than the VM's last operation (still rebooting)"),
     "boot.diagnostics": ("azure", "boot diagnostics are enabled (screenshot, serial log)"),
     # Network side: addresses and NSG rules for the RDP port
     "net.public_ip": ("network", "the VM has a public IP address"),
@@ -59,6 +61,8 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
     "guest.machinekeys": ("guest", "MachineKeys folder ACL and the RDP key container"),
     "guest.firewall": ("guest", "Windows Firewall lets the RDP port in"),
     "guest.sessions": ("guest", "a session seat is free"),
+    "guest.licensing": ("guest", "RD Licensing lets users sign in (grace period, licensing mode)"),
+    "guest.drain": ("guest", "the host accepts new logons (no drain mode)"),
     "guest.events": ("guest", "recent RDP certificate, Schannel and TermService errors"),
     "guest.reboot": ("guest", "no reboot is pending"),
 }

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "Why does this VM refuse Remote Desktop? Azure, network, wire and guest."),
     "fix": ("azrdp.commands.fix:fix_command",
             "Repair Remote Desktop on a VM and prove it answers again."),
+    "rescue": ("azrdp.commands.rescue:rescue_command",
+               "No Run Command? Repair the OS disk offline through a rescue VM."),
     "revoke": ("azrdp.commands.revoke:revoke_command",
                "Remove the NSG rules `fix --allow-from` added to a VM."),
     "check": ("azrdp.commands.check:check_command",
@@ -130,6 +132,27 @@ class _Failure(click.ClickException):
             click.echo(f"Error: {printable(self.message)}", err=True)
         except (OSError, ValueError):
             pass
+
+
+class AzrdpCommand(click.Command):
+    """A command that refuses an empty value up front (``--host ''``, ``--subscription ''``): exit 2,
+    one line naming the option, before anything is read or sent. Every azrdp command uses it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from azrdp.errors import UsageError
+
+        for param in self.params:
+            value = ctx.params.get(param.name) if param.name else None
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                source = ctx.get_parameter_source(param.name)
+                where = " (from the environment)" if source is not None and source.name == "ENVIRONMENT" else ""
+                if isinstance(param, click.Option):
+                    name = max(param.opts, key=len)
+                    raise UsageError(f"{name} is empty{where}.", hint=f"Give {name} a value, or leave it out.")
+                name = param.human_readable_name
+                raise UsageError(f"empty {name.lower()} argument.", hint=f"Give {name} a value.")
+        return super().invoke(ctx)
 
 
 class AzrdpGroup(click.Group):

@@ -20,8 +20,11 @@ from azrdp.clock import SYSTEM_CLOCK, Clock
 
 DEFAULT_SCENARIO = "0x904"
 DEFAULT_SPEED = 10.0
-"""Simulated Azure runs 10x faster: a Run Command (20-40 s) takes 2-4 s and a restart (60-120 s)
-6-12 s, so each phase is visible and the 0x904 repair ends well within a minute."""
+"""Simulated Azure runs 10x faster: a Run Command (20-40 s) takes 2-4 s, and the reboot after a
+restart (its operation ends in 0.2-0.3 s; Windows then goes down in 3-10 s and boots for 15-30 s)
+2-4 s, so each phase is visible and the 0x904 repair ends well within a minute."""
+RESCUE_SCENARIOS = ("agent-not-ready", "no-boot-rdp-disabled")
+"""Run Command cannot reach these guests: the demo runs `azrdp rescue` (offline, via a rescue VM)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class DemoSetup:
     client_ip: str
     speed: float
     polling_interval: float
+    command: str = "fix"            # fix, or rescue for a VM Run Command cannot reach
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +51,7 @@ class DemoSetup:
             return f"{_seconds(low / self.speed)}-{_seconds(high / self.speed)}"
 
         return [
-            f"azrdp demo: the real `azrdp fix` against a simulated Azure VM (scenario {self.scenario}); "
+            f"azrdp demo: the real `azrdp {self.command}` against a simulated Azure VM (scenario {self.scenario}); "
             "nothing here reaches Azure.",
             f"  VM        {self.vm} in {self.resource_group} ({self.os})",
             f"  Problem   {self.problem}",
@@ -57,7 +61,8 @@ class DemoSetup:
             f"  RDP       a real listener on {self.rdp}: X.224 and TLS with the guest's certificate",
             f"  You       NSG rules see you as {self.client_ip}",
             f"  Time      Azure's latencies run {self.speed:g}x faster: Run Command (20-40 s) {scaled(20, 40)} s, "
-            f"restart (60-120 s) {scaled(60, 120)} s, boot (15-30 s) {scaled(15, 30)} s",
+            f"restart (0.2-0.3 s, then Windows goes down in 3-10 s) {scaled(3, 10)} s, boot (15-30 s) "
+            f"{scaled(15, 30)} s",
         ]
 
 
@@ -80,8 +85,14 @@ class DemoResult:
 
 def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
              on_setup: Callable[[DemoSetup], None] | None = None, progress: Any = None, audit: Any = None,
-             clock: Clock = SYSTEM_CLOCK) -> DemoResult:
-    """Start the emulator with ``scenario``, run the real fix against its VM, stop the emulator.
+             clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False,
+             windows: str = "2022", locale: str = "en-US") -> DemoResult:
+    """Start the emulator with ``scenario`` on a guest running ``windows`` in display language
+    ``locale`` (azrdp.emulator.profiles), run the real fix against its VM, stop the emulator.
+
+    ``allow_from_me`` and ``start`` are ``fix --allow-from me --source-ip ...`` and ``fix --start``:
+    the demo owns the VM and knows the address NSG rules see, so it may open the port to exactly
+    that address or start the VM when asked to.
 
     ``on_setup(setup)`` is called once the emulator serves, before anything is diagnosed.
     ``audit`` is an :class:`azrdp.audit.AuditLog` (default: in memory only, so simulated changes
@@ -94,16 +105,20 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
     from azrdp.repair import FixOptions, fix
     from azrdp.target import parse_target
 
+    from azrdp.emulator.profiles import GuestProfile
+
     problem = preset(scenario).summary   # ValueError names the scenarios
+    profile = GuestProfile(windows=windows, locale=locale)   # ValueError names the choices
     if not speed > 0:
         raise ValueError(f"speed must be more than 0, got {speed!r}")
     begun = clock.monotonic()
-    with Emulator.start(scenario, speed=speed) as emu:
+    with Emulator.start(scenario, speed=speed, profile=profile) as emu:
         vm = emu.vm()
         host, port = emu.rdp_endpoint()
         setup = DemoSetup(scenario=scenario, problem=problem, vm=vm.name, resource_group=vm.resource_group,
                           os=vm.guest.caption, arm_endpoint=emu.base_url, rdp=f"{host}:{port}",
-                          client_ip=emu.state.client_ip, speed=speed, polling_interval=POLL_CAP / speed)
+                          client_ip=emu.state.client_ip, speed=speed, polling_interval=POLL_CAP / speed,
+                          command="rescue" if scenario in RESCUE_SCENARIOS else "fix")
         if on_setup is not None:
             on_setup(setup)
         session = open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
@@ -111,7 +126,8 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
                                polling_interval=setup.polling_interval,
                                on_wait=progress.info if progress is not None else None)
         target = parse_target(vm.name, resource_group=vm.resource_group)
-        options = FixOptions(source_ip=emu.state.client_ip)
+        options = FixOptions(source_ip=emu.state.client_ip, allow_from="me" if allow_from_me else None,
+                             start=start, advice="demo")
         audit = audit if audit is not None else AuditLog(None, context={"command": "demo", "vm": str(target)})
 
         def confirm(plan: Any) -> bool:
@@ -119,7 +135,19 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
                 progress.info("Plan: " + ", ".join(step.name for step in plan.steps))
             return True
 
-        result = fix(session, target, options, audit=audit, confirm=confirm, clock=clock, progress=progress)
+        if setup.command == "rescue":
+            from azrdp.rescue import RescueOptions, rescue
+
+            def confirm_rescue(plan: Any) -> bool:
+                if progress is not None:
+                    progress.info("Plan: " + ", ".join(step["phase"] for step in plan.steps))
+                return True
+
+            result = rescue(session, target, RescueOptions(source_ip=emu.state.client_ip,
+                                                           agent_poll_interval=max(0.05, 5.0 / speed)),
+                            audit=audit, confirm=confirm_rescue, clock=clock, progress=progress)
+        else:
+            result = fix(session, target, options, audit=audit, confirm=confirm, clock=clock, progress=progress)
         simulated = emu.simulated_seconds()
     return DemoResult(setup, result, clock.monotonic() - begun, simulated)
 
@@ -127,56 +155,20 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
 # -- rendering ----------------------------------------------------------------------------------
 
 def render_text(demo: DemoResult, *, verbose: int = 0) -> str:
-    """The fix report as `azrdp fix` prints it, then the guest's own before -> after, then the time."""
+    """The fix report as `azrdp fix` prints it (the guest's own before -> after included), then the time."""
     from azrdp.repair import render_text as render_fix
 
+    if demo.setup.command == "rescue":
+        from azrdp.rescue import render_text as render_rescue
+
+        return "\n".join([render_rescue(demo.fix, verbose=verbose),
+                          f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of "
+                          f"simulated Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp rescue VM -g "
+                          "RESOURCE_GROUP"])
     lines = [render_fix(demo.fix, verbose=verbose)]
-    guest = guest_changes(demo.fix)
-    if guest:
-        lines.append("Guest before -> after (from the repair payload's own re-checks):")
-        lines += [f"  {line}" for line in guest]
     lines.append(f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of simulated "
                  f"Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp fix VM -g RESOURCE_GROUP")
     return "\n".join(lines)
-
-
-def guest_changes(result: Any) -> list[str]:
-    """One line per repair step: what the guest looked like before -> after."""
-    if result.repair is None:
-        return []
-    out = []
-    for step in result.repair.steps:
-        before, after = step.get("before") or {}, step.get("after") or {}
-        facts = _STEP_FACTS.get(step["name"], lambda b, a: "")(before, after) if before and after else ""
-        flags = [step["status"]] + (["needs a reboot"] if step["reboot_required"] else [])
-        error = f"; {step['error']}" if step.get("error") else ""
-        out.append(f"{step['name']:<18} {', '.join(flags):<24} {facts}{error}".rstrip())
-    return out
-
-
-def _yes(value: Any) -> str:
-    return "yes" if value else "no"
-
-
-def _cert(state: dict[str, Any]) -> str:
-    if not state.get("current"):
-        return "no usable one"
-    return f"{state['current'][:8]}... until {state['current_not_after'][:10]}"
-
-
-_STEP_FACTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
-    "rdp-config": lambda b, a: (f"fDenyTSConnections {b['deny']} -> {a['deny']}, TermService "
-                                f"{b['services'][0]['state']} -> {a['services'][0]['state']}, firewall rules on "
-                                f"{b['fw_rules_enabled']}/{b['fw_rules']} -> {a['fw_rules_enabled']}/{a['fw_rules']}"),
-    "machinekeys-acl": lambda b, a: (f"MachineKeys default ACL {_yes(b['default'])} -> {_yes(a['default'])}, "
-                                     f"RDP key readable by NETWORK SERVICE {_yes(b['rdp_key']['network_service_read'])}"
-                                     f" -> {_yes(a['rdp_key']['network_service_read'])}"),
-    "machinekeys-rename": lambda b, a: (f"RDP key container present {_yes(b['rdp_key']['present'])} -> "
-                                        f"{_yes(a['rdp_key']['present'])}, key files {b['files']} -> {a['files']}"),
-    "cert": lambda b, a: (f"certificate {_cert(b)} -> {_cert(a)}, unusable ones {b['bad']} -> {a['bad']}"),
-    "sessions": lambda b, a: (f"free seats {b['free']} -> {a['free']} of {a['seat_limit']}, disconnected sessions "
-                              f"{b['disconnected']} -> {a['disconnected']}"),
-}
 
 
 def _seconds(value: float) -> str:

@@ -182,8 +182,9 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
                       details={"error": type(err).__name__},
-                      remedy=err.hint or "Run `azrdp diagnose` again; with --no-guest to see only "
-                                         "the Azure and wire sides.")]
+                      remedy=err.hint or f"Run `azrdp diagnose {ctx.target.name} -g {ctx.target.resource_group}` "
+                                         "again, or `azrdp diagnose ... --no-guest` to see only the Azure and "
+                                         "wire sides.")]
     run = ctx.guest.run.to_dict()
     return [Check("guest.run", Status.PASS, "the guest diagnosis ran through Run Command",
                   details={"attempts": run["attempts"], "seconds": run["seconds"]}),
@@ -206,7 +207,7 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
     from azrdp.azure.inventory import read_inventory
 
-    validate_options(port, source_ip, probe_timeout)
+    validate_options(port, source_ip, probe_timeout, host=host)
     if inventory is None:
         inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
     if os_type(inventory) == OS_LINUX:
@@ -247,9 +248,18 @@ def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Pa
         return {"path": None, "error": f"cannot write {path}: {err.strerror or err}"}
 
 
-def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.0) -> None:
+def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.0, *,
+                     host: str | None = None) -> None:
     """The options a diagnosis takes from the user, checked before anything is read (exit 2)."""
     import ipaddress
+
+    if host is not None:
+        from azrdp.rdp import parse_target
+
+        try:
+            parse_target(host, default_port=port if 1 <= int(port) <= 65535 else 3389)
+        except UsageError as err:
+            raise UsageError(f"--host: {err.message}", hint=err.hint) from None
 
     if not 1 <= int(port) <= 65535:
         raise UsageError(f"--port {port} is not a TCP port (1-65535).")

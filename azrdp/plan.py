@@ -7,8 +7,10 @@ Pure: no I/O. ``plan(diagnosis, ...)`` reads the failed checks and returns a :cl
 * the guest steps, in the payload's fixed order, from the guest diagnosis (``separate`` mode) or,
   in ``fused`` mode (``fix --yes``: no separate guest-diagnosis Run Command), from the wire
   evidence, each marked *conditional*: the repair payload re-checks and changes only what is
-  broken. ``machinekeys-rename`` is never chosen automatically unless the RDP key is corrupt or
-  the ACLs are already right and the key still cannot be used;
+  broken. ``machinekeys-rename`` (it moves only the RDP key container aside) is chosen only when
+  the RDP key is corrupt or the ACLs are right and a key test said *broken* (never on "could not
+  test", ``key_readable`` null); in fused mode it is conditional, and the payload moves nothing
+  unless its own key test says broken;
 * ``reboot`` when a step needs it (decided from the repair result), ``--reboot`` forces it,
   ``--no-reboot`` (or ``--skip reboot``) prevents it.
 
@@ -28,7 +30,7 @@ from azrdp.payloads.schema import REPAIR_STEPS
 
 GUEST_STEPS: tuple[str, ...] = REPAIR_STEPS
 STEP_NAMES: tuple[str, ...] = (*GUEST_STEPS, "reboot")      # what --step / --skip accept
-REBOOTING_STEPS = ("machinekeys-acl", "machinekeys-rename")  # they need a reboot when they change something
+REBOOTING_STEPS = ("machinekeys-acl",)  # it needs a reboot when it changes something (the rename step does not)
 STOPPED_STATES = ("deallocated", "deallocating", "stopped", "stopping")
 NO_WIRE_EVIDENCE = frozenset({"connect_timeout", "unreachable", "dns_failed", "connect_error"})
 # RDP spoke, but refused the way it is configured (SecurityLayer, NLA): no azrdp step changes that.
@@ -119,7 +121,7 @@ def _seats_reason(result: dict[str, Any]) -> str | None:
     if not disconnected:
         return None
     used, limit = sessions["used"], sessions["seat_limit"]
-    kind = "admin " if sessions.get("server_mode") == "admin" else ""
+    kind = {"admin": "admin ", "client": "client "}.get(sessions.get("server_mode") or "", "")
     holders = "disconnected sessions" if disconnected >= used else \
         f"{disconnected} disconnected and {used - disconnected} active sessions"
     return f"{used} of {limit} {kind}seats are held by {holders}"
@@ -136,7 +138,7 @@ def _rdp_config_reasons(result: dict[str, Any]) -> list[str]:
     if rdp.get("deny") == 1 and rdp.get("deny_policy") is None:
         reasons.append("fDenyTSConnections=1 denies Remote Desktop connections")
     firewall = result.get("firewall")
-    if firewall and firewall["service"] == "Running" and not firewall["port_allowed"] and \
+    if firewall and firewall["service"] == "Running" and not firewall["port_allowed"] and not firewall["blocked"] and \
             not any(p["enabled"] and p["rules_ignored"] for p in firewall["profiles"]):
         reasons.append("no enabled Windows Firewall rule lets the RDP port in")
     listener = result.get("listener")
@@ -167,7 +169,8 @@ def _rename_reason(result: dict[str, Any], acl_reasons: list[str]) -> str | None
         return None
     if keys["rdp_key"]["size"] == 0:
         return f"the RDP key container {keys['rdp_key']['file']} is empty (corrupt)"
-    unreadable = [c for c in (result.get("cert") or {}).get("certs") or [] if not c["key_readable"]]
+    # `is False`: null is "could not test" (an API this .NET lacks, ECDSA on .NET 4.5): never a reason.
+    unreadable = [c for c in (result.get("cert") or {}).get("certs") or [] if c["key_readable"] is False]
     if unreadable and not acl_reasons:
         return "the ACLs are right, yet the RDP certificate's private key cannot be used (a corrupt key)"
     return None
@@ -230,11 +233,14 @@ def _fused_steps(diagnosis: Any) -> list[PlanStep]:
     else:
         cert = PlanStep("cert", "guest", f"{outcome}; expired or unusable certificates are replaced, a valid "
                                          "one is left alone", conditional=True)
+    rename = PlanStep("machinekeys-rename", "guest", "re-checked in the guest: the RDP key container is moved aside "
+                                                    "(kept) only if its key test says broken", conditional=True)
+    keys = [acl] if probe.outcome == "cert_expired" else [acl, rename]   # an expired certificate is no key fault
     if probe.answers:  # an RDP stack spoke: services, deny and firewall are fine; the certificate is not
-        return [acl, cert, seats]
+        return [*keys, cert, seats]
     config = PlanStep("rdp-config", "guest", f"{outcome}; TermService, fDenyTSConnections and the firewall rules "
                                              "are re-checked and fixed only if off", conditional=True)
-    return [config, acl, cert, seats]
+    return [config, *keys, cert, seats]
 
 
 def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: bool | None) -> None:
@@ -252,13 +258,16 @@ def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: b
 def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequence[str] = (),
          reboot: bool | None = None, start: bool | None = False, allow_from: str | None = None,
          allow_for: timedelta | None = None, network: Any = None, who: str = "unknown user",
-         now: datetime | None = None, run_id: str | None = None, log_off_active: bool = False) -> Plan:
+         now: datetime | None = None, run_id: str | None = None, log_off_active: bool = False,
+         advice: str = "fix") -> Plan:
     """The plan for ``diagnosis`` (an azrdp.diagnose.Diagnosis).
 
     ``reboot``: None = when a step needs it, True = always (--reboot), False = never (--no-reboot).
     ``start``: True = start a stopped VM, None = ask (a terminal), False = never. ``allow_from`` is
     a source prefix from ``parse_allow_from``; ``network`` the (inventory, path) diagnose read, to
-    place NSG rules. The plan is ``fused`` when the diagnosis holds no guest reading although Run
+    place NSG rules. ``advice`` is the command that prints the plan: its blockers name options as
+    "pass --start" only for ``fix``; elsewhere (``sweep``) as the `azrdp fix ...` command that has
+    them. The plan is ``fused`` when the diagnosis holds no guest reading although Run
     Command could work (the caller skipped it on purpose: see :func:`fused_eligible`).
     """
     from azrdp.azure.nsg_rules import DEFAULT_ALLOW_FOR, plan_allow_rules
@@ -291,9 +300,12 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
         elif why_not:
             result.notes.append(f"--allow-from: {why_not}; no rule added")
     elif effective is not None and effective.status is Status.FAIL:
-        result.blockers.append(f"{effective.summary}. azrdp never opens the port by itself: pass --allow-from "
-                               "IP|CIDR|me (me with --source-ip YOUR_PUBLIC_IP) for a temporary rule, or use "
-                               "just-in-time access")
+        how = ("pass --allow-from IP|CIDR|me (me with --source-ip YOUR_PUBLIC_IP)" if advice == "fix" else
+               "pass --allow-from me (the demo knows your address)" if advice == "demo" else
+               f"run `azrdp fix {where['vm']} -g {where['rg']} --allow-from me --source-ip YOUR_PUBLIC_IP` "
+               "(or an IP or CIDR instead of me)")
+        result.blockers.append(f"{effective.summary}. azrdp never opens the port by itself: {how} for a temporary "
+                               "rule, or use just-in-time access")
 
     # Power: a stopped VM is started only when asked.
     power = vm.get("power_state")
@@ -304,7 +316,9 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
                                                       else ""), forced=start is True))
             result.notes.append("the guest is read and repaired once the VM runs")
         elif power in STOPPED_STATES:
-            result.blockers.append(f"the VM is {power}: azrdp starts a VM only when asked; pass --start")
+            result.blockers.append(f"the VM is {power}: azrdp starts a VM only when asked; " +
+                                   ("pass --start" if advice in ("fix", "demo") else
+                                    f"run `azrdp fix {where['vm']} -g {where['rg']} --start`"))
         else:
             result.blockers.append(f"the VM is {power or 'in an unknown power state'}: wait for it, then run "
                                    "azrdp fix again")
@@ -365,15 +379,57 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     if guest_steps:
         seats_step = chosen.get("sessions")
+        forced_seats = seats_step is not None and seats_step.forced
         result.values = {"Steps": [s.name for s in guest_steps], "LogOffActive": bool(log_off_active),
                          "LogOffOnlyWhenFull": bool(seats_step is not None and not seats_step.forced)}
+        if forced_seats:  # asked with --step sessions: also on RD Session Hosts / multi-session hosts
+            result.values["MultiSession"] = True
         if run_id:
             result.values["RunId"] = run_id
     return result
 
 
-def render_plan(plan: Plan) -> str:
-    """The plan as a person reads it before saying yes."""
+BACKUP = r"%ProgramData%\azrdp\backup\<UTC time>"
+
+
+def step_effects(step: PlanStep, plan: Plan, *, vm: str = "VM", resource_group: str = "RG") -> dict[str, str]:
+    """What one step does to the people signed in, whether it needs a reboot, and how to undo it:
+    what an operator weighs before saying yes. ``vm`` and ``resource_group`` go into the undo commands.
+
+    The cert step restarts TermService, which turns every active RDP session into a disconnected
+    one (the sessions stay, the connections drop: /work/shared/reference/payload-review.md #1)."""
+    values = plan.values or {}
+    name = step.name
+    if name == "sessions":
+        whom = "active and disconnected remote sessions" if values.get("LogOffActive") else "disconnected sessions"
+        when = " only if no seat is free" if values.get("LogOffOnlyWhenFull") else ""
+        return {"users": f"logs off {whom}{when} (their unsaved work is lost); the console session is kept",
+                "reboot": "no", "undo": "none: a logged-off session cannot be brought back"}
+    effects = {
+        "rdp-config": {"users": "none (it starts Remote Desktop Services only if they are stopped)", "reboot": "no",
+                       "undo": "the audit records each change (fDenyTSConnections, services, firewall rules); "
+                               "set them back by hand"},
+        "machinekeys-acl": {"users": "none", "reboot": "yes, when it changes something",
+                            "undo": "icacls C:\\ProgramData\\Microsoft\\Crypto\\RSA /restore "
+                                    f"{BACKUP}\\machinekeys.acl"},
+        "machinekeys-rename": {"users": "none", "reboot": "yes",
+                               "undo": "rename MachineKeys.azrdp-<UTC time> back to MachineKeys (kept whole)"},
+        "cert": {"users": "restarts Remote Desktop Services: connected RDP users are disconnected (their sessions "
+                          "stay; they can reconnect)",
+                 "reboot": "no",
+                 "undo": f"the removed certificates and the old binding are exported to {BACKUP}"},
+        "reboot": {"users": "everyone signed in is disconnected while Windows restarts", "reboot": "it is the reboot",
+                   "undo": "none needed"},
+        "start": {"users": "none (the VM is not running); a running VM is billed for compute", "reboot": "no",
+                  "undo": f"`az vm deallocate -g {resource_group} -n {vm}`"},
+        "nsg-rule": {"users": "none", "reboot": "no", "undo": f"`azrdp revoke {vm} -g {resource_group}`"},
+    }
+    return effects.get(name, {"users": "none", "reboot": "no", "undo": "see the audit"})
+
+
+def render_plan(plan: Plan, *, detail: bool = False, vm: str = "VM", resource_group: str = "RG") -> str:
+    """The plan as a person reads it before saying yes. ``detail`` adds, under each step, its effect
+    on signed-in users, whether it needs a reboot and its undo (the interactive question)."""
     lines = [f"Plan ({'guest diagnosis, then one repair Run Command' if plan.mode == 'separate' else 'one repair Run Command that re-checks and repairs only what is broken'}):"]
     if plan.empty:
         lines.append("  nothing to change")
@@ -381,6 +437,10 @@ def render_plan(plan: Plan) -> str:
         when = "only if needed" if step.kind == "power" else "only if still broken"
         marks = [m for m, on in ((when, step.conditional), ("asked", step.forced)) if on]
         lines.append(f"  {number}. {step.name:<18} {step.why}" + (f" [{', '.join(marks)}]" if marks else ""))
+        if detail:
+            effects = step_effects(step, plan, vm=vm, resource_group=resource_group)
+            lines.append(f"     {'':<18} users: {effects['users']}; reboot: {effects['reboot']}; "
+                         f"undo: {effects['undo']}")
     if plan.values:
         params = " ".join(f"-{p['name']} {p['value']}" for p in plan.parameters())
         lines.append(f"  Run Command: repair.ps1 {params}")

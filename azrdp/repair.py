@@ -27,11 +27,23 @@ from typing import Any, Callable, Sequence
 from azrdp.checks import Check, Status
 from azrdp.azure.lro import poll_interval
 from azrdp.clock import Clock
-from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError
+from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, OperationTimeout
 from azrdp.plan import Plan, check_steps, fused_eligible, plan as make_plan, render_plan
 from azrdp.target import Target
 
 DEFAULT_WAIT_TIMEOUT = 900.0
+
+# Which repair step re-checks (and repairs) what a guest check found: its result is the guest's
+# status after when the guest is not read again.
+GUEST_CHECK_STEPS: dict[str, tuple[str, ...]] = {
+    "guest.cert": ("cert",), "guest.machinekeys": ("machinekeys-rename", "machinekeys-acl"),
+    "guest.sessions": ("sessions",), "guest.termservice": ("rdp-config",), "guest.rdp_enabled": ("rdp-config",),
+    "guest.firewall": ("rdp-config",), "guest.listener": ("rdp-config",),
+}
+_OUTCOME_WORDS = {"cert_expired": "its certificate has expired", "cert_not_yet_valid": "its certificate is not valid "
+                  "yet", "negotiation_failure": "it refuses the negotiation", "tls_error": "the TLS handshake fails",
+                  "unexpected_protocol": "it selects a protocol clients do not know",
+                  "standard_rdp_security": "it offers only Standard RDP Security"}
 
 
 @dataclass
@@ -54,6 +66,7 @@ class FixOptions:
     run_command_timeout: float = 900.0
     power_timeout: float = 900.0
     force: bool = False                      # change the VM even while another Run Command is in flight
+    advice: str = "fix"                      # the command printing the report: advice names only its options
 
 
 @dataclass
@@ -108,21 +121,68 @@ class RepairResult:
         return out
 
     def summary(self) -> str:
-        where = (self.verification or {}).get("where")
+        """The verdict as one sentence (it never repeats the verdict's name)."""
+        v = self.verification or {}
+        where = v.get("where")
         nothing = "nothing needed repair; " if not any(r["action"] != "run-command" and r.get("status") != "unchanged"
                                                           for r in self.actions) else ""
         answers = f"RDP answers{f' on {where}' if where else ' (checked from the guest side)'}"
         blockers = [b for plan in self.plans for b in plan.blockers]
         if blockers:  # RDP answers, but part of the VM could not be checked or repaired: say so
             answers += f"; but {blockers[0]}"
-        return {
-            "verified": answers if blockers else f"{nothing}{answers}",
-            "dry_run": "dry run: nothing was changed",
-            "declined": "not confirmed: nothing was changed",
-            "interrupted": "interrupted",
-            "failed": f"failed: {self.error.one_line() if self.error else ''}",
-        }.get(self.verdict, "RDP still does not answer" if where or not self.verification
-              else "not verified")
+        if self.verdict == "verified":
+            return answers if blockers else f"{nothing}{answers}"
+        if self.verdict == "dry_run":
+            return "nothing was changed; the plan above is what azrdp would do"
+        if self.verdict == "declined":
+            return "the plan was not confirmed, so nothing was changed"
+        if self.verdict == "interrupted":
+            flight = (self.interrupted or {}).get("in_flight")
+            done = (self.interrupted or {}).get("done")
+            return ("Ctrl-C stopped azrdp" + (f" while {flight} was under way" if flight else "") +
+                    ("; see what was done above" if done else "; nothing was changed" if not flight else ""))
+        if self.verdict == "failed":
+            return (self.error.one_line() if self.error else "an Azure operation failed") + \
+                ("; what was changed is listed above" if self.actions else "")
+        # not verified
+        if v.get("method") == "wire" and v.get("answered"):
+            return f"RDP answers on {where}, but a client cannot connect: {_OUTCOME_WORDS.get(v.get('outcome'), v.get('outcome'))}"
+        if v.get("method") == "wire" or not v:
+            return f"RDP still does not answer{f' on {where}' if where else ''}"
+        outside = str(v.get("outside_check") or "").removeprefix("skipped: ")
+        guest = v.get("guest_ok")
+        side = ("" if guest is None else "; the guest side is healthy (listener up, certificate valid)" if guest
+                else "; the guest side is not healthy either (see the checks below)")
+        return f"RDP could not be checked from outside: {outside}{side}"
+
+    def failed_before(self) -> list[dict[str, Any]]:
+        """Every check that failed (or errored) before, and its status after: from the re-diagnosis
+        when it read that check again, else, for a guest check, from the repair payload's own re-check
+        of the step that repairs it, else "not checked again"."""
+        if self.before is None:
+            return []
+        after = {c.id: c for c in self.after.checks} if self.after is not None else {}
+        steps = {st["name"]: st for st in (self.repair.steps if self.repair is not None else [])}
+        out = []
+        for old in self.before.checks:
+            if old.status not in (Status.FAIL, Status.ERROR):
+                continue
+            row = {"id": old.id, "side": old.side, "before": old.status.value, "before_summary": old.summary}
+            new = after.get(old.id)
+            step = next((steps[name] for name in GUEST_CHECK_STEPS.get(old.id, ()) if name in steps), None)
+            if new is not None and not (new.status is Status.SKIP and step is not None):
+                row.update(after=new.status.value, after_summary=new.summary, source="re-diagnosis")
+            elif step is not None:
+                row.update(after={"changed": "repaired", "unchanged": "unchanged"}.get(step["status"], step["status"]),
+                           after_summary=f"repair step {step['name']} {step['status']}"
+                                         + (f": {step['error']}" if step.get("error") else "")
+                                         + (" (needs a restart to take effect)" if step["reboot_required"]
+                                            and not self.counts["restarts"] else ""),
+                           source="repair payload")
+            else:
+                row.update(after="not checked", after_summary="not checked again", source=None)
+            out.append(row)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +199,7 @@ class RepairResult:
             "verification": self.verification,
             "after": self.after.to_dict() if self.after is not None else None,
             "changes": self.changes(),
+            "failed_before": self.failed_before(),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "counts": dict(self.counts),
             "pending": list(self.pending),
@@ -154,7 +215,8 @@ class _Job:
     """One fix run: its state is what a Ctrl-C report needs (done, in flight)."""
 
     def __init__(self, session: Any, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
-                 progress: Any, confirm: Callable[[Plan], bool], prober: Any):
+                 progress: Any, confirm: Callable[[Plan], bool], prober: Any,
+                 on_diagnosis: Callable[[Any], None] | None = None):
         self.session = session
         self.target = target
         self.options = options
@@ -163,6 +225,7 @@ class _Job:
         self.progress = progress
         self.confirm = confirm
         self.prober = prober
+        self.on_diagnosis = on_diagnosis
         self.result = RepairResult(target, audit_records=audit.records,
                                    audit_path=str(audit.path) if audit.path else None)
         self.in_flight: str | None = None
@@ -225,7 +288,7 @@ class _Job:
         who = o.who or (caller_identity(self.session) if allow else "unknown user")
         return make_plan(diagnosis, force_steps=o.force_steps, skip_steps=o.skip_steps, reboot=o.reboot,
                          start=start, allow_from=allow, allow_for=o.allow_for, network=self.network, who=who,
-                         now=self.clock.now(), run_id=self.run_id)
+                         now=self.clock.now(), run_id=self.run_id, advice=o.advice)
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> RepairResult:
@@ -238,6 +301,8 @@ class _Job:
         self.say("Diagnosing Azure, the network, the wire" + ("" if self.options.fused else " and the guest") + " ...")
         self.result.before = current = self.diagnose()
         self.timed("diagnose", start)
+        if self.on_diagnosis is not None:
+            self.on_diagnosis(current)
         plan = self.plan(current, start=self.options.start)
         self.result.plans.append(plan)
         if self.options.dry_run:
@@ -260,6 +325,8 @@ class _Job:
         self.say("Diagnosing the started VM ...")
         diagnosis = self.diagnose()
         self.timed("diagnose", start)
+        if self.on_diagnosis is not None:
+            self.on_diagnosis(diagnosis)
         plan = self.plan(diagnosis, start=False)
         self.result.plans.append(plan)
         if not plan.empty and self.confirm(plan):
@@ -309,7 +376,9 @@ class _Job:
             self.in_flight = f"the creation of NSG rule {rule.name} on {rule.nsg_name}"
             begun = self.clock.monotonic()
             try:
-                create_rule(s, rule, clock=self.clock)
+                with self.waiting(f"NSG rule {rule.name} on {rule.nsg_name}", said="sent", limit=300.0) as wait:
+                    create_rule(s, rule, clock=self.clock, on_poll=wait.update)
+                    wait.end("created")
             except AzrdpError as err:  # ARM may have accepted the PUT: the rule may exist
                 self.in_flight = None
                 self.record("nsg-rule", status="failed", rule=rule.to_dict(), error=err.message,
@@ -341,11 +410,20 @@ class _Job:
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
         view = self.network[0].vm_properties.get("instanceView") if self.network else None
-        with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
-            result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                      instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                      polling_interval=poll_interval(s), subscription=s.subscription_id,
-                                      on_wait=wait.update, on_conflict=wait.note)
+        from azrdp.azure.runcommand import RunCommandUncertain
+
+        try:
+            with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
+                result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
+                                          instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
+                                          polling_interval=poll_interval(s), subscription=s.subscription_id,
+                                          on_wait=wait.update, on_conflict=wait.note)
+        except RunCommandUncertain as err:   # never resent: it may have changed the guest
+            self.in_flight = None
+            self.changed_something = True
+            self.record("run-command", status="may-have-run", run_id=self.run_id, started=err.started,
+                        error=err.message)
+            raise
             wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
@@ -376,7 +454,8 @@ class _Job:
         if plan.reboot == "never" or (plan.reboot == "auto" and not needs):
             if needs:
                 self.result.pending.append(f"--no-reboot: {', '.join(needs)} takes full effect only after the VM "
-                                           "restarts (`azrdp fix --reboot` or `az vm restart`)")
+                                           f"restarts (`azrdp fix {self.target.name} -g {self.target.resource_group} "
+                                           f"--reboot` or `az vm restart`)")
             return
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
         s = self.session
@@ -392,8 +471,11 @@ class _Job:
                                          subscription=s.subscription_id, on_poll=wait.update)
                 wait.end("restarted")
         except AzrdpError as err:
+            from azrdp.azure.power import PowerRequestUncertain
+
             self.in_flight = None
-            self.record("restart", status="failed", error=err.message)
+            self.record("restart", status="may-have-run" if isinstance(err, PowerRequestUncertain) else "failed",
+                        error=err.message)
             raise
         self.in_flight = None
         self.changed_something = True
@@ -418,7 +500,10 @@ class _Job:
         elif address:
             host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
             where = f"{host}:{port}"
-            waited = self.changed_something
+            # No wait when the repair says TermService is not running (stuck in StopPending): nothing
+            # will answer until someone restarts the VM; one probe says where things stand.
+            final = self.result.repair.result.get("termservice") if self.result.repair is not None else None
+            waited = self.changed_something and final in (None, "Running")
             timeout = o.wait_timeout if waited else o.probe_timeout
             self.say(f"Waiting for RDP to answer on {where}" + (f" (up to {timeout:g} s) ..." if waited else " ..."))
             begun = self.clock.monotonic()
@@ -440,19 +525,23 @@ class _Job:
             self.say(f"RDP on {where}: {wait.last.outcome} after {wait.elapsed:.1f} s ({wait.attempts} attempts)")
         else:
             verification = {"method": "guest", "ok": False, "where": None,
-                            "outside_check": "skipped: the VM has no public IP and no --host was given; verified "
-                                             "from the guest side (listener up, certificate valid)"}
+                            "outside_check": "skipped: the VM has no public IP address (a dynamic one has none "
+                                             "while the VM is deallocated) and no host to probe was given; "
+                                             "verified from the guest side (listener up, certificate valid)"}
         if need_guest and (self.result.counts["restarts"] or self.result.counts["starts"]):
             self.wait_for_agent_after_change()
         begun = self.clock.monotonic()
         self.say("Re-diagnosing ...")
         self.result.after = after = self.diagnose(guest="always" if need_guest else "never")
         self.timed("after", begun)
-        if verification["method"] == "guest" and not blocked:
+        if verification["method"] == "guest":
             read = after if after.guest is not None else latest   # nothing changed: the reading before stands
             listener, cert = read.check("guest.listener"), read.check("guest.cert")
-            verification["ok"] = (listener is not None and listener.status is Status.PASS and cert is not None
-                                  and cert.status in (Status.PASS, Status.WARN))
+            guest_ok = (listener is not None and listener.status is Status.PASS and cert is not None
+                        and cert.status in (Status.PASS, Status.WARN))
+            verification["guest_ok"] = guest_ok if read.guest is not None else None
+            if not blocked:
+                verification["ok"] = guest_ok
         self.result.verification = verification
         self.result.verdict = "verified" if verification["ok"] else "not_verified"
         self.result.next_steps = next_steps(self.result, self.target)
@@ -519,7 +608,7 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
     info = step.get("info") or {}
     out = {}
     if info.get("backup"):
-        out["folder" if step["name"] == "machinekeys-acl" else "renamed_machinekeys"] = info["backup"]
+        out["folder" if step["name"] == "machinekeys-acl" else "rdp_key"] = info["backup"]
     if info.get("acl_backup"):
         out["acl_folder"] = info["acl_backup"]
     if step["name"] == "cert" and (info.get("removed_total") or info.get("cleared_binding")):
@@ -527,8 +616,9 @@ def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -
                            (s.get("info") or {}).get("backup") if s["name"] == "machinekeys-acl" else None) if f),
                           None)
         where = run_folder or f"%ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says {run_id})"
-        if info.get("removed_total"):
-            out["certificates"] = f"{where}/<thumbprint>.cer" if run_folder else f"<thumbprint>.cer in {where}"
+        if info.get("removed_total"):  # moved, not deleted: the undo line is in the run folder's undo.txt
+            out["certificates"] = "Cert:/LocalMachine/azrdp-backup (undo: " + \
+                (f"{where}/undo.txt)" if run_folder else f"undo.txt in {where})")
         if info.get("cleared_binding"):
             out["binding"] = f"{where}/SSLCertificateSHA1Hash.txt" if run_folder else \
                 f"SSLCertificateSHA1Hash.txt in {where}"
@@ -550,10 +640,18 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
         cert = next((s for s in repair.steps if s["name"] == "cert"), None)
         if acl and cert and (cert["after"] or {}).get("current") is None:
             steps.append(f"the MachineKeys ACL repair did not give RDP a usable certificate: try "
-                         f"`azrdp fix {vm} --step machinekeys-rename` (the old folder is kept as a backup)")
+                         f"`azrdp fix {vm} --step machinekeys-rename` (it moves only the RDP key container aside, and keeps it)")
         for s in repair.steps:
             if s["status"] in ("failed", "skipped"):
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
+        final = repair.result.get("termservice")
+        if final not in (None, "Running"):
+            steps.append(f"TermService is {final} after the repair (the payload could not start it again): restart "
+                         f"the VM (`azrdp fix {vm} --reboot`) or use the serial console")
+    error = result.error
+    if isinstance(error, OperationTimeout) and "Run Command" in error.message:
+        steps.append(f"the repair Run Command took longer than azrdp waited; once it has finished in the guest, run "
+                     f"`azrdp fix {vm} --run-command-timeout 30m` (it repairs only what is still broken)")
     verification = result.verification or {}
     if verification.get("method") == "wire" and verification.get("waited") and not verification.get("answered"):
         steps.append(f"RDP did not answer within the wait ({verification.get('outcome')}): run "
@@ -568,10 +666,26 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
     return steps
 
 
+def _restart_still_needed(result: RepairResult, target: Target) -> list[str]:
+    """After a restart that failed (or never finished): the guest changes that still need one."""
+    if result.repair is None or not any(r["action"] == "restart" and r.get("status") == "failed"
+                                        for r in result.actions):
+        return []
+    needs = [st["name"] for st in result.repair.steps if st["reboot_required"]]
+    if not needs:
+        return []
+    return [f"{', '.join(needs)} changed the guest and takes full effect only after a restart, which did not happen: "
+            f"`az vm restart -g {target.resource_group} -n {target.name}` once Azure lets you (the repair itself "
+            "need not run again)"]
+
+
 def fix(session: Any, target: Target, options: FixOptions | None = None, *, audit: Any,
         confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: Any = None,
-        prober: Any = None) -> RepairResult:
+        prober: Any = None, on_diagnosis: Callable[[Any], None] | None = None) -> RepairResult:
     """Diagnose, plan, confirm, repair, restart when needed, wait until RDP answers, re-diagnose.
+
+    ``on_diagnosis(diagnosis)`` hears each diagnosis before its plan is made and confirmed (an
+    interactive ``fix`` shows it there, so the question comes after the reasons).
 
     ``confirm(plan)`` is asked before anything changes (``fix --yes`` passes one that says yes).
     ``prober`` replaces the wire probe in the wait (the emulator's transport, tests). Raises typed
@@ -580,7 +694,7 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
     """
     options = options or FixOptions()
     job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress,
-               confirm=confirm, prober=prober)
+               confirm=confirm, prober=prober, on_diagnosis=on_diagnosis)
     try:
         result = job.run()
         if job.result.actions:
@@ -607,6 +721,10 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
                              hint="Please report it; what was changed is listed above.")
         job.result.error = err
         job.result.verdict = "failed"
+        if job.in_flight:   # cut off mid-operation (ARM lost, a timeout): it may still be going on
+            job.result.pending.append(f"{job.in_flight} may still be under way: azrdp stopped waiting before "
+                                      "Azure said it had ended")
+        job.result.pending += _restart_still_needed(job.result, target)
         audit.record("failed", error=err.message, hint=err.hint)
         job.result.audit_error = audit.error
         job.result.next_steps = next_steps(job.result, target)
@@ -621,7 +739,9 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
 _MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERROR: "ERR", Status.SKIP: "skip"}
 
 
-def render_text(result: RepairResult, *, verbose: int = 0) -> str:
+def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] = ()) -> str:
+    """The report of one fix. ``shown`` holds what the operator already saw before answering the
+    question (the diagnosis, the plans asked about): it is not printed a second time."""
     from azrdp.logsafe import printable
     from azrdp.report import render_checks
 
@@ -631,10 +751,12 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
         vm = before.vm
         facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location")) if v)
         lines.append(printable(f"VM {vm['name']} in {vm['resource_group']}: {facts}"))
-        lines.append("Before:")
-        lines.append(_indent(render_checks(before.checks, verbose=verbose)))
+        if not any(item is before for item in shown):
+            lines.append("Before:")
+            lines.append(_indent(render_checks(before.checks, verbose=verbose)))
     for plan in result.plans:
-        lines.append(render_plan(plan))
+        if not any(item is plan for item in shown):
+            lines.append(render_plan(plan))
     if result.actions:
         lines.append("Done:")
         for n, record in enumerate(result.actions):
@@ -648,14 +770,27 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
         if v["method"] == "wire":
             lines.append(f"RDP: {v['outcome']} on {v['where']} after {v['seconds']:.1f} s ({v['attempts']} attempts)")
         else:
-            lines.append(f"RDP: outside check {v['outside_check']}; guest side "
-                         f"{'listener up and certificate valid' if v['ok'] else 'not healthy'}")
-    changes = result.changes()
-    if changes:
+            guest = v.get("guest_ok")
+            lines.append(f"RDP: outside check {v['outside_check']}" + (
+                "" if guest is None else "; guest side: listener up and certificate valid" if guest
+                else "; guest side: listener or certificate not healthy (see below)"))
+    failed = result.failed_before()
+    if failed:
         lines.append("Before -> after:")
-        for change in changes:
-            lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<4} "
+        for row in failed:
+            after = _MARK.get(Status(row["after"]), row["after"]) if row["after"] in _STATUSES else row["after"]
+            lines.append(f"  {row['id']:<18} {_MARK[Status(row['before'])]:>4} -> {after:<9} "
+                         f"{printable(row['after_summary'])}")
+    changed = [c for c in result.changes() if c["id"] not in {row["id"] for row in failed}]
+    if changed:
+        lines.append("Other changes:")
+        for change in changed:
+            lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<9} "
                          f"{printable(change['after_summary'])}")
+    guest = guest_changes(result)
+    if guest:
+        lines.append("Guest before -> after (the repair payload's own re-checks):")
+        lines += [f"  {printable(line)}" for line in guest]
     if result.timings:
         names = {"diagnose": "diagnose", "start": "start", "agent": "agent", "nsg": "NSG rules",
                  "run_command": "Run Command", "restart": "restart", "rdp": "time to RDP", "after": "re-diagnose"}
@@ -682,8 +817,51 @@ def render_text(result: RepairResult, *, verbose: int = 0) -> str:
                      "this report (-o json keeps them all)")
     elif result.audit_path:
         lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
-    lines.append(f"Verdict: {result.verdict}: {result.summary()}")
+    lines.append(f"Verdict: {result.verdict}: {result.summary().rstrip('.')}.")
     return "\n".join(lines)
+
+
+_STATUSES = {s.value for s in Status}
+
+
+def guest_changes(result: RepairResult) -> list[str]:
+    """One line per repair step: what the guest looked like before -> after (from the step's own
+    before/after states in the repair result)."""
+    if result.repair is None:
+        return []
+    out = []
+    for step in result.repair.steps:
+        before, after = step.get("before") or {}, step.get("after") or {}
+        facts = _STEP_FACTS.get(step["name"], lambda b, a: "")(before, after) if before and after else ""
+        flags = [step["status"]] + (["needs a reboot"] if step["reboot_required"] else [])
+        error = f"; {step['error']}" if step.get("error") else ""
+        out.append(f"{step['name']:<18} {', '.join(flags):<24} {facts}{error}".rstrip())
+    return out
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _cert(state: dict[str, Any]) -> str:
+    if not state.get("current"):
+        return "no usable one"
+    return f"{state['current'][:8]}... until {str(state.get('current_not_after') or '?')[:10]}"
+
+
+_STEP_FACTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
+    "rdp-config": lambda b, a: (f"fDenyTSConnections {b['deny']} -> {a['deny']}, TermService "
+                                f"{b['services'][0]['state']} -> {a['services'][0]['state']}, firewall rules on "
+                                f"{b['fw_rules_enabled']}/{b['fw_rules']} -> {a['fw_rules_enabled']}/{a['fw_rules']}"),
+    "machinekeys-acl": lambda b, a: (f"MachineKeys default ACL {_yes(b['default'])} -> {_yes(a['default'])}, "
+                                     f"RDP key readable by NETWORK SERVICE {_yes(b['rdp_key']['network_service_read'])}"
+                                     f" -> {_yes(a['rdp_key']['network_service_read'])}"),
+    "machinekeys-rename": lambda b, a: (f"RDP key container present {_yes(b['rdp_key']['present'])} -> "
+                                        f"{_yes(a['rdp_key']['present'])}, key files {b['files']} -> {a['files']}"),
+    "cert": lambda b, a: (f"certificate {_cert(b)} -> {_cert(a)}, unusable ones {b['bad']} -> {a['bad']}"),
+    "sessions": lambda b, a: (f"free seats {b['free']} -> {a['free']} of {a['seat_limit']}, disconnected sessions "
+                              f"{b['disconnected']} -> {a['disconnected']}"),
+}
 
 
 def _indent(text: str) -> str:

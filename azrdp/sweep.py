@@ -27,14 +27,15 @@ Scale: a healthy fleet costs about 4 list pages per 50 VMs and no read per VM (b
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from azrdp.checks import Check, Status
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
-from azrdp.target import Target, id_key
+from azrdp.target import Target
 
 DEFAULT_MAX_PARALLEL = 8
 """Eight VMs at a time read the guest or repair (Run Commands take 20-40 s each and come out of the
@@ -215,30 +216,25 @@ def resolve_subscriptions(session: Any, selection: Selection) -> list[tuple[str,
     return list(chosen.values())
 
 
-def windows_vms(view: Any, selection: Selection) -> list[SelectedVm]:
-    """The Windows VMs of one subscription's fleet listing (azrdp.azure.fleet.FleetView) that
-    match the selection."""
+def selected_vm(view: Any, body: dict[str, Any], selection: Selection) -> SelectedVm | None:
+    """The listed VM ``body`` as a SelectedVm when it is a Windows VM the selection names."""
     from azrdp.target import parse_resource_id
 
-    groups = {g.lower() for g in selection.resource_groups}
-    selected: list[SelectedVm] = []
-    for vm in view.vms:
-        os_disk = ((vm.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
-        if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(vm.get("tags")):
-            continue
-        rid = parse_resource_id(vm["id"])
-        if groups and rid.resource_group.lower() not in groups:
-            continue
-        selected.append(SelectedVm(view.subscription, rid.resource_group, rid.name, vm["id"]))
-    return selected
+    os_disk = ((body.get("properties") or {}).get("storageProfile") or {}).get("osDisk") or {}
+    if str(os_disk.get("osType") or "").lower() != "windows" or not selection.matches_tags(body.get("tags")):
+        return None
+    rid = parse_resource_id(body["id"])
+    if selection.resource_groups and rid.resource_group.lower() not in {g.lower() for g in selection.resource_groups}:
+        return None
+    return SelectedVm(view.subscription, rid.resource_group, rid.name, body["id"])
 
 
 # -- sweeping --------------------------------------------------------------------------------------
 
 @dataclass
 class _Scope:
-    """One subscription as the workers see it: its session (shared back-off, shared reads) and
-    what its fleet listing said."""
+    """One subscription as the workers see it: its session (shared back-off, shared reads), what
+    its fleet listing has said so far, and its VMs still waiting for their evidence."""
 
     session: Any           # the plain session, for repairs
     checking: Any          # the same with shared network reads, for the check phase
@@ -246,10 +242,41 @@ class _Scope:
     view: Any = None       # azrdp.azure.fleet.FleetView
     per_vm_reads: int = 0  # reads the lists could not answer (agent status, unlisted references)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cursor: int = 0        # how many of view.vms were looked at
+    waiting: list[tuple[SelectedVm, str | None]] = field(default_factory=list)   # (VM, a reference not listed yet)
 
     def counted(self, reads: int) -> None:
         with self.lock:
             self.per_vm_reads += reads
+
+    def ready(self, selection: Selection, want_vnet: bool) -> list[SelectedVm]:
+        """The VMs whose whole RDP path and run time status the lists now hold (every selected VM
+        left, once every list is read): they can be checked and probed now."""
+        from azrdp.azure.inventory import listed_gap
+
+        view = self.view
+        with self.lock:
+            while self.cursor < len(view.vms):
+                vm = selected_vm(view, view.vms[self.cursor], selection)
+                self.cursor += 1
+                if vm is not None:
+                    self.waiting.append((vm, None))
+            ready, still = [], []
+            for vm, missing in self.waiting:
+                if not view.complete:
+                    if missing is not None and view.get(missing) is None:
+                        still.append((vm, missing))
+                        continue
+                    if not view.has_status(vm.id):
+                        still.append((vm, None))
+                        continue
+                    missing = listed_gap(view, vm.target(), want_vnet=want_vnet)
+                    if missing is not None:
+                        still.append((vm, missing))
+                        continue
+                ready.append(vm)
+            self.waiting = still
+            return ready
 
 
 def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
@@ -265,7 +292,7 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     ``probe_parallel`` VMs are checked (lists, wire probe) at a time; of those, ``max_parallel``
     at a time read the guest or repair.
     Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
-    from azrdp.azure.fleet import read_fleet
+    from azrdp.azure.fleet import FleetView, read_fleet
     from azrdp.azure.shared_reads import shared_reads
     from azrdp.azure.throttle import SharedBackoff, backoff_transport
 
@@ -281,7 +308,8 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     workers = max(probe_parallel, max_parallel)
     scopes: dict[str, _Scope] = {}
     for sub_id, name in subscriptions:
-        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify)
+        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify,
+                                max_wait=session.retry.throttle_budget)
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
@@ -292,29 +320,47 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
                      probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
                      audit_path=audit_path, guest_slots=threading.BoundedSemaphore(max_parallel))
     results: list[VmResult] = []
-    seen: set[str] = set()
-    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 8), thread_name_prefix="azrdp-fleet")
+    finished: queue.Queue = queue.Queue()     # futures of listings and of VMs, as they end
+    counts = {"submitted": 0}
+    submit_lock = threading.Lock()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azrdp-sweep")
-    futures: dict[Any, SelectedVm] = {}
+    lister = ThreadPoolExecutor(max_workers=min(len(scopes), 16), thread_name_prefix="azrdp-fleet")
+
+    def start_ready(scope: _Scope) -> None:
+        """Called after every list page: the VMs whose evidence is in start at once."""
+        for vm in scope.ready(selection, want_vnet=bool(source_ip)):
+            with submit_lock:
+                counts["submitted"] += 1
+                pool.submit(worker.run, scope, vm).add_done_callback(finished.put)
+
+    def listing(scope: _Scope) -> None:
+        scope.view = FleetView(scope.session.subscription_id)
+        read_fleet(scope.session, selection.resource_groups, view=scope.view,
+                   on_page=lambda view: start_ready(scope))
+        start_ready(scope)     # every list is read: whatever still waits starts now
+
     try:
-        # each subscription's VMs start as soon as its lists are in
-        listings = {lister.submit(read_fleet, scope.session, selection.resource_groups): scope
-                    for scope in scopes.values()}
-        for listing in as_completed(listings):
-            scope = listings[listing]
-            scope.view = listing.result()
-            chosen = sorted(windows_vms(scope.view, selection), key=lambda v: (v.resource_group.lower(), v.name.lower()))
-            for vm in chosen:
-                if id_key(vm.id) not in seen:
-                    seen.add(id_key(vm.id))
-                    futures[pool.submit(worker.run, scope, vm)] = vm
-        if not futures:
-            raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
-                                hint="Check --subscription, -g and --tag; `az vm list -o table` shows what is there.")
-        if progress is not None:
-            progress.info(f"Sweeping {len(futures)} Windows VM{'s' if len(futures) != 1 else ''} "
-                          f"({min(workers, len(futures))} at a time{', fixing with the unattended policy' if policy.enabled else ''}) ...")
-        for future in as_completed(futures):
+        listings = set()
+        for scope in scopes.values():
+            future = lister.submit(listing, scope)
+            listings.add(future)
+            future.add_done_callback(finished.put)
+        listing_left, handled = len(listings), 0
+        while listing_left or handled < counts["submitted"]:
+            future = finished.get()
+            if future in listings:
+                listing_left -= 1
+                future.result()            # a subscription that cannot be listed stops the sweep
+                if not listing_left and not counts["submitted"]:
+                    raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
+                                        hint="Check --subscription, -g and --tag; `az vm list -o table` shows "
+                                             "what is there.")
+                if not listing_left and progress is not None:
+                    progress.info(f"Sweeping {counts['submitted']} Windows VM{'s' if counts['submitted'] != 1 else ''} "
+                                  f"({min(workers, counts['submitted'])} at a time"
+                                  f"{', fixing with the unattended policy' if policy.enabled else ''}) ...")
+                continue
+            handled += 1
             result = future.result()
             results.append(result)
             if on_result is not None:
@@ -371,7 +417,9 @@ class _Worker:
                     result = self._fix(scope, vm, result, diagnosis)
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
-                              error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code})
+                              error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code,
+                                     **({"throttled": {"group": err.group, "retry_after": err.retry_after}}
+                                        if hasattr(err, "retry_after") else {})})
         except Exception as err:  # noqa: BLE001 - one VM's surprise must not stop the others
             result = VmResult(vm, "error", f"unexpected {type(err).__name__}: {err}",
                               error={"type": type(err).__name__, "message": str(err), "exit_code": EXIT_PROBLEM})
@@ -381,7 +429,9 @@ class _Worker:
     def _check(self, scope: _Scope, vm: SelectedVm) -> tuple[VmResult, Any]:
         """From the fleet's lists (no read for a VM whose references they hold), then the wire
         probe. The VM agent is read (one read) only where it matters: before a guest read, and
-        for a running VM that does not answer RDP or fails a check; the probe is not repeated."""
+        for a running VM that fails a check (a wire probe that finds RDP not answering is one);
+        the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
+        fails nothing is 'unverified' without an agent read."""
         from azrdp.azure.checks import power_state
         from azrdp.azure.inventory import read_agent, read_inventory
         from azrdp.diagnose import GUEST_STAGES, diagnose
@@ -396,7 +446,7 @@ class _Worker:
                 read_agent(scope.checking, inventory)
             diagnosis = diagnose(scope.checking, target, inventory=inventory, **options)
             result = _from_diagnosis(vm, diagnosis)
-            if result.outcome != "healthy" and running and not inventory.agent_known:
+            if not diagnosis.ok and running and not inventory.agent_known:
                 read_agent(scope.checking, inventory)
                 diagnosis = diagnose(scope.checking, target, inventory=inventory,
                                      probe_result=diagnosis.probe_result, **options)
@@ -412,7 +462,7 @@ class _Worker:
         from azrdp.plan import plan
         from azrdp.repair import FixOptions, fix
 
-        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False)
+        preview = plan(diagnosis, skip_steps=self.policy.skipped, start=False, advice="sweep")
         if preview.blockers and not preview.steps:
             checked.summary += "; not repaired: " + "; ".join(preview.blockers)
             checked.repair = {"verdict": "not_attempted", "blockers": list(preview.blockers),
@@ -420,6 +470,7 @@ class _Worker:
             return checked
         options = FixOptions(port=self.port, source_ip=self.source_ip, probe_timeout=self.probe_timeout,
                              skip_steps=tuple(self.policy.skipped), start=False, fused=True, who="azrdp sweep",
+                             advice="sweep",
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,

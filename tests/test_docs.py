@@ -20,3 +20,49 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert "```sh\nscripts/test\n```" in README
     assert "exec scripts/test\n" in ci
+
+
+def _reference_module():
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "readme_reference.py"
+    spec = importlib.util.spec_from_file_location("readme_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_command_reference_is_exactly_what_help_prints():
+    reference = _reference_module()
+    assert reference.current(README) == reference.reference(), \
+        "README.md's command reference has drifted from --help: run scripts/readme_reference.py"
+    for args in reference.COMMANDS:
+        assert f"### `azrdp {' '.join(args)} --help`" in README
+
+
+def test_an_option_added_without_documenting_it_fails_the_reference_check(monkeypatch):
+    import click
+
+    from azrdp.commands.revoke import revoke_command
+
+    reference = _reference_module()
+    monkeypatch.setattr(revoke_command, "params",
+                        [*revoke_command.params, click.Option(["--brand-new"], is_flag=True, help="Undocumented.")])
+    assert "--brand-new" in reference.reference() and "--brand-new" not in README
+    assert reference.current(README) != reference.reference()
+
+
+def test_the_reference_lists_what_the_hand_kept_one_missed():
+    section = _reference_module().current(README)
+    serve = section[section.index("azrdp emulator serve --help"):]
+    assert all(option in serve for option in ("--port", "--vms", "--seed", "--read-limit"))
+    revoke = section[section.index("azrdp revoke --help"):section.index("azrdp check --help")]
+    assert "--audit-log" in revoke
+    demo = section[section.index("azrdp demo --help"):section.index("azrdp emulator serve --help")]
+    assert "--allow-from" in demo and "--start" in demo
+
+
+def test_the_readme_says_when_azrdp_sets_log_off_only_when_full():
+    # the plan sets it whenever azrdp chose the sessions step itself (tests/fix: an interactive fix sends it too)
+    assert "`azrdp fix --yes` sets it" not in README
+    assert "`azrdp fix` sets it whenever it plans the sessions step itself" in README

@@ -40,6 +40,43 @@ def arm_error_message(err: AzureError) -> str:
     return re.sub(r"^\([A-Za-z0-9_.]+\)\s*", "", message)
 
 
+class Throttled(AzureOperationError):
+    """Azure throttled a request for longer than azrdp may wait (exit 5). ``group`` is the
+    throttled operation group, ``retry_after`` the seconds Azure asked for."""
+
+    def __init__(self, message: str, *, hint: str | None = None, group: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, hint=hint)
+        self.group = group
+        self.retry_after = retry_after
+
+
+def throttled(err: HttpResponseError, *, doing: str) -> Throttled:
+    """One line for a 429 azrdp did not wait out: the operation group and when to retry."""
+    from datetime import timedelta
+
+    from azrdp.azure.lro import http_date
+    from azrdp.azure.throttle import BUDGET_ENV, DEFAULT_BUDGET, operation_group, retry_after_seconds
+
+    response = err.response
+    headers = response.headers if response is not None else {}
+    try:
+        body = response.json() if response is not None else None
+    except Exception:  # noqa: BLE001 - a 429 without a JSON body
+        body = None
+    group = operation_group(body, headers)
+    retry = retry_after_seconds(headers.get("Retry-After"))
+    when = ""
+    if retry is not None:
+        answered = http_date(headers.get("Date"))
+        at = f" (at {answered + timedelta(seconds=retry):%H:%M:%S} UTC)" if answered else ""
+        when = f": retry after {retry:g} s{at}"
+    return Throttled(f"Azure is throttling {group or 'requests'} while {doing}{when}.",
+                     hint=f"azrdp waits out throttling only within {BUDGET_ENV} seconds in all (default "
+                          f"{DEFAULT_BUDGET:g}); run it again after that time, or send fewer requests "
+                          "at once.", group=group, retry_after=retry)
+
+
 def translate(err: AzureError, *, doing: str, subscription: str | None = None) -> AzrdpError:
     """Map an SDK exception raised while ``doing`` (e.g. "reading VM rg/vm") to a typed error."""
     if isinstance(err, ClientAuthenticationError) and not isinstance(err, HttpResponseError):
@@ -62,10 +99,7 @@ def translate(err: AzureError, *, doing: str, subscription: str | None = None) -
         if status == 404 or code.lower() in _NOT_FOUND_CODES:
             return NotFoundError(f"not found while {doing}{where}: {message}")
         if status == 429:
-            retry = err.response.headers.get("Retry-After") if err.response is not None else None
-            after = f" (Azure asks to retry after {retry} s)" if retry else ""
-            return AzureOperationError(f"Azure is throttling requests while {doing}{after}: {message}",
-                                       hint="Wait and run azrdp again, or lower --max-parallel.")
+            return throttled(err, doing=doing)
         label = f"{status} {code}".strip() if code else str(status)
         return AzureOperationError(f"Azure failed while {doing} ({label}): {message}")
     if isinstance(err, (ServiceRequestError, ServiceResponseError)):

@@ -251,8 +251,9 @@ def check_boot_diagnostics(inventory: Inventory) -> Check:
 
 
 def check_public_ip(inventory: Inventory, path: RdpPath) -> Check:
-    no_public = ("Run azrdp from a machine inside the virtual network with --host PRIVATE_IP, "
-                 "or connect through Azure Bastion.")
+    target = inventory.target
+    no_public = (f"From a machine inside the virtual network run `azrdp diagnose {target.name} -g "
+                 f"{target.resource_group} --host PRIVATE_IP`, or connect through Azure Bastion.")
     if path.public_ip is None:
         return Check("net.public_ip", Status.WARN,
                      "none: the wire probe must run from inside the network", {"private_ip": path.private_ip},

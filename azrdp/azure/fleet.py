@@ -15,9 +15,10 @@ of a list is one read. So a fleet job lists, once per subscription (or per selec
 
 Application security groups need no read: membership is on the NIC's IP configurations and NSG
 rules name ASGs by ID. The six lists are read side by side, each page after the one before
-(nextLink). Pages are read as raw JSON through the SDK client's pipeline (``send_request``: the
-same credential, retry policy and shared back-off as every other call): the SDK's model
-deserialisation of each item would cost CPU only to be turned back into ARM's wire JSON.
+(nextLink). Pages are read as raw JSON through the Compute client's pipeline (``send_request``:
+the same credential, retry policy and shared back-off as every other call; an ARM pipeline serves
+Network's URLs as well): the SDK's model deserialisation of each item would cost CPU only to be
+turned back into ARM's wire JSON, and a healthy fleet never imports azure-mgmt-network (seconds).
 
 Azure Resource Graph is not used: its answers (KQL over a projection of ARM) cannot be served
 faithfully by the emulator without a KQL engine, and it has its own quota.
@@ -25,9 +26,9 @@ faithfully by the emulator without a KQL engine, and it has its own quota.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from azrdp.target import id_key
 
@@ -39,20 +40,49 @@ _NETWORK_LISTS = (("nic", "networkInterfaces"), ("nsg", "networkSecurityGroups")
                   ("public_ip", "publicIPAddresses"), ("vnet", "virtualNetworks"))
 
 
-@dataclass
 class FleetView:
-    """What the lists of one subscription said: VM bodies (each with the run time status at
-    ``properties.instanceView`` when the status list had it) and every listed network resource."""
+    """What the lists of one subscription said so far: VM bodies in the order they were listed
+    (each with its run time status at ``properties.instanceView`` once the status list had it)
+    and every listed network resource. Filled page by page from several threads; ``complete``
+    once every list is read."""
 
-    subscription: str
-    vms: list[dict[str, Any]] = field(default_factory=list)
-    resources: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)   # id_key -> (kind, body)
-    pages: int = 0                     # list reads made (one per page)
+    def __init__(self, subscription: str):
+        self.subscription = subscription
+        self.vms: list[dict[str, Any]] = []                             # append-only
+        self.resources: dict[str, tuple[str, dict[str, Any]]] = {}     # id_key -> (kind, body)
+        self.pages = 0                                                  # list reads made (one per page)
+        self.complete = False
+        self._status: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     def get(self, resource_id: str | None) -> tuple[str, dict[str, Any]] | None:
         return self.resources.get(id_key(resource_id)) if resource_id else None
 
-    def add(self, kind: str, body: dict[str, Any]) -> None:
+    def has_status(self, vm_id: str) -> bool:
+        """The VM's run time status is in (or will never come: every list is read)."""
+        return self.complete or "instanceView" in ((self.get(vm_id) or ("", {}))[1].get("properties") or {})
+
+    def add_page(self, kind: str, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.pages += 1
+            for item in items:
+                if kind == "status":
+                    view = (item.get("properties") or {}).get("instanceView")
+                    if item.get("id") and view is not None:
+                        self._status[id_key(item["id"])] = view
+                        listed = self.get(item["id"])
+                        if listed is not None:
+                            listed[1].setdefault("properties", {})["instanceView"] = view
+                    continue
+                if kind == "vm":
+                    view = self._status.get(id_key(item.get("id")))
+                    if view is not None:
+                        item.setdefault("properties", {})["instanceView"] = view
+                self._add(kind, item)
+                if kind == "vm":
+                    self.vms.append(item)
+
+    def _add(self, kind: str, body: dict[str, Any]) -> None:
         if body.get("id"):
             self.resources[id_key(body["id"])] = (kind, body)
         if kind == "vnet":   # a virtual network's body holds its subnets in full
@@ -61,11 +91,14 @@ class FleetView:
                     self.resources[id_key(subnet["id"])] = ("subnet", subnet)
 
 
-def read_fleet(session: Any, resource_groups: Iterable[str] = ()) -> FleetView:
+def read_fleet(session: Any, resource_groups: Iterable[str] = (), *, view: FleetView | None = None,
+               on_page: Callable[[FleetView], None] | None = None) -> FleetView:
     """List the VMs (with their run time status) and the network resources of the session's
     subscription, or only of ``resource_groups`` (a group that does not exist in this
-    subscription is skipped: it may live in another of the swept subscriptions). Raises typed
-    errors (permission, throttling past the back-off, Azure failures)."""
+    subscription is skipped: it may live in another of the swept subscriptions). ``on_page``
+    hears the view (``view``, or a new one) after every page, from the reading threads, so a
+    caller can start on the VMs whose evidence is in while the rest is still being listed. Raises typed errors
+    (permission, throttling past the back-off, Azure failures)."""
     sub = session.subscription_id
     groups = list(dict.fromkeys(resource_groups))
     prefixes = [f"/subscriptions/{sub}/resourceGroups/{g}/providers" for g in groups] if groups \
@@ -76,59 +109,48 @@ def read_fleet(session: Any, resource_groups: Iterable[str] = ()) -> FleetView:
     jobs.append(("status", session.compute,
                  f"/subscriptions/{sub}/providers/Microsoft.Compute/virtualMachines"
                  f"?api-version={COMPUTE_API}&statusOnly=true"))
-    for kind, collection in _NETWORK_LISTS:
-        jobs += [(kind, session.network, f"{p}/Microsoft.Network/{collection}?api-version={NETWORK_API}")
+    for kind, collection in _NETWORK_LISTS:   # any ARM client's pipeline serves any ARM URL
+        jobs += [(kind, session.compute, f"{p}/Microsoft.Network/{collection}?api-version={NETWORK_API}")
                  for p in prefixes]
+    view = view if view is not None else FleetView(sub)
+
+    def page(kind: str, items: list[dict[str, Any]]) -> None:
+        view.add_page(kind, items)
+        if on_page is not None:
+            on_page(view)
+
     with ThreadPoolExecutor(max_workers=min(len(jobs), 16), thread_name_prefix="azrdp-list") as pool:
-        futures = [(kind, pool.submit(_read_pages, client, url, sub)) for kind, client, url in jobs]
-    view = FleetView(sub)
-    status: dict[str, dict[str, Any]] = {}
-    for kind, future in futures:
-        items, pages = future.result()
-        view.pages += pages
-        for item in items:
-            if kind == "vm":
-                view.vms.append(item)
-            elif kind == "status":
-                view_of = (item.get("properties") or {}).get("instanceView")
-                if item.get("id") and view_of is not None:
-                    status[id_key(item["id"])] = view_of
-            else:
-                view.add(kind, item)
-    for vm in view.vms:
-        known = status.get(id_key(vm.get("id")))
-        if known is not None:
-            vm.setdefault("properties", {})["instanceView"] = known
-        view.add("vm", vm)
+        futures = [pool.submit(_read_pages, client, url, sub, lambda items, kind=kind: page(kind, items))
+                   for kind, client, url in jobs]
+    for future in futures:
+        future.result()
+    view.complete = True
     return view
 
 
-def _read_pages(client: Any, url: str, subscription: str) -> tuple[list[dict[str, Any]], int]:
-    """Every item of one list, following nextLink; (items, pages read). A list in a resource
-    group that does not exist answers no items."""
+def _read_pages(client: Any, url: str, subscription: str, on_items: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Every page of one list, following nextLink, each handed to ``on_items`` as it arrives. A
+    list in a resource group that does not exist answers no items."""
     from azure.core.exceptions import AzureError, HttpResponseError
     from azure.core.rest import HttpRequest
 
     from azrdp.azure.arm_errors import translate
 
-    items: list[dict[str, Any]] = []
-    pages = 0
     next_url: str | None = url
     while next_url:
         try:
             response = client.send_request(HttpRequest("GET", next_url))
-            pages += 1
             if response.status_code == 404 and "/resourceGroups/" in url:
-                return [], pages   # the group lives in another of the swept subscriptions
+                on_items([])
+                return   # the group lives in another of the swept subscriptions
             response.raise_for_status()
             body = response.json()
         except HttpResponseError as err:
             raise translate(err, doing=f"listing {_what(url)}", subscription=subscription) from err
         except AzureError as err:
             raise translate(err, doing=f"listing {_what(url)}", subscription=subscription) from err
-        items.extend(body.get("value") or [])
+        on_items(body.get("value") or [])
         next_url = body.get("nextLink") or None
-    return items, pages
 
 
 def _what(url: str) -> str:

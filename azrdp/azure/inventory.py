@@ -167,10 +167,21 @@ def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
     return inventory
 
 
-def _complete(inventory: Inventory, reader: _Reader, want_vnet: bool, listed: Any, progress: Any,
-              azure_error: type) -> None:
+def listed_gap(listed: Any, target: Target, *, want_vnet: bool = False) -> str | None:
+    """The first resource on ``target``'s RDP path a fleet listing does not hold (yet): the VM
+    itself, or a reference from its body down. None: the lists answer for the whole path."""
+    vm = listed.get(target.resource_id(listed.subscription))
+    if vm is None:
+        return target.resource_id(listed.subscription)
+    inventory = Inventory(target, listed.subscription, vm=vm[1])
+    return _complete(inventory, None, want_vnet, listed, None, Exception)
+
+
+def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, listed: Any, progress: Any,
+              azure_error: type) -> str | None:
     """Follow the references from the VM down its RDP path: from ``listed`` where it holds them,
-    else by parallel reads, one round per level."""
+    else by parallel reads, one round per level. Without a ``reader``: read nothing, answer the
+    first reference ``listed`` does not hold."""
     subscription = inventory.subscription
     while True:
         wanted = [rid for rid in _referenced(inventory, want_vnet) if id_key(rid) not in inventory.resources]
@@ -181,7 +192,9 @@ def _complete(inventory: Inventory, reader: _Reader, want_vnet: bool, listed: An
         if from_list:
             continue   # the bodies just filed may point further (a subnet to its NSG)
         if not wanted:
-            break
+            return None
+        if reader is None:
+            return wanted[0]
         _say(progress, "Reading " + _count_nouns(wanted) + " ...")
         calls = {}
         for rid in wanted:

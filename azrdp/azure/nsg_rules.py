@@ -333,13 +333,14 @@ PRIORITY_ATTEMPTS = 3
 
 
 def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0,
-                attempts: int = PRIORITY_ATTEMPTS) -> Any:
+                attempts: int = PRIORITY_ATTEMPTS, on_poll: Any = None) -> Any:
     """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual).
 
     Another run (or a person) may take the planned priority between azrdp's read and its PUT:
     ARM then refuses the rule with SecurityRuleConflict (same priority and direction). The NSG is
     read again, the next free priority before the deny rule chosen (``rule.priority`` updated) and
-    the PUT sent again, up to ``attempts`` times."""
+    the PUT sent again, up to ``attempts`` times. ``on_poll(status)`` hears ARM's status of the
+    operation while azrdp waits (the status line)."""
     from azrdp.azure.lro import poll_interval
     from azrdp.azure.power import run_lro
     from azrdp.errors import AzrdpError
@@ -351,7 +352,7 @@ def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 30
                 rule.resource_group, rule.nsg_name, rule.name, rule.body(), **kw),
                 client=network, action="NSG rule creation", doing=f"adding rule {rule.name} to NSG {rule.nsg_name}",
                 clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-                subscription=session.subscription_id, idempotent=True)
+                subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
         except AzrdpError as err:
             if attempt == attempts or not _priority_conflict(err):
                 raise
@@ -381,7 +382,7 @@ def _next_free_priority(session: Any, rule: RulePlan) -> int | None:
 
 
 def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, clock: Any,
-                timeout: float = 300.0) -> Any:
+                timeout: float = 300.0, on_poll: Any = None) -> Any:
     from azrdp.azure.lro import poll_interval
     from azrdp.azure.power import run_lro
 
@@ -389,7 +390,7 @@ def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, 
     return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),
                    client=network, action="NSG rule removal", doing=f"removing rule {name} from NSG {nsg_name}",
                    clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-                   subscription=session.subscription_id, idempotent=True)
+                   subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
 
 
 @dataclass
@@ -659,7 +660,12 @@ def _remove(session: Any, result: RevokeResult, *, audit: Any, clock: Any, progr
                                and all(r is not f for f, _ in result.failed))
             break
         try:
-            delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock)
+            from azrdp.ui import waiting
+
+            with waiting(progress, f"Removal of NSG rule {rule.name}", said="sent", limit=300.0) as wait:
+                delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock,
+                            on_poll=wait.update)
+                wait.end("removed")
         except AzrdpError as err:
             result.failed.append((rule, err.message))
             audit.record("nsg-rule", status="remove-failed", rule=rule.to_dict(now), error=err.message)

@@ -8,9 +8,11 @@ Built around Azure's documented behaviour (../shared/reference/azure-sdk-notes.m
   :class:`~azrdp.errors.OperationTimeout`, and tests never sleep.
 * A POST is not idempotent: a restart sent twice may restart the VM twice. The SDK's retry policy
   would resend a POST after a 500/503/504 or any answer carrying Retry-After; here the initial
-  POST goes out with ``retry_total=0``. Only an answer that proves ARM did NOT accept the request
-  (429 throttling) is retried, after its Retry-After, on the clock. Anything else (5xx, a dropped
-  connection, a timeout) is reported as "may or may not have been accepted", never resent blindly.
+  POST goes out with ``retry_total=0`` (and azrdp's session policy never resends such a POST).
+  Only an answer that proves ARM did NOT accept the request (429 throttling) is retried, after
+  its Retry-After, on the clock and within the session's throttling budget. Anything else (5xx, a
+  dropped connection, a timeout) is "may have run": azrdp reads the instance view for a sign of
+  the operation, reports what it saw, and never resends it blindly.
 * After a start (or a restart) Windows boots for a while before the VM agent is Ready; Run Command
   needs it, so :func:`wait_for_agent` polls the instance view (GETs, safe to retry) on the clock.
 """
@@ -24,7 +26,7 @@ from typing import Any, Callable
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 
-DEFAULT_POWER_TIMEOUT = 900.0      # restart is 60-120 s and start 40-90 s in practice
+DEFAULT_POWER_TIMEOUT = 900.0      # restart's operation is 0.2-0.3 s and start's 3.3-4.1 s on Azure
 THROTTLE_RETRIES = 3
 AGENT_POLL_INTERVAL = 5.0
 
@@ -57,12 +59,16 @@ class LroOutcome:
 def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
             timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
             subscription: str | None = None, idempotent: bool = False,
-            on_poll: Callable[[str], None] | None = None) -> LroOutcome:
+            on_poll: Callable[[str], None] | None = None,
+            evidence: Callable[[], str | None] | None = None) -> LroOutcome:
     """Start an ARM LRO with ``begin(polling=..., **retry)`` and wait for it on ``clock``.
 
     ``client`` is the management client (its base URL and polling interval are used). A
     non-idempotent ``begin`` (a POST) is sent without the SDK's blind retries (see module doc).
     ``on_poll(status)`` hears what ARM last said about the operation, and about a 429 pause.
+    A 429 is waited out while its Retry-After fits the session's throttling budget (the client's
+    ``azrdp_throttle``) and the deadline. After an ambiguous failure ``evidence()`` reads what the
+    VM shows (an operation under way?) before PowerRequestUncertain says so.
     Raises OperationTimeout, PowerOperationFailed, PowerRequestUncertain or the translated error.
     """
     from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
@@ -86,27 +92,25 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
             status = err.status_code or 0
             if status == 429 and attempts <= THROTTLE_RETRIES:
                 pause = _retry_after(err)
-                if clock.monotonic() + pause <= deadline:
+                budget = getattr(client, "azrdp_throttle", None)   # the session's throttling budget
+                if clock.monotonic() + pause <= deadline and (budget is None or budget.take(pause)):
+                    notify = getattr(client, "azrdp_notify", None)
+                    if notify is not None:
+                        notify(f"Azure is throttling the {action} (429); waiting {pause:g} s before sending it again ...")
                     if on_poll is not None:
                         on_poll(f"throttled by ARM (429), sending again in {pause:g} s")
                     waits.append(pause)
                     clock.sleep(pause)
                     continue
             if status >= 500 and not idempotent:
-                raise PowerRequestUncertain(
-                    f"Azure answered {status} while {doing}: the request may or may not have been accepted.",
-                    hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
-                         "in a minute before trying again.") from None
+                raise _uncertain(f"Azure answered {status} while {doing}", evidence) from None
             raise translate(err, doing=doing, subscription=subscription) from None
         except ServiceRequestError as err:  # never reached ARM: nothing was accepted
             raise translate(err, doing=doing, subscription=subscription) from None
         except AzureError as err:
             if idempotent:
                 raise translate(err, doing=doing, subscription=subscription) from None
-            raise PowerRequestUncertain(
-                f"the connection to Azure failed while {doing}: the request may or may not have been accepted.",
-                hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
-                     "in a minute before trying again.") from None
+            raise _uncertain(f"the connection to Azure failed while {doing}", evidence) from None
 
     try:
         result, finished = wait(poller, clock=clock, deadline=deadline)
@@ -124,6 +128,42 @@ def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, 
                                hint="It may still complete in Azure; check the VM's power state.")
     return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result,
                       getattr(polling, "operation_start", None))
+
+
+def _uncertain(what: str, evidence: Callable[[], str | None] | None) -> PowerRequestUncertain:
+    """An ambiguous failure of a POST that acts: find out (a GET) what the VM shows before saying."""
+    seen = None
+    if evidence is not None:
+        try:
+            seen = evidence()
+        except Exception:  # noqa: BLE001 - the evidence is a courtesy; the verdict stays "may have"
+            seen = None
+    tail = f" ({seen})" if seen else " (the VM shows no sign of it yet)" if evidence is not None else ""
+    return PowerRequestUncertain(
+        f"{what}: the request may or may not have been accepted, so it may have run{tail}.",
+        hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
+             "in a minute before trying again.")
+
+
+def power_evidence(compute: Any, resource_group: str, vm_name: str) -> str | None:
+    """What the instance view says of a restart or start under way: an operation in progress, the
+    VM starting, or an operation newer than the agent's last report (the guest is rebooting)."""
+    from azrdp.azure import wire_dict
+    from azrdp.azure.lro import arm_time
+
+    view = wire_dict(compute.virtual_machines.instance_view(resource_group, vm_name))
+    statuses = view.get("statuses") or []
+    codes = {str(s.get("code") or "").lower(): s for s in statuses}
+    if "provisioningstate/updating" in codes:
+        return "Azure shows an operation under way on the VM"
+    if "powerstate/starting" in codes:
+        return "the VM is starting"
+    changed = next((arm_time(s.get("time")) for c, s in codes.items() if c.startswith("provisioningstate/")), None)
+    agent = ((view.get("vmAgent") or {}).get("statuses") or [{}])[0]
+    reported = arm_time(agent.get("time"))
+    if changed is not None and reported is not None and reported < changed:
+        return "the VM was changed after its agent last reported: it is rebooting"
+    return None
 
 
 def _retry_after(err: Any) -> float:
@@ -149,7 +189,8 @@ def restart_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock 
     return run_lro(lambda **kw: compute.virtual_machines.begin_restart(resource_group, vm_name, **kw),
                    client=compute, action="restart", doing=f"restarting VM {resource_group}/{vm_name}",
                    clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
-                   on_poll=on_poll)
+                   on_poll=on_poll,
+                   evidence=lambda: power_evidence(compute, resource_group, vm_name))
 
 
 def start_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,
@@ -159,7 +200,8 @@ def start_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = 
     return run_lro(lambda **kw: compute.virtual_machines.begin_start(resource_group, vm_name, **kw),
                    client=compute, action="start", doing=f"starting VM {resource_group}/{vm_name}",
                    clock=clock, timeout=timeout, polling_interval=polling_interval, subscription=subscription,
-                   on_poll=on_poll)
+                   on_poll=on_poll,
+                   evidence=lambda: power_evidence(compute, resource_group, vm_name))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 
 from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
@@ -46,6 +46,51 @@ class AgentNotReady(AzureOperationError):
 
 class RunCommandBusy(AzureOperationError):
     """Another Run Command kept running on the VM for longer than azrdp waits."""
+
+
+class RunCommandUncertain(AzureOperationError):
+    """The Run Command POST failed ambiguously (5xx, a dropped connection, a timeout): the script
+    may have run. It is never sent again; ``started`` says what the instance view showed after the
+    failure (True: a Run Command began after azrdp's request, False: none did, None: unreadable)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, started: bool | None = None):
+        super().__init__(message, hint=hint)
+        self.started = started
+
+
+RUN_COMMAND_EXTENSION = "runcommandwindows"
+
+
+def run_command_state(instance_view: Any) -> dict[str, Any] | None:
+    """Action Run Command's state in an instance view: its RunCommandWindows extension's status
+    (``transitioning`` while a command runs) and time; None when the VM shows none."""
+    view = wire_dict(instance_view) if instance_view is not None else {}
+    for extension in view.get("extensions") or []:
+        kind = str(extension.get("type") or "").rsplit(".", 1)[-1].lower()
+        if str(extension.get("name") or "").lower() == RUN_COMMAND_EXTENSION or kind == RUN_COMMAND_EXTENSION:
+            status = (extension.get("statuses") or [{}])[0]
+            code = str(status.get("code") or "").split("/", 1)[-1].lower()
+            return {"state": code, "time": arm_time(status.get("time")),
+                    "display": status.get("displayStatus")}
+    return None
+
+
+def _started_since(before: dict[str, Any] | None, after: dict[str, Any] | None,
+                   answered_at: datetime | None = None) -> bool:
+    """Did a Run Command start after azrdp's request? One in progress did (only one runs at a
+    time); a finished one did when its status is newer than the view azrdp had before, and (when
+    ARM dated its failed answer) not older than that answer minus the seconds a Date truncates."""
+    from datetime import timedelta
+
+    if after is None:
+        return False
+    if after["state"] == "transitioning":
+        return True
+    if after["time"] is None:
+        return False
+    if before is not None and before["time"] is not None and after["time"] <= before["time"]:
+        return False
+    return answered_at is None or after["time"] >= answered_at - timedelta(seconds=2)
 
 
 @dataclass
@@ -129,6 +174,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
 
     body = {"commandId": COMMAND_ID, "script": list(script_lines),
             "parameters": [{"name": p["name"], "value": p["value"]} for p in parameters]}
+    before = run_command_state(instance_view)
     start = clock.monotonic()
     deadline = start + timeout
 
@@ -144,6 +190,12 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                                                                 polling=polling)
             break
         except HttpResponseError as err:
+            if (err.status_code or 0) >= 500:
+                from azrdp.azure.lro import http_date
+
+                answered = http_date((err.response.headers if err.response is not None else {}).get("Date"))
+                raise _uncertain(compute, resource_group, vm_name, before, f"Azure answered {err.status_code}",
+                                 subscription, answered) from None
             if not _is_conflict(err):
                 raise translate(err, doing=f"starting Run Command in {where}",
                                 subscription=subscription) from None
@@ -167,8 +219,11 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
                         f"next try in {pause:g} s)")
             clock.sleep(pause)
             backoff *= 2
-        except AzureError as err:
+        except ServiceRequestError as err:   # never reached ARM: nothing was sent
             raise translate(err, doing=f"starting Run Command in {where}", subscription=subscription) from None
+        except AzureError as err:            # a reset or a timeout after the request went out
+            raise _uncertain(compute, resource_group, vm_name, before, "the connection to Azure failed",
+                             subscription) from None
 
     try:
         result, finished = wait(poller, clock=clock, deadline=deadline)
@@ -188,6 +243,29 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
         statuses=[{"code": getattr(s, "code", None), "level": str(getattr(s, "level", "") or ""),
                    "display_status": getattr(s, "display_status", None)} for s in statuses],
     )
+
+
+def _uncertain(compute: Any, resource_group: str, vm_name: str, before: dict[str, Any] | None, why: str,
+               subscription: str | None, answered_at: datetime | None = None) -> RunCommandUncertain:
+    """The POST failed ambiguously: look (a GET, safe to repeat) whether a Run Command started
+    after azrdp's request before deciding anything; never send it again."""
+    where = f"VM {resource_group}/{vm_name}"
+    hint = ("azrdp does not send it again: a second run would find the first one's changes and report them "
+            "unchanged. Wait until the VM's instance view shows the Run Command finished "
+            f"(`az vm get-instance-view -g {resource_group} -n {vm_name}`), then run azrdp diagnose.")
+    try:
+        after = run_command_state(compute.virtual_machines.instance_view(resource_group, vm_name))
+    except AzureError:
+        return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
+                                   "(the instance view could not be read to tell).", hint=hint, started=None)
+    if _started_since(before, after, answered_at):
+        when = f" since {after['time']:%H:%M:%S} UTC" if after and after["time"] else ""
+        what = "is in progress" if after["state"] == "transitioning" else "ran"
+        return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
+                                   f"(the VM shows a Run Command that {what}{when}).", hint=hint, started=True)
+    return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run, though "
+                               "the VM shows no Run Command started since the request (most likely it did not "
+                               "start).", hint=hint, started=False)
 
 
 def _finished_ok(poller: Any) -> bool:

@@ -106,6 +106,7 @@ class RetrySettings:
     timeout: float = 300.0          # absolute, across all attempts of one request
     connection_timeout: float = 20.0
     read_timeout: float = 120.0
+    throttle_budget: float = 300.0  # seconds one command may wait out throttling, in total
 
     def client_kwargs(self) -> dict[str, Any]:
         return {"retry_total": self.total, "retry_backoff_factor": self.backoff_factor,
@@ -126,15 +127,55 @@ def _loopback_http_policy() -> Any:
     return AllowLoopbackHttp()
 
 
-def _announcing_retry_policy(settings: RetrySettings, clock: Clock, notify: Callable[[str], None] | None) -> Any:
+def _announcing_retry_policy(settings: RetrySettings, clock: Clock, notify: Callable[[str], None] | None,
+                             budget: Any = None, pacer: Any = None) -> Any:
     from azure.core.pipeline.policies import RetryPolicy
 
     class AnnouncingRetryPolicy(RetryPolicy):
-        """azure-core's RetryPolicy, sleeping on azrdp's Clock and saying why it waits."""
+        """azure-core's RetryPolicy, sleeping on azrdp's Clock and saying why it waits.
+
+        It never resends a POST that acts (Run Command, restart, start, ...): azure-core would resend
+        one after a 500/503/504 or any answer carrying Retry-After (azure-sdk-notes.md section 4),
+        and a second Run Command or restart is a second action. Only a 429 is resent (ARM did not
+        act on a throttled request), and POSTs that only read (``SAFE_POST_ACTIONS``).
+
+        A Retry-After is waited out only while it fits the command's throttling ``budget``
+        (never a 24 h sleep because Azure said 86400); past it the answer goes up at once. Before
+        each request the ``pacer`` slows down when Azure's rate-limit headers say a bucket is low."""
+
+        def send(self, request: Any) -> Any:
+            if pacer is not None:
+                pacer.wait()
+            response = super().send(request)
+            if pacer is not None:
+                pacer.observe(getattr(response.http_response, "headers", None))
+            return response
+
+        def is_retry(self, settings: dict, response: Any) -> bool:
+            request = response.http_request
+            status = response.http_response.status_code
+            if request.method.upper() == "POST" and not is_safe_post(request.url) and status != 429:
+                return False
+            if getattr(response.http_response, "azrdp_throttle_spent", False):
+                return False   # the shared back-off below already waited all this request may wait
+            return super().is_retry(settings, response)
+
+        def increment(self, settings: dict, response: Any = None, error: Any = None) -> bool:
+            active = super().increment(settings, response=response, error=error)
+            http = getattr(response, "http_response", None)
+            if not active or http is None or budget is None:
+                return active
+            delay = self.get_retry_after(response)
+            if delay is not None and not budget.take(max(delay, _min_pause(http.status_code))):
+                return False   # longer than azrdp may still wait: the answer ends the request now
+            return active
 
         def sleep(self, settings: dict, transport: Any, response: Any = None) -> None:  # noqa: D401
             delay = self.get_retry_after(response) if response is not None else None
-            if not delay:
+            status = getattr(getattr(response, "http_response", None), "status_code", None)
+            if delay is not None:
+                delay = max(delay, _min_pause(status))
+            else:
                 delay = self.get_backoff_time(settings)
             if notify is not None:
                 notify(_wait_message(settings, response, delay))
@@ -144,11 +185,29 @@ def _announcing_retry_policy(settings: RetrySettings, clock: Clock, notify: Call
                                     if k.startswith("retry_") or k == "timeout"})
 
 
+def _min_pause(status: int | None) -> float:
+    from azrdp.azure.throttle import MIN_PAUSE
+
+    return MIN_PAUSE if status == 429 else 0.0
+
+
+SAFE_POST_ACTIONS = frozenset({"effectivenetworksecuritygroups", "effectiveroutetable",
+                               "retrievebootdiagnosticsdata", "listkeys"})
+"""POST actions that only read: resending them changes nothing."""
+
+
+def is_safe_post(url: str) -> bool:
+    """True for a POST whose action only reads (see SAFE_POST_ACTIONS)."""
+    action = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1].lower()
+    return action in SAFE_POST_ACTIONS
+
+
 def _wait_message(settings: dict, response: Any, delay: float) -> str:
     http = getattr(response, "http_response", None)
     status = getattr(http, "status_code", None)
     if status == 429:
-        why = "Azure is throttling requests (429)"
+        group = _throttled_group(http)
+        why = f"Azure is throttling {group} (429)" if group else "Azure is throttling requests (429)"
     elif status:
         why = f"Azure answered {status}"
     else:
@@ -159,6 +218,16 @@ def _wait_message(settings: dict, response: Any, delay: float) -> str:
     attempt = len(settings.get("history", [])) + 1
     wait = f"waiting {delay:g} s before attempt {attempt}" if delay > 0 else f"trying again (attempt {attempt})"
     return f"{why}{f' on {what}' if what else ''}; {wait} ..."
+
+
+def _throttled_group(http: Any) -> str | None:
+    from azrdp.azure.throttle import operation_group
+
+    try:
+        body = http.json()
+    except Exception:  # noqa: BLE001 - a 429 without a JSON body still names its group in a header
+        body = None
+    return operation_group(body, getattr(http, "headers", None))
 
 
 class AzureSession:
@@ -184,6 +253,10 @@ class AzureSession:
         self.transport = transport
         self.clock = clock
         self.on_wait = on_wait
+        from azrdp.azure.throttle import RateLimitPacer, ThrottleBudget
+
+        self.throttle = ThrottleBudget(retry.throttle_budget)
+        self.pacer = RateLimitPacer(clock=clock, budget=self.throttle, notify=self._notify)
 
     @property
     def base_url(self) -> str:
@@ -197,7 +270,8 @@ class AzureSession:
     def _client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "polling_interval": self.polling_interval,
-            "retry_policy": _announcing_retry_policy(self.retry, self.clock, self._notify),
+            "retry_policy": _announcing_retry_policy(self.retry, self.clock, self._notify, self.throttle,
+                                                     self.pacer),
             "connection_timeout": self.retry.connection_timeout,
             "read_timeout": self.retry.read_timeout,
         }
@@ -232,13 +306,20 @@ class AzureSession:
     def compute(self) -> Any:
         from azure.mgmt.compute import ComputeManagementClient
 
-        return ComputeManagementClient(self.credential, self.subscription_id, **self._client_kwargs())
+        return self._own(ComputeManagementClient(self.credential, self.subscription_id, **self._client_kwargs()))
 
     @cached_property
     def network(self) -> Any:
         from azure.mgmt.network import NetworkManagementClient
 
-        return NetworkManagementClient(self.credential, self.subscription_id, **self._client_kwargs())
+        return self._own(NetworkManagementClient(self.credential, self.subscription_id, **self._client_kwargs()))
+
+    def _own(self, client: Any) -> Any:
+        """Tag a client with this session's throttling budget, so the POSTs azrdp resends itself
+        after a 429 (run_lro, run_script) wait out of the same budget (throttle.budget_of)."""
+        client.azrdp_throttle = self.throttle
+        client.azrdp_notify = self._notify
+        return client
 
     def list_subscriptions(self) -> list[tuple[str, str]]:
         """(id, display name) of every subscription the credential sees (GET /subscriptions)."""
@@ -317,6 +398,12 @@ def open_tenant_session(*, auth: str = "auto", client_id: str | None = None, clo
                                          authority=None if endpoint else CLOUDS[cloud].authority_host)
     if "polling_interval" not in session_kwargs and environ.get("AZRDP_POLLING_INTERVAL"):
         session_kwargs["polling_interval"] = polling_interval_from(environ["AZRDP_POLLING_INTERVAL"])
+    if "retry" not in session_kwargs and environ.get("AZRDP_THROTTLE_BUDGET"):
+        from dataclasses import replace
+
+        from azrdp.azure.throttle import budget_from
+
+        session_kwargs["retry"] = replace(RetrySettings(), throttle_budget=budget_from(environ["AZRDP_THROTTLE_BUDGET"]))
     return AzureSession(credential, "", cloud=cloud, endpoint=endpoint, **session_kwargs)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_WAIT, Number
 from azrdp.errors import UsageError
@@ -14,7 +14,7 @@ from azrdp.errors import UsageError
 INTERACTIVE = ("device-code", "browser")
 
 
-@click.command("check")
+@click.command("check", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--host", metavar="HOST[:PORT]",
@@ -53,8 +53,10 @@ def check_command(azure: AzureOptions, host: str | None, port: int, wait: float,
         raise UsageError(f"--auth {azure.auth} needs a person; azrdp check signs in non-interactively only.",
                          hint="Use --auth workload, env, msi or cli (after `az login` / azure/login).")
     from azrdp.cli import emit
+    from azrdp.diagnose import validate_options
     from azrdp.outfiles import check_output_path, write_output
 
+    validate_options(port, source_ip, probe_timeout, host=host)
     target = azure.target()
     if junit_xml is not None:
         check_output_path(junit_xml, "--junit-xml")

@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import emit, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
 
 
-@click.command("demo")
+@click.command("demo", cls=AzrdpCommand)
 @click.option("--scenario", default="0x904", show_default=True, metavar="NAME",
               help="What is wrong with the simulated VM: 0x904, expired-cert, machinekeys-acl, corrupt-key, "
                    "seat-taken, rdp-disabled, firewall, nsg-blocked, agent-not-ready, deallocated, healthy.")
 @click.option("--speed", type=Number(maximum=MAX_SPEED), default=10.0, show_default=True, metavar="N",
-              help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+              help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
+@click.option("--windows", "windows", default="2022", show_default=True, metavar="VERSION",
+              help="Which Windows the simulated VM runs: 2012r2, 2016, 2019, 2022, 2025, win11, win11-multisession "
+                   "(seat model, .NET and PowerShell versions as on that image).")
+@click.option("--locale", default="en-US", show_default=True, metavar="LANG",
+              help="Its display language: en-US, de-DE, fr-FR, ja-JP (what quser, qwinsta, icacls and service "
+                   "names print).")
+@click.option("--allow-from", type=click.Choice(["me"]), metavar="me",
+              help="As `azrdp fix --allow-from me`: where an NSG blocks RDP, add a temporary rule for your address "
+                   "(the demo knows it).")
+@click.option("--start", is_flag=True, help="As `azrdp fix --start`: start the VM if it is deallocated.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also append the (simulated) change records here; by default they stay in memory.")
 @shared_options
-def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
+def demo_command(scenario: str, speed: float, windows: str, locale: str, allow_from: str | None, start: bool,
+                 audit_log: str | None) -> None:
     """Run the real `azrdp fix` against a local Azure stand-in and show before -> after.
 
     \b
@@ -30,7 +41,10 @@ def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
     \b
       azrdp demo                          # error 0x904, 10x faster than Azure
       azrdp demo --scenario rdp-disabled --speed 50
+      azrdp demo --windows 2012r2 --locale de-DE
       azrdp demo -o json                  # the fix result as JSON
+      azrdp demo --scenario nsg-blocked --allow-from me
+      azrdp demo --scenario deallocated --start
 
     Exit codes as for `azrdp fix`: 0 RDP answers at the end, 1 it does not, 130 interrupted.
     """
@@ -38,12 +52,17 @@ def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
 
     from azrdp.audit import AuditLog
     from azrdp.demo import render_text, run_demo
+    from azrdp.emulator.profiles import LOCALES, WINDOWS
     from azrdp.emulator.scenarios import SCENARIOS
     from azrdp.report import to_json
     from azrdp.ui import Progress
 
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown --scenario {scenario!r}.", hint=f"Choose one of {', '.join(SCENARIOS)}.")
+    if windows not in WINDOWS:
+        raise UsageError(f"unknown --windows {windows!r}.", hint=f"Choose one of {', '.join(WINDOWS)}.")
+    if locale not in LOCALES:
+        raise UsageError(f"unknown --locale {locale!r}.", hint=f"Choose one of {', '.join(LOCALES)}.")
     if not speed > 0:
         raise UsageError(f"--speed must be more than 0, got {speed:g}.", hint="10 shows every phase; 1000 is instant.")
     as_json = settings().output == "json"
@@ -53,6 +72,7 @@ def demo_command(scenario: str, speed: float, audit_log: str | None) -> None:
     def show_setup(setup) -> None:
         emit("\n".join(setup.lines()), err=as_json)
 
-    demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit)
+    demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit,
+                    allow_from_me=allow_from == "me", start=start, windows=windows, locale=locale)
     ok = emit(to_json(demo.to_dict()) if as_json else render_text(demo, verbose=settings().verbose))
     click.get_current_context().exit(demo.exit_code if ok else demo.exit_code or 1)

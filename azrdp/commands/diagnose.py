@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
 
 
-@click.command("diagnose")
+@click.command("diagnose", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--port", type=int, default=3389, show_default=True,
@@ -47,7 +47,13 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     from azrdp.ui import Progress
 
     from azrdp.cli import emit
+    from azrdp.diagnose import validate_options
+    from azrdp.errors import UsageError
 
+    if host is not None and no_probe:
+        raise UsageError("--host names where to probe, and --no-probe says not to probe.",
+                         hint="Drop one of them.")
+    validate_options(port, source_ip, probe_timeout, host=host)
     target = azure.target()
     if screenshot:
         from azrdp.outfiles import check_output_path

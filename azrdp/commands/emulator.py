@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
 
@@ -44,7 +44,7 @@ def _read_limit(text: str | None) -> Any:
         raise UsageError(f"--read-limit: {err}.", hint="Azure's documented read limit is 250/25.") from None
 
 
-@emulator_group.command("serve")
+@emulator_group.command("serve", cls=AzrdpCommand)
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port on 127.0.0.1 for the ARM endpoint (0: any free port).")
 @click.option("--scenario", default="healthy", show_default=True, metavar="NAME",
@@ -57,7 +57,7 @@ def _read_limit(text: str | None) -> Any:
 @click.option("--resource-groups", type=click.IntRange(1, 100), default=1, show_default=True,
               help="... and this many resource groups in each.")
 @click.option("--speed", type=Number(minimum=0, maximum=MAX_SPEED, open_minimum=True), default=10.0, show_default=True, metavar="N",
-              help="Simulated Azure latencies (Run Command 20-40 s, restart 60-120 s, boot) run N times faster.")
+              help="Simulated Azure latencies (Run Command 20-40 s, restart 0.2-0.3 s then Windows down and boot) run N times faster.")
 @click.option("--seed", type=int, default=None, help="Make the simulated durations reproducible.")
 @click.option("--read-limit", metavar="BUCKET/REFILL",
               help="Throttle reads like ARM: a token bucket per subscription, e.g. 250/25 (Azure's limit).")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import click
 
-from azrdp.cli import settings, shared_options
+from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import (MAX_PROBE_TIMEOUT, MAX_RUN_COMMAND_TIMEOUT, MAX_WAIT, Number,
                                     parse_duration)
@@ -16,7 +16,7 @@ from azrdp.plan import STEP_NAMES
 
 
 
-@click.command("fix")
+@click.command("fix", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking (runbooks, pipelines).")
@@ -27,9 +27,10 @@ from azrdp.plan import STEP_NAMES
               help=f"Run this step even if no check asks for it (repeatable): {', '.join(STEP_NAMES)}.")
 @click.option("--skip", "skips", multiple=True, type=click.Choice(STEP_NAMES), metavar="NAME",
               help="Leave this step out of the plan (repeatable).")
-@click.option("--reboot/--no-reboot", default=None,
-              help="Always restart through ARM after the repair / never (the fix then stays pending). "
-                   "Default: only when a step needs it.")
+@click.option("--reboot", is_flag=True,
+              help="Always restart through ARM after the repair (default: only when a step needs it).")
+@click.option("--no-reboot", is_flag=True,
+              help="Never restart: a step that needs a restart then stays pending (the report says so).")
 @click.option("--start", is_flag=True, help="Start the VM if it is stopped or deallocated (asked in a terminal).")
 @click.option("--allow-from", metavar="IP|CIDR|me",
               help="Add a temporary NSG rule allowing RDP from this source where an NSG blocks it "
@@ -57,7 +58,7 @@ from azrdp.plan import STEP_NAMES
               help="Also write the checks before and after as JUnit XML (one testcase per check).")
 @shared_options
 def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, steps: tuple[str, ...], skips: tuple[str, ...],
-                reboot: bool | None, start: bool, allow_from: str | None, allow_for: str, wait_timeout: str,
+                reboot: bool, no_reboot: bool, start: bool, allow_from: str | None, allow_for: str, wait_timeout: str,
                 run_command_timeout: str, guest_first: bool, port: int, source_ip: str | None, host: str | None, probe_timeout: float,
                 audit_log: str | None, junit_xml: str | None) -> None:
     """Repair Remote Desktop on an Azure Windows VM and prove it answers: diagnose (Azure, wire,
@@ -86,13 +87,24 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     from azrdp.repair import FixOptions, fix, junit_suites, render_text
     from azrdp.ui import Progress
 
+    from azrdp.diagnose import validate_options
+    from azrdp.plan import check_steps
+
+    if reboot and no_reboot:
+        raise UsageError("--reboot and --no-reboot contradict each other.", hint="Give one of them, or neither.")
+    if guest_first and not yes:
+        raise UsageError("--guest-first only changes a --yes run (without --yes the guest is always read first).",
+                         hint="Add --yes, or drop --guest-first.")
+    restart = True if reboot else False if no_reboot else None
+    check_steps(steps, skips, restart)
+    validate_options(port, source_ip, probe_timeout, host=host)
     interactive = sys.stdin.isatty() and not yes
     if not yes and not dry_run and not sys.stdin.isatty():
         raise UsageError("no terminal to confirm the plan in, and no --yes.",
                          hint="A runbook must say what it wants: add --yes to repair, or --dry-run to see the plan.")
     options = FixOptions(
         port=port, host=host, source_ip=source_ip, probe_timeout=probe_timeout, force_steps=steps,
-        skip_steps=skips, reboot=reboot, start=True if start else (None if interactive else False),
+        skip_steps=skips, reboot=restart, start=True if start else (None if interactive else False),
         allow_from=allow_from, allow_for=timedelta(seconds=parse_duration(allow_for, "--allow-for",
                                                                           maximum=MAX_ALLOW_FOR.total_seconds())),
         wait_timeout=parse_duration(wait_timeout, "--wait-timeout", maximum=MAX_WAIT),
@@ -112,13 +124,28 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     audit.open("--audit-log" if audit_log else "the audit log (set --audit-log or AZRDP_AUDIT_LOG)")
     progress = Progress()
 
+    shown: list = []   # what the operator saw before answering: not printed again in the report
+
+    def show_diagnosis(diagnosis) -> None:
+        """Interactive: the reasons come first, then the plan, then the question."""
+        if not interactive:
+            return
+        from azrdp.report import render_checks
+
+        progress.done()
+        click.echo(f"Diagnosis of {target}:", err=True)
+        click.echo(render_checks(diagnosis.checks, verbose=settings().verbose), err=True)
+        shown.append(diagnosis)
+
     def confirm(plan) -> bool:
         from azrdp.plan import render_plan
 
         if yes:
             progress.info("Plan: " + ", ".join(s.name for s in plan.steps))
             return True
-        emit(render_plan(plan), err=True)
+        progress.done()
+        emit(render_plan(plan, detail=True, vm=target.name, resource_group=target.resource_group), err=True)
+        shown.append(plan)
         try:
             return click.confirm("Go ahead?", default=False, err=True)
         except click.Abort as stop:  # Click turns Ctrl-C and end of input into Abort (exit 1, no report)
@@ -127,7 +154,8 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
             return False                            # no answer: not confirmed
 
     session = azure.session(target=target, progress=progress)
-    result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress)
+    result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress,
+                 on_diagnosis=show_diagnosis)
     code = result.exit_code
     if junit_xml:
         try:
@@ -136,6 +164,6 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
             click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
             code = code or 1
     if not emit(to_json(result.to_dict()) if settings().output == "json"
-                else render_text(result, verbose=settings().verbose)):
+                else render_text(result, verbose=settings().verbose, shown=shown)):
         code = code or 1
     click.get_current_context().exit(code)

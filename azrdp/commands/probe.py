@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import emit, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.numbers import MAX_COUNT, MAX_INTERVAL, MAX_PROBE_TIMEOUT, Number
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 
 
-@click.command("probe")
+@click.command("probe", cls=AzrdpCommand)
 @click.argument("target", metavar="HOST[:PORT]")
 @click.option("--timeout", type=Number(maximum=MAX_PROBE_TIMEOUT), default=5.0, show_default=True, metavar="SECONDS",
               help="Time limit for each attempt (connect, negotiation and TLS together).")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import emit, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.errors import UsageError
 
 
-@click.command("revoke")
+@click.command("revoke", cls=AzrdpCommand)
 @vm_options
 @azure_options
 @click.option("--expired", "--expired-only", "expired", is_flag=True,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import emit, settings, shared_options
+from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, fleet_azure_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
 from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 
 
-@click.command("sweep")
+@click.command("sweep", cls=AzrdpCommand)
 @fleet_azure_options
 @click.option("--subscription", "subscriptions", multiple=True, metavar="ID_OR_NAME",
               help="A subscription to sweep (repeatable; default: every subscription the sign-in sees).")

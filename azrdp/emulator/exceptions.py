@@ -10,6 +10,11 @@ import json
 from typing import Any
 
 
+GATEWAY = {"x-ms-failure-cause": "gateway"}
+"""ARM's gateway answers its own 404s (the resource provider never saw the request) with this
+header (real-azure-behaviour.md, "Smaller differences")."""
+
+
 class ArmError(Exception):
     status = 400
     code = "BadRequest"
@@ -39,14 +44,24 @@ class SubscriptionNotFound(ArmError):
     status, code = 404, "SubscriptionNotFound"
 
     def __init__(self, subscription: str):
-        super().__init__(f"The subscription '{subscription}' could not be found.")
+        super().__init__(f"The subscription '{subscription}' could not be found.", headers=GATEWAY)
 
 
 class ResourceGroupNotFound(ArmError):
     status, code = 404, "ResourceGroupNotFound"
 
     def __init__(self, resource_group: str):
-        super().__init__(f"Resource group '{resource_group}' could not be found.")
+        super().__init__(f"Resource group '{resource_group}' could not be found.", headers=GATEWAY)
+
+
+class ComputeNotFound(ArmError):
+    """Compute's own 404 for a VM it no longer finds (one being deleted): real-azure-behaviour.md,
+    "Smaller differences"."""
+
+    status, code = 404, "NotFound"
+
+    def __init__(self) -> None:
+        super().__init__("The entity was not found in this Azure location.")
 
 
 class ResourceNotFound(ArmError):
@@ -56,7 +71,7 @@ class ResourceNotFound(ArmError):
 
     def __init__(self, resource_type: str, name: str, resource_group: str):
         super().__init__(f"The Resource '{resource_type}/{name}' under resource group '{resource_group}' "
-                         "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+                         "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", headers=GATEWAY)
 
 
 class ChildResourceNotFound(ArmError):
@@ -102,13 +117,17 @@ class VmNotRunning(OperationNotAllowed):
 
 
 class TooManyRequests(ArmError):
-    """Compute's throttling answer (Microsoft's "Troubleshooting API throttling errors" article)."""
+    """Compute's throttling answer as real Azure sends it (real-azure-behaviour.md, "Throttling";
+    Microsoft's "Troubleshooting API throttling errors" article): OperationNotAllowed with a
+    TooManyRequests detail whose ``target`` is the window group (``HighCostGet3Min``) and whose
+    message keys are lower-case; Retry-After 120 s usually, 1200 s at times."""
 
     status, code = 429, "OperationNotAllowed"
 
-    def __init__(self, retry_after: int, operation_group: str, started: str, ends: str):
-        detail = json.dumps({"operationGroup": operation_group, "startTime": started, "endTime": ends,
-                             "allowedRequestCount": 300, "measuredRequestCount": 1238},
+    def __init__(self, retry_after: str, operation_group: str, started: str, ends: str,
+                 allowed: int = 300, measured: int = 1238):
+        detail = json.dumps({"operationgroup": operation_group, "starttime": started, "endtime": ends,
+                             "allowedrequestcount": allowed, "measuredrequestcount": measured},
                             separators=(",", ":"))
         super().__init__(
             "The server rejected the request because too many requests have been received for this subscription.",

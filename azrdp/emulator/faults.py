@@ -5,10 +5,14 @@ narrowed to one ARM operation (by operationId, e.g. ``VirtualMachines_Get``) or 
 
 HTTP-level faults (the server answers instead of the handler):
 
-* ``throttle``          429 with ``Retry-After`` and Compute's throttling body.
+* ``throttle``          429 with ``Retry-After`` (120 s by default, as Compute usually answers; 1200 s
+                         at times) and Compute's throttling body naming the operation group.
 * ``server_error``      a burst of 500 (``status=500``) or 503 (``status=503``, optional Retry-After).
 * ``connection_reset``  the TCP connection is reset before any answer; by default only while a
                          client polls an asynchronous operation ("mid-poll").
+
+  With ``accepted=True`` either fires *after* the request was acted on (a Run Command started, a
+  restart under way) and only the answer is lost: the ambiguous failure a client must not resend.
 
 Behaviour faults (the backend acts differently):
 
@@ -17,6 +21,8 @@ Behaviour faults (the backend acts differently):
 * ``restart_failure``       the next restart/start ends ``Failed`` (InternalExecutionError); the
                              guest is not rebooted.
 * ``rdp_never_returns``     after the next restart/start, the RDP port stays closed.
+* ``vm_being_deleted``      the VM answers Compute's own 404 ``NotFound`` "The entity was not found in
+                             this Azure location." (a VM being deleted; real-azure-behaviour.md).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 HTTP_FAULTS = ("throttle", "server_error", "connection_reset")
-BEHAVIOUR_FAULTS = ("run_command_conflict", "run_command_hang", "restart_failure", "rdp_never_returns")
+BEHAVIOUR_FAULTS = ("run_command_conflict", "run_command_hang", "restart_failure", "rdp_never_returns",
+                    "vm_being_deleted")
 KINDS = HTTP_FAULTS + BEHAVIOUR_FAULTS
 
 POLL_OPERATIONS = ("ComputeOperations_Get", "ComputeOperationResults_Get", "NetworkOperations_Get",
@@ -41,8 +48,10 @@ class Fault:
     method: str | None = None        # HTTP method to match
     vm: str | None = None            # VM name to match (behaviour faults)
     count: int | None = 1            # how many times it fires; None: until cleared
-    retry_after: int | None = 1      # seconds, for throttle and server_error 503
+    retry_after: float | None = 120  # seconds sent as is, for throttle (Compute: 120, at times 1200) and 503
+    group: str | None = None         # throttle: the operation group named (default: the route's 3-minute window)
     status: int = 503                # server_error: 500 or 503
+    accepted: bool = False           # server_error/connection_reset after the request was acted on
     fired: int = 0
 
     def __post_init__(self) -> None:
@@ -53,8 +62,9 @@ class Fault:
         if self.count is not None and self.count < 1:
             raise ValueError("count must be at least 1 (or None for every matching request)")
 
-    def matches(self, kind: str, operation: str | None, method: str | None, vm: str | None) -> bool:
-        if self.kind != kind or self.exhausted:
+    def matches(self, kind: str, operation: str | None, method: str | None, vm: str | None,
+                accepted: bool = False) -> bool:
+        if self.kind != kind or self.exhausted or self.accepted != accepted:
             return False
         if self.operation is not None and (operation or "").lower() != self.operation.lower():
             return False
@@ -85,11 +95,11 @@ class FaultBook:
         return fault
 
     def take(self, kind: str, *, operation: str | None = None, method: str | None = None,
-             vm: str | None = None) -> Fault | None:
+             vm: str | None = None, accepted: bool = False) -> Fault | None:
         """The first matching fault, counted as fired; None when none applies."""
         with self._lock:
             for fault in self._faults:
-                if fault.matches(kind, operation, method, vm):
+                if fault.matches(kind, operation, method, vm, accepted):
                     fault.fired += 1
                     return fault
         return None

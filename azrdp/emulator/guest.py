@@ -29,6 +29,8 @@ BROKEN_MACHINEKEYS_SDDL = "O:BAG:SYD:PAI(A;;FA;;;BA)"
 
 SELF_SIGNED_VALIDITY = timedelta(days=182)  # Windows makes the RDP certificate valid for 6 months
 ADMIN_MODE_SEATS = 2                        # Windows Server without the Session Host role
+CLIENT_SEATS = 1                            # Windows 10/11 single-session: one interactive session
+LOGOFF_SECONDS = 2.0                        # logoff.exe returns before the session is gone (unverified: how long)
 EVENT_CAP = 500
 RDP_FIREWALL_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP",
                       "RemoteDesktop-Shadow-In-TCP")
@@ -43,35 +45,49 @@ def _rsa_key():
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+@functools.lru_cache(maxsize=1)
+def _ec_key():
+    """One ECDSA P-256 key per process, for admin-installed ECC certificates."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
 @dataclass
 class Certificate:
     subject_cn: str
     not_before: datetime
     not_after: datetime
-    store: str = "rd"             # rd = Cert:\LocalMachine\Remote Desktop, my = Cert:\LocalMachine\My
+    store: str = "rd"             # rd = Cert:\LocalMachine\Remote Desktop, my = Cert:\LocalMachine\My,
+                                  # backup = Cert:\LocalMachine\azrdp-backup (RDP never reads it)
     self_signed: bool = True
+    key_alg: str = "rsa"          # rsa | ecdsa (the key behind an admin-installed certificate)
+    provider: str = "capi"        # capi (RSA\MachineKeys) | cng
+    decrypt_only: bool = False    # a CNG key whose usage allows decryption only: it refuses to sign
+    key_ok: bool = True           # an admin certificate's own key container works (self-signed: the RDP container)
     der: bytes = b""
     cert_pem: bytes = b""
     key_pem: bytes = b""
 
     @classmethod
-    def make(cls, subject_cn: str, not_before: datetime, not_after: datetime, *, store: str = "rd") -> "Certificate":
+    def make(cls, subject_cn: str, not_before: datetime, not_after: datetime, *, store: str = "rd",
+             key_alg: str = "rsa") -> "Certificate":
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-        key = _rsa_key()
+        key = _rsa_key() if key_alg == "rsa" else _ec_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(not_before).not_valid_after(not_after)
-                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                             key_encipherment=True, data_encipherment=True,
+                .add_extension(x509.KeyUsage(digital_signature=key_alg != "rsa", content_commitment=False,
+                                             key_encipherment=key_alg == "rsa", data_encipherment=key_alg == "rsa",
                                              key_agreement=False, key_cert_sign=False, crl_sign=False,
                                              encipher_only=False, decipher_only=False), critical=False)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .sign(key, hashes.SHA256()))
-        return cls(subject_cn, not_before, not_after, store=store,
+        return cls(subject_cn, not_before, not_after, store=store, key_alg=key_alg,
                    der=cert.public_bytes(serialization.Encoding.DER),
                    cert_pem=cert.public_bytes(serialization.Encoding.PEM),
                    key_pem=key.private_bytes(serialization.Encoding.PEM,
@@ -89,8 +105,9 @@ class Certificate:
 @dataclass
 class Service:
     name: str
-    state: str = "Running"      # Running | Stopped | Missing
+    state: str = "Running"      # Running | Stopped | StopPending | StartPending | Missing
     start: str | None = "Manual"
+    hang: str | None = None     # "stop": a stop request leaves it in StopPending for good (a fault)
 
 
 @dataclass
@@ -101,6 +118,7 @@ class KeyFile:
     size: int = 2_040
     network_service_read: bool = True
     system_full: bool = True
+    inherited_only: bool = False  # every ACE inherited from the folder (after `icacls /reset /t`)
 
     @property
     def corrupt(self) -> bool:
@@ -114,6 +132,33 @@ class MachineKeys:
     other_files: int = 6          # the VM agent's transport key, IIS, ... (never the RDP key)
     rdp_key: KeyFile | None = None
     backups: list[str] = field(default_factory=list)
+    inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
+    empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
+
+    def set_folder_sddl(self, sddl: str) -> None:
+        """Set-Acl on the folder (SetNamedSecurityInfo) re-propagates inheritance to every child:
+        a file whose ACEs were only inherited keeps none when the new folder ACEs are not
+        inheritable, as in Windows' default MachineKeys ACL (Learn: SetNamedSecurityInfo, "...
+        propagates any inheritable ACEs to existing child objects"; "Automatic Propagation of
+        Inheritable ACEs")."""
+        self.sddl = sddl
+        if "OICI" in sddl.split("D:", 1)[-1]:
+            return                  # inheritable ACEs: children inherit them
+        self.empty_dacl_files += self.inherited_only_files
+        self.inherited_only_files = 0
+        key = self.rdp_key
+        if key is not None and key.inherited_only:
+            key.inherited_only = False
+            key.network_service_read = key.system_full = False
+
+    def make_inherited_explicit(self) -> int:
+        """SetAccessRuleProtection($true, $true) on each such file: its inherited ACEs become
+        explicit ones, so a later folder change no longer touches it. Returns files changed."""
+        count = self.inherited_only_files + (1 if self.rdp_key and self.rdp_key.inherited_only else 0)
+        self.inherited_only_files = 0
+        if self.rdp_key is not None:
+            self.rdp_key.inherited_only = False
+        return count
 
     @property
     def default(self) -> bool:
@@ -130,6 +175,17 @@ class MachineKeys:
 
 
 @dataclass
+class BackupRoot:
+    r"""C:\ProgramData\azrdp. ProgramData lets every local user create folders (its inherited
+    ACL: Users may create folders and files), so someone may have made it first: as a junction
+    (a reparse point to elsewhere) or owned by themselves."""
+
+    owner: str = "S-1-5-18"       # SYSTEM when absent or made by azrdp
+    reparse_point: bool = False
+    protected: bool = False       # azrdp's SYSTEM/Administrators-only DACL is on it
+
+
+@dataclass
 class FirewallProfile:
     name: str
     enabled: bool = True
@@ -141,9 +197,11 @@ class FirewallProfile:
 class FirewallRule:
     name: str
     enabled: bool = True
-    port: int = 3389
+    port: int | None = 3389       # None: LocalPort Any
     protocol: str = "TCP"
     group: str = "Remote Desktop"
+    action: str = "Allow"         # Allow | Block
+    profile: str = "Any"          # Any, or the profiles it applies to ("Domain", "Domain, Private")
 
 
 @dataclass
@@ -153,6 +211,7 @@ class Session:
     user: str | None
     state: str                    # Active | Disc | Conn ...
     idle_min: int | None = None
+    gone_at: float | None = None  # logging off: the session disappears at this guest time
 
 
 @dataclass
@@ -175,7 +234,8 @@ EVENT_MESSAGES = {
 
 
 class WindowsGuest:
-    """One Windows Server 2022 guest. All methods run under the emulator's state lock."""
+    """One Windows guest (a Windows Server 2022 Datacenter unless a profile says otherwise). All
+    methods run under the emulator's state lock."""
 
     def __init__(self, computer_name: str, *, now: Callable[[], float], wall: Callable[[], datetime],
                  machine_guid: str):
@@ -185,6 +245,14 @@ class WindowsGuest:
         self.machine_guid = machine_guid
         self.caption = "Microsoft Windows Server 2022 Datacenter"
         self.build = "20348.2340"
+        self.seat_mode = "admin"      # admin | rdsh | client | multi | avd (see schema.SEAT_MODES)
+        self.windows = "2022"         # the profile (azrdp.emulator.profiles): --windows, --locale, role
+        self.locale = "en-US"
+        self.role: str | None = None  # None | dc | avd
+        self.powershell = "5.1"
+        self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
+        self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
+        self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
         self.booted_at = now() - 3 * 86_400
         self.services: dict[str, Service] = {
@@ -204,17 +272,25 @@ class WindowsGuest:
             "PortNumber": 3389, "UserAuthentication": 1, "policy.UserAuthentication": None,
             "SecurityLayer": 2, "MinEncryptionLevel": 2,
             "MaxInstanceCount": 4294967295, "policy.MaxInstanceCount": None,
-            "fSingleSessionPerUser": 1,
+            "fSingleSessionPerUser": 1, "TSServerDrainMode": None,
         }
+        # RD Licensing (Win32_TerminalServiceSetting): LicensingType 5 = none set (a server without
+        # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
+        self.licensing_type = 5
+        self.grace_days: int | None = None
         self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()
         self.firewall_profiles = [FirewallProfile("Domain"), FirewallProfile("Private"), FirewallProfile("Public")]
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
+        self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
         self.backup_folders: dict[str, list[str]] = {}   # azrdp's %ProgramData%\azrdp\backup\<time>: files
+        self.backup_root = BackupRoot()
+        self.self_signed_cert_store: str | None = None   # WinStations\SelfSignedCertStore (None = absent)
+        self.attached_volumes: list["WindowsGuest"] = []  # offline Windows installations on data disks
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)
         self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
@@ -263,9 +339,10 @@ class WindowsGuest:
         return bool(self.up and service and service.state == "Running")
 
     def start_service(self, name: str) -> bool:
-        """Start a service as the Service Control Manager would; False when it cannot start."""
+        """Start a service as the Service Control Manager would; False when it cannot start
+        (Disabled, Missing, or still StopPending: the SCM refuses a start until it stopped)."""
         service = self.services[name]
-        if service.state == "Missing" or service.start == "Disabled":
+        if service.state in ("Missing", "StopPending") or service.start == "Disabled":
             if name == "TermService":
                 self.log("scm_termservice")
             return False
@@ -276,9 +353,25 @@ class WindowsGuest:
         return True
 
     def stop_service(self, name: str) -> None:
+        """A stop request. A service with a stop hang stays in StopPending (a known RDS failure
+        with stuck sessions: review #2). Stopping TermService drops every RDP connection: Active
+        sessions become Disc, the sessions themselves stay (WTSDisconnectSession semantics:
+        "without closing the session"); its dependent UmRdpService stops first."""
         service = self.services[name]
-        if service.state == "Running":
-            service.state = "Stopped"
+        if service.state not in ("Running", "StartPending"):
+            return
+        if name == "TermService":
+            self.stop_service("UmRdpService")
+            for session in self.sessions:
+                if session.state == "Active" and session.name != "console" and session.user:
+                    session.state, session.name, session.idle_min = "Disc", None, 0
+        service.state = "StopPending" if service.hang == "stop" else "Stopped"
+
+    def wait_for_status(self, name: str, want: str) -> bool:
+        """ServiceController.WaitForStatus with a timeout: states here change at once or never
+        (a hang), so the wait either succeeds or runs into its timeout."""
+        service = self.services.get(name)
+        return service is not None and service.state == want
 
     def restart_service(self, name: str) -> bool:
         self.stop_service(name)
@@ -298,10 +391,11 @@ class WindowsGuest:
         return next((c for c in self.certificates if c.thumbprint == thumbprint.upper()), None)
 
     def key_readable(self, cert: Certificate, *, as_network_service: bool = False) -> bool:
-        """Can the certificate's private key be opened? Self-signed RDP certificates keep it in
-        the RDP key container; TermService opens it as NETWORK SERVICE."""
-        if cert.store == "my" and not cert.self_signed:
-            return True  # an admin-installed certificate: its key is not in the RDP container
+        """Does the certificate's private key really work (Windows' truth, not what a test of it
+        says)? Self-signed RDP certificates keep it in the RDP key container; TermService opens
+        it as NETWORK SERVICE."""
+        if not cert.self_signed:
+            return cert.key_ok  # an admin-installed certificate: its key is not in the RDP container
         key = self.machinekeys.rdp_key
         if key is None or key.corrupt:
             return False
@@ -318,9 +412,12 @@ class WindowsGuest:
 
     def _renew_self_signed(self) -> None:
         """What TermService/SessionEnv do at start: replace a missing or expired self-signed
-        certificate (a valid one is kept, even when its key cannot be opened). Making one needs a
-        new key container in MachineKeys; when the folder's ACL forbids it, Windows logs 1057
-        (could not create) or 1058 (could not replace the expired one) and carries on."""
+        certificate (a valid one is kept, even when its key cannot be opened). The certificate's
+        key lives in the container TSSecKeySet1 (MachineKeys\f686aace..._<MachineGuid>), and
+        Windows reuses that container when it exists: an empty or ACL-broken one makes creation
+        fail with 1057 ("Keyset does not exist") or 1058 (could not replace the expired one), as
+        does a folder where no new container can be made (review section 2; Learn: "Remote
+        Desktop disconnected, an internal error occurred"). It then carries on without one."""
         now = self.real_now()
         bound = self.find(self.bound_thumbprint)
         if bound is not None and not bound.expired(now):
@@ -328,7 +425,9 @@ class WindowsGuest:
         current = self.newest_self_signed()
         if current is not None and not current.expired(now):
             return
-        if not self.machinekeys.writable:
+        key = self.machinekeys.rdp_key
+        broken = key is not None and (key.corrupt or not key.system_full)
+        if broken or (key is None and not self.machinekeys.writable):
             self.log("rcm_1057" if current is None else "rcm_1058")
             return
         self.install_self_signed(now - timedelta(minutes=5), now - timedelta(minutes=5) + SELF_SIGNED_VALIDITY)
@@ -337,12 +436,18 @@ class WindowsGuest:
         own = [c for c in self.rd_store() if c.self_signed]
         return max(own, key=lambda c: c.not_before) if own else None
 
-    def install_self_signed(self, not_before: datetime, not_after: datetime) -> Certificate:
-        """Put a new self-signed certificate (and a fresh RDP key container) in place."""
-        self.certificates = [c for c in self.certificates if not (c.store == "rd" and c.self_signed)]
+    def install_self_signed(self, not_before: datetime, not_after: datetime, *, replace_all: bool = False) -> Certificate:
+        """Put a new self-signed certificate in place: it replaces the expired self-signed ones in
+        the Remote Desktop store (a valid one of another issuer stays), and its key goes into the
+        existing RDP key container, or a new one when there is none (unverified: whether Windows
+        deletes the certificate it replaces or leaves it)."""
+        now = self.real_now()
+        self.certificates = [c for c in self.certificates
+                             if not (c.store == "rd" and c.self_signed and (replace_all or c.expired(now)))]
         cert = Certificate.make(self.computer_name, not_before, not_after)
         self.certificates.append(cert)
-        self.machinekeys.rdp_key = KeyFile(f"{RDP_KEY_PREFIX}_{self.machine_guid}")
+        if self.machinekeys.rdp_key is None:
+            self.machinekeys.rdp_key = KeyFile(f"{RDP_KEY_PREFIX}_{self.machine_guid}")
         return cert
 
     def tls_usable(self) -> bool:
@@ -363,20 +468,62 @@ class WindowsGuest:
             return True
         if any(profile.rules_ignored for profile in active):
             return False
+        verdict = self.firewall_rule_verdict()
+        if verdict == "Block":
+            return False
         if all(profile.inbound == "Allow" for profile in active):
             return True
-        return any(rule.enabled and rule.protocol == "TCP" and rule.port == self.port for rule in self.firewall_rules)
+        return verdict == "Allow"
+
+    def firewall_rule_verdict(self) -> str | None:
+        """What the enabled inbound rules say about TCP to the RDP port: "Block" when any Block rule
+        covers it (Block beats Allow: Learn, "Windows Firewall rules", rule precedence), "Allow" when
+        an Allow rule does, else None. Only rules of the network's profile count (an Azure NIC's
+        network is Public: unverified whether Domain on a domain-joined VM)."""
+        hits = [r for r in self.firewall_rules if r.enabled and r.protocol in ("TCP", "Any")
+                and r.port in (None, self.port) and (r.profile == "Any" or self.network_profile in r.profile)]
+        if any(r.action == "Block" for r in hits):
+            return "Block"
+        return "Allow" if any(r.action == "Allow" for r in hits) else None
 
     # -- sessions --------------------------------------------------------------------------------
     def _reset_sessions(self) -> None:
         self.sessions = [Session(0, "services", None, "Disc"), Session(1, "console", None, "Conn")]
 
+    def clock(self) -> float:
+        """Guest time as a running payload sees it (its own sleeps and waits included)."""
+        return self._now() + self.payload_elapsed
+
+    def pass_time(self, seconds: float) -> None:
+        """A payload sleeps or waits: what Windows finishes meanwhile (logoffs) finishes."""
+        self.payload_elapsed += seconds
+        self.settle()
+
+    def settle(self) -> None:
+        """Sessions whose logoff has completed are gone."""
+        now = self.clock()
+        self.sessions = [s for s in self.sessions if s.gone_at is None or s.gone_at > now]
+
+    def log_off(self, session_id: int) -> bool:
+        """logoff.exe <id>: asks Windows to end the session and returns at once; the session
+        leaves the list a little later (WTSLogoffSession with bWait = FALSE)."""
+        session = next((s for s in self.sessions if s.id == session_id and s.gone_at is None), None)
+        if session is None:
+            return False
+        session.gone_at = self.clock() + LOGOFF_SECONDS
+        return True
+
     def remote_sessions(self) -> list[Session]:
         return [s for s in self.sessions if s.id != 0 and s.name != "console" and s.state in ("Active", "Disc")]
 
     def seat_limit(self) -> int:
+        """Seats per mode: two in remote-administration mode, one on client Windows, otherwise
+        as many as MaxInstanceCount allows (Learn: "Remote Desktop Services client access
+        licenses"; "Windows 10/11 Enterprise multi-session")."""
         limit = self.effective("MaxInstanceCount")
-        return min(ADMIN_MODE_SEATS, limit if limit is not None else ADMIN_MODE_SEATS)
+        unlimited = 4294967295
+        base = {"admin": ADMIN_MODE_SEATS, "client": CLIENT_SEATS}.get(self.seat_mode, unlimited)
+        return min(base, limit if limit is not None else base)
 
     def add_session(self, user: str, state: str = "Disc", idle_min: int | None = 1_440) -> Session:
         next_id = max(s.id for s in self.sessions) + 1

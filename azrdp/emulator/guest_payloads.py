@@ -13,6 +13,7 @@ message on StdErr and no result line.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -83,10 +84,8 @@ def _bind(payload_id: str, given: dict[str, str]) -> dict[str, Any]:
 
 
 def _decode(spec: ParamSpec, raw: str | None) -> Any:
-    if raw is None:
-        if spec.required:
-            raise ValueError(f"Missing an argument for parameter '{spec.name}'.")
-        return spec.default
+    if raw is None:  # no payload parameter is Mandatory: PowerShell never prompts; the default applies
+        return [] if spec.type == "list" else spec.default
     invalid = f"Cannot validate argument on parameter '{spec.name}'. The argument \"{raw}\" is not valid."
     if spec.type == "int":
         if not re.fullmatch(r"-?\d+", raw.strip()):
@@ -99,8 +98,10 @@ def _decode(spec: ParamSpec, raw: str | None) -> Any:
         if raw.lower() not in ("true", "false"):
             raise ValueError(invalid)
         return raw.lower() == "true"
-    if spec.type == "list":  # [ValidatePattern('^(a|b)(,(a|b))*$')][string], split at ','
+    if spec.type == "list":  # [ValidatePattern('^(a|b)(,(a|b))*$')][string[]]: -File binds one element
         choices = "|".join(re.escape(choice) for choice in spec.choices or ())
+        if raw == "":
+            return []
         if not re.fullmatch(f"({choices})(,({choices}))*", raw, re.IGNORECASE):
             raise ValueError(invalid)
         return [item.lower() for item in raw.split(",")]
@@ -136,9 +137,22 @@ def _services(guest: WindowsGuest, names: tuple[str, ...] = SERVICE_NAMES) -> li
     return out
 
 
+def test_private_key(guest: WindowsGuest, cert: Certificate) -> bool | None:
+    """common.ps1's Test-PrivateKey on this Windows: True works, False definitely broken, None
+    could not test. ECDsaCertificateExtensions needs .NET 4.6.1 and RSACertificateExtensions 4.6
+    (Learn, the classes' "Applies to"); on .NET 4.5 only CAPI keys are reachable (through
+    X509Certificate2.PrivateKey). A decrypt-only CNG key refuses to sign but decrypts."""
+    works = guest.key_readable(cert)
+    if cert.key_alg == "ecdsa":
+        return works if guest.dotnet >= (4, 6, 1) else None
+    if guest.dotnet < (4, 6) and cert.provider == "cng":
+        return None
+    return works
+
+
 def _cert_facts(guest: WindowsGuest, cert: Certificate) -> dict[str, Any]:
     return {"not_after": _utc(cert.not_after), "expired": cert.expired(guest.real_now()),
-            "key_readable": guest.key_readable(cert), "self_signed": cert.self_signed}
+            "key_readable": test_private_key(guest, cert), "self_signed": cert.self_signed}
 
 
 def _cert(guest: WindowsGuest, cert: Certificate) -> dict[str, Any]:
@@ -161,13 +175,50 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys
-    return {"sddl": limit_text(keys.sddl, 160), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
-    """What `quser` lists (Get-UserSessions): sessions with a signed-in user, never session 0 or
-    an empty console."""
+    """What Get-UserSessions lists (WTSEnumerateSessions rows with a user name): sessions with a
+    signed-in user, never session 0 or an empty console; a logoff that completed is gone. Without
+    the WTS API, what the script's quser fallback reads from the guest's localized quser text."""
+    guest.settle()
+    if not guest.wts_api:
+        return _quser_fallback(guest)
     return [s for s in guest.sessions if s.user]
+
+
+@functools.lru_cache(maxsize=1)
+def _quser_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str]]]:
+    """Get-QuserSessions' line pattern and $LocalizedStates, read from the shipped common.ps1, so the
+    fallback the emulator runs is the script's own (not a second copy of it)."""
+    text = payload("diagnose").script_text()
+    line = re.search(r"if \(\$line -notmatch '([^']+)'\) \{ continue \}", text[text.index("function Get-QuserSessions"):])
+    block = text[text.index("$LocalizedStates = @("):text.index("function ConvertFrom-QuserState")]
+    states = [(re.compile(m.group(1)), m.group(2)) for m in re.finditer(r"@\('(\^[^']+)', '(\w+)'\)", block)]
+    for m in re.finditer(r"-join \[char\[\]\]\(([^)]*)\)\) \+ '\$'\), '(\w+)'\)", block):
+        word = "".join(chr(int(code, 16)) for code in m.group(1).split(", "))
+        states.append((re.compile("^" + re.escape(word) + "$"), m.group(2)))
+    assert line is not None and states, "common.ps1's quser fallback changed shape"
+    return re.compile(line.group(1)), states
+
+
+def _quser_fallback(guest: WindowsGuest) -> list[Session]:
+    from azrdp.emulator.profiles import quser_text
+
+    pattern, states = _quser_patterns()
+    out = []
+    for text in quser_text(guest)[1:]:
+        m = pattern.match(text)
+        if m is None:
+            continue
+        word = m.group(4)
+        state = next((name for regex, name in states if regex.search(word)), "Unknown")
+        idle = m.group(5)
+        minutes = (int(idle.split(":")[0]) * 60 + int(idle.split(":")[1]) if ":" in idle
+                   else int(idle) if idle.isdigit() else 0 if not re.search(r"\d", idle) else None)
+        out.append(Session(int(m.group(3)), m.group(2), m.group(1).strip(), state, minutes))
+    return out
 
 
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:
@@ -175,7 +226,8 @@ def _sessions(guest: WindowsGuest) -> dict[str, Any]:
     listed = [{"id": s.id, "name": limit_text(s.name, 12), "user": limit_text(s.user, 24), "state": s.state,
                "idle_min": s.idle_min} for s in users]
     limit = guest.seat_limit()
-    used = sum(1 for s in users if s.id != 0 and s.name != "console" and s.state in ("Active", "Disc"))
+    client = guest.seat_mode == "client"   # the console holds the one seat of client Windows too
+    used = sum(1 for s in users if s.id != 0 and (client or s.name != "console") and s.state in ("Active", "Disc"))
     return {"list": listed[:SESSION_LIST_MAX], "total": len(listed), "seat_limit": limit, "used": used,
             "free": max(0, limit - used)}
 
@@ -222,18 +274,22 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                      "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
                                    "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
                      "rdp_rules": rules, "rdp_rules_enabled": enabled,
-                     "port_allowed": any(r.enabled and r.protocol == "TCP" and r.port == guest.port
-                                         for r in guest.firewall_rules)},
-        "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": "admin",
+                     "port_allowed": guest.firewall_rule_verdict() == "Allow",
+                     "blocked": guest.firewall_rule_verdict() == "Block"},
+        "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
                      "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
+        "rds": {"lic_mode": guest.licensing_type,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+                "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
-                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 80)
+                   "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
         "errors": [],
         "errors_total": 0,
+        "error": None,
     }
 
 
@@ -242,10 +298,17 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
 # Each step follows repair.ps1: a read function (the step's state, read before and after) and a
 # repair function that decides from the state read before, returns an Outcome (changed, reboot,
 # info, skip) or throws (StepFailed: the step is "failed", info null, the message as its error),
-# all run by _invoke_step as the script's Invoke-Step runs them.
+# all run by _invoke_step as the script's Invoke-Step runs them. What Windows does in answer to
+# each action (sessions dropped by a TermService restart, a stop that hangs, a certificate that
+# cannot be made, ACL propagation, asynchronous logoff) is modelled in azrdp.emulator.guest.
 
 CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
+USER_MODE_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP")
 SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
+DEADLINE_SECONDS = 480        # repair.ps1 $script:Deadline
+RESERVE_SECONDS = 45          # $ResultReserveSeconds: kept for the result line
+SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
+SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
 
 
 class StepFailed(Exception):
@@ -263,38 +326,57 @@ class Outcome:
 
 
 class _RepairRun:
-    """One run of repair.ps1: its parameters and its one backup folder (Get-BackupFolder)."""
+    """One run of repair.ps1: its parameters, its clock (deadline) and its one backup folder."""
 
     def __init__(self, guest: WindowsGuest, values: dict[str, Any]):
         self.guest = guest
         self.values = values
         self.folder: str | None = None
+        self.started = guest.payload_elapsed
+        self.disc_at_start: set[int] = set()
+        self.active_at_start: set[int] = set()
+
+    def seconds_left(self) -> float:
+        """Get-SecondsLeft."""
+        return DEADLINE_SECONDS - (self.guest.payload_elapsed - self.started) - RESERVE_SECONDS
 
     def stamp(self) -> str:
         return self.guest.real_now().strftime("%Y%m%dT%H%M%SZ")
 
     def backup_folder(self) -> str:
-        """%ProgramData%\\azrdp\\backup\\<UTC time> (a suffix when taken), made once per run, with run-id.txt."""
+        """Get-BackupFolder: %ProgramData%\\azrdp (protected: refuses a reparse point or a
+        foreign owner) \\backup\\<UTC time> (a suffix when taken), made once per run, with run-id.txt."""
         if self.folder is None:
-            root = rf"C:\ProgramData\azrdp\backup\{self.stamp()}"
-            path, suffix = root, 1
+            root = self.guest.backup_root
+            if root.reparse_point:
+                raise StepFailed("backup folder is a reparse point; nothing was changed")
+            if root.owner not in ("S-1-5-18", "S-1-5-32-544"):
+                raise StepFailed("backup folder has a foreign owner; nothing was changed")
+            root.owner, root.protected = "S-1-5-18", True
+            base = rf"C:\ProgramData\azrdp\backup\{self.stamp()}"
+            path, suffix = base, 1
             while path in self.guest.backup_folders:
                 suffix += 1
-                path = f"{root}-{suffix}"
+                path = f"{base}-{suffix}"
             self.guest.backup_folders[path] = ["run-id.txt"]
             self.folder = path
         return self.folder
 
     def back_up(self, name: str) -> str:
         folder = self.backup_folder()
-        self.guest.backup_folders[folder].append(name)
+        if name not in self.guest.backup_folders[folder]:
+            self.guest.backup_folders[folder].append(name)
         return folder
 
 
-def _invoke_step(name: str, read: Callable[[], dict[str, Any]],
+def _invoke_step(run: _RepairRun, name: str, read: Callable[[], dict[str, Any]],
                  repair_fn: Callable[[dict[str, Any]], Outcome]) -> dict[str, Any]:
-    step: dict[str, Any] = {"name": name, "status": "failed", "before": read(), "after": None, "info": None,
+    step: dict[str, Any] = {"name": name, "status": "failed", "before": None, "after": None, "info": None,
                             "reboot_required": False, "error": None}
+    if run.seconds_left() < 1:
+        step["status"], step["error"] = "skipped", "skipped: the payload deadline passed"
+        return step
+    step["before"] = read()
     outcome: Outcome | None = None
     try:
         outcome = repair_fn(step["before"])
@@ -311,11 +393,54 @@ def _invoke_step(name: str, read: Callable[[], dict[str, Any]],
     return step
 
 
-def _start(guest: WindowsGuest, name: str) -> None:
-    """Start-Service / Restart-Service: a service that cannot start throws."""
-    if not guest.start_service(name):
-        raise StepFailed(f"Service '{SERVICE_DISPLAY_NAMES.get(name, name)} ({name})' cannot be started due to "
-                         f"the following error: Cannot start service {name} on computer '.'.")
+# ---- bounded service control (Wait-ServiceStatus, Start-ServiceBounded, Restart-ServiceBounded) ----
+
+def _wait(run: _RepairRun, name: str, want: str) -> bool:
+    """ServiceController.WaitForStatus(want, min(60 s, time left)): a hung service costs the
+    whole wait."""
+    limit = min(SERVICE_WAIT_SECONDS, run.seconds_left())
+    if limit < 1:
+        return False
+    if run.guest.wait_for_status(name, want):
+        return True
+    run.guest.pass_time(limit)
+    return False
+
+
+def _start_bounded(run: _RepairRun, name: str) -> None:
+    guest = run.guest
+    service = guest.services[name]
+    if service.state == "Running":
+        return
+    if service.state == "StopPending" and not _wait(run, name, "Stopped"):
+        raise StepFailed(f"{name} is stuck in StopPending; a reboot is needed")
+    if service.state == "Missing" or service.start == "Disabled":   # ServiceController.Start() throws
+        raise StepFailed(f"Cannot start service {name} on computer '.'.")
+    guest.start_service(name)
+    if not _wait(run, name, "Running"):
+        raise StepFailed(f"{name} did not start in time")
+
+
+def _restart_bounded(run: _RepairRun, name: str) -> None:
+    guest = run.guest
+    dependents = [d for d in ("UmRdpService",) if name == "TermService" and guest.running(d)]
+    if guest.services[name].state != "Stopped":
+        guest.stop_service(name)
+        if not _wait(run, name, "Stopped"):
+            raise StepFailed(f"{name} could not be restarted: stuck in StopPending")
+    _start_bounded(run, name)
+    for dependent in dependents:
+        _start_bounded(run, dependent)
+
+
+def _confirm_termservice(run: _RepairRun) -> str:
+    """Confirm-TermService: started again when it stopped; its final state."""
+    service = run.guest.services.get("TermService")
+    if service is None or service.state == "Missing":
+        return "Missing"
+    if service.state == "Stopped":
+        run.guest.start_service("TermService")
+    return service.state
 
 
 # ---- rdp-config ----
@@ -324,18 +449,23 @@ def _custom_rule(guest: WindowsGuest) -> FirewallRule | None:
     return next((r for r in guest.firewall_rules if r.name == CUSTOM_PORT_RULE), None)
 
 
+def _group_covers_port(guest: WindowsGuest) -> bool:
+    """Test-RdpGroupCoversPort: an enabled Remote Desktop group rule, or azrdp's, lets TCP in at the port."""
+    return any(r.enabled and r.protocol == "TCP" and r.port == guest.port and
+               (r.group == "Remote Desktop" or r.name == CUSTOM_PORT_RULE) for r in guest.firewall_rules)
+
+
 def _rdp_config_state(guest: WindowsGuest) -> dict[str, Any]:
     rules, enabled = _fw_counts(guest)
-    custom = None
-    if guest.port != 3389:
-        rule = _custom_rule(guest)
-        custom = rule is not None and rule.enabled and rule.port == guest.port
+    rule = _custom_rule(guest)
+    custom = (rule.enabled and rule.port == guest.port) if rule is not None else (False if guest.port != 3389 else None)
     return {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
             "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
             "fw_rules": rules, "fw_rules_enabled": enabled, "custom_rule": custom}
 
 
-def _rdp_config(guest: WindowsGuest, before: dict[str, Any]) -> Outcome:
+def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
+    guest = run.guest
     actions: list[str] = []
     if before["deny"] != 0:
         guest.registry["fDenyTSConnections"] = 0
@@ -348,14 +478,14 @@ def _rdp_config(guest: WindowsGuest, before: dict[str, Any]) -> Outcome:
             guest.services[name].start = "Manual"
             actions.append(f"demand:{name}")
         if service["state"] != "Running":
-            _start(guest, name)
+            _start_bounded(run, name)
             actions.append(f"start:{name}")
-    disabled = [r for r in guest.firewall_rules if r.group == "Remote Desktop" and not r.enabled]
+    disabled = [r for r in guest.firewall_rules if r.name in USER_MODE_RULES and not r.enabled]
     if disabled:
         for rule in disabled:
             rule.enabled = True
         actions.append("fw:group")
-    if guest.port != 3389 and before["custom_rule"] is not True:
+    if not _group_covers_port(guest):
         rule = _custom_rule(guest)
         if rule is None:
             guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group=""))
@@ -381,9 +511,13 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         return Outcome(info={"backup": None, "actions": []})
     keys = run.guest.machinekeys
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
+    run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
+    run.back_up("undo.txt")
     actions: list[str] = []
     if not before["default"]:
-        keys.sddl = MACHINEKEYS_DEFAULT_SDDL
+        if keys.make_inherited_explicit():           # Protect-InheritedKeyAces
+            actions.append("acl:explicit")
+        keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)
         actions.append("acl:folder-default")
     rdp_key = keys.rdp_key
     if rdp_key is not None and not (rdp_key.network_service_read and rdp_key.system_full):
@@ -393,45 +527,49 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
                    info={"backup": limit_text(backup, BACKUP_PATH), "actions": actions[:ACTIONS_MAX]})
 
 
-# ---- machinekeys-rename ----
+# ---- machinekeys-rename: the RDP key container moved aside ----
 
-def _rdp_key_usable(guest: WindowsGuest) -> bool:
-    """Test-RdpKeyUsable: the key container file opens (as SYSTEM) and is not empty, and every
-    Remote Desktop certificate's private key works."""
+def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
+    """Test-RdpKeyUsable: False for an empty container file, one SYSTEM cannot open, or a Remote
+    Desktop certificate whose key test says broken; None when a key test could not run."""
     key = guest.machinekeys.rdp_key
     if key is not None and (key.corrupt or not key.system_full):
         return False
-    return all(guest.key_readable(cert) for cert in guest.rd_store())
+    answers = [test_private_key(guest, cert) for cert in guest.rd_store()]
+    if any(a is False for a in answers):
+        return False
+    return None if any(a is None for a in answers) else True
 
 
 def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
-    if before["default"] and _rdp_key_usable(guest):
-        return Outcome(info={"backup": None, "acl_backup": None, "copied": 0, "skipped": [], "skipped_total": 0})
-    acl_backup = run.back_up("machinekeys.acl")
+    usable = _rdp_key_usable(guest)
+    if usable is None:
+        return Outcome(info={"backup": None, "moved": 0, "failed": 0}, skip="held back: the RDP key could not be tested")
+    if usable:
+        return Outcome(info={"backup": None, "moved": 0, "failed": 0})
     keys = guest.machinekeys
-    parent, _, _ = keys.path.rpartition("\\")
-    stamp = run.stamp()
-    new_name, suffix = f"MachineKeys.azrdp-{stamp}", 1
-    while f"{parent}\\{new_name}" in keys.backups:
-        suffix += 1
-        new_name = f"MachineKeys.azrdp-{stamp}-{suffix}"
-    old_path = f"{parent}\\{new_name}"
-    keys.backups.append(old_path)
-    skipped = [keys.rdp_key.name] if keys.rdp_key else []
-    copied = keys.other_files                       # every other key file, with its own ACL
-    keys.sddl, keys.rdp_key = MACHINEKEYS_DEFAULT_SDDL, None
-    info = {"backup": limit_text(old_path, BACKUP_PATH), "acl_backup": limit_text(acl_backup, BACKUP_PATH),
-            "copied": copied, "skipped": [limit_text(name, 72) for name in skipped[:1]],
-            "skipped_total": len(skipped)}
-    return Outcome(changed=True, reboot=True, info=info)
+    dest = run.back_up("rdp-key") + r"\rdp-key"
+    moved = 0
+    if keys.rdp_key is not None:                    # Move-Item into the backup, then locked down
+        keys.backups.append(f"{dest}\\{keys.rdp_key.name}")
+        run.back_up("undo.txt")
+        keys.rdp_key = None
+        moved = 1
+    return Outcome(changed=moved > 0, info={"backup": limit_text(dest, BACKUP_PATH), "moved": moved, "failed": 0})
 
 
 # ---- cert ----
 
-def _usable(guest: WindowsGuest, cert: Certificate) -> bool:
-    """Test-CertificateUsable: not expired, and its private key works (for SYSTEM)."""
-    return not cert.expired(guest.real_now()) and guest.key_readable(cert)
+def _usable(guest: WindowsGuest, cert: Certificate) -> bool | None:
+    """Test-CertificateUsable: False expired or key definitely broken, None could not test."""
+    if cert.expired(guest.real_now()):
+        return False
+    return test_private_key(guest, cert)
+
+
+def _broken(guest: WindowsGuest, cert: Certificate) -> bool:
+    return _usable(guest, cert) is False
 
 
 def _store_newest_first(guest: WindowsGuest) -> list[Certificate]:
@@ -444,41 +582,69 @@ def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
     if bound is not None:
         current = guest.find(bound)
     else:
-        current = next((c for c in store if _usable(guest, c)), None)
-    return {"bound": bound, "total": len(store), "bad": sum(1 for c in store if not _usable(guest, c)),
+        current = next((c for c in store if not _broken(guest, c)), None)
+    return {"bound": bound, "total": len(store), "bad": sum(1 for c in store if _broken(guest, c)),
             "current": current.thumbprint if current else None,
             "current_not_after": _utc(current.not_after) if current else None,
             "security_layer": guest.registry["SecurityLayer"]}
+
+
+def _cert_hold_back(run: _RepairRun) -> str | None:
+    """Get-CertHoldBack."""
+    guest = run.guest
+    for name in ("SessionEnv", "TermService", "CertPropSvc", "KeyIso", "CryptSvc"):
+        service = guest.services.get(name)
+        if service is None or service.state == "Missing":
+            return f"held back: {name} is missing"
+        if service.start == "Disabled":
+            return f"held back: {name} is disabled; run rdp-config"
+    keys = guest.machinekeys
+    if not keys.default:
+        return "held back: MachineKeys ACL not default; run machinekeys-acl"
+    key = keys.rdp_key
+    if key is not None and not (key.network_service_read and key.system_full):
+        return "held back: RDP key ACL broken; run machinekeys-acl"
+    if key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
+        return "held back: RDP key unusable; run machinekeys-rename"
+    if guest.self_signed_cert_store not in (None, "Remote Desktop"):
+        return "held back: SelfSignedCertStore is not Remote Desktop"
+    return None
 
 
 def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
     bound = guest.bound_thumbprint
     found = guest.find(bound)
-    bound_usable = found is not None and _usable(guest, found)
-    would_act = before["bad"] > 0 or (bound is not None and not bound_usable) or before["current"] is None
-    if would_act and not guest.machinekeys.default:   # Windows could not make the new key (1058)
-        return Outcome(skip="held back: MachineKeys ACL not default; run machinekeys-acl")
+    bound_broken = bound is not None and (found is None or _broken(guest, found))
+    bound_usable = bound is not None and not bound_broken
+    info = {"removed": [], "removed_total": 0, "cleared_binding": False, "kept_bound": bound_usable, "restarted": []}
+    if not (before["bad"] > 0 or bound_broken or before["current"] is None):
+        return Outcome(info=info)
+    hold = _cert_hold_back(run)
+    if hold:
+        return Outcome(skip=hold)
     removed: list[str] = []
     for cert in _store_newest_first(guest):
-        if _usable(guest, cert) or (bound_usable and cert.thumbprint == bound):
+        if not _broken(guest, cert):
             continue
-        run.back_up(f"{cert.thumbprint}.cer")           # Export-Certificate, then Remove-Item
-        guest.certificates.remove(cert)
+        run.back_up("undo.txt")                     # Move-Item to Cert:\LocalMachine\azrdp-backup
+        cert.store = "backup"
         removed.append(cert.thumbprint)
-    cleared = bound is not None and not bound_usable
+    cleared = bound_broken
     if cleared:
         run.back_up("SSLCertificateSHA1Hash.txt")
         guest.bound_thumbprint = None
     restarted: list[str] = []
-    if removed or cleared or before["current"] is None:
-        for name in ("SessionEnv", "TermService"):   # Restart-RdpServices; then up to 60 s for a certificate
-            guest.stop_service(name)
-            _start(guest, name)
-        restarted = ["SessionEnv", "TermService"]
-    info = {"removed": removed[:2], "removed_total": len(removed), "cleared_binding": cleared,
-            "kept_bound": bound_usable, "restarted": restarted}
-    return Outcome(changed=bool(removed or cleared or restarted), info=info)
+    problem = None
+    if cleared or before["current"] is None:
+        try:
+            for name in ("SessionEnv", "TermService"):
+                _restart_bounded(run, name)
+                restarted.append(name)
+        except StepFailed as failure:
+            problem = str(failure)
+    info.update(removed=removed[:2], removed_total=len(removed), cleared_binding=cleared, restarted=restarted)
+    return Outcome(changed=bool(removed or cleared or restarted), info=info, skip=problem)
 
 
 # ---- sessions ----
@@ -488,33 +654,56 @@ def _sessions_state(guest: WindowsGuest) -> dict[str, Any]:
     users = _user_sessions(guest)
     return {"total": seats["total"], "disconnected": sum(1 for s in users if s.state == "Disc"),
             "active": sum(1 for s in users if s.state == "Active" and s.name != "console"),
-            "seat_limit": seats["seat_limit"], "used": seats["used"], "free": seats["free"]}
+            "mode": guest.seat_mode, "seat_limit": seats["seat_limit"], "used": seats["used"], "free": seats["free"]}
 
 
-def _sessions_step(guest: WindowsGuest, values: dict[str, Any], before: dict[str, Any]) -> Outcome:
+def _sessions_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
+    guest, values = run.guest, run.values
     include_active = bool(values["LogOffActive"])
-    targets = []
-    if not (values["LogOffOnlyWhenFull"] and before["free"] > 0):
-        targets = [s for s in _user_sessions(guest) if s.id != 0 and (
-            s.state == "Disc" or (include_active and s.state == "Active" and s.name != "console"))]
-    guest.sessions = [s for s in guest.sessions if s not in targets]     # logoff.exe <id>
-    logged_off = [s.id for s in targets]
-    return Outcome(changed=bool(logged_off), info={"logged_off": logged_off[:4], "logged_off_total": len(logged_off),
-                                                   "seats_freed": 0, "include_active": include_active})
+    info: dict[str, Any] = {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": include_active}
+    if values["LogOffOnlyWhenFull"] and before["free"] > 0:
+        return Outcome(info=info)
+    targets = [s for s in _user_sessions(guest) if s.id != 0 and s.name != "console" and (
+        (s.state == "Disc" and s.id in run.disc_at_start) or
+        (include_active and s.id in run.active_at_start and s.state in ("Active", "Disc")))]
+    targets.sort(key=lambda s: -1 if s.idle_min is None else s.idle_min, reverse=True)
+    if values["LogOffOnlyWhenFull"]:
+        targets = targets[:max(0, before["used"] - before["seat_limit"] + 1)]
+    if not targets:
+        return Outcome(info=info)
+    if before["mode"] in SEAT_MODES_MULTI and not values["MultiSession"]:
+        return Outcome(info=info, skip=f"held back: {before['mode']} host; logs off only with MultiSession")
+    logged_off = [s.id for s in targets if guest.log_off(s.id)]       # logoff.exe <id>
+    for _ in range(10):                                                # up to 10 s for them to leave
+        if not logged_off or run.seconds_left() <= 1:
+            break
+        if not any(s.id in logged_off for s in _user_sessions(guest)):
+            break
+        guest.pass_time(1)
+    info.update(logged_off=logged_off[:4], logged_off_total=len(logged_off))
+    failed = len(targets) - len(logged_off)
+    return Outcome(changed=bool(logged_off), info=info,
+                   skip=f"{failed} sessions could not be logged off" if failed else None)
 
 
 def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     run = _RepairRun(guest, values)
     steps: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], Outcome]]] = {
-        "rdp-config": (lambda: _rdp_config_state(guest), lambda before: _rdp_config(guest, before)),
+        "rdp-config": (lambda: _rdp_config_state(guest), lambda before: _rdp_config(run, before)),
         "machinekeys-acl": (lambda: _machinekeys_state(guest), lambda before: _machinekeys_acl(run, before)),
         "machinekeys-rename": (lambda: _machinekeys_state(guest), lambda before: _machinekeys_rename(run, before)),
         "cert": (lambda: _cert_state(guest), lambda before: _cert_step(run, before)),
-        "sessions": (lambda: _sessions_state(guest), lambda before: _sessions_step(guest, values, before)),
+        "sessions": (lambda: _sessions_state(guest), lambda before: _sessions_step(run, before)),
     }
     pending_before = bool(guest.reboot_reasons)
     wanted = set(values["Steps"])
-    results = [_invoke_step(name, *steps[name]) for name in REPAIR_STEPS if name in wanted]
+    error = None if wanted else "no steps given: pass -Steps rdp-config,cert,..."
+    if "sessions" in wanted:                        # the snapshot before any step
+        users = _user_sessions(guest)
+        run.disc_at_start = {s.id for s in users if s.state == "Disc"}
+        run.active_at_start = {s.id for s in users if s.state == "Active"}
+    results = [_invoke_step(run, name, *steps[name]) for name in REPAIR_STEPS if name in wanted]
+    termservice = _confirm_termservice(run)
     return {
         "payload": "repair",
         "version": payload("repair").version,
@@ -523,6 +712,8 @@ def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
         "changed": any(step["status"] == "changed" for step in results),
         "reboot_pending": pending_before,
         "reboot_required": pending_before or any(step["reboot_required"] for step in results),
+        "termservice": termservice,
+        "error": error,
     }
 
 
@@ -530,3 +721,7 @@ ANSWERS: dict[str, Callable[[WindowsGuest, dict[str, Any]], dict[str, Any]]] = {
     "diagnose": diagnose,
     "repair": repair,
 }
+
+from azrdp.emulator.guest_offline import rescue as _rescue  # noqa: E402 - it uses limit_text above
+
+ANSWERS["rescue"] = _rescue

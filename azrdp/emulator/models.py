@@ -28,6 +28,18 @@ from azrdp.emulator.timescale import Scheduler, TimeScale
 COMPUTE_API = "2026-04-01"
 NETWORK_API = "2026-03-01"
 SUBSCRIPTIONS_API = "2022-12-01"   # what AzureSession.list_subscriptions sends
+# Real Azure accepts every supported api-version, not only the one the SDK sends
+# (real-azure-behaviour.md, "Smaller differences"). These are published api-versions of each
+# provider (azure-rest-api-specs); bodies are rendered in the current shape whatever the version.
+SUPPORTED_API_VERSIONS = {
+    COMPUTE_API: (COMPUTE_API, "2025-04-01", "2024-11-01", "2024-07-01", "2024-03-01", "2023-09-01", "2023-07-01",
+                  "2023-03-01", "2022-11-01", "2022-08-01", "2022-03-01", "2021-11-01", "2021-07-01", "2021-03-01",
+                  "2020-12-01"),
+    NETWORK_API: (NETWORK_API, "2024-05-01", "2024-03-01", "2024-01-01", "2023-11-01", "2023-09-01", "2023-06-01",
+                  "2023-05-01", "2023-04-01", "2023-02-01", "2022-11-01", "2022-09-01", "2022-07-01", "2022-05-01",
+                  "2022-01-01", "2021-08-01", "2021-05-01", "2021-03-01", "2021-02-01", "2020-11-01"),
+    SUBSCRIPTIONS_API: (SUBSCRIPTIONS_API, "2022-09-01", "2021-01-01", "2020-01-01", "2019-11-01", "2016-06-01"),
+}
 COMPUTE = "Microsoft.Compute"
 NETWORK = "Microsoft.Network"
 
@@ -53,6 +65,30 @@ def resource_id(subscription: str, resource_group: str, provider: str, kind: str
 
 def ref(resource_id_: str | None) -> dict[str, str] | None:
     return {"id": resource_id_} if resource_id_ else None
+
+
+def upper_ref(resource_id_: str | None) -> dict[str, str] | None:
+    """A back-reference as real NIC, subnet, NSG and public IP bodies often carry it: the resource
+    group and resource names upper-cased (``.../resourceGroups/CLI_TEST_.../virtualMachines/VRFVM``,
+    real-azure-behaviour.md, "Smaller differences"). Clients must compare IDs case-insensitively."""
+    if not resource_id_:
+        return None
+    parts = resource_id_.split("/")
+    out = []
+    for i, part in enumerate(parts):
+        key = parts[i - 1].lower() if i else ""
+        upper = i >= 2 and key not in ("subscriptions", "providers", "") and (i % 2 == 0) and \
+            parts[1].lower() == "subscriptions"
+        out.append(part.upper() if upper and key != "providers" and not part.startswith("Microsoft.") else part)
+    return {"id": "/".join(out)}
+
+
+def etag() -> str:
+    return f'W/"{uuid.uuid4()}"'
+
+
+PLURALS = (("sourcePortRange", "sourcePortRanges"), ("destinationPortRange", "destinationPortRanges"),
+           ("sourceAddressPrefix", "sourceAddressPrefixes"), ("destinationAddressPrefix", "destinationAddressPrefixes"))
 
 
 def parse_id(resource_id_: str) -> dict[str, str]:
@@ -95,9 +131,17 @@ class SecurityRule:
     properties: dict[str, Any]          # camelCase, as ARM stores them (provisioningState included)
     default: bool = False
 
+    etag: str = field(default_factory=etag)
+
     def to_arm(self, nsg_id: str) -> dict[str, Any]:
+        """As real rules come: ``type``, ``etag`` and the empty plural arrays beside the singular
+        fields (real-azure-behaviour.md, "Smaller differences")."""
         kind = "defaultSecurityRules" if self.default else "securityRules"
-        return {"name": self.name, "id": f"{nsg_id}/{kind}/{self.name}", "properties": dict(self.properties)}
+        props = dict(self.properties)
+        for _single, plural in PLURALS:
+            props.setdefault(plural, [])
+        return {"name": self.name, "id": f"{nsg_id}/{kind}/{self.name}", "etag": self.etag,
+                "type": f"Microsoft.Network/networkSecurityGroups/{kind}", "properties": props}
 
     @property
     def applied(self) -> bool:
@@ -110,6 +154,9 @@ class NetworkSecurityGroup(ArmResource):
     KIND: ClassVar[str] = "networkSecurityGroups"
     rules: dict[str, SecurityRule] = field(default_factory=dict)   # keyed by lower-case name
     resource_guid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    etag: str = field(default_factory=etag)
+    subnet_ids: list[str] = field(default_factory=list)      # back-references, filled by the backend
+    nic_ids: list[str] = field(default_factory=list)
 
 
     def default_rules(self) -> list[SecurityRule]:
@@ -120,19 +167,23 @@ class NetworkSecurityGroup(ArmResource):
                     "description": description, "access": access,
                     "destinationAddressPrefix": destination, "destinationPortRange": "*",
                     "direction": direction, "priority": priority, "provisioningState": "Succeeded",
-                    "sourceAddressPrefix": source, "sourcePortRange": "*", "protocol": "*"}, default=True))
+                    "sourceAddressPrefix": source, "sourcePortRange": "*", "protocol": "*"}, default=True,
+                    etag=self.etag))
         return rules
 
     def to_arm(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "type": "Microsoft.Network/networkSecurityGroups", "id": self.id,
-            "location": self.location,
-            "properties": {
-                "defaultSecurityRules": [r.to_arm(self.id) for r in self.default_rules()],
-                "provisioningState": "Succeeded",
-                "securityRules": [r.to_arm(self.id) for r in self.rules.values()],
-            },
+        props: dict[str, Any] = {
+            "defaultSecurityRules": [r.to_arm(self.id) for r in self.default_rules()],
+            "provisioningState": "Succeeded",
+            "resourceGuid": self.resource_guid,
+            "securityRules": [r.to_arm(self.id) for r in self.rules.values()],
         }
+        if self.nic_ids:
+            props["networkInterfaces"] = [upper_ref(i) for i in self.nic_ids]
+        if self.subnet_ids:
+            props["subnets"] = [upper_ref(i) for i in self.subnet_ids]
+        return {"name": self.name, "type": "Microsoft.Network/networkSecurityGroups", "id": self.id,
+                "etag": self.etag, "location": self.location, "properties": props}
 
     def applied_body(self) -> dict[str, Any]:
         """This NSG as enforced right now (rules still being created left out)."""
@@ -194,7 +245,7 @@ class PublicIPAddress(ArmResource):
         props: dict[str, Any] = {"idleTimeoutInMinutes": 4, "provisioningState": "Succeeded",
                                  "publicIPAddressVersion": "IPv4", "publicIPAllocationMethod": self.allocation}
         if self.ip_configuration_id:
-            props["ipConfiguration"] = ref(self.ip_configuration_id)
+            props["ipConfiguration"] = upper_ref(self.ip_configuration_id)
         if self.ip_address:
             props["ipAddress"] = self.ip_address
         return {"name": self.name, "type": "Microsoft.Network/publicIPAddresses", "id": self.id,
@@ -238,7 +289,7 @@ class NetworkInterface(ArmResource):
         if self.nsg_id:
             props["networkSecurityGroup"] = ref(self.nsg_id)
         if self.vm_id:
-            props["virtualMachine"] = ref(self.vm_id)
+            props["virtualMachine"] = upper_ref(self.vm_id)
         return {"name": self.name, "type": "Microsoft.Network/networkInterfaces", "id": self.id,
                 "location": self.location, "properties": props}
 
@@ -270,6 +321,14 @@ class VirtualMachine(ArmResource):
     power_operation: "AsyncOperation | None" = None
     tags: dict[str, str] = field(default_factory=lambda: {"azrdp-emulator": "true"})
     os_type: str = "Windows"           # the OS disk's osType; Linux VMs exist to be left alone
+    # Disks (azrdp/emulator/disks.py): the guest above is the Windows on the OS disk.
+    os_disk_id: str | None = None
+    data_disks: list[dict[str, Any]] = field(default_factory=list)   # ARM's dataDisks entries
+    zones: list[str] = field(default_factory=list)
+    hyper_v_generation: str = "V2"
+    image_reference: dict[str, str] = field(default_factory=lambda: {
+        "publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
+        "sku": "2022-datacenter-azure-edition", "version": "latest"})
 
 
     agent_frozen: dict[str, Any] | None = None   # the agent's last report, kept once it stopped reporting
@@ -293,7 +352,10 @@ class VirtualMachine(ArmResource):
             beat = booted + ((now - booted) // ts.AGENT_HEARTBEAT) * ts.AGENT_HEARTBEAT
             return {"vmAgentVersion": AGENT_VERSION, "statuses": [
                 {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
-                 "message": "GuestAgent is running and accepting new configurations.", "time": iso(beat)}]}
+                 "message": "GuestAgent is running and accepting new configurations.", "time": iso(beat)}],
+                "extensionHandlers": [{"type": "Microsoft.CPlat.Core.RunCommandWindows", "typeHandlerVersion": "1.1.18",
+                                       "status": {"code": "ProvisioningState/succeeded", "level": "Info",
+                                                  "displayStatus": "Ready"}}]}
         # The platform's own verdict on an agent that stopped reporting (a "matched" shape).
         return {"vmAgentVersion": "Unknown", "statuses": [
             {"code": "ProvisioningState/Unavailable", "level": "Warning", "displayStatus": "Not Ready",
@@ -321,18 +383,18 @@ class VirtualMachine(ArmResource):
             {"code": provisioning[0], "level": "Info", "displayStatus": provisioning[1], "time": provisioning[2]},
             {"code": f"PowerState/{self.power}", "level": "Info", "displayStatus": POWER_DISPLAY[self.power]},
         ]
-        disks = [{"name": f"{self.name}_OsDisk_1", "statuses": [
+        disks = [{"name": self.os_disk_name, "statuses": [
             {"code": "ProvisioningState/succeeded", "level": "Info",
              "displayStatus": "Provisioning succeeded", "time": self.time_created}]}]
         if self.power == "deallocated":
             # A deallocated VM's instance view: no computerName, osName, osVersion or vmAgent.
-            return {"disks": disks, "hyperVGeneration": "V2", "statuses": statuses}
+            return {"disks": disks, "hyperVGeneration": self.hyper_v_generation, "statuses": statuses}
         view: dict[str, Any] = {
             "computerName": self.guest.computer_name,
             "osName": "Windows Server 2022 Datacenter",
             "osVersion": "Microsoft Windows NT 10.0.20348.0",
             "disks": disks,
-            "hyperVGeneration": "V2",
+            "hyperVGeneration": self.hyper_v_generation,
             "isVMInStandbyPool": False,
             "statuses": statuses,
             "platformUpdateDomain": 0,
@@ -372,28 +434,38 @@ class VirtualMachine(ArmResource):
             "vmId": self.vm_id,
             "hardwareProfile": {"vmSize": self.size},
             "storageProfile": {
-                "imageReference": {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
-                                   "sku": "2022-datacenter-azure-edition", "version": "latest"},
-                "osDisk": {"osType": self.os_type, "name": f"{self.name}_OsDisk_1", "createOption": "FromImage",
+                "imageReference": dict(self.image_reference),
+                "osDisk": {"osType": self.os_type, "name": self.os_disk_name, "createOption": "FromImage",
                            "caching": "ReadWrite",
                            "managedDisk": {"storageAccountType": "Premium_LRS",
-                                           "id": resource_id(self.subscription, self.resource_group, COMPUTE,
-                                                             "disks", f"{self.name}_OsDisk_1")},
+                                           "id": self.os_disk_id or resource_id(
+                                               self.subscription, self.resource_group, COMPUTE, "disks",
+                                               self.os_disk_name)},
                            "diskSizeGB": 127},
-                "dataDisks": [],
+                "dataDisks": [dict(d, managedDisk=dict(d["managedDisk"])) for d in self.data_disks],
             },
             "osProfile": {"computerName": self.guest.computer_name, "adminUsername": self.admin_username,
                           "windowsConfiguration": {"provisionVMAgent": True, "enableAutomaticUpdates": True},
                           "secrets": []},
-            "networkProfile": {"networkInterfaces": [{"id": nic} for nic in self.nic_ids]},
+            # real VMs carry each NIC's primary flag (real-azure-behaviour.md, "Smaller differences")
+            "networkProfile": {"networkInterfaces": [{"id": nic, "properties": {"primary": i == 0}}
+                                                     for i, nic in enumerate(self.nic_ids)]},
             "diagnosticsProfile": {"bootDiagnostics": {"enabled": self.boot_diagnostics}},
-            "provisioningState": "Updating" if self.power_operation else self.provisioning_state,
+            "provisioningState": self.provisioning_state if self.provisioning_state in ("Creating", "Deleting")
+            else "Updating" if self.power_operation else self.provisioning_state,
             "timeCreated": self.time_created,
         }
         if expand_instance_view:
             props["instanceView"] = self.instance_view(iso, blob_base)
-        return {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
+        body = {"name": self.name, "id": self.id, "type": "Microsoft.Compute/virtualMachines",
                 "location": self.location, "tags": dict(self.tags), "properties": props}
+        if self.zones:
+            body["zones"] = list(self.zones)
+        return body
+
+    @property
+    def os_disk_name(self) -> str:
+        return self.os_disk_id.rsplit("/", 1)[-1] if self.os_disk_id else f"{self.name}_OsDisk_1"
 
 
 # -- asynchronous operations ---------------------------------------------------------------------
@@ -467,6 +539,10 @@ class ResourceGroup:
     nsgs: dict[str, NetworkSecurityGroup] = field(default_factory=dict)
     public_ips: dict[str, PublicIPAddress] = field(default_factory=dict)
     asgs: dict[str, ApplicationSecurityGroup] = field(default_factory=dict)
+    disks: dict[str, Any] = field(default_factory=dict)        # disks.ManagedDisk
+    snapshots: dict[str, Any] = field(default_factory=dict)    # disks.Snapshot
+    tags: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
 
 
 @dataclass
@@ -498,6 +574,7 @@ class ArmBackend:
         self.client_ip = "203.0.113.10"      # the caller's Internet address, as NSGs see it
         self.on_change = on_change or (lambda vm: None)
         self.run_commands: list[dict[str, Any]] = []   # every Run Command the guests received
+        self.address_pool: Any = None                  # rdp_listener.AddressPool for VMs created over ARM
 
     def _transition_failed(self, error: BaseException) -> None:
         self.transition_errors.append(f"{type(error).__name__}: {error}")
@@ -550,7 +627,10 @@ class ArmBackend:
         return item
 
     def vm(self, sub: str, rg: str, name: str) -> VirtualMachine:
-        return self._get(sub, rg, "vms", "Microsoft.Compute/virtualMachines", name)
+        vm = self._get(sub, rg, "vms", "Microsoft.Compute/virtualMachines", name)
+        if self.faults.take("vm_being_deleted", vm=vm.name):
+            raise err.ComputeNotFound()   # Compute's own 404 (no gateway header: Compute answered)
+        return vm
 
     def nic(self, sub: str, rg: str, name: str) -> NetworkInterface:
         return self._get(sub, rg, "nics", "Microsoft.Network/networkInterfaces", name)
@@ -585,13 +665,25 @@ class ArmBackend:
             return None
         for collection, key in (("vms", "virtualmachines"), ("nics", "networkinterfaces"),
                                 ("nsgs", "networksecuritygroups"), ("public_ips", "publicipaddresses"),
-                                ("asgs", "applicationsecuritygroups"), ("vnets", "virtualnetworks")):
+                                ("asgs", "applicationsecuritygroups"), ("vnets", "virtualnetworks"),
+                                ("disks", "disks"), ("snapshots", "snapshots")):
             if key in parts:
                 found = getattr(rg, collection).get(parts[key].lower())
                 if key == "virtualnetworks" and found is not None and "subnets" in parts:
                     return found.subnets.get(parts["subnets"].lower())
                 return found
         return None
+
+    def back_references(self, nsg: NetworkSecurityGroup) -> NetworkSecurityGroup:
+        """Fill the NSG's ``subnets[]`` and ``networkInterfaces[]`` (what real NSG bodies carry)."""
+        from azrdp.target import id_key
+
+        sub = self.subscriptions.get(nsg.subscription.lower())
+        groups = list(sub.resource_groups.values()) if sub else []
+        nsg.nic_ids = sorted(nic.id for rg in groups for nic in rg.nics.values() if id_key(nic.nsg_id) == id_key(nsg.id))
+        nsg.subnet_ids = sorted(f"{vnet.id}/subnets/{subnet.name}" for rg in groups for vnet in rg.vnets.values()
+                                for subnet in vnet.subnets.values() if id_key(subnet.nsg_id) == id_key(nsg.id))
+        return nsg
 
     def all_vms(self) -> list[VirtualMachine]:
         return [vm for sub in self.subscriptions.values() for rg in sub.resource_groups.values()
@@ -872,8 +964,10 @@ class ArmBackend:
         if vm is None or vm.power != "running":
             raise err.ArmError(f"Network interface {nic.id} must be attached to a running VM to get effective "
                                "security groups.", code="NicMustBeAttachedToRunningVmToGetEffectiveSecurityGroups")
+        # Real Azure answers 202 with Location only, and the first Location GET already returns 200
+        # with the result (real-azure-behaviour.md, "Smaller differences"): the work is done by then.
         op = self.new_operation(NETWORK, nic.subscription, nic.location, "effectiveNetworkSecurityGroups", nic.id)
-        op.event = self.later(ts.EFFECTIVE_NSG, lambda: self.finish(op, result=self._effective_body(nic)))
+        self.finish(op, result=self._effective_body(nic))
         return op
 
     def _effective_body(self, nic: NetworkInterface) -> dict[str, Any]:

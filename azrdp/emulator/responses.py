@@ -275,7 +275,8 @@ def virtual_networks_list_all(backend: ArmBackend, req: Request) -> Reply:
 
 
 def network_interfaces_list_effective_network_security_groups(backend: ArmBackend, req: Request) -> Reply:
-    return _accepted(backend.effective_nsgs(backend.nic(*_sub_rg(req), req.p("nic"))), req)
+    op = backend.effective_nsgs(backend.nic(*_sub_rg(req), req.p("nic")))
+    return Reply(202, None, {"Location": op.headers(req.base_url)["Location"]})   # Location only, as Azure
 
 
 def virtual_networks_get(backend: ArmBackend, req: Request) -> Reply:
@@ -288,7 +289,7 @@ def subnets_get(backend: ArmBackend, req: Request) -> Reply:
 
 
 def network_security_groups_get(backend: ArmBackend, req: Request) -> Reply:
-    return Reply(200, backend.nsg(*_sub_rg(req), req.p("nsg")).to_arm())
+    return Reply(200, backend.back_references(backend.nsg(*_sub_rg(req), req.p("nsg"))).to_arm())
 
 
 def _rule(backend: ArmBackend, req: Request, default: bool = False) -> Reply:
@@ -331,3 +332,118 @@ def public_ip_addresses_get(backend: ArmBackend, req: Request) -> Reply:
 
 def application_security_groups_get(backend: ArmBackend, req: Request) -> Reply:
     return Reply(200, backend.asg(*_sub_rg(req), req.p("asg")).to_arm())
+
+
+# -- Microsoft.Compute disks and snapshots, VM create/update/power off/delete, resource groups -----
+# The rules are in disks.py; shapes after Microsoft's DiskRP and ComputeRP examples (see there).
+
+def _disks() -> Any:
+    from azrdp.emulator import disks
+
+    return disks
+
+
+def _compute_child(backend: ArmBackend, req: Request, collection: str, kind: str, key: str) -> Any:
+    return backend._get(req.p("subscription"), req.p("resource_group"), collection, kind, req.p(key))
+
+
+def disks_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, _compute_child(backend, req, "disks", "Microsoft.Compute/disks", "disk").to_arm())
+
+
+def disks_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    disk, op = _disks().put_disk(backend, *_sub_rg(req), req.p("disk"), req.body)
+    return _accepted(op, req, 202, disk.to_arm())
+
+
+def disks_delete(backend: ArmBackend, req: Request) -> Reply:
+    op = _disks().delete_disk(backend, *_sub_rg(req), req.p("disk"))
+    return Reply(204) if op is None else _accepted(op, req)
+
+
+def snapshots_get(backend: ArmBackend, req: Request) -> Reply:
+    return Reply(200, _compute_child(backend, req, "snapshots", "Microsoft.Compute/snapshots", "snapshot").to_arm())
+
+
+def snapshots_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    snap, op = _disks().put_snapshot(backend, *_sub_rg(req), req.p("snapshot"), req.body)
+    return _accepted(op, req, 202, snap.to_arm())
+
+
+def snapshots_delete(backend: ArmBackend, req: Request) -> Reply:
+    op = _disks().delete_snapshot(backend, *_sub_rg(req), req.p("snapshot"))
+    return Reply(204) if op is None else _accepted(op, req)
+
+
+def _vm_body(backend: ArmBackend, req: Request, vm: Any, status: int, op: AsyncOperation) -> Reply:
+    body = vm.to_arm(iso=backend.iso(), blob_base=_blob_base(req))
+    return Reply(status, body, {"Azure-AsyncOperation": op.headers(req.base_url)["Azure-AsyncOperation"]})
+
+
+def virtual_machines_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    if not isinstance(req.body, dict):
+        raise err.InvalidRequestContent("The request content was invalid and could not be deserialized.")
+    sub, rg = _sub_rg(req)
+    existing = backend.resource_group(sub, rg).vms.get(req.p("vm").lower())
+    if existing is not None:
+        return _vm_body(backend, req, existing, 200, _disks().update_vm(backend, existing, req.body))
+    vm, op = _disks().create_vm(backend, sub, rg, req.p("vm"), req.body)
+    return _vm_body(backend, req, vm, 201, op)
+
+
+def virtual_machines_update(backend: ArmBackend, req: Request) -> Reply:
+    if not isinstance(req.body, dict):
+        raise err.InvalidRequestContent("The request content was invalid and could not be deserialized.")
+    vm = _vm(backend, req)
+    return _vm_body(backend, req, vm, 200, _disks().update_vm(backend, vm, req.body))
+
+
+def virtual_machines_power_off(backend: ArmBackend, req: Request) -> Reply:
+    return _accepted(_disks().power_off(backend, _vm(backend, req)), req)
+
+
+def virtual_machines_delete(backend: ArmBackend, req: Request) -> Reply:
+    sub, rg = _sub_rg(req)
+    vm = backend.resource_group(sub, rg).vms.get(req.p("vm").lower())
+    return Reply(204) if vm is None else _accepted(_disks().delete_vm(backend, vm), req)
+
+
+def virtual_networks_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    vnet, created, op = _disks().put_vnet(backend, *_sub_rg(req), req.p("vnet"), req.body)
+    return Reply(201 if created else 200, vnet.to_arm(),
+                 {"Azure-AsyncOperation": op.headers(req.base_url)["Azure-AsyncOperation"]})
+
+
+def network_interfaces_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    nic, created, op = _disks().put_nic(backend, *_sub_rg(req), req.p("nic"), req.body)
+    return Reply(201 if created else 200, nic.to_arm(),
+                 {"Azure-AsyncOperation": op.headers(req.base_url)["Azure-AsyncOperation"]})
+
+
+def resource_groups_create_or_update(backend: ArmBackend, req: Request) -> Reply:
+    rg, created = _disks().put_resource_group(backend, req.p("subscription"), req.p("resource_group"), req.body)
+    return Reply(201 if created else 200, _disks().resource_group_body(req.p("subscription"), rg))
+
+
+def resource_groups_get(backend: ArmBackend, req: Request) -> Reply:
+    rg = backend.resource_group(req.p("subscription"), req.p("resource_group"))
+    state = "Deleting" if rg.deleting else "Succeeded"
+    return Reply(200, _disks().resource_group_body(req.p("subscription"), rg, state))
+
+
+def resource_groups_delete(backend: ArmBackend, req: Request) -> Reply:
+    sub = req.p("subscription")
+    op = _disks().delete_resource_group(backend, sub, req.p("resource_group"))
+    api = _disks().RESOURCES_API
+    location = f"{req.base_url}/subscriptions/{sub}/operationresults/{op.id}?api-version={api}"
+    return Reply(202, None, {"Location": location, "Retry-After": "15"})
+
+
+def resource_operation_results_get(backend: ArmBackend, req: Request) -> Reply:
+    """ARM's Location URL for a resource group delete: 202 while running, then 200."""
+    op = backend.operation(req.p("subscription"), "Microsoft.Resources", req.p("operation"))
+    if not op.done:
+        return Reply(202, None, {"Location": f"{req.base_url}{req.path}?{urlencode(req.query)}", "Retry-After": "15"})
+    if op.error is not None:
+        raise op.error
+    return Reply(200, None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
+from azrdp.emulator.disks import give_os_disk
 from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
@@ -29,6 +30,7 @@ from azrdp.emulator.models import (
     VirtualNetwork,
     resource_id,
 )
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator.rdp_listener import AddressPool
 
 SUBSCRIPTION_ID = "4b1d2c3e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -52,7 +54,7 @@ def expired_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     restarted since, so Windows has not replaced it yet."""
     guest = vm.guest
     now = guest.real_now()
-    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2))
+    guest.install_self_signed(now - timedelta(days=184), now - timedelta(days=2), replace_all=True)
     guest.booted_at = _hours_ago(backend, 72)
 
 
@@ -92,6 +94,41 @@ def seat_taken(backend: ArmBackend, vm: VirtualMachine) -> None:
         vm.guest.add_session(user, "Disc", idle_min=2_880)
 
 
+def active_users(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Two admins are signed in and working (Active sessions, no seat free). Their sessions must
+    survive the repair: the cert step's TermService restart turns them into Disc, and nothing may
+    then log them off (review #1)."""
+    for user, idle in zip(ADMIN_USERS, (0, 4)):
+        vm.guest.add_session(user, "Active", idle_min=idle)
+
+
+def hung_termservice(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """TermService hangs in StopPending when it is asked to stop (a known RDS failure with stuck
+    sessions: review #2). Start-Service/Restart-Service would wait on it for ever."""
+    vm.guest.services["TermService"].hang = "stop"
+
+
+def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An admin bound RDP to a valid ECDSA (P-256) certificate in Cert:\\LocalMachine\\My. The key
+    works; a key test that knows only RSA would call it unusable and clear the binding (review #5)."""
+    from azrdp.emulator.guest import Certificate
+
+    guest = vm.guest
+    now = guest.real_now()
+    cert = Certificate.make(f"{guest.computer_name.lower()}.contoso.com", now - timedelta(days=20),
+                            now + timedelta(days=345), store="my", key_alg="ecdsa")
+    cert.self_signed, cert.provider = False, "cng"
+    guest.certificates.append(cert)
+    guest.bound_thumbprint = cert.thumbprint
+
+
+def licensing_expired(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An RD Session Host whose 120-day RD Licensing grace period is over, with no licensing mode
+    or license server set: RDP, TLS and NLA work, every non-admin logon is refused (review #20)."""
+    guest = vm.guest
+    guest.seat_mode, guest.licensing_type, guest.grace_days = "rdsh", 5, 0
+
+
 def rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
     """fDenyTSConnections=1: Remote Desktop is switched off in the guest."""
     vm.guest.registry["fDenyTSConnections"] = 1
@@ -120,8 +157,23 @@ def agent_not_ready(backend: ArmBackend, vm: VirtualMachine) -> None:
     vm.guest.services["WindowsAzureGuestAgent"].state = "Stopped"
 
 
+def no_boot_rdp_disabled(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """Nothing reaches the guest from outside or through Azure: Remote Desktop is switched off
+    (fDenyTSConnections=1), TermService and the VM agent's service are Disabled, so a restart
+    brings neither back (Run Command never runs; only an offline repair of the disk helps)."""
+    guest = vm.guest
+    guest.registry["fDenyTSConnections"] = 1
+    for name in ("TermService", "WindowsAzureGuestAgent"):
+        guest.services[name].start = "Disabled"
+        guest.services[name].state = "Stopped"
+
+
 def deallocated(backend: ArmBackend, vm: VirtualMachine) -> None:
-    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse."""
+    """The VM is stopped (deallocated): no guest, no listener; Run Command and restart refuse. Its
+    public IP is Dynamic, as `az vm create` often makes it, so it has no address until the VM
+    starts (real-azure-behaviour.md, "Smaller differences")."""
+    for pip in backend.public_ips_of(vm):
+        pip.allocation = "Dynamic"
     backend.stop(vm, deallocate=True)
 
 
@@ -148,8 +200,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("firewall", "Windows Firewall's Remote Desktop rules are disabled.", (firewall,)),
     Scenario("nsg-blocked", "The NIC's NSG denies the RDP port.", (nsg_blocked,)),
     Scenario("agent-not-ready", "The VM agent is not ready, so Run Command cannot run.", (agent_not_ready,)),
+    Scenario("no-boot-rdp-disabled", "Remote Desktop, TermService and the VM agent are disabled in the guest: "
+                                     "neither RDP nor Run Command reaches it, and a restart changes nothing.",
+             (no_boot_rdp_disabled,)),
     Scenario("deallocated", "The VM is deallocated.", (deallocated,)),
     Scenario("stopped", "The VM is stopped but still allocated (its agent's last report still says Ready).", (stopped,)),
+    Scenario("active-users", "Two admins work while the RDP certificate has expired; the repair must keep them "
+                             "signed in.", (expired_cert, active_users)),
+    Scenario("hung-termservice", "The RDP certificate expired and TermService hangs in StopPending when it is "
+                                 "restarted.", (expired_cert, hung_termservice)),
+    Scenario("licensing-expired", "An RD Session Host past its licensing grace period with no license server "
+                                  "(the wire probe passes; users are refused).", (licensing_expired,)),
+    Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
              (expired_cert, renewal_blocked, seat_taken)),
@@ -240,21 +302,26 @@ def add_vm(backend: ArmBackend, pool: AddressPool, name: str, *, subscription: s
         rule.port = port
     vm = VirtualMachine(subscription, resource_group, name, location, guest, [nic.id], address)
     rg.vms[name.lower()] = vm
+    give_os_disk(backend, vm, name=f"{name}_OsDisk_1")   # the guest's Windows lives on it
     return vm
 
 
-def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str) -> VirtualMachine:
+def _plant(backend: ArmBackend, pool: AddressPool, name: str, preset: Scenario, resource_group: str,
+           profile: GuestProfile | None = None) -> VirtualMachine:
     vm = add_vm(backend, pool, name, resource_group=resource_group)
+    if profile is not None:
+        profile.apply(vm.guest)
     for problem in preset.problems:
         problem(backend, vm)
     return vm
 
 
 def build(backend: ArmBackend, pool: AddressPool, name: str = "healthy", *, vms: int = 1,
+          profile: GuestProfile | None = None,
           resource_group: str = RESOURCE_GROUP) -> list[VirtualMachine]:
     """Scenario ``name`` on ``vms`` VMs (vm-web-01, vm-web-02, ...)."""
     preset = scenario(name)
-    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group) for n in range(1, vms + 1)]
+    return [_plant(backend, pool, f"vm-web-{n:02d}", preset, resource_group, profile) for n in range(1, vms + 1)]
 
 
 @dataclass(frozen=True)
@@ -285,7 +352,7 @@ class FleetLayout:
 
 
 def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
-                layout: FleetLayout = FleetLayout()) -> list[VirtualMachine]:
+                layout: FleetLayout = FleetLayout(), profile: GuestProfile | None = None) -> list[VirtualMachine]:
     """Many VMs: ``mix`` maps scenario -> count, spread over ``layout``. Names say the scenario
     (vm-0x904-003) so a sweep's report can be checked against what was planted; they are unique
     across the whole fleet."""
@@ -300,6 +367,8 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]
             vm = add_vm(backend, pool, f"vm-{name}-{n:0{width}d}", subscription=sub_id, resource_group=group)
+            if profile is not None:
+                profile.apply(vm.guest)
             for problem in presets[name].problems:
                 problem(backend, vm)
             planted.append(vm)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.emulator import auth, scenarios
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.faults import Fault
@@ -47,7 +48,7 @@ from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
 from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
-from azrdp.emulator.throttling import ReadLimit, ReadThrottle
+from azrdp.emulator.throttling import REMAINING_READS, RateLimitHeaders, ReadLimit, ReadThrottle, compute_group
 from azrdp.emulator.urls import resolve
 
 CONTROL = "/_emulator"
@@ -100,14 +101,15 @@ class Emulator:
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
               clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None,
-              layout: scenarios.FleetLayout | None = None) -> "Emulator":
+              layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> "Emulator":
         """Build the scenario (or ``fleet``: scenario -> count, spread over ``layout``'s
-        subscriptions and resource groups) and start serving. ``clock`` drives
+        subscriptions and resource groups) on guests of ``profile`` (Windows version, display
+        language, role; default an English Server 2022) and start serving. ``clock`` drives
         simulated time: a :class:`~azrdp.clock.ManualClock` lets a test move it with :meth:`advance`.
         ``read_limit`` switches on ARM's subscription read throttling (see throttling.py)."""
         emulator = cls(speed=speed, seed=seed, host=host, port=port, clock=clock, read_limit=read_limit)
         try:
-            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout)
+            emulator.load(scenario, vms=vms, fleet=fleet, layout=layout, profile=profile)
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
@@ -131,8 +133,10 @@ class Emulator:
     def _new_backend(self) -> ArmBackend:
         backend = ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
                              on_change=self._reconcile)
+        backend.address_pool = self._pool     # VMs created over ARM (a rescue VM) get their own address
         if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
             self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
+        self.rate_limits = RateLimitHeaders(backend.timescale.now)
         return backend
 
     def _teardown(self) -> None:
@@ -142,7 +146,7 @@ class Emulator:
         self._listeners.clear()
 
     def load(self, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
-             layout: scenarios.FleetLayout | None = None) -> None:
+             layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> None:
         """Replace all state with a fresh scenario (or fleet); faults and the call log are cleared."""
         if fleet:
             for name in fleet:
@@ -157,13 +161,14 @@ class Emulator:
             with self.backend.lock:
                 if fleet:
                     scenarios.build_fleet(self.backend, self._pool, dict(fleet),
-                                          layout=layout or scenarios.FleetLayout())
+                                          layout=layout or scenarios.FleetLayout(), profile=profile)
                 else:
-                    scenarios.build(self.backend, self._pool, scenario, vms=vms)
+                    scenarios.build(self.backend, self._pool, scenario, vms=vms, profile=profile)
                 for vm in self.backend.all_vms():
                     self._reconcile(vm)
             self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
-                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None}
+                            "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None,
+                            "profile": profile.to_dict() if profile is not None else None}
             with self._calls_lock:
                 self._calls.clear()
 
@@ -171,7 +176,9 @@ class Emulator:
         """Back to the scenario loaded last, as it was built."""
         loaded = self._loaded
         layout = scenarios.FleetLayout(**loaded["layout"]) if loaded.get("layout") else None
-        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout)
+        profile = GuestProfile(**loaded["profile"]) if loaded.get("profile") else None
+        self.load(loaded["scenario"] or "healthy", vms=loaded["vms"], fleet=loaded["fleet"], layout=layout,
+                  profile=profile)
 
     # -- addresses --------------------------------------------------------------------------------
     @property
@@ -436,6 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
         backend = emulator.backend
         backend.scheduler.run_due()
         operation: str | None = None
+        found = None
         reply_headers = {"x-ms-request-id": str(uuid.uuid4()),
                          "x-ms-correlation-request-id": headers.get("x-ms-client-request-id", str(uuid.uuid4()))}
         try:
@@ -455,34 +463,45 @@ class _Handler(BaseHTTPRequestHandler):
             request = Request(self.command, path, query, params, body, self._base_url(), headers)
             with backend.lock:
                 reply = route.handler(backend, request)
+            self._http_faults(backend, operation, params, path, query, raw, accepted=True)
         except err.ArmError as error:
             reply = Reply(error.status, error.body(), error.headers)
+        if operation is not None and "subscription" in (found[1] if found else {}):
+            reply_headers.update(emulator.rate_limits.headers(found[1]["subscription"], self.command, operation,
+                                                              reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
                              self._json_or_none(raw)))
         self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
 
     @staticmethod
-    def _check_api_version(query: dict[str, str], supported: str) -> None:
+    def _check_api_version(query: dict[str, str], current: str) -> None:
+        """Any supported api-version is accepted, as Azure does (not only the SDK's)."""
+        from azrdp.emulator.models import SUPPORTED_API_VERSIONS
+
         given = query.get("api-version")
         if not given:
             raise err.MissingApiVersionParameter()
-        if given != supported:
-            raise err.InvalidApiVersionParameter(given, [supported])
+        supported = SUPPORTED_API_VERSIONS.get(current, (current,))
+        if given not in supported:
+            raise err.InvalidApiVersionParameter(given, list(supported))
 
     def _http_faults(self, backend: ArmBackend, operation: str, params: dict[str, str], path: str,
-                     query: dict[str, str], raw: bytes) -> None:
+                     query: dict[str, str], raw: bytes, *, accepted: bool = False) -> None:
+        """HTTP faults before the handler ran, or (``accepted``) after it acted: then only the
+        answer is lost, the ambiguous failure a client must find out about instead of resending."""
         method, vm = self.command, params.get("vm")
-        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm):
+        if backend.faults.take("connection_reset", operation=operation, method=method, vm=vm, accepted=accepted):
             self.server.emulator.record(Call(method, path, query, operation, None, backend.timescale.now(),
                                              self._json_or_none(raw)))
             self._reset_connection()
-        fault = backend.faults.take("throttle", operation=operation, method=method, vm=vm)
+        fault = None if accepted else backend.faults.take("throttle", operation=operation, method=method, vm=vm)
         if fault:
             now = backend.timescale.now()
-            raise err.TooManyRequests(fault.retry_after or 1, "HighCostGet" if method == "GET" else "HighCostPost",
-                                      backend.iso(now), backend.iso(now + 1200))
-        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm)
+            group = fault.group or f"{compute_group(operation) or ('LowCostGet' if method == 'GET' else 'UpdateVM')}3Min"
+            retry = fault.retry_after if fault.retry_after is not None else 120
+            raise err.TooManyRequests(f"{retry:g}", group, backend.iso(now), backend.iso(now + 180))
+        fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm, accepted=accepted)
         if fault:
             raise err.InternalServerError() if fault.status == 500 else err.ServiceUnavailable(fault.retry_after)
 

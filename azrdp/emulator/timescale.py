@@ -1,7 +1,7 @@
 """Simulated time: one knob, ``speed``, makes Azure's latencies run N times faster.
 
 Every latency the emulator simulates is expressed in *simulated seconds* (a Run Command takes
-20-40 s, a restart 60-120 s, ...). ``speed`` divides them into real seconds: at ``speed=100`` a
+20-40 s, Windows booting 15-30 s, ...). ``speed`` divides them into real seconds: at ``speed=100`` a
 30 s Run Command completes in 0.3 s of wall time. The simulated clock is simply real elapsed
 time multiplied by ``speed``, so benchmarks can report simulated seconds for anything they time
 (``TimeScale.now()``), and ARM timestamps (``startTime``/``endTime``) are on the simulated clock.
@@ -36,7 +36,6 @@ SHUTDOWN: Span = (3.0, 10.0)          # after a restart succeeded: Windows still
 BOOT: Span = (15.0, 30.0)             # Windows boots, the agent reports Ready and TermService listens
 AGENT_HEARTBEAT = 15.0                # the VM agent reports its status this often (unverified)
 NSG_UPDATE: Span = (3.0, 10.0)        # a security rule create/delete until it is applied
-EFFECTIVE_NSG: Span = (2.0, 6.0)      # listEffectiveNetworkSecurityGroups
 ARM_LATENCY: Span = (0.05, 0.3)       # every ARM call's own response time
 AGENT_TIMEOUT: Span = (300.0, 300.0)  # Run Command on a VM whose agent is not Ready fails after this
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from azrdp.emulator import responses
+from azrdp.emulator.disks import DISK_API, RESOURCES_API
 from azrdp.emulator.models import COMPUTE_API, NETWORK_API, SUBSCRIPTIONS_API
 
 SUB = r"/subscriptions/(?P<subscription>[^/]+)"
@@ -21,6 +22,8 @@ RG = SUB + r"/resourceGroups/(?P<resource_group>[^/]+)"
 VMS = RG + r"/providers/Microsoft\.Compute/virtualMachines"
 NET = RG + r"/providers/Microsoft\.Network"
 NSG = NET + r"/networkSecurityGroups/(?P<nsg>[^/]+)"
+DISKS = RG + r"/providers/Microsoft\.Compute/disks"
+SNAPS = RG + r"/providers/Microsoft\.Compute/snapshots"
 OPS = r"/providers/Microsoft\.{provider}/locations/(?P<location>[^/]+)/{kind}/(?P<operation>[^/]+)"
 
 
@@ -124,6 +127,35 @@ ROUTES: tuple[Route, ...] = (
           NETWORK_API, "(LRO poller: the Location URL)"),
     Route("GET", r"/subscriptions", "Subscriptions_List", SUBSCRIPTIONS_API,
           "GET /subscriptions (AzureSession.list_subscriptions)"),
+    # azrdp rescue: disks, snapshots, a rescue VM in its own resource group, the OS-disk swap
+    Route("PUT", VMS + r"/(?P<vm>[^/]+)", "VirtualMachines_CreateOrUpdate", COMPUTE_API,
+          "compute.virtual_machines.begin_create_or_update(rg, vm, body)"),
+    Route("PATCH", VMS + r"/(?P<vm>[^/]+)", "VirtualMachines_Update", COMPUTE_API,
+          "compute.virtual_machines.begin_update(rg, vm, body)"),
+    Route("POST", VMS + r"/(?P<vm>[^/]+)/powerOff", "VirtualMachines_PowerOff", COMPUTE_API,
+          "compute.virtual_machines.begin_power_off(rg, vm)"),
+    Route("DELETE", VMS + r"/(?P<vm>[^/]+)", "VirtualMachines_Delete", COMPUTE_API,
+          "compute.virtual_machines.begin_delete(rg, vm)"),
+    Route("GET", DISKS + r"/(?P<disk>[^/]+)", "Disks_Get", DISK_API, "compute.disks.get(rg, disk)"),
+    Route("PUT", DISKS + r"/(?P<disk>[^/]+)", "Disks_CreateOrUpdate", DISK_API,
+          "compute.disks.begin_create_or_update(rg, disk, body)"),
+    Route("DELETE", DISKS + r"/(?P<disk>[^/]+)", "Disks_Delete", DISK_API, "compute.disks.begin_delete(rg, disk)"),
+    Route("GET", SNAPS + r"/(?P<snapshot>[^/]+)", "Snapshots_Get", DISK_API, "compute.snapshots.get(rg, snapshot)"),
+    Route("PUT", SNAPS + r"/(?P<snapshot>[^/]+)", "Snapshots_CreateOrUpdate", DISK_API,
+          "compute.snapshots.begin_create_or_update(rg, snapshot, body)"),
+    Route("DELETE", SNAPS + r"/(?P<snapshot>[^/]+)", "Snapshots_Delete", DISK_API,
+          "compute.snapshots.begin_delete(rg, snapshot)"),
+    Route("PUT", NET + r"/virtualNetworks/(?P<vnet>[^/]+)", "VirtualNetworks_CreateOrUpdate", NETWORK_API,
+          "network.virtual_networks.begin_create_or_update(rg, vnet, body)"),
+    Route("PUT", NET + r"/networkInterfaces/(?P<nic>[^/]+)", "NetworkInterfaces_CreateOrUpdate", NETWORK_API,
+          "network.network_interfaces.begin_create_or_update(rg, nic, body)"),
+    Route("PUT", RG, "ResourceGroups_CreateOrUpdate", RESOURCES_API,
+          "PUT /subscriptions/{s}/resourcegroups/{rg} (azrdp.azure.disks)"),
+    Route("GET", RG, "ResourceGroups_Get", RESOURCES_API, "GET /subscriptions/{s}/resourcegroups/{rg} (azrdp.azure.disks)"),
+    Route("DELETE", RG, "ResourceGroups_Delete", RESOURCES_API,
+          "DELETE /subscriptions/{s}/resourcegroups/{rg} (azrdp.azure.disks)"),
+    Route("GET", SUB + r"/operationresults/(?P<operation>[^/]+)", "ResourceOperationResults_Get", RESOURCES_API,
+          "(the Location URL of a resource group delete)"),
 )
 
 

@@ -139,7 +139,9 @@ def check_listener(result: dict[str, Any]) -> Check:
 
 
 def _usable(cert: dict[str, Any]) -> bool:
-    return not cert["expired"] and cert["key_readable"]
+    """Not expired and its key not known to be broken: key_readable null is "could not test" (an API
+    the guest's .NET lacks, e.g. ECDSA on .NET 4.5), never a reason to replace the certificate."""
+    return not cert["expired"] and cert["key_readable"] is not False
 
 
 def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
@@ -187,6 +189,11 @@ def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
     if not bound and stale:
         return Check("guest.cert", Status.WARN, f"RDP uses {current}, but unusable certificates remain "
                      "in the Remote Desktop store", details, step_remedy("cert"))
+    used = bound_cert if bound else next((c for c in cert["certs"] if c["thumbprint"] == current), None)
+    if used is not None and used["key_readable"] is None:
+        return Check("guest.cert", Status.WARN, f"RDP certificate {current} is valid, but the guest could not "
+                     "test its private key (its .NET lacks the API for this key type)", details,
+                     "Nothing to repair unless TLS fails: azrdp changes no certificate it could not test.")
     return Check("guest.cert", Status.PASS, f"RDP certificate {current} is valid", details)
 
 
@@ -210,7 +217,7 @@ def check_machinekeys(result: dict[str, Any]) -> Check:
         return Check("guest.machinekeys", Status.FAIL, "; ".join(problems), details,
                      step_remedy("machinekeys-acl", "cert"))
     cert = result.get("cert") or {}
-    unreadable = [c["thumbprint"] for c in cert.get("certs") or [] if not c["key_readable"]]
+    unreadable = [c["thumbprint"] for c in cert.get("certs") or [] if c["key_readable"] is False]
     if unreadable and rdp_key["present"]:
         return Check("guest.machinekeys", Status.FAIL, "ACLs are right, but the RDP certificate's "
                      "private key cannot be used (a corrupt key)", details,
@@ -241,6 +248,11 @@ def check_firewall(result: dict[str, Any], rdp_port: int) -> Check:
                      "is not blocked, but the VM is unprotected)", details,
                      "Turn the firewall back on after RDP works; azrdp's `rdp-config` step enables the "
                      "Remote Desktop rules it will need.")
+    if fw["blocked"]:
+        return Check("guest.firewall", Status.FAIL, f"an enabled inbound Block rule covers TCP {rdp_port} (it "
+                     "beats every Allow rule)", details,
+                     "Disable or narrow that Block rule (Get-NetFirewallRule -Action Block -Enabled True); no azrdp "
+                     "step removes a Block rule.")
     if not fw["port_allowed"]:
         return Check("guest.firewall", Status.FAIL, f"no enabled inbound rule allows TCP {rdp_port}",
                      details, step_remedy("rdp-config"))
@@ -259,10 +271,55 @@ def check_sessions(result: dict[str, Any]) -> Check:
                    + (f" ({disconnected} disconnected)" if disconnected else ""))
         then = "" if disconnected else "Only active sessions hold the seats: log them off with LogOffActive."
         return Check("guest.sessions", Status.FAIL, summary, details, step_remedy("sessions", then=then))
+    free = "no seat limit" if sessions["seat_limit"] >= 4294967295 else f"{sessions['free']} seat(s) free"
     if disconnected:
-        return Check("guest.sessions", Status.PASS, f"{sessions['free']} seat(s) free; "
-                     f"{disconnected} disconnected session(s) hold others", details)
-    return Check("guest.sessions", Status.PASS, f"{sessions['free']} seat(s) free", details)
+        return Check("guest.sessions", Status.PASS, f"{free}; {disconnected} disconnected session(s) hold others",
+                     details)
+    return Check("guest.sessions", Status.PASS, free, details)
+
+
+LICENSED_MODES = {2: "per device", 4: "per user"}   # Win32_TerminalServiceSetting.LicensingType
+
+
+def check_licensing(result: dict[str, Any]) -> Check:
+    """RD Licensing on an RD Session Host: after the grace period (120 days) without a licensing mode
+    and license server, every non-admin logon is refused ("no Remote Desktop license servers
+    available") although TLS and NLA work, so the wire probe passes."""
+    rds = result.get("rds")
+    if rds is None:
+        return _unreadable("guest.licensing", result, "rds")
+    details = dict(rds)
+    mode = (result.get("sessions") or {}).get("server_mode")
+    if mode != "rdsh":
+        return Check("guest.licensing", Status.PASS, "not an RD Session Host: remote administration needs no RD "
+                     "licenses", details)
+    licensed = LICENSED_MODES.get(rds["lic_mode"])
+    remedy = ("Set the licensing mode and a license server (Set-RDLicenseConfiguration, or the policies 'Set the "
+              "Remote Desktop licensing mode' and 'Use the specified Remote Desktop license servers'); an "
+              "administrator can still sign in with `mstsc /admin`. No azrdp step changes licensing.")
+    if licensed is None and rds["grace_days"] == 0:
+        return Check("guest.licensing", Status.FAIL, "the RD Licensing grace period is over and no licensing mode "
+                     "is set: users are refused (no Remote Desktop license servers available)", details, remedy)
+    if licensed is None and rds["grace_days"] is not None and rds["grace_days"] <= 14:
+        return Check("guest.licensing", Status.WARN, f"the RD Licensing grace period ends in {rds['grace_days']} "
+                     "day(s) and no licensing mode is set", details, remedy)
+    if licensed is None:
+        return Check("guest.licensing", Status.WARN, "no RD licensing mode is set (the grace period still runs)",
+                     details, remedy)
+    return Check("guest.licensing", Status.PASS, f"RD Licensing is {licensed}", details)
+
+
+def check_drain(result: dict[str, Any]) -> Check:
+    rds = result.get("rds")
+    if rds is None:
+        return _unreadable("guest.drain", result, "rds")
+    details = dict(rds)
+    if rds["drain"] in (1, 2):
+        why = "until the next reboot" if rds["drain"] == 2 else "until it is turned off"
+        return Check("guest.drain", Status.FAIL, f"drain mode refuses new logons {why} (TSServerDrainMode="
+                     f"{rds['drain']}); disconnected users can still reconnect", details,
+                     "Allow logons again with `change logon /enable` in the guest; no azrdp step changes it.")
+    return Check("guest.drain", Status.PASS, "new logons are allowed", details)
 
 
 def check_events(result: dict[str, Any]) -> Check:
@@ -299,7 +356,7 @@ def check_reboot(result: dict[str, Any]) -> Check:
 
 
 def guest_checks(result: dict[str, Any], *, probe_result: Any = None, rdp_port: int = DEFAULT_PORT) -> list[Check]:
-    """The eleven guest.* checks from a validated diagnose result, in registry order.
+    """The thirteen guest.* checks from a validated diagnose result, in registry order.
 
     ``probe_result`` (an :class:`azrdp.rdp.wire_probe.ProbeResult`) adds the cross-check of the
     served certificate and port; ``rdp_port`` is the port azrdp checks from outside.
@@ -314,6 +371,8 @@ def guest_checks(result: dict[str, Any], *, probe_result: Any = None, rdp_port: 
         lambda: check_machinekeys(result),
         lambda: check_firewall(result, rdp_port),
         lambda: check_sessions(result),
+        lambda: check_licensing(result),
+        lambda: check_drain(result),
         lambda: check_events(result),
         lambda: check_reboot(result),
     ]

@@ -45,10 +45,17 @@ function Get-DWord {
 }
 
 function Invoke-Native {
-    # Run a console program; stderr lines become text instead of terminating errors.
+    # Run a console program from System32 (Sysnative from a 32-bit host: quser, qwinsta and logoff
+    # exist only in the 64-bit System32); stderr lines become text instead of terminating errors.
+    # A missing program is one clear error, never StrictMode's "LASTEXITCODE has not been set".
     param([Parameter(Mandatory = $true)][string]$FilePath, [string[]]$ArgumentList = @())
+    $folder = 'Sysnative'
+    if ([Environment]::Is64BitProcess -or -not [Environment]::Is64BitOperatingSystem) { $folder = 'System32' }
+    $exe = Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\' + $FilePath)
+    if (-not (Test-Path -LiteralPath $exe)) { throw ('{0} is missing from {1}' -f $FilePath, $folder) }
+    $global:LASTEXITCODE = 0
     $ErrorActionPreference = 'Continue'
-    $output = & $FilePath @ArgumentList 2>&1
+    $output = & $exe @ArgumentList 2>&1
     # foreach, not a pipeline: a program that prints nothing (logoff.exe, icacls /q) leaves $output
     # $null, and `$null | ForEach-Object` runs once with $_ = $null ($null.ToString() throws).
     $lines = @(foreach ($item in $output) { if ($null -ne $item) { $item.ToString() } })
@@ -66,18 +73,37 @@ function Get-ServiceFacts {
     return [ordered]@{ name = $Name; state = $service.Status.ToString(); start = $startName }
 }
 
+function ConvertTo-FileRights {
+    # An ACE's access mask with the generic bits mapped as the file system maps them (GENERIC_READ
+    # 0x80000000 = FILE_GENERIC_READ 0x120089, GENERIC_WRITE = 0x120116, GENERIC_EXECUTE = 0x1200A0,
+    # GENERIC_ALL = FILE_ALL_ACCESS 0x1F01FF; Learn: "File Security and Access Rights").
+    # Decimal masks: PowerShell reads 0x80000000 as a negative Int32.
+    param([Parameter(Mandatory = $true)][int64]$Mask)
+    $mapped = $Mask -band 268435455
+    if ($Mask -band 2147483648) { $mapped = $mapped -bor 1179785 }
+    if ($Mask -band 1073741824) { $mapped = $mapped -bor 1179926 }
+    if ($Mask -band 536870912) { $mapped = $mapped -bor 1179808 }
+    if ($Mask -band 268435456) { $mapped = $mapped -bor 2032127 }
+    return $mapped
+}
+
 function Test-Grant {
-    # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item?
+    # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item? An ACE
+    # for a group every such account is in counts too: Everyone (S-1-1-0), Authenticated Users
+    # (S-1-5-11) and, for the service accounts, Users (S-1-5-32-545).
     param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Sid,
           [Parameter(Mandatory = $true)][System.Security.AccessControl.FileSystemRights]$Rights)
+    $covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')
+    if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }   # SYSTEM's token holds Administrators too
+    $want = [int64]$Rights
     $rules = (Get-Acl -LiteralPath $Path).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])
     $allowed = $false
     foreach ($rule in $rules) {
-        if ($rule.IdentityReference.Value -ne $Sid) { continue }
-        $covers = ($rule.FileSystemRights -band $Rights) -eq $Rights
+        if ($covering -notcontains $rule.IdentityReference.Value) { continue }
+        $mask = ConvertTo-FileRights -Mask ([int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$rule.FileSystemRights), 0))
         if ($rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) {
-            if (($rule.FileSystemRights -band $Rights) -ne 0) { return $false }
-        } elseif ($covers) {
+            if (($mask -band $want) -ne 0) { return $false }
+        } elseif (($mask -band $want) -eq $want) {
             $allowed = $true
         }
     }
@@ -102,7 +128,7 @@ function Get-RdpKeyFacts {
 function Get-MachineKeysFacts {
     $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
     return [ordered]@{
-        sddl = Limit-Text -Text $sddl -Max 160
+        sddl = Limit-Text -Text $sddl -Max 152
         default = ($sddl -eq $MachineKeysDefaultSddl)
         files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count
         rdp_key = Get-RdpKeyFacts
@@ -115,30 +141,72 @@ function Format-UtcTime {
 }
 
 function Test-PrivateKey {
-    # Can the private key really be used (opened and made to sign)? False for a missing,
-    # corrupt or unreadable key container.
+    # Can the private key really be used? $true = it signs (or decrypts), $false = definitely
+    # broken (no key, or a CryptographicException from the key itself), $null = could not test
+    # (an API this .NET lacks, an unexpected error). Callers act (move, clear, rename) only on
+    # $false. RSACertificateExtensions/HashAlgorithmName need .NET 4.6, ECDsaCertificateExtensions
+    # 4.6.1 (Learn: "RSACertificateExtensions Class", "ECDsaCertificateExtensions Class"); on
+    # .NET 4.5 an RSA key is reached through the CAPI-only X509Certificate2.PrivateKey.
     param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
     if (-not $Certificate.HasPrivateKey) { return $false }
+    $data = [System.Text.Encoding]::ASCII.GetBytes('azrdp')
+    $key = $null
     try {
-        $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+        if ($Certificate.PublicKey.Oid.Value -ne '1.2.840.113549.1.1.1') {
+            $ec = 'System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions' -as [type]
+            if ($null -eq $ec) { return $null }
+            $ecKey = $ec::GetECDsaPrivateKey($Certificate)
+            if ($null -eq $ecKey) { return $false }
+            return ($ecKey.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::SHA256).Length -gt 0)
+        }
+        $rx = 'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]
+        if ($null -eq $rx) {
+            # .NET 4.5: X509Certificate2.PrivateKey reaches CAPI keys only; a CNG key throws
+            # "Invalid provider type specified" although it works: could not test, not broken.
+            try { $key = $Certificate.PrivateKey } catch { return $null }
+        } else {
+            $key = $rx::GetRSAPrivateKey($Certificate)
+        }
         if ($null -eq $key) { return $false }
-        $data = [System.Text.Encoding]::ASCII.GetBytes('azrdp')
-        $hashes = @([System.Security.Cryptography.HashAlgorithmName]::SHA256, [System.Security.Cryptography.HashAlgorithmName]::SHA1)
-    } catch {
+    } catch [System.Security.Cryptography.CryptographicException] {
         return $false
+    } catch {
+        return $null
     }
     # SHA-1 too: a key in a legacy CSP (PROV_RSA_FULL, PROV_RSA_SCHANNEL, as CAPI keys such as
     # RDP's TSSecKeySet1 can be) opened as RSACryptoServiceProvider cannot sign SHA-256 on older
-    # .NET ("Invalid algorithm specified") yet works for TLS: it is not an unusable key.
+    # .NET ("Invalid algorithm specified") yet works for TLS: it is not an unusable key. A CNG key
+    # allowed to decrypt only refuses to sign: a decrypt round trip proves it works.
+    $hashes = @('SHA256', 'SHA1')
+    $csp = $key -is [System.Security.Cryptography.RSACryptoServiceProvider]
     foreach ($hash in $hashes) {
         try {
-            $signature = $key.SignData($data, $hash, [System.Security.Cryptography.RSASignaturePadding]::Pkcs1)
+            if ($csp) { $signature = $key.SignData($data, $hash) }
+            else { $signature = $key.SignData($data, [System.Security.Cryptography.HashAlgorithmName]::$hash, [System.Security.Cryptography.RSASignaturePadding]::Pkcs1) }
             if ($signature.Length -gt 0) { return $true }
-        } catch {
+        } catch [System.Security.Cryptography.CryptographicException] {
             continue
+        } catch {
+            return $null
         }
     }
-    return $false
+    try {
+        $cipher = $Certificate.PublicKey.Key.Encrypt($data, $false)
+        if ($csp) { $plain = $key.Decrypt($cipher, $false) }
+        else { $plain = $key.Decrypt($cipher, [System.Security.Cryptography.RSAEncryptionPadding]::Pkcs1) }
+        return ([Convert]::ToBase64String($plain) -eq [Convert]::ToBase64String($data))
+    } catch [System.Security.Cryptography.CryptographicException] {
+        return $false
+    } catch {
+        return $null
+    }
+}
+
+function ConvertTo-KeyState {
+    # Test-PrivateKey's answer as the result reports it: true, false, or null (could not test).
+    param([AllowNull()][object]$Answer)
+    if ($null -eq $Answer) { return $null }
+    return [bool]$Answer
 }
 
 function Get-CertFacts {
@@ -147,7 +215,7 @@ function Get-CertFacts {
         thumbprint = $Certificate.Thumbprint.ToUpperInvariant()
         not_after = Format-UtcTime -Time $Certificate.NotAfter
         expired = ($Certificate.NotAfter.ToUniversalTime() -lt (Get-Date).ToUniversalTime())
-        key_readable = [bool](Test-PrivateKey -Certificate $Certificate)
+        key_readable = ConvertTo-KeyState -Answer (Test-PrivateKey -Certificate $Certificate)
         self_signed = ($Certificate.Subject -eq $Certificate.Issuer)
     }
 }
@@ -178,7 +246,8 @@ function Find-Certificate {
 }
 
 function ConvertTo-IdleMinutes {
-    # quser idle time: 'none' or '.', minutes, 'h:mm', or 'd+h:mm'.
+    # quser idle time: minutes, 'h:mm', or 'd+h:mm'; 'none'/'.' and their translations (fr 'aucun',
+    # de 'Kein', ...) are anything without a digit: 0.
     param([Parameter(Mandatory = $true)][string]$Idle)
     if ($Idle -match '^(?:(\d+)\+)?(\d+):(\d+)$') {
         $days = 0
@@ -186,45 +255,180 @@ function ConvertTo-IdleMinutes {
         return [Math]::Min(99999, $days * 1440 + [int]$Matches[2] * 60 + [int]$Matches[3])
     }
     if ($Idle -match '^\d+$') { return [Math]::Min(99999, [int]$Idle) }
-    if ($Idle -eq 'none' -or $Idle -eq '.') { return 0 }
+    if ($Idle -notmatch '\d') { return 0 }
     return $null
 }
 
-function Get-UserSessions {
-    # User sessions from quser: id, name, user, state, idle_min.
+# WTS_CONNECTSTATE_CLASS values (wtsapi32.h): the same numbers in every display language.
+$WtsStates = @('Active', 'Conn', 'ConnQ', 'Shadow', 'Disc', 'Idle', 'Listen', 'Reset', 'Down', 'Init')
+
+# The Remote Desktop Services API (Learn: WTSEnumerateSessionsW, WTSQuerySessionInformationW with
+# WTSSessionInfo = 24 -> WTSINFOW). A fixed definition, no caller text; Add-Type is refused in
+# Constrained Language Mode, where the payload stops before reaching it (Test-FullLanguage).
+$WtsSource = @'
+using System;
+using System.Collections.Generic;
+using System.Runtime.InteropServices;
+public static class AzRdpWts {
+    [StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+    struct SessionInfo { public int Id; public IntPtr Station; public int State; }
+    [StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+    struct Info {
+        public int State; public int Id; public int InBytes; public int OutBytes; public int InFrames; public int OutFrames;
+        public int InCompressed; public int OutCompressed;
+        [MarshalAs(UnmanagedType.ByValTStr, SizeConst = 32)] public string Station;
+        [MarshalAs(UnmanagedType.ByValTStr, SizeConst = 17)] public string Domain;
+        [MarshalAs(UnmanagedType.ByValTStr, SizeConst = 21)] public string User;
+        public long Connect; public long Disconnect; public long LastInput; public long Logon; public long Now;
+    }
+    [DllImport("wtsapi32.dll", SetLastError = true)]
+    static extern bool WTSEnumerateSessionsW(IntPtr server, int reserved, int version, out IntPtr info, out int count);
+    [DllImport("wtsapi32.dll", SetLastError = true)]
+    static extern bool WTSQuerySessionInformationW(IntPtr server, int id, int infoClass, out IntPtr buffer, out int bytes);
+    [DllImport("wtsapi32.dll")]
+    static extern void WTSFreeMemory(IntPtr memory);
+    // One row per session: id, winstation name, state number, user name, idle minutes (-1 unknown).
+    public static object[][] Sessions() {
+        IntPtr list; int count;
+        if (!WTSEnumerateSessionsW(IntPtr.Zero, 0, 1, out list, out count)) { throw new System.ComponentModel.Win32Exception(); }
+        List<object[]> rows = new List<object[]>();
+        try {
+            int size = Marshal.SizeOf(typeof(SessionInfo));
+            for (int i = 0; i < count; i++) {
+                SessionInfo si = (SessionInfo)Marshal.PtrToStructure(new IntPtr(list.ToInt64() + i * size), typeof(SessionInfo));
+                string user = null; long idle = -1; IntPtr buffer; int bytes;
+                if (WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24, out buffer, out bytes)) {
+                    try {
+                        Info info = (Info)Marshal.PtrToStructure(buffer, typeof(Info));
+                        user = info.User;
+                        long since = si.State == 4 ? info.Disconnect : info.LastInput;
+                        if (since > 0) { if (info.Now >= since) { idle = (info.Now - since) / 600000000L; } }
+                    } finally { WTSFreeMemory(buffer); }
+                }
+                rows.Add(new object[] { si.Id, Marshal.PtrToStringUni(si.Station), si.State, user, idle });
+            }
+        } finally { WTSFreeMemory(list); }
+        return rows.ToArray();
+    }
+}
+'@
+
+function Get-WtsRows {
+    # The WTS session table, or $null when the API cannot be used (then quser is the fallback).
+    try {
+        if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
+        return ,@([AzRdpWts]::Sessions())
+    } catch {
+        return $null
+    }
+}
+
+# quser/qwinsta state words in the display languages azrdp knows (the fallback only), as ASCII
+# patterns: a non-ASCII letter is matched by '.', Japanese words are built from their code points
+# (the script stays ASCII). fr-FR from real output (`Actif`, `aucun`); the others are listed under
+# "unverified" in docs/emulator.md.
+$LocalizedStates = @(
+    @('^(Active|Aktiv|Actif)$', 'Active'), @('^(Disc|Getr\.|Getrennt|D.co|D.connect.)$', 'Disc'),
+    @('^(Conn|Verb\.|Conn\.)$', 'Conn'), @('^(Listen|Abh\.|Abh.ren|.couter)$', 'Listen'),
+    @('^Down$', 'Down'), @('^Idle$', 'Idle'),
+    @(('^' + (-join [char[]](0x30A2, 0x30AF, 0x30C6, 0x30A3, 0x30D6)) + '$'), 'Active'),
+    @(('^' + (-join [char[]](0x5207, 0x65AD)) + '$'), 'Disc'),
+    @(('^' + (-join [char[]](0x30EA, 0x30C3, 0x30B9, 0x30F3)) + '$'), 'Listen')
+)
+
+function ConvertFrom-QuserState {
+    param([Parameter(Mandatory = $true)][string]$Word)
+    foreach ($pair in $LocalizedStates) {
+        if ($Word -cmatch $pair[0]) { return $pair[1] }
+    }
+    return 'Unknown'
+}
+
+function Get-QuserSessions {
+    # quser's table: the user name may hold a space ("John Smith"), so the session name is only a
+    # word that looks like one (console, rdp-tcp#3). Header and state words are localized.
     $run = Invoke-Native -FilePath 'quser.exe'
     $sessions = New-Object -TypeName System.Collections.ArrayList
-    $states = @('Active', 'Disc', 'Conn', 'Listen', 'Shadow', 'Idle', 'Down', 'Init', 'Reset', 'ConnQ')
     foreach ($line in @($run.Lines | Select-Object -Skip 1)) {
-        if ($line -notmatch '^[ >](\S+)\s+(?:(\S+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s') { continue }
-        $state = $Matches[4]
-        if ($states -notcontains $state) { $state = 'Unknown' }
+        if ($line -notmatch '^[ >](.+?)\s+(?:(console|\S+#\d+)\s+)?(\d+)\s+(\S+)\s+(\S+)\s+\S') { continue }
         $name = $null
         if ($Matches[2]) { $name = Limit-Text -Text $Matches[2] -Max 12 }
         [void]$sessions.Add([ordered]@{
             id = [int]$Matches[3]
             name = $name
-            user = Limit-Text -Text $Matches[1] -Max 24
-            state = $state
+            user = Limit-Text -Text $Matches[1].Trim() -Max 24
+            state = ConvertFrom-QuserState -Word $Matches[4]
             idle_min = ConvertTo-IdleMinutes -Idle $Matches[5]
         })
     }
     return ,$sessions.ToArray()
 }
 
-function Get-SeatFacts {
-    # Seats: two remote sessions in remote-administration mode, MaxInstanceCount at most.
-    param([Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Sessions)
-    $mode = 'admin'
+function Get-UserSessions {
+    # Sessions with a signed-in user: id, name, user, state, idle_min. Through the WTS API
+    # (language-independent state numbers); quser only when the API cannot be used.
+    $rows = Get-WtsRows
+    if ($null -eq $rows) {
+        $fallback = Get-QuserSessions
+        return ,$fallback
+    }
+    $sessions = New-Object -TypeName System.Collections.ArrayList
+    foreach ($row in $rows) {
+        if ([string]::IsNullOrEmpty([string]$row[3])) { continue }
+        $idle = $null
+        if ([int64]$row[4] -ge 0) { $idle = [int][Math]::Min(99999, [int64]$row[4]) }
+        $name = $null
+        if (-not [string]::IsNullOrEmpty([string]$row[1])) { $name = Limit-Text -Text ([string]$row[1]).ToLowerInvariant() -Max 12 }
+        $state = 'Unknown'
+        if ([int]$row[2] -ge 0 -and [int]$row[2] -lt $WtsStates.Count) { $state = $WtsStates[[int]$row[2]] }
+        [void]$sessions.Add([ordered]@{ id = [int]$row[0]; name = $name; user = Limit-Text -Text $row[3] -Max 24; state = $state; idle_min = $idle })
+    }
+    return ,$sessions.ToArray()
+}
+
+function Get-ListenerState {
+    # The RDP-Tcp winstation's state (Listen when healthy), $null when it is not there.
+    $rows = Get-WtsRows
+    if ($null -ne $rows) {
+        foreach ($row in $rows) {
+            if ([string]$row[1] -eq 'RDP-Tcp' -and [int]$row[2] -ge 0 -and [int]$row[2] -lt $WtsStates.Count) { return $WtsStates[[int]$row[2]] }
+        }
+        return $null
+    }
+    $run = Invoke-Native -FilePath 'qwinsta.exe'
+    foreach ($line in $run.Lines) {
+        if ($line -match '^[ >]rdp-tcp\s+(\d+)\s+(\S+)') { return ConvertFrom-QuserState -Word $Matches[2] }
+    }
+    return $null
+}
+
+function Get-SeatMode {
+    # admin: a server without the Session Host role (two remote sessions); rdsh: RD Session Host;
+    # client: Windows 10/11 single-session (one interactive session); multi: Windows 10/11
+    # Enterprise multi-session (OperatingSystemSKU 175); avd: an Azure Virtual Desktop session
+    # host (its agent RDAgentBootLoader; users come through the reverse-connect listener).
+    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+    if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
+    if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
+    if ([int]$os.ProductType -eq 1) { return 'client' }
     $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
-    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { $mode = 'rdsh' }
+    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
+    return 'admin'
+}
+
+function Get-SeatFacts {
+    # Seats per mode: admin 2, client 1, rdsh/multi/avd unlimited; MaxInstanceCount at most.
+    param([Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Sessions)
+    $mode = Get-SeatMode
     $maxInstances = Get-DWord -Path $TsPolicyKey -Name 'MaxInstanceCount'
     if ($null -eq $maxInstances) { $maxInstances = Get-DWord -Path $RdpTcpKey -Name 'MaxInstanceCount' }
     $limit = [int64]4294967295
     if ($mode -eq 'admin') { $limit = 2 }
+    if ($mode -eq 'client') { $limit = 1 }
     if ($null -ne $maxInstances -and $maxInstances -lt $limit) { $limit = $maxInstances }
+    # On client Windows the console session holds the one seat too.
     $used = @($Sessions | Where-Object -FilterScript {
-        $_.id -ne 0 -and $_.name -ne 'console' -and ($_.state -eq 'Active' -or $_.state -eq 'Disc')
+        $_.id -ne 0 -and ($_.state -eq 'Active' -or $_.state -eq 'Disc') -and ($mode -eq 'client' -or $_.name -ne 'console')
     }).Count
     return [ordered]@{
         server_mode = $mode
@@ -269,9 +473,16 @@ function Get-RemoteDesktopRules {
     return @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript { $_.Group -eq $RemoteDesktopRuleGroup })
 }
 
+function Test-FullLanguage {
+    # Constrained Language Mode (WDAC, AppLocker) refuses the .NET calls and Add-Type the payloads
+    # need (Learn: about_Language_Modes): they then answer "unsupported" instead of failing halfway.
+    return ([string]$ExecutionContext.SessionState.LanguageMode -eq 'FullLanguage')
+}
+
 function Write-Result {
-    # Print the one result line; nothing may follow it.
-    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Result)
+    # Print the one result line; nothing may follow it. [object]: a typed IDictionary parameter
+    # would itself fail to bind in Constrained Language Mode.
+    param([Parameter(Mandatory = $true)][object]$Result)
     $json = ConvertTo-Json -InputObject $Result -Compress -Depth 10
     Write-Output ('AZRDP-RESULT:' + $json)
 }

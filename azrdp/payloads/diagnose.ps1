@@ -38,15 +38,26 @@ param(
     [string]$RunId = ''
 )
 
-$PayloadVersion = '1.0.0'
+$PayloadVersion = '2.0.0'
 
 # azrdp:include common.ps1
+
+if (-not (Test-FullLanguage)) {
+    # Constrained Language Mode: read nothing rather than half; every section null, and why.
+    $Unsupported = [ordered]@{ payload = 'diagnose'; version = $PayloadVersion; run_id = $RunId }
+    foreach ($name in @('os', 'services', 'rdp', 'listener', 'cert', 'machinekeys', 'firewall', 'sessions', 'rds', 'events', 'reboot')) { $Unsupported[$name] = $null }
+    $Unsupported['errors'] = @()
+    $Unsupported['errors_total'] = 0
+    $Unsupported['error'] = 'unsupported: PowerShell runs in Constrained Language Mode'
+    Write-Result -Result $Unsupported
+    return
+}
 
 $Failures = New-Object -TypeName System.Collections.ArrayList
 
 function Add-Failure {
     param([Parameter(Mandatory = $true)][string]$Section, [Parameter(Mandatory = $true)][System.Management.Automation.ErrorRecord]$Record)
-    [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 80) })
+    [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 60) })
 }
 
 function Read-OsFacts {
@@ -74,21 +85,15 @@ function Read-RdpSettings {
 }
 
 function Read-Listener {
-    $state = $null
-    $run = Invoke-Native -FilePath 'qwinsta.exe'
-    foreach ($line in $run.Lines) {
-        if ($line -match '^[ >]rdp-tcp\s+(\d+)\s+(\S+)') {
-            $state = $Matches[2]
-            if (@('Active', 'Disc', 'Conn', 'Listen', 'Shadow', 'Idle', 'Down', 'Init', 'Reset', 'ConnQ') -notcontains $state) { $state = 'Unknown' }
-            break
-        }
-    }
+    # The RDP-Tcp winstation through the WTS API (the text tool only as a fallback): its state
+    # is a number there, the same in every display language.
+    $state = Get-ListenerState
     $port = Get-RdpPort
     $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue)
     $owner = $null
     if ($listening.Count -gt 0) {
         $process = Get-Process -Id $listening[0].OwningProcess -ErrorAction SilentlyContinue
-        if ($null -ne $process) { $owner = Limit-Text -Text $process.ProcessName -Max 32 }
+        if ($null -ne $process) { $owner = Limit-Text -Text $process.ProcessName -Max 24 }
     }
     return [ordered]@{ state = $state; tcp_listening = ($listening.Count -gt 0); owner = $owner }
 }
@@ -109,7 +114,22 @@ function Read-Certificates {
     return [ordered]@{ bound = $bound; bound_cert = $boundCert; certs = $listed; total = $all.Count }
 }
 
+function Test-RuleProfileActive {
+    # 'Any', or one of the rule's profiles ('Domain, Private') is the category of a connected network.
+    param([Parameter(Mandatory = $true)][string]$Profile, [AllowEmptyCollection()][string[]]$Active = @())
+    if ($Profile -eq 'Any') { return $true }
+    foreach ($name in $Active) { if ($Profile -match $name) { return $true } }
+    return $false
+}
+
 function Read-Firewall {
+    # MpsSvc first, in its own try: with it stopped the NetSecurity cmdlets throw, and the section
+    # still says why. Rules are joined to their port, application and service filters by
+    # InstanceID in one pass (one association query per rule took tens of seconds), and an
+    # enabled Block rule for the port beats every Allow, as Microsoft's Windows_Firewall_Rules_
+    # Validation.ps1 checks first (review #11).
+    $service = 'Missing'
+    try { $service = (Get-ServiceFacts -Name 'MpsSvc').state } catch { $service = 'Missing' }
     $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
         [ordered]@{
             name = $_.Name.ToString()
@@ -121,24 +141,32 @@ function Read-Firewall {
     $rdpRules = @(Get-RemoteDesktopRules)
     $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
     $port = Get-RdpPort
-    $filters = @(Get-NetFirewallPortFilter -PolicyStore ActiveStore | Where-Object -FilterScript {
-        (@('TCP', '6', 'Any') -contains [string]$_.Protocol) -and (Test-PortCovered -LocalPort $_.LocalPort -Port $port)
+    $ports = @{}
+    foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
+    $apps = @{}
+    foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
+    $services = @{}
+    foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+    $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
+    $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
+        $p = $ports[$_.InstanceID]
+        $a = $apps[$_.InstanceID]
+        $s = $services[$_.InstanceID]
+        $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
+            (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
+            ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
+            ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
+            (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
     })
-    $allowed = $false
-    if ($filters.Count -gt 0) {
-        # Through the pipeline: -AssociatedNetFirewallPortFilter takes ONE CimInstance, so an array
-        # of several filters (the usual case) fails to bind and the whole section would fail.
-        $rules = @($filters | Get-NetFirewallRule | Where-Object -FilterScript {
-            $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' -and $_.Direction.ToString() -eq 'Inbound'
-        })
-        $allowed = ($rules.Count -gt 0)
-    }
+    $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
+    $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
     return [ordered]@{
-        service = (Get-ServiceFacts -Name 'MpsSvc').state
+        service = $service
         profiles = $profiles
         rdp_rules = $rdpRules.Count
         rdp_rules_enabled = $enabled.Count
         port_allowed = $allowed
+        blocked = $blocked
     }
 }
 
@@ -156,6 +184,26 @@ function Read-Sessions {
         free = $seats.free
         single_session = $(if ($null -eq $single) { $null } else { $single -eq 1 })
     }
+}
+
+function Read-Rds {
+    # RD Licensing (Learn: Win32_TerminalServiceSetting.LicensingType, GetGracePeriodDays: "a zero
+    # value indicates that the grace period is over") and drain mode (TSServerDrainMode, set by
+    # `change logon /drain`). The grace period applies to RD Session Hosts only.
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    $mode = $null
+    $grace = $null
+    if ($null -ne $setting) {
+        $mode = [int64]$setting.LicensingType
+        if ([int]$setting.TerminalServerMode -eq 1) {
+            try {
+                $grace = [int64](Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays').DaysLeft
+            } catch {
+                $grace = $null
+            }
+        }
+    }
+    return [ordered]@{ lic_mode = $mode; grace_days = $grace; drain = Get-DWord -Path $TerminalServerKey -Name 'TSServerDrainMode' }
 }
 
 function Find-Events {
@@ -183,7 +231,7 @@ function Read-Events {
     if ($newest.Count -gt 0) {
         $message = ''
         if ($null -ne $newest[0].Message) { $message = $newest[0].Message }
-        $last = Limit-Text -Text ('{0} {1} {2}' -f $newest[0].Id, (Format-UtcTime -Time $newest[0].TimeCreated), $message) -Max 80
+        $last = Limit-Text -Text ('{0} {1} {2}' -f $newest[0].Id, (Format-UtcTime -Time $newest[0].TimeCreated), $message) -Max 64
     }
     return [ordered]@{
         hours = $EventHours
@@ -215,6 +263,7 @@ $Sections = [ordered]@{
     machinekeys = { Get-MachineKeysFacts }
     firewall = { Read-Firewall }
     sessions = { Read-Sessions }
+    rds = { Read-Rds }
     events = { Read-Events }
     reboot = { Read-Reboot }
 }
@@ -231,6 +280,7 @@ foreach ($name in @($Sections.Keys)) {
 }
 $Result['errors'] = @($Failures | Select-Object -First 3)
 $Result['errors_total'] = $Failures.Count
+$Result['error'] = $null
 
 try {
     Write-Result -Result $Result
@@ -238,7 +288,8 @@ try {
     # Last resort: the result itself could not be serialised; report that instead of nothing.
     $fallback = [ordered]@{ payload = 'diagnose'; version = $PayloadVersion; run_id = $RunId }
     foreach ($name in @($Sections.Keys)) { $fallback[$name] = $null }
-    $fallback['errors'] = @([ordered]@{ section = 'os'; message = (Limit-Text -Text ('result: ' + $_.Exception.Message) -Max 80) })
+    $fallback['errors'] = @([ordered]@{ section = 'os'; message = (Limit-Text -Text ('result: ' + $_.Exception.Message) -Max 60) })
     $fallback['errors_total'] = 1
+    $fallback['error'] = $null
     Write-Result -Result $fallback
 }

@@ -6,35 +6,52 @@
 .DESCRIPTION
     Run by azrdp through Azure Run Command (RunPowerShellScript, as SYSTEM). The steps asked for
     in -Steps always run in this fixed order, each in its own try/catch, each reporting its state
-    before and after and whether it changed anything:
+    before and after and whether it changed anything. The whole run has a deadline (8 minutes):
+    every service stop/start waits at most 60 s (never for ever, as Start-Service and
+    Restart-Service do on a service stuck in StopPending), steps that would start after the
+    deadline are skipped, and whatever happened, TermService is started again if it stopped; the
+    result reports its final state.
 
     rdp-config          fDenyTSConnections=0 (and says so when a policy forces it back);
-                        TermService and SessionEnv not disabled, and running; the "Remote
-                        Desktop" firewall rules enabled, plus a rule for a non-default port.
-    machinekeys-acl     Saves the current ACLs (icacls /save into a new timestamped folder under
-                        %ProgramData%\azrdp\backup) first, then restores the MachineKeys folder's
-                        default ACL and gives the RDP key container NETWORK SERVICE read and
-                        SYSTEM full control.
-    machinekeys-rename  Only when a key is unusable: saves the ACLs, renames MachineKeys to a new
-                        timestamped name (never overwriting an earlier backup, never deleting),
-                        creates a fresh MachineKeys with the default ACL and copies back every key
-                        file except the RDP key container, keeping each file's ACL.
-    cert                Removes every expired or unusable certificate from the Remote Desktop
-                        store (exported to the backup folder first), clears an
+                        TermService and SessionEnv not disabled, and running; the Remote
+                        Desktop user-mode firewall rules enabled, plus an azrdp rule at the RDP
+                        port when no enabled rule lets it in (built-in rules deleted, or a
+                        non-default port).
+    machinekeys-acl     Saves every ACL and owner first (icacls /save and an SDDL list into a
+                        new timestamped folder under %ProgramData%\azrdp\backup), makes the
+                        inherited ACEs of each key file explicit (so restoring the folder ACL
+                        cannot leave a file with an empty DACL), then restores the MachineKeys
+                        folder's default ACL and gives the RDP key container NETWORK SERVICE
+                        read and SYSTEM full control.
+    machinekeys-rename  Only when the RDP key container is definitely unusable (empty, or its key
+                        fails with a CryptographicException; never on "could not test"): moves the
+                        RDP key container file(s) into the backup folder (kept, readable only by
+                        SYSTEM and Administrators), so Windows makes a new one. Every other key
+                        stays where it is. No reboot.
+    cert                Holds back unless Windows can make a new certificate (SessionEnv,
+                        TermService, CertPropSvc, KeyIso and CryptSvc not disabled, the RDP key
+                        container usable or absent, SelfSignedCertStore = Remote Desktop). Moves
+                        every expired or definitely unusable certificate from the Remote Desktop
+                        store into the store azrdp-backup (undo: move it back), clears an
                         SSLCertificateSHA1Hash that points to a missing, expired or unusable
-                        certificate (a valid admin-bound certificate is left alone), restarts
-                        SessionEnv and TermService so Windows makes a fresh self-signed
-                        certificate, and reports it. Never lowers SecurityLayer.
-    sessions            Logs off disconnected sessions (active remote sessions only with
-                        -LogOffActive true) and reports the seats freed. With
-                        -LogOffOnlyWhenFull true it logs off no one while a seat is free.
+                        certificate (saved first; a valid admin-bound certificate is left alone),
+                        and restarts SessionEnv and TermService only when RDP's certificate has
+                        to change. Never lowers SecurityLayer.
+    sessions            Logs off sessions that were already disconnected when the payload started
+                        (a TermService restart turns working users' sessions into disconnected
+                        ones: they are never logged off), longest idle first, only as many as
+                        free one seat with -LogOffOnlyWhenFull true. Active sessions only with
+                        -LogOffActive true. On RD Session Hosts, multi-session Windows and AVD
+                        session hosts it changes nothing unless -MultiSession true.
 
     Idempotent: on a healthy VM every step reports "unchanged" and changes nothing. The output
     is exactly one line, AZRDP-RESULT:{compact json}, in the schema of
-    azrdp/payloads/schema.py (REPAIR), well under Run Command's 4,096-byte output cap.
+    azrdp/payloads/schema.py (REPAIR), well under Run Command's 4,096-byte output cap. Under
+    Constrained Language Mode it changes nothing and says "unsupported".
 
 .PARAMETER Steps
-    Comma-separated steps: rdp-config, machinekeys-acl, machinekeys-rename, cert, sessions.
+    Steps: rdp-config, machinekeys-acl, machinekeys-rename, cert, sessions; one comma-separated
+    string or an array. None given: a result with an error, nothing changed.
 
 .PARAMETER LogOffActive
     'true' to let the sessions step log off active remote sessions too (default 'false').
@@ -43,9 +60,12 @@
     An id of this run, echoed in the result and written beside the backups.
 
 .PARAMETER LogOffOnlyWhenFull
-    'true' to let the sessions step log off sessions only when no seat is free (default 'false':
-    always log off disconnected sessions). azrdp passes 'true' when it repairs without reading
-    the guest first, so a user's disconnected session is never ended for nothing.
+    'true' to let the sessions step log off sessions only when no seat is free, and only as many
+    as free one (default 'false': every session that was disconnected at the start).
+
+.PARAMETER MultiSession
+    'true' to let the sessions step act on an RD Session Host, multi-session Windows or an AVD
+    session host (default 'false': it refuses there).
 
 .EXAMPLE
     .\repair.ps1 -Steps 'rdp-config,cert' -RunId 7f3c2a
@@ -55,9 +75,9 @@
 #>
 [CmdletBinding()]
 param(
-    [Parameter(Mandatory = $true)]
+    [Parameter(Mandatory = $false)]
     [ValidatePattern('^(rdp-config|machinekeys-acl|machinekeys-rename|cert|sessions)(,(rdp-config|machinekeys-acl|machinekeys-rename|cert|sessions))*$')]
-    [string]$Steps,
+    [string[]]$Steps = @(),
 
     [Parameter(Mandatory = $false)]
     [ValidateSet('true', 'false')]
@@ -69,16 +89,36 @@ param(
 
     [Parameter(Mandatory = $false)]
     [ValidateSet('true', 'false')]
-    [string]$LogOffOnlyWhenFull = 'false'
+    [string]$LogOffOnlyWhenFull = 'false',
+
+    [Parameter(Mandatory = $false)]
+    [ValidateSet('true', 'false')]
+    [string]$MultiSession = 'false'
 )
 
-$PayloadVersion = '1.0.0'
+$PayloadVersion = '2.0.0'
 
 # azrdp:include common.ps1
 
+if (-not (Test-FullLanguage)) {
+    # Constrained Language Mode (WDAC/AppLocker) refuses .NET calls the steps need: change nothing.
+    Write-Result -Result ([ordered]@{ payload = 'repair'; version = $PayloadVersion; run_id = $RunId; steps = @(); changed = $false
+        reboot_pending = $false; reboot_required = $false; termservice = $null; error = 'unsupported: PowerShell runs in Constrained Language Mode' })
+    return
+}
+
 $StepOrder = @('rdp-config', 'machinekeys-acl', 'machinekeys-rename', 'cert', 'sessions')
 $CustomRuleName = 'azrdp-RemoteDesktop-CustomPort-TCP-In'
+$UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-UDP')
+$BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
+$BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
+$LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
+$ServiceWaitSeconds = 60
+$ResultReserveSeconds = 45
+$script:Deadline = (Get-Date).AddSeconds(480)
 $script:BackupFolder = $null
+$script:DiscAtStart = @()
+$script:ActiveAtStart = @()
 
 function New-Outcome {
     # What a repair function returns: whether it changed anything, needs a reboot, its info.
@@ -86,46 +126,164 @@ function New-Outcome {
     return [ordered]@{ changed = $Changed; reboot = $Reboot; info = $Info; skip = $Skip }
 }
 
+# ---- bounded service control ----
+# Start-Service and Restart-Service wait without limit while a service is Start/StopPending
+# (PowerShell's ServiceOperationBaseCommand.DoWaitForStatus loops in 2-s slices for ever): a
+# TermService hung in StopPending would hold Run Command for its 90 minutes with no result. Every
+# wait here is ServiceController.WaitForStatus with a timeout, inside the payload-wide deadline.
+
+function Get-SecondsLeft {
+    # Seconds a step may still spend; the last $ResultReserveSeconds belong to the result line.
+    return [int][Math]::Floor(($script:Deadline - (Get-Date)).TotalSeconds) - $ResultReserveSeconds
+}
+
+function Wait-ServiceStatus {
+    param([Parameter(Mandatory = $true)][object]$Service, [Parameter(Mandatory = $true)][string]$Status, [int]$Seconds = $ServiceWaitSeconds)
+    $limit = [Math]::Min($Seconds, (Get-SecondsLeft))
+    if ($limit -lt 1) { return $false }
+    try {
+        $Service.WaitForStatus($Status, [TimeSpan]::FromSeconds($limit))
+        return $true
+    } catch [System.ServiceProcess.TimeoutException] {
+        return $false
+    }
+}
+
+function Start-ServiceBounded {
+    param([Parameter(Mandatory = $true)][string]$Name)
+    $service = Get-Service -Name $Name
+    $service.Refresh()
+    if ($service.Status.ToString() -eq 'Running') { return }
+    if ($service.Status.ToString() -eq 'StopPending' -and -not (Wait-ServiceStatus -Service $service -Status 'Stopped')) {
+        throw ('{0} is stuck in StopPending; a reboot is needed' -f $Name)
+    }
+    $service.Refresh()
+    if ($service.Status.ToString() -ne 'StartPending') { $service.Start() }
+    if (-not (Wait-ServiceStatus -Service $service -Status 'Running')) { throw ('{0} did not start in time' -f $Name) }
+}
+
+function Restart-ServiceBounded {
+    # Stop (ServiceController.Stop stops running dependents first, each waited for at most 30 s),
+    # then start it and the dependents that ran.
+    param([Parameter(Mandatory = $true)][string]$Name)
+    $service = Get-Service -Name $Name
+    $dependents = @($service.DependentServices | Where-Object -FilterScript { $_.Status.ToString() -eq 'Running' } | ForEach-Object -Process { $_.Name })
+    if ($service.Status.ToString() -ne 'Stopped') {
+        if ($service.Status.ToString() -ne 'StopPending') { $service.Stop() }
+        if (-not (Wait-ServiceStatus -Service $service -Status 'Stopped')) { throw ('{0} could not be restarted: stuck in StopPending' -f $Name) }
+    }
+    Start-ServiceBounded -Name $Name
+    foreach ($dependent in $dependents) { Start-ServiceBounded -Name $dependent }
+}
+
+function Confirm-TermService {
+    # Whatever the steps did: TermService runs at the end (started again if it is stopped); its
+    # final state is reported.
+    try {
+        $service = Get-Service -Name 'TermService' -ErrorAction Stop
+    } catch {
+        return 'Missing'
+    }
+    $service.Refresh()
+    if (@('Stopped', 'StartPending') -contains $service.Status.ToString()) {
+        try {
+            if ($service.Status.ToString() -eq 'Stopped') { $service.Start() }
+            $service.WaitForStatus('Running', [TimeSpan]::FromSeconds(30))
+        } catch {
+            $service.Refresh()
+        }
+    }
+    $service.Refresh()
+    return $service.Status.ToString()
+}
+
+# ---- backups ----
+
+function Confirm-ProtectedFolder {
+    # A folder only SYSTEM and Administrators may use. Any local user can create folders in
+    # ProgramData: a reparse point (a junction to elsewhere) or a folder someone else owns is
+    # refused, so SYSTEM never writes backups where a user points it, nor where a user can delete them.
+    param([Parameter(Mandatory = $true)][string]$Path)
+    if (Test-Path -LiteralPath $Path) {
+        $item = Get-Item -LiteralPath $Path -Force
+        if (($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) -ne 0) { throw 'backup folder is a reparse point; nothing was changed' }
+        $owner = (Get-Acl -LiteralPath $Path).GetOwner([System.Security.Principal.SecurityIdentifier]).Value
+        if (@($SidSystem, 'S-1-5-32-544') -notcontains $owner) { throw 'backup folder has a foreign owner; nothing was changed' }
+    } else {
+        New-Item -ItemType Directory -Path $Path | Out-Null
+    }
+    $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
+    $security.SetSecurityDescriptorSddlForm($BackupRootSddl)
+    Set-Acl -LiteralPath $Path -AclObject $security
+}
+
 function Get-BackupFolder {
     # One new timestamped folder per run under %ProgramData%\azrdp\backup; never reuses one.
     if ($null -ne $script:BackupFolder) { return $script:BackupFolder }
-    $root = Join-Path -Path $env:ProgramData -ChildPath 'azrdp\backup'
+    $root = Join-Path -Path $env:ProgramData -ChildPath 'azrdp'
+    Confirm-ProtectedFolder -Path $root
+    $base = Join-Path -Path $root -ChildPath 'backup'
+    Confirm-ProtectedFolder -Path $base
     $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ', [System.Globalization.CultureInfo]::InvariantCulture)
-    $path = Join-Path -Path $root -ChildPath $stamp
+    $path = Join-Path -Path $base -ChildPath $stamp
     $suffix = 1
     while (Test-Path -LiteralPath $path) {
         $suffix += 1
-        $path = Join-Path -Path $root -ChildPath ('{0}-{1}' -f $stamp, $suffix)
+        $path = Join-Path -Path $base -ChildPath ('{0}-{1}' -f $stamp, $suffix)
     }
-    New-Item -ItemType Directory -Path $path -Force | Out-Null
+    New-Item -ItemType Directory -Path $path | Out-Null
     Set-Content -LiteralPath (Join-Path -Path $path -ChildPath 'run-id.txt') -Value $RunId -Encoding ASCII
     $script:BackupFolder = $path
     return $path
 }
 
+function Add-UndoNote {
+    # One line of undo.txt in the run's backup folder: what was changed and how to put it back.
+    param([Parameter(Mandatory = $true)][string]$Line)
+    Add-Content -LiteralPath (Join-Path -Path (Get-BackupFolder) -ChildPath 'undo.txt') -Value $Line -Encoding ASCII
+}
+
 function Save-MachineKeysAcl {
-    # icacls /save of the folder and every file in it; throws (before any change) when it fails.
+    # icacls /save of the folder and every file (DACLs), plus every item's full SDDL (owners too,
+    # which icacls /save does not keep); throws, before any change, when either fails.
     $folder = Get-BackupFolder
     $file = Join-Path -Path $folder -ChildPath 'machinekeys.acl'
     $run = Invoke-Native -FilePath 'icacls.exe' -ArgumentList @($MachineKeysPath, '/save', $file, '/t', '/c', '/q')
-    if (-not (Test-Path -LiteralPath $file)) {
+    if ($run.ExitCode -ne 0 -or -not (Test-Path -LiteralPath $file)) {
         throw ('icacls /save failed (exit {0}); nothing was changed' -f $run.ExitCode)
     }
+    $lines = New-Object -TypeName System.Collections.ArrayList
+    [void]$lines.Add(('{0}|{1}' -f $MachineKeysPath, (Get-Acl -LiteralPath $MachineKeysPath).Sddl))
+    foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
+        [void]$lines.Add(('{0}|{1}' -f $item.Name, (Get-Acl -LiteralPath $item.FullName).Sddl))
+    }
+    Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'machinekeys.sddl.txt') -Value $lines.ToArray() -Encoding ASCII
+    Add-UndoNote -Line ('MachineKeys ACLs: icacls "{0}" /restore "{1}" /c (owners: machinekeys.sddl.txt)' -f (Split-Path -Path $MachineKeysPath -Parent), $file)
     return $folder
 }
 
 function Set-DefaultMachineKeysAcl {
-    # Windows' default security descriptor on a MachineKeys folder (owner SYSTEM).
+    # Windows' default security descriptor on a MachineKeys folder (owner SYSTEM). Set-Acl enables
+    # SeRestorePrivilege itself; the owner is never changed (taking ownership would change it outside the backup).
     param([Parameter(Mandatory = $true)][string]$Path)
     $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
     $security.SetSecurityDescriptorSddlForm($MachineKeysDefaultSddl)
-    try {
-        Set-Acl -LiteralPath $Path -AclObject $security
-    } catch {
-        # A broken ACL can lock out even SYSTEM: take ownership (Administrators), then retry.
-        Invoke-Native -FilePath 'takeown.exe' -ArgumentList @('/f', $Path, '/a') | Out-Null
-        Set-Acl -LiteralPath $Path -AclObject $security
+    Set-Acl -LiteralPath $Path -AclObject $security
+}
+
+function Protect-InheritedKeyAces {
+    # Setting the folder's DACL re-propagates inheritance to every child (SetNamedSecurityInfo):
+    # a key file whose ACEs were only inherited would be left with an empty DACL, because the
+    # default folder ACEs are not inheritable. Make such files' inherited ACEs explicit first.
+    $count = 0
+    foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
+        $acl = Get-Acl -LiteralPath $item.FullName
+        if (@($acl.Access | Where-Object -FilterScript { $_.IsInherited }).Count -eq 0) { continue }
+        $acl.SetAccessRuleProtection($true, $true)
+        Set-Acl -LiteralPath $item.FullName -AclObject $acl
+        $count += 1
     }
+    return $count
 }
 
 function Grant-RdpKeyAccess {
@@ -150,14 +308,29 @@ function Grant-RdpKeyAccess {
 
 # ---- rdp-config ----
 
+function Test-RdpGroupCoversPort {
+    # Does an enabled inbound Allow rule of the Remote Desktop group, or azrdp's own rule, let TCP
+    # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.)
+    param([Parameter(Mandatory = $true)][int]$Port)
+    $rules = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
+        ($_.Group -eq $RemoteDesktopRuleGroup -or $_.Name -eq $CustomRuleName) -and $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow'
+    })
+    foreach ($rule in $rules) {
+        $filter = $rule | Get-NetFirewallPortFilter
+        if (@('TCP', '6') -contains [string]$filter.Protocol -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $Port)) { return $true }
+    }
+    return $false
+}
+
 function Read-RdpConfigState {
     $port = Get-RdpPort
     $rules = @(Get-RemoteDesktopRules)
     $custom = $null
-    if ($port -ne 3389) {
-        $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
-        $custom = ($null -ne $rule -and $rule.Enabled.ToString() -eq 'True' -and
-            (Test-PortCovered -LocalPort (Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule).LocalPort -Port $port))
+    $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
+    if ($null -ne $rule) {
+        $custom = ($rule.Enabled.ToString() -eq 'True' -and (Test-PortCovered -LocalPort ($rule | Get-NetFirewallPortFilter).LocalPort -Port $port))
+    } elseif ($port -ne 3389) {
+        $custom = $false
     }
     return [ordered]@{
         deny = Get-DWord -Path $TerminalServerKey -Name 'fDenyTSConnections'
@@ -184,24 +357,25 @@ function Repair-RdpConfig {
             [void]$actions.Add('demand:' + $service.name)
         }
         if ($service.state -ne 'Running') {
-            Start-Service -Name $service.name
+            Start-ServiceBounded -Name $service.name
             [void]$actions.Add('start:' + $service.name)
         }
     }
+    # The user-mode rules only (not RemoteDesktop-Shadow-In-TCP, which netsh's group command also enables).
     $disabled = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
-        $_.Group -eq $RemoteDesktopRuleGroup -and $_.Enabled.ToString() -ne 'True'
+        $UserModeRules -contains $_.Name -and $_.Enabled.ToString() -ne 'True'
     })
     if ($disabled.Count -gt 0) {
         $disabled | Enable-NetFirewallRule
         [void]$actions.Add('fw:group')
     }
     $port = Get-RdpPort
-    if ($port -ne 3389 -and $Before.custom_rule -ne $true) {
+    if (-not (Test-RdpGroupCoversPort -Port $port)) {
         $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
         if ($null -eq $rule) {
-            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp custom port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any | Out-Null
+            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any | Out-Null
         } else {
-            Get-NetFirewallPortFilter -AssociatedNetFirewallRule $rule | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
+            $rule | Get-NetFirewallPortFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
             Enable-NetFirewallRule -Name $CustomRuleName
         }
         [void]$actions.Add('fw:custom-port')
@@ -235,6 +409,7 @@ function Repair-MachineKeysAcl {
     $backup = Save-MachineKeysAcl
     $actions = New-Object -TypeName System.Collections.ArrayList
     if (-not $Before.default) {
+        if ((Protect-InheritedKeyAces) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
         [void]$actions.Add('acl:folder-default')
     }
@@ -243,89 +418,84 @@ function Repair-MachineKeysAcl {
     return New-Outcome -Changed ($actions.Count -gt 0) -Reboot ($actions.Count -gt 0) -Info $info
 }
 
-# ---- machinekeys-rename ----
+# ---- machinekeys-rename: the RDP key container moved aside ----
 
 function Test-RdpKeyUsable {
-    # Every RDP key container file opens, and every Remote Desktop certificate's key works.
+    # $true usable; $false definitely broken (an empty container file, SYSTEM refused, or a Remote
+    # Desktop certificate whose key fails with a CryptographicException); $null could not tell (the
+    # file stays locked by another process, a key test that could not run).
+    $answer = $true
     foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
         if ($file.Length -eq 0) { return $false }
-        try {
-            $stream = [System.IO.File]::OpenRead($file.FullName)
-            $stream.Dispose()
-        } catch {
-            return $false
+        $opened = $false
+        for ($attempt = 0; $attempt -lt 3 -and -not $opened; $attempt += 1) {
+            try {
+                $stream = [System.IO.File]::Open($file.FullName, 'Open', 'Read', 'ReadWrite')
+                $stream.Dispose()
+                $opened = $true
+            } catch [System.UnauthorizedAccessException] {
+                return $false
+            } catch {
+                Start-Sleep -Seconds 1
+            }
         }
+        if (-not $opened) { $answer = $null }
     }
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
-        if (-not (Test-PrivateKey -Certificate $certificate)) { return $false }
+        $key = Test-PrivateKey -Certificate $certificate
+        if ($null -eq $key) { $answer = $null } elseif (-not $key) { return $false }
     }
-    return $true
+    return $answer
 }
 
 function Repair-MachineKeysRename {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
-    if ($Before.default -and (Test-RdpKeyUsable)) {
-        return New-Outcome -Info ([ordered]@{ backup = $null; acl_backup = $null; copied = 0; skipped = @(); skipped_total = 0 })
+    $usable = Test-RdpKeyUsable
+    if ($null -eq $usable) {
+        return New-Outcome -Info ([ordered]@{ backup = $null; moved = 0; failed = 0 }) -Skip 'held back: the RDP key could not be tested'
     }
-    $aclBackup = Save-MachineKeysAcl
-    $parent = Split-Path -Path $MachineKeysPath -Parent
-    $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ', [System.Globalization.CultureInfo]::InvariantCulture)
-    $newName = 'MachineKeys.azrdp-' + $stamp
-    $suffix = 1
-    while (Test-Path -LiteralPath (Join-Path -Path $parent -ChildPath $newName)) {
-        $suffix += 1
-        $newName = 'MachineKeys.azrdp-{0}-{1}' -f $stamp, $suffix
+    if ($usable) {
+        return New-Outcome -Info ([ordered]@{ backup = $null; moved = 0; failed = 0 })
     }
-    $oldPath = Join-Path -Path $parent -ChildPath $newName
-    Rename-Item -LiteralPath $MachineKeysPath -NewName $newName
-    try {
-        New-Item -ItemType Directory -Path $MachineKeysPath | Out-Null
-        Set-DefaultMachineKeysAcl -Path $MachineKeysPath
-    } catch {
-        # Put the original back; the half-made folder is moved aside, not deleted.
-        $failure = $_
-        if (Test-Path -LiteralPath $MachineKeysPath) {
-            Rename-Item -LiteralPath $MachineKeysPath -NewName ($newName + '-unused')
-        }
-        Rename-Item -LiteralPath $oldPath -NewName 'MachineKeys'
-        throw $failure
-    }
-    $copied = 0
+    # Only the RDP key container: every other machine key (IIS, WinRM, the VM agent's transport
+    # certificate, LDAPS on a DC) stays where its service finds it. Same volume: a move is a
+    # rename that keeps the file; its ACL is saved, then it is locked to SYSTEM and Administrators.
+    $dest = Join-Path -Path (Get-BackupFolder) -ChildPath 'rdp-key'
+    New-Item -ItemType Directory -Path $dest | Out-Null
+    $moved = 0
     $failed = 0
-    $skipped = New-Object -TypeName System.Collections.ArrayList
-    foreach ($file in @(Get-ChildItem -LiteralPath $oldPath -Force -File)) {
-        if ($file.Name -like $RdpKeyFilter) {
-            [void]$skipped.Add($file.Name)
-            continue
-        }
+    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
         try {
-            $target = Join-Path -Path $MachineKeysPath -ChildPath $file.Name
-            Copy-Item -LiteralPath $file.FullName -Destination $target
-            $access = New-Object -TypeName System.Security.AccessControl.FileSecurity
-            $access.SetSecurityDescriptorSddlForm((Get-Acl -LiteralPath $file.FullName).GetSecurityDescriptorSddlForm('Access'), 'Access')
-            Set-Acl -LiteralPath $target -AclObject $access
-            $copied += 1
+            Add-Content -LiteralPath (Join-Path -Path $dest -ChildPath 'acl.txt') -Value ('{0}|{1}' -f $file.Name, (Get-Acl -LiteralPath $file.FullName).Sddl) -Encoding ASCII
+            $target = Join-Path -Path $dest -ChildPath $file.Name
+            Move-Item -LiteralPath $file.FullName -Destination $target
+            $moved += 1
+            Add-UndoNote -Line ('RDP key: Move-Item "{0}" "{1}" (ACL in rdp-key/acl.txt)' -f $target, $MachineKeysPath)
+            $locked = Get-Acl -LiteralPath $target
+            $locked.SetSecurityDescriptorSddlForm($LockedFileSddl, 'Access')
+            Set-Acl -LiteralPath $target -AclObject $locked
         } catch {
             $failed += 1
         }
     }
-    $info = [ordered]@{
-        backup = Limit-Text -Text $oldPath -Max 80
-        acl_backup = Limit-Text -Text $aclBackup -Max 80
-        copied = $copied
-        skipped = @($skipped | Select-Object -First 1 | ForEach-Object -Process { Limit-Text -Text $_ -Max 72 })
-        skipped_total = $skipped.Count
-    }
-    $outcome = New-Outcome -Changed $true -Reboot $true -Info $info
-    if ($failed -gt 0) { $outcome.skip = ('{0} key files could not be copied back; they are in the backup' -f $failed) }
+    $outcome = New-Outcome -Changed ($moved -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $dest -Max 80; moved = $moved; failed = $failed })
+    if ($failed -gt 0) { $outcome.skip = ('{0} RDP key files could not be moved' -f $failed) }
     return $outcome
 }
 
 # ---- cert ----
 
 function Test-CertificateUsable {
+    # $true not expired and its key works, $false expired or its key definitely broken, $null the key could not be tested.
     param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
-    return ($Certificate.NotAfter.ToUniversalTime() -gt (Get-Date).ToUniversalTime()) -and (Test-PrivateKey -Certificate $Certificate)
+    if ($Certificate.NotAfter.ToUniversalTime() -le (Get-Date).ToUniversalTime()) { return $false }
+    return Test-PrivateKey -Certificate $Certificate
+}
+
+function Test-CertificateBroken {
+    param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    $usable = Test-CertificateUsable -Certificate $Certificate
+    return ($null -ne $usable -and -not $usable)
 }
 
 function Read-CertState {
@@ -336,7 +506,7 @@ function Read-CertState {
         $found = Find-Certificate -Thumbprint $bound
         if ($null -ne $found) { $current = $found.cert }
     } else {
-        $usable = @($all | Where-Object -FilterScript { Test-CertificateUsable -Certificate $_ })
+        $usable = @($all | Where-Object -FilterScript { -not (Test-CertificateBroken -Certificate $_) })
         if ($usable.Count -gt 0) { $current = $usable[0] }
     }
     $currentThumbprint = $null
@@ -348,28 +518,44 @@ function Read-CertState {
     return [ordered]@{
         bound = $bound
         total = $all.Count
-        bad = @($all | Where-Object -FilterScript { -not (Test-CertificateUsable -Certificate $_) }).Count
+        bad = @($all | Where-Object -FilterScript { Test-CertificateBroken -Certificate $_ }).Count
         current = $currentThumbprint
         current_not_after = $currentNotAfter
         security_layer = Get-DWord -Path $RdpTcpKey -Name 'SecurityLayer'
     }
 }
 
-function Restart-RdpServices {
-    # SessionEnv, then TermService; services that depended on TermService and ran are started again.
-    $dependents = @(Get-Service -Name 'TermService' -DependentServices | Where-Object -FilterScript { $_.Status.ToString() -eq 'Running' })
-    Restart-Service -Name 'SessionEnv' -Force
-    Restart-Service -Name 'TermService' -Force
-    foreach ($dependent in $dependents) {
-        if ((Get-Service -Name $dependent.Name).Status.ToString() -ne 'Running') { Start-Service -Name $dependent.Name }
+function Get-CertHoldBack {
+    # Why Windows could not make a new self-signed certificate now, or $null. SessionEnv makes it
+    # in the key container TSSecKeySet1 (MachineKeys\f686aace..._<MachineGuid>), reusing the
+    # existing one: a broken container fails with RCM 1057/1058 and RDP is left with none.
+    foreach ($name in @('SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc')) {
+        $facts = Get-ServiceFacts -Name $name
+        if ($facts.state -eq 'Missing') { return ('held back: {0} is missing' -f $name) }
+        if ($facts.start -eq 'Disabled') { return ('held back: {0} is disabled; run rdp-config' -f $name) }
     }
-    return @('SessionEnv', 'TermService')
+    if (-not (Get-MachineKeysFacts).default) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
+    $key = Get-RdpKeyFacts
+    if ($key.present -and -not ($key.network_service_read -and $key.system_full)) { return 'held back: RDP key ACL broken; run machinekeys-acl' }
+    if ($key.present -and ($key.size -eq 0 -or $false -eq (Test-RdpKeyUsable))) { return 'held back: RDP key unusable; run machinekeys-rename' }
+    $store = Get-RegValue -Path ($TerminalServerKey + '\WinStations') -Name 'SelfSignedCertStore'
+    if ($null -ne $store -and [string]$store -ne 'Remote Desktop') { return 'held back: SelfSignedCertStore is not Remote Desktop' }
+    return $null
+}
+
+function Move-CertificateToBackup {
+    # Into Cert:\LocalMachine\azrdp-backup (a store RDP never reads): the certificate keeps its
+    # properties and its link to the private key. Undo: Move-Item it back.
+    param([Parameter(Mandatory = $true)][string]$Thumbprint)
+    if (-not (Test-Path -LiteralPath $BackupCertStore)) { New-Item -Path $BackupCertStore | Out-Null }
+    Add-UndoNote -Line ('certificate: Move-Item "{0}\{1}" "{2}"' -f $BackupCertStore, $Thumbprint, $RdpCertStore)
+    Move-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $Thumbprint) -Destination $BackupCertStore
 }
 
 function Wait-RdpCertificate {
     # Windows makes the new self-signed certificate shortly after the restart: wait up to 60 s.
-    for ($attempt = 0; $attempt -lt 30; $attempt += 1) {
-        $usable = @(Get-RdpStoreCertificates | Where-Object -FilterScript { Test-CertificateUsable -Certificate $_ })
+    for ($attempt = 0; $attempt -lt 30 -and (Get-SecondsLeft) -gt 2; $attempt += 1) {
+        $usable = @(Get-RdpStoreCertificates | Where-Object -FilterScript { -not (Test-CertificateBroken -Certificate $_) })
         if ($usable.Count -gt 0) { return }
         Start-Sleep -Seconds 2
     }
@@ -380,46 +566,51 @@ function Repair-Certificate {
     $removed = New-Object -TypeName System.Collections.ArrayList
     $bound = Get-BoundThumbprint
     $boundUsable = $false
+    $boundBroken = $false
     if ($null -ne $bound) {
         $found = Find-Certificate -Thumbprint $bound
-        $boundUsable = ($null -ne $found) -and (Test-CertificateUsable -Certificate $found.cert)
+        $boundBroken = ($null -eq $found) -or (Test-CertificateBroken -Certificate $found.cert)
+        $boundUsable = -not $boundBroken
     }
-    # Windows makes the new certificate's key in MachineKeys. With the folder ACL broken it cannot
-    # (event 1058), so removing the old certificate would leave RDP with none at all: hold back
-    # until machinekeys-acl (which runs before this step) has restored the default ACL.
-    $wouldAct = ($Before.bad -gt 0) -or ($null -ne $bound -and -not $boundUsable) -or ($null -eq $Before.current)
-    if ($wouldAct -and -not (Get-MachineKeysFacts).default) {
-        return New-Outcome -Skip 'held back: MachineKeys ACL not default; run machinekeys-acl'
-    }
+    $info = [ordered]@{ removed = @(); removed_total = 0; cleared_binding = $false; kept_bound = $boundUsable; restarted = @() }
+    $wouldAct = ($Before.bad -gt 0) -or $boundBroken -or ($null -eq $Before.current)
+    if (-not $wouldAct) { return New-Outcome -Info $info }
+    $holdBack = Get-CertHoldBack
+    if ($null -ne $holdBack) { return New-Outcome -Skip $holdBack }
     # Loop over every certificate: Microsoft's one-liner breaks when the store holds several.
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
-        if (Test-CertificateUsable -Certificate $certificate) { continue }
-        if ($boundUsable -and $certificate.Thumbprint -eq $bound) { continue }
-        $folder = Get-BackupFolder
-        Export-Certificate -Cert $certificate -FilePath (Join-Path -Path $folder -ChildPath ($certificate.Thumbprint + '.cer')) | Out-Null
-        Remove-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $certificate.Thumbprint)
+        if (-not (Test-CertificateBroken -Certificate $certificate)) { continue }
+        Move-CertificateToBackup -Thumbprint $certificate.Thumbprint
         [void]$removed.Add($certificate.Thumbprint.ToUpperInvariant())
     }
     $cleared = $false
-    if ($null -ne $bound -and -not $boundUsable) {
+    if ($boundBroken) {
         $folder = Get-BackupFolder
         Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value $bound -Encoding ASCII
+        Add-UndoNote -Line ('binding: SSLCertificateSHA1Hash = {0} (SSLCertificateSHA1Hash.txt)' -f $bound)
         Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
         $cleared = $true
     }
-    $restarted = @()
-    if ($removed.Count -gt 0 -or $cleared -or $null -eq $Before.current) {
-        $restarted = Restart-RdpServices
-        Wait-RdpCertificate
+    # Restart only when the certificate RDP serves must change: every restart of TermService
+    # disconnects every RDP user (their sessions stay, as Disc).
+    $problem = $null
+    $restarted = New-Object -TypeName System.Collections.ArrayList
+    if ($cleared -or $null -eq $Before.current) {
+        try {
+            foreach ($name in @('SessionEnv', 'TermService')) {
+                Restart-ServiceBounded -Name $name
+                [void]$restarted.Add($name)
+            }
+            Wait-RdpCertificate
+        } catch {
+            $problem = $_.Exception.Message
+        }
     }
-    $info = [ordered]@{
-        removed = @($removed | Select-Object -First 2)
-        removed_total = $removed.Count
-        cleared_binding = $cleared
-        kept_bound = $boundUsable
-        restarted = @($restarted)
-    }
-    return New-Outcome -Changed ($removed.Count -gt 0 -or $cleared -or $restarted.Count -gt 0) -Info $info
+    $info.removed = @($removed | Select-Object -First 2)
+    $info.removed_total = $removed.Count
+    $info.cleared_binding = $cleared
+    $info.restarted = @($restarted)
+    return New-Outcome -Changed ($removed.Count -gt 0 -or $cleared -or $restarted.Count -gt 0) -Info $info -Skip $problem
 }
 
 # ---- sessions ----
@@ -431,6 +622,7 @@ function Read-SessionsState {
         total = $sessions.Count
         disconnected = @($sessions | Where-Object -FilterScript { $_.state -eq 'Disc' }).Count
         active = @($sessions | Where-Object -FilterScript { $_.state -eq 'Active' -and $_.name -ne 'console' }).Count
+        mode = $seats.server_mode
         seat_limit = $seats.seat_limit
         used = $seats.used
         free = $seats.free
@@ -441,14 +633,25 @@ function Repair-Sessions {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $includeActive = ($LogOffActive -eq 'true')
     $onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')
-    $targets = @()
-    if (-not ($onlyWhenFull -and $Before.free -gt 0)) {
-        # Assigned first: Get-UserSessions emits its array as ONE object (return ,...), so piping
-        # the call would hand Where-Object the whole list as one $_ (and logoff.exe every id at once).
-        $sessions = Get-UserSessions
-        $targets = @($sessions | Where-Object -FilterScript {
-            $_.id -ne 0 -and ($_.state -eq 'Disc' -or ($includeActive -and $_.state -eq 'Active' -and $_.name -ne 'console'))
-        })
+    $info = [ordered]@{ logged_off = @(); logged_off_total = 0; seats_freed = 0; include_active = $includeActive }
+    if ($onlyWhenFull -and $Before.free -gt 0) { return New-Outcome -Info $info }
+    # Only sessions that were already disconnected when this payload started (or active then,
+    # with LogOffActive): the cert step's TermService restart turns working users' sessions into
+    # Disc, and they are never logged off for it.
+    $sessions = Get-UserSessions
+    $targets = @($sessions | Where-Object -FilterScript {
+        $_.id -ne 0 -and $_.name -ne 'console' -and (
+            ($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id) -or
+            ($includeActive -and $script:ActiveAtStart -contains $_.id -and @('Active', 'Disc') -contains $_.state))
+    } | Sort-Object -Property @{ Expression = { if ($null -eq $_.idle_min) { -1 } else { $_.idle_min } } } -Descending)
+    if ($onlyWhenFull) {
+        # Longest idle first, only as many as free one seat.
+        $need = [Math]::Max(0, $Before.used - $Before.seat_limit + 1)
+        $targets = @($targets | Select-Object -First $need)
+    }
+    if ($targets.Count -eq 0) { return New-Outcome -Info $info }
+    if (@('rdsh', 'multi', 'avd') -contains $Before.mode -and $MultiSession -ne 'true') {
+        return New-Outcome -Info $info -Skip ('held back: {0} host; logs off only with MultiSession' -f $Before.mode)
     }
     $loggedOff = New-Object -TypeName System.Collections.ArrayList
     $failed = 0
@@ -456,12 +659,14 @@ function Repair-Sessions {
         $run = Invoke-Native -FilePath 'logoff.exe' -ArgumentList @([string]$session.id)
         if ($run.ExitCode -eq 0) { [void]$loggedOff.Add([int]$session.id) } else { $failed += 1 }
     }
-    $info = [ordered]@{
-        logged_off = @($loggedOff | Select-Object -First 4)
-        logged_off_total = $loggedOff.Count
-        seats_freed = 0
-        include_active = $includeActive
+    # logoff returns before the session is gone: wait up to 10 s for the sessions to leave.
+    for ($attempt = 0; $attempt -lt 10 -and $loggedOff.Count -gt 0 -and (Get-SecondsLeft) -gt 1; $attempt += 1) {
+        $now = Get-UserSessions
+        if (@($now | Where-Object -FilterScript { $loggedOff -contains $_.id }).Count -eq 0) { break }
+        Start-Sleep -Seconds 1
     }
+    $info.logged_off = @($loggedOff | Select-Object -First 4)
+    $info.logged_off_total = $loggedOff.Count
     $outcome = New-Outcome -Changed ($loggedOff.Count -gt 0) -Info $info
     if ($failed -gt 0) { $outcome.skip = ('{0} sessions could not be logged off' -f $failed) }
     return $outcome
@@ -481,6 +686,11 @@ function Invoke-Step {
     param([Parameter(Mandatory = $true)][string]$Name)
     $functions = $StepFunctions[$Name]
     $step = [ordered]@{ name = $Name; status = 'failed'; before = $null; after = $null; info = $null; reboot_required = $false; error = $null }
+    if ((Get-SecondsLeft) -lt 1) {
+        $step.status = 'skipped'
+        $step.error = 'skipped: the payload deadline passed'
+        return $step
+    }
     try {
         $step.before = & $functions.read
     } catch {
@@ -522,12 +732,25 @@ try {
     $pendingBefore = $false
 }
 
-$wanted = @($Steps.Split(','))
+# One comma string (-File) or an array (-Command style): the same list either way.
+$wanted = @((@($Steps) -join ',').Split(',') | Where-Object -FilterScript { $_ } | ForEach-Object -Process { $_.ToLowerInvariant() })
+$runError = $null
+if ($wanted.Count -eq 0) { $runError = 'no steps given: pass -Steps rdp-config,cert,...' }
+if ($wanted -contains 'sessions') {
+    try {
+        $atStart = Get-UserSessions
+        $script:DiscAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Disc' } | ForEach-Object -Process { $_.id })
+        $script:ActiveAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' } | ForEach-Object -Process { $_.id })
+    } catch {
+        $script:DiscAtStart = @()
+    }
+}
 $results = New-Object -TypeName System.Collections.ArrayList
 foreach ($name in $StepOrder) {
     if ($wanted -notcontains $name) { continue }
     [void]$results.Add((Invoke-Step -Name $name))
 }
+$termState = Confirm-TermService
 
 $changed = @($results | Where-Object -FilterScript { $_.status -eq 'changed' }).Count -gt 0
 $rebootStep = @($results | Where-Object -FilterScript { $_.reboot_required }).Count -gt 0
@@ -539,6 +762,8 @@ $Result = [ordered]@{
     changed = $changed
     reboot_pending = $pendingBefore
     reboot_required = ($rebootStep -or $pendingBefore)
+    termservice = $termState
+    error = $runError
 }
 try {
     Write-Result -Result $Result

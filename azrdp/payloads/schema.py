@@ -133,8 +133,10 @@ SERVICE = o(
 _CERT_FACTS = dict(
     not_after=s("Expiry (NotAfter) in UTC.", max_len=20, pattern=UTC_TIME),
     expired=b("NotAfter is in the past (guest clock)."),
-    key_readable=b("The private key exists and could really be opened (as SYSTEM): false means a "
-                   "missing, corrupt or unreadable key container."),
+    key_readable=b("The private key could really be used (as SYSTEM: it signed or decrypted): false "
+                   "means definitely broken (no key, or a CryptographicException from it), null "
+                   "means it could not be tested (an API this .NET lacks): never act on null.",
+                   null=True),
     self_signed=b("Issuer equals subject."),
 )
 
@@ -167,7 +169,7 @@ MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
 
 MACHINEKEYS = o(
     "The MachineKeys folder and the RDP key container.",
-    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 160 characters.", max_len=160,
+    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
     default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
     files=i("Number of files in the folder.", hi=None),
@@ -177,23 +179,32 @@ MACHINEKEYS = o(
 SESSION_STATES = ("Active", "Disc", "Conn", "Listen", "Shadow", "Idle", "Down", "Init", "Reset",
                   "ConnQ", "Unknown")
 
+SEAT_MODES = ("admin", "rdsh", "client", "multi", "avd")
+"""admin: Windows Server without the Session Host role (2 remote sessions); rdsh: RD Session Host;
+client: Windows 10/11 single-session (1 interactive session); multi: Windows 10/11 Enterprise
+multi-session; avd: an Azure Virtual Desktop session host."""
+
 SESSION = o(
-    "One signed-in user's session as `quser` (`query user`) shows it.",
+    "One signed-in user's session (WTS API; `quser` only when the API cannot be used).",
     id=i("Session id.", hi=65536),
     name=s("Session name (console, rdp-tcp#3), null for a disconnected session.",
            max_len=12, null=True),
     user=s("User name, truncated to 24 characters; null when none.", max_len=24, null=True),
-    state=s("Session state as quser prints it.", choices=SESSION_STATES),
+    state=s("Session state (WTS_CONNECTSTATE_CLASS, the same in every display language; a quser "
+            "word azrdp does not know is `Unknown`).", choices=SESSION_STATES),
     idle_min=i("Idle minutes from `query user` (capped at 99999); null when unknown.", null=True,
                hi=99999),
 )
 
 SESSION_LIST_MAX = 4
+SEAT_MODES_DOC = ("`admin` no Session Host role, 2 remote sessions; `rdsh` RD Session Host; `client` "
+                  "Windows 10/11 single-session, 1 session; `multi` Windows 10/11 multi-session; "
+                  "`avd` an AVD session host.")
 
 # -- diagnose ------------------------------------------------------------------------------------
 
 DIAGNOSE_SECTIONS = ("os", "services", "rdp", "listener", "cert", "machinekeys", "firewall",
-                     "sessions", "events", "reboot")
+                     "sessions", "rds", "events", "reboot")
 """The sections of a diagnose result; each can be null (then ``errors`` says why)."""
 
 REBOOT_REASONS = ("cbs", "windows_update", "file_rename", "computer_rename")
@@ -201,7 +212,7 @@ REBOOT_REASONS = ("cbs", "windows_update", "file_rename", "computer_rename")
 ERROR = o(
     "A check or step that failed inside the guest (the rest still ran).",
     section=s("The section that failed.", choices=DIAGNOSE_SECTIONS),
-    message=s("The exception message, truncated to 80 characters.", max_len=80),
+    message=s("The exception message, truncated to 60 characters.", max_len=60),
 )
 
 DIAGNOSE = o(
@@ -230,7 +241,7 @@ DIAGNOSE = o(
                        "null when it is not listed.", choices=SESSION_STATES, null=True),
                tcp_listening=b("Something listens on the RDP port over TCP."),
                owner=s("The process that owns the listening socket (svchost for TermService).",
-                       max_len=32, null=True)),
+                       max_len=24, null=True)),
     cert=o("The RDP certificate.", null=True,
            bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
                    "unset (RDP then uses its self-signed certificate).", max_len=40,
@@ -253,20 +264,28 @@ DIAGNOSE = o(
                           max_items=3),
                rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
                rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
-               port_allowed=b("An enabled inbound allow rule covers the RDP port over TCP.")),
+               port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
+                              "profile, and no Block rule does."),
+               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).")),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),
                total=i("All sessions, including those not listed.", hi=None),
-               server_mode=s("`admin`: no Session Host role, two remote sessions at most; "
-                             "`rdsh`: a licensed Session Host.", choices=("admin", "rdsh")),
+               server_mode=s("Seat model: " + SEAT_MODES_DOC, choices=SEAT_MODES),
                max_instances=i("RDP-Tcp MaxInstanceCount (4294967295 = unlimited), or the policy "
                                "value when set.", null=True),
-               seat_limit=i("Remote sessions allowed: min(2 in admin mode, max_instances)."),
+               seat_limit=i("Sessions allowed: min(2 admin, 1 client, unlimited otherwise; "
+                            "max_instances)."),
                used=i("Remote sessions holding a seat (Active or Disc, not console, not 0)."),
                free=i("seat_limit - used, never negative."),
                single_session=b("fSingleSessionPerUser (a user reconnects to the same session).",
                                 null=True)),
+    rds=o("RD Licensing and drain mode (Win32_TerminalServiceSetting, Terminal Server key).", null=True,
+          lic_mode=i("LicensingType (2 per device, 4 per user; anything else: no licensing mode set); "
+                     "null when the class is missing.", null=True),
+          grace_days=i("GetGracePeriodDays().DaysLeft on an RD Session Host (0: the grace period is "
+                       "over); null elsewhere or when it cannot be read.", null=True),
+          drain=i("TSServerDrainMode (1, 2: new logons are refused).", null=True)),
     events=o("System log event counts for the last `hours` hours (each capped at 500).", null=True,
              hours=i("Window in hours (the EventHours parameter).", lo=1, hi=168),
              rcm_1057=i("TerminalServices-RemoteConnectionManager 1057: failed to create the "
@@ -277,13 +296,15 @@ DIAGNOSE = o(
              schannel_36871=i("Schannel 36871: fatal error creating a TLS server credential."),
              scm_termservice=i("Service Control Manager 7000/7001/7022/7023/7024/7031/7034 "
                                "naming Remote Desktop Services."),
-             last=s("The newest of those events: `<id> <time> <message>`, truncated.",
-                    max_len=80, null=True)),
+             last=s("The newest of those events: `<id> <time> <message>`, truncated to 64.",
+                    max_len=64, null=True)),
     reboot=o("A reboot Windows is waiting for.", null=True,
              pending=b("Any reason below applies."),
              reasons=a("Why.", s("Reason.", choices=REBOOT_REASONS), max_items=4)),
     errors=a("Sections that failed (first 3).", ERROR, max_items=3),
     errors_total=i("All failures, including those not listed.", hi=None),
+    error=s("Why nothing was read (`unsupported: ...` under Constrained Language Mode); null "
+            "normally.", max_len=60, null=True),
 )
 
 # -- repair --------------------------------------------------------------------------------------
@@ -311,8 +332,8 @@ RDP_CONFIG_STATE = o(
     services=a("TermService then SessionEnv.", SERVICE, max_items=2),
     fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
     fw_rules_enabled=i("Of those, enabled.", hi=None),
-    custom_rule=b("The azrdp rule for a non-default port exists and is enabled; null when the "
-                  "port is 3389.", null=True),
+    custom_rule=b("azrdp's own rule exists, is enabled and covers the RDP port; null when the "
+                  "port is 3389 and there is no such rule.", null=True),
 )
 
 MACHINEKEYS_STATE = o(
@@ -339,6 +360,7 @@ SESSIONS_STATE = o(
     total=i("All sessions (listeners excluded).", hi=None),
     disconnected=i("Sessions in state Disc.", hi=None),
     active=i("Remote sessions in state Active.", hi=None),
+    mode=s("Seat model (as diagnose's sessions.server_mode).", choices=SEAT_MODES),
     seat_limit=i("Remote sessions allowed."),
     used=i("Remote sessions holding a seat."),
     free=i("Free seats."),
@@ -377,31 +399,29 @@ REPAIR_STEP_SCHEMAS: dict[str, Field] = {
                    "needed changing).", max_len=BACKUP_PATH, null=True),
           actions=a("Changes made.", ACTION, max_items=ACTIONS_MAX))),
     "machinekeys-rename": _step(
-        "machinekeys-rename", "Move MachineKeys aside, recreate it, copy back all but the RDP key.",
+        "machinekeys-rename", "Move the definitely unusable RDP key container aside (only it).",
         MACHINEKEYS_STATE,
         o("What the step did.", null=True,
-          backup=s("The renamed old folder (kept, never deleted).", max_len=BACKUP_PATH,
+          backup=s("Folder the RDP key container file(s) were moved into (kept, locked to SYSTEM "
+                   "and Administrators); null when nothing moved.", max_len=BACKUP_PATH,
                    null=True),
-          acl_backup=s("Folder holding `icacls /save` of the old ACLs.", max_len=BACKUP_PATH,
-                       null=True),
-          copied=i("Key files copied back into the new folder.", hi=None),
-          skipped=a("RDP key container files left behind in the backup (first 1).",
-                    s("File name.", max_len=72), max_items=1),
-          skipped_total=i("All files left behind.", hi=None))),
+          moved=i("RDP key container files moved.", hi=None),
+          failed=i("Files that could not be moved (left in place).", hi=None))),
     "cert": _step(
-        "cert", "Remove expired/unusable RDP certificates, let Windows make a fresh one.",
+        "cert", "Move expired/broken RDP certificates to azrdp-backup, let Windows make one.",
         CERT_STATE,
         o("What the step did.", null=True,
-          removed=a("Thumbprints removed from the Remote Desktop store (first 2).",
+          removed=a("Thumbprints moved from the Remote Desktop store to Cert:\\LocalMachine\\"
+                    "azrdp-backup (first 2; undo: move them back).",
                     s("Thumbprint.", max_len=40, pattern=THUMBPRINT), max_items=2),
           removed_total=i("All certificates removed.", hi=None),
           cleared_binding=b("SSLCertificateSHA1Hash pointed to a missing, expired or unusable "
                             "certificate and was removed."),
           kept_bound=b("A valid admin-bound certificate was left in place."),
-          restarted=a("Services restarted, in order.", s("Service.", choices=SERVICE_NAMES),
-                      max_items=2))),
+          restarted=a("Services restarted, in order (only when RDP's certificate had to change).",
+                      s("Service.", choices=SERVICE_NAMES), max_items=2))),
     "sessions": _step(
-        "sessions", "Log off disconnected sessions (active ones only when asked).",
+        "sessions", "Log off sessions disconnected at the start (active ones only when asked).",
         SESSIONS_STATE,
         o("What the step did.", null=True,
           logged_off=a("Session ids logged off (first 4).", i("Session id.", hi=65536),
@@ -423,9 +443,95 @@ REPAIR = o(
     changed=b("At least one step changed something."),
     reboot_pending=b("Windows had a reboot pending before the repair (same sources as diagnose)."),
     reboot_required=b("A step needs a reboot, or Windows already had one pending."),
+    termservice=s("TermService's state at the end (the payload starts it again if it stopped); "
+                  "null when the payload did not run.", choices=SERVICE_STATES, null=True),
+    error=s("Why no step ran (no -Steps; `unsupported: ...` under Constrained Language Mode).",
+            max_len=60, null=True),
 )
 
-SCHEMAS: dict[str, Field] = {"diagnose": DIAGNOSE, "repair": REPAIR}
+# -- rescue: the offline repair of a Windows disk attached to a rescue VM ------------------------
+
+RESCUE_STEPS = ("rdp-enable", "services", "rdp-tcp", "cert", "machinekeys", "firewall")
+"""The offline steps, in their fixed order (azrdp/payloads/rescue.ps1)."""
+
+RESCUE_SERVICES = ("TermService", "SessionEnv", "UmRdpService", "WindowsAzureGuestAgent", "RdAgent")
+
+RESCUE_STATES: dict[str, Field] = {
+    "rdp-enable": o("Remote Desktop switch in the offline hives.", null=True,
+                    deny=i("ControlSet\\Control\\Terminal Server fDenyTSConnections (null: absent).", null=True),
+                    policy_deny=i("SOFTWARE\\Policies\\...\\Terminal Services fDenyTSConnections (null: absent).",
+                                  null=True)),
+    "services": o("Start values (ControlSet\\Services\\NAME\\Start) of the RDP services and the VM agent.",
+                  null=True,
+                  disabled=a("Services whose Start is 4 (Disabled).", s("Service.", choices=RESCUE_SERVICES),
+                             max_items=len(RESCUE_SERVICES)),
+                  missing=a("Services not installed on the disk.", s("Service.", choices=RESCUE_SERVICES),
+                            max_items=len(RESCUE_SERVICES))),
+    "rdp-tcp": o("WinStations\\RDP-Tcp values.", null=True,
+                 port=i("PortNumber.", null=True), security_layer=i("SecurityLayer.", null=True),
+                 min_encryption=i("MinEncryptionLevel.", null=True),
+                 enabled=i("fEnableWinStation (null: absent, which means enabled).", null=True)),
+    "cert": o("The bound certificate and the Remote Desktop store in the offline SOFTWARE hive.", null=True,
+              bound=s("SSLCertificateSHA1Hash as hex (null: none).", max_len=40, pattern=THUMBPRINT, null=True),
+              bound_usable=b("The bound certificate is in the LocalMachine My or Remote Desktop store and "
+                             "not expired.", null=True),
+              store=i("Certificates in the Remote Desktop store.", hi=999)),
+    "machinekeys": o("The MachineKeys folder on the offline volume.", null=True,
+                     default=b("The folder ACL is Windows' default."),
+                     rdp_key=b("The RDP key container file is there."),
+                     network_service_read=b("NETWORK SERVICE may read the RDP key container.")),
+    "firewall": o("Remote Desktop rules in the offline FirewallPolicy\\FirewallRules.", null=True,
+                  rules=i("RemoteDesktop-* rules found.", hi=99), enabled=i("Of them, Active=TRUE.", hi=99)),
+}
+
+
+def _rescue_step(name: str, doc: str) -> Field:
+    state = RESCUE_STATES[name]
+    return o(doc,
+             name=s("The step.", choices=(name,)),
+             status=s("changed | unchanged | failed | skipped.", choices=STEP_STATUSES),
+             before=state,
+             after=Field(state.kind, "The same state read again after the step.", nullable=True,
+                         fields=state.fields),
+             actions=a("Changes made, e.g. `deny=0`, `start:WindowsAzureGuestAgent`, `store:moved=2`.",
+                       s("One change made.", max_len=32), max_items=ACTIONS_MAX),
+             error=s("Why the step failed or was skipped, truncated to 60 characters.", max_len=60, null=True))
+
+
+RESCUE_STEP_SCHEMAS: dict[str, Field] = {
+    "rdp-enable": _rescue_step("rdp-enable", "fDenyTSConnections=0 (local and policy value)."),
+    "services": _rescue_step("services", "TermService/SessionEnv/UmRdpService Manual, the VM agent Automatic, "
+                                          "where they were Disabled."),
+    "rdp-tcp": _rescue_step("rdp-tcp", "PortNumber, SecurityLayer, MinEncryptionLevel in range; the listener enabled."),
+    "cert": _rescue_step("cert", "Clear a binding to a missing or expired certificate; move the Remote Desktop "
+                                 "store's entries aside (exported first)."),
+    "machinekeys": _rescue_step("machinekeys", "MachineKeys default ACL (saved first); NETWORK SERVICE read and "
+                                               "SYSTEM full on the RDP key container."),
+    "firewall": _rescue_step("firewall", "Remote Desktop firewall rules Active=TRUE."),
+}
+
+RESCUE = o(
+    "Result of the offline rescue payload.",
+    payload=s("Always `rescue`.", choices=("rescue",)),
+    version=s("The payload's version (manifest.json).", max_len=12, pattern=VERSION),
+    run_id=s("The RunId parameter echoed back.", max_len=36),
+    volume=s("Drive letter of the attached Windows volume, e.g. `F:` (null: none found).", max_len=2,
+             pattern=r"^[A-Z]:$", null=True),
+    found=s("ok | none (no offline Windows volume) | several (more than one: azrdp does not guess) | "
+            "locked (BitLocker).", choices=("ok", "none", "several", "locked")),
+    computer_name=s("ComputerName in the offline SYSTEM hive.", max_len=15, null=True),
+    control_set=s("The control set Windows boots (Select\\Current), e.g. ControlSet001.", max_len=13,
+                  pattern=r"^ControlSet\d{3}$", null=True),
+    backup=s("Backup folder on the offline volume (exports, saved ACLs).", max_len=BACKUP_PATH, null=True),
+    hives_unloaded=b("Both temporary hives were unloaded (true also when none was loaded)."),
+    steps=a("The steps, in the fixed order of RESCUE_STEPS.",
+            Field("union", "One step, by name.", discriminator="name", variants=RESCUE_STEP_SCHEMAS),
+            max_items=len(RESCUE_STEPS)),
+    changed=b("At least one step changed something."),
+    error=s("What stopped the payload before or between steps, truncated to 80 characters.", max_len=80, null=True),
+)
+
+SCHEMAS: dict[str, Field] = {"diagnose": DIAGNOSE, "repair": REPAIR, "rescue": RESCUE}
 """Payload id -> the schema of its result object."""
 
 
@@ -512,12 +618,13 @@ def validate_result(payload_id: str, obj: Any) -> dict[str, Any]:
     except KeyError:
         raise ValueError(f"no result schema for payload {payload_id!r}; known: {sorted(SCHEMAS)}") from None
     _check(payload_id, spec, obj, "$")
-    if payload_id == "repair":
+    if payload_id in ("repair", "rescue"):
+        order = REPAIR_STEPS if payload_id == "repair" else RESCUE_STEPS
         names = [step["name"] for step in obj["steps"]]
-        ordered = [name for name in REPAIR_STEPS if name in names]
+        ordered = [name for name in order if name in names]
         if names != ordered:
             raise ResultSchemaError(payload_id, "$.steps",
-                                    f"steps {names} must appear once each in the order {list(REPAIR_STEPS)}")
+                                    f"steps {names} must appear once each in the order {list(order)}")
     return obj
 
 

@@ -35,17 +35,17 @@ _NEGOTIATION_REMEDIES = {
     "reset": ("The connection was reset: a firewall, or an RDP listener that cannot start its "
               "security layer; check TermService and its event log."),
     "not_rdp": "Another service answers on port {port}: RDP listens elsewhere, or the port is wrong.",
-    "unexpected_protocol": "The server chose a security protocol azrdp does not know; try --protocols.",
+    "unexpected_protocol": "The server chose a security protocol azrdp does not know; try `azrdp probe HOST --protocols ssl`.",
 }
 
 _FAILURE_REMEDIES = {
-    1: "The server requires TLS: request it (--protocols ssl,hybrid).",
+    1: "The server requires TLS: request it (`azrdp probe HOST --protocols ssl,hybrid`).",
     2: ("The server allows only Standard RDP Security: set the RDP-Tcp SecurityLayer to "
-        "Negotiate (1) or TLS (2), or request it (--protocols rdp)."),
+        "Negotiate (1) or TLS (2), or request it (`azrdp probe HOST --protocols rdp`)."),
     3: ("The server has no usable TLS certificate: the RDP certificate is missing or its private "
         "key is unreadable (MachineKeys permissions); see the guest.cert and guest.machinekeys checks."),
     4: "The server rejected the request's flags: a proxy may have rewritten the Connection Request.",
-    5: "The server requires Network Level Authentication: request it (--protocols hybrid,hybrid_ex).",
+    5: "The server requires Network Level Authentication: request it (`azrdp probe HOST --protocols hybrid,hybrid_ex`).",
     6: "The server requires TLS with a client certificate: use a client with a certificate, or relax the policy.",
 }
 
@@ -86,7 +86,7 @@ def _negotiation(result: ProbeResult) -> Check:
         return Check("rdp.negotiation", Status.FAIL,
                      f"RDP refused the requested protocols: failure {code} {result.failure_name} ({meaning})",
                      {**details, "failure_code": code, "failure_name": result.failure_name},
-                     _FAILURE_REMEDIES.get(code, "Try other --protocols."))
+                     _FAILURE_REMEDIES.get(code, "Try other protocols: `azrdp probe HOST --protocols rdp`."))
     if result.outcome == "standard_rdp_security":
         return Check("rdp.negotiation", Status.WARN,
                      "RDP answers with Standard RDP Security only (no TLS: the server is not authenticated)",

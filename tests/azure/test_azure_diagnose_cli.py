@@ -81,6 +81,8 @@ Guest (Windows)
   ok   guest.machinekeys  MachineKeys has its default ACL and the RDP key is readable
   ok   guest.firewall     Windows Firewall allows TCP 3389
   ok   guest.sessions     1 seat(s) free
+  ok   guest.licensing    not an RD Session Host: remote administration needs no RD licenses
+  ok   guest.drain        new logons are allowed
   ok   guest.events       no RDP certificate, Schannel or TermService errors in the last 24 h
   ok   guest.reboot       no reboot is pending
 Verdict: pass: no problem found
@@ -204,7 +206,7 @@ Azure
                           -> Enable them with `az vm boot-diagnostics enable -g rg1 -n vm1`.
 Network
   WARN net.public_ip      none: the wire probe must run from inside the network
-                          -> Run azrdp from a machine inside the virtual network with --host PRIVATE_IP, or connect through Azure Bastion.
+                          -> From a machine inside the virtual network run `azrdp diagnose vm1 -g rg1 --host PRIVATE_IP`, or connect through Azure Bastion.
   ok   nsg.subnet         no NSG on the subnet: TCP 3389 from any Internet address passes this level
   ok   nsg.nic            NSG vm1NSG allows TCP 3389 from any Internet address: rule RDP (priority 300, Allow)
   ok   nsg.effective      TCP 3389 from any Internet address is allowed (NIC NSG vm1NSG rule RDP (priority 300, Allow))
@@ -239,8 +241,9 @@ def test_throttling_is_announced_and_retried(arm):
     arm.fail(spec.vm_id, 429, "", "", headers={"Retry-After": "0"}, body={"error": throttled})
     result = run("vm1", "-g", "rg1", "--no-probe")
     assert result.exit_code == 0, result.output
-    assert "Azure is throttling requests (429) on virtualMachines/vm1; trying again (attempt 2) ..." \
-        in progress_lines(result.stderr)
+    # the throttled operation group, and the wait's length (Retry-After: 0 still pauses 1 s, never a tight loop)
+    assert "Azure is throttling Microsoft.Compute/HighCostGet (429) on virtualMachines/vm1; waiting 1 s before " \
+        "attempt 2 ..." in progress_lines(result.stderr)
 
 
 # -- user errors: one line, the documented exit code -------------------------------------------------

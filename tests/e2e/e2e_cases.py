@@ -19,6 +19,9 @@ SCENARIO_CASES = [
     Case("deallocated", "deallocated"),
     Case("deallocated-start", "deallocated", args=("--start",)),
     Case("0x904", "0x904"),
+    Case("active-users", "active-users"),
+    Case("hung-termservice", "hung-termservice"),
+    Case("ecc-cert", "ecc-cert"),
     Case("0x904-guest-first", "0x904", args=("--guest-first",)),
 ]
 
@@ -42,6 +45,7 @@ FAULT_CASES = [
 DEMO_CASES = [
     Case("demo", "healthy", command="demo", args=("--speed", "1000")),
     Case("demo-json", "healthy", command="demo", args=("--speed", "1000", "-o", "json", "--scenario", "rdp-disabled")),
+    Case("demo-rescue", "healthy", command="demo", args=("--speed", "1000", "-o", "json", "--scenario", "agent-not-ready")),
 ]
 
 CASES = {case.name: case for case in SCENARIO_CASES + FAULT_CASES + DEMO_CASES}

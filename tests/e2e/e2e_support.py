@@ -133,16 +133,23 @@ def terminate_once_run_command_polls(emu: Emulator, process: subprocess.Popen) -
     interrupt_once_run_command_polls(emu, process, sig=signal.SIGTERM)
 
 
+MAX_PARALLEL = 8
+
+
 class Runner:
     """Runs every case the session asks for at once; each test waits for its own."""
 
     def __init__(self, folder: Path, cases: list[Case]):
         self.folder = folder
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(cases)), thread_name_prefix="e2e")
+        # At most MAX_PARALLEL at once: on a loaded 2-core machine thirty subprocesses and their
+        # emulators at once starved each other past RUN_LIMIT (every case timed out together).
+        workers = max(1, min(len(cases), MAX_PARALLEL))
+        self._waves = -(-max(1, len(cases)) // workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="e2e")
         self._futures: dict[str, Future] = {c.name: self._pool.submit(run_case, c, folder / c.name) for c in cases}
 
     def outcome(self, name: str) -> Outcome:
-        return self._futures[name].result(timeout=RUN_LIMIT + 60)
+        return self._futures[name].result(timeout=(RUN_LIMIT + 60) * self._waves)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

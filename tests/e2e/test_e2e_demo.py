@@ -14,7 +14,7 @@ def test_demo_repairs_0x904_and_shows_before_and_after(e2e, e2e_case):
     assert "Before:" in out and "Before -> after:" in out
     assert "rdp.cert           FAIL -> ok" in out
     assert "machinekeys-acl    changed, needs a reboot  MachineKeys default ACL no -> yes" in out
-    assert "free seats 0 -> 2 of 2" in out
+    assert "free seats 0 -> 1 of 2" in out   # one seat is all RDP needs (review #8)
     assert "Azure: 1 repair Run Command(s), 1 diagnose Run Command(s), 1 restart(s)" in out
     assert "Verdict: verified" in out
     assert "Restarting VM rg-azrdp-demo/vm-web-01 through ARM" in outcome.stderr   # progress, on stderr
@@ -30,3 +30,15 @@ def test_demo_json_is_the_fix_result(e2e, e2e_case):
     assert [c["id"] for c in doc["changes"]][:1] == ["rdp.tcp"]
     assert doc["audit"]["path"] is None and [r["action"] for r in doc["audit"]["records"]][-1] == "result"
     assert "azrdp demo: the real `azrdp fix`" in outcome.stderr   # what is simulated: stderr, stdout stays JSON
+
+
+@pytest.mark.parametrize("e2e_case", ["demo-rescue"])
+def test_demo_of_a_vm_run_command_cannot_reach_ends_with_rdp_answering_through_rescue(e2e, e2e_case):
+    outcome = finished(e2e, e2e_case, 0)
+    doc = outcome.doc
+    assert doc["verdict"] == "verified" and doc["demo"]["command"] == "rescue"
+    assert doc["verification"]["ok"] and doc["verification"]["agent_ready"]
+    original = doc["state"]["original_disk"]["name"]
+    assert f"the original OS disk {original} is kept" in doc["summary"]
+    assert any(r["name"] == original and "az disk delete" in r["remove"] for r in doc["resources"])
+    assert "azrdp demo: the real `azrdp rescue`" in outcome.stderr

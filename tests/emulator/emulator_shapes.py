@@ -50,6 +50,18 @@ def undeclared(model: Any, raw: Any, path: str = "$") -> list[str]:
     return missing
 
 
+# What real Azure sends beyond Microsoft's examples (../shared/reference/real-azure-behaviour.md, "Smaller
+# differences", read off recorded traffic): a VM's NIC references carry `primary`; rules carry `type`,
+# `etag` and the empty plural arrays beside the singular fields; NSGs carry `etag`, `resourceGuid` and
+# their `subnets[]` / `networkInterfaces[]` back-references.
+VM_REAL = ("$.properties.networkProfile.networkInterfaces[].properties",)
+RULE_REAL = ("$.etag", "$.type", "$.properties.sourcePortRanges", "$.properties.destinationPortRanges",
+             "$.properties.sourceAddressPrefixes", "$.properties.destinationAddressPrefixes")
+NSG_REAL = ("$.etag", "$.properties.resourceGuid", "$.properties.networkInterfaces", "$.properties.subnets",
+            *(p.replace("$.", "$.properties.securityRules[].", 1) for p in RULE_REAL),
+            *(p.replace("$.", "$.properties.defaultSecurityRules[].", 1) for p in RULE_REAL))
+
+
 def check_round_trip(raw: Any, model: Any, example_body: Any, *, extras: tuple[str, ...] = ()) -> None:
     """The emulated body survives the SDK (every field typed, ``as_dict()`` equal to the wire),
     uses only fields Microsoft's example has (plus the documented ``extras`` prefixes), and gives

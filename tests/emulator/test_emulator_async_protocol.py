@@ -65,8 +65,6 @@ def test_every_lro_answers_with_both_headers(manual):
     base = f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers"
     for method, url, body in (
         ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/runCommand?api-version=2026-04-01", RUN),
-        ("POST", f"{base}/Microsoft.Network/networkInterfaces/vm-web-01-nic/effectiveNetworkSecurityGroups"
-                 "?api-version=2026-03-01", None),
         ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/restart?api-version=2026-04-01", None),
         ("DELETE", f"{base}/Microsoft.Network/networkSecurityGroups/vm-web-01-nsg/securityRules/AllowRDP-Admin"
                    "?api-version=2026-03-01", None),
@@ -74,6 +72,21 @@ def test_every_lro_answers_with_both_headers(manual):
         response, _ = send(azure, method, url, body)
         assert response.status_code == 202, url
         assert {"Azure-AsyncOperation", "Location"} <= set(response.headers), url
+
+
+def test_effective_nsgs_answer_202_with_location_only_and_the_first_location_get_has_the_result(manual):
+    """Real Azure (real-azure-behaviour.md, "Smaller differences"): 202 with Location only; the first
+    Location GET returns 200 and the result. (The emulator used to send both headers and make the
+    client poll: test_every_lro_answers_with_both_headers encoded that.)"""
+    emu, azure = manual
+    url = (f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Network/"
+           "networkInterfaces/vm-web-01-nic/effectiveNetworkSecurityGroups?api-version=2026-03-01")
+    response, _ = send(azure, "POST", url)
+    assert response.status_code == 202
+    assert "Location" in response.headers and "Azure-AsyncOperation" not in response.headers
+    result, body = send(azure, "GET", response.headers["Location"])
+    assert result.status_code == 200 and [next(iter(e["association"])) for e in body["value"]] == \
+        ["subnet", "networkInterface"]
 
 
 def test_security_rule_put_is_201_updating_then_final_get(manual):

@@ -59,12 +59,30 @@ def test_unknown_route_names_it(emu, azure):
     assert error["code"] == "NotImplementedInEmulator" and f"GET {path}" in error["message"]
 
 
-def test_api_version_the_sdk_does_not_send(azure):
+def test_any_supported_api_version_is_accepted_and_others_refused(azure):
+    """Real Azure accepts every supported api-version, not only the SDK's (real-azure-behaviour.md).
+    Until issue 11 this test asserted that 2024-07-01 was refused: the emulator's fault."""
+    from azrdp.emulator.models import SUPPORTED_API_VERSIONS
+
+    assert azure.compute.virtual_machines.get(RG, VM, api_version="2024-07-01").name == VM
+    assert azure.network.network_interfaces.get(RG, "vm-web-01-nic", api_version="2023-09-01").name
     with pytest.raises(HttpResponseError) as caught:
-        azure.compute.virtual_machines.get(RG, VM, api_version="2024-07-01")
+        azure.compute.virtual_machines.get(RG, VM, api_version="2019-13-01")
     assert caught.value.status_code == 400 and caught.value.error.code == "InvalidApiVersionParameter"
-    assert caught.value.error.message == ("The api-version '2024-07-01' is invalid. "
-                                          "The supported versions are '2026-04-01'.")
+    assert caught.value.error.message == ("The api-version '2019-13-01' is invalid. The supported versions are "
+                                          f"'{','.join(SUPPORTED_API_VERSIONS['2026-04-01'])}'.")
+
+
+def test_gateway_404s_say_so_and_compute_has_its_own_not_found(emu, azure):
+    with pytest.raises(ResourceNotFoundError) as caught:
+        azure.compute.virtual_machines.get(RG, "no-such-vm")
+    assert caught.value.response.headers["x-ms-failure-cause"] == "gateway"
+    emu.inject("vm_being_deleted", vm=VM)
+    with pytest.raises(ResourceNotFoundError) as caught:
+        azure.compute.virtual_machines.get(RG, VM)
+    assert caught.value.error.code == "NotFound"
+    assert caught.value.error.message == "The entity was not found in this Azure location."
+    assert "x-ms-failure-cause" not in caught.value.response.headers
 
 
 def test_missing_api_version(emu, azure):

@@ -19,7 +19,7 @@ run = run_payload
 answer = payload_answer
 
 
-@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name not in ("deallocated", "stopped", "agent-not-ready")])
+@pytest.mark.parametrize("scenario", [name for name in SCENARIOS if name not in ("deallocated", "stopped", "agent-not-ready", "no-boot-rdp-disabled")])
 def test_every_scenario_diagnoses_repairs_and_diagnoses_again_in_schema(start_emulator, fake_credential, scenario):
     emu = start_emulator(scenario)
     azure = session_for(emu, fake_credential)
@@ -69,16 +69,19 @@ def test_repair_is_idempotent_on_a_healthy_vm(azure):
     assert not result["changed"] and not result["reboot_required"]
 
 
-def test_machinekeys_rename_keeps_a_backup_and_the_other_keys(start_emulator, fake_credential):
+def test_machinekeys_rename_moves_the_rdp_key_aside_and_keeps_the_other_keys(start_emulator, fake_credential):
+    # Review #7: only the RDP key container moves (kept in the run's backup folder); the other
+    # machine keys never leave MachineKeys, and no reboot is needed: the cert step makes a new key.
     emu = start_emulator("corrupt-key")
     azure = session_for(emu, fake_credential)
     result = answer(azure, "repair", {"Steps": ["machinekeys-rename", "cert"]})
     rename, cert = result["steps"]
-    assert rename["status"] == "changed" and rename["info"]["copied"] == 6
-    assert rename["info"]["skipped"][0].startswith("f686aace6942fb7f7ceb231212eef4a4_")
-    assert [path.replace("\\", "/") for path in emu.guest().machinekeys.backups] == [rename["info"]["backup"]]
-    assert rename["info"]["backup"].startswith("C:/ProgramData/Microsoft/Crypto/RSA/MachineKeys.azrdp-")
-    assert rename["reboot_required"] and result["reboot_required"]
+    assert rename["status"] == "changed" and rename["info"]["moved"] == 1 and rename["info"]["failed"] == 0
+    backups = [path.replace("\\", "/") for path in emu.guest().machinekeys.backups]
+    assert len(backups) == 1 and backups[0].startswith(rename["info"]["backup"] + "/f686aace6942fb7f7ceb231212eef4a4_")
+    assert rename["info"]["backup"].startswith("C:/ProgramData/azrdp/backup/")
+    assert emu.guest().machinekeys.other_files == 6
+    assert not rename["reboot_required"] and not result["reboot_required"]
     assert cert["status"] == "changed"
     assert probe(*emu.rdp_endpoint(), timeout=1).outcome == "answers"
 

@@ -4,13 +4,14 @@ LogOffOnlyWhenFull. Every answer goes through the real SDK and is checked with v
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from emulator_support import payload_answer, run_payload, session_for
 
 from azrdp.payloads import payload
-from azrdp.payloads.schema import REPAIR_STEPS
+from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, REPAIR_STEPS
 
 
 def repair(emu, fake_credential, steps, **values):
@@ -31,8 +32,8 @@ def test_only_when_full_logs_off_no_one_while_a_seat_is_free(start_emulator, fak
     result, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
     step = steps["sessions"]
     assert step["status"] == "unchanged" and step["error"] is None and not result["changed"]
-    assert step["before"] == step["after"] == {"total": 1, "disconnected": 1, "active": 0, "seat_limit": 2,
-                                               "used": 1, "free": 1}
+    assert step["before"] == step["after"] == {"total": 1, "disconnected": 1, "active": 0, "mode": "admin",
+                                               "seat_limit": 2, "used": 1, "free": 1}
     assert step["info"] == {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}
     assert [s.user for s in emu.guest().sessions if s.user] == ["opsadmin"]
 
@@ -48,13 +49,20 @@ def test_without_only_when_full_the_disconnected_session_is_logged_off(start_emu
 
 @pytest.mark.parametrize("only_when_full", [True, False])
 def test_when_no_seat_is_free_both_settings_log_off_the_disconnected(start_emulator, fake_credential, only_when_full):
+    # Review #8 (F7): with LogOffOnlyWhenFull only as many as free one seat, longest idle first
+    # (the old step logged off every disconnected session); without it, every one (asked for).
     emu = start_emulator("seat-taken")
+    emu.update(lambda backend: setattr(emu.guest().sessions[-1], "idle_min", 9_000))   # opsadmin idles longest
     result, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=only_when_full)
     step = steps["sessions"]
-    assert step["status"] == "changed" and step["info"]["logged_off_total"] == 2
-    assert step["before"]["free"] == 0 and step["after"] == {"total": 0, "disconnected": 0, "active": 0,
-                                                             "seat_limit": 2, "used": 0, "free": 2}
-    assert step["info"]["seats_freed"] == 2 and not step["reboot_required"] and not result["reboot_required"]
+    freed = 1 if only_when_full else 2
+    assert step["status"] == "changed" and step["info"]["logged_off_total"] == freed
+    if only_when_full:
+        assert step["info"]["logged_off"] == [3]
+    assert step["before"]["free"] == 0 and step["after"] == {"total": 2 - freed, "disconnected": 2 - freed, "active": 0,
+                                                             "mode": "admin", "seat_limit": 2, "used": 2 - freed,
+                                                             "free": freed}
+    assert step["info"]["seats_freed"] == freed and not step["reboot_required"] and not result["reboot_required"]
 
 
 def test_only_when_full_with_log_off_active_needs_a_full_server(start_emulator, fake_credential):
@@ -64,7 +72,8 @@ def test_only_when_full_with_log_off_active_needs_a_full_server(start_emulator, 
     assert steps["sessions"]["status"] == "unchanged" and steps["sessions"]["info"]["include_active"]
     emu.update(lambda backend: emu.guest().add_session("opsadmin", "Disc"))
     _, steps = repair(emu, fake_credential, ["sessions"], LogOffActive=True, LogOffOnlyWhenFull=True)
-    assert steps["sessions"]["info"]["logged_off_total"] == 2 and steps["sessions"]["after"]["free"] == 2
+    # Only one seat is needed (review #8): the longest idle (the disconnected one) goes, the active admin stays.
+    assert steps["sessions"]["info"]["logged_off"] == [3] and steps["sessions"]["after"]["free"] == 1
 
 
 def test_the_session_list_is_what_quser_shows(start_emulator, fake_credential):
@@ -98,11 +107,15 @@ def test_the_0x904_repair_requires_the_reboot_windows_would(start_emulator, fake
         "machinekeys-acl": ("changed", True), "cert": ("changed", False), "sessions": ("changed", False)}
     assert steps["machinekeys-acl"]["info"]["actions"] == ["acl:folder-default"]
     assert result["reboot_required"]
-    # One backup folder per run: the ACLs and the exported certificate land in the same one.
+    # One backup folder per run: the ACLs (owners too) and the undo notes land in the same one; the
+    # certificate is not exported-and-deleted (review #4: a .cer loses the key link) but moved
+    # into the store azrdp-backup, where it still is.
     folders = emu.guest().backup_folders
     assert list(folders) == [steps["machinekeys-acl"]["info"]["backup"].replace("/", "\\")]
     assert sorted(folders[next(iter(folders))]) == sorted(
-        ["run-id.txt", "machinekeys.acl", f"{steps['cert']['info']['removed'][0]}.cer"])
+        ["run-id.txt", "machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"])
+    moved = [c for c in emu.guest().certificates if c.store == "backup"]
+    assert [c.thumbprint for c in moved] == steps["cert"]["info"]["removed"]
 
 
 def test_steps_that_change_nothing_a_reboot_fixes_never_require_one(start_emulator, fake_credential):
@@ -126,18 +139,36 @@ def test_rename_leaves_a_healthy_machinekeys_alone(start_emulator, fake_credenti
     _, steps = repair(emu, fake_credential, ["machinekeys-rename"])
     step = steps["machinekeys-rename"]
     assert step["status"] == "unchanged" and not step["reboot_required"]
-    assert step["info"] == {"backup": None, "acl_backup": None, "copied": 0, "skipped": [], "skipped_total": 0}
+    assert step["info"] == {"backup": None, "moved": 0, "failed": 0}
     assert emu.guest().machinekeys.backups == [] and emu.guest().machinekeys.rdp_key is not None
 
 
-def test_rename_of_a_corrupt_key_requires_a_reboot_and_keeps_the_old_folder(start_emulator, fake_credential):
+def test_rename_of_a_corrupt_key_moves_only_the_rdp_key_and_asks_for_no_reboot(start_emulator, fake_credential):
+    # Review #7: the old step renamed the whole folder (every machine key gone for a while, copied
+    # back file by file) and asked for a reboot; only the RDP key container moves now.
     emu = start_emulator("corrupt-key")
     result, steps = repair(emu, fake_credential, ["machinekeys-rename"])
     step = steps["machinekeys-rename"]
-    assert step["status"] == "changed" and step["reboot_required"] and result["reboot_required"]
+    assert step["status"] == "changed" and not step["reboot_required"] and not result["reboot_required"]
     assert step["before"]["rdp_key"]["present"] and not step["after"]["rdp_key"]["present"]
-    assert step["after"]["files"] == step["info"]["copied"] == step["before"]["files"] - 1
-    assert step["info"]["acl_backup"].startswith("C:/ProgramData/azrdp/backup/")
+    assert step["after"]["files"] == step["before"]["files"] - 1 and step["info"]["moved"] == 1
+    assert step["info"]["backup"].startswith("C:/ProgramData/azrdp/backup/") and step["info"]["backup"].endswith("/rdp-key")
+    assert emu.guest().machinekeys.other_files == 6
+
+
+def test_rename_does_nothing_when_the_key_could_not_be_tested(start_emulator, fake_credential):
+    # Review #5/#21: "could not test" is not "broken": nothing is moved, the step says so.
+    emu = start_emulator()
+
+    def ecc_on_old_dotnet(backend):
+        guest = emu.guest()
+        guest.dotnet = (4, 5, 2)
+        guest.rd_store()[0].key_alg = "ecdsa"
+    emu.update(ecc_on_old_dotnet)
+    _, steps = repair(emu, fake_credential, ["machinekeys-rename"])
+    step = steps["machinekeys-rename"]
+    assert step["status"] == "skipped" and step["error"] == "held back: the RDP key could not be tested"
+    assert emu.guest().machinekeys.rdp_key is not None
 
 
 # -- cert -----------------------------------------------------------------------------------------------
@@ -273,3 +304,112 @@ def test_a_vm_on_another_port_is_reachable_unless_its_firewall_rules_are_off(sce
             assert vm.guest.port == 43389 and backend.rdp_mode(vm) == mode
     finally:
         backend.scheduler.stop()
+
+
+# -- Windows as it misbehaves (review section 5); each test fails against the old payload logic -------
+
+def test_a_termservice_restart_disconnects_working_users_and_the_sessions_step_keeps_them(start_emulator, fake_credential):
+    # Review #1 / 5.1: a TermService restart turns Active sessions into Disc (the sessions stay).
+    emu = start_emulator("active-users")
+    result, steps = repair(emu, fake_credential, ["cert", "sessions"], LogOffOnlyWhenFull=True)
+    assert steps["cert"]["info"]["restarted"] == ["SessionEnv", "TermService"]
+    users = [(s.user, s.state) for s in emu.guest().sessions if s.user]
+    assert users == [("azureadmin", "Disc"), ("opsadmin", "Disc")]
+    assert steps["sessions"]["info"]["logged_off_total"] == 0 and steps["sessions"]["before"]["free"] == 0
+    assert result["termservice"] == "Running"
+
+
+def test_a_service_hung_in_stop_pending_bounds_the_restart_and_reports_it(start_emulator, fake_credential):
+    # Review #2 / 5.2: the restart gives up after its bounded wait; the result line still comes.
+    emu = start_emulator("hung-termservice")
+    result, steps = repair(emu, fake_credential, ["cert"])
+    cert = steps["cert"]
+    assert cert["status"] == "changed" and cert["info"]["restarted"] == ["SessionEnv"]
+    assert cert["error"] == "TermService could not be restarted: stuck in StopPending"
+    assert result["termservice"] == "StopPending" and emu.guest().services["TermService"].state == "StopPending"
+    assert emu.guest().payload_elapsed <= 480   # inside the payload-wide deadline
+
+
+def test_renewal_reuses_a_broken_key_container_and_fails_with_1057(start_emulator, fake_credential):
+    # Review #3 / 5.3: Windows reuses TSSecKeySet1; the emulator used to make a fresh key whatever
+    # the container held. With an empty container and the certificate gone, Windows logs 1057 and
+    # RDP has none; the cert step therefore holds back and points at machinekeys-rename.
+    emu = start_emulator("corrupt-key")
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["status"] == "skipped"
+    assert steps["cert"]["error"] == "held back: RDP key unusable; run machinekeys-rename"
+    guest = emu.guest()
+    assert guest.rd_store() and guest.machinekeys.rdp_key.corrupt   # nothing was touched
+
+    def windows_itself(backend):
+        guest.certificates = []
+        guest.restart_service("TermService")
+    before = guest.event_counts(1)["rcm_1057"]
+    emu.update(windows_itself)
+    assert guest.rd_store() == [] and guest.event_counts(1)["rcm_1057"] == before + 1
+
+
+def test_restoring_the_folder_acl_propagates_and_no_key_file_is_left_without_a_dacl(start_emulator, fake_credential):
+    # Review #9 / 5.7: after a bad `icacls MachineKeys /grant Everyone:(OI)(CI)F` + `/reset /t` every key
+    # file's ACEs are inherited only; Set-Acl on the folder re-propagates and would empty them.
+    emu = start_emulator()
+
+    def inherited(backend):
+        keys = emu.guest().machinekeys
+        keys.sddl = "O:SYG:SYD:AI(A;OICI;FA;;;WD)(A;OICI;FA;;;BA)"
+        keys.inherited_only_files = keys.other_files
+        keys.rdp_key.inherited_only = True
+    emu.update(inherited)
+    _, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    step = steps["machinekeys-acl"]
+    assert step["info"]["actions"] == ["acl:explicit", "acl:folder-default"]
+    keys = emu.guest().machinekeys
+    assert keys.default and keys.empty_dacl_files == 0
+    assert step["after"]["rdp_key"] == {"present": True, "network_service_read": True, "system_full": True}
+    # the model itself: without the explicit step, the same folder change empties them
+    emu.update(inherited)
+    emu.update(lambda backend: emu.guest().machinekeys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL))
+    assert emu.guest().machinekeys.empty_dacl_files == 6
+
+
+def test_logoff_is_asynchronous_and_the_step_waits_for_the_seats_it_freed(start_emulator, fake_credential):
+    # Review #28 / 5.12: logoff.exe returns before the session is gone; read at once, seats_freed was 0.
+    emu = start_emulator("seat-taken")
+    _, steps = repair(emu, fake_credential, ["sessions"])
+    step = steps["sessions"]
+    assert step["info"]["logged_off_total"] == 2 and step["info"]["seats_freed"] == 2
+    assert emu.guest().payload_elapsed >= 2   # it waited for Windows to finish the logoffs
+
+
+def test_a_key_test_that_cannot_run_changes_nothing(start_emulator, fake_credential):
+    # Review #5 / 5.4: on .NET 4.5 an ECDSA key cannot be tested; "could not test" is not "broken".
+    emu = start_emulator("ecc-cert")
+    emu.update(lambda backend: setattr(emu.guest(), "dotnet", (4, 5, 2)))
+    facts = payload_answer(session_for(emu, fake_credential), "diagnose")
+    assert facts["cert"]["bound_cert"]["key_readable"] is None
+    result, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["status"] == "unchanged" and not steps["cert"]["info"]["cleared_binding"]
+    assert emu.guest().bound_thumbprint == steps["cert"]["before"]["bound"]
+
+
+def test_a_backup_root_someone_else_made_is_refused_before_any_change(start_emulator, fake_credential):
+    # Review #10 / 5.16: any local user can create C:\ProgramData\azrdp first (a junction or their own ACL).
+    for attribute, value, message in (("owner", "S-1-5-21-1004336348-1177238915-682003330-1001", "has a foreign owner"),
+                                      ("reparse_point", True, "is a reparse point")):
+        emu = start_emulator("machinekeys-acl")
+        emu.update(lambda backend: setattr(emu.guest().backup_root, attribute, value))
+        _, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+        step = steps["machinekeys-acl"]
+        assert step["status"] == "failed" and message in step["error"] and "nothing was changed" in step["error"]
+        assert not emu.guest().machinekeys.default and emu.guest().backup_folders == {}
+
+
+def test_steps_given_as_nothing_answer_with_an_error_never_a_prompt(start_emulator, fake_credential):
+    # Review #14 / 5.13: a Mandatory -Steps prompted when missing (90 minutes under Run Command).
+    emu = start_emulator()
+    azure = session_for(emu, fake_credential)
+    body = {"commandId": "RunPowerShellScript", "script": payload("repair").script_lines(), "parameters": []}
+    out, err = (s.message for s in azure.compute.virtual_machines.begin_run_command("rg-azrdp-demo", "vm-web-01", body).result().value)
+    assert err == "" and out.startswith("AZRDP-RESULT:")
+    result = json.loads(out.splitlines()[0][len("AZRDP-RESULT:"):])
+    assert result["steps"] == [] and result["error"].startswith("no steps given") and not result["changed"]

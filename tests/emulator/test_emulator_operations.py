@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from emulator_support import example, raw_and_model, session_for
-from emulator_shapes import check_round_trip, paths
+from emulator_shapes import NSG_REAL, RULE_REAL, VM_REAL, check_round_trip, paths
 
 RG = "rg-azrdp-demo"
 VM = "vm-web-01"
@@ -20,7 +20,7 @@ def body(name: str, status: str = "200") -> dict:
 
 def test_vm_get_round_trips_like_the_example(azure):
     raw, vm = azure.compute.virtual_machines.get(RG, VM, cls=raw_and_model)
-    check_round_trip(raw, vm, body("compute/VirtualMachines_Get"))
+    check_round_trip(raw, vm, body("compute/VirtualMachines_Get"), extras=VM_REAL)
     assert vm.properties.storage_profile.os_disk.os_type == "Windows"
     assert vm.properties.network_profile.network_interfaces[0].id.endswith("/networkInterfaces/vm-web-01-nic")
 
@@ -111,23 +111,28 @@ def test_virtual_network_and_subnet(azure):
 def test_network_security_group_and_default_rule(azure):
     raw, nsg = azure.network.network_security_groups.get(RG, "vm-web-01-nsg", cls=raw_and_model)
     check_round_trip(raw, nsg, body("network/NetworkSecurityGroups_Get"),
-                     extras=("$.properties.securityRules[].properties.description",))
+                     extras=("$.properties.securityRules[].properties.description", *NSG_REAL))
+    assert [ref.id for ref in nsg.properties.network_interfaces] == [
+        f"/subscriptions/{azure.subscription_id}/resourceGroups/RG-AZRDP-DEMO/providers/Microsoft.Network/"
+        "networkInterfaces/VM-WEB-01-NIC"]                          # upper-cased, as real back-references come
     assert [r.name for r in nsg.properties.default_security_rules][:3] == [
         "AllowVnetInBound", "AllowAzureLoadBalancerInBound", "DenyAllInBound"]
     raw, rule = azure.network.default_security_rules.get(RG, "vm-web-01-nsg", "DenyAllInBound", cls=raw_and_model)
-    check_round_trip(raw, rule, body("network/DefaultSecurityRules_Get"))
+    check_round_trip(raw, rule, body("network/DefaultSecurityRules_Get"), extras=RULE_REAL)
     assert rule.properties.priority == 65500
 
 
 def test_security_rule_get_create_update_delete(emu, azure):
     raw, rule = azure.network.security_rules.get(RG, "vm-web-01-nsg", "AllowRDP-Admin", cls=raw_and_model)
-    check_round_trip(raw, rule, body("network/SecurityRules_Get"), extras=("$.properties.description",))
+    check_round_trip(raw, rule, body("network/SecurityRules_Get"), extras=("$.properties.description", *RULE_REAL))
+    assert raw["type"] == "Microsoft.Network/networkSecurityGroups/securityRules" and raw["etag"].startswith('W/"')
+    assert raw["properties"]["sourcePortRanges"] == [] and raw["properties"]["sourcePortRange"] == "*"
     new = {"properties": {"protocol": "Tcp", "access": "Allow", "direction": "Inbound", "priority": 150,
                           "sourceAddressPrefix": "198.51.100.7/32", "sourcePortRange": "*",
                           "destinationAddressPrefix": "*", "destinationPortRange": "3389"}}
     raw, created = azure.network.security_rules.begin_create_or_update(
         RG, "vm-web-01-nsg", "azrdp-temp", new, cls=raw_and_model).result()
-    check_round_trip(raw, created, body("network/SecurityRules_CreateOrUpdate", "201"))
+    check_round_trip(raw, created, body("network/SecurityRules_CreateOrUpdate", "201"), extras=RULE_REAL)
     assert created.properties.provisioning_state == "Succeeded"
     assert emu.count("SecurityRules_CreateOrUpdate", status=201) == 1
     new["properties"]["priority"] = 160

@@ -88,3 +88,18 @@ def test_deallocated_instance_view_keeps_only_what_azure_keeps(start_emulator, f
     raw, _ = azure.compute.virtual_machines.instance_view(RG, VM, cls=raw_and_model)
     assert set(raw) == {"disks", "hyperVGeneration", "statuses"}
     assert raw["statuses"][1]["code"] == "PowerState/deallocated"
+
+
+def test_a_dynamic_public_ip_has_no_address_while_deallocated_and_gets_it_back_on_start(start_emulator,
+                                                                                       fake_credential):
+    from azrdp.azure.power import start_vm
+
+    emu, azure, clock = _manual(start_emulator, fake_credential, "deallocated")
+    pip = azure.network.public_ip_addresses.get(RG, "vm-web-01-ip")
+    assert pip.properties.public_ip_allocation_method == "Dynamic" and pip.properties.ip_address is None
+    outcome = start_vm(azure.compute, RG, VM, clock=clock, polling_interval=0)
+    assert 3.3 <= outcome.seconds <= 5.0                       # a start's operation, as on Azure
+    pip = azure.network.public_ip_addresses.get(RG, "vm-web-01-ip")
+    assert (pip.properties.ip_address, 3389) == emu.rdp_endpoint()
+    waited = wait_for_agent(azure.compute, RG, VM, clock=clock, since=outcome.started, interval=5.0, timeout=300)
+    assert waited.ready and waited.polls > 1                   # Windows booted after the operation

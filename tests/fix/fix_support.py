@@ -58,7 +58,7 @@ def _healthy_states() -> dict[str, dict[str, Any]]:
 _INFO_UNCHANGED = {
     "rdp-config": {"policy_forces_deny": False, "actions": []},
     "machinekeys-acl": {"backup": None, "actions": []},
-    "machinekeys-rename": {"backup": None, "acl_backup": None, "copied": 0, "skipped": [], "skipped_total": 0},
+    "machinekeys-rename": {"backup": None, "moved": 0, "failed": 0},
     "cert": {"removed": [], "removed_total": 0, "cleared_binding": False, "kept_bound": False, "restarted": []},
     "sessions": {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False},
 }
@@ -82,8 +82,7 @@ def _changed_info(name: str) -> dict[str, Any]:
     return {
         "rdp-config": {"policy_forces_deny": False, "actions": ["start:TermService"]},
         "machinekeys-acl": {"backup": BACKUP, "actions": ["acl:folder-default", "acl:rdp-key"]},
-        "machinekeys-rename": {"backup": "C:/ProgramData/Microsoft/Crypto/RSA/MachineKeys.azrdp-20260101T000002Z",
-                               "acl_backup": BACKUP, "copied": 8, "skipped": [], "skipped_total": 1},
+        "machinekeys-rename": {"backup": f"{BACKUP}/rdp-key", "moved": 1, "failed": 0},
         "cert": {"removed": [CERT_OLD], "removed_total": 1, "cleared_binding": False, "kept_bound": False,
                  "restarted": ["SessionEnv", "TermService"]},
         "sessions": {"logged_off": [2, 3], "logged_off_total": 2, "seats_freed": 2, "include_active": False},
@@ -115,11 +114,11 @@ def repair_result(steps: list[str], broken: set[str], *, only_when_full: bool = 
         if name == "sessions":
             after.update(total=0, disconnected=0, active=0, used=0, free=2)
         out.append({"name": name, "status": "changed", "before": before, "after": after, "info": _changed_info(name),
-                    "reboot_required": name in ("machinekeys-acl", "machinekeys-rename"), "error": None})
+                    "reboot_required": name == "machinekeys-acl", "error": None})
     return validate_result("repair", {
-        "payload": "repair", "version": "1.0.0", "run_id": run_id, "steps": out,
+        "payload": "repair", "version": "2.0.0", "run_id": run_id, "steps": out,
         "changed": any(s["status"] == "changed" for s in out), "reboot_pending": False,
-        "reboot_required": any(s["reboot_required"] for s in out)})
+        "reboot_required": any(s["reboot_required"] for s in out), "termservice": "Running", "error": None})
 
 
 def parameters(body: dict[str, Any]) -> dict[str, str]:

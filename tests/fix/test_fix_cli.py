@@ -340,7 +340,7 @@ def test_dry_run_prints_the_plan_and_parameters_and_writes_nothing(arm, rdp, aud
     assert "Run Command: repair.ps1 -Steps machinekeys-acl,cert,sessions -LogOffActive false -RunId azrdp-" \
         in result.stdout
     assert "-LogOffOnlyWhenFull true" in result.stdout
-    assert "Verdict: dry_run: dry run: nothing was changed" in result.stdout
+    assert "Verdict: dry_run: nothing was changed" in result.stdout and "dry run: dry run" not in result.stdout
     assert run_commands(arm) == (1, 0) and arm.power_calls == [] and arm.rule_calls == []
     assert all(call.method == "GET" or call.path.endswith("/runCommand") for call in arm.calls)
     assert not audit_path.exists()
@@ -407,7 +407,7 @@ def test_without_public_ip_rdp_is_verified_from_the_guest_side(arm, audit_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["verification"]["method"] == "guest" and doc["verification"]["ok"] is True
-    assert doc["verification"]["outside_check"].startswith("skipped: the VM has no public IP and no --host")
+    assert doc["verification"]["outside_check"].startswith("skipped: the VM has no public IP address")
     assert doc["plan"]["mode"] == "separate"            # no wire evidence: the guest is read first
     # read, repair, read again after the restart: one repair Run Command, one restart
     assert run_commands(arm) == (2, 1) and restarts(arm) == 1
@@ -422,3 +422,100 @@ def test_no_reboot_reports_the_fix_as_pending(arm, rdp, audit_path):
     assert "Pending: --no-reboot: machinekeys-acl takes full effect only after the VM restarts" in result.stdout
     # RDP still serves the old certificate, so the guest is read again to say what is left
     assert run_commands(arm) == (1, 1) and restarts(arm) == 0
+
+
+class _Answers(io.RawIOBase):
+    """stdin as a terminal whose user types ``answers`` (one line per question)."""
+
+    def __init__(self, answers: str):
+        self.data = answers.encode()
+
+    def isatty(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        chunk, self.data = self.data[:len(buffer)], self.data[len(buffer):]
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_interactive_fix_shows_the_diagnosis_then_the_plan_once_with_its_effects_then_asks(arm, rdp, certs,
+                                                                                             audit_path):
+    guest = Guest(seed_guest(), broken={"machinekeys-acl", "cert", "sessions"})
+    spec = install(arm, guest)
+    restart_renews(arm, spec, rdp, certs)
+
+    result = CliRunner().invoke(cli, ["fix", "vm1", "-g", "rg1", "--host", rdp.host, "--audit-log", str(audit_path)],
+                                input=_Answers("y\n"))
+
+    assert result.exit_code == 0, result.output
+    err, out = result.stderr, result.stdout
+    diagnosis, plan, question = err.index("Diagnosis of rg1/vm1:"), err.index("Plan ("), err.index("Go ahead? [y/N]")
+    assert diagnosis < plan < question
+    assert "FAIL rdp.cert" in err[diagnosis:plan] and "FAIL guest.cert" in err[diagnosis:plan]
+    # the plan once: before the question, never again in the report
+    assert (err + out).count("Plan (") == 1 and "Before:" not in out
+    shown = err[plan:question]
+    assert "  3. sessions           2 of 2 admin seats are held by disconnected sessions" in shown
+    assert ("users: logs off disconnected sessions only if no seat is free (their unsaved work is lost); the console "
+            "session is kept; reboot: no; undo: none") in shown
+    assert "users: restarts Remote Desktop Services: connected RDP users are disconnected" in shown
+    assert ("users: none; reboot: yes, when it changes something; undo: icacls C:\\ProgramData\\Microsoft\\Crypto\\RSA "
+            "/restore %ProgramData%\\azrdp\\backup\\<UTC time>\\machinekeys.acl") in shown
+    assert "4. reboot" in shown and "users: everyone signed in is disconnected while Windows restarts" in shown
+    assert shown.count("users: ") == 4
+    assert "Verdict: verified: RDP answers on" in out
+
+
+def test_interactive_fix_asks_about_a_start_after_showing_why(arm, audit_path):
+    install(arm, Guest(healthy()), VmSpec(power="deallocated"))
+
+    result = CliRunner().invoke(cli, ["fix", "vm1", "-g", "rg1", "--audit-log", str(audit_path)],
+                                input=_Answers("n\n"))
+
+    assert result.exit_code == 1, result.output
+    err = result.stderr
+    assert err.index("Diagnosis of rg1/vm1:") < err.index("1. start") < err.index("Go ahead? [y/N]")
+    assert "undo: `az vm deallocate -g rg1 -n vm1`" in err
+    assert "Verdict: declined: the plan was not confirmed, so nothing was changed." in result.stdout
+    assert arm.power_calls == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--yes", "--reboot", "--no-reboot"], "--reboot and --no-reboot contradict each other."),
+    (["--dry-run", "--guest-first"], "--guest-first only changes a --yes run"),
+    (["--yes", "--host", ""], "--host is empty."),
+    (["--yes", "--host", "  "], "--host is empty."),
+    (["--yes", "--subscription", ""], "--subscription is empty."),
+    (["--yes", "--source-ip", ""], "--source-ip is empty."),
+    (["--yes", "--host", "10.0.0.4:99999"], "--host: "),
+    (["--yes", "--host", "10.0.0.4:rdp"], "--host: "),
+    (["--yes", "--step", "cert", "--skip", "cert"], "--step and --skip both name cert."),
+])
+def test_conflicting_empty_or_malformed_options_are_refused_before_any_request(arm, audit_path, args, message):
+    install(arm, Guest(healthy()))
+    result = fix(*args, audit=audit_path)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.output
+    assert arm.calls == [] and not audit_path.exists()
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("diagnose", ["vm1", "-g", "rg1", "--host", "127.0.0.1:0"], "--host: "),
+    ("diagnose", ["vm1", "-g", "rg1", "--host", "127.0.0.1", "--no-probe"], "--no-probe says not to probe"),
+    ("diagnose", ["vm1", "-g", "rg1", "--subscription", ""], "--subscription is empty."),
+    ("check", ["vm1", "-g", "rg1", "--host", "[::1"], "--host: "),
+    ("sweep", ["--subscription", ""], "--subscription is empty."),
+    ("revoke", ["vm1", "-g", "", ], "--resource-group is empty."),
+])
+def test_other_commands_refuse_bad_options_before_any_request(arm, command, args, message):
+    install(arm, Guest(healthy()))
+    result = CliRunner().invoke(cli, [command, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert arm.calls == []

@@ -115,12 +115,14 @@ def test_backups_name_the_run_folder_for_every_step():
     acl = {"name": "machinekeys-acl", "info": {"backup": "C:/ProgramData/azrdp/backup/20261121T201751Z"}}
     cert = {"name": "cert", "info": {"removed_total": 1, "cleared_binding": True}}
     assert backups_of(acl, [acl, cert], "azrdp-1") == {"folder": "C:/ProgramData/azrdp/backup/20261121T201751Z"}
+    # Certificates are moved into the store azrdp-backup, not exported and deleted (review #4: a
+    # .cer loses the key link); the run folder's undo.txt says how to move them back.
     assert backups_of(cert, [acl, cert], "azrdp-1") == {
-        "certificates": "C:/ProgramData/azrdp/backup/20261121T201751Z/<thumbprint>.cer",
+        "certificates": "Cert:/LocalMachine/azrdp-backup (undo: C:/ProgramData/azrdp/backup/20261121T201751Z/undo.txt)",
         "binding": "C:/ProgramData/azrdp/backup/20261121T201751Z/SSLCertificateSHA1Hash.txt"}
     # cert alone: no step reported the folder, so it is named by the run id written in it
     assert backups_of(cert, [cert], "azrdp-1")["certificates"] == \
-        "<thumbprint>.cer in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1)"
+        "Cert:/LocalMachine/azrdp-backup (undo: undo.txt in %ProgramData%/azrdp/backup/<UTC time>/ (its run-id.txt says azrdp-1))"
     assert backups_of({"name": "cert", "info": {"removed_total": 0}}, [], "azrdp-1") == {}
 
 
@@ -140,3 +142,22 @@ def test_reboot_on_a_deallocated_vm_without_start_restarts_nothing(arm, session,
     assert result.exit_code == 1 and result.counts["restarts"] == 0
     assert "pass --start" in result.plan.blockers[0]
     assert audit.records == [] and not audit_path.exists()
+
+
+def test_a_repair_run_command_answered_503_is_sent_once_and_the_audit_says_it_may_have_run(
+        arm, session, clock, certs, audit_path):
+    rdp, spec = seed(arm, certs)
+    arm.fail(spec.vm_id + "/runCommand", 503, "ServiceUnavailable", "The service is unavailable.", method="POST",
+             headers={"Retry-After": "1"}, times=5)
+    audit = AuditLog(audit_path, clock=clock)
+    try:
+        result = fix(session, VM, FixOptions(host=rdp.host, fused=True), audit=audit)
+    finally:
+        rdp.close()
+    assert result.exit_code == EXIT_AZURE and result.verdict == "failed"
+    assert len([c for c in arm.calls if c.method == "POST" and c.path.endswith("/runCommand")]) == 1
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    sent, uncertain = [r for r in records if r["action"] == "run-command"]
+    assert sent["status"] == "sent" and uncertain["status"] == "may-have-run"
+    assert "the command may have run" in uncertain["error"] and "the command may have run" in result.summary()
+    assert restarts(arm) == 0                      # nothing more is decided on a guess

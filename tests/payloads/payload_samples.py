@@ -13,7 +13,7 @@ CERT_OLD = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 CA_CERT = "0F1E2D3C4B5A69788796A5B4C3D2E1F00112233F"
 
 HEALTHY_DIAGNOSE: dict[str, Any] = {
-    "payload": "diagnose", "version": "1.0.0", "run_id": "7f3c2a",
+    "payload": "diagnose", "version": "2.0.0", "run_id": "7f3c2a",
     "os": {"build": "20348.2340", "caption": "Microsoft Windows Server 2022 Datacenter", "uptime_min": 4312},
     "services": [
         {"name": "TermService", "state": "Running", "start": "Manual"},
@@ -38,14 +38,15 @@ HEALTHY_DIAGNOSE: dict[str, Any] = {
     "firewall": {"service": "Running",
                  "profiles": [{"name": n, "enabled": True, "inbound": "Block", "rules_ignored": False}
                               for n in ("Domain", "Private", "Public")],
-                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True},
+                 "rdp_rules": 3, "rdp_rules_enabled": 3, "port_allowed": True, "blocked": False},
     "sessions": {"list": [{"id": 2, "name": "rdp-tcp#4", "user": "azureuser", "state": "Active", "idle_min": 0}],
                  "total": 1, "server_mode": "admin", "max_instances": 4294967295, "seat_limit": 2,
                  "used": 1, "free": 1, "single_session": True},
+    "rds": {"lic_mode": 5, "grace_days": None, "drain": None},
     "events": {"hours": 24, "rcm_1057": 0, "rcm_1058": 0, "schannel_36870": 0, "schannel_36871": 0,
                "scm_termservice": 0, "last": None},
     "reboot": {"pending": False, "reasons": []},
-    "errors": [], "errors_total": 0,
+    "errors": [], "errors_total": 0, "error": None,
 }
 
 
@@ -57,7 +58,7 @@ def expired_cert() -> dict[str, Any]:
     r = healthy()
     r["cert"]["certs"] = [{"thumbprint": CERT_OLD, "not_after": "2025-11-30T10:02:11Z", "expired": True,
                            "key_readable": True, "self_signed": True}]
-    r["events"].update(rcm_1058=14, last="1058 2026-01-01T09:00:02Z The RD Session Host Server has failed to replace t")
+    r["events"].update(rcm_1058=14, last="1058 2026-01-01T09:00:02Z The RD Session Host Server has fail")
     return r
 
 
@@ -133,7 +134,7 @@ def healthy_repair() -> dict[str, Any]:
                 "info": info, "reboot_required": False, "error": None}
     key = {"present": True, "network_service_read": True, "system_full": True}
     return {
-        "payload": "repair", "version": "1.0.0", "run_id": "7f3c2a",
+        "payload": "repair", "version": "2.0.0", "run_id": "7f3c2a",
         "steps": [
             step("rdp-config", {"deny": 0, "deny_policy": None, "port": 3389,
                                 "services": [{"name": "TermService", "state": "Running", "start": "Manual"},
@@ -144,10 +145,12 @@ def healthy_repair() -> dict[str, Any]:
                  {"backup": None, "actions": []}),
             step("cert", state_cert(), {"removed": [], "removed_total": 0, "cleared_binding": False,
                                         "kept_bound": False, "restarted": []}),
-            step("sessions", {"total": 1, "disconnected": 0, "active": 1, "seat_limit": 2, "used": 1, "free": 1},
+            step("sessions", {"total": 1, "disconnected": 0, "active": 1, "mode": "admin", "seat_limit": 2, "used": 1,
+                              "free": 1},
                  {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}),
         ],
-        "changed": False, "reboot_pending": False, "reboot_required": False,
+        "changed": False, "reboot_pending": False, "reboot_required": False, "termservice": "Running",
+        "error": None,
     }
 
 

@@ -95,7 +95,7 @@ def param_block(tree: Tree) -> list[ScriptParam]:
         for attr in (n for n in walk(sp) if n.type == "attribute"):
             literal = next((c for c in attr.children if c.type == "type_literal"), None)
             if literal is not None:
-                param.type = text(literal).strip("[]").lower()
+                param.type = text(literal).strip()[1:-1].lower()  # [string[]] -> string[]
                 continue
             name = text(next(c for c in attr.children if c.type == "attribute_name"))
             param.attributes.append(name)

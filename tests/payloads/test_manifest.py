@@ -8,15 +8,15 @@ from azrdp.errors import UsageError
 from azrdp.payloads import manifest, payload
 
 
-def test_manifest_lists_both_payloads_with_their_files():
+def test_manifest_lists_every_payload_with_its_file():
     entries = {e["id"]: e for e in manifest()["payloads"]}
-    assert set(entries) == {"diagnose", "repair"}
+    assert set(entries) == {"diagnose", "repair", "rescue"}
     assert manifest()["result_marker"] == "AZRDP-RESULT:"
     for entry in entries.values():
         assert payload(entry["id"]).script_text()  # the file ships with the package
 
 
-@pytest.mark.parametrize("payload_id", ["diagnose", "repair"])
+@pytest.mark.parametrize("payload_id", ["diagnose", "repair", "rescue"])
 def test_script_lines_rebuild_the_file_byte_for_byte(payload_id):
     spec = payload(payload_id)
     assert ("\n".join(spec.script_lines()) + "\n").encode() == spec.script_text().encode()

@@ -38,15 +38,23 @@ PS51_ALIASES = {
 # Cmdlets Windows PowerShell 5.1 ships (Microsoft.PowerShell.*, NetSecurity, NetTCPIP, CimCmdlets,
 # PKI, Security, Diagnostics) that the payloads may call.
 PS51_CMDLETS = {
-    "ConvertTo-Json", "Copy-Item", "Enable-NetFirewallRule", "Export-Certificate", "ForEach-Object",
+    "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
     "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
-    "Get-NetFirewallPortFilter", "Get-NetFirewallProfile", "Get-NetFirewallRule", "Get-NetTCPConnection",
-    "Get-Process", "Get-Service", "Get-WinEvent", "Join-Path", "New-Item", "New-NetFirewallRule",
-    "New-Object", "Out-Null", "Remove-Item", "Remove-ItemProperty", "Rename-Item", "Restart-Service",
+    "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
+    "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
+    "New-Object", "Out-Null", "Remove-ItemProperty",
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
-    "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Service", "Start-Sleep",
+    "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Sleep",
     "Test-Path", "Where-Object", "Write-Output",
 }
+# Service cmdlets that wait without limit on a Start/StopPending service (PowerShell's
+# ServiceOperationBaseCommand.DoWaitForStatus loops for ever): never in a payload (review #2).
+UNBOUNDED_SERVICE_CMDLETS = {"start-service", "restart-service", "stop-service", "suspend-service",
+                             "resume-service"}
+# The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
+# only the offline rescue payload brings the attached disk online and lists volumes.
+PS51_CMDLETS |= {"Get-Disk", "Set-Disk", "Get-Volume"}
 CHANGING = re.compile(r"^(Set|Remove|New-Item|Rename|Restart|Start-Service|Stop|Enable|Disable|Copy|Move|Export|Clear|Add)")
 PAYLOADS = payload_ids()
 
@@ -97,7 +105,7 @@ def test_payload_rules(payload_id):
         assert keyword in source.split("#>")[0]
     for param in pwsh_ast.param_block(tree):
         assert f".PARAMETER {param.name}" in source, f"help for -{param.name}"
-        assert param.type in ("int", "string"), f"-{param.name} must be typed"
+        assert param.type in ("int", "string", "string[]"), f"-{param.name} must be typed"
         assert param.validate_set or param.validate_pattern or param.validate_range, f"-{param.name} must be validated"
     assert "\nSet-StrictMode -Version Latest\n" in source
     assert "\n$ErrorActionPreference = 'Stop'\n" in source
@@ -108,9 +116,13 @@ def test_payload_rules(payload_id):
     assert writes == ["Write-Output"]
     assert "Write-Output ('AZRDP-RESULT:' + $json)" in source
     assert "ConvertTo-Json -InputObject $Result -Compress" in source
-    # nothing evaluates text as code
-    for forbidden in ("Invoke-Expression", "[scriptblock]::Create", "Add-Type", "-EncodedCommand"):
+    # nothing evaluates text as code; the one Add-Type compiles a fixed, single-quoted (never
+    # interpolated) definition of the WTS API, no caller text
+    for forbidden in ("Invoke-Expression", "[scriptblock]::Create", "-EncodedCommand"):
         assert forbidden not in source
+    add_types = [pwsh_ast.text(c) for c in pwsh_ast.calls(tree, "Add-Type")]
+    assert add_types == ["Add-Type -TypeDefinition $WtsSource -Language CSharp"]
+    assert "$WtsSource = @'\n" in source and source.count("$WtsSource =") == 1
     # PowerShell 7-only syntax would fail on 5.1
     for pwsh7 in ("??", "?.", "-Parallel", " && ", " || ", "ForEach-Object -Parallel", "$PSStyle"):
         assert pwsh7 not in source, pwsh7
@@ -131,45 +143,152 @@ def test_every_check_and_step_runs_inside_try_catch(payload_id):
 def test_diagnose_changes_nothing():
     tree = _tree("diagnose")
     own = set(pwsh_ast.functions(tree))
+    # Add-Type compiles the WTS API type into this process only; it changes nothing on the VM.
     changing = [c for c in pwsh_ast.commands(tree) if CHANGING.match(c) and c not in own]
-    assert changing == ["Set-StrictMode"]
+    assert changing == ["Set-StrictMode", "Add-Type"]
     natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
     assert natives == {"quser.exe", "qwinsta.exe"}
     assert payload("diagnose").read_only and not payload("repair").read_only
 
 
-def test_repair_deletes_only_certificates_it_exported_first():
+def test_repair_never_deletes_a_certificate_it_moves_them_to_a_backup_store():
+    # Review #3/#4: the cert step deleted certificates (Export-Certificate kept only the public
+    # part) before checking that Windows could make a new one. Nothing is deleted now: a
+    # certificate is moved into Cert:\LocalMachine\azrdp-backup (key link kept; undo = move back).
     source = _source("repair")
-    removals = re.findall(r"^\s*Remove-Item .*$", source, re.M)
-    assert removals == ["        Remove-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $certificate.Thumbprint)"]
-    repair_cert = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
-    assert repair_cert.index("Export-Certificate") < repair_cert.index("Remove-Item")
-    assert "SecurityLayer" not in repair_cert  # never lowered (only read in Read-CertState)
+    tree = _tree("repair")
+    assert pwsh_ast.calls(tree, "Remove-Item") == [] and "Export-Certificate" not in source
     assert "-DeleteKey" not in source
+    functions = pwsh_ast.functions(tree)
+    mover = functions["Move-CertificateToBackup"]
+    assert "Move-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $Thumbprint) -Destination $BackupCertStore" in mover
+    assert mover.index("Add-UndoNote") < mover.index("    Move-Item -LiteralPath")  # the undo is written before the change
+    assert "$BackupCertStore = 'Cert:\\LocalMachine\\azrdp-backup'" in source
+    repair_cert = functions["Repair-Certificate"]
+    assert "SecurityLayer" not in repair_cert  # never lowered (only read in Read-CertState)
+    # Only what is definitely broken moves: "could not test" ($null) never does.
+    assert "if (-not (Test-CertificateBroken -Certificate $certificate)) { continue }" in repair_cert
+    assert "($null -ne $usable -and -not $usable)" in functions["Test-CertificateBroken"]
+    # The binding is saved (and its undo written) before it is removed.
+    assert repair_cert.index("SSLCertificateSHA1Hash.txt") < repair_cert.index("Remove-ItemProperty")
 
 
-def test_cert_step_holds_back_while_machinekeys_cannot_hold_a_new_key():
-    # Removing the expired certificate while the MachineKeys ACL is broken leaves RDP with no
-    # certificate at all (Windows cannot make the new key): the step must check first, and a
-    # held-back step is reported as skipped, not as unchanged.
+def test_cert_step_checks_that_windows_can_make_a_certificate_before_touching_anything():
+    # Review #3: SessionEnv disabled, a broken RDP key container (Windows reuses it: 1057/1058) or
+    # a redirected SelfSignedCertStore leave RDP with no certificate once the old one is gone.
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-Certificate"]
-    guard = body.index("(Get-MachineKeysFacts).default")
-    assert guard < body.index("Remove-Item") and guard < body.index("Remove-ItemProperty")
-    assert guard < body.index("Restart-RdpServices")
-    assert "New-Outcome -Skip" in body[guard:body.index("Remove-Item")]
+    guard = body.index("$holdBack = Get-CertHoldBack")
+    assert guard < body.index("Move-CertificateToBackup") and guard < body.index("Remove-ItemProperty")
+    assert guard < body.index("Restart-ServiceBounded")
+    assert "return New-Outcome -Skip $holdBack" in body[guard:body.index("Move-CertificateToBackup")]
+    hold = functions["Get-CertHoldBack"]
+    for needed in ("'SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc'", "(Get-MachineKeysFacts).default",
+                   "Test-RdpKeyUsable", "'SelfSignedCertStore'", "network_service_read"):
+        assert needed in hold, needed
     assert "elseif ($null -ne $outcome.skip) { $step.status = 'skipped' }" in functions["Invoke-Step"]
 
 
-def test_repair_backs_up_acls_before_changing_them():
+def test_cert_step_restarts_termservice_only_when_the_served_certificate_must_change():
+    # Review #13: a restart disconnects every RDP user; removing an unused expired certificate
+    # while a valid one is served is no reason for one.
+    body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
+    assert "if ($cleared -or $null -eq $Before.current) {" in body
+    assert body.count("Restart-ServiceBounded") == 1
+
+
+def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
+    # Review #2: Start-Service/Restart-Service wait without limit on a service stuck in
+    # StopPending: no result line, Run Command blocked for 90 minutes, RDP down.
+    for payload_id in PAYLOADS:
+        used = {c.lower() for c in pwsh_ast.commands(_tree(payload_id))}
+        assert not used & UNBOUNDED_SERVICE_CMDLETS, payload_id
+        source = _source(payload_id)
+        for call in re.findall(r"\.WaitForStatus\(([^)]*\))", source):
+            assert "[TimeSpan]::FromSeconds(" in call, call
+        assert ".WaitForStatus($Status)" not in source
     functions = pwsh_ast.functions(_tree("repair"))
-    for name in ("Repair-MachineKeysAcl", "Repair-MachineKeysRename"):
-        body = functions[name]
-        assert body.index("Save-MachineKeysAcl") < min(i for i in (body.find("Set-DefaultMachineKeysAcl"), body.find("Grant-RdpKeyAccess"), body.find("Rename-Item")) if i >= 0)
-    assert "'/save'" in functions["Save-MachineKeysAcl"]
-    rename = functions["Repair-MachineKeysRename"]
-    assert "while (Test-Path" in rename, "never overwrite an earlier backup"
-    assert "$RdpKeyFilter" in rename, "the RDP key container is not copied back"
+    wait = functions["Wait-ServiceStatus"]
+    assert "[Math]::Min($Seconds, (Get-SecondsLeft))" in wait and "if ($limit -lt 1) { return $false }" in wait
+    assert "catch [System.ServiceProcess.TimeoutException]" in wait
+    source = _source("repair")
+    assert "$script:Deadline = (Get-Date).AddSeconds(480)" in source
+    # Steps after the deadline are skipped; TermService is started again at the end and reported.
+    assert "if ((Get-SecondsLeft) -lt 1) {" in functions["Invoke-Step"]
+    tail = source[source.index("foreach ($name in $StepOrder) {"):]
+    assert tail.index("$termState = Confirm-TermService") < tail.index("Write-Result")
+    assert "termservice = $termState" in tail
+
+
+def test_sessions_step_logs_off_only_sessions_disconnected_at_the_start():
+    # Review #1: the cert step's TermService restart turns Active sessions into Disc; the old
+    # sessions step then logged off the users who had been working.
+    source = _source("repair")
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-Sessions"]
+    assert "($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id)" in body
+    assert "$includeActive -and $script:ActiveAtStart -contains $_.id" in body
+    snapshot = source.index("$script:DiscAtStart = @($atStart")
+    assert snapshot < source.index("foreach ($name in $StepOrder) {")
+    # F7: only as many as free one seat, longest idle first; multi-session hosts only when asked.
+    assert "-Descending" in body and "$need = [Math]::Max(0, $Before.used - $Before.seat_limit + 1)" in body
+    assert "@('rdsh', 'multi', 'avd') -contains $Before.mode -and $MultiSession -ne 'true'" in body
+    assert body.index("-contains $Before.mode") < body.index("logoff.exe")
+
+
+def test_machinekeys_rename_moves_only_the_rdp_key_container():
+    # Review #7: the whole-folder rename took every machine key away (IIS, WinRM, LDAPS, the VM
+    # agent), copied back file by file without a bound, and asked for a reboot when copies failed.
+    body = pwsh_ast.functions(_tree("repair"))["Repair-MachineKeysRename"]
+    for gone in ("Rename-Item", "Copy-Item", "-Reboot $true", "Set-DefaultMachineKeysAcl"):
+        assert gone not in body, gone
+    assert "Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File" in body
+    assert "Move-Item -LiteralPath $file.FullName -Destination $target" in body
+    assert "$locked.SetSecurityDescriptorSddlForm($LockedFileSddl, 'Access')" in body
+    # Acts only on a definite failure, never on "could not test".
+    assert body.index("if ($null -eq $usable) {") < body.index("Move-Item")
+
+
+def test_machinekeys_acl_keeps_owners_and_makes_inherited_aces_explicit_first():
+    # Review #9: restoring the folder ACL re-propagates to children; key files whose ACEs were only
+    # inherited were left with an empty DACL. takeown changed the owner outside the backup.
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-MachineKeysAcl"]
+    assert body.index("Save-MachineKeysAcl") < body.index("Protect-InheritedKeyAces") < body.index("Set-DefaultMachineKeysAcl")
+    assert "$acl.SetAccessRuleProtection($true, $true)" in functions["Protect-InheritedKeyAces"]
+    save = functions["Save-MachineKeysAcl"]
+    assert "'/save'" in save and "$run.ExitCode -ne 0" in save and "machinekeys.sddl.txt" in save
+    assert "takeown" not in _source("repair")
+
+
+def test_backup_root_refuses_reparse_points_and_foreign_owners():
+    # Review #10: any local user can pre-create C:\ProgramData\azrdp (a junction, or their own ACL).
+    functions = pwsh_ast.functions(_tree("repair"))
+    guard = functions["Confirm-ProtectedFolder"]
+    assert "[System.IO.FileAttributes]::ReparsePoint" in guard and "GetOwner(" in guard
+    assert guard.index("throw") < guard.index("Set-Acl")
+    assert "$BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'" in _source("repair")
+    folder = functions["Get-BackupFolder"]
+    assert folder.index("Confirm-ProtectedFolder -Path $root") < folder.index("New-Item")
+    assert "-Force" not in folder.split("New-Item", 1)[1].split("\n", 1)[0]
+
+
+def test_every_payload_answers_unsupported_under_constrained_language_mode_first():
+    # Review #29: in Constrained Language Mode the .NET calls fail halfway; answer before any.
+    for payload_id in PAYLOADS:
+        source = _source(payload_id)
+        body = source.split("# azrdp:include common.ps1", 1)[0] if False else source[source.index("function Write-Result"):]
+        check = body.index("if (-not (Test-FullLanguage)) {")
+        first_read = min(i for i in (body.find("Get-RebootReasons"), body.find("$Sections = [ordered]"),
+                                     body.find("$results = New-Object")) if i >= 0)
+        assert check < first_read, payload_id
+        assert "'unsupported: PowerShell runs in Constrained Language Mode'" in body[check:check + 700]
+
+
+def test_steps_bind_as_one_comma_string_or_an_array_and_empty_is_an_error():
+    source = _source("repair")
+    assert "$wanted = @((@($Steps) -join ',').Split(',')" in source
+    assert "if ($wanted.Count -eq 0) { $runError = 'no steps given" in source
 
 
 def test_repair_steps_run_in_the_fixed_order():
@@ -200,7 +319,10 @@ def test_manifest_parameters_match_the_param_block(payload_id):
     assert list(script) == [p.name for p in spec.parameters]
     for p in spec.parameters:
         s = script[p.name]
-        assert s.mandatory == p.required, p.name
+        # Never Mandatory in the script: a missing Mandatory parameter makes PowerShell prompt,
+        # and under Run Command that prompt waits 90 minutes (review #14). "required" in the
+        # manifest means azrdp always sends it; the script answers a missing one with an error.
+        assert not s.mandatory, p.name
         if p.type == "int":
             assert s.type == "int" and s.validate_range == (p.min, p.max) and s.default == p.default
         elif p.type == "bool":
@@ -209,8 +331,10 @@ def test_manifest_parameters_match_the_param_block(payload_id):
         elif p.type == "string":
             assert s.type == "string" and s.validate_pattern == p.pattern and s.default == p.default
         elif p.type == "list":
+            # string[]: one comma string (-File) or an array (-Command style) both bind (#14).
             alternatives = "|".join(p.choices)
-            assert s.type == "string" and s.validate_pattern == f"^({alternatives})(,({alternatives}))*$"
+            assert s.type == "string[]" and s.validate_pattern == f"^({alternatives})(,({alternatives}))*$"
+            assert s.default == "@()"
         else:
             pytest.fail(f"unknown manifest type {p.type}")
 
@@ -262,5 +386,105 @@ def test_private_key_check_does_not_need_sha256_support_from_the_csp():
     # sign SHA-256 on older .NET; counting it as unusable would make the cert step remove a
     # working certificate. The key works if it can sign at all.
     body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
-    assert "HashAlgorithmName]::SHA1" in body and "HashAlgorithmName]::SHA256" in body
-    assert body.index("SignData") > body.index("foreach ($hash in $hashes)")
+    assert "$hashes = @('SHA256', 'SHA1')" in body
+    assert body.index("$key.SignData($data, $hash)") > body.index("foreach ($hash in $hashes)")
+
+
+def test_private_key_check_has_three_answers():
+    # Review #5: .NET 4.5 (no RSACertificateExtensions), ECDSA and decrypt-only CNG keys made the
+    # old test say "unusable" about good keys; "could not test" is $null, and only a
+    # CryptographicException is "broken".
+    body = pwsh_ast.functions(_tree("repair"))["Test-PrivateKey"]
+    assert "'System.Security.Cryptography.X509Certificates.RSACertificateExtensions' -as [type]" in body
+    assert "try { $key = $Certificate.PrivateKey } catch { return $null }" in body   # CNG on .NET 4.5
+    assert "ECDsaCertificateExtensions' -as [type]" in body and "if ($null -eq $ec) { return $null }" in body
+    assert "$key.Decrypt($cipher" in body
+    assert body.count("catch [System.Security.Cryptography.CryptographicException]") == 3
+    assert body.count("return $null") >= 3
+    facts = pwsh_ast.functions(_tree("diagnose"))["Get-CertFacts"]
+    assert "key_readable = ConvertTo-KeyState -Answer (Test-PrivateKey -Certificate $Certificate)" in facts
+
+
+def test_sessions_and_listener_are_read_through_the_wts_api_first():
+    # Review #6: quser/qwinsta print localized state words; on a German, French or Japanese VM
+    # the listener read as Unknown (guest.listener FAIL on every healthy VM).
+    functions = pwsh_ast.functions(_tree("diagnose"))
+    sessions = functions["Get-UserSessions"]
+    assert sessions.index("Get-WtsRows") < sessions.index("Get-QuserSessions")
+    assert "if ($null -eq $rows) {" in sessions
+    assert "Get-ListenerState" in functions["Read-Listener"] and "qwinsta" not in functions["Read-Listener"]
+    assert functions["Get-ListenerState"].index("Get-WtsRows") < functions["Get-ListenerState"].index("qwinsta.exe")
+    source = _source("diagnose")
+    assert "WTSEnumerateSessionsW" in source and "WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24," in source
+
+
+def test_rescue_always_unloads_the_hives_it_loaded():
+    source = _source("rescue")
+    main = source[source.index("$results = New-Object"):]
+    body, final = main.split("} finally {", 1)
+    assert body.count("Invoke-Reg -ArgumentList @('load'") == 2, "both hives load inside the try"
+    assert "Dismount-Hive -Name $hive" in final.split("$Result = [ordered]@{")[0]
+    assert "@($SoftwareHive, $SystemHive)" in final
+    unload = pwsh_ast.functions(_tree("rescue"))["Dismount-Hive"]
+    assert "[System.GC]::Collect()" in unload and "'unload'" in unload, "handles closed before reg unload"
+    assert source.count("'load'") == 2 and "Invoke-Native -FilePath 'reg.exe'" in source
+
+
+def test_rescue_exports_and_saves_before_it_removes_or_changes():
+    functions = pwsh_ast.functions(_tree("rescue"))
+    cert = functions["Repair-Cert"]
+    assert cert.index("'export'") < cert.index("Move-Item -LiteralPath $key.PSPath"), "a certificate is exported before it is moved"
+    assert pwsh_ast.calls(_tree("rescue"), "Remove-Item") == [], "certificates are moved aside, never deleted"
+    assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
+    assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
+    keys = functions["Repair-MachineKeys"]
+    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+
+
+def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
+    from azrdp.payloads.schema import RESCUE_STEPS
+
+    source = _source("rescue")
+    assert "$StepOrder = @('" + "', '".join(RESCUE_STEPS) + "')" in source
+    rescue_only = source.split("# azrdp:include", 1)[0] + source[source.index("$StepOrder"):]
+    assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
+    assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
+def test_native_programs_run_from_system32_and_a_missing_one_is_a_clear_error():
+    # Review #22: bare names from PATH; a 32-bit host has no quser in SysWOW64, and a missing program
+    # left $LASTEXITCODE unset (StrictMode then threw a confusing error).
+    body = pwsh_ast.functions(_tree("repair"))["Invoke-Native"]
+    assert "Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\\' + $FilePath)" in body
+    assert "$folder = 'Sysnative'" in body and "[Environment]::Is64BitProcess" in body
+    assert body.index("if (-not (Test-Path -LiteralPath $exe)) { throw") < body.index("& $exe")
+    assert body.index("$global:LASTEXITCODE = 0") < body.index("& $exe")
+
+
+def test_grants_through_groups_and_generic_rights_count():
+    # Review #27: an Everyone/Authenticated Users/Users grant covers NETWORK SERVICE; GENERIC_READ
+    # (0x80000000) is FILE_GENERIC_READ. Missing either meant a needless key-ACL rewrite and reboot.
+    functions = pwsh_ast.functions(_tree("repair"))
+    grant = functions["Test-Grant"]
+    assert "$covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')" in grant
+    assert "if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }" in grant
+    assert "ConvertTo-FileRights -Mask" in grant
+    mapping = functions["ConvertTo-FileRights"]
+    for mask, mapped in ((0x80000000, 0x120089), (0x40000000, 0x120116), (0x20000000, 0x1200A0), (0x10000000, 0x1F01FF)):
+        assert f"if ($Mask -band {mask}) {{ $mapped = $mapped -bor {mapped} }}" in mapping
+    code = "\n".join(line.split("#", 1)[0] for line in mapping.splitlines())
+    assert not re.search(r"0x[89A-Fa-f][0-9A-Fa-f]{7}", code), "PowerShell reads 0x80000000 as a negative Int32"
+
+
+def test_firewall_analysis_honours_block_rules_profiles_and_scope_in_one_pass():
+    # Review #11: Block rules were ignored (an enabled Block on 3389 beats every Allow), as were
+    # profile and program/service scope; one association query per filter took tens of seconds;
+    # with MpsSvc stopped the section (service included) was lost.
+    body = pwsh_ast.functions(_tree("diagnose"))["Read-Firewall"]
+    assert body.index("(Get-ServiceFacts -Name 'MpsSvc').state") < body.index("Get-NetFirewallProfile")
+    assert "try { $service = (Get-ServiceFacts -Name 'MpsSvc').state }" in body
+    for joined in ("$ports[$_.InstanceID]", "$apps[$_.InstanceID]", "$services[$_.InstanceID]"):
+        assert joined in body
+    assert "-AssociatedNetFirewall" not in body
+    assert "Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active" in body
+    assert "$allowed = (-not $blocked) -and" in body and "blocked = $blocked" in body

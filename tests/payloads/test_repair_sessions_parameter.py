@@ -26,5 +26,5 @@ def test_the_parameter_is_optional_and_defaults_to_the_old_behaviour():
 def test_sessions_step_logs_off_no_one_while_a_seat_is_free_when_asked():
     body = pwsh_ast.functions(_tree())["Repair-Sessions"]
     assert "$onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')" in body
-    gate = body.index("if (-not ($onlyWhenFull -and $Before.free -gt 0))")
+    gate = body.index("if ($onlyWhenFull -and $Before.free -gt 0) { return New-Outcome -Info $info }")
     assert gate < body.index("Get-UserSessions") < body.index("logoff.exe")

@@ -45,6 +45,23 @@ ACTIONS: dict[str, str | None] = {
     "NetworkOperations_Get": "Microsoft.Network/locations/operations/read",
     "NetworkOperationResults_Get": "Microsoft.Network/locations/operationResults/read",
     "Subscriptions_List": None,
+    # azrdp rescue
+    "VirtualMachines_CreateOrUpdate": "Microsoft.Compute/virtualMachines/write",
+    "VirtualMachines_Update": "Microsoft.Compute/virtualMachines/write",
+    "VirtualMachines_PowerOff": "Microsoft.Compute/virtualMachines/powerOff/action",
+    "VirtualMachines_Delete": "Microsoft.Compute/virtualMachines/delete",
+    "Disks_Get": "Microsoft.Compute/disks/read",
+    "Disks_CreateOrUpdate": "Microsoft.Compute/disks/write",
+    "Disks_Delete": "Microsoft.Compute/disks/delete",
+    "Snapshots_Get": "Microsoft.Compute/snapshots/read",
+    "Snapshots_CreateOrUpdate": "Microsoft.Compute/snapshots/write",
+    "Snapshots_Delete": "Microsoft.Compute/snapshots/delete",
+    "VirtualNetworks_CreateOrUpdate": "Microsoft.Network/virtualNetworks/write",
+    "NetworkInterfaces_CreateOrUpdate": "Microsoft.Network/networkInterfaces/write",
+    "ResourceGroups_CreateOrUpdate": "Microsoft.Resources/subscriptions/resourceGroups/write",
+    "ResourceGroups_Get": "Microsoft.Resources/subscriptions/resourceGroups/read",
+    "ResourceGroups_Delete": "Microsoft.Resources/subscriptions/resourceGroups/delete",
+    "ResourceOperationResults_Get": None,
 }
 
 

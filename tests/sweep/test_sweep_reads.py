@@ -67,3 +67,45 @@ def test_a_resource_group_selection_lists_only_those_groups():
         assert emu.count("VirtualMachines_List") == 1 and emu.count("VirtualMachines_ListAll") == 1
         assert emu.count("NetworkInterfaces_List") == 1 and emu.count("NetworkInterfaces_ListAll") == 0
         assert sum(emu.count(op) for op in PER_VM_READS) == 0
+
+
+def test_a_vm_can_start_as_soon_as_its_evidence_is_listed():
+    """Once the first page of every list is in, the first VM's whole RDP path is known (its body,
+    run time status, NIC, subnet, NSGs and public IP) while the last VM's is not: the sweep checks
+    and probes a VM then, not after the last page. The pages are replayed in that order."""
+    from azrdp.azure.fleet import FleetView, read_fleet
+    from azrdp.azure.inventory import listed_gap
+    from azrdp.target import Target
+
+    class Recording(FleetView):
+        def add_page(self, kind, items):
+            self.log.append((kind, list(items)))
+            super().add_page(kind, items)
+
+    with Emulator.start(fleet={"healthy": 3 * PAGE_SIZE}, speed=FAST) as emu:
+        session = tenant_session(emu).for_subscription(emu.subscription_id)
+        recorded = Recording(emu.subscription_id)
+        recorded.log = []
+        read_fleet(session, view=recorded)
+    first = Target("vm-healthy-001", "rg-azrdp-fleet", emu.subscription_id)
+    last = Target("vm-healthy-150", "rg-azrdp-fleet", emu.subscription_id)
+    replay = FleetView(emu.subscription_id)
+    kinds = {kind for kind, _ in recorded.log}
+    firsts = [next(page for page in recorded.log if page[0] == kind) for kind in sorted(kinds)]
+    for kind, items in firsts:
+        assert listed_gap(replay, first, want_vnet=True) is not None or not replay.has_status(first.resource_id(emu.subscription_id))
+        replay.add_page(kind, items)
+    assert replay.has_status(first.resource_id(emu.subscription_id)) and listed_gap(replay, first, want_vnet=True) is None
+    assert listed_gap(replay, last, want_vnet=True) is not None and not replay.complete
+    for page in recorded.log:
+        if not any(page is f for f in firsts):
+            replay.add_page(*page)
+    assert listed_gap(replay, last, want_vnet=True) is None and replay.has_status(last.resource_id(emu.subscription_id))
+
+
+def test_a_vm_that_could_not_be_probed_and_fails_nothing_costs_no_read():
+    """--no-probe (or no public IP): 'unverified', and its agent is not read; the lists answer."""
+    with Emulator.start(fleet={"healthy": 3}, speed=FAST) as emu:
+        result = run(emu, probe=False)
+        assert result.counts()["unverified"] == 3
+        assert sum(emu.count(op) for op in PER_VM_READS) == 0 and result.reads["per_vm_reads"] == 0

@@ -1,0 +1,193 @@
+"""How the simulated Windows of a rescue VM answers azrdp's offline payload (``rescue.ps1``).
+
+The rescue VM's Windows sees each data disk's Windows as an attached volume
+(``WindowsGuest.attached_volumes``, kept by disks.py); the payload works on the *offline* state of
+that volume exactly as rescue.ps1 does on the loaded hives and the volume's files, step by step,
+with the same before/after facts, and nothing else: the running guest of the VM that disk came
+from is untouched (it is another copy). What the offline registry stands for:
+
+- ``registry["fDenyTSConnections"]`` / ``policy.fDenyTSConnections``: Control\\Terminal Server and
+  SOFTWARE\\Policies\\...\\Terminal Services;
+- each service's ``start``: Services\\NAME\\Start (Disabled = 4; a missing service has no key);
+- PortNumber, SecurityLayer, MinEncryptionLevel: WinStations\\RDP-Tcp (fEnableWinStation is not
+  modelled: absent, i.e. enabled);
+- ``bound_thumbprint`` and the certificates: SSLCertificateSHA1Hash and the SOFTWARE hive's
+  SystemCertificates\\{MY,Remote Desktop}\\Certificates keys;
+- MachineKeys and the firewall rules: the volume's files and FirewallPolicy\\FirewallRules.
+
+Loading and unloading the hives is not modelled beyond its result (they are always unloaded);
+whether Windows really lets reg.exe unload them after PowerShell's handles are collected is listed
+as unverified in docs/emulator.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from azrdp.emulator.guest import WindowsGuest
+from azrdp.emulator.guest_payloads import limit_text
+from azrdp.payloads import payload
+from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, RESCUE_SERVICES, RESCUE_STEPS
+
+_START_FIX = {"TermService": "Manual", "SessionEnv": "Manual", "UmRdpService": "Manual",
+              "WindowsAzureGuestAgent": "Automatic", "RdAgent": "Automatic"}
+_FIRST_LETTER = "F"   # C: the rescue's Windows, D: its temporary disk, E: its DVD drive
+
+
+class _Failed(Exception):
+    pass
+
+
+class _Offline:
+    def __init__(self, volume: WindowsGuest, letter: str, run_id: str):
+        self.v = volume
+        self.letter = letter
+        self.run_id = run_id
+        self.backup: str | None = None
+
+    def backup_path(self) -> str:
+        if self.backup is None:
+            root = rf"{self.letter}\ProgramData\azrdp\backup\rescue-{self.run_id}"
+            path, suffix = root, 1
+            while path in self.v.backup_folders:
+                suffix += 1
+                path = rf"{self.letter}\ProgramData\azrdp\backup\rescue-{self.run_id}-{suffix}"
+            self.v.backup_folders[path] = []
+            self.backup = path
+        return self.backup
+
+    # -- the steps (read, repair) --------------------------------------------------------------
+    def read_rdp_enable(self) -> dict[str, Any]:
+        return {"deny": self.v.registry.get("fDenyTSConnections"),
+                "policy_deny": self.v.registry.get("policy.fDenyTSConnections")}
+
+    def repair_rdp_enable(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        actions = []
+        if before["deny"] != 0:
+            self.v.registry["fDenyTSConnections"] = 0
+            actions.append("deny=0")
+        if before["policy_deny"] not in (None, 0):
+            self.v.registry["policy.fDenyTSConnections"] = 0
+            actions.append("policy:deny=0")
+        return bool(actions), actions, None
+
+    def read_services(self) -> dict[str, Any]:
+        disabled, missing = [], []
+        for name in RESCUE_SERVICES:
+            service = self.v.services.get(name)
+            if service is None or service.state == "Missing":
+                missing.append(name)
+            elif service.start == "Disabled":
+                disabled.append(name)
+        return {"disabled": disabled, "missing": missing}
+
+    def repair_services(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        for name in before["disabled"]:
+            self.v.services[name].start = _START_FIX[name]
+        return bool(before["disabled"]), [f"start:{n}" for n in before["disabled"]][:4], None
+
+    def read_rdp_tcp(self) -> dict[str, Any]:
+        reg = self.v.registry
+        return {"port": reg.get("PortNumber"), "security_layer": reg.get("SecurityLayer"),
+                "min_encryption": reg.get("MinEncryptionLevel"), "enabled": None}
+
+    def repair_rdp_tcp(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        reg, actions = self.v.registry, []
+        if before["port"] is None or not 1 <= before["port"] <= 65535:
+            reg["PortNumber"] = 3389
+            actions.append("port=3389")
+        if before["security_layer"] is not None and before["security_layer"] > 2:
+            reg["SecurityLayer"] = 2
+            actions.append("seclayer=2")
+        if before["min_encryption"] is not None and not 1 <= before["min_encryption"] <= 4:
+            reg["MinEncryptionLevel"] = 2
+            actions.append("minenc=2")
+        return bool(actions), actions, None
+
+    def read_cert(self) -> dict[str, Any]:
+        bound = self.v.bound_thumbprint
+        usable = None
+        if bound:
+            cert = self.v.find(bound)
+            usable = cert is not None and cert.store in ("rd", "my") and not cert.expired(self.v.real_now())
+        return {"bound": bound.upper() if bound else None, "bound_usable": usable, "store": len(self.v.rd_store())}
+
+    def repair_cert(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        actions = []
+        if before["bound"] and not before["bound_usable"]:
+            self.v.backup_folders[self.backup_path()].append("SSLCertificateSHA1Hash.txt")
+            self.v.bound_thumbprint = None
+            actions.append("binding:cleared")
+        moved = self.v.rd_store()
+        if moved:
+            folder = self.backup_path()
+            self.v.backup_folders[folder] += [f"{cert.thumbprint}.reg" for cert in moved]
+            for cert in moved:   # rescue.ps1 moves the registry key into azrdp-backup (undo: move back)
+                cert.store = "backup"
+            actions.append(f"store:moved={len(moved)}")
+        return bool(actions), actions, None
+
+    def read_machinekeys(self) -> dict[str, Any]:
+        keys = self.v.machinekeys
+        return {"default": keys.sddl == MACHINEKEYS_DEFAULT_SDDL, "rdp_key": keys.rdp_key is not None,
+                "network_service_read": bool(keys.rdp_key and keys.rdp_key.network_service_read)}
+
+    def repair_machinekeys(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        keys = self.v.machinekeys
+        if before["default"] and (not before["rdp_key"] or before["network_service_read"]):
+            return False, [], None
+        self.v.backup_folders[self.backup_path()].append("machinekeys.acl")
+        actions = []
+        if not before["default"]:
+            keys.sddl = MACHINEKEYS_DEFAULT_SDDL
+            actions.append("acl:folder-default")
+        if keys.rdp_key is not None:
+            keys.rdp_key.network_service_read = True
+            keys.rdp_key.system_full = True
+            actions.append("acl:rdp-key")
+        return bool(actions), actions, None
+
+    def _rdp_rules(self) -> list[Any]:
+        return [r for r in self.v.firewall_rules if r.name.startswith("RemoteDesktop-")]
+
+    def read_firewall(self) -> dict[str, Any]:
+        rules = self._rdp_rules()
+        return {"rules": len(rules), "enabled": sum(1 for r in rules if r.enabled)}
+
+    def repair_firewall(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
+        if before["rules"] == 0:
+            return False, [], "no Remote Desktop firewall rules on the disk"
+        off = [r for r in self._rdp_rules() if not r.enabled]
+        for rule in off:
+            rule.enabled = True
+        return bool(off), ["fw:rules-on"] if off else [], None
+
+    def step(self, name: str) -> dict[str, Any]:
+        key = name.replace("-", "_")
+        read: Callable[[], dict[str, Any]] = getattr(self, f"read_{key}")
+        repair: Callable[[dict[str, Any]], tuple[bool, list[str], str | None]] = getattr(self, f"repair_{key}")
+        before = read()
+        changed, actions, skip = repair(before)
+        status = "changed" if changed else "skipped" if skip else "unchanged"
+        return {"name": name, "status": status, "before": before, "after": read(), "actions": actions,
+                "error": limit_text(skip, 60)}
+
+
+def rescue(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
+    """rescue.ps1 on the rescue VM ``guest``: repair the one offline Windows attached to it."""
+    volumes = [v for v in guest.attached_volumes if not v.up]
+    result: dict[str, Any] = {"payload": "rescue", "version": payload("rescue").version, "run_id": values["RunId"],
+                              "volume": None, "found": "none", "computer_name": None, "control_set": None,
+                              "backup": None, "hives_unloaded": True, "steps": [], "changed": False,
+                              "error": "no single offline Windows volume: none"}
+    if len(volumes) != 1:
+        if volumes:
+            result.update(found="several", error="no single offline Windows volume: several")
+        return result
+    letter = f"{_FIRST_LETTER}:"
+    work = _Offline(volumes[0], letter, values["RunId"])
+    steps = [work.step(name) for name in RESCUE_STEPS]
+    result.update(volume=letter, found="ok", computer_name=limit_text(volumes[0].computer_name, 15),
+                  control_set="ControlSet001", backup=limit_text(work.backup, 80), steps=steps,
+                  changed=any(s["status"] == "changed" for s in steps), error=None)
+    return result

@@ -1,0 +1,221 @@
+"""`azrdp rescue` end to end against the emulator: the real SDK clients over HTTP, the real wire
+probe on the VM's loopback listener, the simulated Windows on the disks. Waits go to a ManualClock
+(the emulator runs 5000x faster than Azure, so its operations finish within milliseconds)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from azrdp.audit import AuditLog, read_audit
+from azrdp.azure.session import ArmEndpoint, RetrySettings, StaticTokenCredential, open_session
+from azrdp.clock import ManualClock
+from azrdp.emulator import Emulator
+from azrdp.rescue import PHASES, RescueOptions, RescueRefused, last_rescue, rescue, resume, undo
+from azrdp.target import Target
+
+FAST = 5000.0
+TARGET = Target("vm-web-01", "rg-azrdp-demo")
+
+
+def session_for(emu: Emulator):
+    return open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
+                        subscription=emu.subscription_id, environ={}, polling_interval=0,
+                        clock=ManualClock(wall=datetime.now(timezone.utc)),   # certificates are judged by real time
+                        retry=RetrySettings(total=0, backoff_factor=0))
+
+
+def options(emu: Emulator, **kw) -> RescueOptions:
+    return RescueOptions(source_ip=emu.state.client_ip, probe_timeout=0.5, **kw)
+
+
+@pytest.fixture
+def started():
+    emulators: list[Emulator] = []
+
+    def start(scenario: str) -> Emulator:
+        emu = Emulator.start(scenario, speed=FAST, seed=3)
+        emulators.append(emu)
+        return emu
+
+    yield start
+    for emu in emulators:
+        emu.stop()
+
+
+def _os_disk_name(emu: Emulator) -> str:
+    with emu.state.lock:
+        return emu.vm().os_disk_name
+
+
+@pytest.mark.parametrize("scenario", ["agent-not-ready", "no-boot-rdp-disabled"])
+def test_rescue_repairs_the_disk_offline_and_rdp_answers(started, tmp_path, scenario):
+    emu = started(scenario)
+    original = _os_disk_name(emu)
+    with emu.state.lock:
+        before = emu.guest()
+    audit = AuditLog(tmp_path / "audit.jsonl")
+
+    result = rescue(session_for(emu), TARGET, options(emu), audit=audit)
+
+    assert result.verdict == "verified" and result.exit_code == 0, result.to_dict()["error"]
+    assert result.before.check("vm.agent").status.value == "fail"
+    assert result.after.check("vm.agent").status.value == "pass"
+    assert result.verification["ok"] and result.verification["agent_ready"]
+    assert f"original OS disk {original} is kept" in result.summary()
+    with emu.state.lock:
+        vm = emu.vm()
+        assert vm.os_disk_name == result.state["copy"] and emu.guest() is not before     # runs the repaired copy
+        assert emu.guest().registry["fDenyTSConnections"] == 0 and emu.guest().agent_ready
+        assert before.registry["fDenyTSConnections"] == (1 if scenario == "no-boot-rdp-disabled" else 0)
+        rg = emu.state.resource_group(emu.subscription_id, "rg-azrdp-demo")
+        assert rg.disks[original.lower()].managed_by is None                                 # kept, unattached
+        assert result.state["snapshot"].lower() in rg.snapshots                                # kept
+        assert result.state["group"].lower() not in emu.state.subscription(emu.subscription_id).resource_groups
+    kinds = {(r["kind"], r["name"]) for r in result.resources()}
+    assert ("disk", original) in kinds and ("snapshot", result.state["snapshot"]) in kinds
+    assert all(r["remove"] for r in result.resources())
+    records = read_audit(tmp_path / "audit.jsonl")
+    assert [r["phase"] for r in records if r["status"] == "done"] == ["plan", *PHASES] or \
+        [r["phase"] for r in records if r["status"] == "done" and r["phase"] != "plan"] == list(PHASES)
+    assert "password" not in json.dumps(records).lower()
+    steps = {s["name"]: s for s in result.repair["steps"]}
+    if scenario == "no-boot-rdp-disabled":
+        assert steps["rdp-enable"]["status"] == "changed" and steps["services"]["status"] == "changed"
+        assert set(steps["services"]["before"]["disabled"]) == {"TermService", "WindowsAzureGuestAgent"}
+    assert result.repair["hives_unloaded"] is True
+    # ONE offline repair on the rescue VM; then the re-diagnosis reads the repaired VM's guest
+    assert [(r["vm"], r["payload"]) for r in emu.state.run_commands] == [("azrdp-rescue", "rescue"),
+                                                                        ("vm-web-01", "diagnose")]
+
+
+def test_undo_swaps_the_original_disk_back(started, tmp_path):
+    emu = started("no-boot-rdp-disabled")
+    original = _os_disk_name(emu)
+    path = tmp_path / "audit.jsonl"
+    done = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path))
+    assert done.verdict == "verified"
+
+    result = undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
+
+    assert result.verdict == "undone" and result.exit_code == 0
+    assert _os_disk_name(emu) == original
+    with emu.state.lock:
+        assert emu.guest().registry["fDenyTSConnections"] == 1       # the original disk, as it was
+        rg = emu.state.resource_group(emu.subscription_id, "rg-azrdp-demo")
+        assert rg.disks[done.state["copy"].lower()].managed_by is None   # the copy is kept, named
+    assert any(r["name"] == done.state["copy"] and "az disk delete" in r["remove"] for r in result.resources())
+    with pytest.raises(Exception, match="already undone"):
+        undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
+
+
+def test_dry_run_and_a_healthy_agent_change_nothing(started, tmp_path):
+    emu = started("agent-not-ready")
+    dry = rescue(session_for(emu), TARGET, options(emu, dry_run=True), audit=AuditLog(None))
+    assert dry.verdict == "dry_run" and dry.exit_code == 0 and dry.plan.steps[0]["phase"] == "snapshot"
+    assert dry.plan.why and "Run Command cannot reach" in dry.plan.why[0]
+    declined = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(None), confirm=lambda plan: False)
+    assert declined.verdict == "declined"
+    healthy = started("healthy")
+    with pytest.raises(RescueRefused, match="azrdp fix"):
+        rescue(session_for(healthy), TARGET, options(healthy), audit=AuditLog(None))
+    for e in (emu, healthy):
+        assert not [c for c in e.calls if c.method in ("PUT", "PATCH", "DELETE") or c.operation in
+                    ("VirtualMachines_PowerOff", "VirtualMachines_RunCommand")]
+
+
+def test_an_encrypted_os_disk_is_refused_up_front(started):
+    emu = started("agent-not-ready")
+
+    def encrypt(backend):
+        disk = backend.by_id(backend.all_vms()[0].os_disk_id)
+        disk.encryption_settings = {"enabled": True, "encryptionSettingsVersion": "1.1"}
+    emu.update(encrypt)
+    with pytest.raises(RescueRefused, match="Azure Disk Encryption"):
+        rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(None))
+    assert not [c for c in emu.calls if c.method in ("PUT", "PATCH", "DELETE")]
+
+
+def test_a_zonal_vm_gets_its_disk_copy_in_its_zone(started, tmp_path):
+    emu = started("agent-not-ready")
+
+    def zonal(backend):
+        vm = backend.all_vms()[0]
+        vm.zones = ["3"]
+        backend.by_id(vm.os_disk_id).zones = ["3"]
+    emu.update(zonal)
+    result = rescue(session_for(emu), TARGET, options(emu, keep_rescue=True), audit=AuditLog(None))
+    assert result.verdict == "verified"
+    with emu.state.lock:
+        assert emu.state.by_id(result.state["copy_id"]).zones == ["3"]
+        assert emu.vm("azrdp-rescue").zones == ["3"]            # kept with --keep-rescue
+    assert any(r["kind"] == "resourceGroup" and "az group delete" in r["remove"] for r in result.resources())
+
+
+class _StopAt:
+    """A progress sink that presses Ctrl-C when the job announces phase ``phase``."""
+
+    WORDS = {"snapshot": "Snapshotting", "copy": "Copying", "group": "Creating resource group",
+             "network": "rescue VM's network", "rescue-vm": "Creating rescue VM", "offline-repair": "offline repair",
+             "detach": "Detaching", "stop": "Stopping VM", "swap": "Swapping in", "start": "Starting VM",
+             "verify": "Re-diagnosing", "cleanup": "Deleting resource group"}
+
+    def __init__(self, phase: str):
+        self.word = self.WORDS[phase]
+        self.fired = False
+
+    def info(self, text: str) -> None:
+        if not self.fired and self.word in text:
+            self.fired = True
+            raise KeyboardInterrupt
+
+    def status(self, text: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_an_interruption_at_any_phase_leaves_a_record_that_resume_finishes(started, tmp_path, phase):
+    emu = started("no-boot-rdp-disabled")
+    original = _os_disk_name(emu)
+    path = tmp_path / "audit.jsonl"
+    stop = _StopAt(phase)
+
+    first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=stop)
+
+    assert stop.fired and first.verdict == "interrupted" and first.exit_code == 130
+    records = read_audit(path)
+    last = records[-1]
+    assert last["phase"] == "interrupted" and "--resume" in last["resume"] and "--undo" in last["undo"]
+    assert last["state"]["done"] == list(PHASES[:PHASES.index(phase)])
+    state = last_rescue(records, TARGET)
+    assert state["rescue_id"] == first.state["rescue_id"]
+
+    second = resume(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=records)
+
+    assert second.verdict == "verified", second.to_dict()["error"]
+    with emu.state.lock:
+        assert emu.vm().os_disk_name == first.state["copy"] and emu.guest().registry["fDenyTSConnections"] == 0
+        rg = emu.state.resource_group(emu.subscription_id, "rg-azrdp-demo")
+        assert rg.disks[original.lower()].managed_by is None
+    assert emu.count("VirtualMachines_PowerOff") <= 2
+
+
+@pytest.mark.parametrize("phase", ["rescue-vm", "swap", "verify"])
+def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
+    emu = started("no-boot-rdp-disabled")
+    original = _os_disk_name(emu)
+    path = tmp_path / "audit.jsonl"
+    rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=_StopAt(phase))
+
+    result = undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
+
+    assert result.verdict == "undone"
+    assert _os_disk_name(emu) == original
+    with emu.state.lock:
+        groups = emu.state.subscription(emu.subscription_id).resource_groups
+        assert not any(name.startswith("azrdp-rescue-") for name in groups)
