@@ -306,7 +306,7 @@ CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
 USER_MODE_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP")
 SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
 DEADLINE_SECONDS = 480        # repair.ps1 $script:Deadline
-RESERVE_SECONDS = 45          # $ResultReserveSeconds: kept for the result line
+RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
 
@@ -422,24 +422,46 @@ def _start_bounded(run: _RepairRun, name: str) -> None:
 
 
 def _restart_bounded(run: _RepairRun, name: str) -> None:
+    """Restart-ServiceBounded: no stop begun without time for a whole stop and start; the
+    dependents that ran are started again whatever happens (a finally in the script)."""
     guest = run.guest
     dependents = [d for d in ("UmRdpService",) if name == "TermService" and guest.running(d)]
-    if guest.services[name].state != "Stopped":
-        guest.stop_service(name)
-        if not _wait(run, name, "Stopped"):
-            raise StepFailed(f"{name} could not be restarted: stuck in StopPending")
-    _start_bounded(run, name)
-    for dependent in dependents:
-        _start_bounded(run, dependent)
+    try:
+        if guest.services[name].state != "Stopped":
+            if guest.services[name].state != "StopPending":
+                if run.seconds_left() < 2 * SERVICE_WAIT_SECONDS:
+                    raise StepFailed(f"{name} not restarted: too little time before the deadline")
+                guest.stop_service(name)
+            if not _wait(run, name, "Stopped"):
+                raise StepFailed(f"{name} could not be restarted: stuck in StopPending")
+        _start_bounded(run, name)
+    finally:
+        for dependent in dependents:
+            try:
+                _start_bounded(run, dependent)
+            except StepFailed:
+                pass
 
 
 def _confirm_termservice(run: _RepairRun) -> str:
-    """Confirm-TermService: started again when it stopped; its final state."""
-    service = run.guest.services.get("TermService")
+    """Confirm-TermService: a StopPending is waited out (30 s of the reserve: a stop that outlives
+    the step's wait still ends, and then TermService must be started, or RDP stays down for
+    everyone), a Stopped TermService is started, and so are its stopped dependents; its final
+    state. ServiceController.WaitForStatus throws TimeoutException after its timeout
+    (learn.microsoft.com/dotnet/api/system.serviceprocess.servicecontroller.waitforstatus)."""
+    guest = run.guest
+    service = guest.services.get("TermService")
     if service is None or service.state == "Missing":
         return "Missing"
-    if service.state == "Stopped":
-        run.guest.start_service("TermService")
+    if service.state == "StopPending" and not guest.wait_for_status("TermService", "Stopped"):
+        guest.pass_time(30)
+    if service.state == "Stopped":          # the script calls Start() and catches a Disabled's error
+        guest.start_service("TermService")
+    if service.state == "Running":
+        for name in ("UmRdpService",):
+            dependent = guest.services.get(name)
+            if dependent is not None and dependent.state == "Stopped" and dependent.start != "Disabled":
+                guest.start_service(name)
     return service.state
 
 

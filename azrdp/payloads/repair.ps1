@@ -114,7 +114,9 @@ $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
 $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
 $ServiceWaitSeconds = 60
-$ResultReserveSeconds = 45
+# The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
+# the result line always fit in the reserve.
+$ResultReserveSeconds = 90
 $script:Deadline = (Get-Date).AddSeconds(480)
 $script:BackupFolder = $null
 $script:DiscAtStart = @()
@@ -165,36 +167,54 @@ function Start-ServiceBounded {
 function Restart-ServiceBounded {
     # Stop (ServiceController.Stop stops running dependents first, each waited for at most 30 s),
     # then start it and the dependents that ran.
+    # A stop is never begun without time for a whole stop and start before the deadline; the
+    # dependents that ran are started again whatever happens (finally).
     param([Parameter(Mandatory = $true)][string]$Name)
     $service = Get-Service -Name $Name
     $dependents = @($service.DependentServices | Where-Object -FilterScript { $_.Status.ToString() -eq 'Running' } | ForEach-Object -Process { $_.Name })
-    if ($service.Status.ToString() -ne 'Stopped') {
-        if ($service.Status.ToString() -ne 'StopPending') { $service.Stop() }
-        if (-not (Wait-ServiceStatus -Service $service -Status 'Stopped')) { throw ('{0} could not be restarted: stuck in StopPending' -f $Name) }
+    try {
+        if ($service.Status.ToString() -ne 'Stopped') {
+            if ($service.Status.ToString() -ne 'StopPending') {
+                if ((Get-SecondsLeft) -lt (2 * $ServiceWaitSeconds)) { throw ('{0} not restarted: too little time before the deadline' -f $Name) }
+                $service.Stop()
+            }
+            if (-not (Wait-ServiceStatus -Service $service -Status 'Stopped')) { throw ('{0} could not be restarted: stuck in StopPending' -f $Name) }
+        }
+        Start-ServiceBounded -Name $Name
+    } finally {
+        foreach ($dependent in $dependents) { try { Start-ServiceBounded -Name $dependent } catch { } }
     }
-    Start-ServiceBounded -Name $Name
-    foreach ($dependent in $dependents) { Start-ServiceBounded -Name $dependent }
 }
 
 function Confirm-TermService {
-    # Whatever the steps did: TermService runs at the end (started again if it is stopped); its
-    # final state is reported.
+    # Whatever the steps did: TermService runs at the end. A StopPending is waited out (30 s, from
+    # the reserve), a Stopped TermService is started, and so are its stopped dependents
+    # (UmRdpService) that are not Disabled. Its final state is reported; $null when it cannot be read.
     try {
         $service = Get-Service -Name 'TermService' -ErrorAction Stop
     } catch {
         return 'Missing'
     }
-    $service.Refresh()
-    if (@('Stopped', 'StartPending') -contains $service.Status.ToString()) {
-        try {
-            if ($service.Status.ToString() -eq 'Stopped') { $service.Start() }
-            $service.WaitForStatus('Running', [TimeSpan]::FromSeconds(30))
-        } catch {
+    try {
+        $service.Refresh()
+        if ($service.Status.ToString() -eq 'StopPending') {
+            try { $service.WaitForStatus('Stopped', [TimeSpan]::FromSeconds(30)) } catch [System.ServiceProcess.TimeoutException] { }
             $service.Refresh()
         }
+        if ($service.Status.ToString() -eq 'Stopped') { try { $service.Start() } catch { } }
+        try { $service.WaitForStatus('Running', [TimeSpan]::FromSeconds(30)) } catch { }
+        $service.Refresh()
+        if ($service.Status.ToString() -eq 'Running') {
+            foreach ($dependent in @($service.DependentServices)) {
+                if ($dependent.Status.ToString() -eq 'Stopped' -and (Get-ServiceFacts -Name $dependent.ServiceName).start -ne 'Disabled') {
+                    try { $dependent.Start() } catch { }
+                }
+            }
+        }
+        return $service.Status.ToString()
+    } catch {
+        return $null
     }
-    $service.Refresh()
-    return $service.Status.ToString()
 }
 
 # ---- backups ----

@@ -490,3 +490,28 @@ def test_firewall_analysis_honours_block_rules_profiles_and_scope_in_one_pass():
     assert "-AssociatedNetFirewall" not in body
     assert "Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active" in body
     assert "$allowed = (-not $blocked) -and" in body and "blocked = $blocked" in body
+
+
+def test_termservice_is_started_at_the_end_even_after_a_stop_that_outlived_its_wait():
+    # Desk review of the rewrite, finding 1: Confirm-TermService handled only Stopped and
+    # StartPending; a TermService still in StopPending when the step's wait gave up finished
+    # stopping after the payload ended, and nobody started it (RDP down for everyone).
+    functions = pwsh_ast.functions(_tree("repair"))
+    confirm = functions["Confirm-TermService"]
+    assert "-eq 'StopPending'" in confirm
+    assert confirm.index("WaitForStatus('Stopped'") < confirm.index("$service.Start()")
+    assert "DependentServices" in confirm and ".StartType" not in confirm   # .NET 4.5 has no StartType
+    restart = functions["Restart-ServiceBounded"]
+    # no stop is begun without time for a whole stop and start before the deadline
+    assert restart.index("Get-SecondsLeft") < restart.index("$service.Stop()")
+    # the dependents that ran are started again whatever happens
+    assert restart.index("} finally {") < restart.index("foreach ($dependent in $dependents)")
+    source = _source("repair")
+    assert "$ResultReserveSeconds = 90" in source
+
+
+def test_the_simulated_guest_follows_the_scripts_service_reserve():
+    from azrdp.emulator import guest_payloads
+
+    assert f"$ResultReserveSeconds = {guest_payloads.RESERVE_SECONDS}" in _source("repair")
+    assert f"$ServiceWaitSeconds = {guest_payloads.SERVICE_WAIT_SECONDS}" in _source("repair")
