@@ -482,8 +482,10 @@ function Test-FullLanguage {
 function Write-Result {
     # Print the one result line; nothing may follow it. [object]: a typed IDictionary parameter
     # would itself fail to bind in Constrained Language Mode.
+    # A [string] is a literal JSON line a payload made itself, its last resort when its result
+    # could not be serialised.
     param([Parameter(Mandatory = $true)][object]$Result)
-    $json = ConvertTo-Json -InputObject $Result -Compress -Depth 10
+    if ($Result -is [string]) { $json = $Result } else { $json = ConvertTo-Json -InputObject $Result -Compress -Depth 10 }
     Write-Output ('AZRDP-RESULT:' + $json)
 }
 

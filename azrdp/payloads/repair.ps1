@@ -788,8 +788,18 @@ $Result = [ordered]@{
 try {
     Write-Result -Result $Result
 } catch {
-    $Result['steps'] = @($results | ForEach-Object -Process {
-        [ordered]@{ name = $_.name; status = $_.status; before = $null; after = $null; info = $null; reboot_required = $_.reboot_required; error = (Limit-Text -Text ('result: ' + $_.error) -Max 60) }
-    })
-    Write-Result -Result $Result
+    try {
+        $Result['steps'] = @($results | ForEach-Object -Process {
+            [ordered]@{ name = $_.name; status = $_.status; before = $null; after = $null; info = $null; reboot_required = $_.reboot_required; error = (Limit-Text -Text ('result: ' + $_.error) -Max 60) }
+        })
+        Write-Result -Result $Result
+    } catch {
+        # Never end without a result line: a literal one, from values the script made itself
+        # (RunId is pattern-validated; the booleans say what the steps changed and need).
+        $flag = @{ $true = 'true'; $false = 'false' }
+        Write-Result -Result ('{"payload":"repair","version":"' + $PayloadVersion + '","run_id":"' + $RunId +
+            '","steps":[],"changed":' + $flag[[bool]$changed] + ',"reboot_pending":' + $flag[[bool]$pendingBefore] +
+            ',"reboot_required":' + $flag[[bool]($rebootStep -or $pendingBefore)] + ',"termservice":null,' +
+            '"error":"result could not be serialised; see the audit"}')
+    }
 }

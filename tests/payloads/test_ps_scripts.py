@@ -515,3 +515,30 @@ def test_the_simulated_guest_follows_the_scripts_service_reserve():
 
     assert f"$ResultReserveSeconds = {guest_payloads.RESERVE_SECONDS}" in _source("repair")
     assert f"$ServiceWaitSeconds = {guest_payloads.SERVICE_WAIT_SECONDS}" in _source("repair")
+
+
+def test_the_repair_payload_prints_a_result_line_even_when_its_result_cannot_be_serialised():
+    # Desk review of the rewrite, finding 17: when the fallback Write-Result threw too, the script
+    # ended with no AZRDP-RESULT line (azrdp then knows nothing of what the steps changed).
+    import json
+    import re as regex
+
+    from azrdp.payloads.schema import validate_result
+
+    source = _source("repair")
+    last_catch = source[source.rindex("} catch {"):]
+    call = "Write-Result -Result ("
+    expression = last_catch[last_catch.index(call) + len(call):last_catch.rindex(")")]
+    assert "$flag[[bool]$changed]" in expression and "$rebootStep" in expression   # not a fixed 'nothing changed'
+    # Evaluate the concatenation as PowerShell would, with sample values for the variables.
+    values = {"$PayloadVersion": "2.0.0", "$RunId": "run-1"}
+    text = ""
+    for part in regex.split(r"\s*\+\s*", expression.strip()):
+        if part.startswith("'") and part.endswith("'"):
+            text += part[1:-1]
+        elif part.startswith("$flag["):
+            text += "true"
+        else:
+            text += values[part]
+    validate_result("repair", json.loads(text))
+    assert "if ($Result -is [string]) { $json = $Result }" in pwsh_ast.functions(_tree("repair"))["Write-Result"]
