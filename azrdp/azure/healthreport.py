@@ -115,22 +115,11 @@ def health_check(report: dict[str, Any] | None, *, now: datetime, rescue_hint: s
 
 def read_serial_log(session: Any, resource_group: str, vm_name: str, *, fetch: Callable[[str], bytes] | None = None) -> str:
     """The serial log's text (at most MAX_LOG_BYTES, decoded leniently)."""
-    from azure.core.exceptions import AzureError
+    from azrdp.azure.screenshot import boot_diagnostics_blob
 
-    from azrdp.azure.arm_errors import translate
-    from azrdp.azure.screenshot import http_fetch
-    from azrdp.errors import AzureOperationError
-
-    try:
-        result = session.compute.virtual_machines.retrieve_boot_diagnostics_data(
-            resource_group, vm_name, sas_uri_expiration_time_in_minutes=5)
-    except AzureError as err:
-        raise translate(err, doing=f"asking for the serial log of {resource_group}/{vm_name}",
-                        subscription=session.subscription_id) from err
-    uri = getattr(result, "serial_console_log_blob_uri", None)
-    if not uri:
-        raise AzureOperationError("Azure returned no serial log for this VM.")
-    data = (fetch or http_fetch)(uri)
+    data = boot_diagnostics_blob(session, resource_group, vm_name, uri_attribute="serial_console_log_blob_uri",
+                                 what="the serial log", missing="Azure returned no serial log for this VM.",
+                                 fetch=fetch)
     return data[-MAX_LOG_BYTES:].decode("utf-8", errors="replace")
 
 

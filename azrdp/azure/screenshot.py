@@ -19,22 +19,24 @@ Fetch = Callable[[str], bytes]
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def http_fetch(url: str, *, timeout: float = 60.0) -> bytes:
+def http_fetch(url: str, *, timeout: float = 60.0, what: str = "the screenshot") -> bytes:
     """GET a blob by its SAS URI (no Authorization header: the SAS is the credential)."""
     import requests
 
     try:
         response = requests.get(url, timeout=timeout)
     except requests.RequestException as err:
-        raise AzureOperationError(f"could not download the screenshot: {type(err).__name__}.") from None
+        raise AzureOperationError(f"could not download {what}: {type(err).__name__}.") from None
     if response.status_code != 200:
-        raise AzureOperationError(f"could not download the screenshot: HTTP {response.status_code}.")
+        raise AzureOperationError(f"could not download {what}: HTTP {response.status_code}.")
     return response.content
 
 
-def save_screenshot(session: Any, resource_group: str, vm_name: str, path: str | Path, *,
-                    fetch: Fetch | None = None) -> dict[str, Any]:
-    """Fetch the VM's console screenshot and write it to ``path`` as PNG. Returns what was saved."""
+def boot_diagnostics_blob(session: Any, resource_group: str, vm_name: str, *, uri_attribute: str, what: str,
+                          missing: str, fetch: Fetch | None = None) -> bytes:
+    """One boot-diagnostics blob (the screenshot or the serial log): retrieveBootDiagnosticsData
+    for a 5-minute SAS URI, then the blob by that URI. ``missing`` is the error when Azure names
+    no such blob."""
     from azure.core.exceptions import AzureError
 
     from azrdp.azure.arm_errors import translate
@@ -43,12 +45,21 @@ def save_screenshot(session: Any, resource_group: str, vm_name: str, path: str |
         result = session.compute.virtual_machines.retrieve_boot_diagnostics_data(
             resource_group, vm_name, sas_uri_expiration_time_in_minutes=5)
     except AzureError as err:
-        raise translate(err, doing=f"asking for the boot-diagnostics screenshot of {resource_group}/{vm_name}",
+        raise translate(err, doing=f"asking for {what} of {resource_group}/{vm_name}",
                         subscription=session.subscription_id) from err
-    uri = getattr(result, "console_screenshot_blob_uri", None)
+    uri = getattr(result, uri_attribute, None)
     if not uri:
-        raise AzureOperationError("Azure returned no console screenshot for this VM (is it running?).")
-    data = (fetch or http_fetch)(uri)
+        raise AzureOperationError(missing)
+    return fetch(uri) if fetch is not None else http_fetch(uri, what=what)
+
+
+def save_screenshot(session: Any, resource_group: str, vm_name: str, path: str | Path, *,
+                    fetch: Fetch | None = None) -> dict[str, Any]:
+    """Fetch the VM's console screenshot and write it to ``path`` as PNG. Returns what was saved."""
+    data = boot_diagnostics_blob(session, resource_group, vm_name, uri_attribute="console_screenshot_blob_uri",
+                                 what="the boot-diagnostics screenshot",
+                                 missing="Azure returned no console screenshot for this VM (is it running?).",
+                                 fetch=fetch)
     png, source = to_png(data)
     from azrdp.outfiles import write_output
 
