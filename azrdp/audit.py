@@ -72,7 +72,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
 
-    def open(self, option: str = "--audit-log") -> "AuditLog":
+    def open(self, option: str = "--audit-log") -> AuditLog:
         """Check (and keep open) the audit file; UsageError when it cannot be written."""
         from azrdp.outfiles import open_private_append
 

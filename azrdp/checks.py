@@ -8,8 +8,9 @@ JUnit reports depend on the IDs: add new ones, never rename.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 class Status(str, enum.Enum):

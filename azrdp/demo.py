@@ -13,8 +13,9 @@ NSG rules are evaluated for the emulator's client address, the address its NSGs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 
@@ -101,11 +102,10 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
     from azrdp.azure.lro import POLL_CAP
     from azrdp.azure.session import ArmEndpoint, StaticTokenCredential, open_session
     from azrdp.emulator import Emulator
+    from azrdp.emulator.profiles import GuestProfile
     from azrdp.emulator.scenarios import scenario as preset
     from azrdp.repair import FixOptions, fix
     from azrdp.target import parse_target
-
-    from azrdp.emulator.profiles import GuestProfile
 
     problem = preset(scenario).summary   # ValueError names the scenarios
     profile = GuestProfile(windows=windows, locale=locale)   # ValueError names the choices

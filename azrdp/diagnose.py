@@ -16,9 +16,10 @@ A stage can look at ``ctx.status("vm.agent")`` to skip itself when Run Command c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from azrdp.checks import Check, Status, verdict
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, UsageError

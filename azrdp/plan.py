@@ -20,9 +20,10 @@ What the plan cannot fix (agent not Ready, a VM that is not started, an NSG with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError

@@ -20,15 +20,17 @@ the report and the audit are complete whatever happens.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from azrdp.checks import Check, Status
 from azrdp.azure.lro import poll_interval
+from azrdp.checks import Check, Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, OperationTimeout
-from azrdp.plan import Plan, check_steps, fused_eligible, plan as make_plan, render_plan
+from azrdp.plan import Plan, check_steps, fused_eligible, render_plan
+from azrdp.plan import plan as make_plan
 from azrdp.target import Target
 
 DEFAULT_WAIT_TIMEOUT = 900.0

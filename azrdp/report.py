@@ -6,8 +6,9 @@ Text is rendered from the same objects JSON is made of, so the two cannot disagr
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from azrdp.checks import SIDES, Check, Status
 from azrdp.logsafe import printable, terminal_safe

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from azrdp.checks import Status
 from azrdp.clock import Clock

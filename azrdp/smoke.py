@@ -11,8 +11,9 @@ read the full diagnosis, guest included, so the CI log says why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.clock import SYSTEM_CLOCK, Clock

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
@@ -101,7 +102,7 @@ class FixPolicy:
     steps: frozenset[str] = frozenset(UNATTENDED_STEPS)
 
     @classmethod
-    def unattended(cls, allow_steps: Iterable[str] = ()) -> "FixPolicy":
+    def unattended(cls, allow_steps: Iterable[str] = ()) -> FixPolicy:
         """The default unattended steps plus ``allow_steps`` (names, or comma-separated lists)."""
         extra = set()
         for step in allow_steps:
@@ -295,7 +296,6 @@ def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy
     from azrdp.azure.fleet import FleetView, read_fleet
     from azrdp.azure.shared_reads import shared_reads
     from azrdp.azure.throttle import SharedBackoff, backoff_transport
-
     from azrdp.diagnose import validate_options
 
     if max_parallel < 1:
@@ -527,10 +527,10 @@ def render_table(result: SweepResult) -> str:
     rows = [(r.vm.name, r.vm.resource_group, r.outcome, f"{r.seconds:.1f}", r.summary) for r in result.sorted_results()]
     header = ("VM", "RESOURCE GROUP", "OUTCOME", "SECONDS", "SUMMARY")
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) if i != 3 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:4], widths)))
+    lines = ["  ".join(h.ljust(w) if i != 3 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:4], widths, strict=False)))
              + "  " + header[4]]
     for row in rows:
-        lines.append("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row[:4], widths)))
+        lines.append("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row[:4], widths, strict=False)))
                      + "  " + row[4])
     counts = result.counts()
     tally = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)

@@ -43,14 +43,14 @@ class ResourceId:
         """e.g. ``microsoft.network/virtualnetworks/subnets`` (lower case, for comparison)."""
         return "/".join((self.namespace, *self.types)).lower()
 
-    def parent(self) -> "ResourceId":
+    def parent(self) -> ResourceId:
         if len(self.names) < 2:
             raise ValueError(f"{self} has no parent resource")
         return ResourceId(self.subscription, self.resource_group, self.namespace,
                           self.types[:-1], self.names[:-1])
 
     def __str__(self) -> str:
-        tail = "/".join(f"{t}/{n}" for t, n in zip(self.types, self.names))
+        tail = "/".join(f"{t}/{n}" for t, n in zip(self.types, self.names, strict=False))
         return (f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
                 f"/providers/{self.namespace}/{tail}")
 

@@ -21,7 +21,8 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 
@@ -67,7 +68,7 @@ def clock_text(seconds: float) -> str:
 class Wait:
     """One wait in progress; ``update(said)`` whenever Azure (or the wire) says something new."""
 
-    def __init__(self, progress: "Progress", what: str, *, said: str = "waiting", limit: float | None = None):
+    def __init__(self, progress: Progress, what: str, *, said: str = "waiting", limit: float | None = None):
         self.progress = progress
         self.what = terminal_safe(what)
         self.said = terminal_safe(said)
@@ -112,7 +113,7 @@ class Wait:
             self._logged_at = now
             p.info(self.line())
 
-    def __enter__(self) -> "Wait":
+    def __enter__(self) -> Wait:
         self.progress._push(self)
         if not self.progress.live:
             limit = f" (azrdp waits up to {clock_text(self.limit)})" if self.limit else ""
@@ -246,7 +247,7 @@ class _NoWait:
     def end(self, outcome: str) -> None:
         pass
 
-    def __enter__(self) -> "_NoWait":
+    def __enter__(self) -> _NoWait:
         return self
 
     def __exit__(self, *_exc: Any) -> None:

@@ -20,7 +20,8 @@ def commands() -> tuple[tuple[str, ...], ...]:
     in the reference (or the check fails) without anyone editing this list."""
     import click
 
-    from azrdp.cli import COMMANDS as NAMES, cli
+    from azrdp.cli import COMMANDS as NAMES
+    from azrdp.cli import cli
 
     ctx = click.Context(cli)
     out: list[tuple[str, ...]] = []

@@ -13,7 +13,8 @@ disks, and the OS-disk swap as a VM update of ``storageProfile.osDisk.managedDis
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from azrdp.azure import wire_dict
 from azrdp.azure.power import LroOutcome, run_lro

@@ -27,8 +27,9 @@ faithfully by the emulator without a KQL engine, and it has its own quota.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from azrdp.target import id_key
 

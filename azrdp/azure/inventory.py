@@ -19,9 +19,10 @@ becomes a check error later; it does not stop the inventory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from azrdp.azure import wire_dict
 from azrdp.errors import AzrdpError, NotFoundError

@@ -9,9 +9,10 @@ the same way here: the poller's sleeps go through the injected Clock and stop at
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 

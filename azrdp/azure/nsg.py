@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from azrdp.target import id_key
 
@@ -105,7 +106,7 @@ class Rule:
         return {"name": self.name, "priority": self.priority, "access": self.access, "default": self.default}
 
     @classmethod
-    def from_arm(cls, body: Mapping[str, Any], *, default: bool = False) -> "Rule":
+    def from_arm(cls, body: Mapping[str, Any], *, default: bool = False) -> Rule:
         """From an ARM securityRule (``{"name", "properties": {...}}``; flat bodies work too)."""
         props = body.get("properties") or body
 
@@ -237,7 +238,7 @@ class SecurityGroup:
     rules: tuple[Rule, ...] = ()  # custom and default rules, any direction
 
     @classmethod
-    def from_arm(cls, body: Mapping[str, Any]) -> "SecurityGroup":
+    def from_arm(cls, body: Mapping[str, Any]) -> SecurityGroup:
         props = body.get("properties") or {}
         rules = [Rule.from_arm(r) for r in props.get("securityRules") or []]
         rules += [Rule.from_arm(r, default=True) for r in props.get("defaultSecurityRules") or []]

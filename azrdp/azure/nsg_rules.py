@@ -25,9 +25,10 @@ import getpass
 import ipaddress
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
@@ -292,8 +293,7 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
     """The rules that let TCP ``port`` in from ``source`` (a prefix from parse_allow_from), one per
     blocking NSG; or ([], why) when no rule can be planned (nothing blocks, no free priority, no
     private address). Pure: reads the inventory diagnose already holds."""
-    from azrdp.azure.nsg import free_priority
-    from azrdp.azure.nsg import Flow, SecurityGroup, evaluate
+    from azrdp.azure.nsg import Flow, SecurityGroup, evaluate, free_priority
     from azrdp.target import parse_resource_id
 
     private_ip = getattr(path, "private_ip", None)

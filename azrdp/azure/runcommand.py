@@ -19,9 +19,10 @@ section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
 
@@ -221,7 +222,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
             backoff *= 2
         except ServiceRequestError as err:   # never reached ARM: nothing was sent
             raise translate(err, doing=f"starting Run Command in {where}", subscription=subscription) from None
-        except AzureError as err:            # a reset or a timeout after the request went out
+        except AzureError:            # a reset or a timeout after the request went out
             raise _uncertain(compute, resource_group, vm_name, before, "the connection to Azure failed",
                              subscription) from None
 

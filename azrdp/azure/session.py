@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -84,7 +85,7 @@ class ArmEndpoint:
         return self.scope or self.base_url.rstrip("/") + "/.default"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> "ArmEndpoint | None":
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ArmEndpoint | None:
         environ = os.environ if environ is None else environ
         base_url = (environ.get("AZRDP_ARM_ENDPOINT") or "").strip()
         if not base_url:
@@ -292,7 +293,7 @@ class AzureSession:
         if self.on_wait is not None:
             self.on_wait(message)
 
-    def for_subscription(self, subscription_id: str, name: str | None = None, **overrides: Any) -> "AzureSession":
+    def for_subscription(self, subscription_id: str, name: str | None = None, **overrides: Any) -> AzureSession:
         """The same credential, cloud and settings bound to another subscription (fleet jobs);
         ``overrides`` replace constructor arguments, e.g. ``transport``."""
         kwargs: dict[str, Any] = {

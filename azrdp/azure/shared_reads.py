@@ -12,7 +12,8 @@ Command, writes) passes straight through. Use it for one job's check phase, neve
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from azrdp.azure import wire_dict
 

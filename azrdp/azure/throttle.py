@@ -16,8 +16,9 @@ retry attempts. Past ``max_wait`` of pauses for one request, the 429 goes up to 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 

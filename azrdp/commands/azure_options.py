@@ -15,8 +15,9 @@ Azure SDK import happens here: `azrdp --help` stays fast.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import click
 

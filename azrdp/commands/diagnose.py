@@ -42,13 +42,11 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     Exit codes: 0 no check failed; 1 a problem was found; 2 bad input or a Linux VM;
     3 sign-in or permission failure; 4 VM or resource group not found; 5 Azure failed or timed out.
     """
-    from azrdp.diagnose import GUEST_STAGES, diagnose, render_text
+    from azrdp.cli import emit
+    from azrdp.diagnose import GUEST_STAGES, diagnose, render_text, validate_options
+    from azrdp.errors import UsageError
     from azrdp.report import to_json
     from azrdp.ui import Progress
-
-    from azrdp.cli import emit
-    from azrdp.diagnose import validate_options
-    from azrdp.errors import UsageError
 
     if host is not None and no_probe:
         raise UsageError("--host names where to probe, and --no-probe says not to probe.",

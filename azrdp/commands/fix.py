@@ -9,11 +9,9 @@ import click
 
 from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
-from azrdp.commands.numbers import (MAX_PROBE_TIMEOUT, MAX_RUN_COMMAND_TIMEOUT, MAX_WAIT, Number,
-                                    parse_duration)
+from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_RUN_COMMAND_TIMEOUT, MAX_WAIT, Number, parse_duration
 from azrdp.errors import UsageError
 from azrdp.plan import STEP_NAMES
-
 
 
 @click.command("fix", cls=AzrdpCommand)
@@ -83,12 +81,12 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
 
     from azrdp.audit import AuditLog, default_audit_path
     from azrdp.azure.nsg_rules import MAX_ALLOW_FOR, parse_allow_from
-    from azrdp.report import junit_xml as to_junit, to_json
-    from azrdp.repair import FixOptions, fix, junit_suites, render_text
-    from azrdp.ui import Progress
-
     from azrdp.diagnose import validate_options
     from azrdp.plan import check_steps
+    from azrdp.repair import FixOptions, fix, junit_suites, render_text
+    from azrdp.report import junit_xml as to_junit
+    from azrdp.report import to_json
+    from azrdp.ui import Progress
 
     if reboot and no_reboot:
         raise UsageError("--reboot and --no-reboot contradict each other.", hint="Give one of them, or neither.")

@@ -64,7 +64,9 @@ def rescue_command(azure: AzureOptions, yes: bool, dry_run: bool, resume: bool, 
 
     from azrdp.audit import AuditLog, default_audit_path, read_audit
     from azrdp.report import to_json
-    from azrdp.rescue import RescueOptions, render_plan, render_text, rescue, resume as resume_job, undo as undo_job
+    from azrdp.rescue import RescueOptions, render_plan, render_text, rescue
+    from azrdp.rescue import resume as resume_job
+    from azrdp.rescue import undo as undo_job
     from azrdp.ui import Progress
 
     if resume and undo:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from azrdp.emulator import exceptions as err
 

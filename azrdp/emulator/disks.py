@@ -36,11 +36,11 @@ from azrdp.emulator.models import (
     COMPUTE,
     ArmResource,
     AsyncOperation,
+    IPConfiguration,
     NetworkInterface,
     Subnet,
     VirtualMachine,
     VirtualNetwork,
-    IPConfiguration,
     parse_id,
     resource_id,
 )
@@ -79,7 +79,7 @@ class OperationNotAllowedConflict(err.ArmError):
 class ManagedDisk(ArmResource):
     PROVIDER: ClassVar[str] = COMPUTE
     KIND: ClassVar[str] = "disks"
-    guest: "WindowsGuest | None" = None     # the Windows installation on this disk (None: no OS)
+    guest: WindowsGuest | None = None     # the Windows installation on this disk (None: no OS)
     os_type: str | None = "Windows"
     hyper_v_generation: str = "V2"
     size_gb: int = 127
@@ -125,7 +125,7 @@ class ManagedDisk(ArmResource):
 class Snapshot(ArmResource):
     PROVIDER: ClassVar[str] = COMPUTE
     KIND: ClassVar[str] = "snapshots"
-    guest: "WindowsGuest | None" = None
+    guest: WindowsGuest | None = None
     os_type: str | None = "Windows"
     hyper_v_generation: str = "V2"
     size_gb: int = 127
@@ -149,7 +149,7 @@ class Snapshot(ArmResource):
                 "tags": dict(self.tags), "sku": {"name": "Standard_LRS", "tier": "Standard"}, "properties": props}
 
 
-def offline_copy(guest: "WindowsGuest | None") -> "WindowsGuest | None":
+def offline_copy(guest: WindowsGuest | None) -> WindowsGuest | None:
     """A crash-consistent copy of the Windows on a disk: the files, not the running system."""
     if guest is None:
         return None
@@ -167,11 +167,11 @@ def _location(text: Any) -> str:
 
 # -- the VM's disks --------------------------------------------------------------------------------
 
-def os_disk_of(backend: "ArmBackend", vm: VirtualMachine) -> ManagedDisk | None:
+def os_disk_of(backend: ArmBackend, vm: VirtualMachine) -> ManagedDisk | None:
     return backend.by_id(vm.os_disk_id) if vm.os_disk_id else None
 
 
-def give_os_disk(backend: "ArmBackend", vm: VirtualMachine, *, name: str | None = None) -> ManagedDisk:
+def give_os_disk(backend: ArmBackend, vm: VirtualMachine, *, name: str | None = None) -> ManagedDisk:
     """Put the VM's guest on a managed OS disk in the VM's resource group (scenarios and VM create)."""
     rg = backend.resource_group(vm.subscription, vm.resource_group)
     disk = ManagedDisk(vm.subscription, vm.resource_group, name or f"{vm.name}_OsDisk_1_{uuid.uuid4().hex[:12]}",
@@ -182,7 +182,7 @@ def give_os_disk(backend: "ArmBackend", vm: VirtualMachine, *, name: str | None 
     return disk
 
 
-def _sync_volumes(backend: "ArmBackend", vm: VirtualMachine) -> None:
+def _sync_volumes(backend: ArmBackend, vm: VirtualMachine) -> None:
     """What the VM's Windows sees as attached disks: the guests on its data disks."""
     volumes = []
     for entry in vm.data_disks:
@@ -194,7 +194,7 @@ def _sync_volumes(backend: "ArmBackend", vm: VirtualMachine) -> None:
 
 # -- snapshots and disks ---------------------------------------------------------------------------
 
-def _source(backend: "ArmBackend", creation: Any) -> ManagedDisk | Snapshot:
+def _source(backend: ArmBackend, creation: Any) -> ManagedDisk | Snapshot:
     if not isinstance(creation, dict) or str(creation.get("createOption", "")).lower() != "copy":
         raise InvalidParameter("azrdp's emulator creates disks and snapshots only with createOption Copy "
                                "(from a disk or a snapshot).", code="InvalidParameter")
@@ -205,7 +205,7 @@ def _source(backend: "ArmBackend", creation: Any) -> ManagedDisk | Snapshot:
     return source
 
 
-def put_snapshot(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any) -> tuple[Snapshot, AsyncOperation]:
+def put_snapshot(backend: ArmBackend, sub: str, rg_name: str, name: str, body: Any) -> tuple[Snapshot, AsyncOperation]:
     rg = backend.resource_group(sub, rg_name)
     if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
         raise err.InvalidRequestContent("The request content was invalid and could not be deserialized.")
@@ -230,7 +230,7 @@ def put_snapshot(backend: "ArmBackend", sub: str, rg_name: str, name: str, body:
     return snap, op
 
 
-def put_disk(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any) -> tuple[ManagedDisk, AsyncOperation]:
+def put_disk(backend: ArmBackend, sub: str, rg_name: str, name: str, body: Any) -> tuple[ManagedDisk, AsyncOperation]:
     rg = backend.resource_group(sub, rg_name)
     if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
         raise err.InvalidRequestContent("The request content was invalid and could not be deserialized.")
@@ -257,7 +257,7 @@ def put_disk(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any
     return disk, op
 
 
-def delete_disk(backend: "ArmBackend", sub: str, rg_name: str, name: str) -> AsyncOperation | None:
+def delete_disk(backend: ArmBackend, sub: str, rg_name: str, name: str) -> AsyncOperation | None:
     rg = backend.resource_group(sub, rg_name)
     disk = rg.disks.get(name.lower())
     if disk is None:
@@ -273,7 +273,7 @@ def delete_disk(backend: "ArmBackend", sub: str, rg_name: str, name: str) -> Asy
     return op
 
 
-def delete_snapshot(backend: "ArmBackend", sub: str, rg_name: str, name: str) -> AsyncOperation | None:
+def delete_snapshot(backend: ArmBackend, sub: str, rg_name: str, name: str) -> AsyncOperation | None:
     rg = backend.resource_group(sub, rg_name)
     snap = rg.snapshots.get(name.lower())
     if snap is None:
@@ -289,7 +289,7 @@ def delete_snapshot(backend: "ArmBackend", sub: str, rg_name: str, name: str) ->
 
 # -- VM create / update ------------------------------------------------------------------------------
 
-def _data_disk_entries(backend: "ArmBackend", vm_location: str, vm_zones: list[str], given: Any,
+def _data_disk_entries(backend: ArmBackend, vm_location: str, vm_zones: list[str], given: Any,
                        vm_id: str) -> list[dict[str, Any]]:
     entries = []
     luns: set[int] = set()
@@ -316,7 +316,7 @@ def _data_disk_entries(backend: "ArmBackend", vm_location: str, vm_zones: list[s
     return entries
 
 
-def create_vm(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: dict[str, Any]) -> tuple[VirtualMachine, AsyncOperation]:
+def create_vm(backend: ArmBackend, sub: str, rg_name: str, name: str, body: dict[str, Any]) -> tuple[VirtualMachine, AsyncOperation]:
     """A new Windows VM from a marketplace image, with existing NICs and data disks attached."""
     rg = backend.resource_group(sub, rg_name)
     props = body.get("properties") or {}
@@ -388,7 +388,7 @@ def create_vm(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: di
     return vm, op
 
 
-def update_vm(backend: "ArmBackend", vm: VirtualMachine, body: dict[str, Any]) -> AsyncOperation:
+def update_vm(backend: ArmBackend, vm: VirtualMachine, body: dict[str, Any]) -> AsyncOperation:
     """PUT (whole body) or PATCH on an existing VM: data disks attached/detached, the OS disk
     swapped, tags. Anything else in the body is accepted and left as it is."""
     props = body.get("properties") or {}
@@ -440,7 +440,7 @@ def update_vm(backend: "ArmBackend", vm: VirtualMachine, body: dict[str, Any]) -
     return op
 
 
-def _check_swap(backend: "ArmBackend", vm: VirtualMachine, wanted: str) -> ManagedDisk:
+def _check_swap(backend: ArmBackend, vm: VirtualMachine, wanted: str) -> ManagedDisk:
     disk = backend.by_id(wanted)
     if not isinstance(disk, ManagedDisk):
         raise err.ArmError(f"Disk {wanted} is not found.", code="NotFound", status=404)
@@ -463,7 +463,7 @@ def _check_swap(backend: "ArmBackend", vm: VirtualMachine, wanted: str) -> Manag
     return disk
 
 
-def power_off(backend: "ArmBackend", vm: VirtualMachine) -> AsyncOperation:
+def power_off(backend: ArmBackend, vm: VirtualMachine) -> AsyncOperation:
     """Stop the VM (it stays allocated): Windows shuts down, the platform reports stopped."""
     if vm.power in ("stopped", "deallocated"):
         op = backend.new_operation(COMPUTE, vm.subscription, vm.location, "powerOff", vm.id)
@@ -491,7 +491,7 @@ def power_off(backend: "ArmBackend", vm: VirtualMachine) -> AsyncOperation:
     return op
 
 
-def _remove_vm(backend: "ArmBackend", vm: VirtualMachine) -> None:
+def _remove_vm(backend: ArmBackend, vm: VirtualMachine) -> None:
     rg = backend.resource_group(vm.subscription, vm.resource_group)
     vm.guest.shut_down()
     vm.power = "deallocated"
@@ -511,7 +511,7 @@ def _remove_vm(backend: "ArmBackend", vm: VirtualMachine) -> None:
     rg.vms.pop(vm.name.lower(), None)
 
 
-def delete_vm(backend: "ArmBackend", vm: VirtualMachine) -> AsyncOperation:
+def delete_vm(backend: ArmBackend, vm: VirtualMachine) -> AsyncOperation:
     if vm.power_operation is not None:
         backend.scheduler.cancel(vm.power_operation.event)
         backend.finish(vm.power_operation, error=err.OperationPreempted())
@@ -528,7 +528,7 @@ def delete_vm(backend: "ArmBackend", vm: VirtualMachine) -> AsyncOperation:
 
 # -- network for a new VM ----------------------------------------------------------------------------
 
-def put_vnet(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any) -> tuple[VirtualNetwork, bool, AsyncOperation]:
+def put_vnet(backend: ArmBackend, sub: str, rg_name: str, name: str, body: Any) -> tuple[VirtualNetwork, bool, AsyncOperation]:
     rg = backend.resource_group(sub, rg_name)
     props = (body or {}).get("properties") or {}
     prefixes = [str(p) for p in ((props.get("addressSpace") or {}).get("addressPrefixes") or [])]
@@ -548,7 +548,7 @@ def put_vnet(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any
     return vnet, created, op
 
 
-def put_nic(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any) -> tuple[NetworkInterface, bool, AsyncOperation]:
+def put_nic(backend: ArmBackend, sub: str, rg_name: str, name: str, body: Any) -> tuple[NetworkInterface, bool, AsyncOperation]:
     from azrdp.emulator.models import NETWORK
 
     rg = backend.resource_group(sub, rg_name)
@@ -579,7 +579,7 @@ def put_nic(backend: "ArmBackend", sub: str, rg_name: str, name: str, body: Any)
 
 # -- resource groups ---------------------------------------------------------------------------------
 
-def put_resource_group(backend: "ArmBackend", sub: str, name: str, body: Any) -> tuple[Any, bool]:
+def put_resource_group(backend: ArmBackend, sub: str, name: str, body: Any) -> tuple[Any, bool]:
     backend.subscription(sub)
     location = str((body or {}).get("location") or "")
     if not location:
@@ -597,7 +597,7 @@ def resource_group_body(sub: str, rg: Any, state: str = "Succeeded") -> dict[str
             "tags": dict(rg.tags), "properties": {"provisioningState": state}}
 
 
-def delete_resource_group(backend: "ArmBackend", sub: str, name: str) -> AsyncOperation:
+def delete_resource_group(backend: ArmBackend, sub: str, name: str) -> AsyncOperation:
     """Deletes the group and everything in it (VMs first, then disks, NICs, networks)."""
     rg = backend.resource_group(sub, name)
     rg.deleting = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
 GATEWAY = {"x-ms-failure-cause": "gateway"}
 """ARM's gateway answers its own 404s (the resource provider never saw the request) with this
 header (real-azure-behaviour.md, "Smaller differences")."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
 
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL
 
@@ -71,7 +71,7 @@ class Certificate:
 
     @classmethod
     def make(cls, subject_cn: str, not_before: datetime, not_after: datetime, *, store: str = "rd",
-             key_alg: str = "rsa") -> "Certificate":
+             key_alg: str = "rsa") -> Certificate:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -290,7 +290,7 @@ class WindowsGuest:
         self.backup_folders: dict[str, list[str]] = {}   # azrdp's %ProgramData%\azrdp\backup\<time>: files
         self.backup_root = BackupRoot()
         self.self_signed_cert_store: str | None = None   # WinStations\SelfSignedCertStore (None = absent)
-        self.attached_volumes: list["WindowsGuest"] = []  # offline Windows installations on data disks
+        self.attached_volumes: list[WindowsGuest] = []  # offline Windows installations on data disks
         self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
         now = self.real_now() - timedelta(days=30)

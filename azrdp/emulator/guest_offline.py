@@ -22,7 +22,8 @@ as unverified in docs/emulator.md.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.guest_payloads import limit_text

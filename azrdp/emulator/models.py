@@ -15,9 +15,10 @@ from __future__ import annotations
 import ipaddress
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
@@ -317,8 +318,8 @@ class VirtualMachine(ArmResource):
     rdp_suppressed: bool = False       # fault: RDP never comes back after the next restart
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time_created: str = "2026-01-05T09:14:38.3138469+00:00"
-    running_command: "AsyncOperation | None" = None
-    power_operation: "AsyncOperation | None" = None
+    running_command: AsyncOperation | None = None
+    power_operation: AsyncOperation | None = None
     tags: dict[str, str] = field(default_factory=lambda: {"azrdp-emulator": "true"})
     os_type: str = "Windows"           # the OS disk's osType; Linux VMs exist to be left alone
     # Disks (azrdp/emulator/disks.py): the guest above is the Windows on the OS disk.

@@ -23,9 +23,9 @@ import ssl
 import struct
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from azrdp.emulator.guest import Certificate
 from azrdp.rdp.x224 import (

@@ -8,8 +8,9 @@ holds no business rules. Errors are raised as :mod:`exceptions` and rendered by 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from azrdp.emulator import exceptions as err

@@ -10,9 +10,9 @@ VMs; ``build_fleet`` mixes scenarios across many VMs (``{"healthy": 40, "0x904":
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
 
 from azrdp.emulator.disks import give_os_disk
 from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
@@ -98,7 +98,7 @@ def active_users(backend: ArmBackend, vm: VirtualMachine) -> None:
     """Two admins are signed in and working (Active sessions, no seat free). Their sessions must
     survive the repair: the cert step's TermService restart turns them into Disc, and nothing may
     then log them off (review #1)."""
-    for user, idle in zip(ADMIN_USERS, (0, 4)):
+    for user, idle in zip(ADMIN_USERS, (0, 4), strict=False):
         vm.guest.add_session(user, "Active", idle_min=idle)
 
 

@@ -32,20 +32,21 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.emulator import auth, scenarios
-from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.faults import Fault
 from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
+from azrdp.emulator.profiles import GuestProfile
 from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
 from azrdp.emulator.throttling import REMAINING_READS, RateLimitHeaders, ReadLimit, ReadThrottle, compute_group
@@ -101,7 +102,7 @@ class Emulator:
     def start(cls, scenario: str = "healthy", *, vms: int = 1, fleet: dict[str, int] | None = None,
               speed: float = 1.0, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
               clock: Clock = SYSTEM_CLOCK, read_limit: ReadLimit | None = None,
-              layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> "Emulator":
+              layout: scenarios.FleetLayout | None = None, profile: GuestProfile | None = None) -> Emulator:
         """Build the scenario (or ``fleet``: scenario -> count, spread over ``layout``'s
         subscriptions and resource groups) on guests of ``profile`` (Windows version, display
         language, role; default an English Server 2022) and start serving. ``clock`` drives
@@ -118,7 +119,7 @@ class Emulator:
         emulator._thread.start()
         return emulator
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from azrdp.emulator import exceptions as err
 
@@ -36,7 +36,7 @@ class ReadLimit:
             raise ValueError("a read limit needs a bucket of at least 1 and a positive refill rate")
 
     @classmethod
-    def parse(cls, text: str) -> "ReadLimit":
+    def parse(cls, text: str) -> ReadLimit:
         """``250/25``: bucket size / refill per second."""
         try:
             bucket, refill = text.split("/")
@@ -149,7 +149,7 @@ class RateLimitHeaders:
                 calls.append(now)
                 self._calls[key] = calls
                 parts = []
-                for (seconds, suffix), limit in zip(WINDOWS, WINDOW_LIMITS[group]):
+                for (seconds, suffix), limit in zip(WINDOWS, WINDOW_LIMITS[group], strict=False):
                     used = sum(1 for t in calls if t > now - seconds)
                     parts.append(f"Microsoft.Compute/{group}{suffix};{max(0, limit - used)}")
                 out["x-ms-ratelimit-remaining-resource"] = ",".join(parts)

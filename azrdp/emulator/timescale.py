@@ -16,9 +16,9 @@ import heapq
 import itertools
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 

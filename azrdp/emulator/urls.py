@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from azrdp.emulator import responses
 from azrdp.emulator.disks import DISK_API, RESOURCES_API

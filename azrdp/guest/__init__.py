@@ -11,8 +11,9 @@ The Azure SDK is imported only when one of them runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check
 from azrdp.clock import SYSTEM_CLOCK, Clock
@@ -34,7 +35,7 @@ __all__ = ["GuestDiagnosis", "RepairOutcome", "diagnose_guest", "repair_guest", 
 class GuestDiagnosis:
     result: dict[str, Any]           # the validated diagnose result (schema DIAGNOSE)
     checks: list[Check]              # guest.* checks
-    run: "RunCommandOutcome"
+    run: RunCommandOutcome
 
     def to_dict(self) -> dict[str, Any]:
         return {"result": self.result, "checks": [c.to_dict() for c in self.checks],
@@ -44,7 +45,7 @@ class GuestDiagnosis:
 @dataclass
 class RepairOutcome:
     result: dict[str, Any]           # the validated repair result (schema REPAIR)
-    run: "RunCommandOutcome"
+    run: RunCommandOutcome
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -71,7 +72,7 @@ def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str
                 clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
                 polling_interval: float | None = None, subscription: str | None = None,
                 on_wait: Callable[[str], None] | None = None, on_conflict: Callable[[str], None] | None = None,
-                ) -> tuple[dict[str, Any], "RunCommandOutcome"]:
+                ) -> tuple[dict[str, Any], RunCommandOutcome]:
     """Run one manifest payload with ``values`` as its parameters; return (result, run).
 
     Parameters are validated against the manifest before anything is sent (UsageError), the

@@ -8,7 +8,8 @@ answered on are cross-checked with what the guest says.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from azrdp.checks import Check, Status
 

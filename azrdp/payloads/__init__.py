@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from azrdp.errors import UsageError
 
@@ -41,7 +42,7 @@ class ParamSpec:
     description: str = ""
 
     @classmethod
-    def from_manifest(cls, data: Mapping[str, Any]) -> "ParamSpec":
+    def from_manifest(cls, data: Mapping[str, Any]) -> ParamSpec:
         return cls(name=data["name"], type=data["type"], required=bool(data.get("required", False)),
                    default=data.get("default"), min=data.get("min"), max=data.get("max"),
                    pattern=data.get("pattern"),
@@ -141,7 +142,7 @@ def manifest() -> dict[str, Any]:
     return json.loads(_read_text("manifest.json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def payload(payload_id: str) -> Payload:
     """The payload with this manifest id (``diagnose`` or ``repair``)."""
     for entry in manifest()["payloads"]:

@@ -16,8 +16,9 @@ schema, the audit or a report sees them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from azrdp.errors import ProtocolError
 from azrdp.payloads.schema import RESULT_MARKER, RUN_COMMAND_OUTPUT_CAP, validate_result

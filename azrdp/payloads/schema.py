@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from azrdp.errors import ProtocolError
 
@@ -70,8 +71,8 @@ class Field:
     doc: str
     required: bool = True
     nullable: bool = False
-    fields: Mapping[str, "Field"] | None = None
-    items: "Field | None" = None
+    fields: Mapping[str, Field] | None = None
+    items: Field | None = None
     max_items: int | None = None
     max_len: int | None = None
     pattern: str | None = None
@@ -79,7 +80,7 @@ class Field:
     minimum: int | None = None
     maximum: int | None = None
     discriminator: str | None = None
-    variants: Mapping[str, "Field"] | None = field(default=None)
+    variants: Mapping[str, Field] | None = field(default=None)
 
 
 # -- small constructors, so the schemas below read like a table ---------------------------------

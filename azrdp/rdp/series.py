@@ -8,8 +8,9 @@ consecutive samples (as RTP's interarrival jitter, without smoothing).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.rdp.wire_probe import ProbeResult, probe
@@ -27,10 +28,10 @@ class Spread:
     jitter: float
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread | None":
+    def of(cls, values: Sequence[float]) -> Spread | None:
         if not values:
             return None
-        jitter = (sum(abs(b - a) for a, b in zip(values, values[1:])) / (len(values) - 1)
+        jitter = (sum(abs(b - a) for a, b in zip(values, values[1:], strict=False)) / (len(values) - 1)
                   if len(values) > 1 else 0.0)
         return cls(len(values), min(values), _median(values), max(values), jitter)
 

@@ -8,8 +8,9 @@ attempt itself takes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.rdp.wire_probe import ProbeResult, probe

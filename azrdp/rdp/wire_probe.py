@@ -18,17 +18,17 @@ import ssl
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import ProtocolError
 from azrdp.rdp.x224 import (
     DEFAULT_PROTOCOLS,
     PROTOCOL_RDP,
-    TLS_PROTOCOLS,
     TPKT_HEADER_LENGTH,
     ConnectionConfirm,
     build_connection_request,
@@ -245,7 +245,7 @@ class _Attempt:
                 confirm = parse_connection_confirm(bytes(received[:needed]))
             except ProtocolError as err:
                 raise _Stop("not_rdp", f"not an RDP answer: {err.message}") from None
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 raise _Stop("timeout", f"no RDP answer within the timeout ({len(received)} bytes received)") from None
             except BrokenPipeError:
                 raise _Stop("closed", "the server closed the connection before the request was sent") from None

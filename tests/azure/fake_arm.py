@@ -12,9 +12,9 @@ import copy
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -222,7 +222,7 @@ class FakeArm:
         for method in ("GET", "POST", "PUT", "DELETE"):
             self.mock.add_callback(method, pattern, callback=self._dispatch)
 
-    def __enter__(self) -> "FakeArm":
+    def __enter__(self) -> FakeArm:
         self.mock.__enter__()
         return self
 

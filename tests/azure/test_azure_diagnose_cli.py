@@ -13,11 +13,10 @@ import pytest
 from click.testing import CliRunner
 from fake_arm import SUB, VmSpec, rule
 from payload_samples import healthy, result_line
-
-from azrdp.payloads import payload
 from rdp_peers import Listener, tls_rdp_server, write_cert
 
 from azrdp.cli import cli
+from azrdp.payloads import payload
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -9,8 +9,7 @@ from fake_arm import example, nsg_body, rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azrdp.azure.nsg import (DEFAULT_INBOUND_RULES, Flow, Match, Rule, SecurityGroup, evaluate,
-                             evaluate_inbound)
+from azrdp.azure.nsg import DEFAULT_INBOUND_RULES, Flow, Match, Rule, SecurityGroup, evaluate, evaluate_inbound
 
 NSG1 = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/NSG1"
 NSG2 = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/NSG2"

@@ -4,7 +4,8 @@ client factory, or through the real RDP wire probe."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from emulator_support import FAST, session_for

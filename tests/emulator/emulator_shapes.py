@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 FREE_FORM = ("tags",)  # maps whose keys are the user's, not the schema's
 
 
@@ -45,7 +44,7 @@ def undeclared(model: Any, raw: Any, path: str = "$") -> list[str]:
         if isinstance(value, dict):
             missing += undeclared(typed, value, f"{path}.{key}")
         elif isinstance(value, list) and isinstance(typed, list):
-            for item_model, item_raw in zip(typed, value):
+            for item_model, item_raw in zip(typed, value, strict=False):
                 missing += undeclared(item_model, item_raw, f"{path}.{key}[]")
     return missing
 

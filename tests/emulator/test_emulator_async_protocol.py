@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
+from emulator_support import session_for
 
 from azrdp.clock import ManualClock
-from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}

@@ -3,8 +3,9 @@ every Allow rule, and a rule only applies in its profiles. Through the real `azr
 
 from __future__ import annotations
 
-from azrdp.emulator.guest import FirewallRule
 from test_emulator_licensing import checks, diagnose
+
+from azrdp.emulator.guest import FirewallRule
 
 
 def test_a_block_rule_beats_the_allow_rules_and_no_step_is_planned_that_cannot_fix_it(start_emulator, monkeypatch):

@@ -397,7 +397,7 @@ def test_a_backup_root_someone_else_made_is_refused_before_any_change(start_emul
     for attribute, value, message in (("owner", "S-1-5-21-1004336348-1177238915-682003330-1001", "has a foreign owner"),
                                       ("reparse_point", True, "is a reparse point")):
         emu = start_emulator("machinekeys-acl")
-        emu.update(lambda backend: setattr(emu.guest().backup_root, attribute, value))
+        emu.update(lambda backend, emu=emu, attribute=attribute, value=value: setattr(emu.guest().backup_root, attribute, value))
         _, steps = repair(emu, fake_credential, ["machinekeys-acl"])
         step = steps["machinekeys-acl"]
         assert step["status"] == "failed" and message in step["error"] and "nothing was changed" in step["error"]

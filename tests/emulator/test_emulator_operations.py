@@ -6,9 +6,8 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-
-from emulator_support import example, raw_and_model, session_for
 from emulator_shapes import NSG_REAL, RULE_REAL, VM_REAL, check_round_trip, paths
+from emulator_support import example, raw_and_model, session_for
 
 RG = "rg-azrdp-demo"
 VM = "vm-web-01"

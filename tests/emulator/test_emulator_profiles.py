@@ -13,7 +13,7 @@ from azrdp.cli import cli
 from azrdp.emulator.profiles import LOCALES, WINDOWS, GuestProfile, quser_text
 
 
-@pytest.mark.parametrize("windows, locale", [(w, "en-US") for w in WINDOWS] + [("2022", l) for l in LOCALES if l != "en-US"])
+@pytest.mark.parametrize("windows, locale", [(w, "en-US") for w in WINDOWS] + [("2022", loc) for loc in LOCALES if loc != "en-US"])
 def test_the_0x904_demo_exits_0_on_every_windows_and_locale(windows, locale):
     result = CliRunner().invoke(cli, ["demo", "--scenario", "0x904", "--speed", "5000", "--windows", windows,
                                       "--locale", locale, "-o", "json"])

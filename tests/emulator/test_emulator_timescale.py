@@ -6,11 +6,11 @@ from datetime import datetime
 
 import pytest
 from azure.core.rest import HttpRequest
+from emulator_support import session_for
 
 from azrdp.clock import ManualClock
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.timescale import TimeScale
-from emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fake_arm import VmSpec, rule
-from payload_samples import (CERT_OK, CERT_OLD, broken_machinekeys_acl, expired_cert, healthy, healthy_repair,
-                             result_line, two_disconnected_admins)
+from payload_samples import (
+    CERT_OLD,
+    broken_machinekeys_acl,
+    expired_cert,
+    healthy,
+    healthy_repair,
+    result_line,
+    two_disconnected_admins,
+)
 from rdp_peers import CertFiles, Listener, close_at_once, tls_rdp_server, write_cert
 
 from azrdp.payloads.schema import validate_result

@@ -11,8 +11,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from fake_arm import VmSpec, rule
-from fix_support import (DENY_RDP, Guest, SwappableRdp, audit_actions, install, restarts, run_commands,
-                         seed_guest)
+from fix_support import DENY_RDP, Guest, SwappableRdp, audit_actions, install, restarts, run_commands, seed_guest
 from payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
 
 from azrdp.cli import cli

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 from fake_arm import VmSpec, rule
-from fix_support import DENY_RDP, Guest, SwappableRdp, audit_actions, install
+from fix_support import DENY_RDP, Guest, audit_actions, install
 from payload_samples import healthy
 
 from azrdp.cli import cli

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from payload_samples import healthy, healthy_repair, result_line, run_command_value
+from runcommand_arm import OPS, READY_VIEW, RUN_URL, VM_URL
 
 from azrdp.azure.runcommand import (
-    CONFLICT_BACKOFF_FIRST, AgentNotReady, RunCommandBusy, agent_state, run_script,
+    CONFLICT_BACKOFF_FIRST,
+    AgentNotReady,
+    RunCommandBusy,
+    agent_state,
+    run_script,
 )
 from azrdp.clock import ManualClock
 from azrdp.errors import AuthError, OperationTimeout
 from azrdp.guest import diagnose_guest, repair_guest, run_payload
 from azrdp.payloads import payload
-from runcommand_arm import OPS, READY_VIEW, RUN_URL, VM_URL
-from payload_samples import healthy, healthy_repair, result_line, run_command_value
 
 TOKEN = "INJECTED7Q"  # appears in every hostile value and nowhere in the payloads
 HOSTILE = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MARKER = "AZRDP-RESULT:"
 CERT_OK = "3F2A9C41D0B7E6F5A4C3B2A1908172635445362B"

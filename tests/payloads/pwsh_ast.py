@@ -3,8 +3,8 @@ block, function definitions. Used by the payload tests (no PowerShell needed).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import tree_sitter_pwsh
 from tree_sitter import Language, Node, Parser, Tree

@@ -7,11 +7,10 @@ aliases), and its param() block matches manifest.json."""
 from __future__ import annotations
 
 import re
-
-import pytest
+from pathlib import Path
 
 import pwsh_ast
-from pathlib import Path
+import pytest
 
 import azrdp.payloads
 from azrdp.payloads import payload, payload_ids

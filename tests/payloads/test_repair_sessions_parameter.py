@@ -5,6 +5,7 @@ free. Backward compatible: optional, default 'false' (the old behaviour)."""
 from __future__ import annotations
 
 import pwsh_ast
+
 from azrdp.payloads import payload
 
 

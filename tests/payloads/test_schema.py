@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from payload_samples import SCENARIOS, healthy, healthy_repair
 
 from azrdp.errors import ProtocolError
 from azrdp.payloads import payload_ids
 from azrdp.payloads.schema import (
-    REPAIR_STEP_SCHEMAS, REPAIR_STEPS, RESULT_LINE_BUDGET, RUN_COMMAND_OUTPUT_CAP, SCHEMAS, Field,
-    ResultSchemaError, validate_result, worst_case_size,
+    REPAIR_STEP_SCHEMAS,
+    REPAIR_STEPS,
+    RESULT_LINE_BUDGET,
+    RUN_COMMAND_OUTPUT_CAP,
+    SCHEMAS,
+    Field,
+    ResultSchemaError,
+    validate_result,
+    worst_case_size,
 )
-from payload_samples import SCENARIOS, healthy, healthy_repair
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -4,11 +4,10 @@ loopback listeners. The peers themselves live in rdp_peers.py (shared with bench
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from rdp_peers import CertFiles, Listener, ShadowServer, XrdpServer, write_cert
 
 ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"

@@ -25,9 +25,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -166,7 +166,7 @@ class XrdpServer:
             text = _set_ini_key(text, key, value, section="Logging")
         self.ini.write_text(text)
 
-    def start(self, binary: str = "xrdp") -> "XrdpServer":
+    def start(self, binary: str = "xrdp") -> XrdpServer:
         for _ in range(5):  # the free port may be taken between choosing and binding
             self.port = free_port()
             self._write_ini()
@@ -196,7 +196,7 @@ class ShadowServer:
         self.xvfb: subprocess.Popen | None = None
         self.process: subprocess.Popen | None = None
 
-    def start(self, shadow: str = "freerdp-shadow-cli", xvfb: str = "Xvfb") -> "ShadowServer":
+    def start(self, shadow: str = "freerdp-shadow-cli", xvfb: str = "Xvfb") -> ShadowServer:
         home = self.folder / "home"
         config = home / ".config" / "freerdp" / "shadow"
         config.mkdir(parents=True, exist_ok=True)
@@ -292,7 +292,7 @@ class Listener:
         for worker in self._threads:
             worker.join(2)
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *exc: object) -> None:

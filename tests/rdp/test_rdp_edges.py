@@ -10,12 +10,6 @@ import socket
 import threading
 
 import pytest
-
-from azrdp.checks import Status
-from azrdp.clock import ManualClock
-from azrdp.rdp import probe, rdp_checks
-from azrdp.rdp.wire_probe import OUTCOMES
-from azrdp.rdp.x224 import PROTOCOL_HYBRID_EX
 from rdp_peers import (
     answer_with,
     banner,
@@ -28,6 +22,12 @@ from rdp_peers import (
     tls_rdp_server,
     write_cert,
 )
+
+from azrdp.checks import Status
+from azrdp.clock import ManualClock
+from azrdp.rdp import probe, rdp_checks
+from azrdp.rdp.wire_probe import OUTCOMES
+from azrdp.rdp.x224 import PROTOCOL_HYBRID_EX
 
 TIMEOUT = 0.5
 

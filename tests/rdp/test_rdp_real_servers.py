@@ -11,9 +11,9 @@ import datetime as dt
 import hashlib
 import socket
 import ssl
-from pathlib import Path
 
 import pytest
+from rdp_peers import CertFiles
 
 from azrdp.checks import Status
 from azrdp.rdp import probe, rdp_checks
@@ -24,7 +24,6 @@ from azrdp.rdp.x224 import (
     build_connection_request,
     parse_connection_confirm,
 )
-from rdp_peers import CertFiles
 
 pytestmark = pytest.mark.realserver
 

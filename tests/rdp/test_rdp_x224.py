@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rdp_peers import confirm_bytes
 
 from azrdp.errors import ProtocolError
 from azrdp.rdp.x224 import (
@@ -23,7 +24,6 @@ from azrdp.rdp.x224 import (
     parse_tpkt_header,
     protocols_label,
 )
-from rdp_peers import confirm_bytes
 
 
 # -- request ----------------------------------------------------------------------------------------

@@ -38,11 +38,10 @@ def operations(emu) -> set[str]:
 @pytest.fixture(scope="module")
 def used(tmp_path_factory) -> dict[str, set[str]]:
     """Operation IDs each kind of use called: {"main": ..., "network": ...}."""
-    from azrdp.audit import AuditLog
+    from azrdp.audit import AuditLog, read_audit
     from azrdp.azure.nsg_rules import revoke
     from azrdp.clock import SYSTEM_CLOCK
     from azrdp.diagnose import GUEST_STAGES, diagnose
-    from azrdp.audit import read_audit
     from azrdp.repair import FixOptions, fix
     from azrdp.rescue import RescueOptions, rescue, undo
     from azrdp.smoke import smoke_check

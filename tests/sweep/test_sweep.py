@@ -25,11 +25,11 @@ guest sweep reads every running VM's agent and finds it (GUEST_EXPECTED)."""
 GUEST_EXPECTED = {**EXPECTED, "vm-agent-not-ready-001": "unhealthy"}
 
 
-def run_sweep(emu, selection=Selection(), **kwargs):
+def run_sweep(emu, selection=None, **kwargs):
     kwargs.setdefault("probe_timeout", PROBE_TIMEOUT)
     kwargs.setdefault("source_ip", emu.state.client_ip)
     session = kwargs.pop("session", None) or tenant_session(emu)
-    return sweep(session, selection, **kwargs)
+    return sweep(session, selection or Selection(), **kwargs)
 
 
 def test_check_only_reports_every_vm_and_changes_nothing(fleet):

@@ -20,12 +20,12 @@ def arm_reads(emu) -> list:
     return [c for c in emu.calls if c.method == "GET" and c.path.lower().startswith("/subscriptions/")]
 
 
-def run(emu, selection=Selection(), **kwargs):
+def run(emu, selection=None, **kwargs):
     """The emulator's listeners and the probes share this process (and a loaded machine): a TLS
     handshake gets more time than PROBE_TIMEOUT, or a slow healthy VM would cost an agent read."""
     kwargs.setdefault("probe_timeout", 3.0)
     kwargs.setdefault("probe_parallel", 16)
-    return sweep(tenant_session(emu), selection, source_ip=emu.state.client_ip, **kwargs)
+    return sweep(tenant_session(emu), selection or Selection(), source_ip=emu.state.client_ip, **kwargs)
 
 
 def test_the_usual_layout_never_reads_a_nic_by_itself():
