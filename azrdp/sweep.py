@@ -524,7 +524,11 @@ def render_line(result: VmResult) -> str:
 
 
 def render_table(result: SweepResult) -> str:
-    rows = [(r.vm.name, r.vm.resource_group, r.outcome, f"{r.seconds:.1f}", r.summary) for r in result.sorted_results()]
+    from azrdp.logsafe import printable
+
+    # one row per VM: a summary quotes guest, ARM and certificate text, whose newlines must not make rows
+    rows = [tuple(printable(cell) for cell in (r.vm.name, r.vm.resource_group, r.outcome, f"{r.seconds:.1f}", r.summary))
+            for r in result.sorted_results()]
     header = ("VM", "RESOURCE GROUP", "OUTCOME", "SECONDS", "SUMMARY")
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
     lines = ["  ".join(h.ljust(w) if i != 3 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:4], widths, strict=False)))
