@@ -332,7 +332,11 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     if _status(checks, "vm.agent") is not Status.PASS:
         agent = _check(checks, "vm.agent")
         status = agent.summary if agent else "not reported: Run Command cannot reach the guest"
-        blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
+        if agent is not None and agent.status is Status.WARN and agent.details.get("last_operation"):
+            # a restart Windows has not answered yet (someone's, or this run's): not a broken agent
+            blocker = f"{status} (no repair was sent): wait a few minutes for Windows to boot, then run azrdp again"
+        else:
+            blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
         if result.reboot == "always":
             blocker += "; the --reboot restart may revive the agent"
         result.blockers.append(blocker)

@@ -317,7 +317,8 @@ class _Job:
             self.result.verdict = "declined"
             return self.result
         if not plan.empty and not self.options.force:
-            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None, self.target)
+            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None,
+                           current.checks, self.clock.now(), self.target)
         self.execute(plan)
         if plan.start:
             current = self.second_pass()
@@ -569,22 +570,19 @@ class _Job:
         return reboot
 
 
-def refuse_if_busy(instance_view: Any, target: Target) -> None:
-    """One repair at a time per VM: a Run Command in flight (the RunCommandWindows extension's
-    instance view says Transitioning: another azrdp run, a sweep or a person) is a usage error
-    (exit 2) before anything is changed, unless ``--force``."""
-    for extension in (instance_view or {}).get("extensions") or []:
-        if not str(extension.get("type") or extension.get("name") or "").endswith("RunCommandWindows"):
-            continue
-        for status in extension.get("statuses") or []:
-            if "transitioning" in str(status.get("code") or "").lower():
-                from azrdp.errors import UsageError
-                from azrdp.logsafe import printable
+def refuse_if_busy(instance_view: Any, checks: Any, now: Any, target: Target) -> None:
+    """One repair at a time per VM: while another run changes the VM (a Run Command in flight, an
+    ARM operation in flight, a restart Windows has not answered yet: azrdp.azure.activity), a repair
+    is a usage error (exit 2) before anything is changed, unless ``--force``."""
+    from azrdp.azure.activity import run_in_progress
+    from azrdp.errors import UsageError
 
-                since = f" since {printable(status.get('time'))}" if status.get("time") else ""
-                raise UsageError(f"another Run Command is in progress on VM {target}{since} (another azrdp fix or "
-                                 "sweep, or a person): azrdp repairs one VM one run at a time; nothing was changed.",
-                                 hint="Wait for it to finish and run azrdp again, or pass --force.")
+    busy = run_in_progress(instance_view, checks, now)
+    if busy is not None:
+        what, since = busy
+        raise UsageError(f"{what} on VM {target}{since} (another azrdp fix or sweep, or a person): azrdp repairs one VM "
+                         "one run at a time; nothing was changed.",
+                         hint="Wait for it to finish and run azrdp again, or pass --force.")
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:

@@ -59,6 +59,8 @@ OUTCOMES = {
     "fixed": "a problem was found and repaired; RDP answers now",
     "unhealthy": "a problem was found and is still there (the report says why it was not repaired)",
     "unverified": "no check failed, but the RDP port could not be probed (no public IP, VM not running, --no-probe)",
+    "busy": "another run is changing the VM (a Run Command or an Azure operation in flight, a restart Windows has "
+            "not answered yet): not judged, not repaired",
     "error": "azrdp could not check this VM (permission, not found, an Azure failure)",
 }
 ANSWERING = ("healthy", "fixed")
@@ -455,6 +457,8 @@ class _Worker:
                 diagnosis = diagnose(scope.checking, target, inventory=inventory,
                                      probe_result=diagnosis.probe_result, **options)
                 result = _from_diagnosis(vm, diagnosis)
+            if result.outcome == "unhealthy":
+                result = _busy(vm, result, inventory, diagnosis, self.clock.now())
         finally:
             scope.counted(inventory.requests)
         return result, diagnosis
@@ -492,6 +496,19 @@ def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
     else:
         outcome = "unhealthy"
     return VmResult(vm, outcome, diagnosis.summary(), answers=answers, checks=list(diagnosis.checks))
+
+
+def _busy(vm: SelectedVm, checked: VmResult, inventory: Any, diagnosis: Any, now: Any) -> VmResult:
+    """A VM another run is changing (a fix being verified, a person's restart) is not judged
+    unhealthy for what that run is doing to it, and is not repaired beside it."""
+    from azrdp.azure.activity import run_in_progress
+
+    busy = run_in_progress(inventory.vm_properties.get("instanceView"), diagnosis.checks, now)
+    if busy is None:
+        return checked
+    what, since = busy
+    return VmResult(vm, "busy", f"{what}{since}: not judged or repaired now; azrdp sweep looks again at its next run",
+                    answers=checked.answers, checks=checked.checks)
 
 
 def _from_repair(vm: SelectedVm, checked: VmResult, repaired: Any) -> VmResult:
