@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -278,7 +279,8 @@ class WindowsGuest:
         # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
         self.licensing_type = 5
         self.grace_days: int | None = None
-        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
+        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash: its data (hex, or the text)
+        self.bound_kind = "Binary"   # its registry type: Binary (20 bytes, as Win32_TSGeneralSetting writes it) or String
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()
         self.firewall_profiles = [FirewallProfile("Domain"), FirewallProfile("Private"), FirewallProfile("Public")]
@@ -402,10 +404,23 @@ class WindowsGuest:
             return False
         return key.network_service_read if as_network_service else key.system_full
 
+    def binding(self) -> str | None:
+        """SSLCertificateSHA1Hash as common.ps1's Get-BoundThumbprint reads it: the thumbprint,
+        None when absent, MALFORMED when it is not a 20-byte REG_BINARY (a thumbprint typed as a
+        REG_SZ string, a wrong length; RegistryKey.GetValueKind tells the kind)."""
+        value = self.bound_thumbprint
+        if value is None:
+            return None
+        if self.bound_kind != "Binary" or not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+            return "MALFORMED"
+        return value.upper()
+
     def serving_certificate(self) -> Certificate | None:
         """The certificate TermService presents: the bound one when it exists, else the newest
-        self-signed certificate in the Remote Desktop store."""
-        bound = self.find(self.bound_thumbprint)
+        self-signed certificate in the Remote Desktop store, as for a binding to a missing one. A
+        MALFORMED binding is modelled the same way (unverified: what TermService does with a
+        binding it cannot read; docs/emulator.md)."""
+        bound = self.find(self.binding())
         if bound is not None:
             return bound
         store = self.rd_store()
@@ -420,7 +435,7 @@ class WindowsGuest:
         does a folder where no new container can be made (review section 2; Learn: "Remote
         Desktop disconnected, an internal error occurred"). It then carries on without one."""
         now = self.real_now()
-        bound = self.find(self.bound_thumbprint)
+        bound = self.find(self.binding())
         if bound is not None and not bound.expired(now):
             return
         current = self.newest_self_signed()

@@ -249,7 +249,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     counts = guest.event_counts(hours)
     last = guest.last_event(hours)
     cert_store = _store_newest_first(guest)
-    bound = guest.find(guest.bound_thumbprint)
+    bound = guest.find(guest.binding())
     listening = guest.rdp_listening()
     rules, enabled = _fw_counts(guest)
     reg = guest.registry
@@ -267,7 +267,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                 "min_encryption": reg["MinEncryptionLevel"]},
         "listener": {"state": "Listen" if listening else None, "tcp_listening": listening,
                      "owner": "svchost" if listening else None},
-        "cert": {"bound": guest.bound_thumbprint,
+        "cert": {"bound": guest.binding(),
                  "bound_cert": {"store": bound.store, **_cert_facts(guest, bound)} if bound else None,
                  "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
@@ -601,7 +601,7 @@ def _store_newest_first(guest: WindowsGuest) -> list[Certificate]:
 
 def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
     store = _store_newest_first(guest)
-    bound = guest.bound_thumbprint
+    bound = guest.binding()
     if bound is not None:
         current = guest.find(bound)
     else:
@@ -636,7 +636,7 @@ def _cert_hold_back(run: _RepairRun) -> str | None:
 
 def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
-    bound = guest.bound_thumbprint
+    bound = guest.binding()                 # MALFORMED finds nothing: a broken binding
     found = guest.find(bound)
     bound_broken = bound is not None and (found is None or _broken(guest, found))
     bound_usable = bound is not None and not bound_broken
@@ -655,8 +655,8 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         removed.append(cert.thumbprint)
     cleared = bound_broken
     if cleared:
-        run.back_up("SSLCertificateSHA1Hash.txt")
-        guest.bound_thumbprint = None
+        run.back_up("SSLCertificateSHA1Hash.txt")  # the value as stored (kind:data), then removed
+        guest.bound_thumbprint, guest.bound_kind = None, "Binary"
     restarted: list[str] = []
     problem = None
     if cleared or before["current"] is None:

@@ -14,6 +14,7 @@ from typing import Any
 from azrdp.checks import Check, Status
 
 DEFAULT_PORT = 3389
+MALFORMED_BINDING = "MALFORMED"   # diagnose's cert.bound when SSLCertificateSHA1Hash is no 20-byte REG_BINARY
 SUPPORT_SERVICES = ("SessionEnv", "UmRdpService", "CertPropSvc", "KeyIso", "CryptSvc")
 
 
@@ -154,6 +155,11 @@ def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
     if served:
         details["served"] = served
     bound, bound_cert = cert["bound"], cert["bound_cert"]
+    if bound == MALFORMED_BINDING:
+        return Check("guest.cert", Status.FAIL, "RDP's certificate binding (SSLCertificateSHA1Hash) is not a 20-byte "
+                     "binary thumbprint (set as text?): RDP cannot use it", details,
+                     step_remedy("cert", then="It saves the value and clears the binding; bind a certificate again "
+                                 "through Win32_TSGeneralSetting if you want one."))
     if bound:
         if bound_cert is None:
             return Check("guest.cert", Status.FAIL, f"RDP is bound to certificate {bound}, which is "

@@ -227,11 +227,28 @@ function Get-RdpStoreCertificates {
 }
 
 function Get-BoundThumbprint {
-    $hash = Get-RegValue -Path $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
-    if ($null -eq $hash) { return $null }
-    $hex = (@($hash) | ForEach-Object -Process { ([byte]$_).ToString('X2') }) -join ''
-    if ($hex -notmatch '^[0-9A-F]{40}$') { return $null }
-    return $hex
+    # SSLCertificateSHA1Hash as RDP reads it: 40 hex digits, $null when the value is absent, or
+    # 'MALFORMED' when it is not a 20-byte REG_BINARY (a thumbprint typed as a REG_SZ string, a
+    # wrong length): a binding RDP cannot use, never "no binding" (review #17). The value is
+    # REG_BINARY as Win32_TSGeneralSetting writes it; RegistryKey.GetValueKind tells the kind
+    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind).
+    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
+    if ($key.GetValueKind('SSLCertificateSHA1Hash').ToString() -ne 'Binary') { return 'MALFORMED' }
+    $bytes = @($key.GetValue('SSLCertificateSHA1Hash'))
+    if ($bytes.Count -ne 20) { return 'MALFORMED' }
+    return (@(foreach ($byte in $bytes) { ([byte]$byte).ToString('X2') }) -join '')
+}
+
+function Get-BindingText {
+    # SSLCertificateSHA1Hash as stored, for the backup before the cert step clears it: its kind
+    # and its data (hex for binary, the text itself for a string), $null when absent.
+    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
+    $kind = $key.GetValueKind('SSLCertificateSHA1Hash').ToString()
+    $data = $key.GetValue('SSLCertificateSHA1Hash')
+    if ($kind -eq 'Binary') { $data = @(foreach ($byte in @($data)) { ([byte]$byte).ToString('X2') }) -join '' }
+    return ('{0}:{1}' -f $kind, (@($data) -join ','))
 }
 
 function Find-Certificate {

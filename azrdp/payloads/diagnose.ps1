@@ -101,7 +101,7 @@ function Read-Listener {
 function Read-Certificates {
     $bound = Get-BoundThumbprint
     $boundCert = $null
-    if ($null -ne $bound) {
+    if ($null -ne $bound -and $bound -ne 'MALFORMED') {
         $found = Find-Certificate -Thumbprint $bound
         if ($null -ne $found) {
             $facts = Get-CertFacts -Certificate $found.cert

@@ -111,6 +111,9 @@ def a(doc: str, items: Field, *, max_items: int, null: bool = False, opt: bool =
 
 
 THUMBPRINT = r"^[0-9A-F]{40}$"
+BINDING = r"^([0-9A-F]{40}|MALFORMED)$"
+"""SSLCertificateSHA1Hash as read: a thumbprint, or MALFORMED when the value is not a 20-byte
+REG_BINARY (a REG_SZ thumbprint set by hand, a wrong length): a binding RDP cannot use."""
 UTC_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 VERSION = r"^\d+\.\d+\.\d+$"
 
@@ -245,8 +248,9 @@ DIAGNOSE = o(
                        max_len=24, null=True)),
     cert=o("The RDP certificate.", null=True,
            bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
-                   "unset (RDP then uses its self-signed certificate).", max_len=40,
-                   pattern=THUMBPRINT, null=True),
+                   "unset (RDP then uses its self-signed certificate); `MALFORMED` when it is not a "
+                   "20-byte REG_BINARY (e.g. a thumbprint set as a string).", max_len=40,
+                   pattern=BINDING, null=True),
            bound_cert=BOUND_CERT,
            certs=a(f"Certificates in Cert:\\LocalMachine\\Remote Desktop (first {CERT_LIST_MAX}, "
                    "newest first).", CERT, max_items=CERT_LIST_MAX),
@@ -347,7 +351,8 @@ MACHINEKEYS_STATE = o(
 
 CERT_STATE = o(
     "What RDP would serve, and the Remote Desktop store.", null=True,
-    bound=s("SSLCertificateSHA1Hash, null when unset.", max_len=40, pattern=THUMBPRINT, null=True),
+    bound=s("SSLCertificateSHA1Hash, null when unset, `MALFORMED` when not a 20-byte REG_BINARY.",
+            max_len=40, pattern=BINDING, null=True),
     total=i("Certificates in Cert:\\LocalMachine\\Remote Desktop.", hi=None),
     bad=i("Of those, expired or with an unreadable private key.", hi=None),
     current=s("Thumbprint RDP serves: the bound one when set, else the newest usable one in the "

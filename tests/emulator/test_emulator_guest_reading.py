@@ -1,0 +1,58 @@
+"""How the payloads read Windows, against a simulated guest that stores things the way Windows
+does (desk review of the payloads, findings 3, 4, 5, 7): through the real `azrdp diagnose` and
+`azrdp fix` CLIs, and the repair payload through the real SDK."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from emulator_support import payload_answer, session_for
+from test_emulator_licensing import checks, diagnose
+
+from azrdp.cli import cli
+
+
+def fix(emu, monkeypatch) -> tuple[int, dict]:
+    env = emu.environment()
+    env.pop("IDENTITY_ENDPOINT", None)
+    env.pop("IDENTITY_HEADER", None)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    host, port = emu.rdp_endpoint()
+    result = CliRunner().invoke(cli, ["fix", "vm-web-01", "-g", "rg-azrdp-demo", "--yes", "-o", "json", "--host",
+                                      f"{host}:{port}", "--probe-timeout", "2", "--wait-timeout", "5s", "--guest-first"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+# -- finding 3 (review #17): a binding that is not a 20-byte REG_BINARY ----------------------------
+
+def test_a_thumbprint_stored_as_text_is_reported_as_a_malformed_binding(start_emulator, monkeypatch):
+    emu = start_emulator("binding-as-text")
+    code, doc = diagnose(emu, monkeypatch)
+    cert = checks(doc)["guest.cert"]
+    assert code == 1 and cert["status"] == "fail"
+    assert cert["details"]["bound"] == "MALFORMED" and cert["details"]["bound_cert"] is None
+    assert "not a 20-byte binary thumbprint" in cert["summary"] and "`cert`" in cert["remedy"]
+
+
+def test_the_cert_step_saves_the_malformed_binding_and_clears_it(start_emulator, fake_credential):
+    emu = start_emulator("binding-as-text")
+    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": ["cert"]})
+    step = result["steps"][0]
+    assert step["before"]["bound"] == "MALFORMED" and step["after"]["bound"] is None
+    assert step["status"] == "changed" and step["info"]["cleared_binding"] is True
+    assert step["info"]["restarted"] == ["SessionEnv", "TermService"]
+    guest = emu.guest()
+    assert guest.bound_thumbprint is None and guest.binding() is None and guest.tls_usable()
+    assert any("SSLCertificateSHA1Hash.txt" in files for files in guest.backup_folders.values())
+
+
+def test_fix_repairs_a_binding_stored_as_text(start_emulator, monkeypatch):
+    emu = start_emulator("binding-as-text")
+    code, doc = fix(emu, monkeypatch)
+    assert code == 0, doc.get("summary")
+    assert [step["name"] for step in doc["plan"]["steps"]] == ["cert"]
+    step = doc["repair"]["result"]["steps"][0]
+    assert step["before"]["bound"] == "MALFORMED" and step["after"]["bound"] is None
+    assert step["after"]["current"] is not None and step["info"]["cleared_binding"] is True

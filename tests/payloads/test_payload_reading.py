@@ -1,0 +1,56 @@
+"""Static tests (tree-sitter-pwsh) of how the payloads read Windows: diagnose.ps1 and the
+Read-*/Get-* helpers of common.ps1 (desk review of the payloads, findings 3, 4, 5, 7, 15, 19-25).
+Each fails on the script before its fix."""
+
+from __future__ import annotations
+
+import pwsh_ast
+import pytest
+
+from azrdp.payloads import payload
+from azrdp.payloads.schema import ResultSchemaError, validate_result
+
+
+def _functions(payload_id: str = "diagnose") -> dict[str, str]:
+    return pwsh_ast.functions(pwsh_ast.parse(payload(payload_id).script_text().encode()))
+
+
+def _code(body: str) -> str:
+    """The body without comments."""
+    return "\n".join(line.split("#", 1)[0] for line in body.splitlines())
+
+
+# -- finding 3 (review #17): SSLCertificateSHA1Hash that is not a 20-byte REG_BINARY --------------
+
+def test_a_binding_that_is_not_twenty_bytes_of_binary_reads_malformed_not_absent():
+    # The old reader cast every element with [byte]$_: a REG_SZ thumbprint threw (the whole cert
+    # section lost), and a wrong-length binary value read as "no binding".
+    body = _code(_functions()["Get-BoundThumbprint"])
+    assert "[byte]$_" not in body
+    assert "GetValueKind('SSLCertificateSHA1Hash').ToString() -ne 'Binary') { return 'MALFORMED' }" in body
+    assert "if ($bytes.Count -ne 20) { return 'MALFORMED' }" in body
+    assert body.index("GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }") < body.index("GetValueKind")
+
+
+def test_the_schema_takes_malformed_as_a_binding_and_nothing_else():
+    from payload_samples import healthy, healthy_repair
+
+    doc = healthy()
+    doc["cert"]["bound"] = "MALFORMED"
+    validate_result("diagnose", doc)
+    doc["cert"]["bound"] = "0123"
+    with pytest.raises(ResultSchemaError):
+        validate_result("diagnose", doc)
+    repair = healthy_repair()
+    cert = next(step for step in repair["steps"] if step["name"] == "cert")
+    cert["before"]["bound"] = "MALFORMED"
+    validate_result("repair", repair)
+
+
+def test_the_cert_step_saves_a_malformed_binding_as_stored_before_clearing_it():
+    body = _functions("repair")["Repair-Certificate"]
+    assert "if ($bound -ne 'MALFORMED') { $found = Find-Certificate -Thumbprint $bound }" in body
+    assert body.index("-Value (Get-BindingText) -Encoding Unicode") < body.index("Remove-ItemProperty")
+    text = _functions("repair")["Get-BindingText"]
+    assert "GetValueKind('SSLCertificateSHA1Hash')" in text and "'{0}:{1}' -f $kind" in text
+    assert "$bound -ne 'MALFORMED'" in _functions()["Read-Certificates"]
