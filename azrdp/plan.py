@@ -156,6 +156,8 @@ def _acl_reasons(result: dict[str, Any]) -> list[str]:
     if not keys:
         return []
     reasons = []
+    if keys["files"] is None:
+        reasons.append("SYSTEM cannot list the MachineKeys folder")
     if not keys["default"]:
         reasons.append(f"the MachineKeys folder SDDL is not the default ({keys['sddl']})")
     key = keys["rdp_key"]

@@ -27,6 +27,8 @@ RDP_KEY_PREFIX = "f686aace6942fb7f7ceb231212eef4a4"
 
 BROKEN_MACHINEKEYS_SDDL = "O:BAG:SYD:PAI(A;;FA;;;BA)"
 """A damaged folder ACL seen in the field: owner changed, Everyone's read/write removed."""
+UNLISTABLE_MACHINEKEYS_SDDL = "O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-1004336348-1177238915-682003330-500)"
+"""A folder ACL "locked down" to one local administrator account: SYSTEM cannot even list it."""
 
 SELF_SIGNED_VALIDITY = timedelta(days=182)  # Windows makes the RDP certificate valid for 6 months
 ADMIN_MODE_SEATS = 2                        # Windows Server without the Session Host role
@@ -164,6 +166,15 @@ class MachineKeys:
     @property
     def default(self) -> bool:
         return self.sddl == MACHINEKEYS_DEFAULT_SDDL
+
+    @property
+    def listable(self) -> bool:
+        """Can SYSTEM list the folder? Its token holds SYSTEM, Administrators and Everyone; as the
+        owner it gets only READ_CONTROL and WRITE_DAC implicitly, not FILE_LIST_DIRECTORY, and
+        PowerShell does not enable SeBackupPrivilege (Learn: "SID strings", "Access control
+        lists": owner rights). Any Allow ACE for those SIDs is taken to grant listing."""
+        aces = re.findall(r"\(([^)]*)\)", self.sddl.split("D:", 1)[-1])
+        return any(ace.startswith("A;") and ace.rsplit(";", 1)[-1] in ("SY", "BA", "WD") for ace in aces)
 
     @property
     def writable(self) -> bool:

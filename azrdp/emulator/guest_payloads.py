@@ -175,8 +175,9 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
-    keys = guest.machinekeys
-    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    keys = guest.machinekeys   # the SDDL first; files null when SYSTEM cannot list the folder (review #18)
+    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default,
+            "files": keys.files if keys.listable else None, "rdp_key": _rdp_key(keys)}
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
@@ -524,7 +525,7 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _machinekeys_state(guest: WindowsGuest) -> dict[str, Any]:
     """Read-MachineKeysState: what both MachineKeys steps report before and after."""
     keys = guest.machinekeys
-    return {"default": keys.default, "files": keys.files, "rdp_key": _rdp_key_acl(keys)}
+    return {"default": keys.default, "files": keys.files if keys.listable else None, "rdp_key": _rdp_key_acl(keys)}
 
 
 def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -533,6 +534,8 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if before["default"] and key_ok:
         return Outcome(info={"backup": None, "actions": []})
     keys = run.guest.machinekeys
+    if not keys.listable:   # Save-MachineKeysAcl lists the folder (Get-ChildItem) before any change
+        raise StepFailed(f"Access to the path '{keys.path}' is denied.")
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
     run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
     run.back_up("undo.txt")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from azrdp.emulator.disks import give_os_disk
-from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
+from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL, UNLISTABLE_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
     ApplicationSecurityGroup,
@@ -122,6 +122,15 @@ def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     guest.bound_thumbprint = cert.thumbprint
 
 
+def machinekeys_unlistable(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """MachineKeys "locked down" to one local administrator account: SYSTEM cannot list it, no new
+    key can be made, and NETWORK SERVICE cannot read the RDP key (review #18)."""
+    guest = vm.guest
+    guest.machinekeys.sddl = UNLISTABLE_MACHINEKEYS_SDDL
+    if guest.machinekeys.rdp_key is not None:
+        guest.machinekeys.rdp_key.network_service_read = False
+
+
 def binding_as_text(backend: ArmBackend, vm: VirtualMachine) -> None:
     """An admin set SSLCertificateSHA1Hash by hand as a REG_SZ thumbprint string (Set-ItemProperty
     -Value 'THUMB'), not the 20-byte REG_BINARY Win32_TSGeneralSetting writes: RDP cannot use the
@@ -221,6 +230,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                  "restarted.", (expired_cert, hung_termservice)),
     Scenario("licensing-expired", "An RD Session Host past its licensing grace period with no license server "
                                   "(the wire probe passes; users are refused).", (licensing_expired,)),
+    Scenario("machinekeys-unlistable", "The MachineKeys folder ACL lets only one local administrator in: SYSTEM "
+                                       "cannot list it, and NETWORK SERVICE cannot read the RDP key.",
+             (machinekeys_unlistable,)),
     Scenario("binding-as-text", "RDP's certificate binding SSLCertificateSHA1Hash was set as a text (REG_SZ) "
                                 "thumbprint, which RDP cannot use.", (binding_as_text,)),
     Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),

@@ -214,6 +214,8 @@ def check_machinekeys(result: dict[str, Any]) -> Check:
         return Check("guest.machinekeys", Status.FAIL, f"the RDP key container {rdp_key['file']} is "
                      "empty (corrupt)", details, step_remedy("machinekeys-rename", "cert"))
     problems = []
+    if keys["files"] is None:   # the worst ACL break: SYSTEM cannot even list the folder
+        problems.append("SYSTEM cannot list the MachineKeys folder")
     if not keys["default"]:
         problems.append("the MachineKeys folder ACL is not Windows' default")
     if rdp_key["present"] and not rdp_key["network_service_read"]:

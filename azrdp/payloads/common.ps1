@@ -111,7 +111,20 @@ function Test-Grant {
 }
 
 function Get-RdpKeyFacts {
-    $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue)
+    # When SYSTEM cannot list MachineKeys (a broken folder DACL; PowerShell does not enable
+    # SeBackupPrivilege), the live container is still reached by its name f686..._<MachineGuid>:
+    # bypass traverse checking (SeChangeNotifyPrivilege) opens a file by path without list rights
+    # (Learn: "Bypass traverse checking"; File Security and Access Rights).
+    try {
+        $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction Stop)
+    } catch {
+        $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
+        $live = $null
+        if ($null -ne $guid) {
+            $live = Get-Item -LiteralPath (Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + $guid)) -Force -ErrorAction SilentlyContinue
+        }
+        $files = @($live | Where-Object -FilterScript { $null -ne $_ })
+    }
     if ($files.Count -eq 0) {
         return [ordered]@{ present = $false; file = $null; size = $null; network_service_read = $false; system_full = $false }
     }
@@ -126,11 +139,23 @@ function Get-RdpKeyFacts {
 }
 
 function Get-MachineKeysFacts {
+    # The SDDL first (the owner, SYSTEM, may always read it): a folder SYSTEM cannot list is the
+    # worst ACL break, and it must still be reported (files = $null) so machinekeys-acl is
+    # planned, not the whole section lost (review #18). Counted with Directory.EnumerateFiles
+    # (one pass, no objects; it throws UnauthorizedAccessException when listing is refused).
     $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
+    $files = $null
+    try {
+        $count = 0
+        foreach ($file in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $count += 1 }
+        $files = $count
+    } catch {
+        $files = $null
+    }
     return [ordered]@{
         sddl = Limit-Text -Text $sddl -Max 152
         default = ($sddl -eq $MachineKeysDefaultSddl)
-        files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count
+        files = $files
         rdp_key = Get-RdpKeyFacts
     }
 }

@@ -176,7 +176,8 @@ MACHINEKEYS = o(
     sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
     default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
-    files=i("Number of files in the folder.", hi=None),
+    files=i("Number of files in the folder; null when SYSTEM cannot list it (a broken folder DACL).",
+            hi=None, null=True),
     rdp_key=RDP_KEY,
 )
 

@@ -56,3 +56,28 @@ def test_fix_repairs_a_binding_stored_as_text(start_emulator, monkeypatch):
     step = doc["repair"]["result"]["steps"][0]
     assert step["before"]["bound"] == "MALFORMED" and step["after"]["bound"] is None
     assert step["after"]["current"] is not None and step["info"]["cleared_binding"] is True
+
+
+# -- finding 4 (review #18): a MachineKeys folder SYSTEM cannot list -------------------------------
+
+def test_an_unlistable_machinekeys_folder_is_still_reported_and_the_acl_step_planned(start_emulator, monkeypatch):
+    # The old diagnose listed the folder in the same expression as the SDDL: the whole machinekeys
+    # section was lost (null), and plan.py planned no machinekeys-acl in the worst ACL break.
+    emu = start_emulator("machinekeys-unlistable")
+    code, doc = diagnose(emu, monkeypatch)
+    keys = checks(doc)["guest.machinekeys"]
+    assert code == 1 and keys["status"] == "fail"
+    assert keys["details"]["files"] is None and keys["details"]["default"] is False
+    assert keys["details"]["sddl"].startswith("O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-")
+    assert keys["details"]["rdp_key"]["present"] is True   # reached by its name, not by listing
+    assert "SYSTEM cannot list the MachineKeys folder" in keys["summary"] and "`machinekeys-acl`" in keys["remedy"]
+
+
+def test_the_acl_step_on_an_unlistable_folder_fails_before_changing_anything(start_emulator, fake_credential):
+    emu = start_emulator("machinekeys-unlistable")
+    before = emu.guest().machinekeys.sddl
+    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": ["machinekeys-acl"]})
+    step = result["steps"][0]
+    assert step["before"]["files"] is None and step["status"] == "failed"
+    assert step["error"].startswith("Access to the path")
+    assert not result["changed"] and emu.guest().machinekeys.sddl == before

@@ -54,3 +54,19 @@ def test_the_cert_step_saves_a_malformed_binding_as_stored_before_clearing_it():
     text = _functions("repair")["Get-BindingText"]
     assert "GetValueKind('SSLCertificateSHA1Hash')" in text and "'{0}:{1}' -f $kind" in text
     assert "$bound -ne 'MALFORMED'" in _functions()["Read-Certificates"]
+
+
+# -- finding 4 (review #18): a MachineKeys folder SYSTEM cannot list -------------------------------
+
+def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fails():
+    body = _code(_functions()["Get-MachineKeysFacts"])
+    assert body.index("(Get-Acl -LiteralPath $MachineKeysPath).Sddl") < body.index("EnumerateFiles")
+    assert "} catch {\n        $files = $null" in body and "files = $files" in body
+    assert "@(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count" not in body
+    key = _code(_functions()["Get-RdpKeyFacts"])
+    assert "-ErrorAction Stop" in key and "'MachineGuid'" in key   # the live container by name
+    from payload_samples import healthy
+
+    doc = healthy()
+    doc["machinekeys"]["files"] = None
+    validate_result("diagnose", doc)
