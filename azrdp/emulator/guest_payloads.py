@@ -183,8 +183,12 @@ def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
     """What Get-UserSessions lists (WTSEnumerateSessions rows with a user name): sessions with a
     signed-in user, never session 0 or an empty console; a logoff that completed is gone. Without
-    the WTS API, what the script's quser fallback reads from the guest's localized quser text."""
+    the WTS API, what the script's quser fallback reads from the guest's localized quser text.
+    None unless TermService runs: Get-WtsRows asks neither the API nor quser then (both are RPC to
+    TermService; quser fails with 0x6BA, RPC server unavailable, when it is stopped)."""
     guest.settle()
+    if not guest.running("TermService"):
+        return []
     if not guest.wts_api:
         return _quser_fallback(guest)
     return [s for s in guest.sessions if s.user]

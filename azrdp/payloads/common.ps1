@@ -355,8 +355,18 @@ public static class AzRdpWts {
 }
 '@
 
+function Test-TermServiceRunning {
+    # The WTS API and quser are RPC to TermService: stopped, they fail (quser: error 0x6BA, RPC
+    # server unavailable); hung in StopPending, the call may block with no timeout [unverified].
+    $service = Get-Service -Name 'TermService' -ErrorAction SilentlyContinue
+    return ($null -ne $service -and $service.Status.ToString() -eq 'Running')
+}
+
 function Get-WtsRows {
     # The WTS session table, or $null when the API cannot be used (then quser is the fallback).
+    # No rows unless TermService runs: an empty table is the safe answer (nobody is logged off on
+    # it), and neither the API nor quser is called into a TermService that is not up.
+    if (-not (Test-TermServiceRunning)) { return ,@() }
     try {
         if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
         return ,@([AzRdpWts]::Sessions())
@@ -449,11 +459,11 @@ function Get-SeatMode {
     # client: Windows 10/11 single-session (one interactive session); multi: Windows 10/11
     # Enterprise multi-session (OperatingSystemSKU 175); avd: an Azure Virtual Desktop session
     # host (its agent RDAgentBootLoader; users come through the reverse-connect listener).
-    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem' -OperationTimeoutSec 20
     if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
     if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
     if ([int]$os.ProductType -eq 1) { return 'client' }
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
     if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
     return 'admin'
 }

@@ -60,8 +60,13 @@ function Add-Failure {
     [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 60) })
 }
 
+# Every CIM call is bounded: a broken WMI repository or a blocked provider (the TerminalServices
+# one while TermService hangs [unverified]) otherwise waits on (Learn: GetCimInstanceCommand /
+# InvokeCimMethodCommand.OperationTimeoutSec, "the operation timeout after which the client
+# operation should be canceled"; dataplat/dbatools#6498: a hang without it).
+
 function Read-OsFacts {
-    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem' -OperationTimeoutSec 20
     $build = [string]$os.BuildNumber
     $ubr = Get-DWord -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -Name 'UBR'
     if ($null -ne $ubr) { $build = '{0}.{1}' -f $build, $ubr }
@@ -190,14 +195,17 @@ function Read-Rds {
     # RD Licensing (Learn: Win32_TerminalServiceSetting.LicensingType, GetGracePeriodDays: "a zero
     # value indicates that the grace period is over") and drain mode (TSServerDrainMode, set by
     # `change logon /drain`). The grace period applies to RD Session Hosts only.
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    # A failed GetGracePeriodDays (ReturnValue not 0) leaves DaysLeft empty, and [int64]$null is 0:
+    # "grace period over". Only a successful call with a DaysLeft counts.
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
     $mode = $null
     $grace = $null
     if ($null -ne $setting) {
         $mode = [int64]$setting.LicensingType
         if ([int]$setting.TerminalServerMode -eq 1) {
             try {
-                $grace = [int64](Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays').DaysLeft
+                $answer = Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays' -OperationTimeoutSec 20
+                if ($null -ne $answer -and [int64]$answer.ReturnValue -eq 0 -and $null -ne $answer.DaysLeft) { $grace = [int64]$answer.DaysLeft }
             } catch {
                 $grace = $null
             }

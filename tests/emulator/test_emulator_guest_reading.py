@@ -81,3 +81,21 @@ def test_the_acl_step_on_an_unlistable_folder_fails_before_changing_anything(sta
     assert step["before"]["files"] is None and step["status"] == "failed"
     assert step["error"].startswith("Access to the path")
     assert not result["changed"] and emu.guest().machinekeys.sddl == before
+
+
+# -- finding 7 (review #2, the rest): no session query into a TermService that is not running ------
+
+def test_sessions_are_not_queried_while_termservice_is_stopped(start_emulator, monkeypatch):
+    # WTSEnumerateSessions and quser are RPC to TermService: the old payload called them anyway
+    # (a hung TermService could block the payload before any step). Now the table is empty.
+    emu = start_emulator()
+
+    def stopped(backend):
+        emu.guest().add_session("opsadmin", "Disc", idle_min=600)
+        emu.guest().services["TermService"].state = "Stopped"
+    emu.update(stopped)
+    code, doc = diagnose(emu, monkeypatch)
+    found = checks(doc)
+    assert code == 1 and found["guest.termservice"]["status"] == "fail"
+    assert found["guest.sessions"]["details"]["total"] == 0 and found["guest.sessions"]["details"]["list"] == []
+    assert found["guest.listener"]["details"]["state"] is None

@@ -70,3 +70,32 @@ def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fa
     doc = healthy()
     doc["machinekeys"]["files"] = None
     validate_result("diagnose", doc)
+
+
+# -- finding 7 (review #2, the rest): bounded reads ------------------------------------------------
+
+def test_sessions_are_read_only_while_termservice_runs():
+    functions = _functions()
+    rows = _code(functions["Get-WtsRows"])
+    assert rows.index("if (-not (Test-TermServiceRunning)) { return ,@() }") < rows.index("Add-Type")
+    assert "$service.Status.ToString() -eq 'Running'" in functions["Test-TermServiceRunning"]
+    # the quser fallback is reached only when the API itself failed ($null), not on an empty table
+    assert "if ($null -eq $rows) {" in functions["Get-UserSessions"]
+
+
+@pytest.mark.parametrize("payload_id", ["diagnose", "repair", "rescue"])
+def test_every_cim_call_has_an_operation_timeout(payload_id):
+    tree = pwsh_ast.parse(payload(payload_id).script_text().encode())
+    cim = pwsh_ast.calls(tree, "Get-CimInstance") + pwsh_ast.calls(tree, "Invoke-CimMethod")
+    if payload_id == "diagnose":
+        assert len(cim) >= 4
+    for call in cim:
+        assert "-OperationTimeoutSec 20" in pwsh_ast.text(call), pwsh_ast.text(call)
+
+
+def test_a_failed_grace_period_call_is_not_read_as_zero_days_left():
+    # [int64]$null is 0, "the grace period is over": the old Read-Rds read DaysLeft without
+    # looking at ReturnValue.
+    body = _code(_functions()["Read-Rds"])
+    assert "[int64](Invoke-CimMethod" not in body
+    assert "[int64]$answer.ReturnValue -eq 0 -and $null -ne $answer.DaysLeft) { $grace = [int64]$answer.DaysLeft }" in body
