@@ -256,7 +256,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     cert_store = _store_newest_first(guest)
     bound = guest.find(guest.binding())
     listening = guest.rdp_listening()
-    rules, enabled = _fw_counts(guest)
+    errors: list[dict[str, Any]] = []
     reg = guest.registry
     sessions = _sessions(guest)
     return {
@@ -276,12 +276,7 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                  "bound_cert": {"store": bound.store, **_cert_facts(guest, bound)} if bound else None,
                  "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
-        "firewall": {"service": "Running" if guest.running("MpsSvc") else "Stopped",
-                     "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
-                                   "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
-                     "rdp_rules": rules, "rdp_rules_enabled": enabled,
-                     "port_allowed": guest.firewall_rule_verdict() == "Allow",
-                     "blocked": guest.firewall_rule_verdict() == "Block"},
+        "firewall": _firewall(guest, errors),
         "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
@@ -293,10 +288,27 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                    "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
-        "errors": [],
-        "errors_total": 0,
+        "errors": errors[:3],
+        "errors_total": len(errors),
         "error": None,
     }
+
+
+def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Read-Firewall: MpsSvc's state first, in its own try; when the rule cmdlets throw, the
+    state still stands, the rest is null and an error names the section."""
+    service = "Running" if guest.running("MpsSvc") else "Stopped"
+    if not guest.firewall_readable:
+        errors.append({"section": "firewall", "message": "Access denied"})
+        return {"service": service, "profiles": None, "rdp_rules": None, "rdp_rules_enabled": None,
+                "port_allowed": None, "blocked": None}
+    rules, enabled = _fw_counts(guest)
+    verdict = guest.firewall_rule_verdict()
+    return {"service": service,
+            "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
+                          "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
+            "rdp_rules": rules, "rdp_rules_enabled": enabled,
+            "port_allowed": verdict == "Allow", "blocked": verdict == "Block"}
 
 
 # -- repair --------------------------------------------------------------------------------------

@@ -241,11 +241,15 @@ def check_firewall(result: dict[str, Any], rdp_port: int) -> Check:
     if fw is None:
         return _unreadable("guest.firewall", result, "firewall")
     details = dict(fw)
-    enabled = [p for p in fw["profiles"] if p["enabled"]]
     if fw["service"] != "Running":
         return Check("guest.firewall", Status.FAIL, f"the Windows Firewall service (MpsSvc) is "
                      f"{fw['service']}", details,
                      "Start MpsSvc (Windows then applies its rules); no azrdp step changes it.")
+    if fw["profiles"] is None:   # MpsSvc runs, but its profiles and rules could not be read
+        message = _section_error(result, "firewall")
+        return Check("guest.firewall", Status.ERROR, f"the guest could not read the firewall rules: {message}",
+                     {**details, "error": message}, "Look at the guest's event log; the other guest checks still ran.")
+    enabled = [p for p in fw["profiles"] if p["enabled"]]
     blocking = [p["name"] for p in enabled if p["rules_ignored"]]
     if blocking:
         return Check("guest.firewall", Status.FAIL, f"the {', '.join(blocking)} profile blocks all "

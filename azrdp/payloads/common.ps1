@@ -53,7 +53,8 @@ function Invoke-Native {
     if ([Environment]::Is64BitProcess -or -not [Environment]::Is64BitOperatingSystem) { $folder = 'System32' }
     $exe = Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\' + $FilePath)
     if (-not (Test-Path -LiteralPath $exe)) { throw ('{0} is missing from {1}' -f $FilePath, $folder) }
-    $global:LASTEXITCODE = 0
+    # -1, not 0: a program that did not run must never read as one that succeeded (logoff.exe).
+    $global:LASTEXITCODE = -1
     $ErrorActionPreference = 'Continue'
     $output = & $exe @ArgumentList 2>&1
     # foreach, not a pipeline: a program that prints nothing (logoff.exe, icacls /q) leaves $output

@@ -135,36 +135,43 @@ function Read-Firewall {
     # Validation.ps1 checks first (review #11).
     $service = 'Missing'
     try { $service = (Get-ServiceFacts -Name 'MpsSvc').state } catch { $service = 'Missing' }
-    $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
-        [ordered]@{
-            name = $_.Name.ToString()
-            enabled = ($_.Enabled.ToString() -eq 'True')
-            inbound = $_.DefaultInboundAction.ToString()
-            rules_ignored = ($_.AllowInboundRules.ToString() -eq 'False')
-        }
-    })
-    $rdpRules = @(Get-RemoteDesktopRules)
-    $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
-    $port = Get-RdpPort
-    $ports = @{}
-    foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
-    $apps = @{}
-    foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
-    $services = @{}
-    foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
-    $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
-    $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
-        $p = $ports[$_.InstanceID]
-        $a = $apps[$_.InstanceID]
-        $s = $services[$_.InstanceID]
-        $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
-            (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
-            ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
-            ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
-            (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
-    })
-    $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
-    $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
+    try {
+        $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
+            [ordered]@{
+                name = $_.Name.ToString()
+                enabled = ($_.Enabled.ToString() -eq 'True')
+                inbound = $_.DefaultInboundAction.ToString()
+                rules_ignored = ($_.AllowInboundRules.ToString() -eq 'False')
+            }
+        })
+        $rdpRules = @(Get-RemoteDesktopRules)
+        $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
+        $port = Get-RdpPort
+        $ports = @{}
+        foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
+        $apps = @{}
+        foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
+        $services = @{}
+        foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+        $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
+        $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
+            $p = $ports[$_.InstanceID]
+            $a = $apps[$_.InstanceID]
+            $s = $services[$_.InstanceID]
+            $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
+                (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
+                ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
+                ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
+                (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
+        })
+        $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
+        $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
+    } catch {
+        # The rules could not be read (MpsSvc stopped, WMI refused): the service state still
+        # stands, the rest is null and errors says why.
+        Add-Failure -Section 'firewall' -Record $_
+        return [ordered]@{ service = $service; profiles = $null; rdp_rules = $null; rdp_rules_enabled = $null; port_allowed = $null; blocked = $null }
+    }
     return [ordered]@{
         service = $service
         profiles = $profiles

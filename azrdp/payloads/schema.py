@@ -259,7 +259,8 @@ DIAGNOSE = o(
     machinekeys=Field("object", MACHINEKEYS.doc, nullable=True, fields=MACHINEKEYS.fields),
     firewall=o("Windows Firewall.", null=True,
                service=s("MpsSvc state.", choices=SERVICE_STATES),
-               profiles=a("Domain, Private and Public profiles.",
+               profiles=a("Domain, Private and Public profiles; null (as every field below) when the "
+                          "rules could not be read while `service` could (errors says why).",
                           o("One firewall profile.",
                             name=s("Profile name.", choices=("Domain", "Private", "Public")),
                             enabled=b("The profile is on."),
@@ -267,12 +268,13 @@ DIAGNOSE = o(
                                       choices=("Block", "Allow", "NotConfigured")),
                             rules_ignored=b("AllowInboundRules is off (block all inbound: every "
                                             "allow rule is ignored).")),
-                          max_items=3),
-               rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
-               rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
+                          max_items=3, null=True),
+               rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None, null=True),
+               rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None, null=True),
                port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
-                              "profile, and no Block rule does."),
-               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).")),
+                              "profile, and no Block rule does.", null=True),
+               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).",
+                         null=True)),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),

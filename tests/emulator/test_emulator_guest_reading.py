@@ -99,3 +99,16 @@ def test_sessions_are_not_queried_while_termservice_is_stopped(start_emulator, m
     assert code == 1 and found["guest.termservice"]["status"] == "fail"
     assert found["guest.sessions"]["details"]["total"] == 0 and found["guest.sessions"]["details"]["list"] == []
     assert found["guest.listener"]["details"]["state"] is None
+
+
+# -- finding 5 (review #11, the rest): the firewall section keeps MpsSvc's state -------------------
+
+def test_when_the_firewall_rules_cannot_be_read_the_service_state_still_stands(start_emulator, monkeypatch):
+    # The old Read-Firewall read everything in one try: a refused NetSecurity query lost the whole
+    # section, MpsSvc's state included; and plan.py read a missing port_allowed as "no rule allows".
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest(), "firewall_readable", False))
+    code, doc = diagnose(emu, monkeypatch)
+    fw = checks(doc)["guest.firewall"]
+    assert fw["status"] == "error" and fw["details"]["service"] == "Running"
+    assert fw["details"]["port_allowed"] is None and "could not read the firewall rules" in fw["summary"]

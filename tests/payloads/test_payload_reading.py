@@ -99,3 +99,27 @@ def test_a_failed_grace_period_call_is_not_read_as_zero_days_left():
     body = _code(_functions()["Read-Rds"])
     assert "[int64](Invoke-CimMethod" not in body
     assert "[int64]$answer.ReturnValue -eq 0 -and $null -ne $answer.DaysLeft) { $grace = [int64]$answer.DaysLeft }" in body
+
+
+# -- finding 5 (review #11, the rest) and finding 15 (review #22) ----------------------------------
+
+def test_the_firewall_rules_are_read_in_their_own_try_after_the_service():
+    body = _code(_functions()["Read-Firewall"])
+    service = body.index("try { $service = (Get-ServiceFacts -Name 'MpsSvc').state }")
+    rules = body.index("    try {\n        $profiles = @(Get-NetFirewallProfile")
+    fallback = body.index("return [ordered]@{ service = $service; profiles = $null; rdp_rules = $null;")
+    assert service < rules < body.index("Add-Failure -Section 'firewall' -Record $_") < fallback
+    from payload_samples import healthy
+
+    doc = healthy()
+    doc["firewall"].update(profiles=None, rdp_rules=None, rdp_rules_enabled=None, port_allowed=None, blocked=None)
+    validate_result("diagnose", doc)
+    from azrdp.plan import _rdp_config_reasons
+
+    assert _rdp_config_reasons(doc) == []   # rules not read is not "no rule lets RDP in"
+
+
+def test_a_native_program_that_did_not_run_never_reads_as_success():
+    body = _code(_functions()["Invoke-Native"])
+    assert "$global:LASTEXITCODE = 0" not in body
+    assert body.index("$global:LASTEXITCODE = -1") < body.index("& $exe @ArgumentList")
