@@ -27,6 +27,7 @@ from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
+from azrdp.logsafe import printable
 from azrdp.payloads.schema import REPAIR_STEPS
 
 GUEST_STEPS: tuple[str, ...] = REPAIR_STEPS
@@ -333,7 +334,11 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     if _status(checks, "vm.agent") is not Status.PASS:
         agent = _check(checks, "vm.agent")
         status = agent.summary if agent else "not reported: Run Command cannot reach the guest"
-        blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
+        if agent is not None and agent.status is Status.WARN and agent.details.get("last_operation"):
+            # a restart Windows has not answered yet (someone's, or this run's): not a broken agent
+            blocker = f"{status} (no repair was sent): wait a few minutes for Windows to boot, then run azrdp again"
+        else:
+            blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
         if result.reboot == "always":
             blocker += "; the --reboot restart may revive the agent"
         result.blockers.append(blocker)
@@ -441,14 +446,16 @@ def step_effects(step: PlanStep, plan: Plan, *, vm: str = "VM", resource_group: 
 
 def render_plan(plan: Plan, *, detail: bool = False, vm: str = "VM", resource_group: str = "RG") -> str:
     """The plan as a person reads it before saying yes. ``detail`` adds, under each step, its effect
-    on signed-in users, whether it needs a reboot and its undo (the interactive question)."""
+    on signed-in users, whether it needs a reboot and its undo (the interactive question). A reason
+    quotes check summaries, which quote what the guest, ARM or the served certificate said: each is
+    kept on its one line (a newline in a certificate's CN must not forge a plan step)."""
     lines = [f"Plan ({'guest diagnosis, then one repair Run Command' if plan.mode == 'separate' else 'one repair Run Command that re-checks and repairs only what is broken'}):"]
     if plan.empty:
         lines.append("  nothing to change")
     for number, step in enumerate(plan.steps, 1):
         when = "only if needed" if step.kind == "power" else "only if still broken"
         marks = [m for m, on in ((when, step.conditional), ("asked", step.forced)) if on]
-        lines.append(f"  {number}. {step.name:<18} {step.why}" + (f" [{', '.join(marks)}]" if marks else ""))
+        lines.append(f"  {number}. {step.name:<18} {printable(step.why)}" + (f" [{', '.join(marks)}]" if marks else ""))
         if detail:
             effects = step_effects(step, plan, vm=vm, resource_group=resource_group)
             lines.append(f"     {'':<18} users: {effects['users']}; reboot: {effects['reboot']}; "
@@ -458,9 +465,9 @@ def render_plan(plan: Plan, *, detail: bool = False, vm: str = "VM", resource_gr
         lines.append(f"  Run Command: repair.ps1 {params}")
     for rule in plan.rules:
         lines.append(f"  NSG rule: {rule.name} on {rule.nsg_name}: Allow TCP {rule.port} from {rule.source} to "
-                     f"{rule.destination}, priority {rule.priority}; \"{rule.description}\"")
+                     f"{rule.destination}, priority {rule.priority}; \"{printable(rule.description)}\"")
     for blocker in plan.blockers:
-        lines.append(f"  Blocked: {blocker}")
+        lines.append(f"  Blocked: {printable(blocker)}")
     for note in plan.notes:
-        lines.append(f"  Note: {note}")
+        lines.append(f"  Note: {printable(note)}")
     return "\n".join(lines)

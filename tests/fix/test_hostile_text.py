@@ -5,6 +5,7 @@ Through the real CLI (CliRunner) and the real SDK clients against the ARM stand-
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import xml.etree.ElementTree as ET
 
@@ -12,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from fake_arm import VmSpec
 from fix_support import Guest, SwappableRdp, audit_actions, install, is_repair, parameters, repair_result, run_commands
-from payload_samples import healthy, result_line
+from payload_samples import expired_cert, healthy, result_line
+from rdp_peers import write_cert
 
 from azrdp.cli import cli
 
@@ -112,3 +114,23 @@ def test_hostile_arm_strings_are_escaped(arm, tmp_path):
             json.loads(result.stdout)
         else:
             assert not any(line.lstrip().startswith("ok   vm.agent   Ready") for line in result.stdout.splitlines())
+
+
+def test_a_newline_in_the_served_certificate_cannot_forge_a_plan_step(arm, audit_path, tmp_path):
+    """The plan quotes check summaries, and rdp.cert's quotes the CN of the certificate the port
+    served: whoever controls that certificate controls that text. A newline in it once put a forged
+    '2. sessions' line into the plan shown before the question."""
+    utc = dt.timezone.utc
+    hostile = write_cert(tmp_path, cn="evil\n  2. sessions           forged" + ESCAPES, name="evil",
+                         not_before=dt.datetime(2020, 1, 1, tzinfo=utc), not_after=dt.datetime(2021, 1, 1, tzinfo=utc))
+    peer = SwappableRdp(hostile)
+    try:
+        install(arm, Guest(expired_cert()))
+        result = run("fix", "vm1", "-g", "rg1", "--yes", "--host", peer.host, "--audit-log", str(audit_path))
+    finally:
+        peer.close()
+    assert "Traceback" not in result.output
+    assert_no_raw_controls(result.stdout, result.stderr)
+    plan = result.stdout[result.stdout.index("Plan ("):].split("\n  Run Command:")[0].splitlines()[1:]
+    assert [line.split()[1] for line in plan] == ["machinekeys-acl", "cert", "sessions", "reboot"], plan
+    assert "CN=evil\\u000a  2. sessions" in result.stdout
