@@ -263,7 +263,7 @@ class WindowsGuest:
         self.role: str | None = None  # None | dc | avd
         self.powershell = "5.1"
         self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
-        self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
+        self.dotnet: tuple[int, ...] = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
         self.booted_at = now() - 3 * 86_400
@@ -307,8 +307,8 @@ class WindowsGuest:
         self.attached_volumes: list[WindowsGuest] = []  # offline Windows installations on data disks
         self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
-        now = self.real_now() - timedelta(days=30)
-        self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
+        issued = self.real_now() - timedelta(days=30)
+        self.install_self_signed(issued, issued + SELF_SIGNED_VALIDITY)
 
     # -- time ----------------------------------------------------------------------------------
     def real_now(self) -> datetime:
