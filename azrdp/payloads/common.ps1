@@ -505,14 +505,16 @@ function Get-RebootReasons {
 }
 
 function Get-RdpPort {
+    # [int64]: PortNumber is any DWORD, and [int] of one above 2147483647 throws; one above 65535
+    # is no TCP port (callers check before they hand it to a cmdlet that takes a UInt16).
     $port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
-    if ($null -eq $port) { return 3389 }
-    return [int]$port
+    if ($null -eq $port) { return [int64]3389 }
+    return [int64]$port
 }
 
 function Test-PortCovered {
     # Does a firewall LocalPort list ('Any', '3389', '3000-4000', 'RPC', ...) cover $Port?
-    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int]$Port)
+    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int64]$Port)
     foreach ($entry in @($LocalPort)) {
         $text = [string]$entry
         if ($text -eq 'Any' -or $text -eq [string]$Port) { return $true }
