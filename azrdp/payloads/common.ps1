@@ -369,10 +369,30 @@ function Get-WtsRows {
     # it), and neither the API nor quser is called into a TermService that is not up.
     if (-not (Test-TermServiceRunning)) { return ,@() }
     try {
-        if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
+        if ($null -eq ('AzRdpWts' -as [type])) { Add-AzRdpWtsType }
         return ,@([AzRdpWts]::Sessions())
     } catch {
         return $null
+    }
+}
+
+function Add-AzRdpWtsType {
+    # Add-Type runs csc.exe on files in the temp folder (CodeDom's TempFileCollection, which takes
+    # Path.GetTempPath: TMP, then TEMP). As SYSTEM under Run Command that is C:\Windows\Temp, where
+    # any user may create files: compile in SYSTEM's own profile temp folder instead when it is
+    # there (desk review finding 21), and put TMP/TEMP back whatever happens.
+    $own = Join-Path -Path $env:SystemRoot -ChildPath 'System32\config\systemprofile\AppData\Local\Temp'
+    $savedTmp = $env:TMP
+    $savedTemp = $env:TEMP
+    try {
+        if ([System.Security.Principal.WindowsIdentity]::GetCurrent().User.Value -eq $SidSystem -and (Test-Path -LiteralPath $own -PathType Container)) {
+            $env:TMP = $own
+            $env:TEMP = $own
+        }
+        Add-Type -TypeDefinition $WtsSource -Language CSharp
+    } finally {
+        $env:TMP = $savedTmp
+        $env:TEMP = $savedTemp
     }
 }
 

@@ -77,7 +77,7 @@ def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fa
 def test_sessions_are_read_only_while_termservice_runs():
     functions = _functions()
     rows = _code(functions["Get-WtsRows"])
-    assert rows.index("if (-not (Test-TermServiceRunning)) { return ,@() }") < rows.index("Add-Type")
+    assert rows.index("if (-not (Test-TermServiceRunning)) { return ,@() }") < rows.index("Add-AzRdpWtsType")
     assert "$service.Status.ToString() -eq 'Running'" in functions["Test-TermServiceRunning"]
     # the quser fallback is reached only when the API itself failed ($null), not on an empty table
     assert "if ($null -eq $rows) {" in functions["Get-UserSessions"]
@@ -165,3 +165,13 @@ def test_a_port_number_above_65535_is_reported_not_a_schema_failure():
 def test_the_manifest_says_that_logoffactive_logs_off_active_sessions():
     # Finding 25: the description promised never to log off a session not disconnected at the start.
     assert "disconnected when it started (unless LogOffActive is true)" in payload("repair").description
+
+
+def test_the_wts_type_is_compiled_outside_the_shared_windows_temp_folder():
+    # Finding 21: Add-Type's csc.exe worked in C:\Windows\Temp (SYSTEM's TEMP), where any user may
+    # create files; TMP/TEMP now point at SYSTEM's own profile temp folder for the compile only.
+    functions = _functions()
+    add = _code(functions["Add-AzRdpWtsType"])
+    assert add.index("$env:TMP = $own") < add.index("Add-Type -TypeDefinition $WtsSource")
+    assert add.index("} finally {") > add.index("Add-Type") and "$env:TMP = $savedTmp" in add.split("} finally {")[1]
+    assert "Add-Type" not in _code(functions["Get-WtsRows"])
