@@ -68,34 +68,41 @@ class Certificate:
     provider: str = "capi"        # capi (RSA\MachineKeys) | cng
     decrypt_only: bool = False    # a CNG key whose usage allows decryption only: it refuses to sign
     key_ok: bool = True           # an admin certificate's own key container works (self-signed: the RDP container)
-    der: bytes = b""
-    cert_pem: bytes = b""
-    key_pem: bytes = b""
+    serial: int = 0
+    _material: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def make(cls, subject_cn: str, not_before: datetime, not_after: datetime, *, store: str = "rd",
              key_alg: str = "rsa") -> Certificate:
+        """A certificate whose serial number, dates and key are fixed now. An RSA one is signed when
+        its bytes are first needed (its thumbprint, a TLS handshake): signing takes 1-3 ms, which
+        made a 10,000-VM fleet take half a minute to build. RSASSA-PKCS1-v1_5 signatures are
+        deterministic (RFC 8017, section 8.2), so the bytes are the same whenever they are made
+        (and in a copy of the guest's disk); an ECDSA signature is not, so that one is signed now."""
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-        key = _rsa_key() if key_alg == "rsa" else _ec_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(not_before).not_valid_after(not_after)
-                .add_extension(x509.KeyUsage(digital_signature=key_alg != "rsa", content_commitment=False,
-                                             key_encipherment=key_alg == "rsa", data_encipherment=key_alg == "rsa",
-                                             key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                             encipher_only=False, decipher_only=False), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(key, hashes.SHA256()))
-        return cls(subject_cn, not_before, not_after, store=store, key_alg=key_alg,
-                   der=cert.public_bytes(serialization.Encoding.DER),
-                   cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-                   key_pem=key.private_bytes(serialization.Encoding.PEM,
-                                             serialization.PrivateFormat.TraditionalOpenSSL,
-                                             serialization.NoEncryption()))
+        cert = cls(subject_cn, not_before, not_after, store=store, key_alg=key_alg,
+                   serial=x509.random_serial_number())
+        if key_alg != "rsa":
+            cert._materialise()
+        return cert
+
+    def _materialise(self) -> tuple[bytes, bytes, bytes]:
+        if self._material is None:
+            self._material = _sign(self)
+        return self._material
+
+    @property
+    def der(self) -> bytes:
+        return self._materialise()[0]
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self._materialise()[1]
+
+    @property
+    def key_pem(self) -> bytes:
+        return self._materialise()[2]
 
     @property
     def thumbprint(self) -> str:
@@ -105,8 +112,32 @@ class Certificate:
         return self.not_after <= now
 
 
+def _sign(cert: Certificate) -> tuple[bytes, bytes, bytes]:
+    """DER, PEM and the key's PEM of the self-signed X.509 certificate ``cert`` describes."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    rsa_key = cert.key_alg == "rsa"
+    key = _rsa_key() if rsa_key else _ec_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cert.subject_cn)])
+    signed = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+              .public_key(key.public_key()).serial_number(cert.serial)
+              .not_valid_before(cert.not_before).not_valid_after(cert.not_after)
+              .add_extension(x509.KeyUsage(digital_signature=not rsa_key, content_commitment=False,
+                                           key_encipherment=rsa_key, data_encipherment=rsa_key,
+                                           key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                           encipher_only=False, decipher_only=False), critical=False)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .sign(key, hashes.SHA256()))
+    return (signed.public_bytes(serialization.Encoding.DER), signed.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption()))
+
+
 @dataclass
 class Service:
+
     name: str
     state: str = "Running"      # Running | Stopped | StopPending | StartPending | Missing
     start: str | None = "Manual"
@@ -265,7 +296,7 @@ class WindowsGuest:
         self.role: str | None = None  # None | dc | avd
         self.powershell = "5.1"
         self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
-        self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
+        self.dotnet: tuple[int, ...] = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
         self.booted_at = now() - 3 * 86_400
@@ -309,8 +340,8 @@ class WindowsGuest:
         self.attached_volumes: list[WindowsGuest] = []  # offline Windows installations on data disks
         self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
-        now = self.real_now() - timedelta(days=30)
-        self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
+        issued = self.real_now() - timedelta(days=30)
+        self.install_self_signed(issued, issued + SELF_SIGNED_VALIDITY)
 
     # -- time ----------------------------------------------------------------------------------
     def real_now(self) -> datetime:

@@ -522,8 +522,8 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
             actions.append(f"start:{name}")
     disabled = [r for r in guest.firewall_rules if r.name in USER_MODE_RULES and not r.enabled]
     if disabled:
-        for rule in disabled:
-            rule.enabled = True
+        for disabled_rule in disabled:
+            disabled_rule.enabled = True
         actions.append("fw:group")
     if not _group_covers_port(guest):
         rule = _custom_rule(guest)

@@ -386,7 +386,7 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         if sub_id.lower() not in backend.subscriptions:
             backend.add_subscription(sub_id, name)
     width = max(3, len(str(max(mix.values(), default=1))))
-    planted = []
+    planted: list[VirtualMachine] = []
     for name, count in mix.items():
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]

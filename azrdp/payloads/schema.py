@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from azrdp.errors import ProtocolError
 
@@ -82,6 +82,12 @@ class Field:
     discriminator: str | None = None
     variants: Mapping[str, Field] | None = field(default=None)
 
+    def member(self, name: str) -> Field:
+        """The field ``name`` of this object (KeyError when this is not an object or lacks it)."""
+        if self.fields is None:
+            raise KeyError(f"a {self.kind} field has no member {name!r}")
+        return self.fields[name]
+
 
 # -- small constructors, so the schemas below read like a table ---------------------------------
 
@@ -103,7 +109,12 @@ def b(doc: str, *, null: bool = False, opt: bool = False) -> Field:
 
 
 def o(doc: str, *, null: bool = False, opt: bool = False, **fields: Field) -> Field:
-    return Field("object", doc, required=not opt, nullable=null, fields=fields)
+    return o_of(doc, fields, null=null, opt=opt)
+
+
+def o_of(doc: str, fields: Mapping[str, Field], *, null: bool = False, opt: bool = False) -> Field:
+    """An object from a mapping of fields (for objects that share a set of fields)."""
+    return Field("object", doc, required=not opt, nullable=null, fields=dict(fields))
 
 
 def a(doc: str, items: Field, *, max_items: int, null: bool = False, opt: bool = False) -> Field:
@@ -134,7 +145,7 @@ SERVICE = o(
     start=s("Start type; null when the service is missing.", choices=START_TYPES, null=True),
 )
 
-_CERT_FACTS = dict(
+_CERT_FACTS: dict[str, Field] = dict(
     not_after=s("Expiry (NotAfter) in UTC.", max_len=20, pattern=UTC_TIME),
     expired=b("NotAfter is in the past (guest clock)."),
     key_readable=b("The private key could really be used (as SYSTEM: it signed or decrypted): false "
@@ -144,19 +155,19 @@ _CERT_FACTS = dict(
     self_signed=b("Issuer equals subject."),
 )
 
-CERT = o(
+CERT = o_of(
     "One certificate in Cert:\\LocalMachine\\Remote Desktop.",
-    thumbprint=s("SHA-1 thumbprint.", max_len=40, pattern=THUMBPRINT),
-    **_CERT_FACTS,
+    {"thumbprint": s("SHA-1 thumbprint.", max_len=40, pattern=THUMBPRINT), **_CERT_FACTS},
 )
 
 CERT_LIST_MAX = 2
 
-BOUND_CERT = o(
-    "The certificate SSLCertificateSHA1Hash names (its thumbprint is `bound`).", null=True,
-    store=s("Where it was found: `rd` = Cert:\\LocalMachine\\Remote Desktop, `my` = "
-            "Cert:\\LocalMachine\\My.", choices=("rd", "my")),
-    **_CERT_FACTS,
+BOUND_CERT = o_of(
+    "The certificate SSLCertificateSHA1Hash names (its thumbprint is `bound`).",
+    {"store": s("Where it was found: `rd` = Cert:\\LocalMachine\\Remote Desktop, `my` = "
+                "Cert:\\LocalMachine\\My.", choices=("rd", "my")),
+     **_CERT_FACTS},
+    null=True,
 )
 
 RDP_KEY = o(
@@ -328,9 +339,9 @@ ACTIONS_MAX = 4
 
 RDP_KEY_ACL = o(
     "The RDP key container's presence and ACL.",
-    present=RDP_KEY.fields["present"],
-    network_service_read=RDP_KEY.fields["network_service_read"],
-    system_full=RDP_KEY.fields["system_full"],
+    present=RDP_KEY.member("present"),
+    network_service_read=RDP_KEY.member("network_service_read"),
+    system_full=RDP_KEY.member("system_full"),
 )
 
 RDP_CONFIG_STATE = o(
@@ -348,8 +359,8 @@ RDP_CONFIG_STATE = o(
 MACHINEKEYS_STATE = o(
     "MachineKeys folder ACL, file count and the RDP key container's ACL (both MachineKeys steps).",
     null=True,
-    default=MACHINEKEYS.fields["default"],
-    files=MACHINEKEYS.fields["files"],
+    default=MACHINEKEYS.member("default"),
+    files=MACHINEKEYS.member("files"),
     rdp_key=RDP_KEY_ACL,
 )
 
@@ -555,7 +566,7 @@ def _type_name(value: Any) -> str:
 
 
 def _check(payload_id: str, spec: Field, value: Any, path: str) -> None:
-    def fail(problem: str) -> None:
+    def fail(problem: str) -> NoReturn:
         raise ResultSchemaError(payload_id, path, problem)
 
     if value is None:
