@@ -246,6 +246,8 @@ class FirewallRule:
     group: str = "Remote Desktop"
     action: str = "Allow"         # Allow | Block
     profile: str = "Any"          # Any, or the profiles it applies to ("Domain", "Domain, Private")
+    program: str | None = None    # application filter (the built-in RDP rules: svchost.exe), None = Any
+    service: str | None = None    # service filter (the built-in RDP rules: termservice), None = Any
 
 
 @dataclass

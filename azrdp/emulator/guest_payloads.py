@@ -331,7 +331,7 @@ def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, An
 CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
 USER_MODE_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP")
 SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
-DEADLINE_SECONDS = 480        # repair.ps1 $script:Deadline
+DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwatch)
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
@@ -536,7 +536,8 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if not _group_covers_port(guest):
         rule = _custom_rule(guest)
         if rule is None:
-            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group=""))
+            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group="",
+                                                     program=r"%SystemRoot%\system32\svchost.exe", service="TermService"))
         else:
             rule.port, rule.protocol, rule.enabled = guest.port, "TCP", True
         actions.append("fw:custom-port")

@@ -211,7 +211,7 @@ def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
     assert "[Math]::Min($Seconds, (Get-SecondsLeft))" in wait and "if ($limit -lt 1) { return $false }" in wait
     assert "catch [System.ServiceProcess.TimeoutException]" in wait
     source = _source("repair")
-    assert "$script:Deadline = (Get-Date).AddSeconds(480)" in source
+    assert "$script:DeadlineSeconds = 480" in source and "[System.Diagnostics.Stopwatch]::StartNew()" in source
     # Steps after the deadline are skipped; TermService is started again at the end and reported.
     assert "if ((Get-SecondsLeft) -lt 1) {" in functions["Invoke-Step"]
     tail = source[source.index("foreach ($name in $StepOrder) {"):]
