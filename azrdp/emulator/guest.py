@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ RDP_KEY_PREFIX = "f686aace6942fb7f7ceb231212eef4a4"
 
 BROKEN_MACHINEKEYS_SDDL = "O:BAG:SYD:PAI(A;;FA;;;BA)"
 """A damaged folder ACL seen in the field: owner changed, Everyone's read/write removed."""
+UNLISTABLE_MACHINEKEYS_SDDL = "O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-1004336348-1177238915-682003330-500)"
+"""A folder ACL "locked down" to one local administrator account: SYSTEM cannot even list it."""
 
 SELF_SIGNED_VALIDITY = timedelta(days=182)  # Windows makes the RDP certificate valid for 6 months
 ADMIN_MODE_SEATS = 2                        # Windows Server without the Session Host role
@@ -198,6 +201,15 @@ class MachineKeys:
         return self.sddl == MACHINEKEYS_DEFAULT_SDDL
 
     @property
+    def listable(self) -> bool:
+        """Can SYSTEM list the folder? Its token holds SYSTEM, Administrators and Everyone; as the
+        owner it gets only READ_CONTROL and WRITE_DAC implicitly, not FILE_LIST_DIRECTORY, and
+        PowerShell does not enable SeBackupPrivilege (Learn: "SID strings", "Access control
+        lists": owner rights). Any Allow ACE for those SIDs is taken to grant listing."""
+        aces = re.findall(r"\(([^)]*)\)", self.sddl.split("D:", 1)[-1])
+        return any(ace.startswith("A;") and ace.rsplit(";", 1)[-1] in ("SY", "BA", "WD") for ace in aces)
+
+    @property
     def writable(self) -> bool:
         """Can Windows create a new key container here (Everyone: write, as the default ACL)?"""
         return self.default
@@ -284,7 +296,7 @@ class WindowsGuest:
         self.role: str | None = None  # None | dc | avd
         self.powershell = "5.1"
         self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
-        self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
+        self.dotnet: tuple[int, ...] = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
         self.booted_at = now() - 3 * 86_400
@@ -311,12 +323,14 @@ class WindowsGuest:
         # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
         self.licensing_type = 5
         self.grace_days: int | None = None
-        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
+        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash: its data (hex, or the text)
+        self.bound_kind = "Binary"   # its registry type: Binary (20 bytes, as Win32_TSGeneralSetting writes it) or String
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()
         self.firewall_profiles = [FirewallProfile("Domain"), FirewallProfile("Private"), FirewallProfile("Public")]
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
         self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
+        self.firewall_readable = True     # False: the NetSecurity cmdlets throw (WMI refused; unverified: MpsSvc stopped)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
@@ -326,8 +340,8 @@ class WindowsGuest:
         self.attached_volumes: list[WindowsGuest] = []  # offline Windows installations on data disks
         self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
-        now = self.real_now() - timedelta(days=30)
-        self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
+        issued = self.real_now() - timedelta(days=30)
+        self.install_self_signed(issued, issued + SELF_SIGNED_VALIDITY)
 
     # -- time ----------------------------------------------------------------------------------
     def real_now(self) -> datetime:
@@ -435,10 +449,23 @@ class WindowsGuest:
             return False
         return key.network_service_read if as_network_service else key.system_full
 
+    def binding(self) -> str | None:
+        """SSLCertificateSHA1Hash as common.ps1's Get-BoundThumbprint reads it: the thumbprint,
+        None when absent, MALFORMED when it is not a 20-byte REG_BINARY (a thumbprint typed as a
+        REG_SZ string, a wrong length; RegistryKey.GetValueKind tells the kind)."""
+        value = self.bound_thumbprint
+        if value is None:
+            return None
+        if self.bound_kind != "Binary" or not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+            return "MALFORMED"
+        return value.upper()
+
     def serving_certificate(self) -> Certificate | None:
         """The certificate TermService presents: the bound one when it exists, else the newest
-        self-signed certificate in the Remote Desktop store."""
-        bound = self.find(self.bound_thumbprint)
+        self-signed certificate in the Remote Desktop store, as for a binding to a missing one. A
+        MALFORMED binding is modelled the same way (unverified: what TermService does with a
+        binding it cannot read; docs/emulator.md)."""
+        bound = self.find(self.binding())
         if bound is not None:
             return bound
         store = self.rd_store()
@@ -453,7 +480,7 @@ class WindowsGuest:
         does a folder where no new container can be made (review section 2; Learn: "Remote
         Desktop disconnected, an internal error occurred"). It then carries on without one."""
         now = self.real_now()
-        bound = self.find(self.bound_thumbprint)
+        bound = self.find(self.binding())
         if bound is not None and not bound.expired(now):
             return
         current = self.newest_self_signed()

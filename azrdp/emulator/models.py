@@ -842,8 +842,7 @@ class ArmBackend:
         """Power the VM off (``stopped``: still allocated) or deallocate it. The guest goes down;
         ARM keeps the agent's last report (shown while stopped, hidden while deallocated)."""
         vm.freeze_agent(self.iso)
-        if vm.running_command is not None:
-            self._preempt_run_command(vm)
+        self._preempt_run_command(vm)
         vm.guest.shut_down()
         vm.power, vm.booting = ("deallocated" if deallocate else "stopped"), False
         vm.last_operation_at = self.scheduler.now()
@@ -864,7 +863,10 @@ class ArmBackend:
         return out
 
     def _preempt_run_command(self, vm: VirtualMachine) -> None:
+        """The running Run Command (if any) ends OperationPreempted: the guest went down under it."""
         op = vm.running_command
+        if op is None:
+            return
         self.scheduler.cancel(op.event)
         self.finish(op, error=err.OperationPreempted())
         vm.running_command = None
@@ -922,8 +924,7 @@ class ArmBackend:
         def guest_down() -> None:
             if not current():
                 return
-            if vm.running_command is not None:   # the guest goes down under the running script
-                self._preempt_run_command(vm)
+            self._preempt_run_command(vm)   # the guest goes down under the running script
             vm.guest.shut_down()
             vm.booting = True
             self.changed(vm)

@@ -186,7 +186,7 @@ class Emulator:
     # -- addresses --------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     @property
@@ -470,8 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._http_faults(backend, operation, params, path, query, raw, accepted=True)
         except err.ArmError as error:
             reply = Reply(error.status, error.body(), error.headers)
-        if operation is not None and "subscription" in (found[1] if found else {}):
-            reply_headers.update(emulator.rate_limits.headers(found[1]["subscription"], self.command, operation,
+        subscription = found[1].get("subscription") if found else None
+        if operation is not None and subscription is not None:
+            reply_headers.update(emulator.rate_limits.headers(subscription, self.command, operation,
                                                               reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
