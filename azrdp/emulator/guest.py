@@ -85,6 +85,8 @@ class Certificate:
                    serial=x509.random_serial_number())
         if key_alg != "rsa":
             cert._materialise()
+        else:
+            _rsa_key()   # the key (0.1 s, once per process) and cryptography's imports are made now, not in a handshake
         return cert
 
     def _materialise(self) -> tuple[bytes, bytes, bytes]:
