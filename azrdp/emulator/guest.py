@@ -334,6 +334,7 @@ class WindowsGuest:
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
         self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
         self.firewall_readable = True     # False: the NetSecurity cmdlets throw (WMI refused; unverified: MpsSvc stopped)
+        self.ts_settings_answer = True    # False: Win32_TerminalServiceSetting times out or errs (a hung TS WMI provider)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []

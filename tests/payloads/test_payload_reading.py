@@ -177,3 +177,14 @@ def test_the_wts_type_is_compiled_outside_the_shared_windows_temp_folder():
     assert add.index("$env:TMP = $own") < add.index("Add-Type -TypeDefinition $WtsSource")
     assert add.index("} finally {") > add.index("Add-Type") and "$env:TMP = $savedTmp" in add.split("} finally {")[1]
     assert "Add-Type" not in _code(functions["Get-WtsRows"])
+
+
+def test_a_session_host_provider_that_does_not_answer_fails_closed():
+    # Desk review 2, row 1: Win32_TerminalServiceSetting read with -OperationTimeoutSec and
+    # SilentlyContinue turned a timeout into $null, and $null into 'admin' (two seats): an RD Session
+    # Host lost its guard and the sessions step could log off its disconnected users.
+    body = _code(_functions()["Get-SeatMode"])
+    call = next(line for line in body.splitlines() if "Win32_TerminalServiceSetting" in line)
+    assert "-ErrorAction Stop" in call and "SilentlyContinue" not in call
+    assert "if ($null -eq $setting) { throw " in body
+    assert body.index("if ($null -eq $setting) { throw ") < body.index("return 'admin'")
