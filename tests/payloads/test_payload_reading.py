@@ -175,3 +175,9 @@ def test_the_wts_type_is_compiled_outside_the_shared_windows_temp_folder():
     assert add.index("$env:TMP = $own") < add.index("Add-Type -TypeDefinition $WtsSource")
     assert add.index("} finally {") > add.index("Add-Type") and "$env:TMP = $savedTmp" in add.split("} finally {")[1]
     assert "Add-Type" not in _code(functions["Get-WtsRows"])
+
+
+def test_only_a_block_rule_for_every_remote_address_counts_as_blocked():
+    body = _code(_functions()["Read-Firewall"])
+    assert "$addresses[$filter.InstanceID] = $filter" in body and "Get-NetFirewallAddressFilter -PolicyStore ActiveStore" in body
+    assert "$_.Action.ToString() -eq 'Block' -and ($null -eq $r -or @($r.RemoteAddress) -contains 'Any')" in body
