@@ -64,7 +64,9 @@ def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fa
     assert "} catch {\n        $files = $null" in body and "files = $files" in body
     assert "@(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count" not in body
     key = _code(_functions()["Get-RdpKeyFacts"])
-    assert "-ErrorAction Stop" in key and "'MachineGuid'" in key   # the live container by name
+    # the live container by name (its path from the MachineGuid, one helper for every reader)
+    assert "-ErrorAction Stop" in key and "Get-Item -LiteralPath $live" in key
+    assert "$live = Get-LiveRdpKeyPath" in key and "'MachineGuid'" in _code(_functions()["Get-LiveRdpKeyPath"])
     from payload_samples import healthy
 
     doc = healthy()
