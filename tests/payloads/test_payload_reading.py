@@ -188,3 +188,9 @@ def test_a_session_host_provider_that_does_not_answer_fails_closed():
     assert "-ErrorAction Stop" in call and "SilentlyContinue" not in call
     assert "if ($null -eq $setting) { throw " in body
     assert body.index("if ($null -eq $setting) { throw ") < body.index("return 'admin'")
+
+
+def test_only_a_block_rule_for_every_remote_address_counts_as_blocked():
+    body = _code(_functions()["Read-Firewall"])
+    assert "$addresses[$filter.InstanceID] = $filter" in body and "Get-NetFirewallAddressFilter -PolicyStore ActiveStore" in body
+    assert "$_.Action.ToString() -eq 'Block' -and ($null -eq $r -or @($r.RemoteAddress) -contains 'Any')" in body
