@@ -7,10 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from emulator_support import payload_answer, session_for
 
 from azrdp.cli import cli
 from azrdp.emulator.profiles import LOCALES, WINDOWS, GuestProfile, quser_text
+from tests.support.emulator_support import payload_answer, session_for
 
 
 @pytest.mark.parametrize("windows, locale", [(w, "en-US") for w in WINDOWS] + [("2022", loc) for loc in LOCALES if loc != "en-US"])

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pwsh_ast
 import pytest
 
 import azrdp.payloads
 from azrdp.payloads import payload, payload_ids
+from tests.support import pwsh_ast
 
 PAYLOAD_DIR = Path(azrdp.payloads.__file__).parent
 
