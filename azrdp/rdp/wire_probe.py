@@ -378,6 +378,10 @@ def _is_ip_literal(host: str) -> bool:
 def _connect_failure(err: OSError, remaining: float) -> _Stop:
     if isinstance(err, ConnectionRefusedError):
         return _Stop("refused", "connection refused")
+    if isinstance(err, ConnectionResetError):
+        # a RST to the SYN is ECONNREFUSED; ECONNRESET from connect() means the handshake completed
+        # and the server reset it before connect() returned (a listener that hangs up at once)
+        return _Stop("reset", f"the server reset the connection as soon as it opened: {_reason(err)}")
     if isinstance(err, (socket.timeout, TimeoutError)) or err.errno == errno.ETIMEDOUT:
         return _Stop("connect_timeout", "no answer to the TCP connection attempt")
     if err.errno in _UNREACHABLE:
