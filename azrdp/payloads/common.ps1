@@ -404,10 +404,30 @@ function Get-WtsRows {
     # it), and neither the API nor quser is called into a TermService that is not up.
     if (-not (Test-TermServiceRunning)) { return ,@() }
     try {
-        if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
+        if ($null -eq ('AzRdpWts' -as [type])) { Add-AzRdpWtsType }
         return ,@([AzRdpWts]::Sessions())
     } catch {
         return $null
+    }
+}
+
+function Add-AzRdpWtsType {
+    # Add-Type runs csc.exe on files in the temp folder (CodeDom's TempFileCollection, which takes
+    # Path.GetTempPath: TMP, then TEMP). As SYSTEM under Run Command that is C:\Windows\Temp, where
+    # any user may create files: compile in SYSTEM's own profile temp folder instead when it is
+    # there (desk review finding 21), and put TMP/TEMP back whatever happens.
+    $own = Join-Path -Path $env:SystemRoot -ChildPath 'System32\config\systemprofile\AppData\Local\Temp'
+    $savedTmp = $env:TMP
+    $savedTemp = $env:TEMP
+    try {
+        if ([System.Security.Principal.WindowsIdentity]::GetCurrent().User.Value -eq $SidSystem -and (Test-Path -LiteralPath $own -PathType Container)) {
+            $env:TMP = $own
+            $env:TEMP = $own
+        }
+        Add-Type -TypeDefinition $WtsSource -Language CSharp
+    } finally {
+        $env:TMP = $savedTmp
+        $env:TEMP = $savedTemp
     }
 }
 
@@ -499,8 +519,14 @@ function Get-SeatMode {
     if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
     if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
     if ([int]$os.ProductType -eq 1) { return 'client' }
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
-    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
+    # Fail closed: a provider that times out or errs is not "no Session Host role". Read as 'admin',
+    # an RD Session Host would lose its guard and its disconnected users their sessions; thrown,
+    # the caller's section (diagnose) or step (repair: "cannot read state") reports it instead.
+    # Win32_TerminalServiceSetting exists on every edition with TermService; TerminalServerMode 1
+    # is an RD Session Host, 0 remote administration (Learn: Win32_TerminalServiceSetting class).
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction Stop
+    if ($null -eq $setting) { throw 'Win32_TerminalServiceSetting gave no answer: Session Host or not is unknown' }
+    if ([int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
     return 'admin'
 }
 
@@ -540,14 +566,16 @@ function Get-RebootReasons {
 }
 
 function Get-RdpPort {
+    # [int64]: PortNumber is any DWORD, and [int] of one above 2147483647 throws; one above 65535
+    # is no TCP port (callers check before they hand it to a cmdlet that takes a UInt16).
     $port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
-    if ($null -eq $port) { return 3389 }
-    return [int]$port
+    if ($null -eq $port) { return [int64]3389 }
+    return [int64]$port
 }
 
 function Test-PortCovered {
     # Does a firewall LocalPort list ('Any', '3389', '3000-4000', 'RPC', ...) cover $Port?
-    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int]$Port)
+    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int64]$Port)
     foreach ($entry in @($LocalPort)) {
         $text = [string]$entry
         if ($text -eq 'Any' -or $text -eq [string]$Port) { return $true }

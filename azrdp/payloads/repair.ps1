@@ -120,7 +120,10 @@ $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
 $ResultReserveSeconds = 90
-$script:Deadline = (Get-Date).AddSeconds(480)
+# A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
+# wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
+$script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
+$script:DeadlineSeconds = 480
 $script:BackupFolder = $null
 $script:DiscAtStart = @()
 $script:ActiveAtStart = @()
@@ -139,7 +142,7 @@ function New-Outcome {
 
 function Get-SecondsLeft {
     # Seconds a step may still spend; the last $ResultReserveSeconds belong to the result line.
-    return [int][Math]::Floor(($script:Deadline - (Get-Date)).TotalSeconds) - $ResultReserveSeconds
+    return [int][Math]::Floor($script:DeadlineSeconds - $script:Clock.Elapsed.TotalSeconds) - $ResultReserveSeconds
 }
 
 function Wait-ServiceStatus {
@@ -382,8 +385,10 @@ function Grant-RdpKeyAccess {
 function Test-RdpGroupCoversPort {
     # Does an enabled inbound Allow rule of the Remote Desktop group, or azrdp's own rule, let TCP
     # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.)
-    param([Parameter(Mandatory = $true)][int]$Port)
-    $rules = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
+    param([Parameter(Mandatory = $true)][int64]$Port)
+    # ActiveStore: the rules Windows applies, a group policy's included (the default store is the
+    # local PersistentStore only).
+    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
         ($_.Group -eq $RemoteDesktopRuleGroup -or $_.Name -eq $CustomRuleName) -and $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow'
     })
     foreach ($rule in $rules) {
@@ -444,7 +449,10 @@ function Repair-RdpConfig {
     if (-not (Test-RdpGroupCoversPort -Port $port)) {
         $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
         if ($null -eq $rule) {
-            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any | Out-Null
+            # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
+            # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
+            # port opens for TermService only, not for any process that binds it.
+            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' | Out-Null
         } else {
             $rule | Get-NetFirewallPortFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
             Enable-NetFirewallRule -Name $CustomRuleName

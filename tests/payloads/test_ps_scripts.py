@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pwsh_ast
 import pytest
 
 import azrdp.payloads
 from azrdp.payloads import payload, payload_ids
+from tests.support import pwsh_ast
 
 PAYLOAD_DIR = Path(azrdp.payloads.__file__).parent
 
@@ -40,7 +40,7 @@ PS51_CMDLETS = {
     "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
     "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Content", "Get-Date", "Get-Item", "Get-ItemProperty",
     "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
-    "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-NetFirewallAddressFilter", "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
     "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
     "New-Object", "Out-Null", "Remove-ItemProperty",
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
@@ -214,7 +214,7 @@ def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
     assert "[Math]::Min($Seconds, (Get-SecondsLeft))" in wait and "if ($limit -lt 1) { return $false }" in wait
     assert "catch [System.ServiceProcess.TimeoutException]" in wait
     source = _source("repair")
-    assert "$script:Deadline = (Get-Date).AddSeconds(480)" in source
+    assert "$script:DeadlineSeconds = 480" in source and "[System.Diagnostics.Stopwatch]::StartNew()" in source
     # Steps after the deadline are skipped; TermService is started again at the end and reported.
     assert "if ((Get-SecondsLeft) -lt 1) {" in functions["Invoke-Step"]
     tail = source[source.index("foreach ($name in $StepOrder) {"):]
