@@ -24,6 +24,7 @@ from typing import Any
 from azrdp.checks import Check, Status, verdict
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, UsageError
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 DEFAULT_PORT = 3389
 
@@ -43,7 +44,7 @@ class DiagnoseContext:
     host: str | None = None           # HOST[:PORT] to probe instead of the public IP
     probe: bool = True
     probe_timeout: float = 5.0
-    progress: Any = None
+    progress: ProgressSink = SILENT
     probe_result: Any = None          # the wire probe's ProbeResult, when the wire was probed
     guest: Any = None                 # azrdp.guest.GuestDiagnosis, when the guest was read
 
@@ -51,8 +52,7 @@ class DiagnoseContext:
         return next((c.status for c in self.checks if c.id == check_id), None)
 
     def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.status(text)
+        self.progress.status(text)
 
 
 Stage = Callable[[DiagnoseContext], Iterable[Check]]
@@ -198,7 +198,7 @@ BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_sta
 def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
              host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
              stages: Sequence[Stage] = (), screenshot: str | Path | None = None,
-             fetch: Callable[[str], bytes] | None = None, progress: Any = None,
+             fetch: Callable[[str], bytes] | None = None, progress: ProgressSink = SILENT,
              inventory: Any = None, probe_result: Any = None) -> Diagnosis:
     """Diagnose ``target`` through ``session`` (an AzureSession). Raises typed errors for what stops
     a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check.
@@ -225,8 +225,7 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
                           probe_result=ctx.probe_result, guest=ctx.guest)
     if screenshot is not None:
         diagnosis.screenshot = _screenshot(session, target, ctx.vm, screenshot, fetch, progress)
-    if progress is not None:
-        progress.done()
+    progress.done()
     return diagnosis
 
 
@@ -234,13 +233,12 @@ GUEST_STAGES: tuple[Stage, ...] = (guest_stage,)
 
 
 def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Path,
-                fetch: Callable[[str], bytes] | None, progress: Any) -> dict[str, Any]:
+                fetch: Callable[[str], bytes] | None, progress: ProgressSink) -> dict[str, Any]:
     from azrdp.azure.screenshot import save_screenshot
 
     if not vm["boot_diagnostics"]["enabled"]:
         return {"path": None, "error": "boot diagnostics are disabled, so there is no screenshot"}
-    if progress is not None:
-        progress.status("Fetching the boot-diagnostics screenshot ...")
+    progress.status("Fetching the boot-diagnostics screenshot ...")
     try:
         return save_screenshot(session, target.resource_group, target.name, path, fetch=fetch)
     except AzrdpError as err:
@@ -272,21 +270,3 @@ def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.
         except ValueError:
             raise UsageError(f"--source-ip {source_ip!r} is not an IP address.",
                              hint="Give the public address you connect from, e.g. 203.0.113.7.") from None
-
-
-def render_text(diagnosis: Diagnosis, *, verbose: int = 0) -> str:
-    """The compact checklist: a VM line, checks grouped by side with remedies, the verdict."""
-    from azrdp.report import render_checks
-
-    vm = diagnosis.vm
-    facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location"),
-                                        vm.get("size")) if v)
-    lines = [f"VM {vm['name']} in {vm['resource_group']} (subscription {vm['subscription']}): {facts}",
-             render_checks(diagnosis.checks, verbose=verbose)]
-    if diagnosis.screenshot is not None:
-        shot = diagnosis.screenshot
-        lines.append(f"Screenshot: saved to {shot['path']}" if shot.get("path")
-                     else f"Screenshot: not saved: {shot['error']}")
-    lines.append(f"Verdict: {diagnosis.verdict.value}: {diagnosis.summary()}")
-    return "\n".join(lines)
-

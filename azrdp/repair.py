@@ -29,9 +29,10 @@ from azrdp.azure.lro import poll_interval
 from azrdp.checks import Check, Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, OperationTimeout
-from azrdp.plan import Plan, check_steps, fused_eligible, render_plan
+from azrdp.plan import Plan, check_steps, fused_eligible
 from azrdp.plan import plan as make_plan
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 DEFAULT_WAIT_TIMEOUT = 900.0
 
@@ -217,7 +218,7 @@ class _Job:
     """One fix run: its state is what a Ctrl-C report needs (done, in flight)."""
 
     def __init__(self, session: Any, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
-                 progress: Any, confirm: Callable[[Plan], bool], prober: Any,
+                 progress: ProgressSink, confirm: Callable[[Plan], bool], prober: Any,
                  on_diagnosis: Callable[[Any], None] | None = None):
         self.session = session
         self.target = target
@@ -239,8 +240,7 @@ class _Job:
 
     # -- small helpers -----------------------------------------------------------------------
     def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.info(text)
+        self.progress.info(text)
 
     def waiting(self, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
         """The live status line for one wait (a Run Command, a restart, the agent, RDP)."""
@@ -687,7 +687,7 @@ def _restart_still_needed(result: RepairResult, target: Target) -> list[str]:
 
 
 def fix(session: Any, target: Target, options: FixOptions | None = None, *, audit: Any,
-        confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: Any = None,
+        confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: ProgressSink = SILENT,
         prober: Any = None, on_diagnosis: Callable[[Any], None] | None = None) -> RepairResult:
     """Diagnose, plan, confirm, repair, restart when needed, wait until RDP answers, re-diagnose.
 
@@ -737,8 +737,7 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
         job.result.next_steps = next_steps(job.result, target)
         return job.result
     finally:
-        if progress is not None:
-            progress.done()
+        progress.done()
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -763,6 +762,8 @@ def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] 
             lines.append(_indent(render_checks(before.checks, verbose=verbose)))
     for plan in result.plans:
         if not any(item is plan for item in shown):
+            from azrdp.render.plan import render_plan
+
             lines.append(render_plan(plan))
     if result.actions:
         lines.append("Done:")

@@ -34,6 +34,7 @@ from azrdp.checks import Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 PHASES = ("snapshot", "copy", "group", "network", "rescue-vm", "offline-repair", "detach", "stop", "swap",
           "start", "verify", "cleanup")
@@ -257,7 +258,7 @@ def render_plan(plan: RescuePlan) -> str:
 
 class _Job:
     def __init__(self, session: Any, target: Target, options: RescueOptions, *, audit: Any, clock: Clock,
-                 progress: Any, prober: Any):
+                 progress: ProgressSink, prober: Any):
         from azrdp.azure.disks import Arm
         from azrdp.azure.lro import poll_interval
 
@@ -274,8 +275,7 @@ class _Job:
         self.in_flight: str | None = None
 
     def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.info(text)
+        self.progress.info(text)
 
     def record(self, phase: str, status: str, **fields: Any) -> dict[str, Any]:
         entry = self.audit.record("rescue", phase=phase, status=status, rescue_id=self.state.get("rescue_id"),
@@ -561,7 +561,7 @@ def _azure_error(message: str) -> AzrdpError:
                                              "`--undo` reverses.")
 
 
-def _guarded(job: _Job, run: Callable[[], RescueResult], progress: Any) -> RescueResult:
+def _guarded(job: _Job, run: Callable[[], RescueResult], progress: ProgressSink) -> RescueResult:
     """Run a rescue or an undo: Ctrl-C and errors after the first change end in the result, recorded."""
     try:
         return run()
@@ -585,13 +585,12 @@ def _guarded(job: _Job, run: Callable[[], RescueResult], progress: Any) -> Rescu
                    undo=f"azrdp rescue {job.target.name} -g {job.target.resource_group} --undo")
         return job.result
     finally:
-        if progress is not None:
-            progress.done()
+        progress.done()
 
 
 def rescue(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
            confirm: Callable[[RescuePlan], bool] = lambda plan: True, clock: Clock | None = None,
-           progress: Any = None, prober: Any = None) -> RescueResult:
+           progress: ProgressSink = SILENT, prober: Any = None) -> RescueResult:
     """Diagnose, plan, confirm and run a rescue. Raises typed errors only for what stops it before
     any change (sign-in, not found, refused); afterwards errors and Ctrl-C end up in the result."""
     options = options or RescueOptions()
@@ -622,7 +621,7 @@ def _resumable(records: Sequence[dict[str, Any]], target: Target, what: str) -> 
 
 
 def resume(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
-           records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: Any = None,
+           records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT,
            prober: Any = None) -> RescueResult:
     """Continue the newest unfinished rescue of ``target`` from its audit record."""
     options = options or RescueOptions()
@@ -644,7 +643,7 @@ def resume(session: Any, target: Target, options: RescueOptions | None = None, *
 
 
 def undo(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
-         records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: Any = None) -> RescueResult:
+         records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT) -> RescueResult:
     """Reverse the newest rescue of ``target``: swap the original OS disk back, delete the rescue group.
     The snapshot and the copy are kept (the report says how to remove them)."""
     options = options or RescueOptions()

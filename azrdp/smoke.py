@@ -19,6 +19,7 @@ from azrdp.checks import Check, Status
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 
 @dataclass
@@ -69,7 +70,7 @@ class SmokeResult:
 
 def smoke_check(open_session: Callable[[], Any], target: Target, *, host: str | None = None, port: int = 3389,
                 probe_timeout: float = 5.0, wait: float = 0.0, guest: bool = True, source_ip: str | None = None,
-                clock: Clock = SYSTEM_CLOCK, progress: Any = None) -> SmokeResult:
+                clock: Clock = SYSTEM_CLOCK, progress: ProgressSink = SILENT) -> SmokeResult:
     """Check that ``target`` answers RDP. ``open_session()`` is called only when Azure is needed."""
     from azrdp.diagnose import GUEST_STAGES, diagnose
     from azrdp.rdp import format_target, parse_target, rdp_checks
@@ -81,7 +82,7 @@ def smoke_check(open_session: Callable[[], Any], target: Target, *, host: str | 
         address = parse_target(host, default_port=port)
     else:
         session = open_session()
-        _say(progress, f"Reading VM {target} to find its public IP ...")
+        progress.status(f"Reading VM {target} to find its public IP ...")
         first = diagnose(session, target, port=port, source_ip=source_ip, probe_timeout=probe_timeout)
         if first.vm.get("public_ip") and first.probe_result is not None:
             address = (first.vm["public_ip"], port)
@@ -95,7 +96,7 @@ def smoke_check(open_session: Callable[[], Any], target: Target, *, host: str | 
     elif first is not None:
         result.wire = [c for c in first.checks if c.side == "wire"]
         result.notes.append("the VM has no public IP or is not running: pass --host with an address CI can reach")
-    _say(progress, "RDP does not answer; reading the Azure side" + (" and the guest" if guest else "") + " ...")
+    progress.status("RDP does not answer; reading the Azure side" + (" and the guest" if guest else "") + " ...")
     if session is None:
         session = open_session()
         result.signed_in = True
@@ -105,7 +106,7 @@ def smoke_check(open_session: Callable[[], Any], target: Target, *, host: str | 
 
 
 def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, probe_timeout: float,
-            progress: Any) -> tuple[Any, int, float]:
+            progress: ProgressSink) -> tuple[Any, int, float]:
     """The wire's answer: the diagnosis' probe when there was one, else one probe; then, when it
     did not answer and ``wait`` allows, poll until it does. (probe result, attempts, seconds)"""
     from azrdp.rdp import format_target, probe, wait_until_answers
@@ -114,11 +115,11 @@ def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, 
     if first is not None:
         result, attempts = first.probe_result, 1
     else:
-        _say(progress, f"Probing RDP on {format_target(host, port)} ...")
+        progress.status(f"Probing RDP on {format_target(host, port)} ...")
         result, attempts = probe(host, port, timeout=probe_timeout), 1
     if result.ok or wait <= 0:
         return result, attempts, 0.0
-    _say(progress, f"RDP does not answer yet ({result.outcome}); polling for up to {wait:g} s ...")
+    progress.status(f"RDP does not answer yet ({result.outcome}); polling for up to {wait:g} s ...")
     from azrdp.ui import waiting
 
     with waiting(progress, f"RDP on {format_target(host, port)}", said=result.outcome, limit=wait) as shown:
@@ -127,7 +128,3 @@ def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, 
         shown.end(waited.last.outcome)
     return waited.last, attempts + waited.attempts, waited.elapsed
 
-
-def _say(progress: Any, text: str) -> None:
-    if progress is not None:
-        progress.status(text)

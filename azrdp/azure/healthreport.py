@@ -132,8 +132,7 @@ def boot_health_stage(ctx: Any) -> list[Check]:
     hint = f"`azrdp rescue {target.name} -g {target.resource_group}` repairs the OS disk offline"
     if not (ctx.vm.get("boot_diagnostics") or {}).get("enabled"):
         return [Check("boot.health", Status.SKIP, "boot diagnostics are disabled: no serial log", {})]
-    if ctx.progress is not None:
-        ctx.progress.status("Reading the serial log's VM Health Report ...")
+    ctx.progress.status("Reading the serial log's VM Health Report ...")
     now = datetime.now(timezone.utc)
     try:
         log = read_serial_log(ctx.session, target.resource_group, target.name)

@@ -33,6 +33,7 @@ from typing import Any
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
 from azrdp.logsafe import printable
+from azrdp.ui import SILENT
 
 RULE_PREFIX = "azrdp-allow-rdp-"
 MARKER = "azrdp:"
@@ -569,7 +570,7 @@ class RevokeResult:
         return "\n".join(printable(line) for line in lines)
 
 
-def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress: Any = None,
+def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress: Any = SILENT,
            expired_only: bool = False, dry_run: bool = False, every_vm: bool = False) -> RevokeResult:
     """Remove the rules azrdp made for ``target`` on the NSGs of its NICs and subnets (and only
     those: a subnet NSG may carry rules azrdp made for other VMs; ``every_vm`` removes those too);
@@ -590,7 +591,7 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
 
 
 def revoke_expired(session: Any, *, audit: Any, resource_group: str | None = None, clock: Any = None,
-                   progress: Any = None, dry_run: bool = False) -> RevokeResult:
+                   progress: Any = SILENT, dry_run: bool = False) -> RevokeResult:
     """Remove every expired azrdp rule on every NSG of a resource group (or of the whole
     subscription): what an Automation schedule runs, since Azure never expires a rule by itself."""
     from azure.core.exceptions import AzureError

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.emit import emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("revoke", cls=AzrdpCommand)
@@ -44,7 +45,6 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
 
     from azrdp.audit import AuditLog, default_audit_path
     from azrdp.azure.nsg_rules import revoke, revoke_expired
-    from azrdp.report import to_json
     from azrdp.ui import Progress
 
     scope = azure.vm is None and azure.ids is None
@@ -66,5 +66,4 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
     else:
         result = revoke(session, target, audit=audit, progress=progress, expired_only=expired, dry_run=dry_run,
                         every_vm=every_vm)
-    ok = emit(to_json(result.to_dict()) if settings().output == "json" else result.render_text())
-    click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)
+    emit(result, lambda r, verbose: r.render_text())

@@ -19,6 +19,7 @@ from sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 from azrdp.emulator import Emulator
 from azrdp.emulator.urls import ROUTES
 from azrdp.target import Target
+from azrdp.ui import SILENT
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -74,7 +75,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         emu.load(fleet={"agent-not-ready": 2})   # azrdp rescue: a whole rescue and its undo, and an
         rescue_log = shots / "rescue.jsonl"       # undo of one interrupted while the rescue VM runs
         options = RescueOptions(source_ip=client, wait_timeout=30, **fast)
-        for vm, progress in (("vm-agent-not-ready-001", None), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
+        for vm, progress in (("vm-agent-not-ready-001", SILENT), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
             rescue(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), progress=progress)
             undo(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), records=read_audit(rescue_log))
         rescue_ops = operations(emu)
