@@ -28,7 +28,8 @@ from typing import Any
 from azrdp.azure.lro import poll_interval
 from azrdp.checks import Check, Status
 from azrdp.clock import Clock
-from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, OperationTimeout
+from azrdp.errors import EXIT_PROBLEM, AzrdpError, OperationTimeout
+from azrdp.job import Job, JobResult
 from azrdp.plan import Plan, check_steps, fused_eligible
 from azrdp.plan import plan as make_plan
 from azrdp.target import Target
@@ -73,41 +74,23 @@ class FixOptions:
 
 
 @dataclass
-class RepairResult:
-    target: Target
-    before: Any = None                       # azrdp.diagnose.Diagnosis
+class RepairResult(JobResult):
+    """What a fix did (azrdp.job.JobResult: before, actions, verification, after, verdict, error, audit)."""
+
     plans: list[Plan] = field(default_factory=list)
-    actions: list[dict[str, Any]] = field(default_factory=list)   # the audit records of changes
     repair: Any = None                       # azrdp.guest.RepairOutcome
-    verification: dict[str, Any] | None = None
-    after: Any = None
-    timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"diagnose_run_commands": 0, "repair_run_commands": 0,
                                                             "restarts": 0, "starts": 0, "nsg_rules": 0})
-    verdict: str = "not_verified"            # verified | not_verified | dry_run | declined | interrupted | failed
-    error: AzrdpError | None = None
-    interrupted: dict[str, Any] | None = None
     pending: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
     audit_records: list[dict[str, Any]] = field(default_factory=list)
-    audit_path: str | None = None
-    audit_error: str | None = None           # the audit log could not be written (the records are here)
 
     @property
     def plan(self) -> Plan | None:
         return self.plans[0] if self.plans else None
 
-    @property
-    def exit_code(self) -> int:
-        if self.verdict == "interrupted":
-            return EXIT_INTERRUPTED
-        if self.error is not None:
-            return self.error.exit_code
-        if self.audit_error is not None:
-            return EXIT_PROBLEM
-        if self.verdict == "dry_run":
-            return self.before.exit_code if self.before is not None else EXIT_PROBLEM
-        return EXIT_OK if self.verdict == "verified" else EXIT_PROBLEM
+    def dry_run_code(self) -> int:
+        return self.before.exit_code if self.before is not None else EXIT_PROBLEM
 
     def changes(self) -> list[dict[str, Any]]:
         """Every check whose status or summary differs between before and after."""
@@ -208,30 +191,25 @@ class RepairResult:
             "pending": list(self.pending),
             "next_steps": list(self.next_steps),
             "interrupted": self.interrupted,
-            "error": ({"type": type(self.error).__name__, "message": self.error.message, "hint": self.error.hint}
-                      if self.error is not None else None),
+            "error": self.error_dict(),
             "audit": {"path": self.audit_path, "records": self.audit_records, "error": self.audit_error},
         }
 
 
-class _Job:
+class _Job(Job[RepairResult]):
     """One fix run: its state is what a Ctrl-C report needs (done, in flight)."""
 
     def __init__(self, session: Any, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
                  progress: ProgressSink, confirm: Callable[[Plan], bool], prober: Any,
                  on_diagnosis: Callable[[Any], None] | None = None):
+        super().__init__(target, audit=audit, clock=clock, progress=progress,
+                         result=RepairResult(target, audit_records=audit.records,
+                                             audit_path=str(audit.path) if audit.path else None))
         self.session = session
-        self.target = target
         self.options = options
-        self.audit = audit
-        self.clock = clock
-        self.progress = progress
         self.confirm = confirm
         self.prober = prober
         self.on_diagnosis = on_diagnosis
-        self.result = RepairResult(target, audit_records=audit.records,
-                                   audit_path=str(audit.path) if audit.path else None)
-        self.in_flight: str | None = None
         self.network: Any = None
         self.changed_something = False
         self.power_changed_at: Any = None   # ARM's start of the last restart/start azrdp sent
@@ -239,26 +217,35 @@ class _Job:
         self.run_id = options.run_id or f"azrdp-{secrets.token_hex(4)}"
 
     # -- small helpers -----------------------------------------------------------------------
-    def say(self, text: str) -> None:
-        self.progress.info(text)
-
-    def waiting(self, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
-        """The live status line for one wait (a Run Command, a restart, the agent, RDP)."""
-        from azrdp.ui import waiting
-
-        return waiting(self.progress, what, said=said, limit=limit)
-
-    def timed(self, phase: str, start: float) -> float:
-        seconds = self.clock.monotonic() - start
-        self.result.timings[phase] = self.result.timings.get(phase, 0.0) + seconds
-        return seconds
-
     def record(self, action: str, *, intent: bool = False, **fields: Any) -> dict[str, Any]:
         """Audit one record; ``intent``: written (and fsynced) before the change is sent, and when it
         cannot be written the change is not sent (AuditWriteError)."""
         entry = self.audit.record(action, intent=intent, **fields)
         self.result.actions.append(entry)
         return entry
+
+    # -- how a run ends (azrdp.job.Job.guarded) -----------------------------------------------
+    def on_finished(self, result: RepairResult) -> None:
+        if result.actions:
+            self.audit.record("result", verdict=result.verdict, counts=dict(result.counts),
+                              timings={k: round(v, 3) for k, v in result.timings.items()})
+
+    def on_interrupted(self) -> None:
+        from azrdp.clock import stop_requested
+
+        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in self.result.actions
+                if r.get("status") not in ("requested", "remove-requested")]   # intents: in flight, not done
+        signal = stop_requested() or "SIGINT"
+        self.result.interrupted = {"done": done, "in_flight": self.in_flight, "signal": signal}
+        self.audit.record("interrupted", done=done, in_flight=self.in_flight, signal=signal)
+
+    def on_failed(self, error: AzrdpError) -> None:
+        if self.in_flight:   # cut off mid-operation (ARM lost, a timeout): it may still be going on
+            self.result.pending.append(f"{self.in_flight} may still be under way: azrdp stopped waiting before "
+                                       "Azure said it had ended")
+        self.result.pending += _restart_still_needed(self.result, self.target)
+        self.audit.record("failed", error=error.message, hint=error.hint)
+        self.result.next_steps = next_steps(self.result, self.target)
 
     # -- diagnose ----------------------------------------------------------------------------
     def diagnose(self, *, guest: str = "auto") -> Any:
@@ -702,205 +689,4 @@ def fix(session: Any, target: Target, options: FixOptions | None = None, *, audi
     options = options or FixOptions()
     job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress,
                confirm=confirm, prober=prober, on_diagnosis=on_diagnosis)
-    try:
-        result = job.run()
-        if job.result.actions:
-            audit.record("result", verdict=result.verdict, counts=dict(result.counts),
-                         timings={k: round(v, 3) for k, v in result.timings.items()})
-        result.audit_error = audit.error
-        return result
-    except KeyboardInterrupt:
-        done = [f"{r['action']} {r.get('step') or ''} {r.get('status')}".replace("  ", " ") for r in job.result.actions
-                if r.get("status") not in ("requested", "remove-requested")]   # intents: in flight, not done
-        from azrdp.clock import stop_requested
-
-        signal = stop_requested() or "SIGINT"
-        job.result.interrupted = {"done": done, "in_flight": job.in_flight, "signal": signal}
-        job.result.verdict = "interrupted"
-        audit.record("interrupted", done=done, in_flight=job.in_flight, signal=signal)
-        job.result.audit_error = audit.error
-        return job.result
-    except Exception as err:  # after the first change nothing may hide it: the report says what was done
-        if not job.result.actions:
-            raise
-        if not isinstance(err, AzrdpError):
-            err = AzrdpError(f"azrdp stopped on an unexpected {type(err).__name__}: {err}",
-                             hint="Please report it; what was changed is listed above.")
-        job.result.error = err
-        job.result.verdict = "failed"
-        if job.in_flight:   # cut off mid-operation (ARM lost, a timeout): it may still be going on
-            job.result.pending.append(f"{job.in_flight} may still be under way: azrdp stopped waiting before "
-                                      "Azure said it had ended")
-        job.result.pending += _restart_still_needed(job.result, target)
-        audit.record("failed", error=err.message, hint=err.hint)
-        job.result.audit_error = audit.error
-        job.result.next_steps = next_steps(job.result, target)
-        return job.result
-    finally:
-        progress.done()
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-_MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERROR: "ERR", Status.SKIP: "skip"}
-
-
-def render_text(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] = ()) -> str:
-    """The report of one fix. ``shown`` holds what the operator already saw before answering the
-    question (the diagnosis, the plans asked about): it is not printed a second time."""
-    from azrdp.logsafe import printable
-    from azrdp.report import render_checks
-
-    lines = []
-    before = result.before
-    if before is not None:
-        vm = before.vm
-        facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location")) if v)
-        lines.append(printable(f"VM {vm['name']} in {vm['resource_group']}: {facts}"))
-        if not any(item is before for item in shown):
-            lines.append("Before:")
-            lines.append(_indent(render_checks(before.checks, verbose=verbose)))
-    for plan in result.plans:
-        if not any(item is plan for item in shown):
-            from azrdp.render.plan import render_plan
-
-            lines.append(render_plan(plan))
-    if result.actions:
-        lines.append("Done:")
-        for n, record in enumerate(result.actions):
-            if record["action"] == "nsg-rule" and record.get("status") == "requested" and any(
-                    later["action"] == "nsg-rule" and later.get("rule", {}).get("name") == record["rule"]["name"]
-                    for later in result.actions[n + 1:]):
-                continue   # the intent of a rule whose outcome follows
-            lines.append("  " + printable(_describe(record)))
-    if result.verification:
-        v = result.verification
-        if v["method"] == "wire":
-            lines.append(f"RDP: {v['outcome']} on {v['where']} after {v['seconds']:.1f} s ({v['attempts']} attempts)")
-        else:
-            guest = v.get("guest_ok")
-            lines.append(f"RDP: outside check {v['outside_check']}" + (
-                "" if guest is None else "; guest side: listener up and certificate valid" if guest
-                else "; guest side: listener or certificate not healthy (see below)"))
-    failed = result.failed_before()
-    if failed:
-        lines.append("Before -> after:")
-        for row in failed:
-            after = _MARK.get(Status(row["after"]), row["after"]) if row["after"] in _STATUSES else row["after"]
-            lines.append(f"  {row['id']:<18} {_MARK[Status(row['before'])]:>4} -> {after:<9} "
-                         f"{printable(row['after_summary'])}")
-    changed = [c for c in result.changes() if c["id"] not in {row["id"] for row in failed}]
-    if changed:
-        lines.append("Other changes:")
-        for change in changed:
-            lines.append(f"  {change['id']:<18} {_MARK[Status(change['before'])]:>4} -> {_MARK[Status(change['after'])]:<9} "
-                         f"{printable(change['after_summary'])}")
-    guest = guest_changes(result)
-    if guest:
-        lines.append("Guest before -> after (the repair payload's own re-checks):")
-        lines += [f"  {printable(line)}" for line in guest]
-    if result.timings:
-        names = {"diagnose": "diagnose", "start": "start", "agent": "agent", "nsg": "NSG rules",
-                 "run_command": "Run Command", "restart": "restart", "rdp": "time to RDP", "after": "re-diagnose"}
-        lines.append("Phases: " + ", ".join(f"{names.get(k, k)} {v:.1f} s" for k, v in result.timings.items()))
-    counts = result.counts
-    lines.append(f"Azure: {counts['repair_run_commands']} repair Run Command(s), {counts['diagnose_run_commands']} "
-                 f"diagnose Run Command(s), {counts['restarts']} restart(s), {counts['starts']} start(s), "
-                 f"{counts['nsg_rules']} NSG rule(s)")
-    if result.interrupted:
-        signal = {"SIGTERM": "SIGTERM"}.get(result.interrupted.get("signal") or "", "Ctrl-C")
-        lines.append(f"Interrupted ({signal}): " + ("done: " + "; ".join(result.interrupted["done"])
-                                                if result.interrupted["done"] else
-                                                "nothing was finished" if result.interrupted["in_flight"] else
-                                                "nothing was changed"))
-        if result.interrupted["in_flight"]:
-            lines.append(f"  still in flight: {result.interrupted['in_flight']}")
-    for item in result.pending:
-        lines.append(f"Pending: {printable(item)}")
-    for item in result.next_steps:
-        if item not in result.pending:
-            lines.append(f"Next: {printable(item)}")
-    if result.audit_error:
-        lines.append(f"Audit: FAILED to write {result.audit_path}: {result.audit_error}; the records are only in "
-                     "this report (-o json keeps them all)")
-    elif result.audit_path:
-        lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
-    lines.append(f"Verdict: {result.verdict}: {result.summary().rstrip('.')}.")
-    return "\n".join(lines)
-
-
-_STATUSES = {s.value for s in Status}
-
-
-def guest_changes(result: RepairResult) -> list[str]:
-    """One line per repair step: what the guest looked like before -> after (from the step's own
-    before/after states in the repair result)."""
-    if result.repair is None:
-        return []
-    out = []
-    for step in result.repair.steps:
-        before, after = step.get("before") or {}, step.get("after") or {}
-        facts = _STEP_FACTS.get(step["name"], lambda b, a: "")(before, after) if before and after else ""
-        flags = [step["status"]] + (["needs a reboot"] if step["reboot_required"] else [])
-        error = f"; {step['error']}" if step.get("error") else ""
-        out.append(f"{step['name']:<18} {', '.join(flags):<24} {facts}{error}".rstrip())
-    return out
-
-
-def _yes(value: Any) -> str:
-    return "yes" if value else "no"
-
-
-def _cert(state: dict[str, Any]) -> str:
-    if not state.get("current"):
-        return "no usable one"
-    return f"{state['current'][:8]}... until {str(state.get('current_not_after') or '?')[:10]}"
-
-
-_STEP_FACTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
-    "rdp-config": lambda b, a: (f"fDenyTSConnections {b['deny']} -> {a['deny']}, TermService "
-                                f"{b['services'][0]['state']} -> {a['services'][0]['state']}, firewall rules on "
-                                f"{b['fw_rules_enabled']}/{b['fw_rules']} -> {a['fw_rules_enabled']}/{a['fw_rules']}"),
-    "machinekeys-acl": lambda b, a: (f"MachineKeys default ACL {_yes(b['default'])} -> {_yes(a['default'])}, "
-                                     f"RDP key readable by NETWORK SERVICE {_yes(b['rdp_key']['network_service_read'])}"
-                                     f" -> {_yes(a['rdp_key']['network_service_read'])}"),
-    "machinekeys-rename": lambda b, a: (f"RDP key container present {_yes(b['rdp_key']['present'])} -> "
-                                        f"{_yes(a['rdp_key']['present'])}, key files {b['files']} -> {a['files']}"),
-    "cert": lambda b, a: (f"certificate {_cert(b)} -> {_cert(a)}, unusable ones {b['bad']} -> {a['bad']}"),
-    "sessions": lambda b, a: (f"free seats {b['free']} -> {a['free']} of {a['seat_limit']}, disconnected sessions "
-                              f"{b['disconnected']} -> {a['disconnected']}"),
-}
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
-
-
-def _describe(record: dict[str, Any]) -> str:
-    action = record["action"]
-    if action == "guest-step" and record["step"] == "sessions" and record.get("info"):
-        return (f"guest step sessions: {record['status']} (logged off {record['info']['logged_off_total']}, "
-                f"{record['info']['seats_freed']} seat(s) freed)")
-    if action == "guest-step":
-        backups = ", ".join(f"{k} {v}" for k, v in (record.get("backups") or {}).items())
-        return f"guest step {record['step']}: {record['status']}" + (f" (backup: {backups})" if backups else "") + \
-            (f": {record['error']}" if record.get("error") else "")
-    if action == "nsg-rule":
-        rule = record["rule"]
-        failed = f" FAILED: {record['error']}" if record.get("status") == "failed" else \
-            " (requested; it may exist)" if record.get("status") == "requested" else ""
-        return (f"NSG rule {rule['name']} on {rule['nsg_name']}: Allow TCP {rule['port']} from {rule['source']} "
-                f"until {rule['expires']} (undo: {record['undo']}){failed}")
-    extra = f" in {record['seconds']:.1f} s" if record.get("seconds") is not None else ""
-    return f"{action}: {record.get('status')}{extra}" + (f" ({record['why']})" if record.get("why") else "") + \
-        (f": {record['error']}" if record.get("error") else "")
-
-
-def junit_suites(result: RepairResult) -> list[tuple[str, list[Check]]]:
-    """(suite, checks) pairs for report.junit_xml: the checks before, and after."""
-    suites = []
-    if result.before is not None:
-        suites.append(("before", list(result.before.checks)))
-    if result.after is not None:
-        suites.append(("after", list(result.after.checks)))
-    return suites
+    return job.guarded(job.run)

@@ -84,7 +84,8 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     from azrdp.azure.nsg_rules import MAX_ALLOW_FOR, parse_allow_from
     from azrdp.diagnose import validate_options
     from azrdp.plan import check_steps
-    from azrdp.repair import FixOptions, fix, junit_suites, render_text
+    from azrdp.render.fix import junit_suites, render_fix
+    from azrdp.repair import FixOptions, fix
     from azrdp.report import junit_xml as to_junit
     from azrdp.ui import Progress
 
@@ -154,5 +155,5 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     session = azure.session(target=target, progress=progress)
     result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress,
                  on_diagnosis=show_diagnosis)
-    emit(result, lambda r, verbose: render_text(r, verbose=verbose, shown=shown),
+    emit(result, lambda r, verbose: render_fix(r, verbose=verbose, shown=shown),
          junit=(junit_xml, lambda: to_junit(junit_suites(result), name="azrdp fix")) if junit_xml else None)

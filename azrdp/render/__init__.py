@@ -7,6 +7,8 @@ text it quotes from Azure, the guest or a certificate goes through azrdp.logsafe
 
     diagnosis  azrdp diagnose        (azrdp.diagnose.Diagnosis)
     plan       the plan fix shows before it asks (azrdp.plan.Plan)
+    fix        azrdp fix             (azrdp.repair.RepairResult; JUnit suites before/after)
+    rescue     azrdp rescue          (azrdp.rescue.RescuePlan, RescueResult)
     probe      azrdp probe           (azrdp.rdp.ProbeResult, SeriesResult)
     check      azrdp check           (azrdp.smoke.SmokeResult)
     sweep      azrdp sweep           (azrdp.sweep.SweepResult, VmResult; JUnit cases)

@@ -7,10 +7,10 @@ from azrdp.demo import DemoResult
 
 def render_demo(demo: DemoResult, *, verbose: int = 0) -> str:
     """The fix report as `azrdp fix` prints it (the guest's own before -> after included), then the time."""
-    from azrdp.repair import render_text as render_fix
+    from azrdp.render.fix import render_fix
 
     if demo.setup.command == "rescue":
-        from azrdp.rescue import render_text as render_rescue
+        from azrdp.render.rescue import render_rescue
 
         return "\n".join([render_rescue(demo.fix, verbose=verbose),
                           f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of "
