@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,13 +22,14 @@ from azrdp.clock import SYSTEM_CLOCK, Clock, Interrupted, stop_requested
 from azrdp.errors import EXIT_PROBLEM, AzrdpError
 
 
-def default_audit_path(env: dict[str, str] | None = None, platform: str | None = None) -> Path:
+def default_audit_path(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
     """Where the audit log lives when --audit-log is not given: the user's data directory.
 
     Linux: $XDG_DATA_HOME/azrdp (default ~/.local/share/azrdp); macOS: ~/Library/Application
     Support/azrdp; Windows: %LOCALAPPDATA%\\azrdp. AZRDP_AUDIT_LOG overrides all of them.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     platform = platform or sys.platform
     if env.get("AZRDP_AUDIT_LOG"):
         return Path(env["AZRDP_AUDIT_LOG"])
@@ -111,7 +113,7 @@ class AuditLog:
                 raise AuditWriteError(f"not sending {_what(entry)}: the audit log {self.path} could not be "
                                       f"written ({self.error})", hint=_HINT)
             try:
-                self._append(entry)
+                self._append(self.path, entry)
             except OSError as err:
                 self.error = err.strerror or str(err)
                 if intent:
@@ -121,12 +123,12 @@ class AuditLog:
             self.records.append(entry)
         return entry
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, path: Path, entry: dict[str, Any]) -> None:
         from azrdp.outfiles import open_private_append
 
         if self._fd is None:
             try:
-                self._fd = open_private_append(self.path)
+                self._fd = open_private_append(path)
             except AzrdpError as err:
                 raise OSError(errno.EIO, err.message) from None
         line = (json.dumps(entry, default=_jsonable, ensure_ascii=True) + "\n").encode("ascii")

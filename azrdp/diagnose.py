@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check, Status, verdict
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, UsageError
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 DEFAULT_PORT = 3389
 
@@ -33,7 +36,7 @@ DEFAULT_PORT = 3389
 class DiagnoseContext:
     """What a stage sees: read it, never change Azure from a diagnosis stage."""
 
-    session: Any
+    session: Session
     target: Target
     inventory: Any                    # azrdp.azure.inventory.Inventory
     path: Any                         # azrdp.azure.checks.RdpPath: the IP configuration RDP reaches
@@ -165,7 +168,6 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     if ctx.status("vm.agent") is not Status.PASS:
         return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
                       "(see vm.agent)")]
-    from azrdp.azure.lro import poll_interval
     from azrdp.guest import DEFAULT_TIMEOUT, diagnose_guest
     from azrdp.ui import waiting
 
@@ -174,11 +176,8 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
         with waiting(ctx.progress, f"Run Command (read the guest) on {ctx.target.name}", said="sent",
                      limit=DEFAULT_TIMEOUT) as wait:
             ctx.guest = diagnose_guest(
-                ctx.session.compute, ctx.target.resource_group, ctx.target.name,
-                instance_view=ctx.inventory.vm_properties.get("instanceView"),
-                probe_result=ctx.probe_result, rdp_port=ctx.port, clock=ctx.session.clock,
-                polling_interval=poll_interval(ctx.session), subscription=ctx.inventory.subscription,
-                on_wait=wait.update, on_conflict=wait.note)
+                ctx.session.vm(ctx.target), instance_view=ctx.inventory.vm_properties.get("instanceView"),
+                probe_result=ctx.probe_result, rdp_port=ctx.port, on_wait=wait.update, on_conflict=wait.note)
             wait.end("finished")
     except AzrdpError as err:
         return [Check("guest.run", Status.ERROR, f"the guest diagnosis did not complete: {err.message}",
@@ -195,7 +194,7 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
 BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage, wire_stage)
 
 
-def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
+def diagnose(session: Session, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
              host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
              stages: Sequence[Stage] = (), screenshot: str | Path | None = None,
              fetch: Callable[[str], bytes] | None = None, progress: ProgressSink = SILENT,
@@ -206,11 +205,10 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
     A fleet job passes the ``inventory`` it built from its lists (azrdp.azure.fleet), and, when
     it diagnoses a VM a second time after reading its agent, the ``probe_result`` it already has."""
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
-    from azrdp.azure.inventory import read_inventory
 
     validate_options(port, source_ip, probe_timeout, host=host)
     if inventory is None:
-        inventory = read_inventory(session, target, want_vnet=bool(source_ip), progress=progress)
+        inventory = session.vm(target).inventory(want_vnet=bool(source_ip), progress=progress)
     if os_type(inventory) == OS_LINUX:
         raise UsageError(f"VM {target} runs Linux; azrdp diagnoses Remote Desktop on Windows VMs.",
                          hint=f"For Linux use SSH, e.g. `az ssh vm -g {target.resource_group} -n {target.name}`.")
@@ -232,15 +230,13 @@ def diagnose(session: Any, target: Target, *, port: int = DEFAULT_PORT, source_i
 GUEST_STAGES: tuple[Stage, ...] = (guest_stage,)
 
 
-def _screenshot(session: Any, target: Target, vm: dict[str, Any], path: str | Path,
+def _screenshot(session: Session, target: Target, vm: dict[str, Any], path: str | Path,
                 fetch: Callable[[str], bytes] | None, progress: ProgressSink) -> dict[str, Any]:
-    from azrdp.azure.screenshot import save_screenshot
-
     if not vm["boot_diagnostics"]["enabled"]:
         return {"path": None, "error": "boot diagnostics are disabled, so there is no screenshot"}
     progress.status("Fetching the boot-diagnostics screenshot ...")
     try:
-        return save_screenshot(session, target.resource_group, target.name, path, fetch=fetch)
+        return session.vm(target).screenshot(path, fetch=fetch)
     except AzrdpError as err:
         return {"path": None, "error": err.message}
     except OSError as err:

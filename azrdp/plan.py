@@ -141,8 +141,8 @@ def _rdp_config_reasons(result: dict[str, Any]) -> list[str]:
     if rdp.get("deny") == 1 and rdp.get("deny_policy") is None:
         reasons.append("fDenyTSConnections=1 denies Remote Desktop connections")
     firewall = result.get("firewall")
-    if firewall and firewall["service"] == "Running" and not firewall["port_allowed"] and not firewall["blocked"] and \
-            not any(p["enabled"] and p["rules_ignored"] for p in firewall["profiles"]):
+    if firewall and firewall["service"] == "Running" and firewall["port_allowed"] is False and not firewall["blocked"] and \
+            not any(p["enabled"] and p["rules_ignored"] for p in firewall["profiles"] or []):
         reasons.append("no enabled Windows Firewall rule lets the RDP port in")
     listener = result.get("listener")
     if listener and (listener["state"] != "Listen" or not listener["tcp_listening"]) and \
@@ -156,6 +156,8 @@ def _acl_reasons(result: dict[str, Any]) -> list[str]:
     if not keys:
         return []
     reasons = []
+    if keys["files"] is None:
+        reasons.append("SYSTEM cannot list the MachineKeys folder")
     if not keys["default"]:
         reasons.append(f"the MachineKeys folder SDDL is not the default ({keys['sddl']})")
     key = keys["rdp_key"]
@@ -331,7 +333,11 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     if _status(checks, "vm.agent") is not Status.PASS:
         agent = _check(checks, "vm.agent")
         status = agent.summary if agent else "not reported: Run Command cannot reach the guest"
-        blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
+        if agent is not None and agent.status is Status.WARN and agent.details.get("last_operation"):
+            # a restart Windows has not answered yet (someone's, or this run's): not a broken agent
+            blocker = f"{status} (no repair was sent): wait a few minutes for Windows to boot, then run azrdp again"
+        else:
+            blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
         if result.reboot == "always":
             blocker += "; the --reboot restart may revive the agent"
         result.blockers.append(blocker)

@@ -23,9 +23,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azrdp.azure.lro import poll_interval
 from azrdp.checks import Check, Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_PROBLEM, AzrdpError, OperationTimeout
@@ -34,6 +33,9 @@ from azrdp.plan import Plan, check_steps, fused_eligible
 from azrdp.plan import plan as make_plan
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 DEFAULT_WAIT_TIMEOUT = 900.0
 
@@ -199,13 +201,14 @@ class RepairResult(JobResult):
 class _Job(Job[RepairResult]):
     """One fix run: its state is what a Ctrl-C report needs (done, in flight)."""
 
-    def __init__(self, session: Any, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
+    def __init__(self, session: Session, target: Target, options: FixOptions, *, audit: Any, clock: Clock,
                  progress: ProgressSink, confirm: Callable[[Plan], bool], prober: Any,
                  on_diagnosis: Callable[[Any], None] | None = None):
         super().__init__(target, audit=audit, clock=clock, progress=progress,
                          result=RepairResult(target, audit_records=audit.records,
                                              audit_path=str(audit.path) if audit.path else None))
         self.session = session
+        self.vm = session.vm(target, clock=clock)   # every ARM call about the VM, on this job's clock
         self.options = options
         self.confirm = confirm
         self.prober = prober
@@ -301,7 +304,8 @@ class _Job(Job[RepairResult]):
             self.result.verdict = "declined"
             return self.result
         if not plan.empty and not self.options.force:
-            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None, self.target)
+            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None,
+                           current.checks, self.clock.now(), self.target)
         self.execute(plan)
         if plan.start:
             current = self.second_pass()
@@ -324,19 +328,14 @@ class _Job(Job[RepairResult]):
 
     def execute(self, plan: Plan) -> None:
         o = self.options
-        s = self.session
         rg, vm = self.target.resource_group, self.target.name
         if plan.start:
-            from azrdp.azure.power import start_vm, wait_for_agent
-
             self.say(f"Starting VM {self.target} through ARM (seconds, then Windows boots for about a minute) ...")
             self.record("start", status="requested", intent=True)
             self.in_flight = "a start of the VM (ARM will finish it)"
             begun = self.clock.monotonic()
             with self.waiting(f"Start of {vm}", said="sent", limit=o.power_timeout) as wait:
-                outcome = start_vm(s.compute, rg, vm, clock=self.clock, timeout=o.power_timeout,
-                                   polling_interval=poll_interval(s), subscription=s.subscription_id,
-                                   on_poll=wait.update)
+                outcome = self.vm.start(timeout=o.power_timeout, on_poll=wait.update)
                 wait.end("started")
             self.in_flight = None
             self.timed("start", begun)
@@ -347,9 +346,7 @@ class _Job(Job[RepairResult]):
             begun = self.clock.monotonic()
             self.power_changed_at = outcome.started
             with self.waiting(f"VM agent on {vm}", limit=o.wait_timeout) as wait:
-                agent = wait_for_agent(s.compute, rg, vm, clock=self.clock, timeout=o.wait_timeout,
-                                       subscription=s.subscription_id, since=outcome.started,
-                                       on_poll=wait.update)
+                agent = self.vm.wait_for_agent(timeout=o.wait_timeout, since=outcome.started, on_poll=wait.update)
                 wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
             self.timed("agent", begun)
             if not agent.ready:
@@ -357,8 +354,6 @@ class _Job(Job[RepairResult]):
                                            f"({agent.why})")
             return
         for rule in plan.rules:
-            from azrdp.azure.nsg_rules import create_rule
-
             self.say(f"Adding NSG rule {rule.name} to {rule.nsg_name} (TCP {rule.port} from {rule.source}) ...")
             self.record("nsg-rule", status="requested", rule=rule.to_dict(), undo=f"azrdp revoke {vm} -g {rg}",
                         intent=True)
@@ -366,7 +361,7 @@ class _Job(Job[RepairResult]):
             begun = self.clock.monotonic()
             try:
                 with self.waiting(f"NSG rule {rule.name} on {rule.nsg_name}", said="sent", limit=300.0) as wait:
-                    create_rule(s, rule, clock=self.clock, on_poll=wait.update)
+                    self.vm.put_rule(rule, on_poll=wait.update)
                     wait.end("created")
             except AzrdpError as err:  # ARM may have accepted the PUT: the rule may exist
                 self.in_flight = None
@@ -388,7 +383,6 @@ class _Job(Job[RepairResult]):
         from azrdp.guest import RepairOutcome, run_payload
 
         o = self.options
-        s = self.session
         parameters = plan.parameters()
         self.say(f"Running the repair payload through Run Command ({', '.join(plan.guest_steps)}; about 20-40 s) ...")
         self.record("run-command", status="sent", payload="repair", run_id=self.run_id, parameters=parameters,
@@ -403,10 +397,8 @@ class _Job(Job[RepairResult]):
 
         try:
             with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
-                result, run = run_payload(s.compute, self.target.resource_group, self.target.name, "repair", values,
-                                          instance_view=view, clock=self.clock, timeout=o.run_command_timeout,
-                                          polling_interval=poll_interval(s), subscription=s.subscription_id,
-                                          on_wait=wait.update, on_conflict=wait.note)
+                result, run = run_payload(self.vm, "repair", values, instance_view=view,
+                                          timeout=o.run_command_timeout, on_wait=wait.update, on_conflict=wait.note)
         except RunCommandUncertain as err:   # never resent: it may have changed the guest
             self.in_flight = None
             self.changed_something = True
@@ -431,8 +423,6 @@ class _Job(Job[RepairResult]):
         return outcome
 
     def restart_if_needed(self, plan: Plan, outcome: Any) -> None:
-        from azrdp.azure.power import restart_vm
-
         needs = []
         if outcome is not None:
             needs = [st["name"] for st in outcome.steps if st["reboot_required"]]
@@ -447,7 +437,6 @@ class _Job(Job[RepairResult]):
                                            f"--reboot` or `az vm restart`)")
             return
         why = "asked with --reboot" if plan.reboot == "always" else f"needed by {', '.join(needs)}"
-        s = self.session
         self.say(f"Restarting VM {self.target} through ARM ({why}; Windows then reboots for about a minute) ...")
         self.record("restart", status="requested", why=why, intent=True)
         self.in_flight = "a restart of the VM (ARM may still be restarting it)"
@@ -455,9 +444,7 @@ class _Job(Job[RepairResult]):
         self.result.counts["restarts"] += 1
         try:
             with self.waiting(f"Restart of {self.target.name}", said="sent", limit=self.options.power_timeout) as wait:
-                outcome_lro = restart_vm(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                                         timeout=self.options.power_timeout, polling_interval=poll_interval(s),
-                                         subscription=s.subscription_id, on_poll=wait.update)
+                outcome_lro = self.vm.restart(timeout=self.options.power_timeout, on_poll=wait.update)
                 wait.end("restarted")
         except AzrdpError as err:
             from azrdp.azure.power import PowerRequestUncertain
@@ -541,33 +528,26 @@ class _Job(Job[RepairResult]):
         self.result.next_steps = next_steps(self.result, self.target)
 
     def wait_for_agent_after_change(self) -> None:
-        from azrdp.azure.power import wait_for_agent
-
-        s = self.session
         begun = self.clock.monotonic()
         with self.waiting(f"VM agent on {self.target.name} (to read the guest)", limit=self.options.wait_timeout) as wait:
-            agent = wait_for_agent(s.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                                   timeout=self.options.wait_timeout, subscription=s.subscription_id,
-                                   since=self.power_changed_at, on_poll=wait.update)
+            agent = self.vm.wait_for_agent(timeout=self.options.wait_timeout, since=self.power_changed_at,
+                                           on_poll=wait.update)
             wait.end("Ready" if agent.ready else f"not Ready ({agent.why})")
         self.timed("agent", begun)
 
     def wait_for_reboot(self, host: str, port: int) -> Any:
         """A restart's operation ends before Windows goes down: an answer from the old listener
         verifies nothing. Wait for the port to go down or a fresh agent report first."""
-        from azrdp.azure.power import wait_for_reboot
         from azrdp.rdp import probe
 
         prober = self.prober or probe
         probe_timeout = min(self.options.probe_timeout, 3.0)
-        s = self.session
         with self.waiting(f"the restart to reach Windows on {self.target.name}",
                           limit=self.options.wait_timeout) as wait:
-            reboot = wait_for_reboot(
-                s.compute, self.target.resource_group, self.target.name, since=self.restarted_at,
+            reboot = self.vm.wait_for_reboot(
+                since=self.restarted_at,
                 port_answers=lambda: prober(host, port, timeout=probe_timeout, clock=self.clock).answers,
-                clock=self.clock, timeout=self.options.wait_timeout, subscription=s.subscription_id,
-                on_poll=wait.update)
+                timeout=self.options.wait_timeout, on_poll=wait.update)
             wait.end({"port_down": "RDP went down", "agent_reported": "the agent reported after the restart",
                       "unknown": "not judged", "timeout": "no sign of it"}[reboot.seen])
         if reboot.seen == "timeout":
@@ -577,22 +557,19 @@ class _Job(Job[RepairResult]):
         return reboot
 
 
-def refuse_if_busy(instance_view: Any, target: Target) -> None:
-    """One repair at a time per VM: a Run Command in flight (the RunCommandWindows extension's
-    instance view says Transitioning: another azrdp run, a sweep or a person) is a usage error
-    (exit 2) before anything is changed, unless ``--force``."""
-    for extension in (instance_view or {}).get("extensions") or []:
-        if not str(extension.get("type") or extension.get("name") or "").endswith("RunCommandWindows"):
-            continue
-        for status in extension.get("statuses") or []:
-            if "transitioning" in str(status.get("code") or "").lower():
-                from azrdp.errors import UsageError
-                from azrdp.logsafe import printable
+def refuse_if_busy(instance_view: Any, checks: Any, now: Any, target: Target) -> None:
+    """One repair at a time per VM: while another run changes the VM (a Run Command in flight, an
+    ARM operation in flight, a restart Windows has not answered yet: azrdp.azure.activity), a repair
+    is a usage error (exit 2) before anything is changed, unless ``--force``."""
+    from azrdp.azure.activity import run_in_progress
+    from azrdp.errors import UsageError
 
-                since = f" since {printable(status.get('time'))}" if status.get("time") else ""
-                raise UsageError(f"another Run Command is in progress on VM {target}{since} (another azrdp fix or "
-                                 "sweep, or a person): azrdp repairs one VM one run at a time; nothing was changed.",
-                                 hint="Wait for it to finish and run azrdp again, or pass --force.")
+    busy = run_in_progress(instance_view, checks, now)
+    if busy is not None:
+        what, since = busy
+        raise UsageError(f"{what} on VM {target}{since} (another azrdp fix or sweep, or a person): azrdp repairs one VM "
+                         "one run at a time; nothing was changed.",
+                         hint="Wait for it to finish and run azrdp again, or pass --force.")
 
 
 def backups_of(step: dict[str, Any], steps: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
@@ -673,7 +650,7 @@ def _restart_still_needed(result: RepairResult, target: Target) -> list[str]:
             "need not run again)"]
 
 
-def fix(session: Any, target: Target, options: FixOptions | None = None, *, audit: Any,
+def fix(session: Session, target: Target, options: FixOptions | None = None, *, audit: Any,
         confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: ProgressSink = SILENT,
         prober: Any = None, on_diagnosis: Callable[[Any], None] | None = None) -> RepairResult:
     """Diagnose, plan, confirm, repair, restart when needed, wait until RDP answers, re-diagnose.

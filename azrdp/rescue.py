@@ -28,7 +28,7 @@ import secrets
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from azrdp.checks import Status
 from azrdp.clock import Clock
@@ -36,6 +36,9 @@ from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, Usage
 from azrdp.job import Job, JobResult
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import AzureVm, Session
 
 PHASES = ("snapshot", "copy", "group", "network", "rescue-vm", "offline-repair", "detach", "stop", "swap",
           "start", "verify", "cleanup")
@@ -231,18 +234,25 @@ def plan_rescue(diagnosis: Any, vm: dict[str, Any], os_disk: dict[str, Any] | No
 
 
 class _Job(Job[RescueResult]):
-    def __init__(self, session: Any, target: Target, options: RescueOptions, *, audit: Any, clock: Clock,
+    def __init__(self, session: Session, target: Target, options: RescueOptions, *, audit: Any, clock: Clock,
                  progress: ProgressSink, prober: Any):
         from azrdp.azure.disks import Arm
-        from azrdp.azure.lro import poll_interval
 
         super().__init__(target, audit=audit, clock=clock, progress=progress,
                          result=RescueResult(target, audit_path=str(audit.path) if audit.path else None))
         self.session = session
         self.options = options
         self.prober = prober
-        self.arm = Arm(session, clock=clock, timeout=options.operation_timeout, polling_interval=poll_interval(session))
+        self.arm = Arm(session, clock=clock, timeout=options.operation_timeout)
         self.state: dict[str, Any] = {}
+
+    def rescued_vm(self) -> AzureVm:
+        """The handle of the VM being rescued, as its rescue state names it."""
+        return self.session.vm(Target(self.state["vm"], self.state["resource_group"]), clock=self.clock)
+
+    def rescue_vm(self) -> AzureVm:
+        """The handle of the rescue VM in the rescue's own resource group."""
+        return self.session.vm(Target(self.state["rescue_vm"], self.state["group"]), clock=self.clock)
 
     def record(self, phase: str, status: str, **fields: Any) -> dict[str, Any]:
         entry = self.audit.record("rescue", phase=phase, status=status, rescue_id=self.state.get("rescue_id"),
@@ -367,8 +377,6 @@ class _Job(Job[RescueResult]):
         return {}
 
     def phase_rescue_vm(self) -> dict[str, Any]:
-        from azrdp.azure.power import wait_for_agent
-
         s = self.state
         self.say(f"Creating rescue VM {s['rescue_vm']} with {s['copy']} attached (about 2-5 minutes) ...")
         existing = self.arm.vm(s["group"], s["rescue_vm"])
@@ -377,9 +385,8 @@ class _Job(Job[RescueResult]):
                                       nic_id=s["nic_id"], data_disk_id=s["copy_id"], password=_password(),
                                       generation=s["generation"], tags=self._tags())
         self.say("Waiting for the rescue VM's agent ...")
-        agent = wait_for_agent(self.arm.compute, s["group"], s["rescue_vm"], clock=self.clock,
-                               timeout=self.options.wait_timeout, interval=self.options.agent_poll_interval,
-                               subscription=self.arm.subscription)
+        agent = self.rescue_vm().wait_for_agent(timeout=self.options.wait_timeout,
+                                                interval=self.options.agent_poll_interval)
         if not agent.ready:
             raise _azure_error(f"the rescue VM's agent did not become Ready within {self.options.wait_timeout:g} s "
                                f"({agent.why}).")
@@ -390,9 +397,8 @@ class _Job(Job[RescueResult]):
 
         s = self.state
         self.say("Running the offline repair on the rescue VM through Run Command (about 20-60 s) ...")
-        result, run = run_payload(self.arm.compute, s["group"], s["rescue_vm"], "rescue", {"RunId": _run_id(s)},
-                                  clock=self.clock, timeout=self.options.run_command_timeout,
-                                  polling_interval=self.arm.polling_interval, subscription=self.arm.subscription)
+        result, run = run_payload(self.rescue_vm(), "rescue", {"RunId": _run_id(s)},
+                                  timeout=self.options.run_command_timeout)
         self.result.repair = result
         if result["found"] != "ok" or not result["hives_unloaded"] or result["error"]:
             problem = result["error"] or ("the offline hives could not be unloaded" if not result["hives_unloaded"]
@@ -426,17 +432,12 @@ class _Job(Job[RescueResult]):
         return {"original_disk": s["original_disk"], "undo": f"azrdp rescue {s['vm']} -g {s['resource_group']} --undo"}
 
     def phase_start(self) -> dict[str, Any]:
-        from azrdp.azure.power import start_vm
-
         s = self.state
         self.say(f"Starting VM {s['vm']} on the repaired disk ...")
-        start_vm(self.arm.compute, s["resource_group"], s["vm"], clock=self.clock,
-                 timeout=self.options.operation_timeout, polling_interval=self.arm.polling_interval,
-                 subscription=self.arm.subscription)
+        self.rescued_vm().start(timeout=self.options.operation_timeout)
         return {}
 
     def phase_verify(self) -> dict[str, Any]:
-        from azrdp.azure.power import wait_for_agent
         from azrdp.rdp import parse_target, wait_until_answers
 
         o = self.options
@@ -454,9 +455,8 @@ class _Job(Job[RescueResult]):
                             "attempts": wait.attempts, "seconds": round(wait.elapsed, 3), "outcome": wait.last.outcome}
         else:
             verification["outside_check"] = "skipped: no public IP and no --host"
-        agent = wait_for_agent(self.arm.compute, self.target.resource_group, self.target.name, clock=self.clock,
-                               timeout=min(o.wait_timeout, 600.0), interval=o.agent_poll_interval,
-                               subscription=self.arm.subscription)
+        agent = self.session.vm(self.target, clock=self.clock).wait_for_agent(
+            timeout=min(o.wait_timeout, 600.0), interval=o.agent_poll_interval)
         verification["agent_ready"] = agent.ready
         self.say("Re-diagnosing ...")
         self.result.after = self.diagnose(guest=agent.ready)
@@ -476,8 +476,6 @@ class _Job(Job[RescueResult]):
 
     # -- undo -------------------------------------------------------------------------------------
     def undo(self) -> RescueResult:
-        from azrdp.azure.power import start_vm
-
         s = self.state
         done = set(s["done"])
         if "swap" in done or self.in_swap():
@@ -491,16 +489,10 @@ class _Job(Job[RescueResult]):
                     s["resource_group"], s["vm"], disk_id=s["original_disk"]["id"], disk_name=s["original_disk"]["name"]),
                     f"Swapping the original OS disk {s['original_disk']['name']} back ...")
                 if s.get("power_before") != "deallocated":
-                    self.step_undo("start", lambda: start_vm(self.arm.compute, s["resource_group"], s["vm"],
-                                                             clock=self.clock, timeout=self.options.operation_timeout,
-                                                             polling_interval=self.arm.polling_interval,
-                                                             subscription=self.arm.subscription),
+                    self.step_undo("start", lambda: self.rescued_vm().start(timeout=self.options.operation_timeout),
                                    f"Starting VM {s['vm']} on its original disk ...")
         elif "stop" in done and "start" not in done and s.get("power_before") == "running":
-            self.step_undo("start", lambda: start_vm(self.arm.compute, s["resource_group"], s["vm"], clock=self.clock,
-                                                     timeout=self.options.operation_timeout,
-                                                     polling_interval=self.arm.polling_interval,
-                                                     subscription=self.arm.subscription),
+            self.step_undo("start", lambda: self.rescued_vm().start(timeout=self.options.operation_timeout),
                            f"Starting VM {s['vm']} again ...")
         if "group" in done or "group" == self.state.get("interrupted_in"):
             if not s.get("group_deleted") and self.arm.group(s["group"]) is not None:
@@ -545,7 +537,7 @@ def _azure_error(message: str) -> AzrdpError:
                                              "`--undo` reverses.")
 
 
-def rescue(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
+def rescue(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
            confirm: Callable[[RescuePlan], bool] = lambda plan: True, clock: Clock | None = None,
            progress: ProgressSink = SILENT, prober: Any = None) -> RescueResult:
     """Diagnose, plan, confirm and run a rescue. Raises typed errors only for what stops it before
@@ -577,7 +569,7 @@ def _resumable(records: Sequence[dict[str, Any]], target: Target, what: str) -> 
     return state
 
 
-def resume(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
+def resume(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
            records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT,
            prober: Any = None) -> RescueResult:
     """Continue the newest unfinished rescue of ``target`` from its audit record."""
@@ -599,7 +591,7 @@ def resume(session: Any, target: Target, options: RescueOptions | None = None, *
     return result
 
 
-def undo(session: Any, target: Target, options: RescueOptions | None = None, *, audit: Any,
+def undo(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
          records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT) -> RescueResult:
     """Reverse the newest rescue of ``target``: swap the original OS disk back, delete the rescue group.
     The snapshot and the copy are kept (the report says how to remove them)."""

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check, Status
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 
 @dataclass
@@ -68,7 +71,7 @@ class SmokeResult:
                 "notes": self.notes}
 
 
-def smoke_check(open_session: Callable[[], Any], target: Target, *, host: str | None = None, port: int = 3389,
+def smoke_check(open_session: Callable[[], Session], target: Target, *, host: str | None = None, port: int = 3389,
                 probe_timeout: float = 5.0, wait: float = 0.0, guest: bool = True, source_ip: str | None = None,
                 clock: Clock = SYSTEM_CLOCK, progress: ProgressSink = SILENT) -> SmokeResult:
     """Check that ``target`` answers RDP. ``open_session()`` is called only when Azure is needed."""

@@ -32,12 +32,16 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.session import AzureSession
+    from azrdp.azure.shared_reads import SharedReadSession
 
 DEFAULT_MAX_PARALLEL = 8
 """Eight VMs at a time read the guest or repair (Run Commands take 20-40 s each and come out of the
@@ -56,6 +60,8 @@ OUTCOMES = {
     "fixed": "a problem was found and repaired; RDP answers now",
     "unhealthy": "a problem was found and is still there (the report says why it was not repaired)",
     "unverified": "no check failed, but the RDP port could not be probed (no public IP, VM not running, --no-probe)",
+    "busy": "another run is changing the VM (a Run Command or an Azure operation in flight, a restart Windows has "
+            "not answered yet): not judged, not repaired",
     "error": "azrdp could not check this VM (permission, not found, an Azure failure)",
 }
 ANSWERING = ("healthy", "fixed")
@@ -200,7 +206,7 @@ class SweepResult:
 
 # -- selecting -------------------------------------------------------------------------------------
 
-def resolve_subscriptions(session: Any, selection: Selection) -> list[tuple[str, str | None]]:
+def resolve_subscriptions(session: AzureSession, selection: Selection) -> list[tuple[str, str | None]]:
     """(id, name) of each subscription to sweep: the given ones (names resolved through
     GET /subscriptions only when needed), or every subscription the credential sees."""
     from azrdp.azure.subscription import resolve_subscription
@@ -238,8 +244,8 @@ class _Scope:
     """One subscription as the workers see it: its session (shared back-off, shared reads), what
     its fleet listing has said so far, and its VMs still waiting for their evidence."""
 
-    session: Any           # the plain session, for repairs
-    checking: Any          # the same with shared network reads, for the check phase
+    session: AzureSession        # the plain session, for repairs
+    checking: SharedReadSession  # the same with shared network reads, for the check phase
     backoff: Any
     view: Any = None       # azrdp.azure.fleet.FleetView
     per_vm_reads: int = 0  # reads the lists could not answer (agent status, unlisted references)
@@ -281,7 +287,7 @@ class _Scope:
             return ready
 
 
-def sweep(session: Any, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
+def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: FixPolicy = FixPolicy(),
           guest: bool = False, max_parallel: int = DEFAULT_MAX_PARALLEL, port: int = 3389,
           source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
           fix_options: dict[str, Any] | None = None, audit_path: Any = None,
@@ -431,24 +437,26 @@ class _Worker:
         the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
         fails nothing is 'unverified' without an agent read."""
         from azrdp.azure.checks import power_state
-        from azrdp.azure.inventory import read_agent, read_inventory
         from azrdp.diagnose import GUEST_STAGES, diagnose
 
         target = vm.target()
-        inventory = read_inventory(scope.checking, target, want_vnet=bool(self.source_ip), listed=scope.view)
+        handle = scope.checking.vm(target)
+        inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=scope.view)
         running = power_state(inventory) == "running"
         options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe, probe_timeout=self.probe_timeout,
                        stages=GUEST_STAGES if self.guest else ())
         try:
             if self.guest and running:
-                read_agent(scope.checking, inventory)
+                handle.read_agent(inventory)
             diagnosis = diagnose(scope.checking, target, inventory=inventory, **options)
             result = _from_diagnosis(vm, diagnosis)
             if not diagnosis.ok and running and not inventory.agent_known:
-                read_agent(scope.checking, inventory)
+                handle.read_agent(inventory)
                 diagnosis = diagnose(scope.checking, target, inventory=inventory,
                                      probe_result=diagnosis.probe_result, **options)
                 result = _from_diagnosis(vm, diagnosis)
+            if result.outcome == "unhealthy":
+                result = _busy(vm, result, inventory, diagnosis, self.clock.now())
         finally:
             scope.counted(inventory.requests)
         return result, diagnosis
@@ -486,6 +494,19 @@ def _from_diagnosis(vm: SelectedVm, diagnosis: Any) -> VmResult:
     else:
         outcome = "unhealthy"
     return VmResult(vm, outcome, diagnosis.summary(), answers=answers, checks=list(diagnosis.checks))
+
+
+def _busy(vm: SelectedVm, checked: VmResult, inventory: Any, diagnosis: Any, now: Any) -> VmResult:
+    """A VM another run is changing (a fix being verified, a person's restart) is not judged
+    unhealthy for what that run is doing to it, and is not repaired beside it."""
+    from azrdp.azure.activity import run_in_progress
+
+    busy = run_in_progress(inventory.vm_properties.get("instanceView"), diagnosis.checks, now)
+    if busy is None:
+        return checked
+    what, since = busy
+    return VmResult(vm, "busy", f"{what}{since}: not judged or repaired now; azrdp sweep looks again at its next run",
+                    answers=checked.answers, checks=checked.checks)
 
 
 def _from_repair(vm: SelectedVm, checked: VmResult, repaired: Any) -> VmResult:

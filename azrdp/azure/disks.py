@@ -14,12 +14,15 @@ disks, and the OS-disk swap as a VM update of ``storageProfile.osDisk.managedDis
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.azure import wire_dict
 from azrdp.azure.power import LroOutcome, run_lro
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 RESOURCES_API = "2021-04-01"
 RESCUE_IMAGE = {"publisher": "MicrosoftWindowsServer", "offer": "WindowsServer",
@@ -34,14 +37,16 @@ RESCUE_PREFIX = "10.250.0.0/24"
 class Arm:
     """One place that runs rescue's ARM calls with the same clock, timeout and polling."""
 
-    def __init__(self, session: Any, *, clock: Clock = SYSTEM_CLOCK, timeout: float = 1800.0,
+    def __init__(self, session: Session, *, clock: Clock = SYSTEM_CLOCK, timeout: float = 1800.0,
                  polling_interval: float | None = None):
+        from azrdp.azure.lro import poll_interval
+
         self.session = session
         self.compute = session.compute
         self.network = session.network
         self.clock = clock
         self.timeout = timeout
-        self.polling_interval = polling_interval
+        self.polling_interval = poll_interval(session) if polling_interval is None else polling_interval
         self.subscription = session.subscription_id
 
     def _lro(self, begin: Callable[..., Any], *, client: Any, action: str, doing: str,

@@ -29,9 +29,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.target import id_key
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 # What azure-mgmt-compute 39 and azure-mgmt-network 33 send (the emulator accepts only these).
 COMPUTE_API = "2026-04-01"
@@ -92,7 +95,7 @@ class FleetView:
                     self.resources[id_key(subnet["id"])] = ("subnet", subnet)
 
 
-def read_fleet(session: Any, resource_groups: Iterable[str] = (), *, view: FleetView | None = None,
+def read_fleet(session: Session, resource_groups: Iterable[str] = (), *, view: FleetView | None = None,
                on_page: Callable[[FleetView], None] | None = None) -> FleetView:
     """List the VMs (with their run time status) and the network resources of the session's
     subscription, or only of ``resource_groups`` (a group that does not exist in this

@@ -21,9 +21,12 @@ import json
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check, Status
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 START = re.compile(r"=+\s*Microsoft Azure VM Health Report - Start\b[^\n]*")
 END = re.compile(r"=+\s*Microsoft Azure VM Health Report - End\b")
@@ -114,7 +117,7 @@ def health_check(report: dict[str, Any] | None, *, now: datetime, rescue_hint: s
                  facts)
 
 
-def read_serial_log(session: Any, resource_group: str, vm_name: str, *, fetch: Callable[[str], bytes] | None = None) -> str:
+def read_serial_log(session: Session, resource_group: str, vm_name: str, *, fetch: Callable[[str], bytes] | None = None) -> str:
     """The serial log's text (at most MAX_LOG_BYTES, decoded leniently)."""
     from azrdp.azure.screenshot import boot_diagnostics_blob
 
@@ -135,7 +138,7 @@ def boot_health_stage(ctx: Any) -> list[Check]:
     ctx.progress.status("Reading the serial log's VM Health Report ...")
     now = datetime.now(timezone.utc)
     try:
-        log = read_serial_log(ctx.session, target.resource_group, target.name)
+        log = ctx.session.vm(target).serial_log()
     except AzrdpError as err:
         return [health_check(None, now=now, rescue_hint=hint, error=err.message[:80])]
     return [health_check(parse_health_report(log), now=now, rescue_hint=hint)]

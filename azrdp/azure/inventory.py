@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.azure import wire_dict
 from azrdp.errors import AzrdpError, NotFoundError
 from azrdp.target import ResourceId, Target, id_key, parse_resource_id
 from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 _KINDS = {
     "microsoft.network/networkinterfaces": "nic",
@@ -90,7 +93,7 @@ class Inventory:
 class _Reader:
     """Issues one round of parallel reads and files the results."""
 
-    def __init__(self, session: Any, inventory: Inventory, max_workers: int):
+    def __init__(self, session: Session, inventory: Inventory, max_workers: int):
         self.session = session
         self.inventory = inventory
         self.max_workers = max_workers
@@ -125,7 +128,7 @@ class _Reader:
         return results
 
 
-def read_inventory(session: Any, target: Target, *, want_vnet: bool = False,
+def read_inventory(session: Session, target: Target, *, want_vnet: bool = False,
                    progress: ProgressSink = SILENT, max_workers: int = 8, listed: Any = None) -> Inventory:
     """Read the VM and everything on its RDP path. Raises typed errors for the VM itself (not
     found, no permission); a broken reference further down is kept in the inventory.
@@ -209,7 +212,7 @@ def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, lis
             inventory.resources[id_key(rid)] = _filed(rid, body, error, subscription, azure_error)
 
 
-def read_agent(session: Any, inventory: Inventory) -> None:
+def read_agent(session: Session, inventory: Inventory) -> None:
     """One read (VirtualMachines_InstanceView) for a VM that came from a fleet list: the full
     instance view, VM agent included, replaces the listed run time status."""
     from azure.core.exceptions import AzureError

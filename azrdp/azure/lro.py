@@ -12,16 +12,19 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from azrdp.clock import Clock, Interrupted
 
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
+
 POLL_CAP = 5.0          # LRO status polls at most this far apart (the SDK default is 30 s)
 
 
-def poll_interval(session: Any) -> float:
+def poll_interval(session: Session) -> float:
     """How often to poll an ARM operation azrdp waits on: the session's interval, capped at 5 s,
     so an operation that ends is noticed within seconds, not up to 30 s later (a Retry-After from
     ARM still wins)."""

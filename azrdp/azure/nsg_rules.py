@@ -28,12 +28,15 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
 from azrdp.logsafe import printable
-from azrdp.ui import SILENT
+from azrdp.ui import SILENT, ProgressSink
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 RULE_PREFIX = "azrdp-allow-rdp-"
 MARKER = "azrdp:"
@@ -140,15 +143,16 @@ def check_allow_for(allow_for: timedelta) -> timedelta:
     return allow_for
 
 
-def caller_identity(session: Any = None) -> str:
+def caller_identity(session: Session | None = None) -> str:
     """Who is making the change: the signed-in identity's name from its token when it says
     (upn, preferred_username, unique_name, app id), else the OS user. The token is read only for
     those claims and never logged or stored."""
     credential = getattr(session, "credential", None)
-    endpoint = getattr(session, "endpoint", None)
+    endpoint = getattr(session, "endpoint", None)   # an AzureSession's; a Session need not have one
+    cloud = getattr(session, "cloud", None)
     scope = None
     try:
-        scope = endpoint.token_scope if endpoint is not None else session.cloud.arm()[1]
+        scope = endpoint.token_scope if endpoint is not None else cloud.arm()[1]
     except Exception:  # noqa: BLE001 - no session, or no cloud: fall back to the OS user
         scope = None
     if credential is not None and scope:
@@ -333,7 +337,7 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
 PRIORITY_ATTEMPTS = 3
 
 
-def create_rule(session: Any, rule: RulePlan, *, clock: Any, timeout: float = 300.0,
+def create_rule(session: Session, rule: RulePlan, *, clock: Any, timeout: float = 300.0,
                 attempts: int = PRIORITY_ATTEMPTS, on_poll: Any = None) -> Any:
     """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual).
     ``on_poll(status)`` hears ARM's status of the operation while azrdp waits (the status line).
@@ -373,7 +377,7 @@ def _priority_conflict(err: BaseException) -> bool:
     return "SecurityRuleConflict" in getattr(err, "message", "")   # translate() names ARM's code
 
 
-def _next_free_priority(session: Any, rule: RulePlan) -> int | None:
+def _next_free_priority(session: Session, rule: RulePlan) -> int | None:
     from azrdp.azure import wire_dict
     from azrdp.azure.nsg import SecurityGroup, free_priority
 
@@ -382,7 +386,7 @@ def _next_free_priority(session: Any, rule: RulePlan) -> int | None:
     return free_priority(nsg, below=int(rule.beats.get("priority") or rule.priority + 1))
 
 
-def delete_rule(session: Any, resource_group: str, nsg_name: str, name: str, *, clock: Any,
+def delete_rule(session: Session, resource_group: str, nsg_name: str, name: str, *, clock: Any,
                 timeout: float = 300.0, on_poll: Any = None) -> Any:
     from azrdp.azure.lro import poll_interval
     from azrdp.azure.power import run_lro
@@ -570,7 +574,7 @@ class RevokeResult:
         return "\n".join(printable(line) for line in lines)
 
 
-def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress: Any = SILENT,
+def revoke(session: Session, target: Any, *, audit: Any, clock: Any = None, progress: ProgressSink = SILENT,
            expired_only: bool = False, dry_run: bool = False, every_vm: bool = False) -> RevokeResult:
     """Remove the rules azrdp made for ``target`` on the NSGs of its NICs and subnets (and only
     those: a subnet NSG may carry rules azrdp made for other VMs; ``every_vm`` removes those too);
@@ -590,8 +594,8 @@ def revoke(session: Any, target: Any, *, audit: Any, clock: Any = None, progress
     return _remove(session, result, audit=audit, clock=clock, progress=progress, expired_only=expired_only)
 
 
-def revoke_expired(session: Any, *, audit: Any, resource_group: str | None = None, clock: Any = None,
-                   progress: Any = SILENT, dry_run: bool = False) -> RevokeResult:
+def revoke_expired(session: Session, *, audit: Any, resource_group: str | None = None, clock: Any = None,
+                   progress: ProgressSink = SILENT, dry_run: bool = False) -> RevokeResult:
     """Remove every expired azrdp rule on every NSG of a resource group (or of the whole
     subscription): what an Automation schedule runs, since Azure never expires a rule by itself."""
     from azure.core.exceptions import AzureError
@@ -601,8 +605,7 @@ def revoke_expired(session: Any, *, audit: Any, resource_group: str | None = Non
 
     clock = clock or session.clock
     scope = f"resource group {resource_group}" if resource_group else f"subscription {session.subscription_id}"
-    if progress is not None:
-        progress.info(f"Listing the NSGs of {scope} ...")
+    progress.info(f"Listing the NSGs of {scope} ...")
     groups = session.network.network_security_groups
     try:
         bodies = [wire_dict(n) for n in (groups.list(resource_group) if resource_group else groups.list_all())]
@@ -633,7 +636,7 @@ class _Listed:
         return self.body.get("properties") or {}
 
 
-def _remove(session: Any, result: RevokeResult, *, audit: Any, clock: Any, progress: Any,
+def _remove(session: Session, result: RevokeResult, *, audit: Any, clock: Any, progress: ProgressSink,
             expired_only: bool) -> RevokeResult:
     from azrdp.audit import AuditWriteError
     from azrdp.errors import AzrdpError
@@ -651,8 +654,7 @@ def _remove(session: Any, result: RevokeResult, *, audit: Any, clock: Any, progr
             audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
                          in_flight=None, signal=stop)
             raise KeyboardInterrupt(stop)
-        if progress is not None:
-            progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
+        progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
         try:
             audit.record("nsg-rule", status="remove-requested", rule=rule.to_dict(now), intent=True)
         except AuditWriteError as err:  # nothing is removed without a record
@@ -675,14 +677,12 @@ def _remove(session: Any, result: RevokeResult, *, audit: Any, clock: Any, progr
             in_flight = f"the removal of rule {rule.name} from NSG {rule.nsg_name}"
             audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
                          in_flight=in_flight, rule=rule.to_dict(now))
-            if progress is not None:
-                progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
+            progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
             raise
         result.removed.append(rule)
         audit.record("nsg-rule", status="removed", rule=rule.to_dict(now))
     result.audit_error = result.audit_error or audit.error
-    if progress is not None:
-        progress.done()
+    progress.done()
     return result
 
 

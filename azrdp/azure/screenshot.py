@@ -11,9 +11,12 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.errors import AzureOperationError
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import Session
 
 Fetch = Callable[[str], bytes]
 
@@ -33,7 +36,7 @@ def http_fetch(url: str, *, timeout: float = 60.0, what: str = "the screenshot")
     return response.content
 
 
-def boot_diagnostics_blob(session: Any, resource_group: str, vm_name: str, *, uri_attribute: str, what: str,
+def boot_diagnostics_blob(session: Session, resource_group: str, vm_name: str, *, uri_attribute: str, what: str,
                           missing: str, fetch: Fetch | None = None) -> bytes:
     """One boot-diagnostics blob (the screenshot or the serial log): retrieveBootDiagnosticsData
     for a 5-minute SAS URI, then the blob by that URI. ``missing`` is the error when Azure names
@@ -54,7 +57,7 @@ def boot_diagnostics_blob(session: Any, resource_group: str, vm_name: str, *, ur
     return fetch(uri) if fetch is not None else http_fetch(uri, what=what)
 
 
-def save_screenshot(session: Any, resource_group: str, vm_name: str, path: str | Path, *,
+def save_screenshot(session: Session, resource_group: str, vm_name: str, path: str | Path, *,
                     fetch: Fetch | None = None) -> dict[str, Any]:
     """Fetch the VM's console screenshot and write it to ``path`` as PNG. Returns what was saved."""
     data = boot_diagnostics_blob(session, resource_group, vm_name, uri_attribute="console_screenshot_blob_uri",

@@ -14,11 +14,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import UsageError
+
+if TYPE_CHECKING:
+    from azrdp.azure.vm import AzureVm
+    from azrdp.target import Target
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,12 @@ class AzureSession:
         from azure.mgmt.network import NetworkManagementClient
 
         return self._own(NetworkManagementClient(self.credential, self.subscription_id, **self._client_kwargs()))
+
+    def vm(self, target: Target, *, clock: Clock | None = None) -> AzureVm:
+        """The handle that owns every ARM call about ``target`` (azrdp.azure.vm)."""
+        from azrdp.azure.vm import AzureVm
+
+        return AzureVm(self, target, clock=clock)
 
     def _own(self, client: Any) -> Any:
         """Tag a client with this session's throttling budget, so the POSTs azrdp resends itself

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrdp.azure import wire_dict
+
+if TYPE_CHECKING:
+    from azrdp.azure.session import AzureSession
+    from azrdp.azure.vm import AzureVm
+    from azrdp.clock import Clock
+    from azrdp.target import Target
 
 _SHARED_METHODS = ("get", "list")
 
@@ -36,12 +42,13 @@ class _Memo:
 
     def call(self, key: tuple, read: Callable[[], Any]) -> Any:
         with self._lock:
-            slot = self._slots.get(key)
-            owner = slot is None
-            if owner:
+            found = self._slots.get(key)
+            owner = found is None
+            if found is None:
                 slot = self._slots[key] = _Slot()
                 self.calls += 1
             else:
+                slot = found
                 self.shared += 1
         if owner:
             try:
@@ -101,13 +108,43 @@ class _SharedNetwork:
 
 
 class SharedReadSession:
-    """An AzureSession whose Network reads are shared; every other attribute is the session's."""
+    """An AzureSession whose Network reads are shared; everything else is the session's. It is a
+    :class:`~azrdp.azure.vm.Session`: what the protocol asks for is spelled out here (not left to
+    ``__getattr__``), so mypy checks it, and its VM handles read through the shared Network.
 
-    def __init__(self, session: Any):
+    Its ``network`` answers ``list`` with a plain list of wire dicts, not the SDK's pager:
+    readers take either (inventory._first_page)."""
+
+    def __init__(self, session: AzureSession):
         self._session = session
         self.memo = _Memo()
         self._network: _SharedNetwork | None = None
         self._lock = threading.Lock()
+
+    @property
+    def compute(self) -> Any:
+        return self._session.compute
+
+    @property
+    def clock(self) -> Clock:
+        return self._session.clock
+
+    @property
+    def polling_interval(self) -> float:
+        return self._session.polling_interval
+
+    @property
+    def subscription_id(self) -> str:
+        return self._session.subscription_id
+
+    @property
+    def credential(self) -> Any:
+        return self._session.credential
+
+    def vm(self, target: Target, *, clock: Clock | None = None) -> AzureVm:
+        from azrdp.azure.vm import AzureVm
+
+        return AzureVm(self, target, clock=clock)
 
     @property
     def network(self) -> _SharedNetwork:
@@ -117,12 +154,12 @@ class SharedReadSession:
             return self._network
 
     @property
-    def unwrapped(self) -> Any:
+    def unwrapped(self) -> AzureSession:
         return self._session
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
 
 
-def shared_reads(session: Any) -> SharedReadSession:
+def shared_reads(session: AzureSession) -> SharedReadSession:
     return SharedReadSession(session)

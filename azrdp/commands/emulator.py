@@ -79,6 +79,7 @@ def serve_command(port: int, scenario: str, vms: int, fleet: str | None, subscri
                          hint="Add e.g. --fleet healthy=1000.")
     limit = _read_limit(read_limit)
     output = settings().output
+    _open_files_for(sum(mix.values()) if mix else vms)
     try:
         serve(scenario, vms=vms, fleet=mix, speed=speed, port=port, seed=seed, read_limit=limit,
               layout=FleetLayout(subscriptions, resource_groups),
@@ -86,6 +87,29 @@ def serve_command(port: int, scenario: str, vms: int, fleet: str | None, subscri
     except OSError as err:
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {err.strerror or err}.",
                          hint="Choose another --port, or 0 for any free port.") from None
+
+
+FILES_PER_VM = 1        # its listening socket (a dropping port: 3), served by the one accept loop
+FILES_SPARE = 512       # HTTP connections, the accept loop's connections, TLS material, Python itself
+
+
+def _open_files_for(vms: int) -> None:
+    """Raise this process's soft open-file limit up to its hard limit when the VMs need more
+    (saying so on stderr); refuse, changing nothing, when even the hard limit is too low."""
+    try:
+        import resource
+    except ImportError:        # not on Windows: its limits are not the POSIX ones
+        return
+    needed = vms * FILES_PER_VM + FILES_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise UsageError(f"{vms} VMs need about {needed} open files, and this process may open at most {hard} "
+                         "(the hard limit).", hint="Serve fewer VMs, or raise the hard limit (ulimit -Hn) first.")
+    wanted = needed if hard == resource.RLIM_INFINITY else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    click.echo(f"azrdp emulator: raised the open-file limit from {soft} to {wanted} for {vms} VMs.", err=True)
 
 
 def _announce(emu: Any, output: str, scenario: str, fleet: dict[str, int] | None) -> None:

@@ -55,8 +55,8 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
     \b
     Output: one line per VM as it finishes (-o json: one JSON object per line, then a summary
     object), then a summary table (on stderr with -o json).
-    Exit codes: 0 every VM answers (healthy or fixed); 1 a VM is unhealthy, unverified or could
-    not be checked; 2 bad input; 3 sign-in or permission failure; 4 no VM matched; 5 Azure failed
+    Exit codes: 0 every VM answers (healthy or fixed); 1 a VM is unhealthy, unverified, busy
+    (another run is changing it) or could not be checked; 2 bad input; 3 sign-in or permission failure; 4 no VM matched; 5 Azure failed
     while listing the VMs; 130 interrupted.
     """
     from azrdp.render.sweep import junit_cases, render_line, render_table, summary_document, vm_document

@@ -394,12 +394,13 @@ def update_vm(backend: ArmBackend, vm: VirtualMachine, body: dict[str, Any]) -> 
     props = body.get("properties") or {}
     storage = props.get("storageProfile")
     new_os: ManagedDisk | None = None
+    new_guest: WindowsGuest | None = None   # the Windows on new_os (a swap needs one)
     entries = None
     if isinstance(storage, dict):
         os_disk = storage.get("osDisk") or {}
         wanted = ((os_disk.get("managedDisk") or {}).get("id")) if isinstance(os_disk, dict) else None
         if wanted and wanted.lower() != (vm.os_disk_id or "").lower():
-            new_os = _check_swap(backend, vm, wanted)
+            new_os, new_guest = _check_swap(backend, vm, wanted)
         if "dataDisks" in storage:
             entries = _data_disk_entries(backend, vm.location, vm.zones, storage.get("dataDisks"), vm.id)
             if new_os is not None and any(e["managedDisk"]["id"].lower() == new_os.id.lower() for e in entries):
@@ -420,13 +421,13 @@ def update_vm(backend: ArmBackend, vm: VirtualMachine, body: dict[str, Any]) -> 
             backend.by_id(entry["managedDisk"]["id"]).managed_by = vm.id
         vm.data_disks = entries
         _sync_volumes(backend, vm)
-    if new_os is not None:
-        old = os_disk_of(backend, vm)
-        if old is not None:
-            old.managed_by = None
+    if new_os is not None and new_guest is not None:
+        old_os = os_disk_of(backend, vm)
+        if old_os is not None:
+            old_os.managed_by = None
         new_os.managed_by = vm.id
         vm.os_disk_id = new_os.id
-        vm.guest = new_os.guest
+        vm.guest = new_guest
         vm.guest.attached_volumes = []
     op = backend.new_operation(COMPUTE, vm.subscription, vm.location, "vmUpdate", vm.id)
     vm.power_operation = op
@@ -440,7 +441,8 @@ def update_vm(backend: ArmBackend, vm: VirtualMachine, body: dict[str, Any]) -> 
     return op
 
 
-def _check_swap(backend: ArmBackend, vm: VirtualMachine, wanted: str) -> ManagedDisk:
+def _check_swap(backend: ArmBackend, vm: VirtualMachine, wanted: str) -> tuple[ManagedDisk, WindowsGuest]:
+    """The disk to swap in as the VM's OS disk and the Windows on it, or the ARM error that refuses it."""
     disk = backend.by_id(wanted)
     if not isinstance(disk, ManagedDisk):
         raise err.ArmError(f"Disk {wanted} is not found.", code="NotFound", status=404)
@@ -460,7 +462,7 @@ def _check_swap(backend: ArmBackend, vm: VirtualMachine, wanted: str) -> Managed
         raise InvalidParameter(f"Disk {disk.name} is not in the VM's region and zone.")
     if disk.guest is None:
         raise InvalidParameter(f"Disk {disk.name} holds no operating system.")
-    return disk
+    return disk, disk.guest
 
 
 def power_off(backend: ArmBackend, vm: VirtualMachine) -> AsyncOperation:

@@ -145,9 +145,9 @@ class InternalServerError(ArmError):
 class ServiceUnavailable(ArmError):
     status, code = 503, "ServiceUnavailable"
 
-    def __init__(self, retry_after: int | None = None) -> None:
+    def __init__(self, retry_after: float | None = None) -> None:
         super().__init__("The service is currently unavailable. Please try again later.",
-                         headers={"Retry-After": str(retry_after)} if retry_after else None)
+                         headers={"Retry-After": f"{retry_after:g}"} if retry_after else None)
 
 
 class InternalExecutionError(ArmError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ RDP_KEY_PREFIX = "f686aace6942fb7f7ceb231212eef4a4"
 
 BROKEN_MACHINEKEYS_SDDL = "O:BAG:SYD:PAI(A;;FA;;;BA)"
 """A damaged folder ACL seen in the field: owner changed, Everyone's read/write removed."""
+UNLISTABLE_MACHINEKEYS_SDDL = "O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-1004336348-1177238915-682003330-500)"
+"""A folder ACL "locked down" to one local administrator account: SYSTEM cannot even list it."""
 
 SELF_SIGNED_VALIDITY = timedelta(days=182)  # Windows makes the RDP certificate valid for 6 months
 ADMIN_MODE_SEATS = 2                        # Windows Server without the Session Host role
@@ -65,34 +68,41 @@ class Certificate:
     provider: str = "capi"        # capi (RSA\MachineKeys) | cng
     decrypt_only: bool = False    # a CNG key whose usage allows decryption only: it refuses to sign
     key_ok: bool = True           # an admin certificate's own key container works (self-signed: the RDP container)
-    der: bytes = b""
-    cert_pem: bytes = b""
-    key_pem: bytes = b""
+    serial: int = 0
+    _material: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def make(cls, subject_cn: str, not_before: datetime, not_after: datetime, *, store: str = "rd",
              key_alg: str = "rsa") -> Certificate:
+        """A certificate whose serial number, dates and key are fixed now. An RSA one is signed when
+        its bytes are first needed (its thumbprint, a TLS handshake): signing takes 1-3 ms, which
+        made a 10,000-VM fleet take half a minute to build. RSASSA-PKCS1-v1_5 signatures are
+        deterministic (RFC 8017, section 8.2), so the bytes are the same whenever they are made
+        (and in a copy of the guest's disk); an ECDSA signature is not, so that one is signed now."""
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-        key = _rsa_key() if key_alg == "rsa" else _ec_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(not_before).not_valid_after(not_after)
-                .add_extension(x509.KeyUsage(digital_signature=key_alg != "rsa", content_commitment=False,
-                                             key_encipherment=key_alg == "rsa", data_encipherment=key_alg == "rsa",
-                                             key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                             encipher_only=False, decipher_only=False), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(key, hashes.SHA256()))
-        return cls(subject_cn, not_before, not_after, store=store, key_alg=key_alg,
-                   der=cert.public_bytes(serialization.Encoding.DER),
-                   cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-                   key_pem=key.private_bytes(serialization.Encoding.PEM,
-                                             serialization.PrivateFormat.TraditionalOpenSSL,
-                                             serialization.NoEncryption()))
+        cert = cls(subject_cn, not_before, not_after, store=store, key_alg=key_alg,
+                   serial=x509.random_serial_number())
+        if key_alg != "rsa":
+            cert._materialise()
+        return cert
+
+    def _materialise(self) -> tuple[bytes, bytes, bytes]:
+        if self._material is None:
+            self._material = _sign(self)
+        return self._material
+
+    @property
+    def der(self) -> bytes:
+        return self._materialise()[0]
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self._materialise()[1]
+
+    @property
+    def key_pem(self) -> bytes:
+        return self._materialise()[2]
 
     @property
     def thumbprint(self) -> str:
@@ -102,8 +112,32 @@ class Certificate:
         return self.not_after <= now
 
 
+def _sign(cert: Certificate) -> tuple[bytes, bytes, bytes]:
+    """DER, PEM and the key's PEM of the self-signed X.509 certificate ``cert`` describes."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    rsa_key = cert.key_alg == "rsa"
+    key = _rsa_key() if rsa_key else _ec_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cert.subject_cn)])
+    signed = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+              .public_key(key.public_key()).serial_number(cert.serial)
+              .not_valid_before(cert.not_before).not_valid_after(cert.not_after)
+              .add_extension(x509.KeyUsage(digital_signature=not rsa_key, content_commitment=False,
+                                           key_encipherment=rsa_key, data_encipherment=rsa_key,
+                                           key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                           encipher_only=False, decipher_only=False), critical=False)
+              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+              .sign(key, hashes.SHA256()))
+    return (signed.public_bytes(serialization.Encoding.DER), signed.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption()))
+
+
 @dataclass
 class Service:
+
     name: str
     state: str = "Running"      # Running | Stopped | StopPending | StartPending | Missing
     start: str | None = "Manual"
@@ -163,6 +197,15 @@ class MachineKeys:
     @property
     def default(self) -> bool:
         return self.sddl == MACHINEKEYS_DEFAULT_SDDL
+
+    @property
+    def listable(self) -> bool:
+        """Can SYSTEM list the folder? Its token holds SYSTEM, Administrators and Everyone; as the
+        owner it gets only READ_CONTROL and WRITE_DAC implicitly, not FILE_LIST_DIRECTORY, and
+        PowerShell does not enable SeBackupPrivilege (Learn: "SID strings", "Access control
+        lists": owner rights). Any Allow ACE for those SIDs is taken to grant listing."""
+        aces = re.findall(r"\(([^)]*)\)", self.sddl.split("D:", 1)[-1])
+        return any(ace.startswith("A;") and ace.rsplit(";", 1)[-1] in ("SY", "BA", "WD") for ace in aces)
 
     @property
     def writable(self) -> bool:
@@ -251,7 +294,7 @@ class WindowsGuest:
         self.role: str | None = None  # None | dc | avd
         self.powershell = "5.1"
         self.wts_api = True           # False: WTSEnumerateSessions cannot be used; the payload falls back to quser
-        self.dotnet = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
+        self.dotnet: tuple[int, ...] = (4, 8)          # .NET Framework version (4.5 on an unpatched 2012 R2 image)
         self.payload_elapsed = 0.0    # seconds a running payload has spent (its sleeps and waits)
         self.up = True
         self.booted_at = now() - 3 * 86_400
@@ -278,12 +321,14 @@ class WindowsGuest:
         # the Session Host role); grace_days: GetGracePeriodDays on a Session Host (0 = over).
         self.licensing_type = 5
         self.grace_days: int | None = None
-        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash
+        self.bound_thumbprint: str | None = None   # RDP-Tcp SSLCertificateSHA1Hash: its data (hex, or the text)
+        self.bound_kind = "Binary"   # its registry type: Binary (20 bytes, as Win32_TSGeneralSetting writes it) or String
         self.certificates: list[Certificate] = []
         self.machinekeys = MachineKeys()
         self.firewall_profiles = [FirewallProfile("Domain"), FirewallProfile("Private"), FirewallProfile("Public")]
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
         self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
+        self.firewall_readable = True     # False: the NetSecurity cmdlets throw (WMI refused; unverified: MpsSvc stopped)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
@@ -293,8 +338,8 @@ class WindowsGuest:
         self.attached_volumes: list[WindowsGuest] = []  # offline Windows installations on data disks
         self.sac_enabled = True   # EMS/SAC on COM1 (Azure images); off: the VM agent writes its health report there
         self._reset_sessions()
-        now = self.real_now() - timedelta(days=30)
-        self.install_self_signed(now, now + SELF_SIGNED_VALIDITY)
+        issued = self.real_now() - timedelta(days=30)
+        self.install_self_signed(issued, issued + SELF_SIGNED_VALIDITY)
 
     # -- time ----------------------------------------------------------------------------------
     def real_now(self) -> datetime:
@@ -402,10 +447,23 @@ class WindowsGuest:
             return False
         return key.network_service_read if as_network_service else key.system_full
 
+    def binding(self) -> str | None:
+        """SSLCertificateSHA1Hash as common.ps1's Get-BoundThumbprint reads it: the thumbprint,
+        None when absent, MALFORMED when it is not a 20-byte REG_BINARY (a thumbprint typed as a
+        REG_SZ string, a wrong length; RegistryKey.GetValueKind tells the kind)."""
+        value = self.bound_thumbprint
+        if value is None:
+            return None
+        if self.bound_kind != "Binary" or not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+            return "MALFORMED"
+        return value.upper()
+
     def serving_certificate(self) -> Certificate | None:
         """The certificate TermService presents: the bound one when it exists, else the newest
-        self-signed certificate in the Remote Desktop store."""
-        bound = self.find(self.bound_thumbprint)
+        self-signed certificate in the Remote Desktop store, as for a binding to a missing one. A
+        MALFORMED binding is modelled the same way (unverified: what TermService does with a
+        binding it cannot read; docs/emulator.md)."""
+        bound = self.find(self.binding())
         if bound is not None:
             return bound
         store = self.rd_store()
@@ -420,7 +478,7 @@ class WindowsGuest:
         does a folder where no new container can be made (review section 2; Learn: "Remote
         Desktop disconnected, an internal error occurred"). It then carries on without one."""
         now = self.real_now()
-        bound = self.find(self.bound_thumbprint)
+        bound = self.find(self.binding())
         if bound is not None and not bound.expired(now):
             return
         current = self.newest_self_signed()

@@ -175,15 +175,20 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
-    keys = guest.machinekeys
-    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default, "files": keys.files, "rdp_key": _rdp_key(keys)}
+    keys = guest.machinekeys   # the SDDL first; files null when SYSTEM cannot list the folder (review #18)
+    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default,
+            "files": keys.files if keys.listable else None, "rdp_key": _rdp_key(keys)}
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
     """What Get-UserSessions lists (WTSEnumerateSessions rows with a user name): sessions with a
     signed-in user, never session 0 or an empty console; a logoff that completed is gone. Without
-    the WTS API, what the script's quser fallback reads from the guest's localized quser text."""
+    the WTS API, what the script's quser fallback reads from the guest's localized quser text.
+    None unless TermService runs: Get-WtsRows asks neither the API nor quser then (both are RPC to
+    TermService; quser fails with 0x6BA, RPC server unavailable, when it is stopped)."""
     guest.settle()
+    if not guest.running("TermService"):
+        return []
     if not guest.wts_api:
         return _quser_fallback(guest)
     return [s for s in guest.sessions if s.user]
@@ -249,9 +254,9 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     counts = guest.event_counts(hours)
     last = guest.last_event(hours)
     cert_store = _store_newest_first(guest)
-    bound = guest.find(guest.bound_thumbprint)
+    bound = guest.find(guest.binding())
     listening = guest.rdp_listening()
-    rules, enabled = _fw_counts(guest)
+    errors: list[dict[str, Any]] = []
     reg = guest.registry
     sessions = _sessions(guest)
     return {
@@ -267,16 +272,11 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                 "min_encryption": reg["MinEncryptionLevel"]},
         "listener": {"state": "Listen" if listening else None, "tcp_listening": listening,
                      "owner": "svchost" if listening else None},
-        "cert": {"bound": guest.bound_thumbprint,
+        "cert": {"bound": guest.binding(),
                  "bound_cert": {"store": bound.store, **_cert_facts(guest, bound)} if bound else None,
                  "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
-        "firewall": {"service": "Running" if guest.running("MpsSvc") else "Stopped",
-                     "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
-                                   "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
-                     "rdp_rules": rules, "rdp_rules_enabled": enabled,
-                     "port_allowed": guest.firewall_rule_verdict() == "Allow",
-                     "blocked": guest.firewall_rule_verdict() == "Block"},
+        "firewall": _firewall(guest, errors),
         "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
                      "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
                      "used": sessions["used"], "free": sessions["free"],
@@ -288,10 +288,27 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                    "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
                            if last else None},
         "reboot": _reboot(guest),
-        "errors": [],
-        "errors_total": 0,
+        "errors": errors[:3],
+        "errors_total": len(errors),
         "error": None,
     }
+
+
+def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Read-Firewall: MpsSvc's state first, in its own try; when the rule cmdlets throw, the
+    state still stands, the rest is null and an error names the section."""
+    service = "Running" if guest.running("MpsSvc") else "Stopped"
+    if not guest.firewall_readable:
+        errors.append({"section": "firewall", "message": "Access denied"})
+        return {"service": service, "profiles": None, "rdp_rules": None, "rdp_rules_enabled": None,
+                "port_allowed": None, "blocked": None}
+    rules, enabled = _fw_counts(guest)
+    verdict = guest.firewall_rule_verdict()
+    return {"service": service,
+            "profiles": [{"name": p.name, "enabled": p.enabled, "inbound": p.inbound,
+                          "rules_ignored": p.rules_ignored} for p in guest.firewall_profiles],
+            "rdp_rules": rules, "rdp_rules_enabled": enabled,
+            "port_allowed": verdict == "Allow", "blocked": verdict == "Block"}
 
 
 # -- repair --------------------------------------------------------------------------------------
@@ -505,8 +522,8 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
             actions.append(f"start:{name}")
     disabled = [r for r in guest.firewall_rules if r.name in USER_MODE_RULES and not r.enabled]
     if disabled:
-        for rule in disabled:
-            rule.enabled = True
+        for disabled_rule in disabled:
+            disabled_rule.enabled = True
         actions.append("fw:group")
     if not _group_covers_port(guest):
         rule = _custom_rule(guest)
@@ -524,7 +541,7 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _machinekeys_state(guest: WindowsGuest) -> dict[str, Any]:
     """Read-MachineKeysState: what both MachineKeys steps report before and after."""
     keys = guest.machinekeys
-    return {"default": keys.default, "files": keys.files, "rdp_key": _rdp_key_acl(keys)}
+    return {"default": keys.default, "files": keys.files if keys.listable else None, "rdp_key": _rdp_key_acl(keys)}
 
 
 def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -533,6 +550,8 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if before["default"] and key_ok:
         return Outcome(info={"backup": None, "actions": []})
     keys = run.guest.machinekeys
+    if not keys.listable:   # Save-MachineKeysAcl lists the folder (Get-ChildItem) before any change
+        raise StepFailed(f"Access to the path '{keys.path}' is denied.")
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
     run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
     run.back_up("undo.txt")
@@ -601,7 +620,7 @@ def _store_newest_first(guest: WindowsGuest) -> list[Certificate]:
 
 def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
     store = _store_newest_first(guest)
-    bound = guest.bound_thumbprint
+    bound = guest.binding()
     if bound is not None:
         current = guest.find(bound)
     else:
@@ -636,7 +655,7 @@ def _cert_hold_back(run: _RepairRun) -> str | None:
 
 def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
-    bound = guest.bound_thumbprint
+    bound = guest.binding()                 # MALFORMED finds nothing: a broken binding
     found = guest.find(bound)
     bound_broken = bound is not None and (found is None or _broken(guest, found))
     bound_usable = bound is not None and not bound_broken
@@ -655,8 +674,8 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         removed.append(cert.thumbprint)
     cleared = bound_broken
     if cleared:
-        run.back_up("SSLCertificateSHA1Hash.txt")
-        guest.bound_thumbprint = None
+        run.back_up("SSLCertificateSHA1Hash.txt")  # the value as stored (kind:data), then removed
+        guest.bound_thumbprint, guest.bound_kind = None, "Binary"
     restarted: list[str] = []
     problem = None
     if cleared or before["current"] is None:

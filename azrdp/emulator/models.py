@@ -576,6 +576,7 @@ class ArmBackend:
         self.on_change = on_change or (lambda vm: None)
         self.run_commands: list[dict[str, Any]] = []   # every Run Command the guests received
         self.address_pool: Any = None                  # rdp_listener.AddressPool for VMs created over ARM
+        self._parsed_nsgs: dict[str, Any] | None = None  # within every_vm_changed(): NSG id -> parsed rules
 
     def _transition_failed(self, error: BaseException) -> None:
         self.transition_errors.append(f"{type(error).__name__}: {error}")
@@ -719,8 +720,14 @@ class ArmBackend:
         vnet = self.by_id(config.subnet_id.rsplit("/subnets/", 1)[0])
 
         def group(nsg_id: str | None) -> Any:
+            memo, key = self._parsed_nsgs, nsg_id or ""
+            if memo is not None and key in memo:
+                return memo[key]
             model = self.by_id(nsg_id)
-            return evaluator.SecurityGroup.from_arm(model.applied_body()) if model else None
+            parsed = evaluator.SecurityGroup.from_arm(model.applied_body()) if model else None
+            if memo is not None:
+                memo[key] = parsed
+            return parsed
 
         flow = evaluator.Flow(destination_ip=config.private_ip, port=vm.guest.port, source_ip=self.client_ip,
                               destination_asgs=frozenset(id_key(a) for a in config.asg_ids),
@@ -740,8 +747,17 @@ class ArmBackend:
         self.on_change(vm)
 
     def changed_network(self) -> None:
-        for vm in self.all_vms():
-            self.on_change(vm)
+        self.every_vm_changed()
+
+    def every_vm_changed(self) -> None:
+        """``on_change`` for every VM, in one pass under the lock: nothing changes meanwhile, so
+        each NSG is parsed once for the pass (a subnet's NSG serves every VM of the subnet)."""
+        self._parsed_nsgs = {}
+        try:
+            for vm in self.all_vms():
+                self.on_change(vm)
+        finally:
+            self._parsed_nsgs = None
 
     # -- operations --------------------------------------------------------------------------------
     def new_operation(self, provider: str, subscription: str, location: str, kind: str, resource: str) -> AsyncOperation:
@@ -826,8 +842,7 @@ class ArmBackend:
         """Power the VM off (``stopped``: still allocated) or deallocate it. The guest goes down;
         ARM keeps the agent's last report (shown while stopped, hidden while deallocated)."""
         vm.freeze_agent(self.iso)
-        if vm.running_command is not None:
-            self._preempt_run_command(vm)
+        self._preempt_run_command(vm)
         vm.guest.shut_down()
         vm.power, vm.booting = ("deallocated" if deallocate else "stopped"), False
         vm.last_operation_at = self.scheduler.now()
@@ -848,7 +863,10 @@ class ArmBackend:
         return out
 
     def _preempt_run_command(self, vm: VirtualMachine) -> None:
+        """The running Run Command (if any) ends OperationPreempted: the guest went down under it."""
         op = vm.running_command
+        if op is None:
+            return
         self.scheduler.cancel(op.event)
         self.finish(op, error=err.OperationPreempted())
         vm.running_command = None
@@ -906,8 +924,7 @@ class ArmBackend:
         def guest_down() -> None:
             if not current():
                 return
-            if vm.running_command is not None:   # the guest goes down under the running script
-                self._preempt_run_command(vm)
+            self._preempt_run_command(vm)   # the guest goes down under the running script
             vm.guest.shut_down()
             vm.booting = True
             self.changed(vm)

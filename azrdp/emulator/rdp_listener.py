@@ -18,11 +18,13 @@ What a client sees on the wire follows the guest's state, as a Windows server's 
 from __future__ import annotations
 
 import random
+import selectors
 import socket
 import ssl
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,21 +216,282 @@ class TlsMaterial:
         self._dir.cleanup()
 
 
+class ListenerHub:
+    """One thread and one selector (epoll on Linux) for the RDP ports of every VM of an emulator:
+    it accepts on every listening socket and serves each connection as a small state machine
+    (Connection Request, Connection Confirm, TLS handshake, the client's first message), so an
+    emulator of 10,000 VMs holds 10,000 listening descriptors and one thread, not a thread and a
+    blocked ``accept`` per VM plus a thread per connection.
+
+    Locking: every change to the selector (a listening socket registered or closed, a connection
+    accepted or closed) happens under ``lock``; ``select`` itself waits without it. The hub never
+    takes the backend's lock while it holds ``lock`` (a listener's ``config`` is read outside it),
+    and :class:`RdpListener` takes ``lock`` under the backend's lock, so neither can wait on the
+    other. A listening socket is closed by the caller at once (a probe right after sees the port
+    refused); the connections it accepted are reset by the hub thread, woken for it."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, clock: Callable[[], float] = time.monotonic):
+        self.lock = threading.Lock()
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending_resets: list[_Connection] = []
+        self._connections: dict[int, _Connection] = {}   # id(connection) -> connection
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="emulator-rdp")
+        self._thread.start()
+
+    # -- called by listeners (any thread, often under the backend's lock) ----------------------
+    def listen(self, listener: RdpListener, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with self.lock:
+            if not self._stopped:
+                self._selector.register(sock, selectors.EVENT_READ, listener)
+
+    def unlisten(self, sock: socket.socket) -> None:
+        """Stop listening now: unregistered and closed under the lock, so no accept can race it."""
+        with self.lock:
+            try:
+                self._selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            _close_listening(sock)
+
+    def reset_connections(self, listener: RdpListener) -> None:
+        """Reset what the listener accepted so far (not what a reopened port accepts next), as
+        Windows does when TermService stops or the VM goes down."""
+        with self.lock:
+            self._pending_resets.extend(listener.connections)
+        self._wake()
+
+    def close(self) -> None:
+        with self.lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._wake()
+        self._thread.join(timeout=5)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass   # the wake-up socket is full: the hub is already due to wake
+
+    # -- the hub thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopped:
+                timeout = self._next_timeout()
+                events = self._selector.select(timeout)
+                for key, mask in events:
+                    if key.data is None:
+                        self._drain_wake()
+                    elif isinstance(key.data, RdpListener):
+                        self._accept(key)
+                    else:
+                        self._step(key.data, mask)
+                self._apply_resets()
+                self._expire()
+        finally:
+            with self.lock:
+                for conn in list(self._connections.values()):
+                    self._finish(conn, reset=True)
+                self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _next_timeout(self) -> float | None:
+        if not self._connections:
+            return None
+        soonest = min(conn.deadline for conn in self._connections.values())
+        return max(0.0, soonest - self._clock())
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _accept(self, key: selectors.SelectorKey) -> None:
+        listener: RdpListener = key.data
+        with self.lock:
+            if self._selector.get_map().get(key.fd) is not key:
+                return   # closed (and its descriptor perhaps reused) since select returned
+            for _ in range(64):   # what the backlog holds; the rest at the next wake-up
+                try:
+                    sock, _peer = key.fileobj.accept()  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                sock.setblocking(False)
+                conn = _Connection(sock, listener, self._clock() + self.idle_timeout)
+                self._connections[id(conn)] = conn
+                listener.connections.add(conn)
+                self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _apply_resets(self) -> None:
+        if not self._pending_resets:
+            return
+        with self.lock:
+            doomed, self._pending_resets = self._pending_resets, []
+            for conn in doomed:
+                self._finish(conn, reset=True)
+
+    def _expire(self) -> None:
+        if not self._connections:
+            return
+        now = self._clock()
+        expired = [conn for conn in self._connections.values() if conn.deadline <= now]
+        if expired:
+            with self.lock:
+                for conn in expired:
+                    self._finish(conn)
+
+    def _finish(self, conn: _Connection, *, reset: bool = False) -> None:
+        """Close a connection (under the lock): unregistered, then closed (with an RST if asked)."""
+        if self._connections.pop(id(conn), None) is None:
+            return
+        conn.listener.connections.discard(conn)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        if reset:
+            _reset(conn.sock)
+        else:
+            conn.sock.close()
+
+    def _watch(self, conn: _Connection, events: int) -> None:
+        conn.deadline = self._clock() + self.idle_timeout
+        with self.lock:
+            if id(conn) in self._connections:
+                self._selector.modify(conn.sock, events, conn)
+
+    def _step(self, conn: _Connection, mask: int) -> None:
+        """Move one connection on as far as its bytes allow; never blocks."""
+        if id(conn) not in self._connections:
+            return
+        try:
+            if conn.outgoing:
+                sent = conn.sock.send(conn.outgoing)
+                conn.outgoing = conn.outgoing[sent:]
+                if conn.outgoing:
+                    return self._watch(conn, selectors.EVENT_WRITE)
+                return self._after_confirm(conn)
+            if conn.stage == "request":
+                return self._read_request(conn)
+            if conn.stage == "handshake":
+                return self._handshake(conn)
+            # after the answer: wait for the client's next message (or its close), then hang up
+            data = conn.sock.recv(4096)
+            if conn.stage == "tls_key_failure":
+                if not data:
+                    return self._drop(conn)
+                conn.listener.tls_key_failed()
+                return self._drop(conn, reset=True)
+            self._drop(conn)
+        except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+            self._watch(conn, selectors.EVENT_READ)
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
+        except (OSError, ValueError):
+            self._drop(conn)
+
+    def _drop(self, conn: _Connection, *, reset: bool = False) -> None:
+        with self.lock:
+            self._finish(conn, reset=reset)
+
+    def _read_request(self, conn: _Connection) -> None:
+        """Read exactly the Connection Request (never a byte of what follows: that is the TLS
+        ClientHello), then answer it as Windows would."""
+        needed = TPKT_HEADER_LENGTH if len(conn.incoming) < TPKT_HEADER_LENGTH else conn.needed
+        chunk = conn.sock.recv(needed - len(conn.incoming))
+        if not chunk:
+            raise ValueError("closed before a full request")
+        conn.incoming += chunk
+        if len(conn.incoming) == TPKT_HEADER_LENGTH:
+            conn.needed = struct.unpack(">H", conn.incoming[2:4])[0]
+            if not TPKT_HEADER_LENGTH + 7 <= conn.needed <= MAX_REQUEST:
+                raise ValueError("implausible TPKT length")
+        if len(conn.incoming) < TPKT_HEADER_LENGTH or len(conn.incoming) < conn.needed:
+            return self._watch(conn, selectors.EVENT_READ)
+        requested = parse_connection_request(conn.incoming)
+        config = conn.listener.config()          # takes the backend's lock: never under self.lock
+        conn.config = config
+        conn.decision = negotiate(requested, config.security_layer, config.nla_required,
+                                  config.certificate is not None)
+        conn.outgoing = connection_confirm(conn.decision)
+        self._step(conn, selectors.EVENT_WRITE)
+
+    def _after_confirm(self, conn: _Connection) -> None:
+        decision, config = conn.decision, conn.config
+        assert decision is not None and config is not None
+        if decision.kind == "failure":
+            return self._drop(conn)
+        if decision.kind != "response" or decision.value == PROTOCOL_RDP:
+            conn.stage = "after_answer"      # the client's MCS Connect Initial; a full RDP stack is out of scope
+            return self._watch(conn, selectors.EVENT_READ)
+        if not config.tls_usable or config.certificate is None:
+            conn.stage = "tls_key_failure"   # the ClientHello Schannel cannot answer
+            return self._watch(conn, selectors.EVENT_READ)
+        context = conn.listener.tls_context(config.certificate)
+        with self.lock:
+            self._selector.unregister(conn.sock)
+            conn.sock = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        conn.stage = "handshake"
+        self._handshake(conn)
+
+    def _handshake(self, conn: _Connection) -> None:
+        tls = conn.sock
+        assert isinstance(tls, ssl.SSLSocket)
+        tls.do_handshake()
+        conn.stage = "after_answer"   # CredSSP's first TSRequest, or MCS: the probe stops before it
+        tls.recv(4096)                # already buffered with the Finished message, perhaps
+        self._drop(conn)
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    listener: RdpListener
+    deadline: float
+    stage: str = "request"       # request | handshake | after_answer | tls_key_failure
+    incoming: bytes = b""
+    needed: int = 0
+    outgoing: bytes = b""
+    config: ListenerConfig | None = None
+    decision: Decision | None = None
+
+
 class RdpListener:
-    """The RDP port of one VM. ``apply(mode, port)`` makes the socket match the guest's state."""
+    """The RDP port of one VM. ``apply(mode, port)`` makes the socket match the guest's state;
+    the :class:`ListenerHub` accepts and serves its connections."""
 
     def __init__(self, address: str, config: Callable[[], ListenerConfig], tls: TlsMaterial,
-                 on_tls_key_failure: Callable[[], None]):
+                 on_tls_key_failure: Callable[[], None], hub: ListenerHub):
         self.address = address
         self.port = RDP_PORT
         self.mode = "closed"
         self.error: str | None = None
-        self._config = config
+        self.config = config
+        self.connections: set[_Connection] = set()   # the hub's, changed under hub.lock
         self._tls = tls
         self._on_tls_key_failure = on_tls_key_failure
+        self._hub = hub
         self._sock: socket.socket | None = None
         self._fillers: list[socket.socket] = []
-        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
 
     def apply(self, mode: str, port: int) -> None:
@@ -238,7 +501,7 @@ class RdpListener:
             self._close_socket()
             self.port, self.mode, self.error = port, mode, None
             if mode == "closed":
-                self._reset_connections()
+                self._hub.reset_connections(self)
                 return
             try:
                 self._sock = self._bind(backlog=0 if mode == "drop" else 64)
@@ -249,11 +512,16 @@ class RdpListener:
             if mode == "drop":
                 self._fill_queue()
             else:
-                threading.Thread(target=self._accept_loop, args=(self._sock,), daemon=True,
-                                 name=f"rdp-{self.address}").start()
+                self._hub.listen(self, self._sock)
 
     def close(self) -> None:
         self.apply("closed", self.port)
+
+    def tls_context(self, cert: Certificate) -> ssl.SSLContext:
+        return self._tls.context(cert)
+
+    def tls_key_failed(self) -> None:
+        self._on_tls_key_failure()
 
     def _bind(self, backlog: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -276,76 +544,19 @@ class RdpListener:
 
     def _close_socket(self) -> None:
         if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._sock.close()
+            self._hub.unlisten(self._sock)
             self._sock = None
         for filler in self._fillers:
             filler.close()
         self._fillers = []
 
-    def _reset_connections(self) -> None:
-        for conn in list(self._connections):
-            _reset(conn)
-        self._connections.clear()
 
-    def _accept_loop(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _peer = sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                if sock is not self._sock:
-                    _reset(conn)
-                    return
-                self._connections.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(IDLE_TIMEOUT)
-            requested = parse_connection_request(_read_tpkt(conn))
-            config = self._config()
-            decision = negotiate(requested, config.security_layer, config.nla_required, config.certificate is not None)
-            conn.sendall(connection_confirm(decision))
-            if decision.kind != "response" or decision.value == PROTOCOL_RDP:
-                if decision.kind != "failure":
-                    conn.recv(4096)   # the client's MCS Connect Initial; a full RDP stack is out of scope
-                return
-            if not config.tls_usable or config.certificate is None:
-                conn.recv(4096)       # the ClientHello Schannel cannot answer
-                self._on_tls_key_failure()
-                _reset(conn)
-                return
-            tls = self._tls.context(config.certificate).wrap_socket(conn, server_side=True)
-            try:
-                tls.recv(4096)        # CredSSP's first TSRequest, or MCS: the probe stops before it
-            finally:
-                tls.close()
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._lock:
-                self._connections.discard(conn)
-            conn.close()
-
-
-def _read_tpkt(conn: socket.socket) -> bytes:
-    data = b""
-    needed = TPKT_HEADER_LENGTH
-    while len(data) < needed:
-        chunk = conn.recv(needed - len(data))
-        if not chunk:
-            raise ValueError("closed before a full request")
-        data += chunk
-        if needed == TPKT_HEADER_LENGTH and len(data) == TPKT_HEADER_LENGTH:
-            needed = struct.unpack(">H", data[2:4])[0]
-            if not TPKT_HEADER_LENGTH + 7 <= needed <= MAX_REQUEST:
-                raise ValueError("implausible TPKT length")
-    return data
+def _close_listening(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _reset(conn: socket.socket) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from azrdp.emulator.disks import give_os_disk
-from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL
+from azrdp.emulator.guest import BROKEN_MACHINEKEYS_SDDL, UNLISTABLE_MACHINEKEYS_SDDL
 from azrdp.emulator.models import (
     NETWORK,
     ApplicationSecurityGroup,
@@ -122,6 +122,25 @@ def ecc_cert(backend: ArmBackend, vm: VirtualMachine) -> None:
     guest.bound_thumbprint = cert.thumbprint
 
 
+def machinekeys_unlistable(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """MachineKeys "locked down" to one local administrator account: SYSTEM cannot list it, no new
+    key can be made, and NETWORK SERVICE cannot read the RDP key (review #18)."""
+    guest = vm.guest
+    guest.machinekeys.sddl = UNLISTABLE_MACHINEKEYS_SDDL
+    if guest.machinekeys.rdp_key is not None:
+        guest.machinekeys.rdp_key.network_service_read = False
+
+
+def binding_as_text(backend: ArmBackend, vm: VirtualMachine) -> None:
+    """An admin set SSLCertificateSHA1Hash by hand as a REG_SZ thumbprint string (Set-ItemProperty
+    -Value 'THUMB'), not the 20-byte REG_BINARY Win32_TSGeneralSetting writes: RDP cannot use the
+    binding (review #17; what TermService then serves is unverified, modelled as its self-signed one)."""
+    guest = vm.guest
+    cert = guest.newest_self_signed()
+    guest.bound_thumbprint = cert.thumbprint if cert else "0" * 40
+    guest.bound_kind = "String"
+
+
 def licensing_expired(backend: ArmBackend, vm: VirtualMachine) -> None:
     """An RD Session Host whose 120-day RD Licensing grace period is over, with no licensing mode
     or license server set: RDP, TLS and NLA work, every non-admin logon is refused (review #20)."""
@@ -211,6 +230,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                  "restarted.", (expired_cert, hung_termservice)),
     Scenario("licensing-expired", "An RD Session Host past its licensing grace period with no license server "
                                   "(the wire probe passes; users are refused).", (licensing_expired,)),
+    Scenario("machinekeys-unlistable", "The MachineKeys folder ACL lets only one local administrator in: SYSTEM "
+                                       "cannot list it, and NETWORK SERVICE cannot read the RDP key.",
+             (machinekeys_unlistable,)),
+    Scenario("binding-as-text", "RDP's certificate binding SSLCertificateSHA1Hash was set as a text (REG_SZ) "
+                                "thumbprint, which RDP cannot use.", (binding_as_text,)),
     Scenario("ecc-cert", "RDP is bound to a valid ECDSA certificate (healthy: nothing to repair).", (ecc_cert,)),
     Scenario("0x904", "Error 0x904: the RDP certificate expired and Windows cannot replace it (MachineKeys "
                       "ACL, event 1058); disconnected sessions hold both admin seats.",
@@ -362,7 +386,7 @@ def build_fleet(backend: ArmBackend, pool: AddressPool, mix: dict[str, int], *,
         if sub_id.lower() not in backend.subscriptions:
             backend.add_subscription(sub_id, name)
     width = max(3, len(str(max(mix.values(), default=1))))
-    planted = []
+    planted: list[VirtualMachine] = []
     for name, count in mix.items():
         for n in range(1, count + 1):
             sub_id, _sub_name, group = places[len(planted) % len(places)]

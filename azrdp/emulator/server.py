@@ -47,7 +47,7 @@ from azrdp.emulator.faults import Fault
 from azrdp.emulator.guest import WindowsGuest
 from azrdp.emulator.models import ArmBackend, VirtualMachine
 from azrdp.emulator.profiles import GuestProfile
-from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, RdpListener, TlsMaterial
+from azrdp.emulator.rdp_listener import AddressPool, ListenerConfig, ListenerHub, RdpListener, TlsMaterial
 from azrdp.emulator.responses import Reply, Request
 from azrdp.emulator.throttling import REMAINING_READS, RateLimitHeaders, ReadLimit, ReadThrottle, compute_group
 from azrdp.emulator.urls import resolve
@@ -86,6 +86,7 @@ class Emulator:
         self.identity = auth.ManagedIdentity()
         self._rng = random.Random(seed)
         self._tls = TlsMaterial()
+        self._hub = ListenerHub()   # one accept loop for every VM's RDP port
         self._pool = AddressPool()  # never from the seed: emulators started with one seed must not collide
         self._listeners: dict[str, RdpListener] = {}
         self._calls: list[Call] = []
@@ -114,6 +115,7 @@ class Emulator:
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
+            emulator._hub.close()
             emulator._tls.close()
             raise
         emulator._thread.start()
@@ -129,6 +131,7 @@ class Emulator:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._teardown()
+        self._hub.close()
         self._tls.close()
 
     def _new_backend(self) -> ArmBackend:
@@ -165,8 +168,7 @@ class Emulator:
                                           layout=layout or scenarios.FleetLayout(), profile=profile)
                 else:
                     scenarios.build(self.backend, self._pool, scenario, vms=vms, profile=profile)
-                for vm in self.backend.all_vms():
-                    self._reconcile(vm)
+                self.backend.every_vm_changed()
             self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
                             "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None,
                             "profile": profile.to_dict() if profile is not None else None}
@@ -184,7 +186,7 @@ class Emulator:
     # -- addresses --------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     @property
@@ -317,7 +319,8 @@ class Emulator:
         key = vm.id.lower()
         listener = self._listeners.get(key)
         if listener is None:
-            listener = RdpListener(vm.rdp_address, self._listener_config(vm), self._tls, self._tls_failed(vm))
+            listener = RdpListener(vm.rdp_address, self._listener_config(vm), self._tls, self._tls_failed(vm),
+                                   self._hub)
             self._listeners[key] = listener
         listener.apply(self.backend.rdp_mode(vm), vm.guest.port)
 
@@ -467,8 +470,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._http_faults(backend, operation, params, path, query, raw, accepted=True)
         except err.ArmError as error:
             reply = Reply(error.status, error.body(), error.headers)
-        if operation is not None and "subscription" in (found[1] if found else {}):
-            reply_headers.update(emulator.rate_limits.headers(found[1]["subscription"], self.command, operation,
+        subscription = found[1].get("subscription") if found else None
+        if operation is not None and subscription is not None:
+            reply_headers.update(emulator.rate_limits.headers(subscription, self.command, operation,
                                                               reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),

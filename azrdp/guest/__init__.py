@@ -2,11 +2,12 @@
 
 Two entry points for the jobs (``azrdp diagnose`` / ``azrdp fix``):
 
-    diagnose_guest(compute, rg, vm, ...) -> GuestDiagnosis(result, checks, run)
-    repair_guest(compute, rg, vm, steps=[...], ...) -> RepairOutcome(result, run)
+    diagnose_guest(vm, ...) -> GuestDiagnosis(result, checks, run)
+    repair_guest(vm, steps=[...], ...) -> RepairOutcome(result, run)
 
-``compute`` is an ``azure.mgmt.compute.ComputeManagementClient`` (``AzureSession.compute``).
-The Azure SDK is imported only when one of them runs.
+``vm`` is the VM's handle, ``session.vm(target)`` (azrdp.azure.vm.AzureVm): it sends the Run
+Command on the session's clock and polling interval. The Azure SDK is imported only when one of
+them runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check
-from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.guest.checks import DEFAULT_PORT, guest_checks
 from azrdp.payloads import payload
 from azrdp.payloads.result import parse_result
@@ -24,6 +24,7 @@ from azrdp.payloads.schema import ResultSchemaError
 
 if TYPE_CHECKING:
     from azrdp.azure.runcommand import RunCommandOutcome
+    from azrdp.azure.vm import AzureVm
 
 DEFAULT_TIMEOUT = 900.0
 
@@ -67,25 +68,19 @@ class RepairOutcome:
         return {"result": self.result, "run": self.run.to_dict()}
 
 
-def run_payload(compute: Any, resource_group: str, vm_name: str, payload_id: str,
-                values: Mapping[str, Any] | None = None, *, instance_view: Any = None,
-                clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
-                polling_interval: float | None = None, subscription: str | None = None,
+def run_payload(vm: AzureVm, payload_id: str, values: Mapping[str, Any] | None = None, *,
+                instance_view: Any = None, timeout: float = DEFAULT_TIMEOUT,
                 on_wait: Callable[[str], None] | None = None, on_conflict: Callable[[str], None] | None = None,
                 ) -> tuple[dict[str, Any], RunCommandOutcome]:
-    """Run one manifest payload with ``values`` as its parameters; return (result, run).
+    """Run one manifest payload on ``vm`` with ``values`` as its parameters; return (result, run).
 
     Parameters are validated against the manifest before anything is sent (UsageError), the
     script goes out as the shipped file's lines, and the result line is parsed and validated.
     """
-    from azrdp.azure.runcommand import run_script
-
     spec = payload(payload_id)
     parameters = spec.run_command_parameters(values)
-    run = run_script(compute, resource_group, vm_name, spec.script_lines(), parameters,
-                     instance_view=instance_view, clock=clock, timeout=timeout,
-                     polling_interval=polling_interval, subscription=subscription, on_wait=on_wait,
-                     on_conflict=on_conflict)
+    run = vm.run_script(spec.script_lines(), parameters, instance_view=instance_view, timeout=timeout,
+                        on_wait=on_wait, on_conflict=on_conflict)
     result = parse_result(payload_id, run.output)
     if result["version"] != spec.version:
         raise ResultSchemaError(payload_id, "$.version", f"the guest ran version {result['version']}, "
@@ -110,33 +105,25 @@ def check_answer(payload_id: str, result: Mapping[str, Any], values: Mapping[str
                                     f"{asked}")
 
 
-def diagnose_guest(compute: Any, resource_group: str, vm_name: str, *, instance_view: Any = None,
-                   probe_result: Any = None, rdp_port: int = DEFAULT_PORT, event_hours: int = 24,
-                   run_id: str | None = None, clock: Clock = SYSTEM_CLOCK,
-                   timeout: float = DEFAULT_TIMEOUT, polling_interval: float | None = None,
-                   subscription: str | None = None, on_wait: Callable[[str], None] | None = None,
+def diagnose_guest(vm: AzureVm, *, instance_view: Any = None, probe_result: Any = None,
+                   rdp_port: int = DEFAULT_PORT, event_hours: int = 24, run_id: str | None = None,
+                   timeout: float = DEFAULT_TIMEOUT, on_wait: Callable[[str], None] | None = None,
                    on_conflict: Callable[[str], None] | None = None) -> GuestDiagnosis:
     """Run the read-only diagnose payload and turn its result into guest.* checks."""
     values: dict[str, Any] = {"EventHours": event_hours}
     if run_id:
         values["RunId"] = run_id
-    result, run = run_payload(compute, resource_group, vm_name, "diagnose", values,
-                              instance_view=instance_view, clock=clock, timeout=timeout,
-                              polling_interval=polling_interval, subscription=subscription, on_wait=on_wait,
-                              on_conflict=on_conflict)
+    result, run = run_payload(vm, "diagnose", values, instance_view=instance_view, timeout=timeout,
+                              on_wait=on_wait, on_conflict=on_conflict)
     return GuestDiagnosis(result, guest_checks(result, probe_result=probe_result, rdp_port=rdp_port), run)
 
 
-def repair_guest(compute: Any, resource_group: str, vm_name: str, *, steps: Sequence[str],
-                 log_off_active: bool = False, run_id: str | None = None, instance_view: Any = None,
-                 clock: Clock = SYSTEM_CLOCK, timeout: float = DEFAULT_TIMEOUT,
-                 polling_interval: float | None = None, subscription: str | None = None) -> RepairOutcome:
+def repair_guest(vm: AzureVm, *, steps: Sequence[str], log_off_active: bool = False, run_id: str | None = None,
+                 instance_view: Any = None, timeout: float = DEFAULT_TIMEOUT) -> RepairOutcome:
     """Run the repair payload with ``steps`` (any of rdp-config, machinekeys-acl,
     machinekeys-rename, cert, sessions; they run in that fixed order)."""
     values: dict[str, Any] = {"Steps": list(steps), "LogOffActive": log_off_active}
     if run_id:
         values["RunId"] = run_id
-    result, run = run_payload(compute, resource_group, vm_name, "repair", values,
-                              instance_view=instance_view, clock=clock, timeout=timeout,
-                              polling_interval=polling_interval, subscription=subscription)
+    result, run = run_payload(vm, "repair", values, instance_view=instance_view, timeout=timeout)
     return RepairOutcome(result, run)

@@ -14,6 +14,7 @@ from typing import Any
 from azrdp.checks import Check, Status
 
 DEFAULT_PORT = 3389
+MALFORMED_BINDING = "MALFORMED"   # diagnose's cert.bound when SSLCertificateSHA1Hash is no 20-byte REG_BINARY
 SUPPORT_SERVICES = ("SessionEnv", "UmRdpService", "CertPropSvc", "KeyIso", "CryptSvc")
 
 
@@ -154,6 +155,11 @@ def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
     if served:
         details["served"] = served
     bound, bound_cert = cert["bound"], cert["bound_cert"]
+    if bound == MALFORMED_BINDING:
+        return Check("guest.cert", Status.FAIL, "RDP's certificate binding (SSLCertificateSHA1Hash) is not a 20-byte "
+                     "binary thumbprint (set as text?): RDP cannot use it", details,
+                     step_remedy("cert", then="It saves the value and clears the binding; bind a certificate again "
+                                 "through Win32_TSGeneralSetting if you want one."))
     if bound:
         if bound_cert is None:
             return Check("guest.cert", Status.FAIL, f"RDP is bound to certificate {bound}, which is "
@@ -208,6 +214,8 @@ def check_machinekeys(result: dict[str, Any]) -> Check:
         return Check("guest.machinekeys", Status.FAIL, f"the RDP key container {rdp_key['file']} is "
                      "empty (corrupt)", details, step_remedy("machinekeys-rename", "cert"))
     problems = []
+    if keys["files"] is None:   # the worst ACL break: SYSTEM cannot even list the folder
+        problems.append("SYSTEM cannot list the MachineKeys folder")
     if not keys["default"]:
         problems.append("the MachineKeys folder ACL is not Windows' default")
     if rdp_key["present"] and not rdp_key["network_service_read"]:
@@ -233,11 +241,15 @@ def check_firewall(result: dict[str, Any], rdp_port: int) -> Check:
     if fw is None:
         return _unreadable("guest.firewall", result, "firewall")
     details = dict(fw)
-    enabled = [p for p in fw["profiles"] if p["enabled"]]
     if fw["service"] != "Running":
         return Check("guest.firewall", Status.FAIL, f"the Windows Firewall service (MpsSvc) is "
                      f"{fw['service']}", details,
                      "Start MpsSvc (Windows then applies its rules); no azrdp step changes it.")
+    if fw["profiles"] is None:   # MpsSvc runs, but its profiles and rules could not be read
+        message = _section_error(result, "firewall")
+        return Check("guest.firewall", Status.ERROR, f"the guest could not read the firewall rules: {message}",
+                     {**details, "error": message}, "Look at the guest's event log; the other guest checks still ran.")
+    enabled = [p for p in fw["profiles"] if p["enabled"]]
     blocking = [p["name"] for p in enabled if p["rules_ignored"]]
     if blocking:
         return Check("guest.firewall", Status.FAIL, f"the {', '.join(blocking)} profile blocks all "

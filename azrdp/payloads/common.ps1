@@ -53,7 +53,8 @@ function Invoke-Native {
     if ([Environment]::Is64BitProcess -or -not [Environment]::Is64BitOperatingSystem) { $folder = 'System32' }
     $exe = Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\' + $FilePath)
     if (-not (Test-Path -LiteralPath $exe)) { throw ('{0} is missing from {1}' -f $FilePath, $folder) }
-    $global:LASTEXITCODE = 0
+    # -1, not 0: a program that did not run must never read as one that succeeded (logoff.exe).
+    $global:LASTEXITCODE = -1
     $ErrorActionPreference = 'Continue'
     $output = & $exe @ArgumentList 2>&1
     # foreach, not a pipeline: a program that prints nothing (logoff.exe, icacls /q) leaves $output
@@ -111,7 +112,20 @@ function Test-Grant {
 }
 
 function Get-RdpKeyFacts {
-    $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue)
+    # When SYSTEM cannot list MachineKeys (a broken folder DACL; PowerShell does not enable
+    # SeBackupPrivilege), the live container is still reached by its name f686..._<MachineGuid>:
+    # bypass traverse checking (SeChangeNotifyPrivilege) opens a file by path without list rights
+    # (Learn: "Bypass traverse checking"; File Security and Access Rights).
+    try {
+        $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction Stop)
+    } catch {
+        $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
+        $live = $null
+        if ($null -ne $guid) {
+            $live = Get-Item -LiteralPath (Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + $guid)) -Force -ErrorAction SilentlyContinue
+        }
+        $files = @($live | Where-Object -FilterScript { $null -ne $_ })
+    }
     if ($files.Count -eq 0) {
         return [ordered]@{ present = $false; file = $null; size = $null; network_service_read = $false; system_full = $false }
     }
@@ -126,11 +140,23 @@ function Get-RdpKeyFacts {
 }
 
 function Get-MachineKeysFacts {
+    # The SDDL first (the owner, SYSTEM, may always read it): a folder SYSTEM cannot list is the
+    # worst ACL break, and it must still be reported (files = $null) so machinekeys-acl is
+    # planned, not the whole section lost (review #18). Counted with Directory.EnumerateFiles
+    # (one pass, no objects; it throws UnauthorizedAccessException when listing is refused).
     $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
+    $files = $null
+    try {
+        $count = 0
+        foreach ($file in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $count += 1 }
+        $files = $count
+    } catch {
+        $files = $null
+    }
     return [ordered]@{
         sddl = Limit-Text -Text $sddl -Max 152
         default = ($sddl -eq $MachineKeysDefaultSddl)
-        files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count
+        files = $files
         rdp_key = Get-RdpKeyFacts
     }
 }
@@ -227,11 +253,28 @@ function Get-RdpStoreCertificates {
 }
 
 function Get-BoundThumbprint {
-    $hash = Get-RegValue -Path $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
-    if ($null -eq $hash) { return $null }
-    $hex = (@($hash) | ForEach-Object -Process { ([byte]$_).ToString('X2') }) -join ''
-    if ($hex -notmatch '^[0-9A-F]{40}$') { return $null }
-    return $hex
+    # SSLCertificateSHA1Hash as RDP reads it: 40 hex digits, $null when the value is absent, or
+    # 'MALFORMED' when it is not a 20-byte REG_BINARY (a thumbprint typed as a REG_SZ string, a
+    # wrong length): a binding RDP cannot use, never "no binding" (review #17). The value is
+    # REG_BINARY as Win32_TSGeneralSetting writes it; RegistryKey.GetValueKind tells the kind
+    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind).
+    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
+    if ($key.GetValueKind('SSLCertificateSHA1Hash').ToString() -ne 'Binary') { return 'MALFORMED' }
+    $bytes = @($key.GetValue('SSLCertificateSHA1Hash'))
+    if ($bytes.Count -ne 20) { return 'MALFORMED' }
+    return (@(foreach ($byte in $bytes) { ([byte]$byte).ToString('X2') }) -join '')
+}
+
+function Get-BindingText {
+    # SSLCertificateSHA1Hash as stored, for the backup before the cert step clears it: its kind
+    # and its data (hex for binary, the text itself for a string), $null when absent.
+    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
+    $kind = $key.GetValueKind('SSLCertificateSHA1Hash').ToString()
+    $data = $key.GetValue('SSLCertificateSHA1Hash')
+    if ($kind -eq 'Binary') { $data = @(foreach ($byte in @($data)) { ([byte]$byte).ToString('X2') }) -join '' }
+    return ('{0}:{1}' -f $kind, (@($data) -join ','))
 }
 
 function Find-Certificate {
@@ -313,8 +356,18 @@ public static class AzRdpWts {
 }
 '@
 
+function Test-TermServiceRunning {
+    # The WTS API and quser are RPC to TermService: stopped, they fail (quser: error 0x6BA, RPC
+    # server unavailable); hung in StopPending, the call may block with no timeout [unverified].
+    $service = Get-Service -Name 'TermService' -ErrorAction SilentlyContinue
+    return ($null -ne $service -and $service.Status.ToString() -eq 'Running')
+}
+
 function Get-WtsRows {
     # The WTS session table, or $null when the API cannot be used (then quser is the fallback).
+    # No rows unless TermService runs: an empty table is the safe answer (nobody is logged off on
+    # it), and neither the API nor quser is called into a TermService that is not up.
+    if (-not (Test-TermServiceRunning)) { return ,@() }
     try {
         if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
         return ,@([AzRdpWts]::Sessions())
@@ -407,11 +460,11 @@ function Get-SeatMode {
     # client: Windows 10/11 single-session (one interactive session); multi: Windows 10/11
     # Enterprise multi-session (OperatingSystemSKU 175); avd: an Azure Virtual Desktop session
     # host (its agent RDAgentBootLoader; users come through the reverse-connect listener).
-    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem' -OperationTimeoutSec 20
     if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
     if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
     if ([int]$os.ProductType -eq 1) { return 'client' }
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
     if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
     return 'admin'
 }

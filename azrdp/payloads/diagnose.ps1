@@ -60,8 +60,13 @@ function Add-Failure {
     [void]$Failures.Add([ordered]@{ section = $Section; message = (Limit-Text -Text $Record.Exception.Message -Max 60) })
 }
 
+# Every CIM call is bounded: a broken WMI repository or a blocked provider (the TerminalServices
+# one while TermService hangs [unverified]) otherwise waits on (Learn: GetCimInstanceCommand /
+# InvokeCimMethodCommand.OperationTimeoutSec, "the operation timeout after which the client
+# operation should be canceled"; dataplat/dbatools#6498: a hang without it).
+
 function Read-OsFacts {
-    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+    $os = Get-CimInstance -ClassName 'Win32_OperatingSystem' -OperationTimeoutSec 20
     $build = [string]$os.BuildNumber
     $ubr = Get-DWord -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -Name 'UBR'
     if ($null -ne $ubr) { $build = '{0}.{1}' -f $build, $ubr }
@@ -101,7 +106,7 @@ function Read-Listener {
 function Read-Certificates {
     $bound = Get-BoundThumbprint
     $boundCert = $null
-    if ($null -ne $bound) {
+    if ($null -ne $bound -and $bound -ne 'MALFORMED') {
         $found = Find-Certificate -Thumbprint $bound
         if ($null -ne $found) {
             $facts = Get-CertFacts -Certificate $found.cert
@@ -130,36 +135,43 @@ function Read-Firewall {
     # Validation.ps1 checks first (review #11).
     $service = 'Missing'
     try { $service = (Get-ServiceFacts -Name 'MpsSvc').state } catch { $service = 'Missing' }
-    $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
-        [ordered]@{
-            name = $_.Name.ToString()
-            enabled = ($_.Enabled.ToString() -eq 'True')
-            inbound = $_.DefaultInboundAction.ToString()
-            rules_ignored = ($_.AllowInboundRules.ToString() -eq 'False')
-        }
-    })
-    $rdpRules = @(Get-RemoteDesktopRules)
-    $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
-    $port = Get-RdpPort
-    $ports = @{}
-    foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
-    $apps = @{}
-    foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
-    $services = @{}
-    foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
-    $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
-    $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
-        $p = $ports[$_.InstanceID]
-        $a = $apps[$_.InstanceID]
-        $s = $services[$_.InstanceID]
-        $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
-            (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
-            ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
-            ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
-            (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
-    })
-    $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
-    $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
+    try {
+        $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
+            [ordered]@{
+                name = $_.Name.ToString()
+                enabled = ($_.Enabled.ToString() -eq 'True')
+                inbound = $_.DefaultInboundAction.ToString()
+                rules_ignored = ($_.AllowInboundRules.ToString() -eq 'False')
+            }
+        })
+        $rdpRules = @(Get-RemoteDesktopRules)
+        $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
+        $port = Get-RdpPort
+        $ports = @{}
+        foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
+        $apps = @{}
+        foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
+        $services = @{}
+        foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+        $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
+        $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
+            $p = $ports[$_.InstanceID]
+            $a = $apps[$_.InstanceID]
+            $s = $services[$_.InstanceID]
+            $_.Enabled.ToString() -eq 'True' -and ($null -ne $p) -and (@('TCP', '6', 'Any') -contains [string]$p.Protocol) -and
+                (Test-PortCovered -LocalPort $p.LocalPort -Port $port) -and
+                ($null -eq $a -or @('Any', 'System') -contains [string]$a.Program -or [string]$a.Program -like '*\svchost.exe') -and
+                ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
+                (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
+        })
+        $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
+        $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
+    } catch {
+        # The rules could not be read (MpsSvc stopped, WMI refused): the service state still
+        # stands, the rest is null and errors says why.
+        Add-Failure -Section 'firewall' -Record $_
+        return [ordered]@{ service = $service; profiles = $null; rdp_rules = $null; rdp_rules_enabled = $null; port_allowed = $null; blocked = $null }
+    }
     return [ordered]@{
         service = $service
         profiles = $profiles
@@ -190,14 +202,17 @@ function Read-Rds {
     # RD Licensing (Learn: Win32_TerminalServiceSetting.LicensingType, GetGracePeriodDays: "a zero
     # value indicates that the grace period is over") and drain mode (TSServerDrainMode, set by
     # `change logon /drain`). The grace period applies to RD Session Hosts only.
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -ErrorAction SilentlyContinue
+    # A failed GetGracePeriodDays (ReturnValue not 0) leaves DaysLeft empty, and [int64]$null is 0:
+    # "grace period over". Only a successful call with a DaysLeft counts.
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
     $mode = $null
     $grace = $null
     if ($null -ne $setting) {
         $mode = [int64]$setting.LicensingType
         if ([int]$setting.TerminalServerMode -eq 1) {
             try {
-                $grace = [int64](Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays').DaysLeft
+                $answer = Invoke-CimMethod -InputObject $setting -MethodName 'GetGracePeriodDays' -OperationTimeoutSec 20
+                if ($null -ne $answer -and [int64]$answer.ReturnValue -eq 0 -and $null -ne $answer.DaysLeft) { $grace = [int64]$answer.DaysLeft }
             } catch {
                 $grace = $null
             }

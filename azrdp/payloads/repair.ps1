@@ -523,7 +523,8 @@ function Read-CertState {
     $all = @(Get-RdpStoreCertificates)
     $current = $null
     if ($null -ne $bound) {
-        $found = Find-Certificate -Thumbprint $bound
+        $found = $null
+        if ($bound -ne 'MALFORMED') { $found = Find-Certificate -Thumbprint $bound }
         if ($null -ne $found) { $current = $found.cert }
     } else {
         $usable = @($all | Where-Object -FilterScript { -not (Test-CertificateBroken -Certificate $_) })
@@ -588,7 +589,8 @@ function Repair-Certificate {
     $boundUsable = $false
     $boundBroken = $false
     if ($null -ne $bound) {
-        $found = Find-Certificate -Thumbprint $bound
+        $found = $null
+        if ($bound -ne 'MALFORMED') { $found = Find-Certificate -Thumbprint $bound }
         $boundBroken = ($null -eq $found) -or (Test-CertificateBroken -Certificate $found.cert)
         $boundUsable = -not $boundBroken
     }
@@ -606,8 +608,9 @@ function Repair-Certificate {
     $cleared = $false
     if ($boundBroken) {
         $folder = Get-BackupFolder
-        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value $bound -Encoding ASCII
-        Add-UndoNote -Line ('binding: SSLCertificateSHA1Hash = {0} (SSLCertificateSHA1Hash.txt)' -f $bound)
+        # As stored (kind:data): a MALFORMED one (a REG_SZ thumbprint) is kept as its own text.
+        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value (Get-BindingText) -Encoding Unicode
+        Add-UndoNote -Line ('binding: SSLCertificateSHA1Hash = {0} (kind:data in SSLCertificateSHA1Hash.txt)' -f $bound)
         Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
         $cleared = $true
     }

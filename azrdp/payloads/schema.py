@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from azrdp.errors import ProtocolError
 
@@ -82,6 +82,12 @@ class Field:
     discriminator: str | None = None
     variants: Mapping[str, Field] | None = field(default=None)
 
+    def member(self, name: str) -> Field:
+        """The field ``name`` of this object (KeyError when this is not an object or lacks it)."""
+        if self.fields is None:
+            raise KeyError(f"a {self.kind} field has no member {name!r}")
+        return self.fields[name]
+
 
 # -- small constructors, so the schemas below read like a table ---------------------------------
 
@@ -103,7 +109,12 @@ def b(doc: str, *, null: bool = False, opt: bool = False) -> Field:
 
 
 def o(doc: str, *, null: bool = False, opt: bool = False, **fields: Field) -> Field:
-    return Field("object", doc, required=not opt, nullable=null, fields=fields)
+    return o_of(doc, fields, null=null, opt=opt)
+
+
+def o_of(doc: str, fields: Mapping[str, Field], *, null: bool = False, opt: bool = False) -> Field:
+    """An object from a mapping of fields (for objects that share a set of fields)."""
+    return Field("object", doc, required=not opt, nullable=null, fields=dict(fields))
 
 
 def a(doc: str, items: Field, *, max_items: int, null: bool = False, opt: bool = False) -> Field:
@@ -111,6 +122,9 @@ def a(doc: str, items: Field, *, max_items: int, null: bool = False, opt: bool =
 
 
 THUMBPRINT = r"^[0-9A-F]{40}$"
+BINDING = r"^([0-9A-F]{40}|MALFORMED)$"
+"""SSLCertificateSHA1Hash as read: a thumbprint, or MALFORMED when the value is not a 20-byte
+REG_BINARY (a REG_SZ thumbprint set by hand, a wrong length): a binding RDP cannot use."""
 UTC_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 VERSION = r"^\d+\.\d+\.\d+$"
 
@@ -131,7 +145,7 @@ SERVICE = o(
     start=s("Start type; null when the service is missing.", choices=START_TYPES, null=True),
 )
 
-_CERT_FACTS = dict(
+_CERT_FACTS: dict[str, Field] = dict(
     not_after=s("Expiry (NotAfter) in UTC.", max_len=20, pattern=UTC_TIME),
     expired=b("NotAfter is in the past (guest clock)."),
     key_readable=b("The private key could really be used (as SYSTEM: it signed or decrypted): false "
@@ -141,19 +155,19 @@ _CERT_FACTS = dict(
     self_signed=b("Issuer equals subject."),
 )
 
-CERT = o(
+CERT = o_of(
     "One certificate in Cert:\\LocalMachine\\Remote Desktop.",
-    thumbprint=s("SHA-1 thumbprint.", max_len=40, pattern=THUMBPRINT),
-    **_CERT_FACTS,
+    {"thumbprint": s("SHA-1 thumbprint.", max_len=40, pattern=THUMBPRINT), **_CERT_FACTS},
 )
 
 CERT_LIST_MAX = 2
 
-BOUND_CERT = o(
-    "The certificate SSLCertificateSHA1Hash names (its thumbprint is `bound`).", null=True,
-    store=s("Where it was found: `rd` = Cert:\\LocalMachine\\Remote Desktop, `my` = "
-            "Cert:\\LocalMachine\\My.", choices=("rd", "my")),
-    **_CERT_FACTS,
+BOUND_CERT = o_of(
+    "The certificate SSLCertificateSHA1Hash names (its thumbprint is `bound`).",
+    {"store": s("Where it was found: `rd` = Cert:\\LocalMachine\\Remote Desktop, `my` = "
+                "Cert:\\LocalMachine\\My.", choices=("rd", "my")),
+     **_CERT_FACTS},
+    null=True,
 )
 
 RDP_KEY = o(
@@ -173,7 +187,8 @@ MACHINEKEYS = o(
     sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
     default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
-    files=i("Number of files in the folder.", hi=None),
+    files=i("Number of files in the folder; null when SYSTEM cannot list it (a broken folder DACL).",
+            hi=None, null=True),
     rdp_key=RDP_KEY,
 )
 
@@ -245,8 +260,9 @@ DIAGNOSE = o(
                        max_len=24, null=True)),
     cert=o("The RDP certificate.", null=True,
            bound=s("SSLCertificateSHA1Hash on RDP-Tcp (an admin-chosen certificate); null when "
-                   "unset (RDP then uses its self-signed certificate).", max_len=40,
-                   pattern=THUMBPRINT, null=True),
+                   "unset (RDP then uses its self-signed certificate); `MALFORMED` when it is not a "
+                   "20-byte REG_BINARY (e.g. a thumbprint set as a string).", max_len=40,
+                   pattern=BINDING, null=True),
            bound_cert=BOUND_CERT,
            certs=a(f"Certificates in Cert:\\LocalMachine\\Remote Desktop (first {CERT_LIST_MAX}, "
                    "newest first).", CERT, max_items=CERT_LIST_MAX),
@@ -254,7 +270,8 @@ DIAGNOSE = o(
     machinekeys=Field("object", MACHINEKEYS.doc, nullable=True, fields=MACHINEKEYS.fields),
     firewall=o("Windows Firewall.", null=True,
                service=s("MpsSvc state.", choices=SERVICE_STATES),
-               profiles=a("Domain, Private and Public profiles.",
+               profiles=a("Domain, Private and Public profiles; null (as every field below) when the "
+                          "rules could not be read while `service` could (errors says why).",
                           o("One firewall profile.",
                             name=s("Profile name.", choices=("Domain", "Private", "Public")),
                             enabled=b("The profile is on."),
@@ -262,12 +279,13 @@ DIAGNOSE = o(
                                       choices=("Block", "Allow", "NotConfigured")),
                             rules_ignored=b("AllowInboundRules is off (block all inbound: every "
                                             "allow rule is ignored).")),
-                          max_items=3),
-               rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
-               rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None),
+                          max_items=3, null=True),
+               rdp_rules=i("Inbound rules in the Remote Desktop group.", hi=None, null=True),
+               rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None, null=True),
                port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
-                              "profile, and no Block rule does."),
-               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).")),
+                              "profile, and no Block rule does.", null=True),
+               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).",
+                         null=True)),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
                       max_items=SESSION_LIST_MAX),
@@ -320,9 +338,9 @@ ACTIONS_MAX = 4
 
 RDP_KEY_ACL = o(
     "The RDP key container's presence and ACL.",
-    present=RDP_KEY.fields["present"],
-    network_service_read=RDP_KEY.fields["network_service_read"],
-    system_full=RDP_KEY.fields["system_full"],
+    present=RDP_KEY.member("present"),
+    network_service_read=RDP_KEY.member("network_service_read"),
+    system_full=RDP_KEY.member("system_full"),
 )
 
 RDP_CONFIG_STATE = o(
@@ -340,14 +358,15 @@ RDP_CONFIG_STATE = o(
 MACHINEKEYS_STATE = o(
     "MachineKeys folder ACL, file count and the RDP key container's ACL (both MachineKeys steps).",
     null=True,
-    default=MACHINEKEYS.fields["default"],
-    files=MACHINEKEYS.fields["files"],
+    default=MACHINEKEYS.member("default"),
+    files=MACHINEKEYS.member("files"),
     rdp_key=RDP_KEY_ACL,
 )
 
 CERT_STATE = o(
     "What RDP would serve, and the Remote Desktop store.", null=True,
-    bound=s("SSLCertificateSHA1Hash, null when unset.", max_len=40, pattern=THUMBPRINT, null=True),
+    bound=s("SSLCertificateSHA1Hash, null when unset, `MALFORMED` when not a 20-byte REG_BINARY.",
+            max_len=40, pattern=BINDING, null=True),
     total=i("Certificates in Cert:\\LocalMachine\\Remote Desktop.", hi=None),
     bad=i("Of those, expired or with an unreadable private key.", hi=None),
     current=s("Thumbprint RDP serves: the bound one when set, else the newest usable one in the "
@@ -546,7 +565,7 @@ def _type_name(value: Any) -> str:
 
 
 def _check(payload_id: str, spec: Field, value: Any, path: str) -> None:
-    def fail(problem: str) -> None:
+    def fail(problem: str) -> NoReturn:
         raise ResultSchemaError(payload_id, path, problem)
 
     if value is None:

@@ -22,6 +22,21 @@ def compute(fake_credential):
 
 
 @pytest.fixture
+def vm(compute):
+    """The handle of VM rg1/vm1 over that client, on a ManualClock with polling interval 0 (what
+    the jobs get from ``session.vm(target)``)."""
+    from types import SimpleNamespace
+
+    from azrdp.azure.vm import AzureVm
+    from azrdp.clock import ManualClock
+    from azrdp.target import Target
+
+    session = SimpleNamespace(compute=compute, network=None, clock=ManualClock(), polling_interval=0.0,
+                              subscription_id=SUB, credential=None)
+    return AzureVm(session, Target("vm1", "rg1"))
+
+
+@pytest.fixture
 def arm():
     import responses
 

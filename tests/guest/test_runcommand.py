@@ -17,6 +17,7 @@ from azrdp.clock import ManualClock
 from azrdp.errors import AuthError, OperationTimeout
 from azrdp.guest import diagnose_guest, repair_guest, run_payload
 from azrdp.payloads import payload
+from azrdp.target import Target
 
 TOKEN = "INJECTED7Q"  # appears in every hostile value and nowhere in the payloads
 HOSTILE = [
@@ -66,13 +67,12 @@ def spec_path_bytes(name: str) -> bytes:
     return (Path(azrdp.payloads.__file__).parent / name).read_bytes()
 
 
-def test_hostile_values_never_leave_through_the_manifest_path(compute, arm):
+def test_hostile_values_never_leave_through_the_manifest_path(vm, arm):
     from azrdp.errors import UsageError
 
     for value in HOSTILE:
         with pytest.raises(UsageError):
-            run_payload(compute, "rg1", "vm1", "diagnose", {"RunId": value}, instance_view=READY_VIEW,
-                        clock=ManualClock(), polling_interval=0)
+            run_payload(vm, "diagnose", {"RunId": value}, instance_view=READY_VIEW)
     assert len(arm.rsps.calls) == 0
 
 
@@ -184,10 +184,9 @@ def test_403_goes_through_arm_errors(compute, arm):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
 
 
-def test_diagnose_guest_end_to_end(compute, arm):
+def test_diagnose_guest_end_to_end(vm, arm):
     arm.accept(run_command_value("WARNING: noise\r\n" + result_line({**healthy(), "run_id": "abc-1"}) + "\r\n", ""))
-    diagnosis = diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(),
-                               polling_interval=0, run_id="abc-1")
+    diagnosis = diagnose_guest(vm, instance_view=READY_VIEW, run_id="abc-1")
     assert [c.id for c in diagnosis.checks][0] == "guest.termservice"
     assert all(c.status.value == "pass" for c in diagnosis.checks)
     (body,) = arm.sent_bodies()
@@ -195,23 +194,22 @@ def test_diagnose_guest_end_to_end(compute, arm):
     assert diagnosis.to_dict()["run"]["attempts"] == 1
 
 
-def test_repair_guest_end_to_end(compute, arm):
+def test_repair_guest_end_to_end(vm, arm):
     arm.accept(run_command_value(result_line(healthy_repair())))
-    outcome = repair_guest(compute, "rg1", "vm1", steps=["sessions", "cert", "rdp-config", "machinekeys-acl"],
-                           instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+    outcome = repair_guest(vm, steps=["sessions", "cert", "rdp-config", "machinekeys-acl"], instance_view=READY_VIEW)
     assert outcome.changed is False and outcome.reboot_required is False and outcome.failed_steps == []
     (body,) = arm.sent_bodies()
     assert body["parameters"][0] == {"name": "Steps", "value": "rdp-config,machinekeys-acl,cert,sessions"}
 
 
-def test_a_guest_running_another_version_is_refused(compute, arm):
+def test_a_guest_running_another_version_is_refused(vm, arm):
     from azrdp.payloads.schema import ResultSchemaError
 
     obj = healthy()
     obj["version"] = "0.9.0"
     arm.accept(run_command_value(result_line(obj)))
     with pytest.raises(ResultSchemaError, match="version 0.9.0"):
-        diagnose_guest(compute, "rg1", "vm1", instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
+        diagnose_guest(vm, instance_view=READY_VIEW)
 
 
 def test_through_azrdps_session_factory(fake_credential, arm):
@@ -222,5 +220,5 @@ def test_through_azrdps_session_factory(fake_credential, arm):
                            retry=RetrySettings(total=0), clock=clock)
     arm.conflict()
     arm.accept(run_command_value(result_line(healthy())))
-    diagnosis = diagnose_guest(session.compute, "rg1", "vm1", instance_view=READY_VIEW, clock=clock)
+    diagnosis = diagnose_guest(session.vm(Target("vm1", "rg1"), clock=clock), instance_view=READY_VIEW)
     assert diagnosis.run.attempts == 2 and diagnosis.run.conflict_waits == [CONFLICT_BACKOFF_FIRST]

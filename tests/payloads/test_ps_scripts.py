@@ -459,7 +459,7 @@ def test_native_programs_run_from_system32_and_a_missing_one_is_a_clear_error():
     assert "Join-Path -Path $env:SystemRoot -ChildPath ($folder + '\\' + $FilePath)" in body
     assert "$folder = 'Sysnative'" in body and "[Environment]::Is64BitProcess" in body
     assert body.index("if (-not (Test-Path -LiteralPath $exe)) { throw") < body.index("& $exe")
-    assert body.index("$global:LASTEXITCODE = 0") < body.index("& $exe")
+    assert body.index("$global:LASTEXITCODE = -1") < body.index("& $exe")
 
 
 def test_grants_through_groups_and_generic_rights_count():

@@ -245,3 +245,25 @@ def test_the_table_keeps_one_row_per_vm_whatever_a_summary_quotes():
     rows = table.splitlines()
     assert len(rows) == 3 and rows[1].split()[:3] == ["vm1", "rg1", "unhealthy"], table
     assert "\\u000avm2" in rows[1] and "\x1b" not in table
+
+
+def test_a_vm_another_run_just_restarted_is_busy_not_unhealthy_and_not_repaired(tmp_path):
+    """`sweep --fix` beside a `fix` that restarted its VM and is waiting to verify it: the sweep
+    once called that VM unhealthy and could repair it again. Real Azure: the restart operation
+    ends in 0.2-0.3 s and the instance view keeps the agent's stale Ready while Windows boots."""
+    from azrdp.azure.power import restart_vm
+
+    clock = ManualClock()
+    with Emulator.start(fleet={"healthy": 1, "0x904": 1}, speed=1.0, clock=clock, seed=3) as emu:
+        session = tenant_session(emu, clock=clock)
+        restart_vm(session.for_subscription(emu.subscription_id).compute, "rg-azrdp-fleet", "vm-0x904-001",
+                   clock=clock, polling_interval=0)
+        result = run_sweep(emu, session=session, policy=FixPolicy.unattended(), audit_path=tmp_path / "audit.jsonl")
+        by_name = {r.vm.name: r for r in result.results}
+        sent = [c.path.split("/")[-2] for c in emu.calls if c.operation in ("VirtualMachines_RunCommand",
+                                                                             "VirtualMachines_Restart")]
+    busy = by_name["vm-0x904-001"]
+    assert busy.outcome == "busy" and busy.summary.startswith("a restart Windows has not answered yet"), busy.summary
+    assert by_name["vm-healthy-001"].outcome == "healthy"
+    assert sent == ["vm-0x904-001"]                # only the other run's restart: the sweep sent nothing
+    assert result.counts()["busy"] == 1 and result.exit_code == 1

@@ -109,3 +109,22 @@ def test_a_vm_that_could_not_be_probed_and_fails_nothing_costs_no_read():
         result = run(emu, probe=False)
         assert result.counts()["unverified"] == 3
         assert sum(emu.count(op) for op in PER_VM_READS) == 0 and result.reads["per_vm_reads"] == 0
+
+
+def test_the_shared_read_session_reads_a_usual_layout_without_a_nic_get():
+    """The path the fleet lists do not cover (a VM read by itself through the sweep's shared-read
+    session, as a repair's second look does): the first-page NIC listing is answered by the shared
+    reads as a plain list, and must be taken as it is (once, .by_page() on it raised, was swallowed,
+    and every VM cost a NetworkInterfaces_Get and a fourth round trip). Two VMs of one resource
+    group: one NIC list between them, no NIC read by itself, three round trips each."""
+    from azrdp.azure.shared_reads import shared_reads
+    from azrdp.diagnose import diagnose
+    from azrdp.target import Target
+
+    with Emulator.start(fleet={"healthy": 2}, speed=FAST) as emu:
+        shared = shared_reads(tenant_session(emu).for_subscription(emu.subscription_id))
+        diagnoses = [diagnose(shared, Target(f"vm-healthy-{n:03d}", "rg-azrdp-fleet"), probe=False) for n in (1, 2)]
+        assert emu.count("NetworkInterfaces_Get") == 0
+        assert emu.count("NetworkInterfaces_List") == 1
+        assert [d.round_trips for d in diagnoses] == [3, 3]
+        assert all(d.check("vm.power").status.value == "pass" for d in diagnoses)

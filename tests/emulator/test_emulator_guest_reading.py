@@ -1,0 +1,114 @@
+"""How the payloads read Windows, against a simulated guest that stores things the way Windows
+does (desk review of the payloads, findings 3, 4, 5, 7): through the real `azrdp diagnose` and
+`azrdp fix` CLIs, and the repair payload through the real SDK."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from emulator_support import payload_answer, session_for
+from test_emulator_licensing import checks, diagnose
+
+from azrdp.cli import cli
+
+
+def fix(emu, monkeypatch) -> tuple[int, dict]:
+    env = emu.environment()
+    env.pop("IDENTITY_ENDPOINT", None)
+    env.pop("IDENTITY_HEADER", None)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    host, port = emu.rdp_endpoint()
+    result = CliRunner().invoke(cli, ["fix", "vm-web-01", "-g", "rg-azrdp-demo", "--yes", "-o", "json", "--host",
+                                      f"{host}:{port}", "--probe-timeout", "2", "--wait-timeout", "5s", "--guest-first"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+# -- finding 3 (review #17): a binding that is not a 20-byte REG_BINARY ----------------------------
+
+def test_a_thumbprint_stored_as_text_is_reported_as_a_malformed_binding(start_emulator, monkeypatch):
+    emu = start_emulator("binding-as-text")
+    code, doc = diagnose(emu, monkeypatch)
+    cert = checks(doc)["guest.cert"]
+    assert code == 1 and cert["status"] == "fail"
+    assert cert["details"]["bound"] == "MALFORMED" and cert["details"]["bound_cert"] is None
+    assert "not a 20-byte binary thumbprint" in cert["summary"] and "`cert`" in cert["remedy"]
+
+
+def test_the_cert_step_saves_the_malformed_binding_and_clears_it(start_emulator, fake_credential):
+    emu = start_emulator("binding-as-text")
+    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": ["cert"]})
+    step = result["steps"][0]
+    assert step["before"]["bound"] == "MALFORMED" and step["after"]["bound"] is None
+    assert step["status"] == "changed" and step["info"]["cleared_binding"] is True
+    assert step["info"]["restarted"] == ["SessionEnv", "TermService"]
+    guest = emu.guest()
+    assert guest.bound_thumbprint is None and guest.binding() is None and guest.tls_usable()
+    assert any("SSLCertificateSHA1Hash.txt" in files for files in guest.backup_folders.values())
+
+
+def test_fix_repairs_a_binding_stored_as_text(start_emulator, monkeypatch):
+    emu = start_emulator("binding-as-text")
+    code, doc = fix(emu, monkeypatch)
+    assert code == 0, doc.get("summary")
+    assert [step["name"] for step in doc["plan"]["steps"]] == ["cert"]
+    step = doc["repair"]["result"]["steps"][0]
+    assert step["before"]["bound"] == "MALFORMED" and step["after"]["bound"] is None
+    assert step["after"]["current"] is not None and step["info"]["cleared_binding"] is True
+
+
+# -- finding 4 (review #18): a MachineKeys folder SYSTEM cannot list -------------------------------
+
+def test_an_unlistable_machinekeys_folder_is_still_reported_and_the_acl_step_planned(start_emulator, monkeypatch):
+    # The old diagnose listed the folder in the same expression as the SDDL: the whole machinekeys
+    # section was lost (null), and plan.py planned no machinekeys-acl in the worst ACL break.
+    emu = start_emulator("machinekeys-unlistable")
+    code, doc = diagnose(emu, monkeypatch)
+    keys = checks(doc)["guest.machinekeys"]
+    assert code == 1 and keys["status"] == "fail"
+    assert keys["details"]["files"] is None and keys["details"]["default"] is False
+    assert keys["details"]["sddl"].startswith("O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-")
+    assert keys["details"]["rdp_key"]["present"] is True   # reached by its name, not by listing
+    assert "SYSTEM cannot list the MachineKeys folder" in keys["summary"] and "`machinekeys-acl`" in keys["remedy"]
+
+
+def test_the_acl_step_on_an_unlistable_folder_fails_before_changing_anything(start_emulator, fake_credential):
+    emu = start_emulator("machinekeys-unlistable")
+    before = emu.guest().machinekeys.sddl
+    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": ["machinekeys-acl"]})
+    step = result["steps"][0]
+    assert step["before"]["files"] is None and step["status"] == "failed"
+    assert step["error"].startswith("Access to the path")
+    assert not result["changed"] and emu.guest().machinekeys.sddl == before
+
+
+# -- finding 7 (review #2, the rest): no session query into a TermService that is not running ------
+
+def test_sessions_are_not_queried_while_termservice_is_stopped(start_emulator, monkeypatch):
+    # WTSEnumerateSessions and quser are RPC to TermService: the old payload called them anyway
+    # (a hung TermService could block the payload before any step). Now the table is empty.
+    emu = start_emulator()
+
+    def stopped(backend):
+        emu.guest().add_session("opsadmin", "Disc", idle_min=600)
+        emu.guest().services["TermService"].state = "Stopped"
+    emu.update(stopped)
+    code, doc = diagnose(emu, monkeypatch)
+    found = checks(doc)
+    assert code == 1 and found["guest.termservice"]["status"] == "fail"
+    assert found["guest.sessions"]["details"]["total"] == 0 and found["guest.sessions"]["details"]["list"] == []
+    assert found["guest.listener"]["details"]["state"] is None
+
+
+# -- finding 5 (review #11, the rest): the firewall section keeps MpsSvc's state -------------------
+
+def test_when_the_firewall_rules_cannot_be_read_the_service_state_still_stands(start_emulator, monkeypatch):
+    # The old Read-Firewall read everything in one try: a refused NetSecurity query lost the whole
+    # section, MpsSvc's state included; and plan.py read a missing port_allowed as "no rule allows".
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest(), "firewall_readable", False))
+    code, doc = diagnose(emu, monkeypatch)
+    fw = checks(doc)["guest.firewall"]
+    assert fw["status"] == "error" and fw["details"]["service"] == "Running"
+    assert fw["details"]["port_allowed"] is None and "could not read the firewall rules" in fw["summary"]
