@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from azrdp.checks import Check, Status
+from azrdp.checks import Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_PROBLEM, AzrdpError, OperationTimeout
 from azrdp.job import Job, JobResult
@@ -36,6 +36,7 @@ from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import Session
+    from azrdp.diagnose import Diagnosis
 
 DEFAULT_WAIT_TIMEOUT = 900.0
 
@@ -213,7 +214,6 @@ class _Job(Job[RepairResult]):
         self.confirm = confirm
         self.prober = prober
         self.on_diagnosis = on_diagnosis
-        self.network: Any = None
         self.changed_something = False
         self.power_changed_at: Any = None   # ARM's start of the last restart/start azrdp sent
         self.restarted_at: Any = None
@@ -251,26 +251,40 @@ class _Job(Job[RepairResult]):
         self.result.next_steps = next_steps(self.result, self.target)
 
     # -- diagnose ----------------------------------------------------------------------------
-    def diagnose(self, *, guest: str = "auto") -> Any:
-        """guest: auto (read it unless fused mode stands in), always, never."""
-        from azrdp.diagnose import diagnose, guest_stage
+    def diagnose(self, *, guest: str = "auto", reuse: Diagnosis | None = None) -> Diagnosis:
+        """guest: auto (read it unless fused mode stands in), always, never. ``reuse``: a diagnosis
+        the caller already has (sweep, check): its inventory and probe are judged again, not re-read."""
+        from azrdp.diagnose import diagnose
 
-        def capture(ctx: Any) -> list[Check]:
-            self.network = (ctx.inventory, ctx.path)
-            return []
-
-        def guest_or_fused(ctx: Any) -> list[Check]:
-            if guest == "never" or (guest == "auto" and self.options.fused
-                                     and fused_eligible(ctx.checks, ctx.probe_result)):
-                return []
-            checks = guest_stage(ctx)
-            if ctx.guest is not None:
-                self.result.counts["diagnose_run_commands"] += 1
-            return checks
+        def read_guest(ctx: Any) -> bool:
+            return guest == "always" or (guest == "auto" and not (self.options.fused
+                                                                  and fused_eligible(ctx.checks, ctx.probe_result)))
 
         o = self.options
-        return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
-                        probe_timeout=o.probe_timeout, stages=(capture, guest_or_fused), progress=self.progress)
+        diagnosis = diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
+                             probe_timeout=o.probe_timeout, guest=read_guest, progress=self.progress,
+                             inventory=reuse.inventory if reuse is not None else None,
+                             probe_result=reuse.probe_result if reuse is not None else None)
+        if diagnosis.guest is not None:
+            self.result.counts["diagnose_run_commands"] += 1
+        return diagnosis
+
+    def first_diagnosis(self, before: Diagnosis | None) -> Diagnosis:
+        """The diagnosis the plan is made from: the caller's (``before``), read again only for the
+        guest when this fix needs it and ``before`` did not read it; else a fresh one."""
+        if before is not None and (before.guest is not None or not self.needs_guest(before)):
+            return before
+        start = self.clock.monotonic()
+        if before is None:
+            self.say("Diagnosing Azure, the network, the wire" + ("" if self.options.fused else " and the guest") + " ...")
+        current = self.diagnose(reuse=before)
+        self.timed("diagnose", start)
+        return current
+
+    def needs_guest(self, diagnosis: Diagnosis) -> bool:
+        """Whether this fix reads the guest before it repairs (not in fused mode, where the repair
+        payload re-checks), judged on ``diagnosis``' Azure side and wire."""
+        return not (self.options.fused and fused_eligible(diagnosis.checks, diagnosis.probe_result))
 
     def plan(self, diagnosis: Any, *, start: bool | None) -> Plan:
         from azrdp.azure.nsg_rules import caller_identity, parse_allow_from
@@ -279,20 +293,17 @@ class _Job(Job[RepairResult]):
         allow = parse_allow_from(o.allow_from, source_ip=o.source_ip) if o.allow_from else None
         who = o.who or (caller_identity(self.session) if allow else "unknown user")
         return make_plan(diagnosis, force_steps=o.force_steps, skip_steps=o.skip_steps, reboot=o.reboot,
-                         start=start, allow_from=allow, allow_for=o.allow_for, network=self.network, who=who,
+                         start=start, allow_from=allow, allow_for=o.allow_for, who=who,
                          now=self.clock.now(), run_id=self.run_id, advice=o.advice)
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self) -> RepairResult:
+    def run(self, before: Diagnosis | None = None) -> RepairResult:
         from azrdp.azure.nsg_rules import parse_allow_from
 
         check_steps(self.options.force_steps, self.options.skip_steps, self.options.reboot)
         if self.options.allow_from:  # a bad source is a usage error before anything is read or sent
             parse_allow_from(self.options.allow_from, source_ip=self.options.source_ip)
-        start = self.clock.monotonic()
-        self.say("Diagnosing Azure, the network, the wire" + ("" if self.options.fused else " and the guest") + " ...")
-        self.result.before = current = self.diagnose()
-        self.timed("diagnose", start)
+        self.result.before = current = self.first_diagnosis(before)
         if self.on_diagnosis is not None:
             self.on_diagnosis(current)
         plan = self.plan(current, start=self.options.start)
@@ -304,9 +315,8 @@ class _Job(Job[RepairResult]):
             self.result.verdict = "declined"
             return self.result
         if not plan.empty and not self.options.force:
-            refuse_if_busy(self.network[0].vm_properties.get("instanceView") if self.network else None,
-                           current.checks, self.clock.now(), self.target)
-        self.execute(plan)
+            refuse_if_busy(current.instance_view, current.checks, self.clock.now(), self.target)
+        self.execute(plan, current)
         if plan.start:
             current = self.second_pass()
         self.verify(current)
@@ -323,10 +333,10 @@ class _Job(Job[RepairResult]):
         plan = self.plan(diagnosis, start=False)
         self.result.plans.append(plan)
         if not plan.empty and self.confirm(plan):
-            self.execute(plan)
+            self.execute(plan, diagnosis)
         return diagnosis
 
-    def execute(self, plan: Plan) -> None:
+    def execute(self, plan: Plan, diagnosis: Diagnosis) -> None:
         o = self.options
         rg, vm = self.target.resource_group, self.target.name
         if plan.start:
@@ -376,10 +386,10 @@ class _Job(Job[RepairResult]):
                         undo=f"azrdp revoke {vm} -g {rg}")
         outcome = None
         if plan.values:
-            outcome = self.repair(plan)
+            outcome = self.repair(plan, diagnosis)
         self.restart_if_needed(plan, outcome)
 
-    def repair(self, plan: Plan) -> Any:
+    def repair(self, plan: Plan, diagnosis: Diagnosis) -> Any:
         from azrdp.guest import RepairOutcome, run_payload
 
         o = self.options
@@ -392,12 +402,11 @@ class _Job(Job[RepairResult]):
         begun = self.clock.monotonic()
         self.result.counts["repair_run_commands"] += 1
         values = dict(plan.values or {})
-        view = self.network[0].vm_properties.get("instanceView") if self.network else None
         from azrdp.azure.runcommand import RunCommandUncertain
 
         try:
             with self.waiting(f"Run Command on {self.target.name}", said="sent", limit=o.run_command_timeout) as wait:
-                result, run = run_payload(self.vm, "repair", values, instance_view=view,
+                result, run = run_payload(self.vm, "repair", values, instance_view=diagnosis.instance_view,
                                           timeout=o.run_command_timeout, on_wait=wait.update, on_conflict=wait.note)
         except RunCommandUncertain as err:   # never resent: it may have changed the guest
             self.in_flight = None
@@ -405,7 +414,6 @@ class _Job(Job[RepairResult]):
             self.record("run-command", status="may-have-run", run_id=self.run_id, started=err.started,
                         error=err.message)
             raise
-            wait.end("finished")
         self.in_flight = None
         self.timed("run_command", begun)
         outcome = self.result.repair = RepairOutcome(result, run)
@@ -652,8 +660,13 @@ def _restart_still_needed(result: RepairResult, target: Target) -> list[str]:
 
 def fix(session: Session, target: Target, options: FixOptions | None = None, *, audit: Any,
         confirm: Callable[[Plan], bool] = lambda plan: True, clock: Clock | None = None, progress: ProgressSink = SILENT,
-        prober: Any = None, on_diagnosis: Callable[[Any], None] | None = None) -> RepairResult:
+        prober: Any = None, on_diagnosis: Callable[[Any], None] | None = None,
+        before: Diagnosis | None = None) -> RepairResult:
     """Diagnose, plan, confirm, repair, restart when needed, wait until RDP answers, re-diagnose.
+
+    ``before``: the diagnosis of ``target`` the caller already made (``sweep --fix``): the plan is
+    made from it, and the VM is not read again before the repair (only its guest, when this fix
+    needs a guest reading and ``before`` has none).
 
     ``on_diagnosis(diagnosis)`` hears each diagnosis before its plan is made and confirmed (an
     interactive ``fix`` shows it there, so the question comes after the reasons).
@@ -666,4 +679,4 @@ def fix(session: Session, target: Target, options: FixOptions | None = None, *, 
     options = options or FixOptions()
     job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress,
                confirm=confirm, prober=prober, on_diagnosis=on_diagnosis)
-    return job.guarded(job.run)
+    return job.guarded(lambda: job.run(before))

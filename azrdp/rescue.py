@@ -283,12 +283,12 @@ class _Job(Job[RescueResult]):
     # -- reads -----------------------------------------------------------------------------------
     def diagnose(self, *, guest: bool) -> Any:
         from azrdp.azure.healthreport import boot_health_stage
-        from azrdp.diagnose import GUEST_STAGES, diagnose
+        from azrdp.diagnose import diagnose
 
         o = self.options
-        stages = (boot_health_stage, *(GUEST_STAGES if guest else ()))
         return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
-                        probe_timeout=o.probe_timeout, stages=stages, progress=self.progress)
+                        probe_timeout=o.probe_timeout, stages=(boot_health_stage,), guest=guest,
+                        progress=self.progress)
 
     def read_vm(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         rg, name = self.target.resource_group, self.target.name

@@ -6,7 +6,8 @@ guest only when it does not.
 With ``host`` the probe needs no Azure at all, so a passing check signs in to nothing. Without it
 the VM's public IP comes from ARM (the Azure side is read once, three round trips). Only when RDP
 does not answer (after ``wait`` seconds of polling, for a VM that is still booting) does the check
-read the full diagnosis, guest included, so the CI log says why.
+complete the diagnosis, guest included, so the CI log says why: from what it read already (the
+VM's inventory, unless a wait made it stale, and the wire's last answer, never probed again).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def smoke_check(open_session: Callable[[], Session], target: Target, *, host: st
                 probe_timeout: float = 5.0, wait: float = 0.0, guest: bool = True, source_ip: str | None = None,
                 clock: Clock = SYSTEM_CLOCK, progress: ProgressSink = SILENT) -> SmokeResult:
     """Check that ``target`` answers RDP. ``open_session()`` is called only when Azure is needed."""
-    from azrdp.diagnose import GUEST_STAGES, diagnose
+    from azrdp.diagnose import diagnose
     from azrdp.rdp import format_target, parse_target, rdp_checks
 
     session = None
@@ -90,10 +91,11 @@ def smoke_check(open_session: Callable[[], Session], target: Target, *, host: st
         if first.vm.get("public_ip") and first.probe_result is not None:
             address = (first.vm["public_ip"], port)
     result = SmokeResult(target, format_target(*address) if address else None, [], signed_in=session is not None)
+    latest = None                            # the wire's last answer: the diagnosis judges it, never probes again
     if address is not None:
-        probe_result, result.attempts, result.waited = _answer(address, first, wait=wait, clock=clock,
-                                                               probe_timeout=probe_timeout, progress=progress)
-        result.wire = rdp_checks(probe_result)
+        latest, result.attempts, result.waited = _answer(address, first, wait=wait, clock=clock,
+                                                         probe_timeout=probe_timeout, progress=progress)
+        result.wire = rdp_checks(latest)
         if result.ok:
             return result
     elif first is not None:
@@ -103,8 +105,11 @@ def smoke_check(open_session: Callable[[], Session], target: Target, *, host: st
     if session is None:
         session = open_session()
         result.signed_in = True
+    # What Azure said a moment ago still stands; after a wait (a VM that was booting) it is read again.
+    reuse = first if first is not None and not result.waited else None
     result.diagnosis = diagnose(session, target, port=port, source_ip=source_ip, host=host,
-                                probe_timeout=probe_timeout, stages=GUEST_STAGES if guest else (), progress=progress)
+                                probe_timeout=probe_timeout, guest=guest, progress=progress,
+                                inventory=reuse.inventory if reuse is not None else None, probe_result=latest)
     return result
 
 

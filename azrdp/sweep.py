@@ -437,14 +437,14 @@ class _Worker:
         the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
         fails nothing is 'unverified' without an agent read."""
         from azrdp.azure.checks import power_state
-        from azrdp.diagnose import GUEST_STAGES, diagnose
+        from azrdp.diagnose import diagnose
 
         target = vm.target()
         handle = scope.checking.vm(target)
         inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=scope.view)
         running = power_state(inventory) == "running"
-        options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe, probe_timeout=self.probe_timeout,
-                       stages=GUEST_STAGES if self.guest else ())
+        options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe,
+                                       probe_timeout=self.probe_timeout, guest=self.guest)
         try:
             if self.guest and running:
                 handle.read_agent(inventory)
@@ -462,8 +462,9 @@ class _Worker:
         return result, diagnosis
 
     def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult, diagnosis: Any) -> VmResult:
-        """Repair through azrdp.repair with the unattended policy. A VM whose problem no allowed
-        step touches (agent not Ready, deallocated, an NSG) is reported without a repair run."""
+        """Repair through azrdp.repair with the unattended policy, from the diagnosis the sweep made
+        (the VM is not read again before the repair). A VM whose problem no allowed step touches
+        (agent not Ready, deallocated, an NSG) is reported without a repair run."""
         from azrdp.audit import AuditLog
         from azrdp.plan import plan
         from azrdp.repair import FixOptions, fix
@@ -480,7 +481,7 @@ class _Worker:
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,
-                       clock=self.clock)
+                       clock=self.clock, before=diagnosis)
         return _from_repair(vm, checked, repaired)
 
 

@@ -43,7 +43,7 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     Exit codes: 0 no check failed; 1 a problem was found; 2 bad input or a Linux VM;
     3 sign-in or permission failure; 4 VM or resource group not found; 5 Azure failed or timed out.
     """
-    from azrdp.diagnose import GUEST_STAGES, diagnose, validate_options
+    from azrdp.diagnose import diagnose, validate_options
     from azrdp.errors import UsageError
     from azrdp.render.diagnosis import render_diagnosis
     from azrdp.ui import Progress
@@ -60,6 +60,6 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     progress = Progress()
     session = azure.session(target=target, progress=progress)
     result = diagnose(session, target, port=port, source_ip=source_ip, host=host, probe=not no_probe,
-                      probe_timeout=probe_timeout, stages=() if no_guest else GUEST_STAGES,
+                      probe_timeout=probe_timeout, guest=not no_guest,
                       screenshot=screenshot, progress=progress)
     emit(result, render_diagnosis)

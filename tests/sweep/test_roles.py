@@ -42,7 +42,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
     from azrdp.audit import AuditLog, read_audit
     from azrdp.azure.nsg_rules import revoke
     from azrdp.clock import SYSTEM_CLOCK
-    from azrdp.diagnose import GUEST_STAGES, diagnose
+    from azrdp.diagnose import diagnose
     from azrdp.repair import FixOptions, fix
     from azrdp.rescue import RescueOptions, rescue, undo
     from azrdp.smoke import smoke_check
@@ -57,7 +57,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         client = emu.state.client_ip
         rg = "rg-azrdp-fleet"
         for vm in emu.vm_names:      # diagnose, all sides, with the screenshot
-            diagnose(session_of(emu), Target(vm, rg), source_ip=client, stages=GUEST_STAGES,
+            diagnose(session_of(emu), Target(vm, rg), source_ip=client, guest=True,
                      screenshot=shots / f"{vm}.png", **fast)
         smoke_check(lambda: session_of(emu), Target("vm-nsg-blocked-001", rg), source_ip=client, **fast)
         sweep(tenant_session(emu, clock=SYSTEM_CLOCK), policy=FixPolicy.unattended(["machinekeys-acl"]),
