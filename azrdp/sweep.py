@@ -269,7 +269,8 @@ class _Scope:
                 self.cursor += 1
                 if vm is not None:
                     self.waiting.append((vm, None))
-            ready, still = [], []
+            ready: list[SelectedVm] = []
+            still: list[tuple[SelectedVm, str | None]] = []
             for vm, missing in self.waiting:
                 if not view.complete:
                     if missing is not None and view.get(missing) is None:
@@ -422,7 +423,8 @@ class _Worker:
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
                               error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code,
-                                     **({"throttled": {"group": err.group, "retry_after": err.retry_after}}
+                                     **({"throttled": {"group": getattr(err, "group", None),
+                                                       "retry_after": err.retry_after}}
                                         if hasattr(err, "retry_after") else {})})
         except Exception as err:  # noqa: BLE001 - one VM's surprise must not stop the others
             result = VmResult(vm, "error", f"unexpected {type(err).__name__}: {err}",

@@ -8,7 +8,7 @@ from typing import Any
 from azrdp.checks import Check, Status
 from azrdp.logsafe import printable
 from azrdp.render.plan import render_plan
-from azrdp.repair import RepairResult
+from azrdp.repair_result import RepairResult
 from azrdp.report import render_checks
 
 _MARK = {Status.PASS: "ok", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERROR: "ERR", Status.SKIP: "skip"}
