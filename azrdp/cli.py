@@ -133,7 +133,7 @@ def _install_stop_handlers() -> dict[int, Any]:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
             previous[signum] = signal.signal(signum, _on_stop_signal)

@@ -154,7 +154,8 @@ class _Job(Job[RepairResult], Executor, Verifier):
         return not (self.options.fused and fused_eligible(diagnosis.checks, diagnosis.probe_result))
 
     def plan(self, diagnosis: Any, *, start: bool | None) -> Plan:
-        from azrdp.azure.nsg_rules import caller_identity, parse_allow_from
+        from azrdp.azure.nsg_rules import parse_allow_from
+        from azrdp.azure.session import caller_identity
 
         o = self.options
         allow = parse_allow_from(o.allow_from, source_ip=o.source_ip) if o.allow_from else None

@@ -282,8 +282,7 @@ class _Job(Job[RescueResult]):
 
     # -- reads -----------------------------------------------------------------------------------
     def diagnose(self, *, guest: bool) -> Any:
-        from azrdp.azure.healthreport import boot_health_stage
-        from azrdp.diagnose import diagnose
+        from azrdp.diagnose import boot_health_stage, diagnose
 
         o = self.options
         return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,

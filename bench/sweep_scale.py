@@ -67,6 +67,21 @@ def start_emulator(mix: dict[str, int], subscriptions: int, groups: int, speed: 
     return process, json.loads(line)
 
 
+def stop_emulator(process: subprocess.Popen, patience: float = 120.0) -> float | None:
+    """SIGTERM (the emulator closes every listener and its temporary files), then, after
+    ``patience`` seconds, SIGKILL. Returns how long it took to stop, None when it had to be killed."""
+    asked = time.monotonic()
+    process.terminate()
+    try:
+        process.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+        print(f"the emulator did not stop within {patience:g} s of SIGTERM and was killed", file=sys.stderr)
+        return None
+    return round(time.monotonic() - asked, 1)
+
+
 def emulator_usage(pid: int) -> dict:
     """The emulator process's peak RSS and CPU so far (build, lists, every RDP handshake), from
     /proc; empty where there is none."""
@@ -175,8 +190,7 @@ def main() -> int:
             drained = drain_until_throttled(base_url, first, result.subscriptions[0])
         emulator = emulator_usage(process.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_seconds = stop_emulator(process)
 
     broken = sum(n for kind, n in mix.items() if kind != "healthy")
     figures = {
@@ -188,7 +202,7 @@ def main() -> int:
         "bucket_check": drained, "cpu_seconds": round(cpu, 2), "cpu_ms_per_vm": round(1000 * cpu / args.vms, 2),
         "sdk_import_cpu_seconds": round(import_cpu, 2),
         "peak_rss_mib": round(peak_mib, 1), "speed": args.speed, "probe": not args.no_probe,
-        "emulator_build_seconds": round(build_seconds, 1), **emulator, "load_average_1m": round(load[0], 1),
+        "emulator_build_seconds": round(build_seconds, 1), **emulator, "emulator_stop_seconds": stop_seconds, "load_average_1m": round(load[0], 1),
         "cpus": os.cpu_count(),
     }
     print(json.dumps(figures))

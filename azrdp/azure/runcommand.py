@@ -194,7 +194,8 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
             if (err.status_code or 0) >= 500:
                 from azrdp.azure.lro import http_date
 
-                answered = http_date((err.response.headers if err.response is not None else {}).get("Date"))
+                response: Any = err.response
+                answered = http_date((response.headers if response is not None else {}).get("Date"))
                 raise _uncertain(compute, resource_group, vm_name, before, f"Azure answered {err.status_code}",
                                  subscription, answered) from None
             if not _is_conflict(err):
@@ -259,7 +260,7 @@ def _uncertain(compute: Any, resource_group: str, vm_name: str, before: dict[str
     except AzureError:
         return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
                                    "(the instance view could not be read to tell).", hint=hint, started=None)
-    if _started_since(before, after, answered_at):
+    if after is not None and _started_since(before, after, answered_at):
         when = f" since {after['time']:%H:%M:%S} UTC" if after and after["time"] else ""
         what = "is in progress" if after["state"] == "transitioning" else "ran"
         return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "

@@ -44,7 +44,8 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
     from pathlib import Path
 
     from azrdp.audit import AuditLog, default_audit_path
-    from azrdp.azure.nsg_rules import revoke, revoke_expired
+    from azrdp.render.revoke import render_revoke
+    from azrdp.revoke import revoke, revoke_expired
     from azrdp.ui import Progress
 
     scope = azure.vm is None and azure.ids is None
@@ -64,6 +65,7 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
         result = revoke_expired(session, audit=audit, resource_group=azure.resource_group, progress=progress,
                                 dry_run=dry_run)
     else:
+        assert target is not None   # a VM was named: azure.target() above
         result = revoke(session, target, audit=audit, progress=progress, expired_only=expired, dry_run=dry_run,
                         every_vm=every_vm)
-    emit(result, lambda r, verbose: r.render_text())
+    emit(result, render_revoke)

@@ -85,6 +85,8 @@ class Certificate:
                    serial=x509.random_serial_number())
         if key_alg != "rsa":
             cert._materialise()
+        else:
+            _rsa_key()   # the key (0.1 s, once per process) and cryptography's imports are made now, not in a handshake
         return cert
 
     def _materialise(self) -> tuple[bytes, bytes, bytes]:
@@ -164,7 +166,8 @@ class MachineKeys:
     path: str = r"C:\ProgramData\Microsoft\Crypto\RSA\MachineKeys"
     sddl: str = MACHINEKEYS_DEFAULT_SDDL
     other_files: int = 6          # the VM agent's transport key, IIS, ... (never the RDP key)
-    rdp_key: KeyFile | None = None
+    rdp_key: KeyFile | None = None  # the live container f686aace..._<MachineGuid>, the one Windows opens
+    stale_rdp_keys: list[KeyFile] = field(default_factory=list)  # f686aace..._<an earlier MachineGuid> (a cloned image)
     backups: list[str] = field(default_factory=list)
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
@@ -214,7 +217,7 @@ class MachineKeys:
 
     @property
     def files(self) -> int:
-        return self.other_files + (1 if self.rdp_key else 0)
+        return self.other_files + len(self.stale_rdp_keys) + (1 if self.rdp_key else 0)
 
 
 @dataclass
@@ -245,6 +248,8 @@ class FirewallRule:
     group: str = "Remote Desktop"
     action: str = "Allow"         # Allow | Block
     profile: str = "Any"          # Any, or the profiles it applies to ("Domain", "Domain, Private")
+    program: str | None = None    # application filter (the built-in RDP rules: svchost.exe), None = Any
+    service: str | None = None    # service filter (the built-in RDP rules: termservice), None = Any
 
 
 @dataclass

@@ -144,11 +144,19 @@ def test_private_key(guest: WindowsGuest, cert: Certificate) -> bool | None:
     (Learn, the classes' "Applies to"); on .NET 4.5 only CAPI keys are reachable (through
     X509Certificate2.PrivateKey). A decrypt-only CNG key refuses to sign but decrypts."""
     works = guest.key_readable(cert)
-    if cert.key_alg == "ecdsa":
-        return works if guest.dotnet >= (4, 6, 1) else None
+    if cert.key_alg == "ecdsa" and guest.dotnet < (4, 6, 1):
+        return None
     if guest.dotnet < (4, 6) and cert.provider == "cng":
         return None
-    return works
+    if works:
+        return True
+    # Get-KeyFailureVerdict: the environment, not the key, refused. SYSTEM denied by the key file's
+    # ACL is E_ACCESSDENIED (machinekeys-acl's fault); with KeyIso (CNG Key Isolation) not running a
+    # good key fails too (unverified: which CAPI operations need it).
+    key = guest.machinekeys.rdp_key
+    if cert.self_signed and key is not None and not key.corrupt and not key.system_full:
+        return None
+    return False if guest.running("KeyIso") else None
 
 
 def _cert_facts(guest: WindowsGuest, cert: Certificate) -> dict[str, Any]:
@@ -323,7 +331,7 @@ def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, An
 CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
 USER_MODE_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP")
 SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
-DEADLINE_SECONDS = 480        # repair.ps1 $script:Deadline
+DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwatch)
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
@@ -528,7 +536,8 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if not _group_covers_port(guest):
         rule = _custom_rule(guest)
         if rule is None:
-            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group=""))
+            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group="",
+                                                     program=r"%SystemRoot%\system32\svchost.exe", service="TermService"))
         else:
             rule.port, rule.protocol, rule.enabled = guest.port, "TCP", True
         actions.append("fw:custom-port")
@@ -572,33 +581,42 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 # ---- machinekeys-rename: the RDP key container moved aside ----
 
 def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
-    """Test-RdpKeyUsable: False for an empty container file, one SYSTEM cannot open, or a Remote
-    Desktop certificate whose key test says broken; None when a key test could not run."""
+    """Test-RdpKeyUsable: judges the live container f686aace..._<MachineGuid> only (containers of
+    another MachineGuid, ``MachineKeys.stale_rdp_keys``, are never opened by Windows). True when it
+    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty;
+    None when SYSTEM is refused (an ACL fault) or a key test could not run. The guest models no
+    other damage to a non-empty container SYSTEM can open."""
     key = guest.machinekeys.rdp_key
-    if key is not None and (key.corrupt or not key.system_full):
+    if key is None:
+        return True
+    if key.corrupt:
         return False
-    answers = [test_private_key(guest, cert) for cert in guest.rd_store()]
-    if any(a is False for a in answers):
-        return False
+    if not key.system_full:
+        return None
+    answers = [test_private_key(guest, cert) for cert in guest.rd_store() if cert.self_signed]
+    if any(a is True for a in answers):
+        return True
     return None if any(a is None for a in answers) else True
 
 
 def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
+    none = {"backup": None, "moved": 0, "failed": 0}
     usable = _rdp_key_usable(guest)
     if usable is None:
-        return Outcome(info={"backup": None, "moved": 0, "failed": 0}, skip="held back: the RDP key could not be tested")
+        return Outcome(info=none, skip="held back: the RDP key could not be tested")
     if usable:
-        return Outcome(info={"backup": None, "moved": 0, "failed": 0})
+        return Outcome(info=none)
+    hold = _cert_hold_back(run, skip_key_checks=True)   # never move a key the cert step could not replace
+    if hold:
+        return Outcome(info=none, skip=hold)
     keys = guest.machinekeys
     dest = run.back_up("rdp-key") + r"\rdp-key"
-    moved = 0
-    if keys.rdp_key is not None:                    # Move-Item into the backup, then locked down
-        keys.backups.append(f"{dest}\\{keys.rdp_key.name}")
-        run.back_up("undo.txt")
-        keys.rdp_key = None
-        moved = 1
-    return Outcome(changed=moved > 0, info={"backup": limit_text(dest, BACKUP_PATH), "moved": moved, "failed": 0})
+    assert keys.rdp_key is not None                   # usable is False only for a live container
+    keys.backups.append(f"{dest}\\{keys.rdp_key.name}")   # Move-Item into the backup, then locked down
+    run.back_up("undo.txt")
+    keys.rdp_key = None
+    return Outcome(changed=True, info={"backup": limit_text(dest, BACKUP_PATH), "moved": 1, "failed": 0})
 
 
 # ---- cert ----
@@ -631,8 +649,8 @@ def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
             "security_layer": guest.registry["SecurityLayer"]}
 
 
-def _cert_hold_back(run: _RepairRun) -> str | None:
-    """Get-CertHoldBack."""
+def _cert_hold_back(run: _RepairRun, *, skip_key_checks: bool = False) -> str | None:
+    """Get-CertHoldBack (-SkipKeyChecks: machinekeys-rename asks before it moves the container)."""
     guest = run.guest
     for name in ("SessionEnv", "TermService", "CertPropSvc", "KeyIso", "CryptSvc"):
         service = guest.services.get(name)
@@ -646,7 +664,7 @@ def _cert_hold_back(run: _RepairRun) -> str | None:
     key = keys.rdp_key
     if key is not None and not (key.network_service_read and key.system_full):
         return "held back: RDP key ACL broken; run machinekeys-acl"
-    if key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
+    if not skip_key_checks and key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
         return "held back: RDP key unusable; run machinekeys-rename"
     if guest.self_signed_cert_store not in (None, "Remote Desktop"):
         return "held back: SelfSignedCertStore is not Remote Desktop"

@@ -25,6 +25,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,26 +192,42 @@ def _free_port(address: str) -> int:
 
 
 class TlsMaterial:
-    """Server SSL contexts per certificate, from PEM files in a private temporary folder."""
+    """Server SSL contexts per certificate. ``ssl`` loads a certificate chain only from files, so
+    each key is written once to a private temporary folder and each certificate to one scratch
+    file, overwritten for the next (a file per certificate made a 10,000-VM emulator write and,
+    at its stop, unlink 20,000 files). At most ``keep`` contexts are kept, the most recently used:
+    a sweep touches each VM once, a test the same VM many times."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 1024) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="azrdp-emulator-")
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._contexts: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+        self._key_files: dict[bytes, Path] = {}
+        self._keep = keep
         self._lock = threading.Lock()
 
     def context(self, cert: Certificate) -> ssl.SSLContext:
         with self._lock:
-            if cert.thumbprint not in self._contexts:
-                folder = Path(self._dir.name)
-                cert_file, key_file = folder / f"{cert.thumbprint}.crt", folder / f"{cert.thumbprint}.key"
-                cert_file.write_bytes(cert.cert_pem)
+            thumbprint = cert.thumbprint
+            context = self._contexts.get(thumbprint)
+            if context is not None:
+                self._contexts.move_to_end(thumbprint)
+                return context
+            folder = Path(self._dir.name)
+            key_file = self._key_files.get(cert.key_pem)
+            if key_file is None:
+                key_file = folder / f"key-{len(self._key_files)}.pem"
+                key_file.touch(mode=0o600)
                 key_file.write_bytes(cert.key_pem)
-                key_file.chmod(0o600)
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.maximum_version = ssl.TLSVersion.TLSv1_2   # what RDP on Windows Server 2022 negotiates
-                context.load_cert_chain(str(cert_file), str(key_file))
-                self._contexts[cert.thumbprint] = context
-            return self._contexts[cert.thumbprint]
+                self._key_files[cert.key_pem] = key_file
+            cert_file = folder / "serving.crt"
+            cert_file.write_bytes(cert.cert_pem)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.maximum_version = ssl.TLSVersion.TLSv1_2   # what RDP on Windows Server 2022 negotiates
+            context.load_cert_chain(str(cert_file), str(key_file))
+            self._contexts[thumbprint] = context
+            if len(self._contexts) > self._keep:
+                self._contexts.popitem(last=False)
+            return context
 
     def close(self) -> None:
         self._dir.cleanup()

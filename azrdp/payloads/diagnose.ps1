@@ -94,7 +94,8 @@ function Read-Listener {
     # is a number there, the same in every display language.
     $state = Get-ListenerState
     $port = Get-RdpPort
-    $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue)
+    $listening = @()
+    if ($port -ge 1 -and $port -le 65535) { $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue) }
     $owner = $null
     if ($listening.Count -gt 0) {
         $process = Get-Process -Id $listening[0].OwningProcess -ErrorAction SilentlyContinue

@@ -247,7 +247,8 @@ DIAGNOSE = o(
                  null=True),
           deny_policy=i("fDenyTSConnections under HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\"
                         "Terminal Services (a group policy; wins over the local value).", null=True),
-          port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+          port=i("RDP-Tcp PortNumber (any DWORD: one above 65535 is a misconfiguration guest.port "
+                 "reports, never a result that fails its schema).", null=True),
           nla=i("RDP-Tcp UserAuthentication (1 = NLA required).", null=True),
           nla_policy=i("UserAuthentication set by policy.", null=True),
           security_layer=i("RDP-Tcp SecurityLayer (0 RDP, 1 negotiate, 2 TLS).", null=True),
@@ -347,7 +348,7 @@ RDP_CONFIG_STATE = o(
     "Remote Desktop enablement, its services and firewall rules.", null=True,
     deny=i("Local fDenyTSConnections.", null=True),
     deny_policy=i("Policy fDenyTSConnections (null when no policy sets it).", null=True),
-    port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+    port=i("RDP-Tcp PortNumber (any DWORD).", null=True),
     services=a("TermService then SessionEnv.", SERVICE, max_items=2),
     fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
     fw_rules_enabled=i("Of those, enabled.", hi=None),

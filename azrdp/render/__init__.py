@@ -13,4 +13,5 @@ text it quotes from Azure, the guest or a certificate goes through azrdp.logsafe
     check      azrdp check           (azrdp.smoke.SmokeResult)
     sweep      azrdp sweep           (azrdp.sweep.SweepResult, VmResult; JUnit cases)
     demo       azrdp demo            (azrdp.demo.DemoResult)
+    revoke     azrdp revoke          (azrdp.revoke.RevokeResult)
 """

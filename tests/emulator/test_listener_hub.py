@@ -167,3 +167,23 @@ def test_serve_refuses_a_fleet_beyond_the_hard_limit_and_changes_nothing():
                            "print(resource.getrlimit(resource.RLIMIT_NOFILE))")
     assert "UsageError 1000 VMs need about 1512 open files, and this process may open at most 300" in refused.stdout
     assert refused.stdout.strip().endswith("(256, 300)")
+
+
+def test_tls_material_writes_a_key_once_and_keeps_the_recently_used_contexts():
+    """A file per certificate made a 10,000-VM emulator write 20,000 files (and unlink them at its
+    stop, minutes on a slow disk): one file per key and one scratch certificate file now."""
+    from pathlib import Path
+
+    tls = TlsMaterial(keep=2)
+    try:
+        certs = [Certificate.make(f"VM-{n}", *_validity()) for n in range(3)]
+        first = tls.context(certs[0])
+        assert tls.context(certs[0]) is first                       # kept
+        tls.context(certs[1])
+        tls.context(certs[2])                                       # the least recently used goes
+        assert tls.context(certs[0]) is not first
+        folder = Path(tls._dir.name)
+        assert sorted(p.name for p in folder.iterdir()) == ["key-0.pem", "serving.crt"]
+        assert (folder / "key-0.pem").stat().st_mode & 0o077 == 0
+    finally:
+        tls.close()

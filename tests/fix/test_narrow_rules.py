@@ -139,7 +139,8 @@ def _nic_nsg(session):
 
 
 def test_a_priority_taken_between_read_and_put_is_retried_at_the_next_free_one(emu, fake_credential):
-    from azrdp.azure.nsg_rules import RulePlan, create_rule
+    from azrdp.azure.nsg_rules import RulePlan
+    from azrdp.azure.nsg_writes import create_rule
 
     session = _session(emu, fake_credential)
     nsg = _nic_nsg(session)

@@ -68,7 +68,7 @@ def test_repair_step_variants_cover_every_step():
     (lambda r: r.pop("cert"), "$.cert", "required key is missing"),
     (lambda r: r.update(extra=1), "$", "unknown key(s) ['extra']"),
     (lambda r: r["rdp"].update(port="3389"), "$.rdp.port", "expected int, got str"),
-    (lambda r: r["rdp"].update(port=70000), "$.rdp.port", "70000 is above 65535"),
+    (lambda r: r["rdp"].update(port=4294967296), "$.rdp.port", "4294967296 is above 4294967295"),
     (lambda r: r["listener"].update(tcp_listening=1), "$.listener.tcp_listening", "expected bool, got int"),
     (lambda r: r["services"][0].update(state="running"), "$.services[0].state", "'running' is not one of"),
     (lambda r: r["cert"]["certs"][0].update(thumbprint="abc"), "$.cert.certs[0].thumbprint", "does not match"),

@@ -40,11 +40,11 @@ def operations(emu) -> set[str]:
 def used(tmp_path_factory) -> dict[str, set[str]]:
     """Operation IDs each kind of use called: {"main": ..., "network": ...}."""
     from azrdp.audit import AuditLog, read_audit
-    from azrdp.azure.nsg_rules import revoke
     from azrdp.clock import SYSTEM_CLOCK
     from azrdp.diagnose import diagnose
     from azrdp.repair import FixOptions, fix
     from azrdp.rescue import RescueOptions, rescue, undo
+    from azrdp.revoke import revoke
     from azrdp.smoke import smoke_check
     from azrdp.sweep import FixPolicy, sweep
 
