@@ -235,10 +235,34 @@ def _quser_fallback(guest: WindowsGuest) -> list[Session]:
     return out
 
 
+def _sessions_section(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Read-Sessions; a reader that throws loses the section, and an error names it."""
+    try:
+        sessions = _sessions(guest)
+    except ReadFailed as failure:
+        errors.append({"section": "sessions", "message": limit_text(str(failure), 60)})
+        return None
+    reg = guest.registry
+    return {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
+            "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
+            "used": sessions["used"], "free": sessions["free"],
+            "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None}
+
+
+def _seat_mode(guest: WindowsGuest) -> str:
+    """Get-SeatMode: AVD, multi-session and client Windows are told by the OS alone; a server asks
+    Win32_TerminalServiceSetting, and a provider that does not answer (timeout, error) throws:
+    fail closed, never 'admin' for what may be an RD Session Host (desk review 2, row 1)."""
+    if guest.seat_mode in ("admin", "rdsh") and not guest.ts_settings_answer:
+        raise ReadFailed("Win32_TerminalServiceSetting did not answer within 20 s")
+    return guest.seat_mode
+
+
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:
     users = _user_sessions(guest)
     listed = [{"id": s.id, "name": limit_text(s.name, 12), "user": limit_text(s.user, 24), "state": s.state,
                "idle_min": s.idle_min} for s in users]
+    _seat_mode(guest)
     limit = guest.seat_limit()
     client = guest.seat_mode == "client"   # the console holds the one seat of client Windows too
     used = sum(1 for s in users if s.id != 0 and (client or s.name != "console") and s.state in ("Active", "Disc"))
@@ -266,7 +290,6 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     listening = guest.rdp_listening()
     errors: list[dict[str, Any]] = []
     reg = guest.registry
-    sessions = _sessions(guest)
     return {
         "payload": "diagnose",
         "version": payload("diagnose").version,
@@ -285,12 +308,9 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                  "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
         "firewall": _firewall(guest, errors),
-        "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
-                     "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
-                     "used": sessions["used"], "free": sessions["free"],
-                     "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
-        "rds": {"lic_mode": guest.licensing_type,
-                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+        "sessions": _sessions_section(guest, errors),
+        "rds": {"lic_mode": guest.licensing_type if guest.ts_settings_answer else None,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" and guest.ts_settings_answer else None,
                 "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
                    "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
@@ -339,6 +359,11 @@ SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
 
 class StepFailed(Exception):
     """What a repair function throws in repair.ps1: the step fails with this message."""
+
+
+class ReadFailed(Exception):
+    """What a state reader throws in common.ps1 / repair.ps1: diagnose loses that section (an error
+    names it), a repair step is skipped with 'cannot read state'."""
 
 
 @dataclass
@@ -402,7 +427,11 @@ def _invoke_step(run: _RepairRun, name: str, read: Callable[[], dict[str, Any]],
     if run.seconds_left() < 1:
         step["status"], step["error"] = "skipped", "skipped: the payload deadline passed"
         return step
-    step["before"] = read()
+    try:
+        step["before"] = read()
+    except ReadFailed as failure:
+        step["status"], step["error"] = "skipped", limit_text(f"cannot read state: {failure}", 60)
+        return step
     outcome: Outcome | None = None
     try:
         outcome = repair_fn(step["before"])
@@ -411,7 +440,10 @@ def _invoke_step(run: _RepairRun, name: str, read: Callable[[], dict[str, Any]],
         step["error"] = limit_text(outcome.skip, 60)
     except StepFailed as failure:
         step["error"] = limit_text(str(failure), 60)
-    step["after"] = read()
+    try:
+        step["after"] = read()
+    except ReadFailed as failure:
+        step["error"] = step["error"] or limit_text(f"cannot read state after: {failure}", 60)
     if outcome is not None:
         step["status"] = "changed" if outcome.changed else "skipped" if outcome.skip else "unchanged"
     if name == "sessions" and step["info"] is not None:

@@ -514,8 +514,14 @@ function Get-SeatMode {
     if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
     if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
     if ([int]$os.ProductType -eq 1) { return 'client' }
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
-    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
+    # Fail closed: a provider that times out or errs is not "no Session Host role". Read as 'admin',
+    # an RD Session Host would lose its guard and its disconnected users their sessions; thrown,
+    # the caller's section (diagnose) or step (repair: "cannot read state") reports it instead.
+    # Win32_TerminalServiceSetting exists on every edition with TermService; TerminalServerMode 1
+    # is an RD Session Host, 0 remote administration (Learn: Win32_TerminalServiceSetting class).
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction Stop
+    if ($null -eq $setting) { throw 'Win32_TerminalServiceSetting gave no answer: Session Host or not is unknown' }
+    if ([int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
     return 'admin'
 }
 

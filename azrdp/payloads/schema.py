@@ -285,7 +285,8 @@ DIAGNOSE = o(
                rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None, null=True),
                port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
                               "profile, and no Block rule does.", null=True),
-               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).",
+               blocked=b("An enabled inbound Block rule for every remote address covers the RDP port (it "
+                         "beats every Allow; one scoped to some addresses is not counted).",
                          null=True)),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,

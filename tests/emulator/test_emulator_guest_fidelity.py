@@ -8,10 +8,10 @@ import json
 import re
 
 import pytest
-from emulator_support import payload_answer, run_payload, session_for
 
 from azrdp.payloads import payload
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, REPAIR_STEPS
+from tests.support.emulator_support import payload_answer, run_payload, session_for
 
 
 def repair(emu, fake_credential, steps, **values):

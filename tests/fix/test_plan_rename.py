@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import payload_samples
-
 from azrdp.plan import _rename_reason
+from tests.support import payload_samples
 
 
 def test_a_broken_self_signed_key_with_right_acls_plans_the_rename():

@@ -4,11 +4,11 @@ Each fails on the script before its fix."""
 
 from __future__ import annotations
 
-import pwsh_ast
 import pytest
 
 from azrdp.payloads import payload
 from azrdp.payloads.schema import ResultSchemaError, validate_result
+from tests.support import pwsh_ast
 
 
 def _functions(payload_id: str = "diagnose") -> dict[str, str]:
@@ -33,7 +33,7 @@ def test_a_binding_that_is_not_twenty_bytes_of_binary_reads_malformed_not_absent
 
 
 def test_the_schema_takes_malformed_as_a_binding_and_nothing_else():
-    from payload_samples import healthy, healthy_repair
+    from tests.support.payload_samples import healthy, healthy_repair
 
     doc = healthy()
     doc["cert"]["bound"] = "MALFORMED"
@@ -67,7 +67,7 @@ def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fa
     # the live container by name (its path from the MachineGuid, one helper for every reader)
     assert "-ErrorAction Stop" in key and "Get-Item -LiteralPath $live" in key
     assert "$live = Get-LiveRdpKeyPath" in key and "'MachineGuid'" in _code(_functions()["Get-LiveRdpKeyPath"])
-    from payload_samples import healthy
+    from tests.support.payload_samples import healthy
 
     doc = healthy()
     doc["machinekeys"]["files"] = None
@@ -111,7 +111,7 @@ def test_the_firewall_rules_are_read_in_their_own_try_after_the_service():
     rules = body.index("    try {\n        $profiles = @(Get-NetFirewallProfile")
     fallback = body.index("return [ordered]@{ service = $service; profiles = $null; rdp_rules = $null;")
     assert service < rules < body.index("Add-Failure -Section 'firewall' -Record $_") < fallback
-    from payload_samples import healthy
+    from tests.support.payload_samples import healthy
 
     doc = healthy()
     doc["firewall"].update(profiles=None, rdp_rules=None, rdp_rules_enabled=None, port_allowed=None, blocked=None)
@@ -150,10 +150,9 @@ def test_the_deadline_runs_on_a_monotonic_clock():
 def test_a_port_number_above_65535_is_reported_not_a_schema_failure():
     # Finding 24: PortNumber is any DWORD; hi=65535 made a misconfigured one fail the whole result,
     # and [int]$port threw above 2147483647.
-    from payload_samples import healthy
-
     from azrdp.checks import Status
     from azrdp.guest.checks import check_port
+    from tests.support.payload_samples import healthy
 
     doc = healthy()
     doc["rdp"]["port"] = 4294967295
@@ -177,3 +176,20 @@ def test_the_wts_type_is_compiled_outside_the_shared_windows_temp_folder():
     assert add.index("$env:TMP = $own") < add.index("Add-Type -TypeDefinition $WtsSource")
     assert add.index("} finally {") > add.index("Add-Type") and "$env:TMP = $savedTmp" in add.split("} finally {")[1]
     assert "Add-Type" not in _code(functions["Get-WtsRows"])
+
+
+def test_a_session_host_provider_that_does_not_answer_fails_closed():
+    # Desk review 2, row 1: Win32_TerminalServiceSetting read with -OperationTimeoutSec and
+    # SilentlyContinue turned a timeout into $null, and $null into 'admin' (two seats): an RD Session
+    # Host lost its guard and the sessions step could log off its disconnected users.
+    body = _code(_functions()["Get-SeatMode"])
+    call = next(line for line in body.splitlines() if "Win32_TerminalServiceSetting" in line)
+    assert "-ErrorAction Stop" in call and "SilentlyContinue" not in call
+    assert "if ($null -eq $setting) { throw " in body
+    assert body.index("if ($null -eq $setting) { throw ") < body.index("return 'admin'")
+
+
+def test_only_a_block_rule_for_every_remote_address_counts_as_blocked():
+    body = _code(_functions()["Read-Firewall"])
+    assert "$addresses[$filter.InstanceID] = $filter" in body and "Get-NetFirewallAddressFilter -PolicyStore ActiveStore" in body
+    assert "$_.Action.ToString() -eq 'Block' -and ($null -eq $r -or @($r.RemoteAddress) -contains 'Any')" in body

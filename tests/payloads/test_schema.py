@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from payload_samples import SCENARIOS, healthy, healthy_repair
 
 from azrdp.errors import ProtocolError
 from azrdp.payloads import payload_ids
@@ -18,6 +17,7 @@ from azrdp.payloads.schema import (
     validate_result,
     worst_case_size,
 )
+from tests.support.payload_samples import SCENARIOS, healthy, healthy_repair
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sweep_support import FAST, tenant_session
-
 from azrdp.clock import ManualClock
 from azrdp.emulator import Emulator
 from azrdp.smoke import smoke_check
 from azrdp.sweep import FixPolicy, Selection, sweep
 from azrdp.target import Target
+from tests.support.sweep_support import FAST, tenant_session
 
 VM_READS = ("VirtualMachines_Get", "VirtualMachines_InstanceView")
 PROBE_TIMEOUT = 3.0   # a loaded machine: a healthy VM's TLS handshake must not time out into an agent read
