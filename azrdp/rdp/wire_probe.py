@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
-from azrdp.errors import ProtocolError
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM, ProtocolError
 from azrdp.rdp.x224 import (
     DEFAULT_PROTOCOLS,
     PROTOCOL_RDP,
@@ -106,6 +106,11 @@ class ProbeResult:
     @property
     def connected(self) -> bool:
         return self.outcome in CONNECTED
+
+    @property
+    def exit_code(self) -> int:
+        """`azrdp probe`'s: 0 when RDP answers with a currently valid certificate (or Standard RDP Security)."""
+        return EXIT_OK if self.ok else EXIT_PROBLEM
 
     @property
     def standard_rdp_security(self) -> bool:
