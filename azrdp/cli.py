@@ -51,7 +51,9 @@ class _Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code
+        # Click declares exit_code a ClassVar, yet its main() reads it from the raised instance;
+        # one instance per typed error carries that error's documented code
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         from azrdp.logsafe import printable

@@ -71,7 +71,7 @@ class DemoSetup:
 @dataclass
 class DemoResult:
     setup: DemoSetup
-    fix: Any                       # azrdp.repair.RepairResult
+    fix: Any                       # azrdp.repair.RepairResult, or azrdp.rescue.RescueResult
     wall_seconds: float
     simulated_seconds: float
 
@@ -105,6 +105,7 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
     from azrdp.emulator import Emulator
     from azrdp.emulator.profiles import GuestProfile
     from azrdp.emulator.scenarios import scenario as preset
+    from azrdp.job import JobResult
     from azrdp.repair import FixOptions, fix
     from azrdp.target import parse_target
 
@@ -135,6 +136,7 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
             progress.info("Plan: " + ", ".join(step.name for step in plan.steps))
             return True
 
+        result: JobResult                 # a RepairResult, or a RescueResult for the rescue scenarios
         if setup.command == "rescue":
             from azrdp.rescue import RescueOptions, rescue
 

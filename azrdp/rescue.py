@@ -320,6 +320,7 @@ class _Job(Job[RescueResult]):
         if not confirm(plan):
             self.result.verdict = "declined"
             return self.result
+        assert state is not None     # plan_rescue blocks a VM whose OS disk could not be read
         self.state = self.result.state = state
         self.state["power_before"] = _power(diagnosis)
         self.record("plan", "confirmed", why=plan.why)

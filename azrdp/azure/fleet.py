@@ -26,6 +26,7 @@ faithfully by the emulator without a KQL engine, and it has its own quota.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +125,7 @@ def read_fleet(session: Session, resource_groups: Iterable[str] = (), *, view: F
             on_page(view)
 
     with ThreadPoolExecutor(max_workers=min(len(jobs), 16), thread_name_prefix="azrdp-list") as pool:
-        futures = [pool.submit(_read_pages, client, url, sub, lambda items, kind=kind: page(kind, items))
+        futures = [pool.submit(_read_pages, client, url, sub, functools.partial(page, kind))
                    for kind, client, url in jobs]
     for future in futures:
         future.result()
