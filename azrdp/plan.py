@@ -265,7 +265,7 @@ def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: b
 
 def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequence[str] = (),
          reboot: bool | None = None, start: bool | None = False, allow_from: str | None = None,
-         allow_for: timedelta | None = None, who: str = "unknown user",
+         allow_for: timedelta | None = None, network: Any = None, who: str = "unknown user",
          now: datetime | None = None, run_id: str | None = None, log_off_active: bool = False,
          advice: str = "fix") -> Plan:
     """The plan for ``diagnosis`` (an azrdp.diagnose.Diagnosis).
@@ -273,7 +273,8 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
     ``reboot``: None = when a step needs it, True = always (--reboot), False = never (--no-reboot).
     ``start``: True = start a stopped VM, None = ask (a terminal), False = never. ``allow_from`` is
     a source prefix from ``parse_allow_from``; its NSG rules are placed on the inventory and network
-    path the diagnosis read (``diagnosis.inventory``, ``diagnosis.path``). ``advice`` is the command that prints the plan: its blockers name options as
+    path the diagnosis read (``diagnosis.inventory``, ``diagnosis.path``), or on ``network``, an
+    (inventory, path) pair a caller built without a diagnosis (the planner's tests). ``advice`` is the command that prints the plan: its blockers name options as
     "pass --start" only for ``fix``; elsewhere (``sweep``) as the `azrdp fix ...` command that has
     them. The plan is ``fused`` when the diagnosis holds no guest reading although Run
     Command could work (the caller skipped it on purpose: see :func:`fused_eligible`).
@@ -290,8 +291,11 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     # Network: a rule only when asked, only where an NSG blocks.
     effective = _check(checks, "nsg.effective")
-    if allow_from and diagnosis.inventory is not None:
-        rules, why_not = plan_allow_rules(diagnosis.inventory, diagnosis.path, source=allow_from, port=diagnosis.port, who=who,
+    if network is None and getattr(diagnosis, "inventory", None) is not None:
+        network = (diagnosis.inventory, diagnosis.path)
+    if allow_from and network is not None:
+        inventory, path = network
+        rules, why_not = plan_allow_rules(inventory, path, source=allow_from, port=diagnosis.port, who=who,
                                           vm=vm.get("name") or "?", now=now or datetime.now().astimezone(),
                                           allow_for=allow_for or DEFAULT_ALLOW_FOR, run_id=run_id)
         for rule in rules:
