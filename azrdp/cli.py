@@ -1,5 +1,6 @@
-"""The `azrdp` command line: a Click group, its shared options, and the one place that maps
-typed errors to exit codes.
+"""The `azrdp` command line: a Click group, its lazy command table, and the one place that maps
+typed errors to exit codes. The options every command shares live in azrdp.options, a result's
+way out in azrdp.emit; commands import those, never this module.
 
 Commands live in ``azrdp/commands/<name>.py`` and are imported only when invoked, so
 ``azrdp --help`` and ``azrdp probe`` never pay for importing the Azure SDK (~0.5 s).
@@ -10,14 +11,13 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from azrdp import __version__
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AzrdpError
+from azrdp.options import settings, shared_options
 
 # name -> ("module:attribute", one-line summary for `azrdp --help`), in the order --help lists
 # them. Add a line when you add a command. The summary lives here so that `azrdp --help` lists
@@ -46,79 +46,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@dataclass
-class Settings:
-    """Options every command shares; set on the group or after the command name."""
-
-    output: str = "text"
-    verbose: int = 0
-    debug: bool = False
-
-
-def settings(ctx: click.Context | None = None) -> Settings:
-    ctx = ctx or click.get_current_context()
-    return ctx.ensure_object(Settings)
-
-
-def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        settings(ctx).output = value
-
-
-def _set_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
-    if value:
-        settings(ctx).verbose += value
-
-
-def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value and not settings(ctx).debug:
-        from azrdp.logsafe import enable_debug_logging
-
-        settings(ctx).debug = True
-        enable_debug_logging(sys.stderr)
-
-
-def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """-o/--output, -v/--verbose and --debug, accepted before or after the command name."""
-    for decorator in reversed((
-        click.option("-o", "--output", type=click.Choice(["text", "json"]), default=None,
-                     expose_value=False, callback=_set_output, is_eager=True,
-                     help="Result format on stdout (default: text)."),
-        click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose,
-                     is_eager=True, help="More detail in text output; repeat for more."),
-        click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
-                     is_eager=True, help="Log HTTP traffic (tokens redacted) and show tracebacks."),
-    )):
-        fn = decorator(fn)
-    return fn
-
-
-def emit(text: str, *, err: bool = False) -> bool:
-    """Print a command's result on stdout (``err``: stderr); when stdout cannot take it (a closed
-    pipe, a full disk), on stderr, so a result that records a change is never lost. Control
-    characters from untrusted text are escaped (azrdp.logsafe.terminal_safe). False when stdout
-    failed (the command then exits non-zero)."""
-    from azrdp.logsafe import terminal_safe
-
-    text = terminal_safe(text)
-    if err:
-        try:
-            click.echo(text, err=True)
-        except (OSError, ValueError):
-            pass
-        return True
-    try:
-        click.echo(text)
-        sys.stdout.flush()
-        return True
-    except (OSError, ValueError):
-        try:
-            click.echo(text, err=True)
-        except (OSError, ValueError):
-            pass
-        return False
-
-
 class _Failure(click.ClickException):
     """A typed azrdp error on its way out: one line on stderr and its documented exit code."""
 
@@ -133,27 +60,6 @@ class _Failure(click.ClickException):
             click.echo(f"Error: {printable(self.message)}", err=True)
         except (OSError, ValueError):
             pass
-
-
-class AzrdpCommand(click.Command):
-    """A command that refuses an empty value up front (``--host ''``, ``--subscription ''``): exit 2,
-    one line naming the option, before anything is read or sent. Every azrdp command uses it."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        from azrdp.errors import UsageError
-
-        for param in self.params:
-            value = ctx.params.get(param.name) if param.name else None
-            values = value if isinstance(value, tuple) else (value,)
-            if any(isinstance(v, str) and not v.strip() for v in values):
-                source = ctx.get_parameter_source(param.name)
-                where = " (from the environment)" if source is not None and source.name == "ENVIRONMENT" else ""
-                if isinstance(param, click.Option):
-                    name = max(param.opts, key=len)
-                    raise UsageError(f"{name} is empty{where}.", hint=f"Give {name} a value, or leave it out.")
-                name = param.human_readable_name
-                raise UsageError(f"empty {name.lower()} argument.", hint=f"Give {name} a value.")
-        return super().invoke(ctx)
 
 
 class AzrdpGroup(click.Group):
@@ -227,7 +133,7 @@ def _install_stop_handlers() -> dict[int, Any]:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
             previous[signum] = signal.signal(signum, _on_stop_signal)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.ui import SILENT, ProgressSink
 
 DEFAULT_SCENARIO = "0x904"
 DEFAULT_SPEED = 10.0
@@ -85,7 +86,7 @@ class DemoResult:
 
 
 def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
-             on_setup: Callable[[DemoSetup], None] | None = None, progress: Any = None, audit: Any = None,
+             on_setup: Callable[[DemoSetup], None] | None = None, progress: ProgressSink = SILENT, audit: Any = None,
              clock: Clock = SYSTEM_CLOCK, allow_from_me: bool = False, start: bool = False,
              windows: str = "2022", locale: str = "en-US") -> DemoResult:
     """Start the emulator with ``scenario`` on a guest running ``windows`` in display language
@@ -124,23 +125,21 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
         session = open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
                                subscription=emu.subscription_id, environ={}, clock=clock,
                                polling_interval=setup.polling_interval,
-                               on_wait=progress.info if progress is not None else None)
+                               on_wait=progress.info)
         target = parse_target(vm.name, resource_group=vm.resource_group)
         options = FixOptions(source_ip=emu.state.client_ip, allow_from="me" if allow_from_me else None,
                              start=start, advice="demo")
         audit = audit if audit is not None else AuditLog(None, context={"command": "demo", "vm": str(target)})
 
         def confirm(plan: Any) -> bool:
-            if progress is not None:
-                progress.info("Plan: " + ", ".join(step.name for step in plan.steps))
+            progress.info("Plan: " + ", ".join(step.name for step in plan.steps))
             return True
 
         if setup.command == "rescue":
             from azrdp.rescue import RescueOptions, rescue
 
             def confirm_rescue(plan: Any) -> bool:
-                if progress is not None:
-                    progress.info("Plan: " + ", ".join(step["phase"] for step in plan.steps))
+                progress.info("Plan: " + ", ".join(step["phase"] for step in plan.steps))
                 return True
 
             result = rescue(session, target, RescueOptions(source_ip=emu.state.client_ip,
@@ -154,30 +153,6 @@ def run_demo(scenario: str = DEFAULT_SCENARIO, *, speed: float = DEFAULT_SPEED,
 
 # -- rendering ----------------------------------------------------------------------------------
 
-def render_text(demo: DemoResult, *, verbose: int = 0) -> str:
-    """The fix report as `azrdp fix` prints it (the guest's own before -> after included), then the time."""
-    from azrdp.repair import render_text as render_fix
-
-    if demo.setup.command == "rescue":
-        from azrdp.rescue import render_text as render_rescue
-
-        return "\n".join([render_rescue(demo.fix, verbose=verbose),
-                          f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of "
-                          f"simulated Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp rescue VM -g "
-                          "RESOURCE_GROUP"])
-    lines = [render_fix(demo.fix, verbose=verbose)]
-    lines.append(f"Demo: {demo.wall_seconds:.1f} s of wall time for {_minutes(demo.simulated_seconds)} of simulated "
-                 f"Azure time ({demo.setup.speed:g}x). Run it on a real VM: azrdp fix VM -g RESOURCE_GROUP")
-    return "\n".join(lines)
-
 
 def _seconds(value: float) -> str:
     return f"{value:.2g}" if value < 10 else f"{value:.0f}"
-
-
-def _minutes(seconds: float) -> str:
-    minutes, rest = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {rest} s" if minutes else f"{rest} s"

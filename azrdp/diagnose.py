@@ -4,26 +4,31 @@ diagnose() reads Azure (VM, agent, boot diagnostics, NICs, NSGs, public IP) in a
 sequential ARM round trips, evaluates the NSG rules for the RDP port, probes the wire when there
 is an address to probe, and returns a Diagnosis: plain data with to_dict() and a text rendering.
 
-The sides run as stages, in order: ``azure`` (vm.*, boot.diagnostics, net.public_ip), ``network``
-(nsg.*), ``wire`` (rdp.*), then any extra ``stages`` the caller passes. Each stage receives a
-DiagnoseContext (the inventory, the VM facts and the checks so far) and returns checks. The guest
-side (one read-only Run Command payload) plugs in there, e.g.::
+The data flows one way. The sides run in order: the ``azure`` and ``network`` stages (vm.*,
+boot.diagnostics, net.public_ip, nsg.*), then the wire (rdp.*: :func:`probe_wire` returns its
+checks and the probe), then any extra ``stages`` the caller passes (each receives a
+DiagnoseContext: the inventory, the VM facts, the wire's probe and the checks so far, and
+returns checks), then, when ``guest`` asks for it, the guest (:func:`read_guest`: one read-only
+Run Command payload, cross-checked with the probe). A stage never writes the context for a later
+one to read; what the stages produced comes back in the Diagnosis, with the evidence the next
+stages of a job need (the inventory, the network path, the instance view, the probe, the guest)::
 
-    diagnose(session, target, stages=[guest_stage])   # guest_stage(ctx) -> list[Check]
-
-A stage can look at ``ctx.status("vm.agent")`` to skip itself when Run Command cannot work.
+    before = diagnose(session, target, guest=True)
+    plan(before)                        # reads before.inventory and before.path for NSG rules
+    fix(session, target, options, before=before)    # sweep and check reuse what they read
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azrdp.checks import Check, Status, verdict
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, UsageError
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import Session
@@ -46,19 +51,18 @@ class DiagnoseContext:
     host: str | None = None           # HOST[:PORT] to probe instead of the public IP
     probe: bool = True
     probe_timeout: float = 5.0
-    progress: Any = None
-    probe_result: Any = None          # the wire probe's ProbeResult, when the wire was probed
-    guest: Any = None                 # azrdp.guest.GuestDiagnosis, when the guest was read
+    progress: ProgressSink = SILENT
+    probe_result: Any = None          # the wire's ProbeResult (given to the stages after the wire)
 
     def status(self, check_id: str) -> Status | None:
         return next((c.status for c in self.checks if c.id == check_id), None)
 
     def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.status(text)
+        self.progress.status(text)
 
 
 Stage = Callable[[DiagnoseContext], Iterable[Check]]
+GuestGate = Callable[[DiagnoseContext], bool]   # read the guest? decided from the Azure side and the wire
 
 
 @dataclass
@@ -72,6 +76,13 @@ class Diagnosis:
     screenshot: dict[str, Any] | None = None
     probe_result: Any = None          # azrdp.rdp.ProbeResult, when the wire was probed
     guest: Any = None                 # azrdp.guest.GuestDiagnosis, when the guest was read
+    inventory: Any = None             # azrdp.azure.inventory.Inventory: what Azure said (not in to_dict)
+    path: Any = None                  # azrdp.azure.checks.RdpPath: the IP configuration RDP reaches
+
+    @property
+    def instance_view(self) -> dict[str, Any] | None:
+        """The VM's instance view as the diagnosis read it (agent, extensions, statuses)."""
+        return self.inventory.vm_properties.get("instanceView") if self.inventory is not None else None
 
     @property
     def verdict(self) -> Status:
@@ -135,10 +146,12 @@ def azrdp_rules_stage(ctx: DiagnoseContext) -> list[Check]:
                              resource_group=ctx.target.resource_group, look_alikes=look_alike_rules(nsgs))
 
 
-def wire_stage(ctx: DiagnoseContext) -> list[Check]:
-    """rdp.* from the wire probe, when there is an address to probe."""
+def probe_wire(ctx: DiagnoseContext) -> tuple[list[Check], Any]:
+    """rdp.* from the wire probe, when there is an address to probe, and the probe (None: not
+    probed). A probe the caller already has (``ctx.probe_result``: a fleet job's second look at a
+    VM, a smoke check's wait) is judged again, not repeated."""
     if not ctx.probe:
-        return [Check("rdp.tcp", Status.SKIP, "not probed (--no-probe)")]
+        return [Check("rdp.tcp", Status.SKIP, "not probed (--no-probe)")], None
     from azrdp.rdp import parse_target
 
     if ctx.host:
@@ -147,29 +160,31 @@ def wire_stage(ctx: DiagnoseContext) -> list[Check]:
         address = ctx.vm.get("public_ip")
         if not address:
             return [Check("rdp.tcp", Status.SKIP, "not probed: no public IP (probe from inside the network "
-                          "with --host PRIVATE_IP)")]
+                          "with --host PRIVATE_IP)")], None
         if ctx.vm.get("power_state") != "running":
-            return [Check("rdp.tcp", Status.SKIP, "not probed: the VM is not running")]
+            return [Check("rdp.tcp", Status.SKIP, "not probed: the VM is not running")], None
         host, port = address, ctx.port
     from azrdp.rdp import probe, rdp_checks
 
-    if ctx.probe_result is None:   # a fleet job's second look at a VM reuses its probe
+    result = ctx.probe_result
+    if result is None:
         ctx.say(f"Probing RDP on {host}:{port} ...")
-        ctx.probe_result = probe(host, port, timeout=ctx.probe_timeout)
-    return rdp_checks(ctx.probe_result)
+        result = probe(host, port, timeout=ctx.probe_timeout)
+    return rdp_checks(result), result
 
 
-def guest_stage(ctx: DiagnoseContext) -> list[Check]:
+def read_guest(ctx: DiagnoseContext) -> tuple[list[Check], Any]:
     """guest.* from ONE read-only Run Command payload, cross-checked with the wire probe.
 
     Skipped when Run Command cannot work (VM not running, agent not Ready): it would hang for up
     to 90 minutes. A failure to run it (permission, busy, timeout, unreadable output) is one
-    ``guest.run`` error; the Azure and wire sides still stand."""
+    ``guest.run`` error; the Azure and wire sides still stand. Returns the checks and the
+    GuestDiagnosis (None when the guest was not read)."""
     if ctx.status("vm.power") is not Status.PASS:
-        return [Check("guest.run", Status.SKIP, "guest not read: the VM is not running")]
+        return [Check("guest.run", Status.SKIP, "guest not read: the VM is not running")], None
     if ctx.status("vm.agent") is not Status.PASS:
         return [Check("guest.run", Status.SKIP, "guest not read: Run Command needs a Ready VM agent "
-                      "(see vm.agent)")]
+                      "(see vm.agent)")], None
     from azrdp.guest import DEFAULT_TIMEOUT, diagnose_guest
     from azrdp.ui import waiting
 
@@ -177,7 +192,7 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     try:
         with waiting(ctx.progress, f"Run Command (read the guest) on {ctx.target.name}", said="sent",
                      limit=DEFAULT_TIMEOUT) as wait:
-            ctx.guest = diagnose_guest(
+            guest = diagnose_guest(
                 ctx.session.vm(ctx.target), instance_view=ctx.inventory.vm_properties.get("instanceView"),
                 probe_result=ctx.probe_result, rdp_port=ctx.port, on_wait=wait.update, on_conflict=wait.note)
             wait.end("finished")
@@ -186,11 +201,11 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
                       details={"error": type(err).__name__},
                       remedy=err.hint or f"Run `azrdp diagnose {ctx.target.name} -g {ctx.target.resource_group}` "
                                          "again, or `azrdp diagnose ... --no-guest` to see only the Azure and "
-                                         "wire sides.")]
-    run = ctx.guest.run.to_dict()
+                                         "wire sides.")], None
+    run = guest.run.to_dict()
     return [Check("guest.run", Status.PASS, "the guest diagnosis ran through Run Command",
                   details={"attempts": run["attempts"], "seconds": run["seconds"]}),
-            *ctx.guest.checks]
+            *guest.checks], guest
 
 
 def boot_health_stage(ctx: DiagnoseContext) -> list[Check]:
@@ -213,19 +228,21 @@ def boot_health_stage(ctx: DiagnoseContext) -> list[Check]:
     return [health_check(parse_health_report(log), now=now, rescue_hint=hint)]
 
 
-BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage, wire_stage)
+BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage)
 
 
 def diagnose(session: Session, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
              host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
-             stages: Sequence[Stage] = (), screenshot: str | Path | None = None,
-             fetch: Callable[[str], bytes] | None = None, progress: Any = None,
+             stages: Sequence[Stage] = (), guest: bool | GuestGate = False, screenshot: str | Path | None = None,
+             fetch: Callable[[str], bytes] | None = None, progress: ProgressSink = SILENT,
              inventory: Any = None, probe_result: Any = None) -> Diagnosis:
     """Diagnose ``target`` through ``session`` (an AzureSession). Raises typed errors for what stops
     a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check.
 
-    A fleet job passes the ``inventory`` it built from its lists (azrdp.azure.fleet), and, when
-    it diagnoses a VM a second time after reading its agent, the ``probe_result`` it already has."""
+    ``guest``: read the guest (True), or ask ``guest(ctx)`` once the Azure side and the wire are
+    judged (fix's fused mode). A job that has read the VM already passes the ``inventory`` (a
+    fleet's lists, azrdp.azure.fleet, or an earlier diagnosis) and the ``probe_result`` it has:
+    neither is read again."""
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
 
     validate_options(port, source_ip, probe_timeout, host=host)
@@ -238,27 +255,31 @@ def diagnose(session: Session, target: Target, *, port: int = DEFAULT_PORT, sour
     ctx = DiagnoseContext(session, target, inventory, path, vm_facts(inventory, path), [], port=port,
                           source_ip=source_ip, host=host, probe=probe, probe_timeout=probe_timeout,
                           progress=progress, probe_result=probe_result)
-    for stage in (*BUILTIN_STAGES, *stages):
+    for stage in BUILTIN_STAGES:
         ctx.checks.extend(stage(ctx))
+    wire, probe_result = probe_wire(ctx)
+    ctx.checks.extend(wire)
+    ctx = replace(ctx, probe_result=probe_result)   # the wire's answer, for the stages after it
+    for stage in stages:
+        ctx.checks.extend(stage(ctx))
+    read = None
+    if guest is True or (callable(guest) and guest(ctx)):
+        checks, read = read_guest(ctx)
+        ctx.checks.extend(checks)
     diagnosis = Diagnosis(ctx.vm, ctx.checks, port=port, source=source_ip or "any Internet address",
                           round_trips=inventory.round_trips, requests=inventory.requests,
-                          probe_result=ctx.probe_result, guest=ctx.guest)
+                          probe_result=probe_result, guest=read, inventory=inventory, path=path)
     if screenshot is not None:
         diagnosis.screenshot = _screenshot(session, target, ctx.vm, screenshot, fetch, progress)
-    if progress is not None:
-        progress.done()
+    progress.done()
     return diagnosis
 
 
-GUEST_STAGES: tuple[Stage, ...] = (guest_stage,)
-
-
 def _screenshot(session: Session, target: Target, vm: dict[str, Any], path: str | Path,
-                fetch: Callable[[str], bytes] | None, progress: Any) -> dict[str, Any]:
+                fetch: Callable[[str], bytes] | None, progress: ProgressSink) -> dict[str, Any]:
     if not vm["boot_diagnostics"]["enabled"]:
         return {"path": None, "error": "boot diagnostics are disabled, so there is no screenshot"}
-    if progress is not None:
-        progress.status("Fetching the boot-diagnostics screenshot ...")
+    progress.status("Fetching the boot-diagnostics screenshot ...")
     try:
         return session.vm(target).screenshot(path, fetch=fetch)
     except AzrdpError as err:
@@ -290,21 +311,3 @@ def validate_options(port: int, source_ip: str | None, probe_timeout: float = 5.
         except ValueError:
             raise UsageError(f"--source-ip {source_ip!r} is not an IP address.",
                              hint="Give the public address you connect from, e.g. 203.0.113.7.") from None
-
-
-def render_text(diagnosis: Diagnosis, *, verbose: int = 0) -> str:
-    """The compact checklist: a VM line, checks grouped by side with remedies, the verdict."""
-    from azrdp.report import render_checks
-
-    vm = diagnosis.vm
-    facts = ", ".join(str(v) for v in (vm.get("os_type"), vm.get("power_state"), vm.get("location"),
-                                        vm.get("size")) if v)
-    lines = [f"VM {vm['name']} in {vm['resource_group']} (subscription {vm['subscription']}): {facts}",
-             render_checks(diagnosis.checks, verbose=verbose)]
-    if diagnosis.screenshot is not None:
-        shot = diagnosis.screenshot
-        lines.append(f"Screenshot: saved to {shot['path']}" if shot.get("path")
-                     else f"Screenshot: not saved: {shot['error']}")
-    lines.append(f"Verdict: {diagnosis.verdict.value}: {diagnosis.summary()}")
-    return "\n".join(lines)
-

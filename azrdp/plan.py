@@ -27,7 +27,6 @@ from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
-from azrdp.logsafe import printable
 from azrdp.payloads.schema import REPAIR_STEPS
 
 GUEST_STEPS: tuple[str, ...] = REPAIR_STEPS
@@ -266,15 +265,15 @@ def check_steps(force_steps: Sequence[str], skip_steps: Sequence[str], reboot: b
 
 def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequence[str] = (),
          reboot: bool | None = None, start: bool | None = False, allow_from: str | None = None,
-         allow_for: timedelta | None = None, network: Any = None, who: str = "unknown user",
+         allow_for: timedelta | None = None, who: str = "unknown user",
          now: datetime | None = None, run_id: str | None = None, log_off_active: bool = False,
          advice: str = "fix") -> Plan:
     """The plan for ``diagnosis`` (an azrdp.diagnose.Diagnosis).
 
     ``reboot``: None = when a step needs it, True = always (--reboot), False = never (--no-reboot).
     ``start``: True = start a stopped VM, None = ask (a terminal), False = never. ``allow_from`` is
-    a source prefix from ``parse_allow_from``; ``network`` the (inventory, path) diagnose read, to
-    place NSG rules. ``advice`` is the command that prints the plan: its blockers name options as
+    a source prefix from ``parse_allow_from``; its NSG rules are placed on the inventory and network
+    path the diagnosis read (``diagnosis.inventory``, ``diagnosis.path``). ``advice`` is the command that prints the plan: its blockers name options as
     "pass --start" only for ``fix``; elsewhere (``sweep``) as the `azrdp fix ...` command that has
     them. The plan is ``fused`` when the diagnosis holds no guest reading although Run
     Command could work (the caller skipped it on purpose: see :func:`fused_eligible`).
@@ -291,9 +290,8 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     # Network: a rule only when asked, only where an NSG blocks.
     effective = _check(checks, "nsg.effective")
-    if allow_from and network is not None:
-        inventory, path = network
-        rules, why_not = plan_allow_rules(inventory, path, source=allow_from, port=diagnosis.port, who=who,
+    if allow_from and diagnosis.inventory is not None:
+        rules, why_not = plan_allow_rules(diagnosis.inventory, diagnosis.path, source=allow_from, port=diagnosis.port, who=who,
                                           vm=vm.get("name") or "?", now=now or datetime.now().astimezone(),
                                           allow_for=allow_for or DEFAULT_ALLOW_FOR, run_id=run_id)
         for rule in rules:
@@ -445,32 +443,3 @@ def step_effects(step: PlanStep, plan: Plan, *, vm: str = "VM", resource_group: 
         "nsg-rule": {"users": "none", "reboot": "no", "undo": f"`azrdp revoke {vm} -g {resource_group}`"},
     }
     return effects.get(name, {"users": "none", "reboot": "no", "undo": "see the audit"})
-
-
-def render_plan(plan: Plan, *, detail: bool = False, vm: str = "VM", resource_group: str = "RG") -> str:
-    """The plan as a person reads it before saying yes. ``detail`` adds, under each step, its effect
-    on signed-in users, whether it needs a reboot and its undo (the interactive question). A reason
-    quotes check summaries, which quote what the guest, ARM or the served certificate said: each is
-    kept on its one line (a newline in a certificate's CN must not forge a plan step)."""
-    lines = [f"Plan ({'guest diagnosis, then one repair Run Command' if plan.mode == 'separate' else 'one repair Run Command that re-checks and repairs only what is broken'}):"]
-    if plan.empty:
-        lines.append("  nothing to change")
-    for number, step in enumerate(plan.steps, 1):
-        when = "only if needed" if step.kind == "power" else "only if still broken"
-        marks = [m for m, on in ((when, step.conditional), ("asked", step.forced)) if on]
-        lines.append(f"  {number}. {step.name:<18} {printable(step.why)}" + (f" [{', '.join(marks)}]" if marks else ""))
-        if detail:
-            effects = step_effects(step, plan, vm=vm, resource_group=resource_group)
-            lines.append(f"     {'':<18} users: {effects['users']}; reboot: {effects['reboot']}; "
-                         f"undo: {effects['undo']}")
-    if plan.values:
-        params = " ".join(f"-{p['name']} {p['value']}" for p in plan.parameters())
-        lines.append(f"  Run Command: repair.ps1 {params}")
-    for rule in plan.rules:
-        lines.append(f"  NSG rule: {rule.name} on {rule.nsg_name}: Allow TCP {rule.port} from {rule.source} to "
-                     f"{rule.destination}, priority {rule.priority}; \"{printable(rule.description)}\"")
-    for blocker in plan.blockers:
-        lines.append(f"  Blocked: {printable(blocker)}")
-    for note in plan.notes:
-        lines.append(f"  Note: {printable(note)}")
-    return "\n".join(lines)

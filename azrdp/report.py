@@ -20,11 +20,12 @@ SIDE_TITLES = {"azure": "Azure", "network": "Network", "wire": "Wire (RDP port)"
 _MARK = {Status.PASS: "ok  ", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.ERROR: "ERR ", Status.SKIP: "skip"}
 
 
-def to_json(document: dict[str, Any]) -> str:
-    """Serialise a result document; ``schema_version`` always comes first."""
+def to_json(document: dict[str, Any], *, line: bool = False) -> str:
+    """Serialise a result document; ``schema_version`` always comes first. ``line``: on one line
+    (one object of a JSON-lines stream, e.g. sweep's per-VM lines)."""
     body = {"schema_version": SCHEMA_VERSION}
     body.update({k: v for k, v in document.items() if k != "schema_version"})
-    return json.dumps(body, indent=2, default=_default, ensure_ascii=False)
+    return json.dumps(body, indent=None if line else 2, default=_default, ensure_ascii=False)
 
 
 def _default(value: Any) -> Any:

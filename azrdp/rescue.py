@@ -28,12 +28,14 @@ import secrets
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from azrdp.checks import Status
 from azrdp.clock import Clock
-from azrdp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
+from azrdp.job import Job, JobResult
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import AzureVm, Session
@@ -106,30 +108,17 @@ class RescuePlan:
 
 
 @dataclass
-class RescueResult:
-    target: Target
-    before: Any = None
+class RescueResult(JobResult):
+    """What a rescue, resume or undo did (azrdp.job.JobResult; the verdict may also be ``undone``)."""
+
     plan: RescuePlan | None = None
     state: dict[str, Any] | None = None
-    actions: list[dict[str, Any]] = field(default_factory=list)
     repair: dict[str, Any] | None = None
-    verification: dict[str, Any] | None = None
-    after: Any = None
-    verdict: str = "not_verified"       # verified | not_verified | dry_run | declined | interrupted | failed | undone
-    error: AzrdpError | None = None
-    interrupted: dict[str, Any] | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    audit_path: str | None = None
 
-    @property
-    def exit_code(self) -> int:
-        if self.verdict == "interrupted":
-            return EXIT_INTERRUPTED
-        if self.error is not None:
-            return self.error.exit_code
-        if self.verdict == "dry_run":
-            return EXIT_PROBLEM if self.plan is not None and self.plan.blockers else EXIT_OK
-        return EXIT_OK if self.verdict in ("verified", "undone") else EXIT_PROBLEM
+    OK_VERDICTS: ClassVar[tuple[str, ...]] = ("verified", "undone")
+
+    def dry_run_code(self) -> int:
+        return EXIT_PROBLEM if self.plan is not None and self.plan.blockers else EXIT_OK
 
     def resources(self) -> list[dict[str, str]]:
         return resources(self.state) if self.state else []
@@ -160,9 +149,8 @@ class RescueResult:
             "after": self.after.to_dict() if self.after is not None else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "interrupted": self.interrupted,
-            "error": ({"type": type(self.error).__name__, "message": self.error.message, "hint": self.error.hint}
-                      if self.error is not None else None),
-            "audit": {"path": self.audit_path},
+            "error": self.error_dict(),
+            "audit": {"path": self.audit_path, "error": self.audit_error},
         }
 
 
@@ -245,39 +233,18 @@ def plan_rescue(diagnosis: Any, vm: dict[str, Any], os_disk: dict[str, Any] | No
     return RescuePlan(state or {}, why, blockers)
 
 
-def render_plan(plan: RescuePlan) -> str:
-    lines = ["Rescue plan (offline repair through a rescue VM):"]
-    lines += [f"  why: {w}" for w in plan.why]
-    lines += [f"  blocked: {b}" for b in plan.blockers]
-    if plan.state and not plan.blockers:
-        done = set(plan.state.get("done", ()))
-        for step in plan.steps:
-            mark = "done" if step["phase"] in done else "    "
-            lines.append(f"  {mark} {step['phase']:<15} {step['what']}")
-        lines.append(f"  cost: {COST}")
-    return "\n".join(lines)
-
-
-class _Job:
+class _Job(Job[RescueResult]):
     def __init__(self, session: Session, target: Target, options: RescueOptions, *, audit: Any, clock: Clock,
-                 progress: Any, prober: Any):
+                 progress: ProgressSink, prober: Any):
         from azrdp.azure.disks import Arm
 
+        super().__init__(target, audit=audit, clock=clock, progress=progress,
+                         result=RescueResult(target, audit_path=str(audit.path) if audit.path else None))
         self.session = session
-        self.target = target
         self.options = options
-        self.audit = audit
-        self.clock = clock
-        self.progress = progress
         self.prober = prober
         self.arm = Arm(session, clock=clock, timeout=options.operation_timeout)
-        self.result = RescueResult(target, audit_path=str(audit.path) if audit.path else None)
         self.state: dict[str, Any] = {}
-        self.in_flight: str | None = None
-
-    def say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.info(text)
 
     def rescued_vm(self) -> AzureVm:
         """The handle of the VM being rescued, as its rescue state names it."""
@@ -293,17 +260,34 @@ class _Job:
         self.result.actions.append(entry)
         return entry
 
-    def timed(self, phase: str, begun: float) -> None:
-        self.result.timings[phase] = self.result.timings.get(phase, 0.0) + self.clock.monotonic() - begun
+    # -- how a run ends (azrdp.job.Job.guarded) -------------------------------------------------
+    def changed(self) -> bool:
+        return bool(self.state)      # the rescue began: its state is in the audit log
+
+    def _where_now(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "resources": self.result.resources(),
+                "resume": f"azrdp rescue {self.target.name} -g {self.target.resource_group} --resume",
+                "undo": f"azrdp rescue {self.target.name} -g {self.target.resource_group} --undo"}
+
+    def on_interrupted(self) -> None:
+        self.result.interrupted = {"done": list(self.state.get("done", [])), "in_flight": self.in_flight}
+        if self.state:
+            self.state["interrupted_in"] = self.in_flight
+            self.record("interrupted", "interrupted", **self._where_now())
+
+    def on_failed(self, error: AzrdpError) -> None:
+        self.state["interrupted_in"] = self.in_flight
+        self.record("failed", "failed", error=error.message, **self._where_now())
+
 
     # -- reads -----------------------------------------------------------------------------------
     def diagnose(self, *, guest: bool) -> Any:
-        from azrdp.diagnose import GUEST_STAGES, boot_health_stage, diagnose
+        from azrdp.diagnose import boot_health_stage, diagnose
 
         o = self.options
-        stages = (boot_health_stage, *(GUEST_STAGES if guest else ()))
         return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
-                        probe_timeout=o.probe_timeout, stages=stages, progress=self.progress)
+                        probe_timeout=o.probe_timeout, stages=(boot_health_stage,), guest=guest,
+                        progress=self.progress)
 
     def read_vm(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         rg, name = self.target.resource_group, self.target.name
@@ -552,42 +536,14 @@ def _azure_error(message: str) -> AzrdpError:
                                              "`--undo` reverses.")
 
 
-def _guarded(job: _Job, run: Callable[[], RescueResult], progress: Any) -> RescueResult:
-    """Run a rescue or an undo: Ctrl-C and errors after the first change end in the result, recorded."""
-    try:
-        return run()
-    except KeyboardInterrupt:
-        job.result.verdict = "interrupted"
-        job.result.interrupted = {"done": list(job.state.get("done", [])), "in_flight": job.in_flight}
-        if job.state:
-            job.state["interrupted_in"] = job.in_flight
-            job.record("interrupted", "interrupted", in_flight=job.in_flight, resources=job.result.resources(),
-                       resume=f"azrdp rescue {job.target.name} -g {job.target.resource_group} --resume",
-                       undo=f"azrdp rescue {job.target.name} -g {job.target.resource_group} --undo")
-        return job.result
-    except AzrdpError as err:
-        if not job.state:
-            raise
-        job.result.error = err
-        job.result.verdict = "failed"
-        job.state["interrupted_in"] = job.in_flight
-        job.record("failed", "failed", error=err.message, in_flight=job.in_flight, resources=job.result.resources(),
-                   resume=f"azrdp rescue {job.target.name} -g {job.target.resource_group} --resume",
-                   undo=f"azrdp rescue {job.target.name} -g {job.target.resource_group} --undo")
-        return job.result
-    finally:
-        if progress is not None:
-            progress.done()
-
-
 def rescue(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
            confirm: Callable[[RescuePlan], bool] = lambda plan: True, clock: Clock | None = None,
-           progress: Any = None, prober: Any = None) -> RescueResult:
+           progress: ProgressSink = SILENT, prober: Any = None) -> RescueResult:
     """Diagnose, plan, confirm and run a rescue. Raises typed errors only for what stops it before
     any change (sign-in, not found, refused); afterwards errors and Ctrl-C end up in the result."""
     options = options or RescueOptions()
     job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress, prober=prober)
-    result = _guarded(job, lambda: job.start(confirm), progress)
+    result = job.guarded(lambda: job.start(confirm))
     result.state = job.state or None
     return result
 
@@ -613,7 +569,7 @@ def _resumable(records: Sequence[dict[str, Any]], target: Target, what: str) -> 
 
 
 def resume(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
-           records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: Any = None,
+           records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT,
            prober: Any = None) -> RescueResult:
     """Continue the newest unfinished rescue of ``target`` from its audit record."""
     options = options or RescueOptions()
@@ -629,13 +585,13 @@ def resume(session: Session, target: Target, options: RescueOptions | None = Non
         job.result.verification = state["verification"]
         job.result.verdict = "verified" if state["verification"]["ok"] else "not_verified"
     job.say(f"Resuming rescue {state['rescue_id']} of {target}: done {', '.join(state['done']) or 'nothing'} ...")
-    result = _guarded(job, job.run_phases, progress)
+    result = job.guarded(job.run_phases)
     result.state = job.state
     return result
 
 
 def undo(session: Session, target: Target, options: RescueOptions | None = None, *, audit: Any,
-         records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: Any = None) -> RescueResult:
+         records: Sequence[dict[str, Any]], clock: Clock | None = None, progress: ProgressSink = SILENT) -> RescueResult:
     """Reverse the newest rescue of ``target``: swap the original OS disk back, delete the rescue group.
     The snapshot and the copy are kept (the report says how to remove them)."""
     options = options or RescueOptions()
@@ -645,49 +601,6 @@ def undo(session: Session, target: Target, options: RescueOptions | None = None,
         raise UsageError(f"the last rescue of {target} ({state['rescue_id']}) is already undone.")
     job = _Job(session, target, options, audit=audit, clock=clock or session.clock, progress=progress, prober=None)
     job.state = job.result.state = state
-    result = _guarded(job, job.undo, progress)
+    result = job.guarded(job.undo)
     result.state = job.state
     return result
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-def render_text(result: RescueResult, *, verbose: int = 0) -> str:
-    from azrdp.report import render_checks
-
-    lines = [f"VM {result.target.name} in {result.target.resource_group}"]
-    if result.before is not None:
-        lines.append("Before:")
-        lines += ["  " + line for line in render_checks(result.before.checks, verbose=verbose).splitlines()]
-    if result.plan is not None:
-        lines.append(render_plan(result.plan))
-    if result.repair is not None:
-        lines.append(f"Offline repair on volume {result.repair['volume']} ({result.repair['control_set']}), backups in "
-                     f"{result.repair['backup'] or '-'}:")
-        for step in result.repair["steps"]:
-            lines.append(f"  {step['name']:<12} {step['status']:<9} {', '.join(step['actions'])}"
-                         + (f" ({step['error']})" if step["error"] else ""))
-    done = [r for r in result.actions if r.get("status") == "done" and r.get("phase") not in ("plan",)]
-    if done:
-        lines.append("Done: " + ", ".join(r["phase"] for r in done))
-    v = result.verification
-    if v:
-        lines.append(f"RDP: {v.get('outcome', v.get('outside_check'))} on {v.get('where') or '-'}"
-                     + (f" after {v['seconds']:.1f} s" if v.get("seconds") is not None else "")
-                     + f"; VM agent {'Ready' if v.get('agent_ready') else 'not Ready'}")
-    if result.after is not None:
-        lines.append("After:")
-        lines += ["  " + line for line in render_checks(result.after.checks, verbose=verbose).splitlines()]
-    res = result.resources()
-    if res:
-        lines.append("Resources:")
-        lines += [f"  {r['kind']:<13} {r['name']}: {r['remove']}" for r in res]
-    if result.interrupted:
-        lines.append(f"Interrupted (Ctrl-C) during {result.interrupted['in_flight'] or 'a wait'}; done: "
-                     f"{', '.join(result.interrupted['done']) or 'nothing'}")
-    if result.timings:
-        lines.append("Phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
-    if result.audit_path:
-        lines.append(f"Audit: {result.audit_path}")
-    lines.append(f"Verdict: {result.verdict}: {result.summary()}")
-    return "\n".join(lines)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from azrdp.azure.nsg_rules import TIME_FORMAT, FoundRule, azrdp_rules, made_for, vm_nsgs
-from azrdp.logsafe import printable
+from azrdp.azure.nsg_rules import FoundRule, azrdp_rules, made_for, vm_nsgs
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import Session
@@ -54,29 +54,7 @@ class RevokeResult:
                 "audit_error": self.audit_error, "exit_code": self.exit_code}
 
 
-def render_text(result: RevokeResult) -> str:
-    """What `azrdp revoke` prints: what was (or would be) removed, kept and why, what failed."""
-    where = f"in {result.vm}" if result.scope else f"on the NSGs of VM {result.vm}"
-    if not result.found and not result.others:
-        return f"No azrdp rules {where}: nothing to remove."
-    verb = "Would remove" if result.dry_run else "Removed"
-    lines = [f"{verb} {len(result.removed)} of {len(result.found)} azrdp rule(s) {where}:"]
-    for rule in result.removed:
-        lines.append(f"  {rule.name} on {rule.nsg_name} (from {rule.source}, priority {rule.priority})")
-    for rule in result.kept:
-        lines.append(f"  kept {rule.name} on {rule.nsg_name}: " + (f"not expired (until {rule.expires:{TIME_FORMAT}})"
-                                                                  if rule.expires else "its description gives no expiry"))
-    for rule in result.others:
-        lines.append(f"  kept {rule.name} on {rule.nsg_name}: made for VM {rule.vm or '(not named)'} "
-                     "(--all removes every azrdp rule on these NSGs)")
-    for rule, error in result.failed:
-        lines.append(f"  FAILED {rule.name} on {rule.nsg_name}: {error}")
-    if result.audit_error:
-        lines.append(f"Audit: FAILED: {result.audit_error}")
-    return "\n".join(printable(line) for line in lines)
-
-
-def revoke(session: Session, target: Target, *, audit: Any, clock: Clock | None = None, progress: Any = None,
+def revoke(session: Session, target: Target, *, audit: Any, clock: Clock | None = None, progress: ProgressSink = SILENT,
            expired_only: bool = False, dry_run: bool = False, every_vm: bool = False) -> RevokeResult:
     """Remove the rules azrdp made for ``target`` on the NSGs of its NICs and subnets (and only
     those: a subnet NSG may carry rules azrdp made for other VMs; ``every_vm`` removes those too);
@@ -98,15 +76,14 @@ def revoke(session: Session, target: Target, *, audit: Any, clock: Clock | None 
 
 
 def revoke_expired(session: Session, *, audit: Any, resource_group: str | None = None, clock: Clock | None = None,
-                   progress: Any = None, dry_run: bool = False) -> RevokeResult:
+                   progress: ProgressSink = SILENT, dry_run: bool = False) -> RevokeResult:
     """Remove every expired azrdp rule on every NSG of a resource group (or of the whole
     subscription): what an Automation schedule runs, since Azure never expires a rule by itself."""
     from azrdp.azure.nsg_writes import delete_rule, list_nsgs
 
     clock = clock or session.clock
     scope = f"resource group {resource_group}" if resource_group else f"subscription {session.subscription_id}"
-    if progress is not None:
-        progress.info(f"Listing the NSGs of {scope} ...")
+    progress.info(f"Listing the NSGs of {scope} ...")
     bodies = list_nsgs(session, resource_group)
     now = clock.now()
     rules = azrdp_rules(_Listed(b) for b in bodies)
@@ -136,7 +113,7 @@ class _Listed:
 
 
 def _remove(result: RevokeResult, delete: Callable[[FoundRule, Callable[[str], None]], Any], *, audit: Any,
-            progress: Any, now: datetime, expired_only: bool) -> RevokeResult:
+            progress: ProgressSink, now: datetime, expired_only: bool) -> RevokeResult:
     """Remove ``result.found`` (or its expired ones) one by one with ``delete(rule, on_poll)``:
     each removal audited before it is sent, none after a stop, a failure kept and the rest tried."""
     from azrdp.audit import AuditWriteError
@@ -154,8 +131,7 @@ def _remove(result: RevokeResult, delete: Callable[[FoundRule, Callable[[str], N
             audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
                          in_flight=None, signal=stop)
             raise KeyboardInterrupt(stop)
-        if progress is not None:
-            progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
+        progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
         try:
             audit.record("nsg-rule", status="remove-requested", rule=rule.to_dict(now), intent=True)
         except AuditWriteError as err:  # nothing is removed without a record
@@ -177,14 +153,12 @@ def _remove(result: RevokeResult, delete: Callable[[FoundRule, Callable[[str], N
             in_flight = f"the removal of rule {rule.name} from NSG {rule.nsg_name}"
             audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
                          in_flight=in_flight, rule=rule.to_dict(now))
-            if progress is not None:
-                progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
+            progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
             raise
         result.removed.append(rule)
         audit.record("nsg-rule", status="removed", rule=rule.to_dict(now))
     result.audit_error = result.audit_error or audit.error
-    if progress is not None:
-        progress.done()
+    progress.done()
     return result
 
 

@@ -6,7 +6,8 @@ guest only when it does not.
 With ``host`` the probe needs no Azure at all, so a passing check signs in to nothing. Without it
 the VM's public IP comes from ARM (the Azure side is read once, three round trips). Only when RDP
 does not answer (after ``wait`` seconds of polling, for a VM that is still booting) does the check
-read the full diagnosis, guest included, so the CI log says why.
+complete the diagnosis, guest included, so the CI log says why: from what it read already (the
+VM's inventory, unless a wait made it stale, and the wire's last answer, never probed again).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from azrdp.checks import Check, Status
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import Session
@@ -72,9 +74,9 @@ class SmokeResult:
 
 def smoke_check(open_session: Callable[[], Session], target: Target, *, host: str | None = None, port: int = 3389,
                 probe_timeout: float = 5.0, wait: float = 0.0, guest: bool = True, source_ip: str | None = None,
-                clock: Clock = SYSTEM_CLOCK, progress: Any = None) -> SmokeResult:
+                clock: Clock = SYSTEM_CLOCK, progress: ProgressSink = SILENT) -> SmokeResult:
     """Check that ``target`` answers RDP. ``open_session()`` is called only when Azure is needed."""
-    from azrdp.diagnose import GUEST_STAGES, diagnose
+    from azrdp.diagnose import diagnose
     from azrdp.rdp import format_target, parse_target, rdp_checks
 
     session = None
@@ -84,31 +86,35 @@ def smoke_check(open_session: Callable[[], Session], target: Target, *, host: st
         address = parse_target(host, default_port=port)
     else:
         session = open_session()
-        _say(progress, f"Reading VM {target} to find its public IP ...")
+        progress.status(f"Reading VM {target} to find its public IP ...")
         first = diagnose(session, target, port=port, source_ip=source_ip, probe_timeout=probe_timeout)
         if first.vm.get("public_ip") and first.probe_result is not None:
             address = (first.vm["public_ip"], port)
     result = SmokeResult(target, format_target(*address) if address else None, [], signed_in=session is not None)
+    latest = None                            # the wire's last answer: the diagnosis judges it, never probes again
     if address is not None:
-        probe_result, result.attempts, result.waited = _answer(address, first, wait=wait, clock=clock,
-                                                               probe_timeout=probe_timeout, progress=progress)
-        result.wire = rdp_checks(probe_result)
+        latest, result.attempts, result.waited = _answer(address, first, wait=wait, clock=clock,
+                                                         probe_timeout=probe_timeout, progress=progress)
+        result.wire = rdp_checks(latest)
         if result.ok:
             return result
     elif first is not None:
         result.wire = [c for c in first.checks if c.side == "wire"]
         result.notes.append("the VM has no public IP or is not running: pass --host with an address CI can reach")
-    _say(progress, "RDP does not answer; reading the Azure side" + (" and the guest" if guest else "") + " ...")
+    progress.status("RDP does not answer; reading the Azure side" + (" and the guest" if guest else "") + " ...")
     if session is None:
         session = open_session()
         result.signed_in = True
+    # What Azure said a moment ago still stands; after a wait (a VM that was booting) it is read again.
+    reuse = first if first is not None and not result.waited else None
     result.diagnosis = diagnose(session, target, port=port, source_ip=source_ip, host=host,
-                                probe_timeout=probe_timeout, stages=GUEST_STAGES if guest else (), progress=progress)
+                                probe_timeout=probe_timeout, guest=guest, progress=progress,
+                                inventory=reuse.inventory if reuse is not None else None, probe_result=latest)
     return result
 
 
 def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, probe_timeout: float,
-            progress: Any) -> tuple[Any, int, float]:
+            progress: ProgressSink) -> tuple[Any, int, float]:
     """The wire's answer: the diagnosis' probe when there was one, else one probe; then, when it
     did not answer and ``wait`` allows, poll until it does. (probe result, attempts, seconds)"""
     from azrdp.rdp import format_target, probe, wait_until_answers
@@ -117,11 +123,11 @@ def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, 
     if first is not None:
         result, attempts = first.probe_result, 1
     else:
-        _say(progress, f"Probing RDP on {format_target(host, port)} ...")
+        progress.status(f"Probing RDP on {format_target(host, port)} ...")
         result, attempts = probe(host, port, timeout=probe_timeout), 1
     if result.ok or wait <= 0:
         return result, attempts, 0.0
-    _say(progress, f"RDP does not answer yet ({result.outcome}); polling for up to {wait:g} s ...")
+    progress.status(f"RDP does not answer yet ({result.outcome}); polling for up to {wait:g} s ...")
     from azrdp.ui import waiting
 
     with waiting(progress, f"RDP on {format_target(host, port)}", said=result.outcome, limit=wait) as shown:
@@ -130,7 +136,3 @@ def _answer(address: tuple[str, int], first: Any, *, wait: float, clock: Clock, 
         shown.end(waited.last.outcome)
     return waited.last, attempts + waited.attempts, waited.elapsed
 
-
-def _say(progress: Any, text: str) -> None:
-    if progress is not None:
-        progress.status(text)

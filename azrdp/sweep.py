@@ -34,9 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from azrdp.checks import Check, Status
+from azrdp.checks import Check
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
 from azrdp.target import Target
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azrdp.azure.session import AzureSession
@@ -268,7 +269,8 @@ class _Scope:
                 self.cursor += 1
                 if vm is not None:
                     self.waiting.append((vm, None))
-            ready, still = [], []
+            ready: list[SelectedVm] = []
+            still: list[tuple[SelectedVm, str | None]] = []
             for vm, missing in self.waiting:
                 if not view.complete:
                     if missing is not None and view.get(missing) is None:
@@ -290,7 +292,7 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
           guest: bool = False, max_parallel: int = DEFAULT_MAX_PARALLEL, port: int = 3389,
           source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
           fix_options: dict[str, Any] | None = None, audit_path: Any = None,
-          on_result: Callable[[VmResult], None] | None = None, progress: Any = None,
+          on_result: Callable[[VmResult], None] | None = None, progress: ProgressSink = SILENT,
           probe_parallel: int = DEFAULT_PROBE_PARALLEL) -> SweepResult:
     """Sweep the VMs ``selection`` names, through ``session`` (an AzureSession; its subscription
     is ignored, see :func:`resolve_subscriptions`). ``on_result`` hears each VM as it finishes.
@@ -309,18 +311,16 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
     validate_options(port, source_ip, probe_timeout)   # the user's mistake (exit 2), not an error of every VM
     clock = session.clock
     start = clock.monotonic()
-    notify = progress.info if progress is not None else None
     subscriptions = resolve_subscriptions(session, selection)
     workers = max(probe_parallel, max_parallel)
     scopes: dict[str, _Scope] = {}
     for sub_id, name in subscriptions:
-        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=notify,
+        backoff = SharedBackoff(f"subscription {name or sub_id}", clock=clock, notify=progress.info,
                                 max_wait=session.retry.throttle_budget)
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
-    if progress is not None:
-        progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
+    progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
 
     worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
                      probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
@@ -361,7 +361,7 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
                     raise NotFoundError(f"no Windows VM matches {selection.describe()}.",
                                         hint="Check --subscription, -g and --tag; `az vm list -o table` shows "
                                              "what is there.")
-                if not listing_left and progress is not None:
+                if not listing_left:
                     progress.info(f"Sweeping {counts['submitted']} Windows VM{'s' if counts['submitted'] != 1 else ''} "
                                   f"({min(workers, counts['submitted'])} at a time"
                                   f"{', fixing with the unattended policy' if policy.enabled else ''}) ...")
@@ -377,8 +377,7 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
         raise
     lister.shutdown(wait=True)
     pool.shutdown(wait=True)
-    if progress is not None:
-        progress.done()
+    progress.done()
     throttling = {sub: scope.backoff.to_dict() for sub, scope in scopes.items()}
     reads = {"list_pages": sum(s.view.pages for s in scopes.values() if s.view is not None),
              "per_vm_reads": sum(s.per_vm_reads for s in scopes.values()),
@@ -424,7 +423,8 @@ class _Worker:
         except AzrdpError as err:
             result = VmResult(vm, "error", err.one_line(),
                               error={"type": type(err).__name__, "message": err.message, "exit_code": err.exit_code,
-                                     **({"throttled": {"group": err.group, "retry_after": err.retry_after}}
+                                     **({"throttled": {"group": getattr(err, "group", None),
+                                                       "retry_after": err.retry_after}}
                                         if hasattr(err, "retry_after") else {})})
         except Exception as err:  # noqa: BLE001 - one VM's surprise must not stop the others
             result = VmResult(vm, "error", f"unexpected {type(err).__name__}: {err}",
@@ -439,14 +439,14 @@ class _Worker:
         the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
         fails nothing is 'unverified' without an agent read."""
         from azrdp.azure.checks import power_state
-        from azrdp.diagnose import GUEST_STAGES, diagnose
+        from azrdp.diagnose import diagnose
 
         target = vm.target()
         handle = scope.checking.vm(target)
         inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=scope.view)
         running = power_state(inventory) == "running"
-        options = dict(port=self.port, source_ip=self.source_ip, probe=self.probe, probe_timeout=self.probe_timeout,
-                       stages=GUEST_STAGES if self.guest else ())
+        options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe,
+                                       probe_timeout=self.probe_timeout, guest=self.guest)
         try:
             if self.guest and running:
                 handle.read_agent(inventory)
@@ -464,8 +464,9 @@ class _Worker:
         return result, diagnosis
 
     def _fix(self, scope: _Scope, vm: SelectedVm, checked: VmResult, diagnosis: Any) -> VmResult:
-        """Repair through azrdp.repair with the unattended policy. A VM whose problem no allowed
-        step touches (agent not Ready, deallocated, an NSG) is reported without a repair run."""
+        """Repair through azrdp.repair with the unattended policy, from the diagnosis the sweep made
+        (the VM is not read again before the repair). A VM whose problem no allowed step touches
+        (agent not Ready, deallocated, an NSG) is reported without a repair run."""
         from azrdp.audit import AuditLog
         from azrdp.plan import plan
         from azrdp.repair import FixOptions, fix
@@ -482,7 +483,7 @@ class _Worker:
                              **self.fix_options)
         audit = AuditLog(self.audit_path, context={"command": "sweep", "vm": str(vm.target())}, clock=self.clock)
         repaired = fix(scope.session, vm.target(), options, audit=audit, confirm=self.policy.permits,
-                       clock=self.clock)
+                       clock=self.clock, before=diagnosis)
         return _from_repair(vm, checked, repaired)
 
 
@@ -535,48 +536,3 @@ def _from_repair(vm: SelectedVm, checked: VmResult, repaired: Any) -> VmResult:
                             "counts": dict(repaired.counts), "verification": repaired.verification,
                             "next_steps": list(repaired.next_steps),
                             "error": repaired.to_dict()["error"]})
-
-
-# -- rendering -------------------------------------------------------------------------------------
-
-def render_line(result: VmResult) -> str:
-    """One line per VM as it finishes (progress in text mode)."""
-    return f"{result.vm.name} ({result.vm.resource_group}): {result.outcome}: {result.summary}"
-
-
-def render_table(result: SweepResult) -> str:
-    from azrdp.logsafe import printable
-
-    # one row per VM: a summary quotes guest, ARM and certificate text, whose newlines must not make rows
-    rows = [tuple(printable(cell) for cell in (r.vm.name, r.vm.resource_group, r.outcome, f"{r.seconds:.1f}", r.summary))
-            for r in result.sorted_results()]
-    header = ("VM", "RESOURCE GROUP", "OUTCOME", "SECONDS", "SUMMARY")
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) if i != 3 else h.rjust(w) for i, (h, w) in enumerate(zip(header[:4], widths, strict=False)))
-             + "  " + header[4]]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) if i != 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row[:4], widths, strict=False)))
-                     + "  " + row[4])
-    counts = result.counts()
-    tally = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
-    throttled = result.throttling
-    lines.append(f"{len(result.results)} VM{'s' if len(result.results) != 1 else ''} in {result.seconds:.1f} s: "
-                 f"{tally}. ARM throttling: {throttled.get('throttled', 0)} x 429, "
-                 f"{throttled.get('paused_seconds', 0):g} s paused.")
-    return "\n".join(lines)
-
-
-def junit_cases(result: SweepResult) -> list[Any]:
-    """One JUnit testcase per VM (azrdp.report.junit_document renders them)."""
-    from azrdp.report import JUnitCase, render_checks
-
-    cases = []
-    for r in result.sorted_results():
-        status = Status.PASS if r.ok else Status.ERROR if r.outcome == "error" else Status.FAIL
-        text = render_checks(r.checks) if r.checks else ""
-        if r.repair:
-            text += f"\nRepair: {r.repair.get('summary', '')}"
-        cases.append(JUnitCase(classname=f"azrdp.sweep.{r.vm.subscription}.{r.vm.resource_group}", name=r.vm.name,
-                               status=status, message=f"{r.outcome}: {r.summary}", text=text.strip(),
-                               seconds=r.seconds))
-    return cases

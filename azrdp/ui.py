@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
 
@@ -231,8 +231,24 @@ class Progress:
 
 
 class SilentProgress(Progress):
+    """Progress that shows nothing: the default of every job, so a job never asks whether it has one."""
+
     def __init__(self) -> None:
         super().__init__(stream=sys.stderr, live=False, quiet=True)
+
+
+class ProgressSink(Protocol):
+    """What a job tells people while it works: a Progress, or a caller's own (a runbook's, a test's).
+    Waits are shown only when it also has ``waiting`` (see :func:`waiting`)."""
+
+    def info(self, text: str) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def done(self) -> None: ...
+
+
+SILENT: ProgressSink = SilentProgress()   # shared: it holds no state a caller could see
 
 
 class _NoWait:
@@ -254,9 +270,10 @@ class _NoWait:
         return None
 
 
-def waiting(progress: Any, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
-    """``progress.waiting(...)``, or a wait that shows nothing when ``progress`` is None (or a
-    progress object without waits, e.g. a caller's own)."""
-    if progress is None or not hasattr(progress, "waiting"):
+def waiting(progress: ProgressSink, what: str, *, said: str = "waiting", limit: float | None = None) -> Any:
+    """``progress.waiting(...)``, or a wait that shows nothing when ``progress`` has no waits (a
+    caller's own sink)."""
+    waits = getattr(progress, "waiting", None)
+    if waits is None:
         return _NoWait()
-    return progress.waiting(what, said=said, limit=limit)
+    return waits(what, said=said, limit=limit)

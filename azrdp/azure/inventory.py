@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from azrdp.azure import wire_dict
 from azrdp.errors import AzrdpError, NotFoundError
 from azrdp.target import ResourceId, Target, id_key, parse_resource_id
+from azrdp.ui import SILENT, ProgressSink
 
 if TYPE_CHECKING:
     from azure.core.exceptions import AzureError
@@ -130,7 +131,7 @@ class _Reader:
 
 
 def read_inventory(session: Session, target: Target, *, want_vnet: bool = False,
-                   progress: Any = None, max_workers: int = 8, listed: Any = None) -> Inventory:
+                   progress: ProgressSink = SILENT, max_workers: int = 8, listed: Any = None) -> Inventory:
     """Read the VM and everything on its RDP path. Raises typed errors for the VM itself (not
     found, no permission); a broken reference further down is kept in the inventory.
 
@@ -151,7 +152,7 @@ def read_inventory(session: Session, target: Target, *, want_vnet: bool = False,
         _complete(inventory, reader, want_vnet, listed, progress, AzureError)
         return inventory
     compute, network = session.compute, session.network
-    _say(progress, f"Reading VM {target} and its network interfaces ...")
+    progress.status(f"Reading VM {target} and its network interfaces ...")
     first = reader.round({
         "vm": lambda: wire_dict(compute.virtual_machines.get(target.resource_group, target.name, expand="instanceView")),
         "nics": lambda: _first_page(network.network_interfaces.list(target.resource_group)),
@@ -180,10 +181,10 @@ def listed_gap(listed: Any, target: Target, *, want_vnet: bool = False) -> str |
     if vm is None:
         return target.resource_id(listed.subscription)
     inventory = Inventory(target, listed.subscription, vm=vm[1])
-    return _complete(inventory, None, want_vnet, listed, None, Exception)
+    return _complete(inventory, None, want_vnet, listed, SILENT, Exception)
 
 
-def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, listed: Any, progress: Any,
+def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, listed: Any, progress: ProgressSink,
               azure_error: type) -> str | None:
     """Follow the references from the VM down its RDP path: from ``listed`` where it holds them,
     else by parallel reads, one round per level. Without a ``reader``: read nothing, answer the
@@ -201,7 +202,7 @@ def _complete(inventory: Inventory, reader: _Reader | None, want_vnet: bool, lis
             return None
         if reader is None:
             return wanted[0]
-        _say(progress, "Reading " + _count_nouns(wanted) + " ...")
+        progress.status("Reading " + _count_nouns(wanted) + " ...")
         calls = {}
         for rid in wanted:
             try:
@@ -327,7 +328,3 @@ def _count_nouns(ids: list[str]) -> str:
         counts[noun] = counts.get(noun, 0) + 1
     return ", ".join(f"{n} {noun}{'s' if n > 1 else ''}" for noun, n in counts.items())
 
-
-def _say(progress: Any, text: str) -> None:
-    if progress is not None:
-        progress.status(text)

@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from azrdp.ui import SILENT
+
 AUTH_CHOICES = ("auto", "cli", "msi", "env", "workload", "device-code", "browser")
 CLOUD_CHOICES = ("public", "china", "usgov")
 
@@ -45,22 +47,20 @@ class AzureOptions:
 
         return parse_target(self.vm, resource_group=self.resource_group, ids=self.ids)
 
-    def tenant_session(self, *, progress: Any = None, **kwargs: Any) -> Any:
+    def tenant_session(self, *, progress: Any = SILENT, **kwargs: Any) -> Any:
         """A session not bound to one subscription (fleet commands; see open_tenant_session)."""
         from azrdp.azure.session import open_tenant_session
 
-        if progress is not None and "on_wait" not in kwargs:
-            kwargs["on_wait"] = progress.info
+        kwargs.setdefault("on_wait", progress.info)
         return open_tenant_session(auth=self.auth, client_id=self.client_id, cloud=self.cloud,
                                    auth_explicit=self.auth_explicit, **kwargs)
 
-    def session(self, *, target: Any = None, progress: Any = None, **kwargs: Any) -> Any:
+    def session(self, *, target: Any = None, progress: Any = SILENT, **kwargs: Any) -> Any:
         """The AzureSession these options describe. Waits on Azure (throttling, retries) are
         announced on ``progress``."""
         from azrdp.azure.session import open_session
 
-        if progress is not None and "on_wait" not in kwargs:
-            kwargs["on_wait"] = progress.info
+        kwargs.setdefault("on_wait", progress.info)
         return open_session(auth=self.auth, client_id=self.client_id, cloud=self.cloud,
                             subscription=self.subscription, auth_explicit=self.auth_explicit,
                             target_subscription=getattr(target, "subscription", None), **kwargs)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_WAIT, Number
+from azrdp.emit import emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 INTERACTIVE = ("device-code", "browser")
 
@@ -44,17 +45,16 @@ def check_command(azure: AzureOptions, host: str | None, port: int, wait: float,
     Exit codes: 0 RDP answers; 1 RDP does not answer (the report says why); 2 bad input;
     3 sign-in or permission failure; 4 VM or resource group not found; 5 Azure failed or timed out.
     """
+    from azrdp.render.check import render_check
     from azrdp.report import junit_xml as render_junit
-    from azrdp.report import render_checks, to_json
     from azrdp.smoke import smoke_check
     from azrdp.ui import Progress
 
     if azure.auth in INTERACTIVE:
         raise UsageError(f"--auth {azure.auth} needs a person; azrdp check signs in non-interactively only.",
                          hint="Use --auth workload, env, msi or cli (after `az login` / azure/login).")
-    from azrdp.cli import emit
     from azrdp.diagnose import validate_options
-    from azrdp.outfiles import check_output_path, write_output
+    from azrdp.outfiles import check_output_path
 
     validate_options(port, source_ip, probe_timeout, host=host)
     target = azure.target()
@@ -65,19 +65,5 @@ def check_command(azure: AzureOptions, host: str | None, port: int, wait: float,
                          probe_timeout=probe_timeout, wait=wait, guest=not no_guest, source_ip=source_ip,
                          progress=progress)
     progress.done()
-    code = result.exit_code
-    if junit_xml is not None:
-        try:
-            write_output(junit_xml, render_junit([(f"azrdp check {target.name}", result.checks)], name="azrdp check"))
-        except OSError as err:
-            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
-            code = code or 1
-    if settings().output == "json":
-        text = to_json(result.to_dict())
-    else:
-        text = "\n".join([f"VM {target}: {'PASS' if result.ok else 'FAIL'}: {result.summary()}",
-                          render_checks(result.checks, verbose=settings().verbose),
-                          *(f"Note: {note}" for note in result.notes)])
-    if not emit(text):
-        code = code or 1
-    click.get_current_context().exit(code)
+    emit(result, render_check, junit=None if junit_xml is None else
+         (junit_xml, lambda: render_junit([(f"azrdp check {target.name}", result.checks)], name="azrdp check")))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.numbers import MAX_SPEED, Number
+from azrdp.emit import as_json, echo, emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("demo", cls=AzrdpCommand)
@@ -51,10 +52,10 @@ def demo_command(scenario: str, speed: float, windows: str, locale: str, allow_f
     from pathlib import Path
 
     from azrdp.audit import AuditLog
-    from azrdp.demo import render_text, run_demo
+    from azrdp.demo import run_demo
     from azrdp.emulator.profiles import LOCALES, WINDOWS
     from azrdp.emulator.scenarios import SCENARIOS
-    from azrdp.report import to_json
+    from azrdp.render.demo import render_demo
     from azrdp.ui import Progress
 
     if scenario not in SCENARIOS:
@@ -65,14 +66,12 @@ def demo_command(scenario: str, speed: float, windows: str, locale: str, allow_f
         raise UsageError(f"unknown --locale {locale!r}.", hint=f"Choose one of {', '.join(LOCALES)}.")
     if not speed > 0:
         raise UsageError(f"--speed must be more than 0, got {speed:g}.", hint="10 shows every phase; 1000 is instant.")
-    as_json = settings().output == "json"
     progress = Progress()
     audit = AuditLog(Path(audit_log) if audit_log else None, context={"command": "demo"}).open()
 
     def show_setup(setup) -> None:
-        emit("\n".join(setup.lines()), err=as_json)
+        echo("\n".join(setup.lines()), err=as_json())
 
     demo = run_demo(scenario, speed=speed, on_setup=show_setup, progress=progress, audit=audit,
                     allow_from_me=allow_from == "me", start=start, windows=windows, locale=locale)
-    ok = emit(to_json(demo.to_dict()) if as_json else render_text(demo, verbose=settings().verbose))
-    click.get_current_context().exit(demo.exit_code if ok else demo.exit_code or 1)
+    emit(demo, render_demo)

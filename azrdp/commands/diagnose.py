@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
+from azrdp.emit import emit
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("diagnose", cls=AzrdpCommand)
@@ -42,10 +43,9 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     Exit codes: 0 no check failed; 1 a problem was found; 2 bad input or a Linux VM;
     3 sign-in or permission failure; 4 VM or resource group not found; 5 Azure failed or timed out.
     """
-    from azrdp.cli import emit
-    from azrdp.diagnose import GUEST_STAGES, diagnose, render_text, validate_options
+    from azrdp.diagnose import diagnose, validate_options
     from azrdp.errors import UsageError
-    from azrdp.report import to_json
+    from azrdp.render.diagnosis import render_diagnosis
     from azrdp.ui import Progress
 
     if host is not None and no_probe:
@@ -60,7 +60,6 @@ def diagnose_command(azure: AzureOptions, port: int, source_ip: str | None, host
     progress = Progress()
     session = azure.session(target=target, progress=progress)
     result = diagnose(session, target, port=port, source_ip=source_ip, host=host, probe=not no_probe,
-                      probe_timeout=probe_timeout, stages=() if no_guest else GUEST_STAGES,
+                      probe_timeout=probe_timeout, guest=not no_guest,
                       screenshot=screenshot, progress=progress)
-    ok = emit(to_json(result.to_dict()) if settings().output == "json" else render_text(result, verbose=settings().verbose))
-    click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)
+    emit(result, render_diagnosis)

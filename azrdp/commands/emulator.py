@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, settings, shared_options
 
 
 @click.group("emulator")

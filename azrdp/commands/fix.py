@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_RUN_COMMAND_TIMEOUT, MAX_WAIT, Number, parse_duration
+from azrdp.emit import emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, settings, shared_options
 from azrdp.plan import STEP_NAMES
 
 
@@ -83,9 +84,9 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     from azrdp.azure.nsg_rules import MAX_ALLOW_FOR, parse_allow_from
     from azrdp.diagnose import validate_options
     from azrdp.plan import check_steps
-    from azrdp.repair import FixOptions, fix, junit_suites, render_text
+    from azrdp.render.fix import junit_suites, render_fix
+    from azrdp.repair import FixOptions, fix
     from azrdp.report import junit_xml as to_junit
-    from azrdp.report import to_json
     from azrdp.ui import Progress
 
     if reboot and no_reboot:
@@ -109,8 +110,8 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
         run_command_timeout=parse_duration(run_command_timeout, "--run-command-timeout",
                                            maximum=MAX_RUN_COMMAND_TIMEOUT), fused=yes and not dry_run and not guest_first,
         dry_run=dry_run, force=force)
-    from azrdp.cli import emit
-    from azrdp.outfiles import check_output_path, write_output
+    from azrdp.emit import echo
+    from azrdp.outfiles import check_output_path
 
     target = azure.target()
     if allow_from:   # a source azrdp would refuse is refused before anything is read or opened
@@ -136,13 +137,13 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
         shown.append(diagnosis)
 
     def confirm(plan) -> bool:
-        from azrdp.plan import render_plan
+        from azrdp.render.plan import render_plan
 
         if yes:
             progress.info("Plan: " + ", ".join(s.name for s in plan.steps))
             return True
         progress.done()
-        emit(render_plan(plan, detail=True, vm=target.name, resource_group=target.resource_group), err=True)
+        echo(render_plan(plan, detail=True, vm=target.name, resource_group=target.resource_group), err=True)
         shown.append(plan)
         try:
             return click.confirm("Go ahead?", default=False, err=True)
@@ -154,14 +155,5 @@ def fix_command(azure: AzureOptions, yes: bool, dry_run: bool, force: bool, step
     session = azure.session(target=target, progress=progress)
     result = fix(session, target, options, audit=audit, confirm=confirm, progress=progress,
                  on_diagnosis=show_diagnosis)
-    code = result.exit_code
-    if junit_xml:
-        try:
-            write_output(junit_xml, to_junit(junit_suites(result), name="azrdp fix"))
-        except OSError as err:  # the work is done: say so, and still show the result
-            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
-            code = code or 1
-    if not emit(to_json(result.to_dict()) if settings().output == "json"
-                else render_text(result, verbose=settings().verbose, shown=shown)):
-        code = code or 1
-    click.get_current_context().exit(code)
+    emit(result, lambda r, verbose: render_fix(r, verbose=verbose, shown=shown),
+         junit=(junit_xml, lambda: to_junit(junit_suites(result), name="azrdp fix")) if junit_xml else None)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.numbers import MAX_COUNT, MAX_INTERVAL, MAX_PROBE_TIMEOUT, Number
-from azrdp.errors import EXIT_OK, EXIT_PROBLEM, UsageError
+from azrdp.emit import emit
+from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("probe", cls=AzrdpCommand)
@@ -45,35 +46,27 @@ def probe_command(target: str, timeout: float, protocols: str, count: int, inter
         mask = parse_protocols(protocols)
     except ValueError as err:
         raise UsageError(f"bad --protocols {protocols!r}: {err}.") from None
-    ok = _run_series(host, port, timeout, mask, count, interval) if count > 1 else _run_once(host, port, timeout, mask)
-    click.get_current_context().exit(EXIT_OK if ok else EXIT_PROBLEM)
-
-
-def _run_once(host: str, port: int, timeout: float, mask: int) -> bool:
-    from azrdp.rdp import probe, rdp_checks
-    from azrdp.rdp.render import render_probe
-    from azrdp.report import to_json
-
-    result = probe(host, port, timeout=timeout, protocols=mask)
-    if settings().output == "json":
-        emit(to_json({**result.to_dict(), "checks": [check.to_dict() for check in rdp_checks(result)]}))
+    if count > 1:
+        _run_series(host, port, timeout, mask, count, interval)
     else:
-        emit(render_probe(result, verbose=settings().verbose))
-    return result.ok
+        _run_once(host, port, timeout, mask)
 
 
-def _run_series(host: str, port: int, timeout: float, mask: int, count: int, interval: float) -> bool:
+def _run_once(host: str, port: int, timeout: float, mask: int) -> None:
+    from azrdp.rdp import probe
+    from azrdp.rdp.checks import probe_document
+    from azrdp.render.probe import render_probe
+
+    emit(probe(host, port, timeout=timeout, protocols=mask), render_probe, document=probe_document)
+
+
+def _run_series(host: str, port: int, timeout: float, mask: int, count: int, interval: float) -> None:
     from azrdp.rdp import probe_series
-    from azrdp.rdp.render import headline, render_series
-    from azrdp.report import to_json
+    from azrdp.render.probe import headline, render_series
     from azrdp.ui import Progress
 
     progress = Progress()
     series = probe_series(host, port, count=count, interval=interval, timeout=timeout, protocols=mask,
                           on_attempt=lambda i, r: progress.status(f"attempt {i + 1}/{count}: {headline(r)}"))
     progress.done()
-    if settings().output == "json":
-        emit(to_json(series.to_dict()))
-    else:
-        emit(render_series(series, verbose=settings().verbose))
-    return series.ok
+    emit(series, render_series)

@@ -6,10 +6,11 @@ import sys
 
 import click
 
-from azrdp.cli import AzrdpCommand, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, MAX_WAIT, Number, parse_duration
+from azrdp.emit import emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("rescue", cls=AzrdpCommand)
@@ -63,8 +64,8 @@ def rescue_command(azure: AzureOptions, yes: bool, dry_run: bool, resume: bool, 
     from pathlib import Path
 
     from azrdp.audit import AuditLog, default_audit_path, read_audit
-    from azrdp.report import to_json
-    from azrdp.rescue import RescueOptions, render_plan, render_text, rescue
+    from azrdp.render.rescue import render_rescue, render_rescue_plan
+    from azrdp.rescue import RescueOptions, rescue
     from azrdp.rescue import resume as resume_job
     from azrdp.rescue import undo as undo_job
     from azrdp.ui import Progress
@@ -90,7 +91,7 @@ def rescue_command(azure: AzureOptions, yes: bool, dry_run: bool, resume: bool, 
         if yes:
             progress.info("Plan: " + ", ".join(step["phase"] for step in plan.steps))
             return True
-        click.echo(render_plan(plan), err=True)
+        click.echo(render_rescue_plan(plan), err=True)
         try:
             return click.confirm("Go ahead?", default=False, err=True)
         except click.Abort as stop:
@@ -105,8 +106,4 @@ def rescue_command(azure: AzureOptions, yes: bool, dry_run: bool, resume: bool, 
         result = resume_job(session, target, options, audit=audit, records=records, progress=progress)
     else:
         result = rescue(session, target, options, audit=audit, confirm=confirm, progress=progress)
-    if settings().output == "json":
-        click.echo(to_json(result.to_dict()))
-    else:
-        click.echo(render_text(result, verbose=settings().verbose))
-    click.get_current_context().exit(result.exit_code)
+    emit(result, render_rescue)

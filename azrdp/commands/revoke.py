@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import click
 
-from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, azure_options, vm_options
+from azrdp.emit import emit
 from azrdp.errors import UsageError
+from azrdp.options import AzrdpCommand, shared_options
 
 
 @click.command("revoke", cls=AzrdpCommand)
@@ -43,8 +44,8 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
     from pathlib import Path
 
     from azrdp.audit import AuditLog, default_audit_path
-    from azrdp.report import to_json
-    from azrdp.revoke import render_text, revoke, revoke_expired
+    from azrdp.render.revoke import render_revoke
+    from azrdp.revoke import revoke, revoke_expired
     from azrdp.ui import Progress
 
     scope = azure.vm is None and azure.ids is None
@@ -67,5 +68,4 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
         assert target is not None   # a VM was named: azure.target() above
         result = revoke(session, target, audit=audit, progress=progress, expired_only=expired, dry_run=dry_run,
                         every_vm=every_vm)
-    ok = emit(to_json(result.to_dict()) if settings().output == "json" else render_text(result))
-    click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)
+    emit(result, render_revoke)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from azrdp.cli import AzrdpCommand, emit, settings, shared_options
 from azrdp.commands.azure_options import AzureOptions, fleet_azure_options
 from azrdp.commands.numbers import MAX_PROBE_TIMEOUT, Number
+from azrdp.emit import as_json, echo, emit
+from azrdp.options import AzrdpCommand, shared_options
 from azrdp.sweep import DEFAULT_MAX_PARALLEL, GATED_STEPS, UNATTENDED_STEPS
 
 
@@ -59,8 +59,9 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
     (another run is changing it) or could not be checked; 2 bad input; 3 sign-in or permission failure; 4 no VM matched; 5 Azure failed
     while listing the VMs; 130 interrupted.
     """
-    from azrdp.report import SCHEMA_VERSION, junit_document
-    from azrdp.sweep import FixPolicy, Selection, junit_cases, render_line, render_table, sweep
+    from azrdp.render.sweep import junit_cases, render_line, render_table, summary_document, vm_document
+    from azrdp.report import junit_document, to_json
+    from azrdp.sweep import FixPolicy, Selection, sweep
     from azrdp.ui import Progress
 
     if allow_steps and not fix:
@@ -69,16 +70,16 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
         raise UsageError("--allow-step only applies with --fix.", hint="Add --fix, or drop --allow-step.")
     selection = Selection(tuple(subscriptions), tuple(resource_groups), tuple(Selection.parse_tag(t) for t in tags))
     policy = FixPolicy.unattended(allow_steps) if fix else FixPolicy()
-    as_json = settings().output == "json"
     progress = Progress()
+    lines = as_json()
 
     def finished(result) -> None:  # noqa: ANN001 - a VmResult
-        if as_json:
-            emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "vm", **result.to_dict()}))
+        if lines:
+            echo(to_json(vm_document(result), line=True))
         else:
             progress.info(render_line(result))
 
-    from azrdp.outfiles import check_output_path, open_private_append, write_output
+    from azrdp.outfiles import check_output_path, open_private_append
 
     if junit_xml is not None:
         check_output_path(junit_xml, "--junit-xml")
@@ -94,18 +95,5 @@ def sweep_command(azure: AzureOptions, subscriptions: tuple[str, ...], resource_
     result = sweep(session, selection, policy=policy, guest=guest, max_parallel=max_parallel, port=port,
                    source_ip=source_ip, probe=not no_probe, probe_timeout=probe_timeout, audit_path=audit_log,
                    on_result=finished, progress=progress)
-    code = result.exit_code
-    if junit_xml is not None:
-        try:
-            write_output(junit_xml, junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep"))
-        except OSError as err:
-            click.echo(f"Error: could not write --junit-xml {junit_xml}: {err.strerror or err}", err=True)
-            code = code or 1
-    table = render_table(result)
-    if as_json:
-        summary = {k: v for k, v in result.to_dict().items() if k != "results"}
-        ok = emit(json.dumps({"schema_version": SCHEMA_VERSION, "type": "summary", **summary}))
-        emit(table, err=True)
-    else:
-        ok = emit(table)
-    click.get_current_context().exit(code if ok else code or 1)
+    emit(result, render_table, document=summary_document, line=True, aside=render_table, junit=None if junit_xml is None
+         else (junit_xml, lambda: junit_document([("azrdp sweep", junit_cases(result))], name="azrdp sweep")))

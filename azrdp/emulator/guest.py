@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL
+from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_DACL, MACHINEKEYS_DEFAULT_SDDL
 
 RDP_KEY_PREFIX = "f686aace6942fb7f7ceb231212eef4a4"
 """The RDP self-signed certificate's key container file name prefix in MachineKeys."""
 
 BROKEN_MACHINEKEYS_SDDL = "O:BAG:SYD:PAI(A;;FA;;;BA)"
+BROAD_SIDS = ("WD", "AU", "BU")   # Everyone, Authenticated Users, Users: every local account
 """A damaged folder ACL seen in the field: owner changed, Everyone's read/write removed."""
 UNLISTABLE_MACHINEKEYS_SDDL = "O:SYG:SYD:PAI(A;;FA;;;S-1-5-21-1004336348-1177238915-682003330-500)"
 """A folder ACL "locked down" to one local administrator account: SYSTEM cannot even list it."""
@@ -172,6 +173,23 @@ class MachineKeys:
     backups: list[str] = field(default_factory=list)
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
+    explicit_broad_files: int = 0  # key files with an explicit ACE for Everyone/Users: any local user reads them
+
+    @property
+    def dacl(self) -> str:
+        return "D:" + self.sddl.split("D:", 1)[1] if "D:" in self.sddl else ""
+
+    def _inheritable(self) -> list[tuple[str, str]]:
+        """(rights, SID) of the folder's inheritable Allow ACEs (OI/CI): what inherited-only files hold."""
+        return [(rights, sid) for flags, rights, sid in re.findall(r"\(A;([^;]*);([^;]*);;;([^)]*)\)", self.dacl)
+                if "OI" in flags or "CI" in flags]
+
+    @property
+    def exposed_files(self) -> int:
+        """Key files any local user can read: a broad ACE of their own, or one inherited from the folder."""
+        inherited = self.inherited_only_files + (1 if self.rdp_key and self.rdp_key.inherited_only else 0)
+        broad = any(sid in BROAD_SIDS for _, sid in self._inheritable())
+        return self.explicit_broad_files + (inherited if broad else 0)
 
     def set_folder_sddl(self, sddl: str) -> None:
         """Set-Acl on the folder (SetNamedSecurityInfo) re-propagates inheritance to every child:
@@ -190,17 +208,23 @@ class MachineKeys:
             key.network_service_read = key.system_full = False
 
     def make_inherited_explicit(self) -> int:
-        """SetAccessRuleProtection($true, $true) on each such file: its inherited ACEs become
-        explicit ones, so a later folder change no longer touches it. Returns files changed."""
+        """Protect-InheritedKeyAces on each such file: protected (Learn: ObjectSecurity.
+        SetAccessRuleProtection), its inherited ACEs become its own except the broad ones
+        (Everyone, Authenticated Users, Users), SYSTEM and Administrators full control when none is
+        left; a later folder change no longer touches it. Returns files changed."""
         count = self.inherited_only_files + (1 if self.rdp_key and self.rdp_key.inherited_only else 0)
         self.inherited_only_files = 0
-        if self.rdp_key is not None:
+        kept = [(rights, sid) for rights, sid in self._inheritable() if sid not in BROAD_SIDS]
+        if self.rdp_key is not None and self.rdp_key.inherited_only:
             self.rdp_key.inherited_only = False
+            self.rdp_key.network_service_read = any(sid in ("NS", "S-1-5-20") for _, sid in kept)
+            self.rdp_key.system_full = not kept or any(sid in ("SY", "BA") and rights in ("FA", "GA") for rights, sid in kept)
         return count
 
     @property
     def default(self) -> bool:
-        return self.sddl == MACHINEKEYS_DEFAULT_SDDL
+        """repair.ps1's `default`: the DACL is Windows' (the owner does not count)."""
+        return self.dacl == MACHINEKEYS_DEFAULT_DACL
 
     @property
     def listable(self) -> bool:
@@ -213,8 +237,11 @@ class MachineKeys:
 
     @property
     def writable(self) -> bool:
-        """Can Windows create a new key container here (Everyone: write, as the default ACL)?"""
-        return self.default
+        """Can Windows create a new key container here? With the default DACL (Everyone may add
+        files), or SYSTEM's own grant: a folder hardened to SYSTEM and Administrators renews the
+        RDP certificate (measured: Azure/repair-script-library win-fix-rdp-certificate.ps1).
+        Administrators alone (BROKEN_MACHINEKEYS_SDDL) is modelled as not (unverified)."""
+        return self.default or bool(re.search(r"\(A;[^;]*;(FA|GA|0x1f01ff|0x12019f);;;SY\)", self.dacl, re.IGNORECASE))
 
     @property
     def files(self) -> int:

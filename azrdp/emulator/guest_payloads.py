@@ -355,6 +355,7 @@ DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwat
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
+MAX_KEY_FILES = 20000         # $MaxKeyFiles: more MachineKeys files than a step walks inside its deadline
 
 
 class StepFailed(Exception):
@@ -591,12 +592,20 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if before["default"] and key_ok:
         return Outcome(info={"backup": None, "actions": []})
     keys = run.guest.machinekeys
-    if not keys.listable:   # Save-MachineKeysAcl lists the folder (Get-ChildItem) before any change
-        raise StepFailed(f"Access to the path '{keys.path}' is denied.")
+    actions: list[str] = []
+    if not keys.listable:
+        # SYSTEM cannot list the folder: one non-inheritable list ACE for SYSTEM added first (the
+        # folder's SDDL and the undo saved before it is sent); the default DACL below replaces it.
+        run.back_up("machinekeys.folder.sddl.txt")
+        run.back_up("undo.txt")
+        keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
+        actions.append("acl:list")
+    if keys.files > MAX_KEY_FILES:                   # counted with EnumerateFiles before any change
+        return Outcome(changed=bool(actions), info={"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions},
+                       skip=f"held back: MachineKeys holds over {MAX_KEY_FILES} files")
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
     run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
     run.back_up("undo.txt")
-    actions: list[str] = []
     if not before["default"]:
         if keys.make_inherited_explicit():           # Protect-InheritedKeyAces
             actions.append("acl:explicit")
@@ -691,7 +700,7 @@ def _cert_hold_back(run: _RepairRun, *, skip_key_checks: bool = False) -> str | 
         if service.start == "Disabled":
             return f"held back: {name} is disabled; run rdp-config"
     keys = guest.machinekeys
-    if not keys.default:
+    if not keys.writable:                           # Test-KeyFolderWritable
         return "held back: MachineKeys ACL not default; run machinekeys-acl"
     key = keys.rdp_key
     if key is not None and not (key.network_service_read and key.system_full):
@@ -728,13 +737,27 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         guest.bound_thumbprint, guest.bound_kind = None, "Binary"
     restarted: list[str] = []
     problem = None
-    if cleared or before["current"] is None:
+    if cleared or (removed and not bound_usable) or before["current"] is None:
         try:
             for name in ("SessionEnv", "TermService"):
                 _restart_bounded(run, name)
                 restarted.append(name)
+            if not any(not _broken(guest, c) for c in guest.rd_store()):   # Wait-RdpCertificate's 60 s
+                guest.pass_time(60)
+                raise StepFailed("no new self-signed certificate after 60 s (RCM 1057/1058)")
         except StepFailed as failure:
             problem = str(failure)
+        finally:                                    # SessionEnv and UmRdpService started again
+            for name in ("SessionEnv", "UmRdpService"):
+                service = guest.services.get(name)
+                if service is None or service.state in ("Running", "Missing") or service.start == "Disabled":
+                    continue
+                if name == "UmRdpService" and not guest.running("TermService"):
+                    continue
+                try:
+                    _start_bounded(run, name)
+                except StepFailed:
+                    pass
     info.update(removed=removed[:2], removed_total=len(removed), cleared_binding=cleared, restarted=restarted)
     return Outcome(changed=bool(removed or cleared or restarted), info=info, skip=problem)
 

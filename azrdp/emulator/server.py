@@ -71,6 +71,10 @@ class Call:
         return asdict(self)
 
 
+LISTENER_HUBS = 4
+"""Threads serving the RDP listeners (each a selector loop over its share of them)."""
+
+
 class Emulator:
     """One emulator: ARM over HTTP, simulated guests, RDP listeners. Use :meth:`start`."""
 
@@ -86,7 +90,9 @@ class Emulator:
         self.identity = auth.ManagedIdentity()
         self._rng = random.Random(seed)
         self._tls = TlsMaterial()
-        self._hub = ListenerHub()   # one accept loop for every VM's RDP port
+        # A few accept loops for every VM's RDP port, VMs dealt round-robin: OpenSSL releases the GIL
+        # in a handshake, so the TLS of many VMs at once is not held to one core
+        self._hubs = [ListenerHub() for _ in range(LISTENER_HUBS)]
         self._pool = AddressPool()  # never from the seed: emulators started with one seed must not collide
         self._listeners: dict[str, RdpListener] = {}
         self._calls: list[Call] = []
@@ -115,7 +121,8 @@ class Emulator:
         except BaseException:
             emulator._httpd.server_close()
             emulator._teardown()
-            emulator._hub.close()
+            for hub in emulator._hubs:
+                hub.close()
             emulator._tls.close()
             raise
         emulator._thread.start()
@@ -131,7 +138,8 @@ class Emulator:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._teardown()
-        self._hub.close()
+        for hub in self._hubs:
+            hub.close()
         self._tls.close()
 
     def _new_backend(self) -> ArmBackend:
@@ -320,7 +328,7 @@ class Emulator:
         listener = self._listeners.get(key)
         if listener is None:
             listener = RdpListener(vm.rdp_address, self._listener_config(vm), self._tls, self._tls_failed(vm),
-                                   self._hub)
+                                   self._hubs[len(self._listeners) % len(self._hubs)])
             self._listeners[key] = listener
         listener.apply(self.backend.rdp_mode(vm), vm.guest.port)
 

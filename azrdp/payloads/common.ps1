@@ -11,6 +11,9 @@ $RdpTcpKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\Terminal Server\WinStations
 $TsPolicyKey = 'HKLM:\SOFTWARE\Policies\Microsoft\Windows NT\Terminal Services'
 $MachineKeysPath = Join-Path -Path $env:ProgramData -ChildPath 'Microsoft\Crypto\RSA\MachineKeys'
 $MachineKeysDefaultSddl = 'O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)'
+# The DACL alone: `default` is judged on it (the owner is in the reported sddl); measured on 2012 R2
+# to 2025 and Windows 11 (Azure/repair-script-library win-fix-rdp-certificate.ps1).
+$MachineKeysDefaultDacl = 'D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)'
 $RdpKeyFilter = 'f686aace6942fb7f7ceb231212eef4a4_*'
 $RdpCertStore = 'Cert:\LocalMachine\Remote Desktop'
 $RemoteDesktopRuleGroup = '@FirewallAPI.dll,-28752'
@@ -92,9 +95,10 @@ function ConvertTo-FileRights {
 function Test-Grant {
     # Does an Allow rule (and no Deny rule) give $Sid all of $Rights on the file system item? An ACE
     # for a group every such account is in counts too: Everyone (S-1-1-0), Authenticated Users
-    # (S-1-5-11) and, for the service accounts, Users (S-1-5-32-545).
+    # (S-1-5-11) and, for the service accounts, Users (S-1-5-32-545). -Exact: only an Allow for $Sid
+    # itself grants (a Deny through a group still refuses).
     param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Sid,
-          [Parameter(Mandatory = $true)][System.Security.AccessControl.FileSystemRights]$Rights)
+          [Parameter(Mandatory = $true)][System.Security.AccessControl.FileSystemRights]$Rights, [switch]$Exact)
     $covering = @($Sid, 'S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')
     if ($Sid -eq $SidSystem) { $covering += 'S-1-5-32-544' }   # SYSTEM's token holds Administrators too
     $want = [int64]$Rights
@@ -105,7 +109,7 @@ function Test-Grant {
         $mask = ConvertTo-FileRights -Mask ([int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$rule.FileSystemRights), 0))
         if ($rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) {
             if (($mask -band $want) -ne 0) { return $false }
-        } elseif (($mask -band $want) -eq $want) {
+        } elseif (($mask -band $want) -eq $want -and (-not $Exact -or $rule.IdentityReference.Value -eq $Sid)) {
             $allowed = $true
         }
     }
@@ -158,7 +162,8 @@ function Get-MachineKeysFacts {
     # worst ACL break, and it must still be reported (files = $null) so machinekeys-acl is
     # planned, not the whole section lost (review #18). Counted with Directory.EnumerateFiles
     # (one pass, no objects; it throws UnauthorizedAccessException when listing is refused).
-    $sddl = (Get-Acl -LiteralPath $MachineKeysPath).Sddl
+    $acl = Get-Acl -LiteralPath $MachineKeysPath
+    $sddl = $acl.Sddl
     $files = $null
     try {
         $count = 0
@@ -169,7 +174,7 @@ function Get-MachineKeysFacts {
     }
     return [ordered]@{
         sddl = Limit-Text -Text $sddl -Max 152
-        default = ($sddl -eq $MachineKeysDefaultSddl)
+        default = ($acl.GetSecurityDescriptorSddlForm('Access') -eq $MachineKeysDefaultDacl)
         files = $files
         rdp_key = Get-RdpKeyFacts
     }

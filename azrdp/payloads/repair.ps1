@@ -113,6 +113,9 @@ $UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-U
 $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
 $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
+$BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
+$SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
+$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
@@ -275,10 +278,19 @@ function Save-MachineKeysAcl {
     if ($run.ExitCode -ne 0 -or -not (Test-Path -LiteralPath $file)) {
         throw ('icacls /save failed (exit {0}); nothing was changed' -f $run.ExitCode)
     }
+    # icacls /save writes UTF-16: the folder's own name first, then each item (relative names). A
+    # file that does not start with it is a partial save, never a backup to rely on.
+    if ([string](Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1) -ne (Split-Path -Path $MachineKeysPath -Leaf)) {
+        throw 'icacls /save incomplete; nothing was changed'
+    }
     $lines = New-Object -TypeName System.Collections.ArrayList
     [void]$lines.Add(('{0}|{1}' -f $MachineKeysPath, (Get-Acl -LiteralPath $MachineKeysPath).Sddl))
     foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
-        [void]$lines.Add(('{0}|{1}' -f $item.Name, (Get-Acl -LiteralPath $item.FullName).Sddl))
+        if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }
+        # A file that denies SYSTEM READ_CONTROL is recorded, not a reason to give up: it is what
+        # the step repairs (the owner's rights through Administrators still allow WRITE_DAC).
+        try { $sddl = (Get-Acl -LiteralPath $item.FullName).Sddl } catch { $sddl = 'UNREADABLE' }
+        [void]$lines.Add(('{0}|{1}' -f $item.Name, $sddl))
     }
     Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'machinekeys.sddl.txt') -Value $lines.ToArray() -Encoding ASCII
     Add-UndoNote -Line ('MachineKeys ACLs: icacls "{0}" /restore "{1}" /c (owners: machinekeys.sddl.txt)' -f (Split-Path -Path $MachineKeysPath -Parent), $file)
@@ -297,31 +309,70 @@ function Set-DefaultMachineKeysAcl {
 function Protect-InheritedKeyAces {
     # Setting the folder's DACL re-propagates inheritance to every child (SetNamedSecurityInfo):
     # a key file whose ACEs were only inherited would be left with an empty DACL, because the
-    # default folder ACEs are not inheritable. Make such files' inherited ACEs explicit first.
+    # default folder ACEs are not inheritable. Make such files' inherited ACEs explicit first, but
+    # never the broad ones (Everyone, Authenticated Users, Users: a forum fix's Everyone:(OI)(CI)F,
+    # or Users:RX after `icacls /reset /t`), which would leave every machine private key readable
+    # by any local user for good; a file left with nothing gets SYSTEM and Administrators full
+    # control. A file with explicit ACEs too only drops its inherited ones (propagation would).
+    # Files Get-Acl cannot read are skipped (recorded UNREADABLE by Save-MachineKeysAcl).
     $count = 0
     foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
-        $acl = Get-Acl -LiteralPath $item.FullName
-        if (@($acl.Access | Where-Object -FilterScript { $_.IsInherited }).Count -eq 0) { continue }
-        $acl.SetAccessRuleProtection($true, $true)
+        if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }
+        try { $acl = Get-Acl -LiteralPath $item.FullName } catch { continue }
+        $rules = @($acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]))
+        $inherited = @($rules | Where-Object -FilterScript { $_.IsInherited }).Count
+        if ($inherited -eq 0) { continue }
+        $keep = @($rules | Where-Object -FilterScript { $_.IsInherited -and $BroadSids -notcontains $_.IdentityReference.Value })
+        # Protected, inherited rules removed (Learn: ObjectSecurity.SetAccessRuleProtection,
+        # preserveInheritance false); an inherited-only file then gets the kept ones as its own.
+        $acl.SetAccessRuleProtection($true, $false)
+        if ($inherited -eq $rules.Count) {
+            foreach ($rule in $keep) {
+                $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $rule.IdentityReference, $rule.FileSystemRights, $rule.AccessControlType))
+            }
+            if ($keep.Count -eq 0) {
+                foreach ($sid in @($SidSystem, 'S-1-5-32-544')) {
+                    $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$sid), 'FullControl', 'Allow'))
+                }
+            }
+        }
         Set-Acl -LiteralPath $item.FullName -AclObject $acl
         $count += 1
     }
     return $count
 }
 
+function Get-RdpKeyGrants {
+    # The RDP key container's ACEs as its build ships them: SYSTEM full control and NETWORK SERVICE
+    # read everywhere; from build 17763 NT SERVICE\SessionEnv full control, before it Administrators
+    # read (measured per build: Azure/repair-script-library win-fix-rdp-certificate.ps1,
+    # Get-RequiredContainerAce).
+    $grants = New-Object -TypeName System.Collections.ArrayList
+    [void]$grants.Add(@($SidSystem, 'FullControl'))
+    [void]$grants.Add(@($SidNetworkService, 'Read'))
+    $build = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -Name 'CurrentBuildNumber'
+    if ($null -ne $build -and [int]$build -ge 17763) { [void]$grants.Add(@($SidSessionEnv, 'FullControl')) }
+    else { [void]$grants.Add(@('S-1-5-32-544', 'Read')) }
+    return ,$grants.ToArray()
+}
+
 function Grant-RdpKeyAccess {
-    # NETWORK SERVICE read and SYSTEM full control on every RDP key container file.
+    # The RDP key container's ACEs for its build (Get-RdpKeyGrants), added to what is there: an ACE
+    # someone added on purpose stays; only a Deny for an account being granted goes (a Deny beats
+    # every Allow). The live container only (Get-LiveRdpKeyPath), every one without a MachineGuid.
+    $live = Get-LiveRdpKeyPath
+    $grants = Get-RdpKeyGrants
     $changed = $false
-    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
-        $needsRead = -not (Test-Grant -Path $file.FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
-        $needsFull = -not (Test-Grant -Path $file.FullName -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]::FullControl))
-        if (-not ($needsRead -or $needsFull)) { continue }
+    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File | Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })) {
+        $missing = @($grants | Where-Object -FilterScript { -not (Test-Grant -Path $file.FullName -Sid $_[0] -Rights ([System.Security.AccessControl.FileSystemRights]$_[1])) })
+        if ($missing.Count -eq 0) { continue }
         $acl = Get-Acl -LiteralPath $file.FullName
-        foreach ($grant in @(@($SidNetworkService, 'Read'), @($SidSystem, 'FullControl'))) {
+        foreach ($grant in $missing) {
             $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
-            $acl.PurgeAccessRules($sid)
-            $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'
-            $acl.AddAccessRule($rule)
+            foreach ($rule in @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]))) {
+                if ($rule.IdentityReference.Value -eq $grant[0] -and $rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) { [void]$acl.RemoveAccessRuleSpecific($rule) }
+            }
+            $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'))
         }
         Set-Acl -LiteralPath $file.FullName -AclObject $acl
         $changed = $true
@@ -434,8 +485,28 @@ function Repair-MachineKeysAcl {
     if ($Before.default -and $keyOk) {
         return New-Outcome -Info ([ordered]@{ backup = $null; actions = @() })
     }
-    $backup = Save-MachineKeysAcl
     $actions = New-Object -TypeName System.Collections.ArrayList
+    if ($null -eq $Before.files) {
+        # SYSTEM cannot list the folder (review #18; PowerShell does not enable SeBackupPrivilege),
+        # and every later action lists it. First ADD one non-inheritable ACE that lets SYSTEM list:
+        # the folder's own, so re-propagation gives the children nothing new and strips nothing
+        # of theirs (Learn: "Automatic Propagation of Inheritable ACEs"). The folder's SDDL and
+        # the undo are written before it is sent; the default DACL set below replaces it.
+        $acl = Get-Acl -LiteralPath $MachineKeysPath
+        Set-Content -LiteralPath (Join-Path -Path (Get-BackupFolder) -ChildPath 'machinekeys.folder.sddl.txt') -Value $acl.Sddl -Encoding ASCII
+        Add-UndoNote -Line ('MachineKeys folder before the list ACE: $a = Get-Acl "{0}"; $a.SetSecurityDescriptorSddlForm(''{1}''); Set-Acl "{0}" $a' -f $MachineKeysPath, $acl.Sddl)
+        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$SidSystem), 'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'))
+        Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl
+        [void]$actions.Add('acl:list')
+    }
+    # A bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked three times
+    # inside the deadline: held back before any change (EnumerateFiles stops at the limit).
+    $n = 0
+    foreach ($path in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $n += 1; if ($n -gt $MaxKeyFiles) { break } }
+    if ($n -gt $MaxKeyFiles) {
+        return New-Outcome -Changed ($actions.Count -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }) -Skip ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles)
+    }
+    $backup = Save-MachineKeysAcl
     if (-not $Before.default) {
         if ((Protect-InheritedKeyAces) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
@@ -570,6 +641,16 @@ function Read-CertState {
     }
 }
 
+function Test-KeyFolderWritable {
+    # Can Windows make a new key container in MachineKeys? With the default DACL (Everyone may add
+    # files), or with SYSTEM's own grant: a folder hardened to SYSTEM and Administrators was
+    # measured to keep RDP working and to renew the certificate through it (Azure/repair-script-
+    # library win-fix-rdp-certificate.ps1), so it does not hold the cert step back. Any other form
+    # (Administrators only, ...) is unmeasured: held back (docs/emulator.md, unverified).
+    if ((Get-Acl -LiteralPath $MachineKeysPath).GetSecurityDescriptorSddlForm('Access') -eq $MachineKeysDefaultDacl) { return $true }
+    return [bool](Test-Grant -Path $MachineKeysPath -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]'ListDirectory, CreateFiles') -Exact)
+}
+
 function Get-CertHoldBack {
     # Why Windows could not make a new self-signed certificate now, or $null. SessionEnv makes it
     # in the key container TSSecKeySet1 (MachineKeys\f686aace..._<MachineGuid>), reusing the
@@ -581,7 +662,7 @@ function Get-CertHoldBack {
         if ($facts.state -eq 'Missing') { return ('held back: {0} is missing' -f $name) }
         if ($facts.start -eq 'Disabled') { return ('held back: {0} is disabled; run rdp-config' -f $name) }
     }
-    if (-not (Get-MachineKeysFacts).default) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
+    if (-not (Test-KeyFolderWritable)) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
     $key = Get-RdpKeyFacts
     if ($key.present -and -not ($key.network_service_read -and $key.system_full)) { return 'held back: RDP key ACL broken; run machinekeys-acl' }
     if (-not $SkipKeyChecks -and $key.present -and ($key.size -eq 0 -or $false -eq (Test-RdpKeyUsable))) { return 'held back: RDP key unusable; run machinekeys-rename' }
@@ -601,11 +682,13 @@ function Move-CertificateToBackup {
 
 function Wait-RdpCertificate {
     # Windows makes the new self-signed certificate shortly after the restart: wait up to 60 s.
+    # $true when a usable one is there, $false when none came (the caller reports it).
     for ($attempt = 0; $attempt -lt 30 -and (Get-SecondsLeft) -gt 2; $attempt += 1) {
         $usable = @(Get-RdpStoreCertificates | Where-Object -FilterScript { -not (Test-CertificateBroken -Certificate $_) })
-        if ($usable.Count -gt 0) { return }
+        if ($usable.Count -gt 0) { return $true }
         Start-Sleep -Seconds 2
     }
+    return $false
 }
 
 function Repair-Certificate {
@@ -644,15 +727,27 @@ function Repair-Certificate {
     # disconnects every RDP user (their sessions stay, as Disc).
     $problem = $null
     $restarted = New-Object -TypeName System.Collections.ArrayList
-    if ($cleared -or $null -eq $Before.current) {
+    # A broken certificate moved while no usable one is bound is still the one TermService serves
+    # from memory: that too needs the restart (review #13).
+    $restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)
+    if ($restart) {
         try {
             foreach ($name in @('SessionEnv', 'TermService')) {
                 Restart-ServiceBounded -Name $name
                 [void]$restarted.Add($name)
             }
-            Wait-RdpCertificate
+            if (-not (Wait-RdpCertificate)) { throw 'no new self-signed certificate after 60 s (RCM 1057/1058)' }
         } catch {
             $problem = $_.Exception.Message
+        } finally {
+            # SessionEnv makes the next certificate, UmRdpService (it needs TermService) redirects
+            # drives and the clipboard: started again whatever happened, unless Disabled.
+            foreach ($name in @('SessionEnv', 'UmRdpService')) {
+                $facts = Get-ServiceFacts -Name $name
+                if ($facts.state -eq 'Running' -or $facts.state -eq 'Missing' -or $facts.start -eq 'Disabled') { continue }
+                if ($name -eq 'UmRdpService' -and (Get-ServiceFacts -Name 'TermService').state -ne 'Running') { continue }
+                try { Start-ServiceBounded -Name $name } catch { }
+            }
         }
     }
     $info.removed = @($removed | Select-Object -First 2)

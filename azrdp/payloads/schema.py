@@ -180,13 +180,14 @@ RDP_KEY = o(
 )
 
 MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
+MACHINEKEYS_DEFAULT_DACL = "D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"   # what `default` compares (the owner is in sddl)
 """Windows' default security descriptor of C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys."""
 
 MACHINEKEYS = o(
     "The MachineKeys folder and the RDP key container.",
     sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
            null=True),
-    default=b(f"The SDDL equals Windows' default {MACHINEKEYS_DEFAULT_SDDL}."),
+    default=b(f"The DACL equals Windows' default {MACHINEKEYS_DEFAULT_DACL} (the owner is in sddl)."),
     files=i("Number of files in the folder; null when SYSTEM cannot list it (a broken folder DACL).",
             hi=None, null=True),
     rdp_key=RDP_KEY,

@@ -50,6 +50,11 @@ _FAILURE_REMEDIES = {
 }
 
 
+def probe_document(result: ProbeResult) -> dict[str, Any]:
+    """`azrdp probe -o json`: the probe and the rdp.* checks made of it."""
+    return {**result.to_dict(), "checks": [check.to_dict() for check in rdp_checks(result)]}
+
+
 def rdp_checks(result: ProbeResult) -> list[Check]:
     """The four wire checks for one probe, in order."""
     return [_tcp(result), _negotiation(result), _tls(result), _cert(result)]

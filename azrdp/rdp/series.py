@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM
 from azrdp.rdp.wire_probe import ProbeResult, probe
 from azrdp.rdp.x224 import DEFAULT_PROTOCOLS
 
@@ -74,6 +75,10 @@ class SeriesResult:
     def ok(self) -> bool:
         """Every attempt succeeded: a single failure is a finding (loss, a flapping listener)."""
         return bool(self.attempts) and self.successes == self.count
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_PROBLEM
 
     @property
     def outcomes(self) -> dict[str, int]:

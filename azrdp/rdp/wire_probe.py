@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
-from azrdp.errors import ProtocolError
+from azrdp.errors import EXIT_OK, EXIT_PROBLEM, ProtocolError
 from azrdp.rdp.x224 import (
     DEFAULT_PROTOCOLS,
     PROTOCOL_RDP,
@@ -106,6 +106,11 @@ class ProbeResult:
     @property
     def connected(self) -> bool:
         return self.outcome in CONNECTED
+
+    @property
+    def exit_code(self) -> int:
+        """`azrdp probe`'s: 0 when RDP answers with a currently valid certificate (or Standard RDP Security)."""
+        return EXIT_OK if self.ok else EXIT_PROBLEM
 
     @property
     def standard_rdp_security(self) -> bool:
@@ -378,6 +383,10 @@ def _is_ip_literal(host: str) -> bool:
 def _connect_failure(err: OSError, remaining: float) -> _Stop:
     if isinstance(err, ConnectionRefusedError):
         return _Stop("refused", "connection refused")
+    if isinstance(err, ConnectionResetError):
+        # a RST to the SYN is ECONNREFUSED; ECONNRESET from connect() means the handshake completed
+        # and the server reset it before connect() returned (a listener that hangs up at once)
+        return _Stop("reset", f"the server reset the connection as soon as it opened: {_reason(err)}")
     if isinstance(err, (socket.timeout, TimeoutError)) or err.errno == errno.ETIMEDOUT:
         return _Stop("connect_timeout", "no answer to the TCP connection attempt")
     if err.errno in _UNREACHABLE:

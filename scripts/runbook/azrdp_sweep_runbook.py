@@ -54,8 +54,9 @@ def run(argv: Sequence[str], *, out: Any = None, session_kwargs: dict[str, Any] 
     """The runbook's body; ``session_kwargs`` reach the session factory (tests: polling interval)."""
     from azrdp.azure.session import open_tenant_session
     from azrdp.errors import AzrdpError
+    from azrdp.render.sweep import render_line, render_table
     from azrdp.report import to_json
-    from azrdp.sweep import DEFAULT_MAX_PARALLEL, FixPolicy, Selection, render_line, render_table, sweep
+    from azrdp.sweep import DEFAULT_MAX_PARALLEL, FixPolicy, Selection, sweep
     from azrdp.ui import Progress
 
     out = out or sys.stdout

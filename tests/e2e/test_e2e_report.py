@@ -77,7 +77,7 @@ def test_verdicts_never_repeat_themselves(tmp_path):
 
 
 def _result(verdict: str, **fields):
-    from azrdp.repair import RepairResult
+    from azrdp.repair_result import RepairResult
     from azrdp.target import parse_target
 
     result = RepairResult(parse_target("vm1", resource_group="rg1"), verdict=verdict)

@@ -416,14 +416,56 @@ def test_restoring_the_folder_acl_propagates_and_no_key_file_is_left_without_a_d
     emu.update(inherited)
     _, steps = repair(emu, fake_credential, ["machinekeys-acl"])
     step = steps["machinekeys-acl"]
-    assert step["info"]["actions"] == ["acl:explicit", "acl:folder-default"]
+    # Finding 12: the inherited Everyone:F is not kept as an explicit ACE (every key would stay
+    # readable by any local user); NETWORK SERVICE, which read the RDP key only through it, gets
+    # its own grant back (acl:rdp-key).
+    assert step["info"]["actions"] == ["acl:explicit", "acl:folder-default", "acl:rdp-key"]
     keys = emu.guest().machinekeys
-    assert keys.default and keys.empty_dacl_files == 0
+    assert keys.default and keys.empty_dacl_files == 0 and keys.exposed_files == 0
     assert step["after"]["rdp_key"] == {"present": True, "network_service_read": True, "system_full": True}
     # the model itself: without the explicit step, the same folder change empties them
     emu.update(inherited)
     emu.update(lambda backend: emu.guest().machinekeys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL))
     assert emu.guest().machinekeys.empty_dacl_files == 6
+
+
+def test_a_folder_with_windows_dacl_but_another_owner_is_default(start_emulator, fake_credential):
+    # Finding 9 (#19): owner+group+DACL were compared; an owner change alone made the step rewrite
+    # a working ACL and ask for a reboot.
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "sddl", "O:BAG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"))
+    result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    assert steps["machinekeys-acl"]["status"] == "unchanged" and not result["reboot_required"]
+
+
+def test_a_folder_hardened_to_system_and_administrators_does_not_hold_the_cert_step_back(start_emulator, fake_credential):
+    # Finding 9: Microsoft measured that such a folder keeps RDP working and renews the
+    # certificate (Azure/repair-script-library win-fix-rdp-certificate.ps1); the old step held back.
+    emu = start_emulator("expired-cert")
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "sddl", "O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)"))
+    _, steps = repair(emu, fake_credential, ["cert"])
+    cert = steps["cert"]
+    assert cert["status"] == "changed" and cert["error"] is None
+    assert cert["after"]["current"] not in (None, cert["before"]["current"]) and cert["after"]["bad"] == 0
+
+
+def test_no_new_certificate_after_the_restart_is_an_error(start_emulator, fake_credential):
+    # Finding 11: Windows making no certificate within 60 s of the restart was a silent "changed".
+    emu = start_emulator()
+    guest = emu.guest()
+
+    def renewal_fails_unseen(backend):
+        guest.certificates = []                              # none: the step restarts the services
+        guest.services["UmRdpService"].state = "Stopped"
+        guest._renew_self_signed = lambda: guest.log("rcm_1057")   # Windows makes none (no precondition shows why)
+    emu.update(renewal_fails_unseen)
+    result, steps = repair(emu, fake_credential, ["cert"])
+    cert = steps["cert"]
+    assert cert["status"] == "changed" and cert["error"] == "no new self-signed certificate after 60 s (RCM 1057/1058)"
+    assert cert["info"]["restarted"] == ["SessionEnv", "TermService"] and cert["after"]["current"] is None
+    # Finding 13: SessionEnv and UmRdpService run again whatever happened.
+    assert guest.services["SessionEnv"].state == guest.services["UmRdpService"].state == "Running"
+    assert result["termservice"] == "Running"
 
 
 def test_logoff_is_asynchronous_and_the_step_waits_for_the_seats_it_freed(start_emulator, fake_credential):

@@ -73,14 +73,21 @@ def test_an_unlistable_machinekeys_folder_is_still_reported_and_the_acl_step_pla
     assert "SYSTEM cannot list the MachineKeys folder" in keys["summary"] and "`machinekeys-acl`" in keys["remedy"]
 
 
-def test_the_acl_step_on_an_unlistable_folder_fails_before_changing_anything(start_emulator, fake_credential):
+def test_the_acl_step_on_an_unlistable_folder_adds_one_list_ace_first_then_repairs(start_emulator, fake_credential):
+    # Finding 4, repair side (review #18): the step used to fail here ("Access to the path ... is
+    # denied": Save-MachineKeysAcl lists the folder), in exactly the worst ACL break. Now SYSTEM
+    # gets one non-inheritable list ACE first (saved and its undo written before), then the usual
+    # backup, explicit ACEs and default DACL.
     emu = start_emulator("machinekeys-unlistable")
-    before = emu.guest().machinekeys.sddl
     result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": ["machinekeys-acl"]})
     step = result["steps"][0]
-    assert step["before"]["files"] is None and step["status"] == "failed"
-    assert step["error"].startswith("Access to the path")
-    assert not result["changed"] and emu.guest().machinekeys.sddl == before
+    assert step["before"]["files"] is None and step["status"] == "changed" and step["error"] is None
+    assert step["info"]["actions"] == ["acl:list", "acl:folder-default", "acl:rdp-key"]
+    assert step["after"]["files"] is not None and step["after"]["default"] and step["reboot_required"]
+    keys = emu.guest().machinekeys
+    assert keys.default and keys.listable and keys.rdp_key.network_service_read
+    folder = next(iter(emu.guest().backup_folders.values()))
+    assert {"machinekeys.folder.sddl.txt", "undo.txt", "machinekeys.acl"} <= set(folder)
 
 
 # -- finding 7 (review #2, the rest): no session query into a TermService that is not running ------

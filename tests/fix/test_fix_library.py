@@ -110,7 +110,7 @@ def test_plan_refuses_a_step_both_forced_and_skipped(arm, session, clock, audit_
 
 
 def test_backups_name_the_run_folder_for_every_step():
-    from azrdp.repair import backups_of
+    from azrdp.repair_result import backups_of
 
     acl = {"name": "machinekeys-acl", "info": {"backup": "C:/ProgramData/azrdp/backup/20261121T201751Z"}}
     cert = {"name": "cert", "info": {"removed_total": 1, "cleared_binding": True}}

@@ -60,7 +60,7 @@ def test_the_cert_step_saves_a_malformed_binding_as_stored_before_clearing_it():
 
 def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fails():
     body = _code(_functions()["Get-MachineKeysFacts"])
-    assert body.index("(Get-Acl -LiteralPath $MachineKeysPath).Sddl") < body.index("EnumerateFiles")
+    assert body.index("$acl = Get-Acl -LiteralPath $MachineKeysPath") < body.index("$sddl = $acl.Sddl") < body.index("EnumerateFiles")
     assert "} catch {\n        $files = $null" in body and "files = $files" in body
     assert "@(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count" not in body
     key = _code(_functions()["Get-RdpKeyFacts"])

@@ -38,7 +38,7 @@ PS51_ALIASES = {
 # PKI, Security, Diagnostics) that the payloads may call.
 PS51_CMDLETS = {
     "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
-    "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
+    "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Content", "Get-Date", "Get-Item", "Get-ItemProperty",
     "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
     "Get-NetFirewallAddressFilter", "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
     "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
@@ -182,7 +182,8 @@ def test_cert_step_checks_that_windows_can_make_a_certificate_before_touching_an
     assert guard < body.index("Restart-ServiceBounded")
     assert "return New-Outcome -Skip $holdBack" in body[guard:body.index("Move-CertificateToBackup")]
     hold = functions["Get-CertHoldBack"]
-    for needed in ("'SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc'", "(Get-MachineKeysFacts).default",
+    # (finding 9: the folder is judged on whether a new key container can be made, not on the exact SDDL)
+    for needed in ("'SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc'", "Test-KeyFolderWritable",
                    "Test-RdpKeyUsable", "'SelfSignedCertStore'", "network_service_read"):
         assert needed in hold, needed
     assert "elseif ($null -ne $outcome.skip) { $step.status = 'skipped' }" in functions["Invoke-Step"]
@@ -192,7 +193,9 @@ def test_cert_step_restarts_termservice_only_when_the_served_certificate_must_ch
     # Review #13: a restart disconnects every RDP user; removing an unused expired certificate
     # while a valid one is served is no reason for one.
     body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
-    assert "if ($cleared -or $null -eq $Before.current) {" in body
+    # finding 8: a broken certificate moved while none usable is bound is still served from memory
+    assert "$restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)" in body
+    assert "if ($restart) {" in body
     assert body.count("Restart-ServiceBounded") == 1
 
 
@@ -302,10 +305,101 @@ def test_machinekeys_acl_keeps_owners_and_makes_inherited_aces_explicit_first():
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-MachineKeysAcl"]
     assert body.index("Save-MachineKeysAcl") < body.index("Protect-InheritedKeyAces") < body.index("Set-DefaultMachineKeysAcl")
-    assert "$acl.SetAccessRuleProtection($true, $true)" in functions["Protect-InheritedKeyAces"]
+    # (finding 12: the inherited ACEs become explicit without the broad ones, rebuilt from the
+    # rules read, not SetAccessRuleProtection($true, $true), which kept Everyone:F explicit)
+    protect = functions["Protect-InheritedKeyAces"]
+    assert "$acl.SetAccessRuleProtection($true, $false)" in protect and "$keep" in protect
     save = functions["Save-MachineKeysAcl"]
     assert "'/save'" in save and "$run.ExitCode -ne 0" in save and "machinekeys.sddl.txt" in save
     assert "takeown" not in _source("repair")
+
+
+def test_machinekeys_default_is_the_dacl_and_a_hardened_folder_does_not_hold_the_cert_step_back():
+    # Finding 9 (#19): `default` compared owner+group+DACL, so a folder Windows' DACL but another
+    # owner was "not default" (a needless rewrite and reboot); Get-CertHoldBack held the cert step
+    # back on any difference, although a folder hardened to SYSTEM and Administrators renews fine.
+    common = pwsh_ast.functions(_tree("diagnose"))
+    facts = common["Get-MachineKeysFacts"]
+    assert "default = ($acl.GetSecurityDescriptorSddlForm('Access') -eq $MachineKeysDefaultDacl)" in facts
+    assert "$MachineKeysDefaultDacl = 'D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)'" in _source("repair")
+    functions = pwsh_ast.functions(_tree("repair"))
+    hold = functions["Get-CertHoldBack"]
+    assert "(Get-MachineKeysFacts).default" not in hold and "if (-not (Test-KeyFolderWritable))" in hold
+    writable = functions["Test-KeyFolderWritable"]
+    assert "-Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]'ListDirectory, CreateFiles') -Exact" in writable
+    grant = functions["Test-Grant"]
+    assert "(-not $Exact -or $rule.IdentityReference.Value -eq $Sid)" in grant
+    from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_DACL, MACHINEKEYS_DEFAULT_SDDL
+
+    assert MACHINEKEYS_DEFAULT_SDDL.endswith(MACHINEKEYS_DEFAULT_DACL)
+
+
+def test_inherited_aces_made_explicit_never_keep_a_broad_grant():
+    # Finding 12: Protect-InheritedKeyAces kept an inherited Everyone:(OI)(CI)F (or Users:RX after
+    # icacls /reset /t) as an explicit ACE on every key file: every machine private key readable by
+    # any local user after a step that reported acl:folder-default.
+    functions = pwsh_ast.functions(_tree("repair"))
+    protect = functions["Protect-InheritedKeyAces"]
+    assert "$_.IsInherited -and $BroadSids -notcontains $_.IdentityReference.Value" in protect
+    assert "$acl.SetAccessRuleProtection($true, $true)" not in protect
+    assert protect.index("$acl.SetAccessRuleProtection($true, $false)") < protect.index("foreach ($rule in $keep)")
+    assert "if ($keep.Count -eq 0) {" in protect and "@($SidSystem, 'S-1-5-32-544')" in protect
+    assert "$BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')" in _source("repair")
+
+
+def test_machinekeys_acl_is_bounded_checks_its_backup_and_records_unreadable_files():
+    # Finding 6: no count limit and no deadline inside the per-file loops (a bloated MachineKeys ran
+    # past Run Command's timeout); finding 16 (#23): a partial icacls /save passed for a full one,
+    # and one key file SYSTEM could not Get-Acl aborted the step meant to fix it.
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-MachineKeysAcl"]
+    assert body.index("[System.IO.Directory]::EnumerateFiles($MachineKeysPath)") < body.index("Save-MachineKeysAcl")
+    assert "if ($n -gt $MaxKeyFiles) {\n        return New-Outcome" in body and "held back: MachineKeys holds over" in body
+    for name in ("Save-MachineKeysAcl", "Protect-InheritedKeyAces"):
+        loop = functions[name][functions[name].index("foreach ($item in"):]
+        assert "if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }" in loop, name
+    save = functions["Save-MachineKeysAcl"]
+    assert "Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1" in save
+    assert save.index("TotalCount 1") < save.index("machinekeys.sddl.txt")
+    assert "catch { $sddl = 'UNREADABLE' }" in save
+    assert "try { $acl = Get-Acl -LiteralPath $item.FullName } catch { continue }" in functions["Protect-InheritedKeyAces"]
+
+
+def test_a_folder_system_cannot_list_gets_one_list_ace_first_recorded_before_it_is_sent():
+    # Finding 4, repair side (#18): SYSTEM could not list MachineKeys, so Save-MachineKeysAcl,
+    # Protect-InheritedKeyAces and every count threw: the step failed in the worst ACL break.
+    body = pwsh_ast.functions(_tree("repair"))["Repair-MachineKeysAcl"]
+    block = body[body.index("if ($null -eq $Before.files) {"):]
+    ace = block.index("'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'")
+    sent = block.index("Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl")
+    assert block.index("machinekeys.folder.sddl.txt") < block.index("Add-UndoNote") < ace < sent
+    assert sent < block.index("EnumerateFiles") < block.index("Save-MachineKeysAcl")
+    assert "[void]$actions.Add('acl:list')" in block
+
+
+def test_rdp_key_grants_follow_the_build_and_only_add():
+    # Finding 16b: the step restored NETWORK SERVICE + SYSTEM only (PurgeAccessRules first); Windows
+    # ships NT SERVICE\SessionEnv full control from build 17763, Administrators read before it.
+    functions = pwsh_ast.functions(_tree("repair"))
+    grants = functions["Get-RdpKeyGrants"]
+    assert "'CurrentBuildNumber'" in grants and "-ge 17763" in grants and "$SidSessionEnv, 'FullControl'" in grants
+    assert "@('S-1-5-32-544', 'Read')" in grants
+    assert "$SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'" in _source("repair")
+    body = functions["Grant-RdpKeyAccess"]
+    assert "PurgeAccessRules" not in body and "$acl.AddAccessRule(" in body
+    assert "RemoveAccessRuleSpecific($rule)" in body and "AccessControlType]::Deny" in body
+
+
+def test_cert_step_reports_no_new_certificate_and_starts_its_helpers_again():
+    # Finding 11: no new certificate 60 s after the restart was silently "changed"; finding 13: a
+    # failed SessionEnv restart left SessionEnv (it makes the next certificate) and UmRdpService stopped.
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-Certificate"]
+    assert "if (-not (Wait-RdpCertificate)) { throw 'no new self-signed certificate after 60 s (RCM 1057/1058)' }" in body
+    assert "return $false" in functions["Wait-RdpCertificate"]
+    final = body[body.index("} finally {"):]
+    assert "foreach ($name in @('SessionEnv', 'UmRdpService'))" in final and "Start-ServiceBounded -Name $name" in final
+    assert "$facts.start -eq 'Disabled'" in final
 
 
 def test_backup_root_refuses_reparse_points_and_foreign_owners():

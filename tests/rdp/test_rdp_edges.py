@@ -4,6 +4,7 @@ each, plus fake RDP servers for what no real server on Debian produces (HYBRID_E
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import http.server
 import socket
@@ -282,3 +283,13 @@ def test_the_deadline_passing_between_two_steps_is_an_outcome_not_an_exception()
     for tenths in range(1, 120):
         result = probe("127.0.0.1", port, timeout=tenths / 10 + 0.05, clock=_SteppingClock(1.0))
         assert result.outcome in ("refused", "connect_error", "connect_timeout"), tenths
+
+
+def test_a_reset_reported_by_connect_itself_is_a_reset_not_a_connect_error():
+    # A listener that accepts and resets at once: on a loaded machine the RST arrives before the
+    # client's connect() returns, and connect() reports ECONNRESET. The handshake did complete.
+    from azrdp.rdp.wire_probe import _connect_failure
+
+    stop = _connect_failure(ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), 1.0)
+    assert stop.outcome == "reset"
+    assert _connect_failure(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), 1.0).outcome == "refused"

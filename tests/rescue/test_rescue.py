@@ -219,3 +219,21 @@ def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
     with emu.state.lock:
         groups = emu.state.subscription(emu.subscription_id).resource_groups
         assert not any(name.startswith("azrdp-rescue-") for name in groups)
+
+
+def test_an_audit_log_that_could_not_be_written_is_in_the_result_and_the_exit_code(started, tmp_path):
+    """The rescue's own audit failure reaches its result as fix's does (azrdp.job.JobResult): the
+    records are only in the report, so the run is not a clean 0 even though RDP answers."""
+    from azrdp.render.rescue import render_rescue
+
+    emu = started("agent-not-ready")
+    (tmp_path / "not-a-directory").write_text("")
+    audit = AuditLog(tmp_path / "not-a-directory" / "audit.jsonl")
+
+    result = rescue(session_for(emu), TARGET, options(emu), audit=audit)
+
+    assert result.verdict == "verified" and audit.error
+    assert result.audit_error == audit.error and result.exit_code == 1
+    assert result.to_dict()["audit"]["error"] == audit.error
+    assert f"Audit: FAILED to write {tmp_path / 'not-a-directory' / 'audit.jsonl'}" in render_rescue(result)
+    assert result.actions and all(r.get("audit_write_failed") for r in result.actions)

@@ -17,6 +17,7 @@ import pytest
 from azrdp.emulator import Emulator
 from azrdp.emulator.urls import ROUTES
 from azrdp.target import Target
+from azrdp.ui import SILENT
 from tests.support.arm_actions import ACTIONS, actions_for
 from tests.support.sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
@@ -40,7 +41,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
     """Operation IDs each kind of use called: {"main": ..., "network": ...}."""
     from azrdp.audit import AuditLog, read_audit
     from azrdp.clock import SYSTEM_CLOCK
-    from azrdp.diagnose import GUEST_STAGES, diagnose
+    from azrdp.diagnose import diagnose
     from azrdp.repair import FixOptions, fix
     from azrdp.rescue import RescueOptions, rescue, undo
     from azrdp.revoke import revoke
@@ -56,7 +57,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         client = emu.state.client_ip
         rg = "rg-azrdp-fleet"
         for vm in emu.vm_names:      # diagnose, all sides, with the screenshot
-            diagnose(session_of(emu), Target(vm, rg), source_ip=client, stages=GUEST_STAGES,
+            diagnose(session_of(emu), Target(vm, rg), source_ip=client, guest=True,
                      screenshot=shots / f"{vm}.png", **fast)
         smoke_check(lambda: session_of(emu), Target("vm-nsg-blocked-001", rg), source_ip=client, **fast)
         sweep(tenant_session(emu, clock=SYSTEM_CLOCK), policy=FixPolicy.unattended(["machinekeys-acl"]),
@@ -74,7 +75,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         emu.load(fleet={"agent-not-ready": 2})   # azrdp rescue: a whole rescue and its undo, and an
         rescue_log = shots / "rescue.jsonl"       # undo of one interrupted while the rescue VM runs
         options = RescueOptions(source_ip=client, wait_timeout=30, **fast)
-        for vm, progress in (("vm-agent-not-ready-001", None), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
+        for vm, progress in (("vm-agent-not-ready-001", SILENT), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
             rescue(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), progress=progress)
             undo(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), records=read_audit(rescue_log))
         rescue_ops = operations(emu)

@@ -236,7 +236,8 @@ def test_a_bad_port_or_source_ip_is_a_usage_error_before_any_request(fleet, opti
 def test_the_table_keeps_one_row_per_vm_whatever_a_summary_quotes():
     """A summary quotes guest, ARM and certificate text: a newline in it must not make a second row
     (here one that would read as a healthy VM), nor a control character reach the terminal."""
-    from azrdp.sweep import FixPolicy, SelectedVm, SweepResult, VmResult, render_table
+    from azrdp.render.sweep import render_table
+    from azrdp.sweep import FixPolicy, SelectedVm, SweepResult, VmResult
 
     vm = SelectedVm("00000000-0000-0000-0000-000000000000", "rg1", "vm1", "/subscriptions/x/resourceGroups/rg1/vm1")
     hostile = VmResult(vm, "unhealthy", "rdp.cert: CN=evil\nvm2  rg1  healthy  0.1  RDP answers\x1b[2K", seconds=1.0)

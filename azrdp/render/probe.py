@@ -1,4 +1,4 @@
-"""Text for people: a one-line verdict of a probe, its wire checks, and series statistics."""
+"""`azrdp probe`: a one-line verdict of a probe, its wire checks, and series statistics."""
 
 from __future__ import annotations
 

@@ -1,0 +1,61 @@
+"""`sweep --fix` and `check` diagnose each VM once (issue 14 item 2), counted from the emulator's
+call log: the VM's own reads (VirtualMachines_Get, VirtualMachines_InstanceView) before the repair
+Run Command, and the VM reads of a check. The sweep once diagnosed, planned, then let fix()
+diagnose the VM again; the check read the Azure side again for the report it had just read."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from azrdp.clock import ManualClock
+from azrdp.emulator import Emulator
+from azrdp.smoke import smoke_check
+from azrdp.sweep import FixPolicy, Selection, sweep
+from azrdp.target import Target
+from tests.support.sweep_support import FAST, tenant_session
+
+VM_READS = ("VirtualMachines_Get", "VirtualMachines_InstanceView")
+PROBE_TIMEOUT = 3.0   # a loaded machine: a healthy VM's TLS handshake must not time out into an agent read
+
+
+def session_of(emu):
+    """Waits on a ManualClock; certificates are judged by real time."""
+    return tenant_session(emu, clock=ManualClock(wall=datetime.now(timezone.utc)))
+
+
+def calls_of(emu, name: str) -> list:
+    """The calls about VM ``name`` (its own resource and what is below it), in order."""
+    def vm_of(path: str) -> str | None:
+        tail = path.lower().split("/providers/microsoft.compute/virtualmachines/", 1)
+        return tail[1].split("/")[0] if len(tail) == 2 else None
+
+    return [c for c in emu.calls if vm_of(c.path) == name.lower()]
+
+
+def reads_before_the_repair(emu, name: str) -> list[str]:
+    calls = calls_of(emu, name)
+    sent = next(i for i, c in enumerate(calls) if c.operation == "VirtualMachines_RunCommand")
+    return [c.operation for c in calls[:sent] if c.operation in VM_READS]
+
+
+def test_sweep_fix_repairs_from_the_diagnosis_it_made(tmp_path):
+    with Emulator.start(fleet={"healthy": 1, "rdp-disabled": 1}, speed=FAST, seed=3) as emu:
+        result = sweep(session_of(emu), Selection(), policy=FixPolicy.unattended(), source_ip=emu.state.client_ip,
+                       probe_timeout=PROBE_TIMEOUT, audit_path=tmp_path / "audit.jsonl")
+        by_name = {r.vm.name: r for r in result.results}
+        assert by_name["vm-rdp-disabled-001"].outcome == "fixed", by_name["vm-rdp-disabled-001"].summary
+        # the VM came from the fleet's lists; its agent was read once (it failed a check); nothing more
+        assert reads_before_the_repair(emu, "vm-rdp-disabled-001") == ["VirtualMachines_InstanceView"]
+        assert [c.operation for c in calls_of(emu, "vm-healthy-001") if c.operation in VM_READS] == []
+
+
+def test_check_completes_the_diagnosis_it_read_once():
+    with Emulator.start("rdp-disabled", speed=FAST, seed=3) as emu:
+        session = session_of(emu).for_subscription(emu.subscription_id)
+        result = smoke_check(lambda: session, Target("vm-web-01", emu.resource_group), probe_timeout=PROBE_TIMEOUT,
+                             source_ip=emu.state.client_ip)
+        assert not result.ok and result.diagnosis is not None
+        assert result.diagnosis.check("guest.rdp_enabled").status.value == "fail"   # the guest was read, once
+        operations = [c.operation for c in calls_of(emu, "vm-web-01")]
+        assert operations.count("VirtualMachines_Get") == 1 and "VirtualMachines_InstanceView" not in operations
+        assert operations.count("VirtualMachines_RunCommand") == 1
