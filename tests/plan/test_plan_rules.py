@@ -129,6 +129,8 @@ ROWS = [
     Row("firewall-blocks-rdp", samples.firewall_blocks_rdp, steps=["rdp-config"],
         why={"rdp-config": "no enabled Windows Firewall rule lets the RDP port in"}, values=repair("rdp-config")),
     Row("firewall-off-is-no-step", samples.firewall_off),
+    Row("firewall-rules-unread-is-no-step", changed(lambda r: r["firewall"].update(port_allowed=None),
+                                                    base=samples.firewall_blocks_rdp)),
     Row("firewall-ignoring-rules-is-held-back", changed(shields_up, base=samples.firewall_blocks_rdp)),
     Row("listener-down", changed(listener(state="Down", tcp_listening=False)), steps=["rdp-config"],
         why={"rdp-config": "the RDP-Tcp listener is Down"}, values=repair("rdp-config")),
@@ -145,6 +147,9 @@ ROWS = [
     Row("system-lacks-full-control", changed(rdp_key(system_full=False)),
         steps=["machinekeys-acl", "reboot"], conditional={"reboot"},
         why={"machinekeys-acl": "SYSTEM lacks full control of the RDP key container"},
+        values=repair("machinekeys-acl")),
+    Row("machinekeys-unlistable", changed(keys(files=None)), steps=["machinekeys-acl", "reboot"],
+        conditional={"reboot"}, why={"machinekeys-acl": "SYSTEM cannot list the MachineKeys folder"},
         values=repair("machinekeys-acl")),
     Row("acl-repair-with-an-untested-cert-brings-cert", changed(BAD_SDDL, key_readable(None)),
         steps=["machinekeys-acl", "cert", "reboot"], conditional={"reboot"},
@@ -163,6 +168,9 @@ ROWS = [
              "cert": "guest.cert: no RDP certificate with a readable private key"},
         values=repair("machinekeys-rename", "cert")),
     Row("key-untestable-is-never-rename", changed(key_readable(None))),
+    Row("admin-certs-broken-key-is-no-rename", changed(key_readable(False), lambda r: r["cert"]["certs"][0].update(
+        self_signed=False, thumbprint=samples.CA_CERT)), steps=["cert"],
+        why={"cert": "guest.cert: no RDP certificate with a readable private key"}, values=repair("cert")),
     Row("no-key-container-is-no-rename", changed(NO_KEY, key_readable(False)), steps=["cert"],
         why={"cert": "guest.cert: no RDP certificate with a readable private key"}, values=repair("cert")),
     # -- certificate --------------------------------------------------------------------------------
@@ -242,7 +250,8 @@ ROWS = [
     Row("agent-older-than-last-operation", None,
         Layout(agent_time="2026-04-01T07:59:00+00:00"), wire="connect_timeout",
         blockers=["the VM may still be rebooting: the agent's last report (Ready at 07:59:00 UTC) is older than "
-                  "the VM's last operation (08:00:00 UTC)"]),
+                  "the VM's last operation (08:00:00 UTC) (no repair was sent): wait a few minutes for Windows to "
+                  "boot, then run azrdp again"]),
     # -- fused: the wire stands in for the guest diagnosis ------------------------------------------
     Row("fused-answers", None, mode="fused", steps=["sessions"], conditional={"sessions"},
         values=repair("sessions")),
