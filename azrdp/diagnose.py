@@ -127,10 +127,12 @@ def network_stage(ctx: DiagnoseContext) -> list[Check]:
 
 def azrdp_rules_stage(ctx: DiagnoseContext) -> list[Check]:
     """nsg.azrdp_rules: the temporary rules `fix --allow-from` added, expired ones flagged (only
-    when there are any)."""
-    from azrdp.azure.nsg_rules import azrdp_rules_stage as rules_stage
+    when there are any). Reads only the NSG bodies the inventory already holds."""
+    from azrdp.azure.nsg_rules import azrdp_rules, check_azrdp_rules, look_alike_rules, vm_nsgs
 
-    return rules_stage(ctx)
+    nsgs = vm_nsgs(ctx.inventory)
+    return check_azrdp_rules(azrdp_rules(nsgs), now=ctx.session.clock.now(), vm=ctx.target.name,
+                             resource_group=ctx.target.resource_group, look_alikes=look_alike_rules(nsgs))
 
 
 def wire_stage(ctx: DiagnoseContext) -> list[Check]:
@@ -189,6 +191,26 @@ def guest_stage(ctx: DiagnoseContext) -> list[Check]:
     return [Check("guest.run", Status.PASS, "the guest diagnosis ran through Run Command",
                   details={"attempts": run["attempts"], "seconds": run["seconds"]}),
             *ctx.guest.checks]
+
+
+def boot_health_stage(ctx: DiagnoseContext) -> list[Check]:
+    """boot.health: the serial log's VM Health Report (azrdp.azure.healthreport), read when boot
+    diagnostics are on; a stage ``rescue`` adds (its verdict when Run Command cannot reach the guest)."""
+    from datetime import datetime, timezone
+
+    from azrdp.azure.healthreport import health_check, parse_health_report
+
+    target = ctx.target
+    hint = f"`azrdp rescue {target.name} -g {target.resource_group}` repairs the OS disk offline"
+    if not (ctx.vm.get("boot_diagnostics") or {}).get("enabled"):
+        return [Check("boot.health", Status.SKIP, "boot diagnostics are disabled: no serial log", {})]
+    ctx.say("Reading the serial log's VM Health Report ...")
+    now = datetime.now(timezone.utc)
+    try:
+        log = ctx.session.vm(target).serial_log()
+    except AzrdpError as err:
+        return [health_check(None, now=now, rescue_hint=hint, error=err.message[:80])]
+    return [health_check(parse_health_report(log), now=now, rescue_hint=hint)]
 
 
 BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage, wire_stage)

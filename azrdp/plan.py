@@ -175,8 +175,11 @@ def _rename_reason(result: dict[str, Any], acl_reasons: list[str]) -> str | None
         return None
     if keys["rdp_key"]["size"] == 0:
         return f"the RDP key container {keys['rdp_key']['file']} is empty (corrupt)"
-    # `is False`: null is "could not test" (an API this .NET lacks, ECDSA on .NET 4.5): never a reason.
-    unreadable = [c for c in (result.get("cert") or {}).get("certs") or [] if c["key_readable"] is False]
+    # `is False`: null is "could not test" (an API this .NET lacks, ECDSA on .NET 4.5, access denied,
+    # KeyIso not running): never a reason. Only self-signed certificates: Windows makes them in the
+    # RDP key container; an admin certificate's key lives elsewhere and says nothing about it.
+    unreadable = [c for c in (result.get("cert") or {}).get("certs") or []
+                  if c["key_readable"] is False and c["self_signed"]]
     if unreadable and not acl_reasons:
         return "the ACLs are right, yet the RDP certificate's private key cannot be used (a corrupt key)"
     return None

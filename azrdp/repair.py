@@ -286,7 +286,8 @@ class _Job:
                         probe_timeout=o.probe_timeout, stages=(capture, guest_or_fused), progress=self.progress)
 
     def plan(self, diagnosis: Any, *, start: bool | None) -> Plan:
-        from azrdp.azure.nsg_rules import caller_identity, parse_allow_from
+        from azrdp.azure.nsg_rules import parse_allow_from
+        from azrdp.azure.session import caller_identity
 
         o = self.options
         allow = parse_allow_from(o.allow_from, source_ip=o.source_ip) if o.allow_from else None

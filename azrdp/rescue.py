@@ -298,8 +298,7 @@ class _Job:
 
     # -- reads -----------------------------------------------------------------------------------
     def diagnose(self, *, guest: bool) -> Any:
-        from azrdp.azure.healthreport import boot_health_stage
-        from azrdp.diagnose import GUEST_STAGES, diagnose
+        from azrdp.diagnose import GUEST_STAGES, boot_health_stage, diagnose
 
         o = self.options
         stages = (boot_health_stage, *(GUEST_STAGES if guest else ()))

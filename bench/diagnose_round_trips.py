@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "azure"))
-
-from fake_arm import BASE, SUB, FakeArm, VmSpec, rule  # noqa: E402
+sys.path.insert(0, str(ROOT))   # a script run by path: the repository root, for tests.support
 
 from azrdp.azure.inventory import read_inventory  # noqa: E402
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings  # noqa: E402
 from azrdp.target import Target  # noqa: E402
+from tests.support.fake_arm import BASE, SUB, FakeArm, VmSpec, rule  # noqa: E402
 
 
 class Token:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/fix_critical_path.py
 
 The real fix job and the real azure-mgmt clients run against the test suite's ARM stand-in
-(tests/azure/fake_arm.py) and a loopback TLS RDP listener, on ONE ManualClock: every simulated
+(tests/support/fake_arm.py) and a loopback TLS RDP listener, on ONE ManualClock: every simulated
 Azure latency is a clock advance at the moment ARM receives the request, and every wait azrdp
 makes (LRO polling, RDP polling) sleeps on the same clock. So "waits" below are simulated
 seconds, measured, not modelled: the clock's reading when the job ends.
@@ -27,8 +27,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for folder in ("", "tests/azure", "tests/rdp", "tests/payloads", "tests/fix"):
-    sys.path.insert(0, str(ROOT / folder))
+sys.path.insert(0, str(ROOT))   # a script run by path: the repository root, for tests.support
 
 RUN_COMMAND, RESTART, BOOT, CLIENT_RETRY = 30.0, 90.0, 22.5, 60.0
 
@@ -41,8 +40,8 @@ class _Credential:
 
 
 def scenarios():
-    from fix_support import seed_guest
-    from payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
+    from tests.support.fix_support import seed_guest
+    from tests.support.payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
 
     # name, guest diagnose result, what is broken, served certificate expired?, manual fixes
     return [
@@ -55,15 +54,14 @@ def scenarios():
 
 
 def run(name, diagnose, broken, expired, fused, certs):
-    from fake_arm import BASE, SUB, FakeArm
-    from fix_support import Guest, SwappableRdp, install, restarts, run_commands
-
     from azrdp.audit import AuditLog
     from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
     from azrdp.clock import ManualClock
     from azrdp.rdp import ProbeResult, probe
     from azrdp.repair import FixOptions, fix
     from azrdp.target import Target
+    from tests.support.fake_arm import BASE, SUB, FakeArm
+    from tests.support.fix_support import Guest, SwappableRdp, install, restarts, run_commands
 
     clock = ManualClock()
     rdp = SwappableRdp(certs[0] if expired else certs[1])
@@ -115,7 +113,7 @@ def manual(name, fixes, restart):
 
 
 def main() -> None:
-    from fix_support import make_certs
+    from tests.support.fix_support import make_certs
 
     certs = make_certs(Path(tempfile.mkdtemp(prefix="azrdp-bench-")))
     rows = []

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "rdp"))
+sys.path.insert(0, str(ROOT))   # a script run by path: the repository root, for tests.support
 
-from rdp_peers import XrdpServer, free_port, tempdir, write_cert  # noqa: E402
+from tests.support.rdp_peers import XrdpServer, free_port, tempdir, write_cert  # noqa: E402
 
 
 def azrdp_command() -> list[str]:

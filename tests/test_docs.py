@@ -23,13 +23,9 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def _reference_module():
-    import importlib.util
+    from scripts import readme_reference
 
-    path = Path(__file__).parent.parent / "scripts" / "readme_reference.py"
-    spec = importlib.util.spec_from_file_location("readme_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return readme_reference
 
 
 def test_the_command_reference_is_exactly_what_help_prints():

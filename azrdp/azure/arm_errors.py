@@ -7,6 +7,7 @@ a 404 or an unreachable endpoint the same way.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -58,7 +59,7 @@ def throttled(err: HttpResponseError, *, doing: str) -> Throttled:
     from azrdp.azure.lro import http_date
     from azrdp.azure.throttle import BUDGET_ENV, DEFAULT_BUDGET, operation_group, retry_after_seconds
 
-    response = err.response
+    response: Any = err.response
     headers = response.headers if response is not None else {}
     try:
         body = response.json() if response is not None else None

@@ -312,9 +312,9 @@ def nsg_checks(inventory: Inventory, path: RdpPath, *, port: int, source_ip: str
         subnet_problem or _level_check("nsg.subnet", effective.subnet, flow, where),
         nic_problem or _level_check("nsg.nic", effective.nic, flow, where),
     ]
-    if subnet_problem or nic_problem:
-        checks.append(Check("nsg.effective", Status.ERROR,
-                            "cannot evaluate: " + (subnet_problem or nic_problem).summary, where))
+    problem = subnet_problem or nic_problem
+    if problem is not None:
+        checks.append(Check("nsg.effective", Status.ERROR, "cannot evaluate: " + problem.summary, where))
     else:
         checks.append(_effective_check(effective, flow, where))
     return checks
@@ -332,9 +332,9 @@ def _attached_nsg(inventory: Inventory, holder: Resource | None, level: str,
         return None, None
     nsg = inventory.get(ref)
     if nsg is None or nsg.body is None:
-        error = nsg.error if nsg is not None else None
-        why = "which does not exist (deleted?)" if isinstance(error, NotFoundError) else \
-            f"which could not be read: {error.message if error else 'it was not returned'}"
+        nsg_error = nsg.error if nsg is not None else None
+        why = "which does not exist (deleted?)" if isinstance(nsg_error, NotFoundError) else \
+            f"which could not be read: {nsg_error.message if nsg_error else 'it was not returned'}"
         try:
             rg = parse_resource_id(holder.id).resource_group
         except ValueError:
@@ -347,7 +347,7 @@ def _attached_nsg(inventory: Inventory, holder: Resource | None, level: str,
             fix = (f"Attach an existing NSG to the NIC or remove the dangling association: "
                    f"`az network nic update -g {rg} -n {holder.name} --network-security-group NSG`.")
         return None, Check(check_id, Status.ERROR, f"the {level} {holder.name} references NSG {_name(ref)}, {why}",
-                           {"nsg": ref, "error": error.message if error else None}, fix)
+                           {"nsg": ref, "error": nsg_error.message if nsg_error else None}, fix)
     return SecurityGroup.from_arm(nsg.body), None
 
 

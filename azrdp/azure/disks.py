@@ -164,7 +164,7 @@ class Arm:
         return wire_dict(out.result)
 
     def detach_data_disks(self, rg: str, name: str) -> None:
-        body = {"properties": {"storageProfile": {"dataDisks": []}}}
+        body: dict[str, Any] = {"properties": {"storageProfile": {"dataDisks": []}}}
         self._lro(lambda **kw: self.compute.virtual_machines.begin_update(rg, name, body, **kw),
                   client=self.compute, action="detach", doing=f"detaching the data disks of VM {rg}/{name}")
 

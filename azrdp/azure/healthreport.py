@@ -125,21 +125,3 @@ def read_serial_log(session: Session, resource_group: str, vm_name: str, *, fetc
                                  what="the serial log", missing="Azure returned no serial log for this VM.",
                                  fetch=fetch)
     return data[-MAX_LOG_BYTES:].decode("utf-8", errors="replace")
-
-
-def boot_health_stage(ctx: Any) -> list[Check]:
-    """A diagnose stage: read the serial log's health report when boot diagnostics are on."""
-    from azrdp.errors import AzrdpError
-
-    target = ctx.target
-    hint = f"`azrdp rescue {target.name} -g {target.resource_group}` repairs the OS disk offline"
-    if not (ctx.vm.get("boot_diagnostics") or {}).get("enabled"):
-        return [Check("boot.health", Status.SKIP, "boot diagnostics are disabled: no serial log", {})]
-    if ctx.progress is not None:
-        ctx.progress.status("Reading the serial log's VM Health Report ...")
-    now = datetime.now(timezone.utc)
-    try:
-        log = ctx.session.vm(target).serial_log()
-    except AzrdpError as err:
-        return [health_check(None, now=now, rescue_hint=hint, error=err.message[:80])]
-    return [health_check(parse_health_report(log), now=now, rescue_hint=hint)]

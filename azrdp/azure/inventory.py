@@ -22,13 +22,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from azrdp.azure import wire_dict
 from azrdp.errors import AzrdpError, NotFoundError
 from azrdp.target import ResourceId, Target, id_key, parse_resource_id
 
 if TYPE_CHECKING:
+    from azure.core.exceptions import AzureError
+
     from azrdp.azure.vm import Session
 
 _KINDS = {
@@ -285,8 +287,8 @@ def _filed(rid: str, body: Any, error: BaseException | None, subscription: str, 
         raise error
     from azrdp.azure.arm_errors import translate
 
-    typed = translate(error, doing=f"reading {_NOUNS.get(kind, 'resource')} {rid.rsplit('/', 1)[-1]}",
-                      subscription=subscription)
+    typed = translate(cast("AzureError", error), doing=f"reading {_NOUNS.get(kind, 'resource')} "
+                      f"{rid.rsplit('/', 1)[-1]}", subscription=subscription)   # an azure_error, checked above
     if isinstance(typed, NotFoundError):
         return Resource(rid, kind, error=typed)  # a broken reference: a check error, not a crash
     raise typed from error

@@ -28,6 +28,16 @@ AZURE_LOAD_BALANCER_IP = ipaddress.ip_address("168.63.129.16")
 _ANY = {"*", "any", "all"}
 _ALL_NETWORKS = {"0.0.0.0/0", "::/0"}
 # Address space that never comes from the Internet (Azure's Internet tag excludes it).
+def within(inner: ipaddress.IPv4Network | ipaddress.IPv6Network,
+           outer: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """``inner`` lies inside ``outer`` (False across address families, where subnet_of raises)."""
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
 _NON_INTERNET = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
     "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"))
@@ -207,7 +217,7 @@ def _source_match(prefix: str, flow: Flow, notes: list[str]) -> Match:
         notes.append(f"source {text!r} is a service tag azrdp does not expand")
         return Match.SOME
     if source is None:
-        public = not any(network.subnet_of(n) for n in _NON_INTERNET if n.version == network.version)
+        public = not any(within(network, n) for n in _NON_INTERNET)
         return Match.SOME if public else Match.NO
     return Match.YES if source.version == network.version and source in network else Match.NO
 

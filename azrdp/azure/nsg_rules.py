@@ -17,25 +17,28 @@ azrdp never opens the RDP port by itself. When the user asks with ``--allow-from
 
 ``revoke`` removes every rule azrdp created on the VM's NSGs, and only those: the name must start
 with ``azrdp-allow-rdp-`` AND the description must carry azrdp's marker.
+
+This module is the pure part, beside the NSG evaluator (nsg.py): parsing ``--allow-from``, planning
+the rules, and judging which rules are azrdp's, for which VM, and whether they are wider than
+azrdp makes. It reads only data it is given (inventory bodies, ARM rule dicts) and calls nothing.
+The ARM writes are the VM handle's (``AzureVm.put_rule``/``delete_rule``, azrdp.azure.nsg_writes),
+the ``nsg.azrdp_rules`` diagnose stage is azrdp.diagnose's, and the revoke job is azrdp.revoke.
 """
 
 from __future__ import annotations
 
-import getpass
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from azrdp.azure.nsg import within
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
 from azrdp.logsafe import printable
-
-if TYPE_CHECKING:
-    from azrdp.azure.vm import Session
 
 RULE_PREFIX = "azrdp-allow-rdp-"
 MARKER = "azrdp:"
@@ -45,7 +48,7 @@ IPV4_WIDEST, IPV6_WIDEST = 24, 64
 DESCRIPTION_MAX = 140                 # Azure's limit for a security rule's description
 _REFUSED = {"*", "any", "internet", "0.0.0.0/0", "::/0", "0.0.0.0", "::"}
 _EXPIRES = re.compile(r"expires (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)")
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"   # how rule descriptions and reports write a UTC time
 
 
 # IPv6 ranges that embed the whole IPv4 Internet: a "narrow" /96 of these is every IPv4 address.
@@ -104,7 +107,7 @@ def parse_allow_from(value: str, *, source_ip: str | None = None) -> str:
         raise UsageError(f"--allow-from {shown} would open Remote Desktop to the whole Internet (it is the "
                          "unspecified address, which NSGs read as any); azrdp never does that.",
                          hint="Give your own address instead.")
-    if network.version == 6 and any(network.subnet_of(embed) or embed.subnet_of(network) for embed in _EMBEDS_IPV4):
+    if network.version == 6 and any(within(network, embed) or within(embed, network) for embed in _EMBEDS_IPV4):
         raise UsageError(f"--allow-from {shown} is an IPv4-mapped or NAT64 range: it names IPv4 addresses under an "
                          "IPv6 prefix, and /96 of it is all of IPv4.",
                          hint="Give the IPv4 address itself, e.g. --allow-from 203.0.113.7.")
@@ -142,44 +145,6 @@ def check_allow_for(allow_for: timedelta) -> timedelta:
     return allow_for
 
 
-def caller_identity(session: Session | None = None) -> str:
-    """Who is making the change: the signed-in identity's name from its token when it says
-    (upn, preferred_username, unique_name, app id), else the OS user. The token is read only for
-    those claims and never logged or stored."""
-    credential = getattr(session, "credential", None)
-    endpoint = getattr(session, "endpoint", None)   # an AzureSession's; a Session need not have one
-    cloud = getattr(session, "cloud", None)
-    scope = None
-    try:
-        scope = endpoint.token_scope if endpoint is not None else cloud.arm()[1]
-    except Exception:  # noqa: BLE001 - no session, or no cloud: fall back to the OS user
-        scope = None
-    if credential is not None and scope:
-        try:
-            claims = _jwt_claims(credential.get_token(scope).token)
-        except Exception:  # noqa: BLE001 - identity names are a nicety, never a failure
-            claims = {}
-        for key in ("upn", "preferred_username", "unique_name", "email"):
-            if claims.get(key):
-                return str(claims[key])
-        if claims.get("appid"):
-            return f"app {claims['appid']}"
-    try:
-        return f"os user {getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name (containers)
-        return "unknown user"
-
-
-def _jwt_claims(token: str) -> dict[str, Any]:
-    import base64
-    import json
-
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    body = parts[1] + "=" * (-len(parts[1]) % 4)
-    return json.loads(base64.urlsafe_b64decode(body.encode()))
-
 
 def rule_name(now: datetime, run_id: str | None = None) -> str:
     """``azrdp-allow-rdp-<UTC time>-<run>``: unique per run (two fixes in the same second on VMs that
@@ -192,8 +157,8 @@ def describe(*, who: str, vm: str, now: datetime, expires: datetime, run_id: str
     """The rule's description: marker, expiry, run and VM first (they must survive the 140-character
     cap; who made it comes last and is cut first)."""
     run = f"run {run_id}; " if run_id else ""
-    text = (f"{MARKER} expires {expires.astimezone(timezone.utc):{_TIME}}; {run}vm {vm}; created "
-            f"{now.astimezone(timezone.utc):{_TIME}} by {who}")
+    text = (f"{MARKER} expires {expires.astimezone(timezone.utc):{TIME_FORMAT}}; {run}vm {vm}; created "
+            f"{now.astimezone(timezone.utc):{TIME_FORMAT}} by {who}")
     return text[:DESCRIPTION_MAX]
 
 
@@ -201,7 +166,7 @@ def expiry_of(description: str | None) -> datetime | None:
     found = _EXPIRES.search(description or "")
     if not found:
         return None
-    return datetime.strptime(found.group(1), _TIME).replace(tzinfo=timezone.utc)
+    return datetime.strptime(found.group(1), TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
 _VM_OF = re.compile(r"; vm ([^;\s]+);|for RDP to (\S+)\s*$")
@@ -288,7 +253,7 @@ class RulePlan:
         return {"nsg": self.nsg_id, "nsg_name": self.nsg_name, "level": self.level, "name": self.name,
                 "priority": self.priority, "source": self.source, "destination": self.destination,
                 "port": self.port, "protocol": "Tcp", "description": self.description,
-                "expires": self.expires.strftime(_TIME), "beats": self.beats}
+                "expires": self.expires.strftime(TIME_FORMAT), "beats": self.beats}
 
 
 def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: str, vm: str,
@@ -333,69 +298,6 @@ def plan_allow_rules(inventory: Any, path: Any, *, source: str, port: int, who: 
     return rules, None
 
 
-PRIORITY_ATTEMPTS = 3
-
-
-def create_rule(session: Session, rule: RulePlan, *, clock: Any, timeout: float = 300.0,
-                attempts: int = PRIORITY_ATTEMPTS, on_poll: Any = None) -> Any:
-    """PUT the rule and wait for ARM to finish provisioning it (an idempotent PUT: retried as usual).
-    ``on_poll(status)`` hears ARM's status of the operation while azrdp waits (the status line).
-
-    Another run (or a person) may take the planned priority between azrdp's read and its PUT:
-    ARM then refuses the rule with SecurityRuleConflict (same priority and direction). The NSG is
-    read again, the next free priority before the deny rule chosen (``rule.priority`` updated) and
-    the PUT sent again, up to ``attempts`` times."""
-    from azrdp.azure.lro import poll_interval
-    from azrdp.azure.power import run_lro
-    from azrdp.errors import AzrdpError
-
-    network = session.network
-    for attempt in range(1, attempts + 1):
-        try:
-            return run_lro(lambda **kw: network.security_rules.begin_create_or_update(
-                rule.resource_group, rule.nsg_name, rule.name, rule.body(), **kw),
-                client=network, action="NSG rule creation", doing=f"adding rule {rule.name} to NSG {rule.nsg_name}",
-                clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-                subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
-        except AzrdpError as err:
-            if attempt == attempts or not _priority_conflict(err):
-                raise
-            priority = _next_free_priority(session, rule)
-            if priority is None:
-                raise
-            rule.priority = priority
-    raise AssertionError("unreachable")
-
-
-def _priority_conflict(err: BaseException) -> bool:
-    from azrdp.azure.arm_errors import arm_error_code
-
-    cause = err.__cause__
-    if cause is not None and hasattr(cause, "status_code") and arm_error_code(cause) == "SecurityRuleConflict":  # type: ignore[arg-type]
-        return True
-    return "SecurityRuleConflict" in getattr(err, "message", "")   # translate() names ARM's code
-
-
-def _next_free_priority(session: Session, rule: RulePlan) -> int | None:
-    from azrdp.azure import wire_dict
-    from azrdp.azure.nsg import SecurityGroup, free_priority
-
-    nsg = SecurityGroup.from_arm(wire_dict(session.network.network_security_groups.get(rule.resource_group,
-                                                                                        rule.nsg_name)))
-    return free_priority(nsg, below=int(rule.beats.get("priority") or rule.priority + 1))
-
-
-def delete_rule(session: Session, resource_group: str, nsg_name: str, name: str, *, clock: Any,
-                timeout: float = 300.0, on_poll: Any = None) -> Any:
-    from azrdp.azure.lro import poll_interval
-    from azrdp.azure.power import run_lro
-
-    network = session.network
-    return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),
-                   client=network, action="NSG rule removal", doing=f"removing rule {name} from NSG {nsg_name}",
-                   clock=clock, timeout=timeout, polling_interval=poll_interval(session),
-                   subscription=session.subscription_id, idempotent=True, on_poll=on_poll)
-
 
 @dataclass
 class FoundRule:
@@ -418,7 +320,7 @@ class FoundRule:
     def to_dict(self, now: datetime | None = None) -> dict[str, Any]:
         out = {"nsg": self.nsg_id, "nsg_name": self.nsg_name, "name": self.name, "source": self.source,
                "destination": self.destination, "priority": self.priority, "description": self.description,
-               "vm": self.vm, "run": self.run, "expires": self.expires.strftime(_TIME) if self.expires else None}
+               "vm": self.vm, "run": self.run, "expires": self.expires.strftime(TIME_FORMAT) if self.expires else None}
         if self.wider:
             out["wider_than_azrdp"] = self.wider
         if now is not None:
@@ -477,7 +379,7 @@ def vm_nsgs(inventory: Any) -> list[Any]:
 
 
 def check_azrdp_rules(rules: list[FoundRule], *, now: datetime, vm: str, resource_group: str,
-                      look_alikes: list[FoundRule] = ()) -> list[Check]:
+                      look_alikes: Sequence[FoundRule] = ()) -> list[Check]:
     """nsg.azrdp_rules: only when azrdp rules (or look-alikes) exist (none: no line, nothing to say)."""
     if not rules and not look_alikes:
         return []
@@ -498,16 +400,10 @@ def check_azrdp_rules(rules: list[FoundRule], *, now: datetime, vm: str, resourc
                       f"{len(expired)} of {len(rules)} azrdp rule(s) expired and still allow RDP: {listing}{more}",
                       details, revoke)]
     soonest = min((r.expires for r in rules if r.expires), default=None)
-    until = f"; the first expires {soonest:{_TIME}}" if soonest else ""
+    until = f"; the first expires {soonest:{TIME_FORMAT}}" if soonest else ""
     return [Check("nsg.azrdp_rules", Status.PASS, f"{len(rules)} temporary azrdp rule(s): {listing}{more}{until}",
                   details, None)]
 
-
-def azrdp_rules_stage(ctx: Any) -> list[Check]:
-    """The diagnose stage for nsg.azrdp_rules (reads only what the inventory already holds)."""
-    nsgs = vm_nsgs(ctx.inventory)
-    return check_azrdp_rules(azrdp_rules(nsgs), now=ctx.session.clock.now(), vm=ctx.target.name,
-                             resource_group=ctx.target.resource_group, look_alikes=look_alike_rules(nsgs))
 
 
 def made_for(rule: FoundRule, vm: str, private_ips: Iterable[str] = ()) -> bool:
@@ -522,175 +418,3 @@ def made_for(rule: FoundRule, vm: str, private_ips: Iterable[str] = ()) -> bool:
     if rule.vm.lower() != vm.lower():
         return False
     return to_this_vm or not ips
-
-
-@dataclass
-class RevokeResult:
-    vm: str                                                       # the VM, or the scope (--expired)
-    found: list[FoundRule] = field(default_factory=list)
-    removed: list[FoundRule] = field(default_factory=list)
-    kept: list[FoundRule] = field(default_factory=list)          # not expired, with expired_only
-    others: list[FoundRule] = field(default_factory=list)        # made for another VM (kept; --all removes)
-    failed: list[tuple[FoundRule, str]] = field(default_factory=list)
-    dry_run: bool = False
-    now: datetime | None = None
-    audit_error: str | None = None
-    scope: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        from azrdp.errors import EXIT_AZURE, EXIT_OK, EXIT_PROBLEM
-
-        return EXIT_AZURE if self.failed else EXIT_PROBLEM if self.audit_error else EXIT_OK
-
-    def to_dict(self) -> dict[str, Any]:
-        return {("scope" if self.scope else "vm"): self.vm, "dry_run": self.dry_run,
-                "found": [r.to_dict(self.now) for r in self.found],
-                "removed": [r.to_dict(self.now) for r in self.removed],
-                "kept": [r.to_dict(self.now) for r in self.kept],
-                "other_vms": [r.to_dict(self.now) for r in self.others],
-                "failed": [{**r.to_dict(self.now), "error": e} for r, e in self.failed],
-                "audit_error": self.audit_error, "exit_code": self.exit_code}
-
-    def render_text(self) -> str:
-        where = f"in {self.vm}" if self.scope else f"on the NSGs of VM {self.vm}"
-        if not self.found and not self.others:
-            return f"No azrdp rules {where}: nothing to remove."
-        verb = "Would remove" if self.dry_run else "Removed"
-        lines = [f"{verb} {len(self.removed)} of {len(self.found)} azrdp rule(s) {where}:"]
-        for rule in self.removed:
-            lines.append(f"  {rule.name} on {rule.nsg_name} (from {rule.source}, priority {rule.priority})")
-        for rule in self.kept:
-            lines.append(f"  kept {rule.name} on {rule.nsg_name}: " + (f"not expired (until {rule.expires:{_TIME}})"
-                                                                      if rule.expires else "its description gives no expiry"))
-        for rule in self.others:
-            lines.append(f"  kept {rule.name} on {rule.nsg_name}: made for VM {rule.vm or '(not named)'} "
-                         "(--all removes every azrdp rule on these NSGs)")
-        for rule, error in self.failed:
-            lines.append(f"  FAILED {rule.name} on {rule.nsg_name}: {error}")
-        if self.audit_error:
-            lines.append(f"Audit: FAILED: {self.audit_error}")
-        return "\n".join(printable(line) for line in lines)
-
-
-def revoke(session: Session, target: Any, *, audit: Any, clock: Any = None, progress: Any = None,
-           expired_only: bool = False, dry_run: bool = False, every_vm: bool = False) -> RevokeResult:
-    """Remove the rules azrdp made for ``target`` on the NSGs of its NICs and subnets (and only
-    those: a subnet NSG may carry rules azrdp made for other VMs; ``every_vm`` removes those too);
-    with ``expired_only`` only the expired ones. Each removal is audited as it happens."""
-    from azrdp.azure.inventory import read_inventory
-
-    clock = clock or session.clock
-    inventory = read_inventory(session, target, progress=progress)
-    now = clock.now()
-    private_ips = [str((c.get("properties") or {}).get("privateIPAddress") or "").split("/")[0]
-                   for nic in inventory.resources.values() if nic.kind == "nic" and nic.body is not None
-                   for c in nic.properties.get("ipConfigurations") or []]
-    rules = azrdp_rules(vm_nsgs(inventory))
-    mine = [r for r in rules if every_vm or made_for(r, target.name, private_ips)]
-    result = RevokeResult(str(target), mine, dry_run=dry_run, now=now,
-                          others=[r for r in rules if r not in mine])
-    return _remove(session, result, audit=audit, clock=clock, progress=progress, expired_only=expired_only)
-
-
-def revoke_expired(session: Session, *, audit: Any, resource_group: str | None = None, clock: Any = None,
-                   progress: Any = None, dry_run: bool = False) -> RevokeResult:
-    """Remove every expired azrdp rule on every NSG of a resource group (or of the whole
-    subscription): what an Automation schedule runs, since Azure never expires a rule by itself."""
-    from azure.core.exceptions import AzureError
-
-    from azrdp.azure import wire_dict
-    from azrdp.azure.arm_errors import translate
-
-    clock = clock or session.clock
-    scope = f"resource group {resource_group}" if resource_group else f"subscription {session.subscription_id}"
-    if progress is not None:
-        progress.info(f"Listing the NSGs of {scope} ...")
-    groups = session.network.network_security_groups
-    try:
-        bodies = [wire_dict(n) for n in (groups.list(resource_group) if resource_group else groups.list_all())]
-    except AzureError as err:
-        raise translate(err, doing=f"listing the NSGs of {scope}", subscription=session.subscription_id) from err
-    now = clock.now()
-    rules = azrdp_rules(_Listed(b) for b in bodies)
-    result = RevokeResult(scope, rules, dry_run=dry_run, now=now, scope=True)
-    return _remove(session, result, audit=audit, clock=clock, progress=progress, expired_only=True)
-
-
-@dataclass
-class _Listed:
-    """An NSG from a list call, shaped like an inventory Resource for azrdp_rules."""
-
-    body: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.body.get("id") or "")
-
-    @property
-    def name(self) -> str:
-        return str(self.body.get("name") or self.id.rsplit("/", 1)[-1])
-
-    @property
-    def properties(self) -> dict[str, Any]:
-        return self.body.get("properties") or {}
-
-
-def _remove(session: Session, result: RevokeResult, *, audit: Any, clock: Any, progress: Any,
-            expired_only: bool) -> RevokeResult:
-    from azrdp.audit import AuditWriteError
-    from azrdp.errors import AzrdpError
-
-    now = result.now
-    for rule in result.found:
-        if expired_only and not rule.expired(now):
-            result.kept.append(rule)
-            continue
-        if result.dry_run:
-            result.removed.append(rule)
-            continue
-        stop = _stop_requested()
-        if stop:   # no new removal after SIGINT/SIGTERM
-            audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
-                         in_flight=None, signal=stop)
-            raise KeyboardInterrupt(stop)
-        if progress is not None:
-            progress.info(f"Removing NSG rule {rule.name} from {rule.nsg_name} ...")
-        try:
-            audit.record("nsg-rule", status="remove-requested", rule=rule.to_dict(now), intent=True)
-        except AuditWriteError as err:  # nothing is removed without a record
-            result.audit_error = err.message
-            result.kept.extend(r for r in result.found if r not in result.removed and r not in result.kept
-                               and all(r is not f for f, _ in result.failed))
-            break
-        try:
-            from azrdp.ui import waiting
-
-            with waiting(progress, f"Removal of NSG rule {rule.name}", said="sent", limit=300.0) as wait:
-                delete_rule(session, rule.resource_group, rule.nsg_name, rule.name, clock=clock,
-                            on_poll=wait.update)
-                wait.end("removed")
-        except AzrdpError as err:
-            result.failed.append((rule, err.message))
-            audit.record("nsg-rule", status="remove-failed", rule=rule.to_dict(now), error=err.message)
-            continue
-        except KeyboardInterrupt:  # the DELETE may have been accepted: say so, in the audit and on stderr
-            in_flight = f"the removal of rule {rule.name} from NSG {rule.nsg_name}"
-            audit.record("interrupted", done=[f"removed {r.name} from {r.nsg_name}" for r in result.removed],
-                         in_flight=in_flight, rule=rule.to_dict(now))
-            if progress is not None:
-                progress.info(f"Interrupted: {in_flight} may still be in flight; run azrdp revoke again to finish.")
-            raise
-        result.removed.append(rule)
-        audit.record("nsg-rule", status="removed", rule=rule.to_dict(now))
-    result.audit_error = result.audit_error or audit.error
-    if progress is not None:
-        progress.done()
-    return result
-
-
-def _stop_requested() -> str | None:
-    """A signal azrdp caught (SIGINT/SIGTERM) that says: send no new change (azrdp.clock)."""
-    from azrdp.clock import stop_requested
-
-    return stop_requested()

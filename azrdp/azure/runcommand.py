@@ -19,9 +19,10 @@ section 3.2, azure-sdk-notes.md sections 0, 3 and 4):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
@@ -80,7 +81,9 @@ def _started_since(before: dict[str, Any] | None, after: dict[str, Any] | None,
                    answered_at: datetime | None = None) -> bool:
     """Did a Run Command start after azrdp's request? One in progress did (only one runs at a
     time); a finished one did when its status is newer than the view azrdp had before, and (when
-    ARM dated its failed answer) not older than that answer minus the seconds a Date truncates."""
+    ARM dated its failed answer) not older than when the request reached ARM (``answered_at``: the
+    answer's Date less the request's own round trip) minus the seconds a Date truncates. A gateway
+    that answers 504 a minute after accepting must not make an accepted command look unsent."""
     from datetime import timedelta
 
     if after is None:
@@ -186,6 +189,7 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
         attempts += 1
         polling = clocked_polling(compute, clock=clock, deadline=deadline, polling_interval=polling_interval,
                                   on_poll=on_wait)
+        sent = time.monotonic()   # a measurement of this one request (not a wait): how early it may have started
         try:
             poller = compute.virtual_machines.begin_run_command(resource_group, vm_name, body,
                                                                 polling=polling)
@@ -194,7 +198,10 @@ def run_script(compute: Any, resource_group: str, vm_name: str, script_lines: Se
             if (err.status_code or 0) >= 500:
                 from azrdp.azure.lro import http_date
 
-                answered = http_date((err.response.headers if err.response is not None else {}).get("Date"))
+                response: Any = err.response
+                answered = http_date((response.headers if response is not None else {}).get("Date"))
+                if answered is not None:  # the command may have started as soon as ARM had the request
+                    answered -= timedelta(seconds=time.monotonic() - sent)
                 raise _uncertain(compute, resource_group, vm_name, before, f"Azure answered {err.status_code}",
                                  subscription, answered) from None
             if not _is_conflict(err):
@@ -259,7 +266,7 @@ def _uncertain(compute: Any, resource_group: str, vm_name: str, before: dict[str
     except AzureError:
         return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "
                                    "(the instance view could not be read to tell).", hint=hint, started=None)
-    if _started_since(before, after, answered_at):
+    if after is not None and _started_since(before, after, answered_at):
         when = f" since {after['time']:%H:%M:%S} UTC" if after and after["time"] else ""
         what = "is in progress" if after["state"] == "transitioning" else "ran"
         return RunCommandUncertain(f"{why} while starting Run Command in {where}: the command may have run "

@@ -21,7 +21,7 @@ from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import UsageError
 
 if TYPE_CHECKING:
-    from azrdp.azure.vm import AzureVm
+    from azrdp.azure.vm import AzureVm, Session
     from azrdp.target import Target
 
 
@@ -429,3 +429,44 @@ def polling_interval_from(text: str) -> float:
         raise UsageError(f"AZRDP_POLLING_INTERVAL={text!r} is not a number of seconds from 0 to 60.",
                          hint="Unset it, or set e.g. AZRDP_POLLING_INTERVAL=0.5.")
     return value
+
+
+def caller_identity(session: Session | None = None) -> str:
+    """Who is making the change: the signed-in identity's name from its token when it says
+    (upn, preferred_username, unique_name, app id), else the OS user. The token is read only for
+    those claims and never logged or stored."""
+    credential = getattr(session, "credential", None)
+    endpoint = getattr(session, "endpoint", None)   # an AzureSession's; a Session need not have one
+    cloud: Any = getattr(session, "cloud", None)
+    scope = None
+    try:
+        scope = endpoint.token_scope if endpoint is not None else cloud.arm()[1]
+    except Exception:  # noqa: BLE001 - no session, or no cloud: fall back to the OS user
+        scope = None
+    if credential is not None and scope:
+        try:
+            claims = _jwt_claims(credential.get_token(scope).token)
+        except Exception:  # noqa: BLE001 - identity names are a nicety, never a failure
+            claims = {}
+        for key in ("upn", "preferred_username", "unique_name", "email"):
+            if claims.get(key):
+                return str(claims[key])
+        if claims.get("appid"):
+            return f"app {claims['appid']}"
+    import getpass
+
+    try:
+        return f"os user {getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name (containers)
+        return "unknown user"
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    import base64
+    import json
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    body = parts[1] + "=" * (-len(parts[1]) % 4)
+    return json.loads(base64.urlsafe_b64decode(body.encode()))

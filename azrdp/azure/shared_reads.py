@@ -108,9 +108,10 @@ class _SharedNetwork:
 
 
 class SharedReadSession:
-    """An AzureSession whose Network reads are shared; everything else is the session's. It is a
-    :class:`~azrdp.azure.vm.Session`: what the protocol asks for is spelled out here (not left to
-    ``__getattr__``), so mypy checks it, and its VM handles read through the shared Network.
+    """An AzureSession whose Network reads are shared; Compute, the clock and the rest are the
+    session's. It is a :class:`~azrdp.azure.vm.Session` and no more: what the protocol asks for is
+    spelled out here and nothing is forwarded blindly (a ``__getattr__`` would let mypy accept any
+    protocol), so mypy checks it, and its VM handles read through the shared Network.
 
     Its ``network`` answers ``list`` with a plain list of wire dicts, not the SDK's pager:
     readers take either (inventory._first_page)."""
@@ -156,9 +157,6 @@ class SharedReadSession:
     @property
     def unwrapped(self) -> AzureSession:
         return self._session
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
 
 
 def shared_reads(session: AzureSession) -> SharedReadSession:

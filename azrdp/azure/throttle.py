@@ -144,7 +144,9 @@ def backoff_transport(backoff: SharedBackoff, inner: Any = None, *, pool_size: i
     with Retry-After into a shared pause and a resend. ``inner`` defaults to a requests transport
     with a connection pool of ``pool_size`` (one connection per concurrent request)."""
 
-    class BackoffTransport(_transport_base()):
+    base: Any = _transport_base()
+
+    class BackoffTransport(base):
         def __init__(self) -> None:
             self.inner = inner if inner is not None else _requests_transport(pool_size)
             self.backoff = backoff

@@ -172,15 +172,15 @@ class AzureVm:
     # -- NSG rules (the NSGs on this VM's path) ------------------------------------------------
     def put_rule(self, rule: RulePlan, *, timeout: float = 300.0, on_poll: Poll | None = None) -> LroOutcome:
         """Create ``rule`` on its NSG and wait for ARM to provision it (a priority taken meanwhile
-        is re-planned: azrdp.azure.nsg_rules.create_rule)."""
-        from azrdp.azure.nsg_rules import create_rule
+        is re-planned: azrdp.azure.nsg_writes.create_rule)."""
+        from azrdp.azure.nsg_writes import create_rule
 
         return create_rule(self.session, rule, clock=self.clock, timeout=timeout, on_poll=on_poll)
 
     def delete_rule(self, resource_group: str, nsg_name: str, name: str, *, timeout: float = 300.0,
                     on_poll: Poll | None = None) -> LroOutcome:
         """Remove rule ``name`` from NSG ``resource_group/nsg_name`` and wait for ARM."""
-        from azrdp.azure.nsg_rules import delete_rule
+        from azrdp.azure.nsg_writes import delete_rule
 
         return delete_rule(self.session, resource_group, nsg_name, name, clock=self.clock, timeout=timeout,
                            on_poll=on_poll)

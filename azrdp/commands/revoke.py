@@ -43,8 +43,8 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
     from pathlib import Path
 
     from azrdp.audit import AuditLog, default_audit_path
-    from azrdp.azure.nsg_rules import revoke, revoke_expired
     from azrdp.report import to_json
+    from azrdp.revoke import render_text, revoke, revoke_expired
     from azrdp.ui import Progress
 
     scope = azure.vm is None and azure.ids is None
@@ -64,7 +64,8 @@ def revoke_command(azure: AzureOptions, expired: bool, every_vm: bool, dry_run: 
         result = revoke_expired(session, audit=audit, resource_group=azure.resource_group, progress=progress,
                                 dry_run=dry_run)
     else:
+        assert target is not None   # a VM was named: azure.target() above
         result = revoke(session, target, audit=audit, progress=progress, expired_only=expired, dry_run=dry_run,
                         every_vm=every_vm)
-    ok = emit(to_json(result.to_dict()) if settings().output == "json" else result.render_text())
+    ok = emit(to_json(result.to_dict()) if settings().output == "json" else render_text(result))
     click.get_current_context().exit(result.exit_code if ok else result.exit_code or 1)

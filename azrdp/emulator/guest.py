@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,7 +167,8 @@ class MachineKeys:
     path: str = r"C:\ProgramData\Microsoft\Crypto\RSA\MachineKeys"
     sddl: str = MACHINEKEYS_DEFAULT_SDDL
     other_files: int = 6          # the VM agent's transport key, IIS, ... (never the RDP key)
-    rdp_key: KeyFile | None = None
+    rdp_key: KeyFile | None = None  # the live container f686aace..._<MachineGuid>, the one Windows opens
+    stale_rdp_keys: list[KeyFile] = field(default_factory=list)  # f686aace..._<an earlier MachineGuid> (a cloned image)
     backups: list[str] = field(default_factory=list)
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
@@ -216,7 +218,7 @@ class MachineKeys:
 
     @property
     def files(self) -> int:
-        return self.other_files + (1 if self.rdp_key else 0)
+        return self.other_files + len(self.stale_rdp_keys) + (1 if self.rdp_key else 0)
 
 
 @dataclass
@@ -247,6 +249,27 @@ class FirewallRule:
     group: str = "Remote Desktop"
     action: str = "Allow"         # Allow | Block
     profile: str = "Any"          # Any, or the profiles it applies to ("Domain", "Domain, Private")
+    program: str | None = None    # application filter (the built-in RDP rules: svchost.exe), None = Any
+    service: str | None = None    # service filter (the built-in RDP rules: termservice), None = Any
+    remote: str = "Any"           # RemoteAddress: Any, or addresses/prefixes ("198.51.100.0/24, 192.0.2.7")
+
+
+def _remote_covers(remote: str, source: str | None, *, unknown: bool) -> bool:
+    """Does a rule's RemoteAddress ("Any", or addresses and prefixes separated by commas) cover
+    ``source``? ``unknown`` answers for a scoped rule when the source is not known; a keyword
+    such as LocalSubnet covers no Internet source."""
+    if remote == "Any":
+        return True
+    if source is None:
+        return unknown
+    address = ipaddress.ip_address(source)
+    for part in remote.split(","):
+        try:
+            if address in ipaddress.ip_network(part.strip(), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 @dataclass
@@ -331,6 +354,7 @@ class WindowsGuest:
         self.firewall_rules = [FirewallRule(name) for name in RDP_FIREWALL_RULES]
         self.network_profile = "Public"   # the category of the NIC's network (Get-NetConnectionProfile)
         self.firewall_readable = True     # False: the NetSecurity cmdlets throw (WMI refused; unverified: MpsSvc stopped)
+        self.ts_settings_answer = True    # False: Win32_TerminalServiceSetting times out or errs (a hung TS WMI provider)
         self.sessions: list[Session] = []
         self.events: list[Event] = []
         self.reboot_reasons: list[str] = []
@@ -520,8 +544,8 @@ class WindowsGuest:
         """Does the RDP-Tcp listener accept TCP connections on the RDP port?"""
         return (self.up and self.running("TermService") and self.effective("fDenyTSConnections") == 0)
 
-    def firewall_allows_rdp(self) -> bool:
-        """Does Windows Firewall let inbound TCP to the RDP port in?"""
+    def firewall_allows_rdp(self, source: str | None = None) -> bool:
+        """Does Windows Firewall let inbound TCP to the RDP port in (from ``source``, when given)?"""
         if not self.running("MpsSvc"):
             return True
         active = [profile for profile in self.firewall_profiles if profile.enabled]
@@ -529,20 +553,23 @@ class WindowsGuest:
             return True
         if any(profile.rules_ignored for profile in active):
             return False
-        verdict = self.firewall_rule_verdict()
+        verdict = self.firewall_rule_verdict(source)
         if verdict == "Block":
             return False
         if all(profile.inbound == "Allow" for profile in active):
             return True
         return verdict == "Allow"
 
-    def firewall_rule_verdict(self) -> str | None:
+    def firewall_rule_verdict(self, source: str | None = None) -> str | None:
         """What the enabled inbound rules say about TCP to the RDP port: "Block" when any Block rule
         covers it (Block beats Allow: Learn, "Windows Firewall rules", rule precedence), "Allow" when
         an Allow rule does, else None. Only rules of the network's profile count (an Azure NIC's
-        network is Public: unverified whether Domain on a domain-joined VM)."""
+        network is Public: unverified whether Domain on a domain-joined VM). A rule's RemoteAddress
+        scope applies to ``source``; without one (what diagnose.ps1 can judge: it does not know the
+        caller's address) only a Block for every address counts, and a scoped Allow counts."""
         hits = [r for r in self.firewall_rules if r.enabled and r.protocol in ("TCP", "Any")
                 and r.port in (None, self.port) and (r.profile == "Any" or self.network_profile in r.profile)]
+        hits = [r for r in hits if _remote_covers(r.remote, source, unknown=r.action != "Block")]
         if any(r.action == "Block" for r in hits):
             return "Block"
         return "Allow" if any(r.action == "Allow" for r in hits) else None

@@ -144,11 +144,19 @@ def test_private_key(guest: WindowsGuest, cert: Certificate) -> bool | None:
     (Learn, the classes' "Applies to"); on .NET 4.5 only CAPI keys are reachable (through
     X509Certificate2.PrivateKey). A decrypt-only CNG key refuses to sign but decrypts."""
     works = guest.key_readable(cert)
-    if cert.key_alg == "ecdsa":
-        return works if guest.dotnet >= (4, 6, 1) else None
+    if cert.key_alg == "ecdsa" and guest.dotnet < (4, 6, 1):
+        return None
     if guest.dotnet < (4, 6) and cert.provider == "cng":
         return None
-    return works
+    if works:
+        return True
+    # Get-KeyFailureVerdict: the environment, not the key, refused. SYSTEM denied by the key file's
+    # ACL is E_ACCESSDENIED (machinekeys-acl's fault); with KeyIso (CNG Key Isolation) not running a
+    # good key fails too (unverified: which CAPI operations need it).
+    key = guest.machinekeys.rdp_key
+    if cert.self_signed and key is not None and not key.corrupt and not key.system_full:
+        return None
+    return False if guest.running("KeyIso") else None
 
 
 def _cert_facts(guest: WindowsGuest, cert: Certificate) -> dict[str, Any]:
@@ -227,10 +235,34 @@ def _quser_fallback(guest: WindowsGuest) -> list[Session]:
     return out
 
 
+def _sessions_section(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Read-Sessions; a reader that throws loses the section, and an error names it."""
+    try:
+        sessions = _sessions(guest)
+    except ReadFailed as failure:
+        errors.append({"section": "sessions", "message": limit_text(str(failure), 60)})
+        return None
+    reg = guest.registry
+    return {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
+            "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
+            "used": sessions["used"], "free": sessions["free"],
+            "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None}
+
+
+def _seat_mode(guest: WindowsGuest) -> str:
+    """Get-SeatMode: AVD, multi-session and client Windows are told by the OS alone; a server asks
+    Win32_TerminalServiceSetting, and a provider that does not answer (timeout, error) throws:
+    fail closed, never 'admin' for what may be an RD Session Host (desk review 2, row 1)."""
+    if guest.seat_mode in ("admin", "rdsh") and not guest.ts_settings_answer:
+        raise ReadFailed("Win32_TerminalServiceSetting did not answer within 20 s")
+    return guest.seat_mode
+
+
 def _sessions(guest: WindowsGuest) -> dict[str, Any]:
     users = _user_sessions(guest)
     listed = [{"id": s.id, "name": limit_text(s.name, 12), "user": limit_text(s.user, 24), "state": s.state,
                "idle_min": s.idle_min} for s in users]
+    _seat_mode(guest)
     limit = guest.seat_limit()
     client = guest.seat_mode == "client"   # the console holds the one seat of client Windows too
     used = sum(1 for s in users if s.id != 0 and (client or s.name != "console") and s.state in ("Active", "Disc"))
@@ -258,7 +290,6 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     listening = guest.rdp_listening()
     errors: list[dict[str, Any]] = []
     reg = guest.registry
-    sessions = _sessions(guest)
     return {
         "payload": "diagnose",
         "version": payload("diagnose").version,
@@ -277,12 +308,9 @@ def diagnose(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
                  "certs": [_cert(guest, c) for c in cert_store[:CERT_LIST_MAX]], "total": len(cert_store)},
         "machinekeys": _machinekeys(guest),
         "firewall": _firewall(guest, errors),
-        "sessions": {"list": sessions["list"], "total": sessions["total"], "server_mode": guest.seat_mode,
-                     "max_instances": guest.effective("MaxInstanceCount"), "seat_limit": sessions["seat_limit"],
-                     "used": sessions["used"], "free": sessions["free"],
-                     "single_session": bool(reg["fSingleSessionPerUser"]) if reg["fSingleSessionPerUser"] is not None else None},
-        "rds": {"lic_mode": guest.licensing_type,
-                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" else None,
+        "sessions": _sessions_section(guest, errors),
+        "rds": {"lic_mode": guest.licensing_type if guest.ts_settings_answer else None,
+                "grace_days": guest.grace_days if guest.seat_mode == "rdsh" and guest.ts_settings_answer else None,
                 "drain": reg["TSServerDrainMode"]},
         "events": {"hours": hours, **counts,
                    "last": limit_text(f"{last.event_id} {_utc(guest.logged_at(last))} {last.message}", 64)
@@ -323,7 +351,7 @@ def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, An
 CUSTOM_PORT_RULE = "azrdp-RemoteDesktop-CustomPort-TCP-In"
 USER_MODE_RULES = ("RemoteDesktop-UserMode-In-TCP", "RemoteDesktop-UserMode-In-UDP")
 SERVICE_DISPLAY_NAMES = {"TermService": "Remote Desktop Services", "SessionEnv": "Remote Desktop Configuration"}
-DEADLINE_SECONDS = 480        # repair.ps1 $script:Deadline
+DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwatch)
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
@@ -331,6 +359,11 @@ SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
 
 class StepFailed(Exception):
     """What a repair function throws in repair.ps1: the step fails with this message."""
+
+
+class ReadFailed(Exception):
+    """What a state reader throws in common.ps1 / repair.ps1: diagnose loses that section (an error
+    names it), a repair step is skipped with 'cannot read state'."""
 
 
 @dataclass
@@ -394,7 +427,11 @@ def _invoke_step(run: _RepairRun, name: str, read: Callable[[], dict[str, Any]],
     if run.seconds_left() < 1:
         step["status"], step["error"] = "skipped", "skipped: the payload deadline passed"
         return step
-    step["before"] = read()
+    try:
+        step["before"] = read()
+    except ReadFailed as failure:
+        step["status"], step["error"] = "skipped", limit_text(f"cannot read state: {failure}", 60)
+        return step
     outcome: Outcome | None = None
     try:
         outcome = repair_fn(step["before"])
@@ -403,7 +440,10 @@ def _invoke_step(run: _RepairRun, name: str, read: Callable[[], dict[str, Any]],
         step["error"] = limit_text(outcome.skip, 60)
     except StepFailed as failure:
         step["error"] = limit_text(str(failure), 60)
-    step["after"] = read()
+    try:
+        step["after"] = read()
+    except ReadFailed as failure:
+        step["error"] = step["error"] or limit_text(f"cannot read state after: {failure}", 60)
     if outcome is not None:
         step["status"] = "changed" if outcome.changed else "skipped" if outcome.skip else "unchanged"
     if name == "sessions" and step["info"] is not None:
@@ -528,7 +568,8 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     if not _group_covers_port(guest):
         rule = _custom_rule(guest)
         if rule is None:
-            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group=""))
+            guest.firewall_rules.append(FirewallRule(CUSTOM_PORT_RULE, port=guest.port, group="",
+                                                     program=r"%SystemRoot%\system32\svchost.exe", service="TermService"))
         else:
             rule.port, rule.protocol, rule.enabled = guest.port, "TCP", True
         actions.append("fw:custom-port")
@@ -572,33 +613,42 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 # ---- machinekeys-rename: the RDP key container moved aside ----
 
 def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
-    """Test-RdpKeyUsable: False for an empty container file, one SYSTEM cannot open, or a Remote
-    Desktop certificate whose key test says broken; None when a key test could not run."""
+    """Test-RdpKeyUsable: judges the live container f686aace..._<MachineGuid> only (containers of
+    another MachineGuid, ``MachineKeys.stale_rdp_keys``, are never opened by Windows). True when it
+    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty;
+    None when SYSTEM is refused (an ACL fault) or a key test could not run. The guest models no
+    other damage to a non-empty container SYSTEM can open."""
     key = guest.machinekeys.rdp_key
-    if key is not None and (key.corrupt or not key.system_full):
+    if key is None:
+        return True
+    if key.corrupt:
         return False
-    answers = [test_private_key(guest, cert) for cert in guest.rd_store()]
-    if any(a is False for a in answers):
-        return False
+    if not key.system_full:
+        return None
+    answers = [test_private_key(guest, cert) for cert in guest.rd_store() if cert.self_signed]
+    if any(a is True for a in answers):
+        return True
     return None if any(a is None for a in answers) else True
 
 
 def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest = run.guest
+    none = {"backup": None, "moved": 0, "failed": 0}
     usable = _rdp_key_usable(guest)
     if usable is None:
-        return Outcome(info={"backup": None, "moved": 0, "failed": 0}, skip="held back: the RDP key could not be tested")
+        return Outcome(info=none, skip="held back: the RDP key could not be tested")
     if usable:
-        return Outcome(info={"backup": None, "moved": 0, "failed": 0})
+        return Outcome(info=none)
+    hold = _cert_hold_back(run, skip_key_checks=True)   # never move a key the cert step could not replace
+    if hold:
+        return Outcome(info=none, skip=hold)
     keys = guest.machinekeys
     dest = run.back_up("rdp-key") + r"\rdp-key"
-    moved = 0
-    if keys.rdp_key is not None:                    # Move-Item into the backup, then locked down
-        keys.backups.append(f"{dest}\\{keys.rdp_key.name}")
-        run.back_up("undo.txt")
-        keys.rdp_key = None
-        moved = 1
-    return Outcome(changed=moved > 0, info={"backup": limit_text(dest, BACKUP_PATH), "moved": moved, "failed": 0})
+    assert keys.rdp_key is not None                   # usable is False only for a live container
+    keys.backups.append(f"{dest}\\{keys.rdp_key.name}")   # Move-Item into the backup, then locked down
+    run.back_up("undo.txt")
+    keys.rdp_key = None
+    return Outcome(changed=True, info={"backup": limit_text(dest, BACKUP_PATH), "moved": 1, "failed": 0})
 
 
 # ---- cert ----
@@ -631,8 +681,8 @@ def _cert_state(guest: WindowsGuest) -> dict[str, Any]:
             "security_layer": guest.registry["SecurityLayer"]}
 
 
-def _cert_hold_back(run: _RepairRun) -> str | None:
-    """Get-CertHoldBack."""
+def _cert_hold_back(run: _RepairRun, *, skip_key_checks: bool = False) -> str | None:
+    """Get-CertHoldBack (-SkipKeyChecks: machinekeys-rename asks before it moves the container)."""
     guest = run.guest
     for name in ("SessionEnv", "TermService", "CertPropSvc", "KeyIso", "CryptSvc"):
         service = guest.services.get(name)
@@ -646,7 +696,7 @@ def _cert_hold_back(run: _RepairRun) -> str | None:
     key = keys.rdp_key
     if key is not None and not (key.network_service_read and key.system_full):
         return "held back: RDP key ACL broken; run machinekeys-acl"
-    if key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
+    if not skip_key_checks and key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
         return "held back: RDP key unusable; run machinekeys-rename"
     if guest.self_signed_cert_store not in (None, "Remote Desktop"):
         return "held back: SelfSignedCertStore is not Remote Desktop"

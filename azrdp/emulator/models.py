@@ -739,7 +739,7 @@ class ArmBackend:
         silently dropped: NSG or Windows Firewall) or ``open``."""
         if vm.power != "running" or vm.booting or vm.rdp_suppressed or not vm.guest.rdp_listening():
             return "closed"
-        if not self.nsg_allows_rdp(vm) or not vm.guest.firewall_allows_rdp():
+        if not self.nsg_allows_rdp(vm) or not vm.guest.firewall_allows_rdp(self.client_ip):
             return "drop"
         return "open"
 

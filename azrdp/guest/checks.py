@@ -90,6 +90,10 @@ def check_port(result: dict[str, Any], rdp_port: int, probe_result: Any = None) 
     details: dict[str, Any] = {"guest_port": port, "checked_port": rdp_port}
     if probe_result is not None:
         details["probe_port"] = probe_result.port
+    if not 1 <= port <= 65535:
+        return Check("guest.port", Status.FAIL, f"RDP-Tcp PortNumber is {port}, which is no TCP port", details,
+                     f"Set RDP-Tcp PortNumber back to {rdp_port} (a DWORD from 1 to 65535) and restart "
+                     "TermService; no azrdp step changes the port.")
     if port != rdp_port:
         return Check("guest.port", Status.FAIL,
                      f"RDP-Tcp listens on port {port}, not on {rdp_port} where azrdp checked", details,

@@ -16,6 +16,7 @@ $RdpCertStore = 'Cert:\LocalMachine\Remote Desktop'
 $RemoteDesktopRuleGroup = '@FirewallAPI.dll,-28752'
 $SidSystem = 'S-1-5-18'
 $SidNetworkService = 'S-1-5-20'
+$script:KeyFailureHResult = $null
 
 function Limit-Text {
     # Plain printable ASCII, without the characters ConvertTo-Json (5.1) escapes, at most $Max long.
@@ -111,20 +112,33 @@ function Test-Grant {
     return $allowed
 }
 
+function Get-LiveRdpKeyPath {
+    # The RDP key container Windows uses now. RDP's self-signed certificate keeps its key in the CAPI
+    # container TSSecKeySet1 (PROV_RSA_FULL), whose MachineKeys file is named for the container name's
+    # hash, f686aace..., then '_' and the MachineGuid (HKLM\SOFTWARE\Microsoft\Cryptography): a
+    # f686aace... file of another MachineGuid (left by a cloned image) is never opened by Windows.
+    # Sources: Azure/repair-script-library win-fix-rdp-certificate.ps1 (prefix and container measured
+    # on 2012 R2 to 2025); the unique container name's form: docs/emulator.md. $null: no MachineGuid.
+    $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
+    if ([string]::IsNullOrEmpty([string]$guid)) { return $null }
+    return Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + [string]$guid)
+}
+
 function Get-RdpKeyFacts {
-    # When SYSTEM cannot list MachineKeys (a broken folder DACL; PowerShell does not enable
-    # SeBackupPrivilege), the live container is still reached by its name f686..._<MachineGuid>:
-    # bypass traverse checking (SeChangeNotifyPrivilege) opens a file by path without list rights
-    # (Learn: "Bypass traverse checking"; File Security and Access Rights).
+    # The live container (Get-LiveRdpKeyPath): containers of another MachineGuid are not RDP's key;
+    # without a MachineGuid, the first RDP container there is. When SYSTEM cannot list MachineKeys
+    # (a broken folder DACL; PowerShell does not enable SeBackupPrivilege), the live container is
+    # still reached by its name: bypass traverse checking (SeChangeNotifyPrivilege) opens a file by
+    # path without list rights (Learn: "Bypass traverse checking"; File Security and Access Rights).
+    $live = Get-LiveRdpKeyPath
     try {
-        $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction Stop)
+        $files = @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File -ErrorAction Stop |
+            Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })
     } catch {
-        $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
-        $live = $null
-        if ($null -ne $guid) {
-            $live = Get-Item -LiteralPath (Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + $guid)) -Force -ErrorAction SilentlyContinue
+        $files = @()
+        if ($null -ne $live) {
+            $files = @(Get-Item -LiteralPath $live -Force -ErrorAction SilentlyContinue | Where-Object -FilterScript { $null -ne $_ })
         }
-        $files = @($live | Where-Object -FilterScript { $null -ne $_ })
     }
     if ($files.Count -eq 0) {
         return [ordered]@{ present = $false; file = $null; size = $null; network_service_read = $false; system_full = $false }
@@ -166,14 +180,30 @@ function Format-UtcTime {
     return $Time.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [System.Globalization.CultureInfo]::InvariantCulture)
 }
 
+function Get-KeyFailureVerdict {
+    # A CryptographicException from a key test: $false (the key itself is broken) or $null (could
+    # not test: the environment refused, not the key). E_ACCESSDENIED (0x80070005) is the key
+    # file's ACL, which machinekeys-acl repairs; with KeyIso (CNG Key Isolation, which performs
+    # private-key operations for LSA and CNG) not running, a good key fails too. The HResult is kept
+    # in $script:KeyFailureHResult for callers that must tell "keyset does not exist" apart.
+    param([Parameter(Mandatory = $true)][System.Exception]$Exception)
+    $script:KeyFailureHResult = $Exception.HResult
+    if ($Exception.HResult -eq -2147024891) { return $null }
+    $isolation = Get-Service -Name 'KeyIso' -ErrorAction SilentlyContinue
+    if ($null -eq $isolation -or $isolation.Status.ToString() -ne 'Running') { return $null }
+    return $false
+}
+
 function Test-PrivateKey {
     # Can the private key really be used? $true = it signs (or decrypts), $false = definitely
     # broken (no key, or a CryptographicException from the key itself), $null = could not test
-    # (an API this .NET lacks, an unexpected error). Callers act (move, clear, rename) only on
-    # $false. RSACertificateExtensions/HashAlgorithmName need .NET 4.6, ECDsaCertificateExtensions
+    # (an API this .NET lacks, access denied, KeyIso not running, an unexpected error: see
+    # Get-KeyFailureVerdict). Callers act (move, clear, rename) only on $false.
+    # RSACertificateExtensions/HashAlgorithmName need .NET 4.6, ECDsaCertificateExtensions
     # 4.6.1 (Learn: "RSACertificateExtensions Class", "ECDsaCertificateExtensions Class"); on
     # .NET 4.5 an RSA key is reached through the CAPI-only X509Certificate2.PrivateKey.
     param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    $script:KeyFailureHResult = $null
     if (-not $Certificate.HasPrivateKey) { return $false }
     $data = [System.Text.Encoding]::ASCII.GetBytes('azrdp')
     $key = $null
@@ -195,7 +225,7 @@ function Test-PrivateKey {
         }
         if ($null -eq $key) { return $false }
     } catch [System.Security.Cryptography.CryptographicException] {
-        return $false
+        return Get-KeyFailureVerdict -Exception $_.Exception
     } catch {
         return $null
     }
@@ -222,7 +252,7 @@ function Test-PrivateKey {
         else { $plain = $key.Decrypt($cipher, [System.Security.Cryptography.RSAEncryptionPadding]::Pkcs1) }
         return ([Convert]::ToBase64String($plain) -eq [Convert]::ToBase64String($data))
     } catch [System.Security.Cryptography.CryptographicException] {
-        return $false
+        return Get-KeyFailureVerdict -Exception $_.Exception
     } catch {
         return $null
     }
@@ -369,10 +399,30 @@ function Get-WtsRows {
     # it), and neither the API nor quser is called into a TermService that is not up.
     if (-not (Test-TermServiceRunning)) { return ,@() }
     try {
-        if ($null -eq ('AzRdpWts' -as [type])) { Add-Type -TypeDefinition $WtsSource -Language CSharp }
+        if ($null -eq ('AzRdpWts' -as [type])) { Add-AzRdpWtsType }
         return ,@([AzRdpWts]::Sessions())
     } catch {
         return $null
+    }
+}
+
+function Add-AzRdpWtsType {
+    # Add-Type runs csc.exe on files in the temp folder (CodeDom's TempFileCollection, which takes
+    # Path.GetTempPath: TMP, then TEMP). As SYSTEM under Run Command that is C:\Windows\Temp, where
+    # any user may create files: compile in SYSTEM's own profile temp folder instead when it is
+    # there (desk review finding 21), and put TMP/TEMP back whatever happens.
+    $own = Join-Path -Path $env:SystemRoot -ChildPath 'System32\config\systemprofile\AppData\Local\Temp'
+    $savedTmp = $env:TMP
+    $savedTemp = $env:TEMP
+    try {
+        if ([System.Security.Principal.WindowsIdentity]::GetCurrent().User.Value -eq $SidSystem -and (Test-Path -LiteralPath $own -PathType Container)) {
+            $env:TMP = $own
+            $env:TEMP = $own
+        }
+        Add-Type -TypeDefinition $WtsSource -Language CSharp
+    } finally {
+        $env:TMP = $savedTmp
+        $env:TEMP = $savedTemp
     }
 }
 
@@ -464,8 +514,14 @@ function Get-SeatMode {
     if ($null -ne (Get-Service -Name 'RDAgentBootLoader' -ErrorAction SilentlyContinue)) { return 'avd' }
     if ([int]$os.OperatingSystemSKU -eq 175) { return 'multi' }
     if ([int]$os.ProductType -eq 1) { return 'client' }
-    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction SilentlyContinue
-    if ($null -ne $setting -and [int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
+    # Fail closed: a provider that times out or errs is not "no Session Host role". Read as 'admin',
+    # an RD Session Host would lose its guard and its disconnected users their sessions; thrown,
+    # the caller's section (diagnose) or step (repair: "cannot read state") reports it instead.
+    # Win32_TerminalServiceSetting exists on every edition with TermService; TerminalServerMode 1
+    # is an RD Session Host, 0 remote administration (Learn: Win32_TerminalServiceSetting class).
+    $setting = Get-CimInstance -Namespace 'root/cimv2/TerminalServices' -ClassName 'Win32_TerminalServiceSetting' -OperationTimeoutSec 20 -ErrorAction Stop
+    if ($null -eq $setting) { throw 'Win32_TerminalServiceSetting gave no answer: Session Host or not is unknown' }
+    if ([int]$setting.TerminalServerMode -eq 1) { return 'rdsh' }
     return 'admin'
 }
 
@@ -505,14 +561,16 @@ function Get-RebootReasons {
 }
 
 function Get-RdpPort {
+    # [int64]: PortNumber is any DWORD, and [int] of one above 2147483647 throws; one above 65535
+    # is no TCP port (callers check before they hand it to a cmdlet that takes a UInt16).
     $port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
-    if ($null -eq $port) { return 3389 }
-    return [int]$port
+    if ($null -eq $port) { return [int64]3389 }
+    return [int64]$port
 }
 
 function Test-PortCovered {
     # Does a firewall LocalPort list ('Any', '3389', '3000-4000', 'RPC', ...) cover $Port?
-    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int]$Port)
+    param([AllowNull()][object]$LocalPort, [Parameter(Mandatory = $true)][int64]$Port)
     foreach ($entry in @($LocalPort)) {
         $text = [string]$entry
         if ($text -eq 'Any' -or $text -eq [string]$Port) { return $true }

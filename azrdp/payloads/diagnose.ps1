@@ -94,7 +94,8 @@ function Read-Listener {
     # is a number there, the same in every display language.
     $state = Get-ListenerState
     $port = Get-RdpPort
-    $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue)
+    $listening = @()
+    if ($port -ge 1 -and $port -le 65535) { $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue) }
     $owner = $null
     if ($listening.Count -gt 0) {
         $process = Get-Process -Id $listening[0].OwningProcess -ErrorAction SilentlyContinue
@@ -153,6 +154,8 @@ function Read-Firewall {
         foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
         $services = @{}
         foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+        $addresses = @{}
+        foreach ($filter in @(Get-NetFirewallAddressFilter -PolicyStore ActiveStore)) { $addresses[$filter.InstanceID] = $filter }
         $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
         $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
             $p = $ports[$_.InstanceID]
@@ -164,7 +167,13 @@ function Read-Firewall {
                 ($null -eq $s -or @('Any', 'TermService') -contains [string]$s.Service) -and
                 (Test-RuleProfileActive -Profile $_.Profile.ToString() -Active $active)
         })
-        $blocked = @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Block' }).Count -gt 0
+        # A Block rule scoped to some remote addresses blocks only those: the guest cannot tell
+        # whether the caller's is among them (the wire probe can), so only a Block for every
+        # address counts; an Allow counts whatever its scope (it lets its admins in).
+        $blocked = @($hits | Where-Object -FilterScript {
+            $r = $addresses[$_.InstanceID]
+            $_.Action.ToString() -eq 'Block' -and ($null -eq $r -or @($r.RemoteAddress) -contains 'Any')
+        }).Count -gt 0
         $allowed = (-not $blocked) -and @($hits | Where-Object -FilterScript { $_.Action.ToString() -eq 'Allow' }).Count -gt 0
     } catch {
         # The rules could not be read (MpsSvc stopped, WMI refused): the service state still

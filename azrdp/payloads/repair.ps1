@@ -117,7 +117,10 @@ $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
 $ResultReserveSeconds = 90
-$script:Deadline = (Get-Date).AddSeconds(480)
+# A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
+# wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
+$script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
+$script:DeadlineSeconds = 480
 $script:BackupFolder = $null
 $script:DiscAtStart = @()
 $script:ActiveAtStart = @()
@@ -136,7 +139,7 @@ function New-Outcome {
 
 function Get-SecondsLeft {
     # Seconds a step may still spend; the last $ResultReserveSeconds belong to the result line.
-    return [int][Math]::Floor(($script:Deadline - (Get-Date)).TotalSeconds) - $ResultReserveSeconds
+    return [int][Math]::Floor($script:DeadlineSeconds - $script:Clock.Elapsed.TotalSeconds) - $ResultReserveSeconds
 }
 
 function Wait-ServiceStatus {
@@ -331,8 +334,10 @@ function Grant-RdpKeyAccess {
 function Test-RdpGroupCoversPort {
     # Does an enabled inbound Allow rule of the Remote Desktop group, or azrdp's own rule, let TCP
     # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.)
-    param([Parameter(Mandatory = $true)][int]$Port)
-    $rules = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
+    param([Parameter(Mandatory = $true)][int64]$Port)
+    # ActiveStore: the rules Windows applies, a group policy's included (the default store is the
+    # local PersistentStore only).
+    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
         ($_.Group -eq $RemoteDesktopRuleGroup -or $_.Name -eq $CustomRuleName) -and $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow'
     })
     foreach ($rule in $rules) {
@@ -393,7 +398,10 @@ function Repair-RdpConfig {
     if (-not (Test-RdpGroupCoversPort -Port $port)) {
         $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
         if ($null -eq $rule) {
-            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any | Out-Null
+            # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
+            # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
+            # port opens for TermService only, not for any process that binds it.
+            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' | Out-Null
         } else {
             $rule | Get-NetFirewallPortFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
             Enable-NetFirewallRule -Name $CustomRuleName
@@ -441,65 +449,81 @@ function Repair-MachineKeysAcl {
 # ---- machinekeys-rename: the RDP key container moved aside ----
 
 function Test-RdpKeyUsable {
-    # $true usable; $false definitely broken (an empty container file, SYSTEM refused, or a Remote
-    # Desktop certificate whose key fails with a CryptographicException); $null could not tell (the
-    # file stays locked by another process, a key test that could not run).
-    $answer = $true
-    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
-        if ($file.Length -eq 0) { return $false }
-        $opened = $false
-        for ($attempt = 0; $attempt -lt 3 -and -not $opened; $attempt += 1) {
-            try {
-                $stream = [System.IO.File]::Open($file.FullName, 'Open', 'Read', 'ReadWrite')
-                $stream.Dispose()
-                $opened = $true
-            } catch [System.UnauthorizedAccessException] {
-                return $false
-            } catch {
-                Start-Sleep -Seconds 1
-            }
+    # Judges the live RDP key container only (Get-LiveRdpKeyPath): a f686aace... file of another
+    # MachineGuid is one Windows never opens, and a certificate whose key is elsewhere (or gone)
+    # says nothing about it. $true usable, or absent (nothing to move; Windows makes a new one).
+    # $false definitely broken: the file is empty, or a self-signed Remote Desktop certificate
+    # (Windows makes them in TSSecKeySet1, which is this file) fails with a CryptographicException
+    # from the key itself, none works, and it is not "keyset does not exist" (NTE_BAD_KEYSET
+    # 0x80090016: the key is not in this container). $null could not tell: no MachineGuid, SYSTEM
+    # refused (the ACL is machinekeys-acl's to fix, moving the key would not), the file stays
+    # locked, or a key test that could not run (Get-KeyFailureVerdict).
+    $live = Get-LiveRdpKeyPath
+    if ($null -eq $live) { return $null }
+    if (-not (Test-Path -LiteralPath $live)) { return $true }
+    if ((Get-Item -LiteralPath $live -Force).Length -eq 0) { return $false }
+    $opened = $false
+    for ($attempt = 0; $attempt -lt 3 -and -not $opened; $attempt += 1) {
+        try {
+            $stream = [System.IO.File]::Open($live, 'Open', 'Read', 'ReadWrite')
+            $stream.Dispose()
+            $opened = $true
+        } catch [System.UnauthorizedAccessException] {
+            return $null
+        } catch {
+            Start-Sleep -Seconds 1
         }
-        if (-not $opened) { $answer = $null }
     }
+    if (-not $opened) { return $null }
+    $answer = $true
+    $broken = $false
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
+        if ($certificate.Subject -ne $certificate.Issuer -or -not $certificate.HasPrivateKey) { continue }
         $key = Test-PrivateKey -Certificate $certificate
-        if ($null -eq $key) { $answer = $null } elseif (-not $key) { return $false }
+        if ($true -eq $key) { return $true }
+        if ($null -eq $key) { $answer = $null; continue }
+        if ($null -ne $script:KeyFailureHResult -and $script:KeyFailureHResult -ne -2146893802) { $broken = $true }
     }
+    if ($broken -and $null -ne $answer) { return $false }
     return $answer
 }
 
 function Repair-MachineKeysRename {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
+    $none = [ordered]@{ backup = $null; moved = 0; failed = 0 }
     $usable = Test-RdpKeyUsable
-    if ($null -eq $usable) {
-        return New-Outcome -Info ([ordered]@{ backup = $null; moved = 0; failed = 0 }) -Skip 'held back: the RDP key could not be tested'
-    }
-    if ($usable) {
-        return New-Outcome -Info ([ordered]@{ backup = $null; moved = 0; failed = 0 })
-    }
-    # Only the RDP key container: every other machine key (IIS, WinRM, the VM agent's transport
-    # certificate, LDAPS on a DC) stays where its service finds it. Same volume: a move is a
-    # rename that keeps the file; its ACL is saved, then it is locked to SYSTEM and Administrators.
+    if ($null -eq $usable) { return New-Outcome -Info $none -Skip 'held back: the RDP key could not be tested' }
+    if ($usable) { return New-Outcome -Info $none }
+    # Never move a key the cert step could not replace: its preconditions first (services not
+    # Disabled, the folder writable, SelfSignedCertStore), or RDP is left with a keyless certificate.
+    $holdBack = Get-CertHoldBack -SkipKeyChecks
+    if ($null -ne $holdBack) { return New-Outcome -Info $none -Skip $holdBack }
+    # Only the live RDP key container: every other machine key (IIS, WinRM, the VM agent's
+    # transport certificate, LDAPS on a DC) stays where its service finds it, and so do stale RDP
+    # containers of another MachineGuid. Same volume: a move is a rename that keeps the file; its
+    # ACL is saved, then it is locked to SYSTEM and Administrators.
     $dest = Join-Path -Path (Get-BackupFolder) -ChildPath 'rdp-key'
     New-Item -ItemType Directory -Path $dest | Out-Null
-    $moved = 0
-    $failed = 0
-    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File)) {
-        try {
-            Add-Content -LiteralPath (Join-Path -Path $dest -ChildPath 'acl.txt') -Value ('{0}|{1}' -f $file.Name, (Get-Acl -LiteralPath $file.FullName).Sddl) -Encoding ASCII
-            $target = Join-Path -Path $dest -ChildPath $file.Name
-            Move-Item -LiteralPath $file.FullName -Destination $target
-            $moved += 1
-            Add-UndoNote -Line ('RDP key: Move-Item "{0}" "{1}" (ACL in rdp-key/acl.txt)' -f $target, $MachineKeysPath)
-            $locked = Get-Acl -LiteralPath $target
-            $locked.SetSecurityDescriptorSddlForm($LockedFileSddl, 'Access')
-            Set-Acl -LiteralPath $target -AclObject $locked
-        } catch {
-            $failed += 1
-        }
+    $file = Get-Item -LiteralPath (Get-LiveRdpKeyPath) -Force
+    $target = Join-Path -Path $dest -ChildPath $file.Name
+    $sddl = (Get-Acl -LiteralPath $file.FullName).GetSecurityDescriptorSddlForm('Access')
+    Add-Content -LiteralPath (Join-Path -Path $dest -ChildPath 'acl.txt') -Value ('{0}|{1}' -f $file.Name, $sddl) -Encoding ASCII
+    # The undo puts the file back and its ACL with it (the lock below would leave NETWORK SERVICE unable to read it).
+    Add-UndoNote -Line ('RDP key: Move-Item "{0}" "{1}"; $a = Get-Acl "{1}\{2}"; $a.SetSecurityDescriptorSddlForm(''{3}'', ''Access''); Set-Acl "{1}\{2}" $a' -f $target, $MachineKeysPath, $file.Name, $sddl)
+    try {
+        Move-Item -LiteralPath $file.FullName -Destination $target
+    } catch {
+        return New-Outcome -Info ([ordered]@{ backup = Limit-Text -Text $dest -Max 80; moved = 0; failed = 1 }) -Skip 'the RDP key container could not be moved'
     }
-    $outcome = New-Outcome -Changed ($moved -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $dest -Max 80; moved = $moved; failed = $failed })
-    if ($failed -gt 0) { $outcome.skip = ('{0} RDP key files could not be moved' -f $failed) }
+    $outcome = New-Outcome -Changed $true -Info ([ordered]@{ backup = Limit-Text -Text $dest -Max 80; moved = 1; failed = 0 })
+    try {
+        $locked = Get-Acl -LiteralPath $target
+        $locked.SetSecurityDescriptorSddlForm($LockedFileSddl, 'Access')
+        Set-Acl -LiteralPath $target -AclObject $locked
+    } catch {
+        # Moved, but its old (possibly permissive) ACL stays: said apart, never counted as "not moved".
+        $outcome.skip = 'RDP key moved; locking its ACL failed'
+    }
     return $outcome
 }
 
@@ -550,6 +574,8 @@ function Get-CertHoldBack {
     # Why Windows could not make a new self-signed certificate now, or $null. SessionEnv makes it
     # in the key container TSSecKeySet1 (MachineKeys\f686aace..._<MachineGuid>), reusing the
     # existing one: a broken container fails with RCM 1057/1058 and RDP is left with none.
+    # -SkipKeyChecks: machinekeys-rename asks before it moves that container (whose fault it fixes).
+    param([switch]$SkipKeyChecks)
     foreach ($name in @('SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc')) {
         $facts = Get-ServiceFacts -Name $name
         if ($facts.state -eq 'Missing') { return ('held back: {0} is missing' -f $name) }
@@ -558,7 +584,7 @@ function Get-CertHoldBack {
     if (-not (Get-MachineKeysFacts).default) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
     $key = Get-RdpKeyFacts
     if ($key.present -and -not ($key.network_service_read -and $key.system_full)) { return 'held back: RDP key ACL broken; run machinekeys-acl' }
-    if ($key.present -and ($key.size -eq 0 -or $false -eq (Test-RdpKeyUsable))) { return 'held back: RDP key unusable; run machinekeys-rename' }
+    if (-not $SkipKeyChecks -and $key.present -and ($key.size -eq 0 -or $false -eq (Test-RdpKeyUsable))) { return 'held back: RDP key unusable; run machinekeys-rename' }
     $store = Get-RegValue -Path ($TerminalServerKey + '\WinStations') -Name 'SelfSignedCertStore'
     if ($null -ne $store -and [string]$store -ne 'Remote Desktop') { return 'held back: SelfSignedCertStore is not Remote Desktop' }
     return $null

@@ -247,7 +247,8 @@ DIAGNOSE = o(
                  null=True),
           deny_policy=i("fDenyTSConnections under HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\"
                         "Terminal Services (a group policy; wins over the local value).", null=True),
-          port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+          port=i("RDP-Tcp PortNumber (any DWORD: one above 65535 is a misconfiguration guest.port "
+                 "reports, never a result that fails its schema).", null=True),
           nla=i("RDP-Tcp UserAuthentication (1 = NLA required).", null=True),
           nla_policy=i("UserAuthentication set by policy.", null=True),
           security_layer=i("RDP-Tcp SecurityLayer (0 RDP, 1 negotiate, 2 TLS).", null=True),
@@ -284,7 +285,8 @@ DIAGNOSE = o(
                rdp_rules_enabled=i("Of those, enabled allow rules.", hi=None, null=True),
                port_allowed=b("An enabled inbound Allow rule covers the RDP port over TCP in an active "
                               "profile, and no Block rule does.", null=True),
-               blocked=b("An enabled inbound Block rule covers the RDP port (it beats every Allow).",
+               blocked=b("An enabled inbound Block rule for every remote address covers the RDP port (it "
+                         "beats every Allow; one scoped to some addresses is not counted).",
                          null=True)),
     sessions=o("Sessions and free seats.", null=True,
                list=a(f"Sessions (first {SESSION_LIST_MAX}; listeners excluded).", SESSION,
@@ -347,7 +349,7 @@ RDP_CONFIG_STATE = o(
     "Remote Desktop enablement, its services and firewall rules.", null=True,
     deny=i("Local fDenyTSConnections.", null=True),
     deny_policy=i("Policy fDenyTSConnections (null when no policy sets it).", null=True),
-    port=i("RDP-Tcp PortNumber.", null=True, hi=65535),
+    port=i("RDP-Tcp PortNumber (any DWORD).", null=True),
     services=a("TermService then SessionEnv.", SERVICE, max_items=2),
     fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
     fw_rules_enabled=i("Of those, enabled.", hi=None),

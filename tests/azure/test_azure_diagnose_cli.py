@@ -11,12 +11,12 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import SUB, VmSpec, rule
-from payload_samples import healthy, result_line
-from rdp_peers import Listener, tls_rdp_server, write_cert
 
 from azrdp.cli import cli
 from azrdp.payloads import payload
+from tests.support.fake_arm import EXAMPLES, SUB, VmSpec, rule
+from tests.support.payload_samples import healthy, result_line
+from tests.support.rdp_peers import Listener, tls_rdp_server, write_cert
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -235,7 +235,7 @@ Verdict: error: nsg.nic: the NIC vm1VMNic references NSG vm1NSG, which does not 
 
 def test_throttling_is_announced_and_retried(arm):
     spec = arm.add_vm(VmSpec())
-    throttled = json.loads(open(__import__("fake_arm").EXAMPLES / "errors" /
+    throttled = json.loads(open(EXAMPLES / "errors" /
                                 "Compute_429_OperationNotAllowed_TooManyRequests.body.json").read())
     arm.fail(spec.vm_id, 429, "", "", headers={"Retry-After": "0"}, body={"error": throttled})
     result = run("vm1", "-g", "rg1", "--no-probe")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fake_arm import VmSpec, rule
-from recording import WaveTransport
 
 from azrdp.azure.checks import nsg_checks, rdp_path
 from azrdp.azure.inventory import read_inventory
@@ -12,6 +10,9 @@ from azrdp.checks import Status
 from azrdp.diagnose import diagnose
 from azrdp.errors import AuthError, NotFoundError
 from azrdp.target import Target
+from tests.support.arm_api import COMPUTE_API, NETWORK_API
+from tests.support.fake_arm import VmSpec, rule
+from tests.support.recording import WaveTransport
 
 TARGET = Target("vm1", "rg1")
 
@@ -33,7 +34,7 @@ def test_every_request_uses_the_sdk_api_versions(arm, session):
     arm.add_vm(VmSpec(subnet_nsg_rules=[]))
     read_inventory(session, TARGET)
     versions = {("compute" if "Microsoft.Compute" in c.path else "network", c.query["api-version"]) for c in arm.calls}
-    assert versions == {("compute", "2026-04-01"), ("network", "2026-03-01")}
+    assert versions == {("compute", COMPUTE_API), ("network", NETWORK_API)}
     vm_reads = [c for c in arm.calls if "Microsoft.Compute" in c.path]  # the first round runs in parallel
     assert [c.query["$expand"] for c in vm_reads] == ["instanceView"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
-from fake_arm import example, nsg_body, rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azrdp.azure.nsg import DEFAULT_INBOUND_RULES, Flow, Match, Rule, SecurityGroup, evaluate, evaluate_inbound
+from tests.support.fake_arm import example, nsg_body, rule
 
 NSG1 = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/NSG1"
 NSG2 = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/NSG2"

@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec
 
 from azrdp.azure.screenshot import to_png
 from azrdp.cli import cli
 from azrdp.errors import AzureOperationError
+from tests.support.fake_arm import VmSpec
 
 BLOB = "http://127.0.0.1:47013/bootdiagnostics-vm1/vm1.screenshot.bmp?sv=2024&sig=NOT-TO-BE-PRINTED"
 

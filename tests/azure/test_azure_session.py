@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import responses
-from fake_arm import BASE, SUB, VmSpec
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings, StaticTokenCredential, open_session
 from azrdp.errors import UsageError
+from tests.support.fake_arm import BASE, SUB, VmSpec
 
 VM_PATH = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1"
 

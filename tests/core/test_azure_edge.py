@@ -10,7 +10,7 @@ import azrdp
 
 PACKAGE = Path(azrdp.__file__).resolve().parent
 EDGE = ("azure", "emulator")            # the only folders of azrdp/ that may import the Azure SDK
-JOBS = ("repair.py", "diagnose.py", "rescue.py", "smoke.py", "sweep.py", "demo.py", "guest/__init__.py")
+JOBS = ("repair.py", "diagnose.py", "rescue.py", "smoke.py", "sweep.py", "demo.py", "revoke.py", "guest/__init__.py")
 
 
 def sdk_imports(source: str, *, package: str = "azure") -> list[tuple[int, str]]:
@@ -115,3 +115,48 @@ def test_both_sessions_are_sessions_and_hand_out_vm_handles(fake_credential):
         assert vm.clock is clock and vm.polling_interval == 5.0      # the session's 30 s, capped (lro.POLL_CAP)
         assert session.vm(Target("vm1", "rg1"), clock=other).clock is other
     assert shared.vm(Target("vm1", "rg1")).session.network is shared.network   # reads stay shared
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports from, at any depth (absolute imports)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+PURE_RULES = PACKAGE / "azure" / "nsg_rules.py"
+
+
+def test_the_rule_logic_is_pure():
+    """nsg_rules.py parses --allow-from, plans rules and judges whose they are: it imports no SDK,
+    no ARM module, no audit or terminal, and touches no client (its writes are the VM handle's)."""
+    allowed = {"azrdp.checks", "azrdp.errors", "azrdp.logsafe", "azrdp.target", "azrdp.azure.nsg"}
+    ours = {m for m in imported_modules(PURE_RULES) if m.startswith(("azrdp", "azure"))}
+    assert ours <= allowed, ours - allowed
+    tree = ast.parse(PURE_RULES.read_text(encoding="utf-8"))
+    clients = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ("network", "compute")]
+    assert clients == []
+    assert not any(isinstance(n, ast.FunctionDef) and n.name.endswith("_stage") for n in ast.walk(tree))
+
+
+def test_the_planner_imports_only_pure_azure_modules():
+    azure = {m for m in imported_modules(PACKAGE / "plan.py") if m.startswith("azrdp.azure")}
+    assert azure <= {"azrdp.azure.nsg_rules", "azrdp.azure.nsg"}, azure
+
+
+def test_no_diagnose_stage_lives_in_the_azure_edge():
+    """The nsg.azrdp_rules and boot.health stages are the diagnose job's (they read the job's
+    context); no module of the ARM edge knows that context (review B4)."""
+    from azrdp.diagnose import BUILTIN_STAGES, azrdp_rules_stage, boot_health_stage
+
+    assert azrdp_rules_stage in BUILTIN_STAGES
+    assert azrdp_rules_stage.__module__ == boot_health_stage.__module__ == "azrdp.diagnose"
+    for path in sorted((PACKAGE / "azure").glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        stages = [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.endswith("_stage")]
+        assert (path.name, stages, "ctx." in source, "DiagnoseContext" in source) == (path.name, [], False, False)

@@ -1,18 +1,13 @@
-"""End-to-end fixtures: the cases this session's tests ask for all run at once (see e2e_support)."""
+"""End-to-end fixtures: the cases this session's tests ask for all run at once (see tests/support/e2e_support.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "emulator"))
-
-from e2e_cases import CASES  # noqa: E402
-from e2e_support import Runner  # noqa: E402
+from tests.support.e2e_cases import CASES
+from tests.support.e2e_support import Runner
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from e2e_support import finished
+
+from tests.support.e2e_support import finished
 
 
 @pytest.mark.parametrize("e2e_case", ["demo"])

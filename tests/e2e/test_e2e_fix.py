@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from e2e_support import finished
+
+from tests.support.e2e_support import finished
 
 RUN = "VirtualMachines_RunCommand"
 RESTART = "VirtualMachines_Restart"

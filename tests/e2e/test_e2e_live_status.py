@@ -16,9 +16,9 @@ import sys
 import time
 
 import pytest
-from e2e_support import cli_environment
 
 from azrdp.emulator import Emulator
+from tests.support.e2e_support import cli_environment
 
 SPEED = 5.0
 LIMIT = 150.0

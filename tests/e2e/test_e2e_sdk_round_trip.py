@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 from azure.core.rest import HttpRequest
-from emulator_shapes import VM_REAL, check_round_trip, paths, undeclared
-from emulator_support import example, session_for
 
 from azrdp.azure.session import StaticTokenCredential
 from azrdp.emulator import Emulator
+from tests.support.arm_api import COMPUTE_API, NETWORK_API
+from tests.support.emulator_shapes import VM_REAL, check_round_trip, paths, undeclared
+from tests.support.emulator_support import example, session_for
 
 RG = "rg-azrdp-demo"
 NIC_EXTRAS = ("$.properties.ipConfigurations[].properties.applicationSecurityGroups",)
@@ -37,7 +38,7 @@ def test_vm_list_items_round_trip_like_the_example(azure, operation, path):
     from azure.mgmt.compute.models import VirtualMachine
 
     emu, session = azure
-    raw = page(session.compute, f"/subscriptions/{emu.subscription_id}{path}", "2026-04-01")
+    raw = page(session.compute, f"/subscriptions/{emu.subscription_id}{path}", COMPUTE_API)
     listed_example = example(f"compute/{operation}")["responses"]["200"]["body"]["value"][0]
     vm_example = example("compute/VirtualMachines_Get")["responses"]["200"]["body"]
     assert len(raw["value"]) == 3
@@ -56,7 +57,7 @@ def test_nic_list_items_round_trip_like_a_nic(azure):
 
     emu, session = azure
     raw = page(session.network, f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/"
-                                "Microsoft.Network/networkInterfaces", "2026-03-01")
+                                "Microsoft.Network/networkInterfaces", NETWORK_API)
     sample = example("network/NetworkInterfaces_Get")["responses"]["200"]["body"]
     assert len(raw["value"]) == 3
     for item in raw["value"]:
@@ -67,6 +68,6 @@ def test_nic_list_items_round_trip_like_a_nic(azure):
 def test_virtual_network_round_trips_through_its_model(azure):
     emu, session = azure
     raw = page(session.network, f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/"
-                                "Microsoft.Network/virtualNetworks/vnet-azrdp", "2026-03-01")
+                                "Microsoft.Network/virtualNetworks/vnet-azrdp", NETWORK_API)
     vnet = session.network.virtual_networks.get(RG, "vnet-azrdp")
     assert undeclared(vnet, raw) == [] and vnet.as_dict() == raw

@@ -11,9 +11,8 @@ import json
 import subprocess
 import sys
 
-from e2e_support import PROBE_TIMEOUT, RUN_LIMIT, SPEED, cli_environment
-
 from azrdp.emulator import Emulator
+from tests.support.e2e_support import PROBE_TIMEOUT, RUN_LIMIT, SPEED, cli_environment
 
 VMS = ("vm-web-01", "vm-web-02")
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from emulator_support import FAST, session_for
 
 from azrdp.azure.session import AzureSession
 from azrdp.emulator import Emulator
+from tests.support.emulator_support import FAST, session_for
 
 
 @pytest.fixture

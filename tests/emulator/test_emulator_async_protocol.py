@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
-from emulator_support import session_for
 
 from azrdp.clock import ManualClock
+from tests.support.arm_api import COMPUTE_API, NETWORK_API
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}
@@ -30,7 +31,7 @@ def send(azure, method, url, body=None):
 def test_run_command_202_then_status_then_location_result(manual):
     emu, azure = manual
     vm_url = f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{VM}"
-    response, body = send(azure, "POST", vm_url + "/runCommand?api-version=2026-04-01", RUN)
+    response, body = send(azure, "POST", vm_url + f"/runCommand?api-version={COMPUTE_API}", RUN)
     assert (response.status_code, body) == (202, None)
     status_url, location = response.headers["Azure-AsyncOperation"], response.headers["Location"]
     assert "/providers/Microsoft.Compute/locations/westeurope/operations/" in status_url
@@ -64,10 +65,10 @@ def test_every_lro_answers_with_both_headers(manual):
     emu, azure = manual
     base = f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers"
     for method, url, body in (
-        ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/runCommand?api-version=2026-04-01", RUN),
-        ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/restart?api-version=2026-04-01", None),
+        ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/runCommand?api-version={COMPUTE_API}", RUN),
+        ("POST", f"{base}/Microsoft.Compute/virtualMachines/{VM}/restart?api-version={COMPUTE_API}", None),
         ("DELETE", f"{base}/Microsoft.Network/networkSecurityGroups/vm-web-01-nsg/securityRules/AllowRDP-Admin"
-                   "?api-version=2026-03-01", None),
+                   f"?api-version={NETWORK_API}", None),
     ):
         response, _ = send(azure, method, url, body)
         assert response.status_code == 202, url
@@ -80,7 +81,7 @@ def test_effective_nsgs_answer_202_with_location_only_and_the_first_location_get
     client poll: test_every_lro_answers_with_both_headers encoded that.)"""
     emu, azure = manual
     url = (f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Network/"
-           "networkInterfaces/vm-web-01-nic/effectiveNetworkSecurityGroups?api-version=2026-03-01")
+           f"networkInterfaces/vm-web-01-nic/effectiveNetworkSecurityGroups?api-version={NETWORK_API}")
     response, _ = send(azure, "POST", url)
     assert response.status_code == 202
     assert "Location" in response.headers and "Azure-AsyncOperation" not in response.headers
@@ -92,7 +93,7 @@ def test_effective_nsgs_answer_202_with_location_only_and_the_first_location_get
 def test_security_rule_put_is_201_updating_then_final_get(manual):
     emu, azure = manual
     url = (f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Network/"
-           "networkSecurityGroups/vm-web-01-nsg/securityRules/new-rule?api-version=2026-03-01")
+           f"networkSecurityGroups/vm-web-01-nsg/securityRules/new-rule?api-version={NETWORK_API}")
     rule = {"properties": {"protocol": "Tcp", "access": "Allow", "direction": "Inbound", "priority": 120,
                            "sourceAddressPrefix": "198.51.100.0/24", "sourcePortRange": "*",
                            "destinationAddressPrefix": "*", "destinationPortRange": "3389"}}

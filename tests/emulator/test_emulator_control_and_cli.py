@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from emulator_support import session_for
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

@@ -9,9 +9,10 @@ import urllib.request
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
-from emulator_support import session_for
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
+from tests.support.arm_api import COMPUTE_API
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}
@@ -70,7 +71,7 @@ def test_any_supported_api_version_is_accepted_and_others_refused(azure):
         azure.compute.virtual_machines.get(RG, VM, api_version="2019-13-01")
     assert caught.value.status_code == 400 and caught.value.error.code == "InvalidApiVersionParameter"
     assert caught.value.error.message == ("The api-version '2019-13-01' is invalid. The supported versions are "
-                                          f"'{','.join(SUPPORTED_API_VERSIONS['2026-04-01'])}'.")
+                                          f"'{','.join(SUPPORTED_API_VERSIONS[COMPUTE_API])}'.")
 
 
 def test_gateway_404s_say_so_and_compute_has_its_own_not_found(emu, azure):
@@ -124,7 +125,7 @@ def test_invalid_security_rules(azure, change, code):
 
 
 def test_no_bearer_token_is_401(emu):
-    url = f"{emu.base_url}/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{VM}?api-version=2026-04-01"
+    url = f"{emu.base_url}/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{VM}?api-version={COMPUTE_API}"
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(url)
     assert caught.value.code == 401
@@ -138,3 +139,12 @@ def test_effective_nsgs_need_a_running_vm(start_emulator, fake_credential):
         network.network_interfaces.begin_list_effective_network_security_groups(RG, "vm-web-01-nic")
     assert caught.value.status_code == 400
     assert caught.value.error.code == "NicMustBeAttachedToRunningVmToGetEffectiveSecurityGroups"
+
+
+def test_the_emulator_serves_the_api_versions_the_installed_sdk_sends():
+    """The emulator's own constants (what it renders into LRO headers and nextLinks) are the SDK's."""
+    from azrdp.emulator.models import COMPUTE_API as EMULATOR_COMPUTE
+    from azrdp.emulator.models import NETWORK_API as EMULATOR_NETWORK
+    from tests.support.arm_api import NETWORK_API
+
+    assert (EMULATOR_COMPUTE, EMULATOR_NETWORK) == (COMPUTE_API, NETWORK_API)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from emulator_support import session_for
 
 from azrdp.clock import ManualClock
 from azrdp.rdp import probe
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 RUN = {"commandId": "RunPowerShellScript", "script": ["Write-Output hi"]}

@@ -5,12 +5,12 @@ stand-in cannot drift from the real scripts' contract."""
 from __future__ import annotations
 
 import pytest
-from emulator_support import payload_answer, run_payload, session_for
 
 from azrdp.emulator import SCENARIOS
 from azrdp.payloads import payload
 from azrdp.payloads.schema import REPAIR_STEPS
 from azrdp.rdp import probe
+from tests.support.emulator_support import payload_answer, run_payload, session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

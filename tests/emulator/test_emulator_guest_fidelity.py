@@ -8,10 +8,10 @@ import json
 import re
 
 import pytest
-from emulator_support import payload_answer, run_payload, session_for
 
 from azrdp.payloads import payload
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, REPAIR_STEPS
+from tests.support.emulator_support import payload_answer, run_payload, session_for
 
 
 def repair(emu, fake_credential, steps, **values):
@@ -169,6 +169,60 @@ def test_rename_does_nothing_when_the_key_could_not_be_tested(start_emulator, fa
     step = steps["machinekeys-rename"]
     assert step["status"] == "skipped" and step["error"] == "held back: the RDP key could not be tested"
     assert emu.guest().machinekeys.rdp_key is not None
+
+
+def test_rename_judges_only_the_live_container_not_a_stale_one_of_an_earlier_machine_guid(start_emulator, fake_credential):
+    # Desk review of the rewrite, finding 2: an empty f686aace... file of an earlier MachineGuid (a
+    # cloned image) made the step move every RDP container, the live healthy one included.
+    from azrdp.emulator.guest import RDP_KEY_PREFIX, KeyFile
+
+    emu = start_emulator()
+    emu.update(lambda backend: emu.guest().machinekeys.stale_rdp_keys.append(
+        KeyFile(f"{RDP_KEY_PREFIX}_00000000-1111-2222-3333-444444444444", size=0)))
+    _, steps = repair(emu, fake_credential, ["machinekeys-rename", "cert"])
+    assert steps["machinekeys-rename"]["status"] == "unchanged" and steps["machinekeys-rename"]["info"]["moved"] == 0
+    assert steps["cert"]["status"] == "unchanged"
+    keys = emu.guest().machinekeys
+    assert keys.rdp_key is not None and not keys.rdp_key.corrupt and len(keys.stale_rdp_keys) == 1
+
+
+def test_rename_holds_back_when_the_cert_step_could_not_replace_the_key(start_emulator, fake_credential):
+    # Finding 2: the step moved the key without the cert step's preconditions; with CertPropSvc
+    # disabled the cert step then held back and RDP kept a certificate whose key was gone.
+    emu = start_emulator("corrupt-key")
+    emu.update(lambda backend: setattr(emu.guest().services["CertPropSvc"], "start", "Disabled"))
+    _, steps = repair(emu, fake_credential, ["machinekeys-rename", "cert"])
+    rename = steps["machinekeys-rename"]
+    assert rename["status"] == "skipped" and rename["error"] == "held back: CertPropSvc is disabled; run rdp-config"
+    assert rename["info"] == {"backup": None, "moved": 0, "failed": 0}
+    assert emu.guest().machinekeys.rdp_key is not None and emu.guest().machinekeys.backups == []
+
+
+def test_a_key_system_is_refused_is_could_not_test_never_moved(start_emulator, fake_credential):
+    # Finding 2: access denied is the key file's ACL (machinekeys-acl's to fix), not a broken key;
+    # the old step counted it as broken and moved the container.
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys.rdp_key, "system_full", False))
+    _, steps = repair(emu, fake_credential, ["machinekeys-rename"])
+    step = steps["machinekeys-rename"]
+    assert step["status"] == "skipped" and step["error"] == "held back: the RDP key could not be tested"
+    assert emu.guest().machinekeys.rdp_key is not None
+
+
+def test_a_key_test_with_keyiso_stopped_could_not_test(start_emulator, fake_credential):
+    # Finding 2: with KeyIso not running a good key fails its test too: "could not test", and the
+    # cert step keeps the certificate (it moved it before).
+    emu = start_emulator()
+
+    def admin_cert_failing_while_keyiso_stopped(backend):
+        guest = emu.guest()
+        guest.services["KeyIso"].state = "Stopped"
+        guest.rd_store()[0].self_signed = False
+        guest.rd_store()[0].key_ok = False
+    emu.update(admin_cert_failing_while_keyiso_stopped)
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["before"]["bad"] == 0 and steps["cert"]["info"]["removed_total"] == 0
+    assert len(emu.guest().rd_store()) == 1
 
 
 # -- cert -----------------------------------------------------------------------------------------------

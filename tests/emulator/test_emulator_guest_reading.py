@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from emulator_support import payload_answer, session_for
 from test_emulator_licensing import checks, diagnose
 
 from azrdp.cli import cli
+from tests.support.emulator_support import payload_answer, session_for
 
 
 def fix(emu, monkeypatch) -> tuple[int, dict]:
@@ -112,3 +112,32 @@ def test_when_the_firewall_rules_cannot_be_read_the_service_state_still_stands(s
     fw = checks(doc)["guest.firewall"]
     assert fw["status"] == "error" and fw["details"]["service"] == "Running"
     assert fw["details"]["port_allowed"] is None and "could not read the firewall rules" in fw["summary"]
+
+
+def test_a_block_rule_scoped_to_other_addresses_does_not_count_as_blocking_rdp(start_emulator, monkeypatch):
+    # Review #11 remote-address scope: the old analysis counted any Block rule for the port, so a
+    # hardening rule against one bad range read as "a Block rule beats every Allow" (and its remedy
+    # said to disable it) while the admin connected fine.
+    from azrdp.emulator.guest import FirewallRule
+
+    emu = start_emulator()
+    emu.update(lambda backend: emu.guest().firewall_rules.append(
+        FirewallRule("Block-Bad-Range", port=emu.guest().port, group="", action="Block", remote="198.51.100.0/24")))
+    code, doc = diagnose(emu, monkeypatch)
+    found = checks(doc)
+    assert code == 0 and found["rdp.tcp"]["status"] == "pass"
+    fw = found["guest.firewall"]
+    assert fw["status"] == "pass" and fw["details"]["blocked"] is False and fw["details"]["port_allowed"] is True
+
+
+def test_a_block_rule_scoped_to_the_callers_address_drops_rdp_on_the_wire(start_emulator, monkeypatch):
+    # What the guest cannot judge (it does not know the caller's address) the wire shows.
+    from azrdp.emulator.guest import FirewallRule
+
+    emu = start_emulator()
+    emu.update(lambda backend: emu.guest().firewall_rules.append(
+        FirewallRule("Block-Admin", port=emu.guest().port, group="", action="Block", remote="203.0.113.0/24")))
+    code, doc = diagnose(emu, monkeypatch)
+    found = checks(doc)
+    assert code == 1 and found["rdp.tcp"]["status"] == "fail"
+    assert found["guest.firewall"]["details"]["blocked"] is False

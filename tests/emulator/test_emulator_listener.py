@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from emulator_support import session_for
 
 from azrdp.clock import ManualClock
 from azrdp.emulator.rdp_listener import (
@@ -15,6 +14,7 @@ from azrdp.emulator.rdp_listener import (
 )
 from azrdp.rdp import probe
 from azrdp.rdp.x224 import PROTOCOL_HYBRID, PROTOCOL_HYBRID_EX, PROTOCOL_RDP, PROTOCOL_SSL
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 TIMEOUT = 0.5  # connect timeouts (silent drops) end the probe after this

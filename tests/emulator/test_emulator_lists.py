@@ -8,13 +8,13 @@ import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from emulator_support import session_for
 
 from azrdp.clock import ManualClock
 from azrdp.emulator import Emulator
 from azrdp.emulator.responses import PAGE_SIZE
 from azrdp.emulator.scenarios import FleetLayout
 from azrdp.emulator.throttling import ReadLimit
+from tests.support.emulator_support import session_for
 
 
 def test_network_lists_page_with_next_link_and_every_page_is_a_read(start_emulator, fake_credential):

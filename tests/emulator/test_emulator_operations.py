@@ -6,8 +6,9 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from emulator_shapes import NSG_REAL, RULE_REAL, VM_REAL, check_round_trip, paths
-from emulator_support import example, raw_and_model, session_for
+
+from tests.support.emulator_shapes import NSG_REAL, RULE_REAL, VM_REAL, check_round_trip, paths
+from tests.support.emulator_support import example, raw_and_model, session_for
 
 RG = "rg-azrdp-demo"
 VM = "vm-web-01"

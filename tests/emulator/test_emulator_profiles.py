@@ -7,10 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from emulator_support import payload_answer, session_for
 
 from azrdp.cli import cli
 from azrdp.emulator.profiles import LOCALES, WINDOWS, GuestProfile, quser_text
+from tests.support.emulator_support import payload_answer, session_for
 
 
 @pytest.mark.parametrize("windows, locale", [(w, "en-US") for w in WINDOWS] + [("2022", loc) for loc in LOCALES if loc != "en-US"])
@@ -91,3 +91,26 @@ def test_the_quser_fallback_reads_localized_output_with_the_scripts_own_patterns
     assert [(s["user"], s["state"]) for s in facts["sessions"]["list"]] == [
         ("azureadmin", "Disc"), ("opsadmin", "Disc"), ("John Smith", "Active")]
     assert facts["sessions"]["list"][2]["idle_min"] == 75
+
+
+def test_a_session_host_whose_ts_provider_does_not_answer_is_not_read_as_a_two_seat_server(start_emulator,
+                                                                                         fake_credential):
+    # Desk review 2, row 1: with -OperationTimeoutSec and SilentlyContinue a Win32_TerminalServiceSetting
+    # that timed out read as 'admin' (two seats): the rdsh guard fell away and LogOffOnlyWhenFull logged
+    # off the disconnected users of an RD Session Host. Fail closed: the section and the step say why.
+    from test_emulator_guest_fidelity import repair
+
+    emu = start_emulator("seat-taken")
+
+    def hang(backend):
+        emu.guest().seat_mode = "rdsh"               # an RD Session Host (TerminalServerMode 1)
+        emu.guest().ts_settings_answer = False
+
+    emu.update(hang)
+    users = len([s for s in emu.guest().sessions if s.user])
+    facts = payload_answer(session_for(emu, fake_credential), "diagnose")
+    assert facts["sessions"] is None and facts["rds"]["lic_mode"] is None
+    assert any(e["section"] == "sessions" for e in facts["errors"])
+    _, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    assert steps["sessions"]["status"] == "skipped" and steps["sessions"]["error"].startswith("cannot read state")
+    assert len([s for s in emu.guest().sessions if s.user]) == users          # nobody was logged off

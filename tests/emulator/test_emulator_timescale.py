@@ -6,11 +6,12 @@ from datetime import datetime
 
 import pytest
 from azure.core.rest import HttpRequest
-from emulator_support import session_for
 
 from azrdp.clock import ManualClock
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.timescale import TimeScale
+from tests.support.arm_api import COMPUTE_API
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 
@@ -41,7 +42,7 @@ def test_operations_report_their_simulated_duration_whatever_the_speed(start_emu
     emu = start_emulator(speed=speed, clock=ManualClock())
     azure = session_for(emu, fake_credential)
     url = (f"/subscriptions/{emu.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/"
-           f"virtualMachines/{VM}/runCommand?api-version=2026-04-01")
+           f"virtualMachines/{VM}/runCommand?api-version={COMPUTE_API}")
     started = azure.compute.send_request(HttpRequest("POST", url, json={"commandId": "RunPowerShellScript", "script": ["x"]}))
     status_url = started.headers["Azure-AsyncOperation"]
     emu.advance(40)

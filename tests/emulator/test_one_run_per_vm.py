@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from emulator_support import session_for
 
 from azrdp.audit import AuditLog
 from azrdp.azure.activity import run_in_progress
@@ -20,6 +19,7 @@ from azrdp.clock import ManualClock
 from azrdp.errors import UsageError
 from azrdp.repair import FixOptions, fix
 from azrdp.target import Target
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

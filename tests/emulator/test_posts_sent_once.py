@@ -9,12 +9,12 @@ azure-core's RetryPolicy resends a POST after 500/503/504 and after any answer c
 from __future__ import annotations
 
 import pytest
-from emulator_support import session_for
 
 from azrdp.azure.power import PowerRequestUncertain, restart_vm
 from azrdp.azure.runcommand import RunCommandUncertain, run_script
 from azrdp.clock import ManualClock
 from azrdp.errors import EXIT_AZURE
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 SCRIPT = ["Write-Output hi"]

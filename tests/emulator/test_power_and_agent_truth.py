@@ -7,8 +7,6 @@ Ready, with a time older than the operation's startTime. A stopped VM keeps that
 
 from __future__ import annotations
 
-from emulator_support import session_for
-
 from azrdp.azure.power import restart_vm, wait_for_agent, wait_for_reboot
 from azrdp.azure.runcommand import agent_state
 from azrdp.checks import Status
@@ -16,6 +14,7 @@ from azrdp.clock import ManualClock
 from azrdp.diagnose import diagnose
 from azrdp.rdp import probe
 from azrdp.target import Target
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 
@@ -82,7 +81,7 @@ def test_vm_agent_on_a_stopped_vm_is_skip_with_why(start_emulator, fake_credenti
 
 
 def test_deallocated_instance_view_keeps_only_what_azure_keeps(start_emulator, fake_credential):
-    from emulator_support import raw_and_model
+    from tests.support.emulator_support import raw_and_model
 
     emu, azure, clock = _manual(start_emulator, fake_credential, "deallocated")
     raw, _ = azure.compute.virtual_machines.instance_view(RG, VM, cls=raw_and_model)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 from click.testing import CliRunner
-from emulator_support import session_for
 
 from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
 from azrdp.azure.throttle import RateLimitPacer, ThrottleBudget
@@ -19,6 +18,7 @@ from azrdp.clock import ManualClock
 from azrdp.diagnose import diagnose
 from azrdp.errors import EXIT_AZURE
 from azrdp.target import Target
+from tests.support.emulator_support import session_for
 
 RG, VM = "rg-azrdp-demo", "vm-web-01"
 

@@ -1,28 +1,15 @@
-"""Fixtures for `azrdp fix` / `revoke`: the ARM stand-in and sessions of tests/azure (loaded from
-there, under a unique module name, so the two folders never drift apart), plus loopback RDP
-listeners whose certificate a test swaps."""
+"""Fixtures for `azrdp fix` / `revoke`: the ARM stand-in and sessions tests/azure uses (one
+definition, tests/support/azure_fixtures.py), plus certificates and the audit log's path."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_AZURE = Path(__file__).resolve().parent.parent / "azure" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("azure_fixtures_for_fix", _AZURE)
-_azure = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_azure)  # also puts tests/azure, tests/rdp and tests/payloads on sys.path
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support.azure_fixtures import arm, cli_env, clock, make_session, session
+from tests.support.fix_support import make_certs
 
-arm = _azure.arm
-clock = _azure.clock
-make_session = _azure.make_session
-session = _azure.session
-cli_env = _azure.cli_env
+__all__ = ["arm", "cli_env", "clock", "make_session", "session"]
 
-from fix_support import make_certs  # noqa: E402
 
 
 @pytest.fixture(scope="session")

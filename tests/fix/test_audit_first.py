@@ -15,11 +15,20 @@ import uuid
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec
-from fix_support import DENY_RDP, Guest, SwappableRdp, audit_actions, install, restarts, run_commands, seed_guest
-from payload_samples import healthy
 
 from azrdp.cli import cli
+from tests.support.fake_arm import VmSpec
+from tests.support.fix_support import (
+    DENY_RDP,
+    Guest,
+    SwappableRdp,
+    audit_actions,
+    install,
+    restarts,
+    run_commands,
+    seed_guest,
+)
+from tests.support.payload_samples import healthy
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

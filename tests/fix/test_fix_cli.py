@@ -10,11 +10,20 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec, rule
-from fix_support import DENY_RDP, Guest, SwappableRdp, audit_actions, install, restarts, run_commands, seed_guest
-from payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
 
 from azrdp.cli import cli
+from tests.support.fake_arm import VmSpec, rule
+from tests.support.fix_support import (
+    DENY_RDP,
+    Guest,
+    SwappableRdp,
+    audit_actions,
+    install,
+    restarts,
+    run_commands,
+    seed_guest,
+)
+from tests.support.payload_samples import broken_machinekeys_acl, expired_cert, healthy, two_disconnected_admins
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -278,7 +287,7 @@ def test_deallocated_vm_is_not_started_without_start(arm, audit_path):
 
 
 def test_deallocated_vm_with_start_is_started_then_checked(arm, certs, audit_path):
-    from rdp_peers import free_port
+    from tests.support.rdp_peers import free_port
 
     port = free_port()
     peers = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fix_support import Guest, SwappableRdp, install, restarts, run_commands, seed_guest
 
 from azrdp.audit import AuditLog
 from azrdp.azure.power import PowerRequestUncertain, restart_vm
@@ -14,6 +13,7 @@ from azrdp.errors import EXIT_AZURE
 from azrdp.rdp import ProbeResult, probe
 from azrdp.repair import FixOptions, fix
 from azrdp.target import Target
+from tests.support.fix_support import Guest, SwappableRdp, install, restarts, run_commands, seed_guest
 
 VM = Target("vm1", "rg1")
 
@@ -129,7 +129,7 @@ def test_backups_name_the_run_folder_for_every_step():
 def test_reboot_on_a_deallocated_vm_without_start_restarts_nothing(arm, session, clock, audit_path):
     # --reboot asks for a restart after the repair; a VM that does not run gets neither, and the
     # plan (no steps, nothing confirmed) says to pass --start
-    from fake_arm import VmSpec
+    from tests.support.fake_arm import VmSpec
 
     install(arm, Guest(), VmSpec(power="deallocated"))
     asked = []

@@ -11,12 +11,21 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec
-from fix_support import Guest, SwappableRdp, audit_actions, install, is_repair, parameters, repair_result, run_commands
-from payload_samples import expired_cert, healthy, result_line
-from rdp_peers import write_cert
 
 from azrdp.cli import cli
+from tests.support.fake_arm import VmSpec
+from tests.support.fix_support import (
+    Guest,
+    SwappableRdp,
+    audit_actions,
+    install,
+    is_repair,
+    parameters,
+    repair_result,
+    run_commands,
+)
+from tests.support.payload_samples import expired_cert, healthy, result_line
+from tests.support.rdp_peers import write_cert
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec, rule
-from fix_support import DENY_RDP, Guest, audit_actions, install
-from payload_samples import healthy
 
 from azrdp.cli import cli
+from tests.support.fake_arm import VmSpec, rule
+from tests.support.fix_support import DENY_RDP, Guest, audit_actions, install
+from tests.support.payload_samples import healthy
 
 RG = "rg-azrdp-demo"
 
@@ -139,7 +139,8 @@ def _nic_nsg(session):
 
 
 def test_a_priority_taken_between_read_and_put_is_retried_at_the_next_free_one(emu, fake_credential):
-    from azrdp.azure.nsg_rules import RulePlan, create_rule
+    from azrdp.azure.nsg_rules import RulePlan
+    from azrdp.azure.nsg_writes import create_rule
 
     session = _session(emu, fake_credential)
     nsg = _nic_nsg(session)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from fake_arm import VmSpec, rule
-from fix_support import DENY_RDP, Guest, audit_actions, install
-from payload_samples import healthy
 
 from azrdp.cli import cli
+from tests.support.fake_arm import VmSpec, rule
+from tests.support.fix_support import DENY_RDP, Guest, audit_actions, install
+from tests.support.payload_samples import healthy
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -1,24 +1,22 @@
-"""Fixtures for the guest-side tests: a real ComputeManagementClient against `responses`, and
-the payload samples shared with tests/payloads."""
+"""Fixtures for the guest-side tests: a real ComputeManagementClient, built by azrdp's own session
+factory, against the one ARM stand-in on `responses` (tests/support/fake_arm.py), holding one VM,
+``rg1/vm1``."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payloads"))
+from azrdp.azure.session import RetrySettings
+from tests.support.azure_fixtures import clock, make_session
+from tests.support.fake_arm import SUB, FakeArm, VmSpec
 
-from runcommand_arm import SUB, RunCommandArm  # noqa: E402
+__all__ = ["clock", "make_session"]
 
 
 @pytest.fixture
-def compute(fake_credential):
-    from azure.mgmt.compute import ComputeManagementClient
-
-    # polling_interval=0: no 30 s LRO sleeps; retry_total=0: a 409 reaches azrdp at once
-    return ComputeManagementClient(fake_credential, SUB, polling_interval=0, retry_total=0)
+def compute(make_session):
+    # polling_interval=0: no 30 s LRO sleeps; no retries: a 409 reaches azrdp at once
+    return make_session(retry=RetrySettings(total=0)).compute
 
 
 @pytest.fixture
@@ -38,7 +36,6 @@ def vm(compute):
 
 @pytest.fixture
 def arm():
-    import responses
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield RunCommandArm(rsps)
+    with FakeArm() as fake:
+        fake.add_vm(VmSpec())
+        yield fake

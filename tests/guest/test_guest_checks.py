@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import payload_samples as samples
 import pytest
 
 from azrdp.checks import CHECK_IDS, Status
@@ -12,6 +11,7 @@ from azrdp.guest import guest_checks
 from azrdp.payloads.schema import validate_result
 from azrdp.rdp.certinfo import CertInfo
 from azrdp.rdp.wire_probe import ProbeResult
+from tests.support import payload_samples as samples
 
 # guest.run is the diagnose stage's own check (did the payload run); the payload result yields the rest.
 GUEST_IDS = [cid for cid, (side, _) in CHECK_IDS.items() if side == "guest" and cid != "guest.run"]

@@ -1,10 +1,9 @@
-"""Action Run Command through the REAL azure-mgmt-compute client, against `responses`."""
+"""Action Run Command through the REAL azure-mgmt-compute client, against the one ARM stand-in on
+`responses` (tests/support/fake_arm.py: its Run Command answers scripted per test)."""
 
 from __future__ import annotations
 
 import pytest
-from payload_samples import healthy, healthy_repair, result_line, run_command_value
-from runcommand_arm import OPS, READY_VIEW, RUN_URL, VM_URL
 
 from azrdp.azure.runcommand import (
     CONFLICT_BACKOFF_FIRST,
@@ -18,7 +17,14 @@ from azrdp.errors import AuthError, OperationTimeout
 from azrdp.guest import diagnose_guest, repair_guest, run_payload
 from azrdp.payloads import payload
 from azrdp.target import Target
+from tests.support.fake_arm import BASE, SUB, VmSpec
+from tests.support.payload_samples import healthy, healthy_repair, result_line, run_command_value
 
+VM_ID = VmSpec().vm_id   # the VM tests/guest/conftest.py puts in the stand-in: rg1/vm1
+READY_VIEW = {"vmAgent": {"vmAgentVersion": "2.7.41491.949", "statuses": [
+    {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready",
+     "message": "GuestAgent is running and accepting new configurations."}]},
+    "statuses": [{"code": "ProvisioningState/succeeded"}, {"code": "PowerState/running"}]}
 TOKEN = "INJECTED7Q"  # appears in every hostile value and nowhere in the payloads
 HOSTILE = [
     f"'; Remove-Item -Recurse C:\\ ; '{TOKEN}",
@@ -30,13 +36,13 @@ HOSTILE = [
 
 
 def test_lro_202_polls_then_final_get_of_location(compute, arm):
-    arm.accept(run_command_value(result_line(healthy()), ""), polls=2)
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy()), ""), polls=2)
     spec = payload("diagnose")
     run = run_script(compute, "rg1", "vm1", spec.script_lines(), [], instance_view=READY_VIEW,
                      clock=ManualClock(), polling_interval=0)
-    methods = [c.request.method for c in arm.rsps.calls]
+    methods = [c.method for c in arm.calls]
     assert methods == ["POST", "GET", "GET", "GET", "GET"]
-    assert "monitor=true" in arm.rsps.calls[-1].request.url
+    assert arm.calls[-1].query.get("monitor") == "true"
     assert run.output.stdout == result_line(healthy())
     assert run.attempts == 1 and run.conflict_waits == []
     assert [s["code"] for s in run.statuses] == ["ComponentStatus/StdOut/succeeded", "ComponentStatus/StdErr/succeeded"]
@@ -44,7 +50,7 @@ def test_lro_202_polls_then_final_get_of_location(compute, arm):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_values_travel_only_as_parameters_and_the_script_is_the_shipped_file(compute, arm, value):
-    arm.accept(run_command_value("AZRDP-RESULT:{}"))
+    arm.accept_run_command(VM_ID, run_command_value("AZRDP-RESULT:{}"))
     spec = payload("repair")
     parameters = [{"name": "RunId", "value": value}, {"name": "Steps", "value": value}]
     run_script(compute, "rg1", "vm1", spec.script_lines(), parameters, instance_view=READY_VIEW,
@@ -73,14 +79,14 @@ def test_hostile_values_never_leave_through_the_manifest_path(vm, arm):
     for value in HOSTILE:
         with pytest.raises(UsageError):
             run_payload(vm, "diagnose", {"RunId": value}, instance_view=READY_VIEW)
-    assert len(arm.rsps.calls) == 0
+    assert len(arm.calls) == 0
 
 
 def test_409_in_progress_is_waited_out_with_exact_backoff(compute, arm):
-    arm.conflict()
-    arm.conflict()
-    arm.conflict()
-    arm.accept(run_command_value(result_line(healthy())))
+    arm.conflict(VM_ID)
+    arm.conflict(VM_ID)
+    arm.conflict(VM_ID)
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy())))
     clock = ManualClock()
     run = run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW,
                      clock=clock, polling_interval=0)
@@ -91,9 +97,9 @@ def test_409_in_progress_is_waited_out_with_exact_backoff(compute, arm):
 
 
 def test_a_409_wait_names_what_holds_the_vm_and_how_long_azrdp_will_wait(compute, arm):
-    arm.conflict()
-    arm.conflict()
-    arm.accept(run_command_value(result_line(healthy())))
+    arm.conflict(VM_ID)
+    arm.conflict(VM_ID)
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy())))
     told, said = [], []
     run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW, clock=ManualClock(),
                polling_interval=0, conflict_wait=600, on_conflict=told.append, on_wait=said.append)
@@ -106,7 +112,7 @@ def test_a_409_wait_names_what_holds_the_vm_and_how_long_azrdp_will_wait(compute
 
 
 def test_409_forever_gives_a_clear_error_after_the_limit(compute, arm):
-    arm.conflict()  # responses repeats the last registration
+    arm.conflict(VM_ID, times=None)  # every POST from now on
     clock = ManualClock()
     with pytest.raises(RunCommandBusy) as caught:
         run_script(compute, "rg1", "vm1", ["Write-Output x"], [], instance_view=READY_VIEW,
@@ -117,8 +123,7 @@ def test_409_forever_gives_a_clear_error_after_the_limit(compute, arm):
 
 
 def test_other_409_is_not_retried(compute, arm):
-    arm.rsps.post(RUN_URL, status=409,
-                  json={"error": {"code": "OperationNotAllowed", "message": "Cannot run command on deallocated VM"}})
+    arm.fail(VM_ID + "/runCommand", 409, "OperationNotAllowed", "Cannot run command on deallocated VM", method="POST")
     with pytest.raises(Exception, match="Cannot run command on deallocated VM"):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
     assert len(arm.posts()) == 1
@@ -134,7 +139,7 @@ def test_other_409_is_not_retried(compute, arm):
 def test_agent_not_ready_sends_no_run_command(compute, arm, view, why):
     with pytest.raises(AgentNotReady, match=why):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=view, clock=ManualClock(), polling_interval=0)
-    assert len(arm.rsps.calls) == 0
+    assert len(arm.calls) == 0
 
 
 def test_agent_state_reads_sdk_models_too():
@@ -144,17 +149,14 @@ def test_agent_state_reads_sdk_models_too():
 
 
 def test_instance_view_is_read_when_not_given(compute, arm):
-    arm.rsps.get(VM_URL + "/instanceView?api-version=2026-04-01", json=READY_VIEW)
-    arm.accept(run_command_value(result_line(healthy())))
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy())))
     run_script(compute, "rg1", "vm1", ["x"], [], clock=ManualClock(), polling_interval=0)
-    assert [c.request.method for c in arm.rsps.calls][:2] == ["GET", "POST"]
+    assert [(c.method, c.path.rsplit("/", 1)[1]) for c in arm.calls][:2] == [("GET", "instanceView"),
+                                                                             ("POST", "runCommand")]
 
 
 def test_timeout_while_polling_is_an_operation_timeout(compute, arm):
-    status = f"{OPS}/slow?api-version=2026-04-01"
-    arm.rsps.post(RUN_URL, status=202, headers={
-        "Azure-AsyncOperation": status, "Location": f"{OPS}/slow?monitor=true&api-version=2026-04-01"})
-    arm.rsps.get(status, json={"status": "InProgress"})  # forever
+    arm.accept_run_command(VM_ID, run_command_value(""), forever=True)
     clock = ManualClock()
     with pytest.raises(OperationTimeout, match="did not finish within 120 s"):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=clock,
@@ -164,10 +166,7 @@ def test_timeout_while_polling_is_an_operation_timeout(compute, arm):
 
 
 def test_retry_after_on_a_poll_counts_against_the_deadline(compute, arm):
-    status = f"{OPS}/ra?api-version=2026-04-01"
-    arm.rsps.post(RUN_URL, status=202, headers={"Azure-AsyncOperation": status,
-                                                          "Location": f"{OPS}/ra?monitor=true&api-version=2026-04-01"})
-    arm.rsps.get(status, json={"status": "InProgress"}, headers={"Retry-After": "50"})
+    arm.accept_run_command(VM_ID, run_command_value(""), forever=True, poll_headers={"Retry-After": "50"})
     clock = ManualClock()
     with pytest.raises(OperationTimeout):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=clock,
@@ -176,16 +175,16 @@ def test_retry_after_on_a_poll_counts_against_the_deadline(compute, arm):
 
 
 def test_403_goes_through_arm_errors(compute, arm):
-    arm.rsps.post(RUN_URL, status=403, json={"error": {"code": "AuthorizationFailed", "message":
-        "The client 'x' with object id 'y' does not have authorization to perform action "
-        "'Microsoft.Compute/virtualMachines/runCommand/action' over scope '/subscriptions/s/resourceGroups/rg1' "
-        "or the scope is invalid."}})
+    arm.fail(VM_ID + "/runCommand", 403, "AuthorizationFailed",
+             "The client 'x' with object id 'y' does not have authorization to perform action "
+             "'Microsoft.Compute/virtualMachines/runCommand/action' over scope '/subscriptions/s/resourceGroups/rg1' "
+             "or the scope is invalid.", method="POST")
     with pytest.raises(AuthError, match="runCommand/action"):
         run_script(compute, "rg1", "vm1", ["x"], [], instance_view=READY_VIEW, clock=ManualClock(), polling_interval=0)
 
 
 def test_diagnose_guest_end_to_end(vm, arm):
-    arm.accept(run_command_value("WARNING: noise\r\n" + result_line({**healthy(), "run_id": "abc-1"}) + "\r\n", ""))
+    arm.accept_run_command(VM_ID, run_command_value("WARNING: noise\r\n" + result_line({**healthy(), "run_id": "abc-1"}) + "\r\n", ""))
     diagnosis = diagnose_guest(vm, instance_view=READY_VIEW, run_id="abc-1")
     assert [c.id for c in diagnosis.checks][0] == "guest.termservice"
     assert all(c.status.value == "pass" for c in diagnosis.checks)
@@ -195,7 +194,7 @@ def test_diagnose_guest_end_to_end(vm, arm):
 
 
 def test_repair_guest_end_to_end(vm, arm):
-    arm.accept(run_command_value(result_line(healthy_repair())))
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy_repair())))
     outcome = repair_guest(vm, steps=["sessions", "cert", "rdp-config", "machinekeys-acl"], instance_view=READY_VIEW)
     assert outcome.changed is False and outcome.reboot_required is False and outcome.failed_steps == []
     (body,) = arm.sent_bodies()
@@ -207,18 +206,18 @@ def test_a_guest_running_another_version_is_refused(vm, arm):
 
     obj = healthy()
     obj["version"] = "0.9.0"
-    arm.accept(run_command_value(result_line(obj)))
+    arm.accept_run_command(VM_ID, run_command_value(result_line(obj)))
     with pytest.raises(ResultSchemaError, match="version 0.9.0"):
         diagnose_guest(vm, instance_view=READY_VIEW)
 
 
 def test_through_azrdps_session_factory(fake_credential, arm):
-    from azrdp.azure.session import AzureSession, RetrySettings
+    from azrdp.azure.session import ArmEndpoint, AzureSession, RetrySettings
 
     clock = ManualClock()
-    session = AzureSession(fake_credential, "00000000-0000-0000-0000-000000000001", polling_interval=0,
+    session = AzureSession(fake_credential, SUB, endpoint=ArmEndpoint(BASE), polling_interval=0,
                            retry=RetrySettings(total=0), clock=clock)
-    arm.conflict()
-    arm.accept(run_command_value(result_line(healthy())))
+    arm.conflict(VM_ID)
+    arm.accept_run_command(VM_ID, run_command_value(result_line(healthy())))
     diagnosis = diagnose_guest(session.vm(Target("vm1", "rg1"), clock=clock), instance_view=READY_VIEW)
     assert diagnosis.run.attempts == 2 and diagnosis.run.conflict_waits == [CONFLICT_BACKOFF_FIRST]

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pwsh_ast
 import pytest
 
 import azrdp.payloads
 from azrdp.payloads import payload, payload_ids
+from tests.support import pwsh_ast
 
 PAYLOAD_DIR = Path(azrdp.payloads.__file__).parent
 
@@ -40,7 +40,7 @@ PS51_CMDLETS = {
     "Add-Content", "Add-Type", "ConvertTo-Json", "Enable-NetFirewallRule", "ForEach-Object",
     "Get-Acl", "Get-ChildItem", "Get-CimInstance", "Get-Date", "Get-Item", "Get-ItemProperty",
     "Get-NetConnectionProfile", "Get-NetFirewallApplicationFilter", "Get-NetFirewallPortFilter",
-    "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
+    "Get-NetFirewallAddressFilter", "Get-NetFirewallProfile", "Get-NetFirewallServiceFilter", "Get-NetFirewallRule", "Get-NetTCPConnection",
     "Get-Process", "Get-Service", "Get-WinEvent", "Invoke-CimMethod", "Join-Path", "Move-Item", "New-Item", "New-NetFirewallRule",
     "New-Object", "Out-Null", "Remove-ItemProperty",
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
@@ -211,7 +211,7 @@ def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
     assert "[Math]::Min($Seconds, (Get-SecondsLeft))" in wait and "if ($limit -lt 1) { return $false }" in wait
     assert "catch [System.ServiceProcess.TimeoutException]" in wait
     source = _source("repair")
-    assert "$script:Deadline = (Get-Date).AddSeconds(480)" in source
+    assert "$script:DeadlineSeconds = 480" in source and "[System.Diagnostics.Stopwatch]::StartNew()" in source
     # Steps after the deadline are skipped; TermService is started again at the end and reported.
     assert "if ((Get-SecondsLeft) -lt 1) {" in functions["Invoke-Step"]
     tail = source[source.index("foreach ($name in $StepOrder) {"):]
@@ -241,11 +241,59 @@ def test_machinekeys_rename_moves_only_the_rdp_key_container():
     body = pwsh_ast.functions(_tree("repair"))["Repair-MachineKeysRename"]
     for gone in ("Rename-Item", "Copy-Item", "-Reboot $true", "Set-DefaultMachineKeysAcl"):
         assert gone not in body, gone
-    assert "Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File" in body
+    assert "$file = Get-Item -LiteralPath (Get-LiveRdpKeyPath) -Force" in body   # the live container only (finding 2)
     assert "Move-Item -LiteralPath $file.FullName -Destination $target" in body
     assert "$locked.SetSecurityDescriptorSddlForm($LockedFileSddl, 'Access')" in body
     # Acts only on a definite failure, never on "could not test".
     assert body.index("if ($null -eq $usable) {") < body.index("Move-Item")
+
+
+def test_machinekeys_rename_judges_only_the_live_container_and_asks_the_cert_step_first():
+    # Desk review of the rewrite, finding 2 (critical): any empty f686aace... file (a stale container
+    # of an earlier MachineGuid) or any Remote Desktop certificate whose key test said $false (an
+    # old certificate whose container is gone, KeyIso stopped, access denied) moved every
+    # f686aace... file, the live healthy one included, without the cert step's preconditions: RDP
+    # was left with a keyless certificate when the cert step then held back.
+    functions = pwsh_ast.functions(_tree("repair"))
+    live = functions["Get-LiveRdpKeyPath"]
+    assert "Get-RegValue -Path 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography' -Name 'MachineGuid'" in live
+    assert "$RdpKeyFilter.TrimEnd('*') + [string]$guid" in live
+    usable = functions["Test-RdpKeyUsable"]
+    assert "$live = Get-LiveRdpKeyPath" in usable and "Get-ChildItem" not in usable
+    assert "if ($certificate.Subject -ne $certificate.Issuer -or -not $certificate.HasPrivateKey) { continue }" in usable
+    assert "$script:KeyFailureHResult -ne -2146893802" in usable          # NTE_BAD_KEYSET: not in this container
+    assert "catch [System.UnauthorizedAccessException] {\n            return $null" in usable
+    assert "if ($true -eq $key) { return $true }" in usable               # a working key in it: never moved
+    body = functions["Repair-MachineKeysRename"]
+    assert "$RdpKeyFilter" not in body and "Get-ChildItem" not in body
+    hold = body.index("$holdBack = Get-CertHoldBack -SkipKeyChecks")
+    assert body.index("Test-RdpKeyUsable") < hold < body.index("Get-BackupFolder") < body.index("Move-Item")
+    assert "return New-Outcome -Info $none -Skip $holdBack" in body
+    assert "if (-not $SkipKeyChecks -and $key.present" in functions["Get-CertHoldBack"]
+    facts = functions["Get-RdpKeyFacts"]
+    assert "$null -eq $live -or $_.FullName -eq $live" in facts
+    # Environmental failures are "could not test": access denied, KeyIso not running.
+    verdict = functions["Get-KeyFailureVerdict"]
+    assert "if ($Exception.HResult -eq -2147024891) { return $null }" in verdict
+    assert "Get-Service -Name 'KeyIso'" in verdict and "return $false" in verdict
+    key_test = functions["Test-PrivateKey"]
+    assert key_test.count("return Get-KeyFailureVerdict -Exception $_.Exception") == 2
+    assert "CryptographicException] {\n        return $false" not in key_test
+    assert key_test.index("$script:KeyFailureHResult = $null") < key_test.index("HasPrivateKey")
+
+
+def test_a_failed_lock_after_the_move_is_said_apart_and_the_undo_restores_the_acl():
+    # Finding 18: a lock failure after a successful Move-Item counted as "could not be moved", and
+    # undo.txt did not give the key its ACL back (NETWORK SERVICE could not read it after an undo).
+    body = pwsh_ast.functions(_tree("repair"))["Repair-MachineKeysRename"]
+    undo = body.index("Add-UndoNote")
+    move = body.index("Move-Item -LiteralPath $file.FullName")
+    assert undo < move                                                      # recorded before it is sent
+    line = body[undo:].split("\n", 1)[0]
+    assert "SetSecurityDescriptorSddlForm" in line and "Set-Acl" in line and "$sddl" in line
+    lock = body[body.index("$locked = Get-Acl"):]
+    assert "$outcome.skip = 'RDP key moved; locking its ACL failed'" in lock
+    assert "$failed += 1" not in body
 
 
 def test_machinekeys_acl_keeps_owners_and_makes_inherited_aces_explicit_first():

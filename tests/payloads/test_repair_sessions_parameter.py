@@ -4,9 +4,8 @@ free. Backward compatible: optional, default 'false' (the old behaviour)."""
 
 from __future__ import annotations
 
-import pwsh_ast
-
 from azrdp.payloads import payload
+from tests.support import pwsh_ast
 
 
 def _tree():

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from payload_samples import SCENARIOS, healthy, healthy_repair, result_line, run_command_value
 
 from azrdp.errors import ProtocolError
 from azrdp.payloads.result import PayloadOutputError, RunCommandOutput, output_from_statuses, parse_result
 from azrdp.payloads.schema import RUN_COMMAND_OUTPUT_CAP, ResultSchemaError
+from tests.support.payload_samples import SCENARIOS, healthy, healthy_repair, result_line, run_command_value
 
 
 def _output(stdout: str, stderr: str = "") -> RunCommandOutput:

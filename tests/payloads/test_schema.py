@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from payload_samples import SCENARIOS, healthy, healthy_repair
 
 from azrdp.errors import ProtocolError
 from azrdp.payloads import payload_ids
@@ -18,6 +17,7 @@ from azrdp.payloads.schema import (
     validate_result,
     worst_case_size,
 )
+from tests.support.payload_samples import SCENARIOS, healthy, healthy_repair
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -68,7 +68,7 @@ def test_repair_step_variants_cover_every_step():
     (lambda r: r.pop("cert"), "$.cert", "required key is missing"),
     (lambda r: r.update(extra=1), "$", "unknown key(s) ['extra']"),
     (lambda r: r["rdp"].update(port="3389"), "$.rdp.port", "expected int, got str"),
-    (lambda r: r["rdp"].update(port=70000), "$.rdp.port", "70000 is above 65535"),
+    (lambda r: r["rdp"].update(port=4294967296), "$.rdp.port", "4294967296 is above 4294967295"),
     (lambda r: r["listener"].update(tcp_listening=1), "$.listener.tcp_listening", "expected bool, got int"),
     (lambda r: r["services"][0].update(state="running"), "$.services[0].state", "'running' is not one of"),
     (lambda r: r["cert"]["certs"][0].update(thumbprint="abc"), "$.cert.certs[0].thumbprint", "does not match"),

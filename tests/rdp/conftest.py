@@ -1,33 +1,24 @@
 """Fixtures for the RDP probe tests: certificates, real servers (xrdp, FreeRDP shadow) and fake
-loopback listeners. The peers themselves live in rdp_peers.py (shared with bench/)."""
+loopback listeners. The peers themselves live in tests/support/rdp_peers.py (shared with bench/)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from rdp_peers import CertFiles, Listener, ShadowServer, XrdpServer, write_cert
 
-ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
+from tests.support import binaries
+from tests.support.rdp_peers import CertFiles, Listener, ShadowServer, XrdpServer, write_cert
+
 EXPIRED_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 EXPIRED_UNTIL = dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _require_binary(config: pytest.Config, name: str) -> str:
-    """tests/conftest.py's require_binary (skip when absent, fail under CI=true). Looked up among
-    the registered conftest plugins: nested conftest.py files all share the module name."""
-    for plugin in config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == ROOT_CONFTEST and hasattr(plugin, "require_binary"):
-            return plugin.require_binary(name)
-    raise RuntimeError("tests/conftest.py with require_binary is not loaded")
-
-
 @pytest.fixture
-def require_binary(pytestconfig) -> Callable[[str], str]:
-    return lambda name: _require_binary(pytestconfig, name)
+def require_binary() -> Callable[[str], str]:
+    """tests.support.binaries.require_binary: skip when a server is absent, fail under CI=true."""
+    return binaries.require_binary
 
 
 @pytest.fixture

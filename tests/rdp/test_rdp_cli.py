@@ -9,9 +9,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from rdp_peers import Listener, answer_with, free_port
 
 from azrdp.cli import cli
+from tests.support.rdp_peers import Listener, answer_with, free_port
 
 
 def run(*args: str):

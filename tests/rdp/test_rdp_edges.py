@@ -10,7 +10,13 @@ import socket
 import threading
 
 import pytest
-from rdp_peers import (
+
+from azrdp.checks import Status
+from azrdp.clock import ManualClock
+from azrdp.rdp import probe, rdp_checks
+from azrdp.rdp.wire_probe import OUTCOMES
+from azrdp.rdp.x224 import PROTOCOL_HYBRID_EX
+from tests.support.rdp_peers import (
     answer_with,
     banner,
     close_at_once,
@@ -22,12 +28,6 @@ from rdp_peers import (
     tls_rdp_server,
     write_cert,
 )
-
-from azrdp.checks import Status
-from azrdp.clock import ManualClock
-from azrdp.rdp import probe, rdp_checks
-from azrdp.rdp.wire_probe import OUTCOMES
-from azrdp.rdp.x224 import PROTOCOL_HYBRID_EX
 
 TIMEOUT = 0.5
 

@@ -9,11 +9,11 @@ import subprocess
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from rdp_peers import write_cert
 
 from azrdp.errors import ProtocolError, UsageError
 from azrdp.rdp import format_target, parse_target
 from azrdp.rdp.certinfo import cert_info
+from tests.support.rdp_peers import write_cert
 
 
 @pytest.mark.parametrize("text, expected", [

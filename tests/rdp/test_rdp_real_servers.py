@@ -13,7 +13,6 @@ import socket
 import ssl
 
 import pytest
-from rdp_peers import CertFiles
 
 from azrdp.checks import Status
 from azrdp.rdp import probe, rdp_checks
@@ -24,6 +23,7 @@ from azrdp.rdp.x224 import (
     build_connection_request,
     parse_connection_confirm,
 )
+from tests.support.rdp_peers import CertFiles
 
 pytestmark = pytest.mark.realserver
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from rdp_peers import Listener, answer_with, confirm_bytes, free_port
 
 from azrdp.clock import ManualClock
 from azrdp.rdp import ProbeResult, WaitResult, probe, probe_series, wait_until_answers
+from tests.support.rdp_peers import Listener, answer_with, confirm_bytes, free_port
 
 
 class SlowTransport:

@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rdp_peers import confirm_bytes
 
 from azrdp.errors import ProtocolError
 from azrdp.rdp.x224 import (
@@ -24,6 +23,7 @@ from azrdp.rdp.x224 import (
     parse_tpkt_header,
     protocols_label,
 )
+from tests.support.rdp_peers import confirm_bytes
 
 
 # -- request ----------------------------------------------------------------------------------------

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from sweep_support import FAST, MIXED, emulator_env, tenant_session  # noqa: E402,F401
-
-from azrdp.emulator import Emulator  # noqa: E402
+from azrdp.emulator import Emulator
+from tests.support.sweep_support import FAST, MIXED, emulator_env, tenant_session  # noqa: F401
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
 from azrdp.cli import cli
 from azrdp.emulator import Emulator
 from azrdp.smoke import smoke_check
 from azrdp.target import Target
+from tests.support.sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
 
 def read_junit(path):

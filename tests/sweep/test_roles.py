@@ -3,7 +3,7 @@
 The operations are not listed by hand: every way azrdp talks to Azure runs here end to end
 against the emulator (diagnose with guest and screenshot, check, sweep --fix, fix with --start,
 fix --allow-from, revoke), the emulator's request log says which operations were called, and
-arm_actions.py maps them to RBAC actions. The main role must equal what everything but
+tests/support/arm_actions.py maps them to RBAC actions. The main role must equal what everything but
 --allow-from/revoke used; the network role what those two add.
 """
 
@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
-from arm_actions import ACTIONS, actions_for
-from sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
 from azrdp.emulator import Emulator
 from azrdp.emulator.urls import ROUTES
 from azrdp.target import Target
+from tests.support.arm_actions import ACTIONS, actions_for
+from tests.support.sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -39,11 +39,11 @@ def operations(emu) -> set[str]:
 def used(tmp_path_factory) -> dict[str, set[str]]:
     """Operation IDs each kind of use called: {"main": ..., "network": ...}."""
     from azrdp.audit import AuditLog, read_audit
-    from azrdp.azure.nsg_rules import revoke
     from azrdp.clock import SYSTEM_CLOCK
     from azrdp.diagnose import GUEST_STAGES, diagnose
     from azrdp.repair import FixOptions, fix
     from azrdp.rescue import RescueOptions, rescue, undo
+    from azrdp.revoke import revoke
     from azrdp.smoke import smoke_check
     from azrdp.sweep import FixPolicy, sweep
 

@@ -3,7 +3,6 @@ real ManagedIdentityCredential through IDENTITY_ENDPOINT / IDENTITY_HEADER, as i
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -11,17 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweep_support import PROBE_TIMEOUT
+from tests.support.sweep_support import PROBE_TIMEOUT
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "scripts" / "runbook" / "azrdp_sweep_runbook.py"
 PREFIX = "AZRDP-SWEEP-RESULT:"
 
 
 def load_runbook():
-    spec = importlib.util.spec_from_file_location("azrdp_sweep_runbook", RUNBOOK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from scripts.runbook import azrdp_sweep_runbook
+
+    return azrdp_sweep_runbook
 
 
 def result_of(output: str) -> dict:
@@ -105,7 +103,7 @@ def test_runbook_as_a_script_check_only(emu_env):
 
     with Emulator.start(fleet={"healthy": 2}, speed=5000) as emu:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "IDENTITY_", "AZRDP_"))}
-        from sweep_support import emulator_env
+        from tests.support.sweep_support import emulator_env
 
         env.update(emulator_env(emu, identity=True))
         done = subprocess.run([sys.executable, str(RUNBOOK), "--probe-timeout", str(PROBE_TIMEOUT)], env=env,

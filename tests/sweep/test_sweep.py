@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from sweep_support import FAST, PROBE_TIMEOUT, outcomes, tenant_session
 
 from azrdp.cli import cli
 from azrdp.clock import ManualClock
@@ -16,6 +15,7 @@ from azrdp.emulator.scenarios import SUBSCRIPTION_ID, SUBSCRIPTION_NAME
 from azrdp.errors import NotFoundError, UsageError
 from azrdp.plan import STEP_NAMES
 from azrdp.sweep import GATED_STEPS, UNATTENDED_STEPS, FixPolicy, Selection, sweep
+from tests.support.sweep_support import FAST, PROBE_TIMEOUT, outcomes, tenant_session
 
 EXPECTED = {"vm-healthy-001": "healthy", "vm-healthy-002": "healthy", "vm-0x904-001": "unhealthy",
             "vm-nsg-blocked-001": "unhealthy", "vm-agent-not-ready-001": "healthy"}

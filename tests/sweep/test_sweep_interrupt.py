@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
-from sweep_support import emulator_env
 
 from azrdp.emulator import Emulator
+from tests.support.sweep_support import emulator_env
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

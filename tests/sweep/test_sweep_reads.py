@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-from sweep_support import FAST, MIXED, tenant_session
-
 from azrdp.emulator import Emulator
 from azrdp.emulator.responses import PAGE_SIZE
 from azrdp.emulator.scenarios import FleetLayout
 from azrdp.sweep import Selection, sweep
+from tests.support.sweep_support import FAST, MIXED, tenant_session
 
 PER_VM_READS = ("VirtualMachines_Get", "VirtualMachines_InstanceView", "NetworkInterfaces_Get", "Subnets_Get",
                 "VirtualNetworks_Get", "NetworkSecurityGroups_Get", "PublicIPAddresses_Get")

@@ -4,12 +4,11 @@ other operation groups go on without pausing."""
 
 from __future__ import annotations
 
-from sweep_support import outcomes, tenant_session
-
 from azrdp.azure.session import RetrySettings
 from azrdp.azure.throttle import SharedBackoff, group_family, request_group
 from azrdp.clock import ManualClock
 from azrdp.sweep import sweep
+from tests.support.sweep_support import outcomes, tenant_session
 
 PROBE_TIMEOUT = 2.0
 

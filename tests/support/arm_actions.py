@@ -74,7 +74,7 @@ ACTIONS: dict[str, str | tuple[str, ...] | None] = {
 
 def actions_for(operations: set[str]) -> set[str]:
     unknown = operations - set(ACTIONS)
-    assert not unknown, f"map these operations to RBAC actions in tests/sweep/arm_actions.py: {sorted(unknown)}"
+    assert not unknown, f"map these operations to RBAC actions in tests/support/arm_actions.py: {sorted(unknown)}"
     out: set[str] = set()
     for op in operations:
         action = ACTIONS[op]

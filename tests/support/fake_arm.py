@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from tests.support.arm_api import BASE, COMPUTE_API, NETWORK_API, SUB
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "arm-examples"   # tests/arm-examples, in the repo
 
-SUB = "00000000-0000-0000-0000-0000000000aa"
-BASE = "http://127.0.0.1:47011"  # loopback; responses answers, nothing ever connects
-COMPUTE_API, NETWORK_API = "2026-04-01", "2026-03-01"
 
 
 def example(name: str, status: str = "200") -> dict:
@@ -189,6 +189,23 @@ class Call:
     method: str
     path: str
     query: dict
+    body: Any = None      # the request's JSON body, when it has one
+
+
+CONFLICT = ("Run command extension execution is in progress. Please wait for completion before invoking a "
+            "run command.")   # ARM's 409 while another Run Command runs on the VM
+
+
+@dataclass
+class ScriptedRun:
+    """One Run Command answered exactly as a test scripts it: ``polls`` InProgress status answers
+    (each with ``poll_headers``, e.g. Retry-After) before Succeeded, or InProgress ``forever``;
+    then ``final`` (the whole value[] body) from the Location GET."""
+
+    final: dict
+    polls: int = 1
+    poll_headers: dict = field(default_factory=dict)
+    forever: bool = False
 
 
 class FakeArm:
@@ -200,16 +217,18 @@ class FakeArm:
         self.resources: dict[str, dict] = {}
         self.groups: set[str] = set()
         self.failures: dict[tuple[str, str], list[tuple[int, dict, dict]]] = {}
+        self.sticky: set[tuple[str, str]] = set()   # failures that answer every later request too
         self.calls: list[Call] = []
         self.boot_diagnostics: dict[str, dict] = {}
         self.subscriptions: list[tuple[str, str]] = [(SUB, "Production")]
         # What each VM's guest answers to a Run Command (vm id key -> StdOut text); None: healthy.
         self.guest_stdout: dict[str, str] = {}
         self.run_commands: list[dict] = []
-        self.operations: dict[str, str] = {}
+        self.operations: dict[str, ScriptedRun] = {}   # Run Command operation path -> its answers
         self.page_size = 50  # items per page of a list (ARM pages long lists with nextLink)
-        # Per-VM queue of guest answers, used before guest_stdout: each a StdOut text or a function
-        # of the Run Command request body (so a repair answer can follow the Steps asked for).
+        # Per-VM queue of guest answers, used before guest_stdout: each a StdOut text, a function
+        # of the Run Command request body (so a repair answer can follow the Steps asked for), or a
+        # ScriptedRun (the wire answers themselves).
         self.guest_answers: dict[str, list] = {}
         self.specs: dict[str, VmSpec] = {}
         self.power_calls: list[tuple[str, str]] = []          # (action, vm name): restart | start
@@ -253,10 +272,31 @@ class FakeArm:
         return spec
 
     def fail(self, resource_id: str, status: int, code: str, message: str, *, method: str = "GET",
-             headers: dict | None = None, times: int = 1, body: dict | None = None) -> None:
+             headers: dict | None = None, times: int | None = 1, body: dict | None = None) -> None:
+        """Answer the next ``times`` ``method`` requests for the path with this error (None: every
+        later one: the last queued failure then stays)."""
         envelope = body or {"error": {"code": code, "message": message}}
-        self.failures.setdefault((method, resource_id.lower()), []).extend(
-            [(status, headers or {}, envelope)] * times)
+        queue = self.failures.setdefault((method, resource_id.lower()), [])
+        queue.extend([(status, headers or {}, envelope)] * (times or 1))
+        if times is None:
+            self.sticky.add((method, resource_id.lower()))
+
+    def conflict(self, vm_id: str, *, times: int | None = 1) -> None:
+        """ARM's 409 Conflict for the next Run Command POSTs on the VM (another one is running)."""
+        self.fail(f"{vm_id}/runCommand", 409, "Conflict", CONFLICT, method="POST", times=times)
+
+    def accept_run_command(self, vm_id: str, final: dict, *, polls: int = 1, poll_headers: dict | None = None,
+                           forever: bool = False) -> None:
+        """Queue the wire answer of the VM's next Run Command (see :class:`ScriptedRun`)."""
+        self.guest_answers.setdefault(vm_id.lower(), []).append(
+            ScriptedRun(final, polls, poll_headers or {}, forever))
+
+    def posts(self) -> list[Call]:
+        return [c for c in self.calls if c.method == "POST"]
+
+    def sent_bodies(self) -> list[Any]:
+        """The bodies of every POST sent (refused ones too)."""
+        return [c.body for c in self.posts()]
 
     # -- serving --------------------------------------------------------------------------------
     def _dispatch(self, request):
@@ -265,11 +305,12 @@ class FakeArm:
         parts = urlsplit(request.url)
         path = parts.path[len(urlsplit(self.base).path):] if urlsplit(self.base).path else parts.path
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        self.calls.append(Call(request.method, path, query))
+        self.calls.append(Call(request.method, path, query, json.loads(request.body) if request.body else None))
         key = path.rstrip("/").lower()
         queued = self.failures.get((request.method, key))
         if queued:
-            status, headers, body = queued.pop(0)
+            status, headers, body = queued[0] if len(queued) == 1 and (request.method, key) in self.sticky \
+                else queued.pop(0)
             return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
         if key == "/subscriptions":
             value = [{"subscriptionId": i, "displayName": n, "state": "Enabled"} for i, n in self.subscriptions]
@@ -315,17 +356,22 @@ class FakeArm:
         says Succeeded; the final GET of Location returns value[] with StdOut and StdErr."""
         if vm_key not in self.resources:
             return self._not_found(vm_key)
-        from payload_samples import healthy, result_line
+        from tests.support.payload_samples import healthy, result_line, run_command_value
 
         body = json.loads(request.body)
         self.run_commands.append(body)
         queued = self.guest_answers.get(vm_key)
+        scripted = None
         if queued:
             answer = queued.pop(0)
-            self.guest_stdout[vm_key] = answer(body) if callable(answer) else answer
+            if isinstance(answer, ScriptedRun):
+                scripted = answer
+            else:
+                self.guest_stdout[vm_key] = answer(body) if callable(answer) else answer
         op = f"{self.base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/" \
              f"rc{len(self.run_commands)}"
-        self.operations[op.lower()[len(self.base):]] = self.guest_stdout.get(vm_key) or result_line(healthy())
+        self.operations[op.lower()[len(self.base):]] = scripted or ScriptedRun(
+            run_command_value(self.guest_stdout.get(vm_key) or result_line(healthy())), polls=0)
         return 202, {"Azure-AsyncOperation": f"{op}?api-version={COMPUTE_API}",
                      "Location": f"{op}?monitor=true&api-version={COMPUTE_API}"}, ""
 
@@ -384,14 +430,14 @@ class FakeArm:
             if query.get("monitor") == "true":
                 return 200, {"Content-Type": "application/json"}, ""
             return 200, {"Content-Type": "application/json"}, json.dumps(self.lro_status[key])
-        if key not in self.operations:
+        run = self.operations.get(key)
+        if run is None:
             return self._error(404, "NotFound", f"operation {key}")
         if query.get("monitor") == "true":
-            value = [{"code": "ComponentStatus/StdOut/succeeded", "level": "Info",
-                      "displayStatus": "Provisioning succeeded", "message": self.operations[key]},
-                     {"code": "ComponentStatus/StdErr/succeeded", "level": "Info",
-                      "displayStatus": "Provisioning succeeded", "message": ""}]
-            return 200, {"Content-Type": "application/json"}, json.dumps({"value": value})
+            return 200, {"Content-Type": "application/json"}, json.dumps(run.final)
+        if run.forever or run.polls > 0:
+            run.polls -= 1
+            return 200, {"Content-Type": "application/json", **run.poll_headers}, json.dumps({"status": "InProgress"})
         return 200, {"Content-Type": "application/json"}, json.dumps({"status": "Succeeded"})
 
     def _not_found(self, key: str, path: str | None = None):

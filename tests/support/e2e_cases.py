@@ -3,7 +3,7 @@ runs them. What each must end in is asserted in test_e2e_fix.py / test_e2e_demo.
 
 from __future__ import annotations
 
-from e2e_support import Case, interrupt_once_run_command_polls, terminate_once_run_command_polls
+from tests.support.e2e_support import Case, interrupt_once_run_command_polls, terminate_once_run_command_polls
 
 SCENARIO_CASES = [
     Case("healthy", "healthy"),

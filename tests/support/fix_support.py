@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fake_arm import VmSpec, rule
-from payload_samples import (
+from azrdp.payloads.schema import validate_result
+from tests.support.fake_arm import VmSpec, rule
+from tests.support.payload_samples import (
     CERT_OLD,
     broken_machinekeys_acl,
     expired_cert,
@@ -25,9 +26,7 @@ from payload_samples import (
     result_line,
     two_disconnected_admins,
 )
-from rdp_peers import CertFiles, Listener, close_at_once, tls_rdp_server, write_cert
-
-from azrdp.payloads.schema import validate_result
+from tests.support.rdp_peers import CertFiles, Listener, close_at_once, tls_rdp_server, write_cert
 
 BACKUP = "C:/ProgramData/azrdp/backup/20260101T000002Z"
 
