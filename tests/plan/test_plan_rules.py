@@ -300,10 +300,10 @@ ROWS = [
 
 
 def _plan_for(row: Row):
-    found, network = diagnosis(row.layout, guest=row.guest() if row.guest else None, wire=row.wire,
-                               run_error=row.run_error)
+    found = diagnosis(row.layout, guest=row.guest() if row.guest else None, wire=row.wire,
+                      run_error=row.run_error)
     options = {"now": NOW, "allow_for": timedelta(hours=4), "who": "tester@example.com", **row.options}
-    return plan(found, network=network, **options)
+    return plan(found, **options)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
@@ -352,7 +352,7 @@ def test_nsg_rule_is_placed_where_it_blocks() -> None:
 def test_step_options_that_cannot_all_hold(options: dict[str, Any], problem: str) -> None:
     from azrdp.errors import UsageError
 
-    found, network = diagnosis(guest=samples.healthy())
+    found = diagnosis(guest=samples.healthy())
     with pytest.raises(UsageError) as raised:
-        plan(found, network=network, **options)
+        plan(found, **options)
     assert raised.value.message == problem

@@ -138,11 +138,11 @@ def probe(outcome: str, port: int = 3389) -> ProbeResult:
 
 def diagnosis(layout: Layout | None = None, *, guest: dict[str, Any] | None = None,
               wire: str | None = "answers", run_error: str | None = None,
-              port: int = 3389) -> tuple[Diagnosis, tuple[Inventory, Any]]:
+              port: int = 3389) -> Diagnosis:
     """The diagnosis of a VM laid out as ``layout``, with ``guest`` read by the diagnose payload
     (None: not read), the wire probe's ``wire`` outcome (None: not probed) and, with
-    ``run_error``, a guest.run ERROR (Run Command failed). Returns it with the (inventory, path)
-    pair diagnose keeps for placing NSG rules."""
+    ``run_error``, a guest.run ERROR (Run Command failed). It carries the inventory and RDP path
+    diagnose read, as diagnose's does (the planner places NSG rules from them)."""
     layout = layout or Layout()
     inv = inventory(layout)
     path = rdp_path(inv)
@@ -157,5 +157,5 @@ def diagnosis(layout: Layout | None = None, *, guest: dict[str, Any] | None = No
         checks += guest_diagnosis.checks
     if run_error is not None:
         checks.append(Check("guest.run", Status.ERROR, run_error))
-    found = Diagnosis(vm_facts(inv, path), checks, port=port, probe_result=probed, guest=guest_diagnosis)
-    return found, (inv, path)
+    return Diagnosis(vm_facts(inv, path), checks, port=port, probe_result=probed, guest=guest_diagnosis,
+                     inventory=inv, path=path)
