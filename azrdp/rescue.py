@@ -34,6 +34,7 @@ from azrdp.checks import Status
 from azrdp.clock import Clock
 from azrdp.errors import EXIT_OK, EXIT_PROBLEM, AzrdpError, NotFoundError, UsageError
 from azrdp.job import Job, JobResult
+from azrdp.logsafe import printable
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
 
@@ -221,6 +222,9 @@ def plan_rescue(diagnosis: Any, vm: dict[str, Any], os_disk: dict[str, Any] | No
     if not managed:
         blockers.append("the OS disk is not a managed disk: azrdp rescue works on managed disks only "
                         "(migrate with `az vm convert`)")
+    elif os_disk is None:
+        blockers.append(f"the VM's OS disk {printable(managed.rsplit('/', 1)[-1])} was not found (deleted, or in a "
+                        "resource group this sign-in cannot read): nothing to copy")
     encrypted = encryption_of(vm, os_disk)
     if encrypted:
         blockers.append(f"{encrypted}: an offline copy cannot be read without unlocking it; repair through the "
@@ -254,9 +258,9 @@ class _Job(Job[RescueResult]):
         """The handle of the rescue VM in the rescue's own resource group."""
         return self.session.vm(Target(self.state["rescue_vm"], self.state["group"]), clock=self.clock)
 
-    def record(self, phase: str, status: str, **fields: Any) -> dict[str, Any]:
-        entry = self.audit.record("rescue", phase=phase, status=status, rescue_id=self.state.get("rescue_id"),
-                                  state=public_state(self.state), **fields)
+    def record(self, phase: str, status: str, *, intent: bool = False, **fields: Any) -> dict[str, Any]:
+        entry = self.audit.record("rescue", intent=intent, phase=phase, status=status,
+                                  rescue_id=self.state.get("rescue_id"), state=public_state(self.state), **fields)
         self.result.actions.append(entry)
         return entry
 
@@ -331,7 +335,9 @@ class _Job(Job[RescueResult]):
             if phase in self.state["done"]:
                 continue
             self.in_flight = phase
-            self.record(phase, "started")
+            # an intent, fsynced before the phase sends anything: when it cannot be written, the
+            # phase is not started (AuditWriteError) and the report says what earlier phases made
+            self.record(phase, "started", intent=phase != "verify")
             begun = self.clock.monotonic()
             extra = getattr(self, "phase_" + phase.replace("-", "_"))() or {}
             self.timed(phase, begun)
@@ -510,7 +516,7 @@ class _Job(Job[RescueResult]):
     def step_undo(self, what: str, call: Callable[[], Any], text: str) -> None:
         self.say(text)
         self.in_flight = f"undo {what}"
-        self.record(f"undo-{what}", "started")
+        self.record(f"undo-{what}", "started", intent=True)
         call()
         self.in_flight = None
         self.record(f"undo-{what}", "done")

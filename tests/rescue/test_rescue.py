@@ -221,9 +221,10 @@ def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
         assert not any(name.startswith("azrdp-rescue-") for name in groups)
 
 
-def test_an_audit_log_that_could_not_be_written_is_in_the_result_and_the_exit_code(started, tmp_path):
-    """The rescue's own audit failure reaches its result as fix's does (azrdp.job.JobResult): the
-    records are only in the report, so the run is not a clean 0 even though RDP answers."""
+def test_an_audit_log_that_cannot_be_written_stops_the_rescue_before_its_first_change(started, tmp_path):
+    """A record of each change is written before it is sent: the rescue's phases are intents, so an
+    audit log that cannot be written stops it before the snapshot (it once ran through to
+    'verified' with every record failed), and the result says why, with the audit failure."""
     from azrdp.render.rescue import render_rescue
 
     emu = started("agent-not-ready")
@@ -232,8 +233,22 @@ def test_an_audit_log_that_could_not_be_written_is_in_the_result_and_the_exit_co
 
     result = rescue(session_for(emu), TARGET, options(emu), audit=audit)
 
-    assert result.verdict == "verified" and audit.error
-    assert result.audit_error == audit.error and result.exit_code == 1
+    assert result.verdict == "failed" and audit.error
+    assert result.error is not None and result.error.message.startswith("not sending")
+    assert result.audit_error == audit.error and result.exit_code != 0
     assert result.to_dict()["audit"]["error"] == audit.error
     assert f"Audit: FAILED to write {tmp_path / 'not-a-directory' / 'audit.jsonl'}" in render_rescue(result)
-    assert result.actions and all(r.get("audit_write_failed") for r in result.actions)
+    for op in ("Snapshots_CreateOrUpdate", "Disks_CreateOrUpdate", "VirtualMachines_CreateOrUpdate"):
+        assert emu.count(op) == 0, op                                        # nothing was made
+
+
+def test_a_vm_whose_managed_os_disk_is_not_found_is_refused_not_a_crash():
+    # The VM names a managed disk that ARM does not return (deleted, or unreadable for this sign-in):
+    # the rescue once went on with no state and crashed with a TypeError.
+    from azrdp.rescue import plan_rescue
+
+    vm = {"properties": {"storageProfile": {"osDisk": {"managedDisk": {
+        "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/vm1_OsDisk_1"}}}}}
+    plan = plan_rescue(None, vm, None, None, force=True)
+    assert plan.blockers == ["the VM's OS disk vm1_OsDisk_1 was not found (deleted, or in a resource group this "
+                             "sign-in cannot read): nothing to copy"]
