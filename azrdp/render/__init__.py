@@ -14,4 +14,5 @@ text it quotes from Azure, the guest or a certificate goes through azrdp.logsafe
     sweep      azrdp sweep           (azrdp.sweep.SweepResult, VmResult; JUnit cases)
     demo       azrdp demo            (azrdp.demo.DemoResult)
     revoke     azrdp revoke          (azrdp.revoke.RevokeResult)
+    job        the audit line fix and rescue both end with (azrdp.job.JobResult)
 """

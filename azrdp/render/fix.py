@@ -7,6 +7,7 @@ from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.logsafe import printable
+from azrdp.render.job import audit_line
 from azrdp.render.plan import render_plan
 from azrdp.repair_result import RepairResult
 from azrdp.report import render_checks
@@ -84,11 +85,9 @@ def render_fix(result: RepairResult, *, verbose: int = 0, shown: Sequence[Any] =
     for item in result.next_steps:
         if item not in result.pending:
             lines.append(f"Next: {printable(item)}")
-    if result.audit_error:
-        lines.append(f"Audit: FAILED to write {result.audit_path}: {result.audit_error}; the records are only in "
-                     "this report (-o json keeps them all)")
-    elif result.audit_path:
-        lines.append(f"Audit: {result.audit_path} ({len(result.audit_records)} records)")
+    audit = audit_line(result, records=len(result.audit_records))
+    if audit:
+        lines.append(audit)
     lines.append(f"Verdict: {result.verdict}: {result.summary().rstrip('.')}.")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from azrdp.render.job import audit_line
 from azrdp.report import render_checks
 from azrdp.rescue import COST, RescuePlan, RescueResult
 
@@ -52,10 +53,8 @@ def render_rescue(result: RescueResult, *, verbose: int = 0) -> str:
                      f"{', '.join(result.interrupted['done']) or 'nothing'}")
     if result.timings:
         lines.append("Phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
-    if result.audit_error:
-        lines.append(f"Audit: FAILED to write {result.audit_path}: {result.audit_error}; the records are only in "
-                     "this report (-o json keeps them all)")
-    elif result.audit_path:
-        lines.append(f"Audit: {result.audit_path}")
+    audit = audit_line(result)
+    if audit:
+        lines.append(audit)
     lines.append(f"Verdict: {result.verdict}: {result.summary()}")
     return "\n".join(lines)
