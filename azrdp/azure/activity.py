@@ -35,15 +35,12 @@ def run_in_progress(instance_view: Mapping[str, Any] | None, checks: Iterable[Ch
     """What shows that another run is changing the VM, and since when or why (text safe to print:
     "another Run Command is in progress", " since 2026-...") or None."""
     from azrdp.azure.lro import arm_time
+    from azrdp.azure.runcommand import run_command_state
 
     view = instance_view or {}
-    for extension in view.get("extensions") or []:
-        if not str(extension.get("type") or extension.get("name") or "").endswith("RunCommandWindows"):
-            continue
-        for status in extension.get("statuses") or []:
-            if "transitioning" in str(status.get("code") or "").lower():
-                since = f" since {printable(status.get('time'))}" if status.get("time") else ""
-                return "another Run Command is in progress", since
+    run = run_command_state(view)
+    if run is not None and run["state"] == "transitioning":
+        return "another Run Command is in progress", f" since {run['time']:%H:%M:%S} UTC" if run["time"] else ""
     for status in view.get("statuses") or []:
         if str(status.get("code") or "").lower() == "provisioningstate/updating":
             since = f" since {printable(status.get('time'))}" if status.get("time") else ""
