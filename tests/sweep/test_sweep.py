@@ -50,10 +50,15 @@ def test_check_only_reports_every_vm_and_changes_nothing(fleet):
                   "SecurityRules_CreateOrUpdate"):
         assert fleet.count(write) == 0
     # the subscription's lists answered for all five VMs; the two running VMs that fail a check
-    # had their agent read (tests/sweep/test_sweep_reads.py counts reads in detail)
+    # had their agent read, and the one of them whose RDP does not answer (the NSG-blocked VM) its
+    # serial log's health report (tests/sweep/test_sweep_reads.py counts reads in detail)
     assert fleet.count("NetworkInterfaces_ListAll") == 1 and fleet.count("NetworkInterfaces_List") == 0
     assert fleet.count("Subnets_Get") == 0 and fleet.count("VirtualMachines_Get") == 0
-    assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2
+    assert fleet.count("VirtualMachines_InstanceView") == 2
+    assert fleet.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
+    assert [c.id for c in by_name["vm-nsg-blocked-001"].checks].count("boot.health") == 1
+    assert not any(c.id == "boot.health" for c in by_name["vm-healthy-001"].checks)
+    assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2 + 1
 
 
 def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
