@@ -24,8 +24,9 @@ from azrdp.target import Target
 
 if TYPE_CHECKING:
     from azrdp.azure.inventory import Inventory
+    from azrdp.azure.lro import LroOutcome
     from azrdp.azure.nsg_rules import RulePlan
-    from azrdp.azure.power import AgentWait, LroOutcome, RebootWait
+    from azrdp.azure.power import AgentWait, RebootWait
     from azrdp.azure.runcommand import RunCommandOutcome
 
 Poll = Callable[[str], None]

@@ -60,6 +60,7 @@ param(
 $PayloadVersion = '1.0.0'
 
 # azrdp:include common.ps1
+# azrdp:include change.ps1
 
 if (-not (Test-FullLanguage)) {
     # Constrained Language Mode (WDAC/AppLocker) refuses .NET calls the steps need: change nothing.

@@ -36,9 +36,6 @@ from azrdp.errors import ProtocolError
 RESULT_MARKER = "AZRDP-RESULT:"
 """Prefix of the one result line every payload prints."""
 
-RUN_COMMAND_OUTPUT_CAP = 4096
-"""Action Run Command returns only the last 4,096 bytes of StdOut (and of StdErr)."""
-
 RESULT_LINE_BUDGET = 3700
 """The largest result line a schema may allow (bytes). The line is printed last, and Run Command
 keeps the *last* 4,096 bytes, so output before it can never cut it; what matters is that the line

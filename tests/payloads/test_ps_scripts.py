@@ -148,6 +148,10 @@ def test_diagnose_changes_nothing():
     natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
     assert natives == {"quser.exe", "qwinsta.exe"}
     assert payload("diagnose").read_only and not payload("repair").read_only
+    # ... nor does it get the helpers that change things (they would pass the scan as its "own")
+    changers = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())))
+    assert changers and not changers & own
+    assert "# azrdp:include change.ps1" not in (PAYLOAD_DIR / "diagnose.ps1").read_text()
 
 
 def test_repair_never_deletes_a_certificate_it_moves_them_to_a_backup_store():
@@ -440,12 +444,72 @@ def test_repair_steps_run_in_the_fixed_order():
 
 def test_shared_helpers_have_one_copy_that_every_payload_sends():
     common = (PAYLOAD_DIR / "common.ps1").read_text()
+    change = (PAYLOAD_DIR / "change.ps1").read_text()
     for payload_id in PAYLOADS:
         shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text()
         assert shipped.count("# azrdp:include common.ps1\n") == 1
         assert "function Write-Result" not in shipped  # the helpers live only in common.ps1
+        assert "function Get-BackupFolder" not in shipped  # ... and change.ps1
+        expected = shipped.replace("# azrdp:include common.ps1\n", common)
         sent = _source(payload_id)
-        assert sent.count(common) == 1 and sent == shipped.replace("# azrdp:include common.ps1\n", common)
+        assert sent.count(common) == 1
+        if payload(payload_id).read_only:
+            assert "# azrdp:include change.ps1" not in shipped and change not in sent
+        else:
+            assert shipped.count("# azrdp:include change.ps1\n") == 1 and sent.count(change) == 1
+            expected = expected.replace("# azrdp:include change.ps1\n", change)
+        assert sent == expected
+    assert {p for p in PAYLOADS if not payload(p).read_only} == {"repair", "rescue"}
+
+
+def test_change_helpers_take_their_paths_as_parameters():
+    # The helpers repair and rescue share work on C: and on an attached offline volume alike: none
+    # reads the running Windows' MachineKeys or %ProgramData% itself.
+    tree = pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())
+    functions = pwsh_ast.functions(tree)
+    assert {"Confirm-ProtectedFolder", "Get-BackupFolder", "Add-UndoNote", "Save-MachineKeysAcl",
+            "Set-DefaultMachineKeysAcl", "Protect-InheritedKeyAces", "Get-SecondsLeft"} <= set(functions)
+    assert pwsh_ast.problems(tree) == []
+    code = (PAYLOAD_DIR / "change.ps1").read_text()
+    for hidden in ("$MachineKeysPath", "$env:ProgramData", "$env:SystemDrive", "HKLM:"):
+        assert hidden not in code, hidden
+    params = {name: re.findall(r"\]\$(\w+)", re.search(r"param\((.*?)\)\n", body, re.S).group(1))
+              for name, body in functions.items() if "param(" in body}
+    assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
+    assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
+    assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
+
+
+def _includes(**files: str):
+    return lambda name: files[name.replace(".", "_")]
+
+
+@pytest.mark.parametrize(("source", "read_only", "message"), [
+    ("x\n", False, "each include line once"),
+    ("# azrdp:include common.ps1\n# azrdp:include common.ps1\n", False, "each include line once"),
+    ("# azrdp:include common.ps1\n# azrdp:include ../secrets.ps1\n", False, "unknown file"),
+    ("# azrdp:include common.ps1\n# azrdp:include change.ps1\n", True, "read-only"),
+    ("# azrdp:include change.ps1\n# azrdp:include common.ps1\n", False, "before"),
+])
+def test_include_rules(source, read_only, message):
+    from azrdp.payloads import expand_includes
+
+    with pytest.raises(RuntimeError, match=message):
+        expand_includes("p.ps1", source, read_only=read_only, read=_includes(common_ps1="C\n", change_ps1="X\n"))
+
+
+def test_includes_expand_once_each_and_an_include_file_may_not_include():
+    from azrdp.payloads import expand_includes
+
+    read = _includes(common_ps1='C "# azrdp:include change.ps1"\n', change_ps1="X\n")
+    both = "a\n# azrdp:include common.ps1\nb\n# azrdp:include change.ps1\nc\n"
+    assert expand_includes("p.ps1", both, read_only=False, read=read) == 'a\nC "# azrdp:include change.ps1"\nb\nX\nc\n'
+    assert expand_includes("p.ps1", "# azrdp:include common.ps1\n", read_only=True, read=read) == \
+        'C "# azrdp:include change.ps1"\n'
+    for nested in (_includes(common_ps1="C\n", change_ps1="# azrdp:include common.ps1\n"),
+                   _includes(common_ps1="C\n# azrdp:include change.ps1\n", change_ps1="X\n")):
+        with pytest.raises(RuntimeError, match="may not include"):
+            expand_includes("p.ps1", both, read_only=False, read=nested)
 
 
 def test_payload_versions_match_the_manifest():
