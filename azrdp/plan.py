@@ -394,10 +394,13 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     if guest_steps:
         seats_step = chosen.get("sessions")
+        cert_step = chosen.get("cert")
         forced_seats = seats_step is not None and seats_step.forced
         result.values = {"Steps": [s.name for s in guest_steps], "LogOffActive": bool(log_off_active),
                          "LogOffOnlyWhenFull": bool(seats_step is not None and not seats_step.forced)}
-        if forced_seats:  # asked with --step sessions: also on RD Session Hosts / multi-session hosts
+        # Asked with --step sessions (it logs off) or --step cert (its TermService restart disconnects
+        # every user): also on RD Session Hosts / multi-session / AVD hosts, which refuse otherwise.
+        if forced_seats or (cert_step is not None and cert_step.forced):
             result.values["MultiSession"] = True
         if run_id:
             result.values["RunId"] = run_id

@@ -257,6 +257,10 @@ class BackupRoot:
     owner: str = "S-1-5-18"       # SYSTEM when absent or made by azrdp
     reparse_point: bool = False
     protected: bool = False       # azrdp's SYSTEM/Administrators-only DACL is on it
+    # disconnected-by-azrdp.txt: the sign-ins (session id, user, logon time) a cert step's
+    # TermService restart disconnected, with the guest time it was written (repair.ps1's
+    # Save-DisconnectedRecord); a file on disk, so it outlives the payload and a reboot.
+    disconnected: list[tuple[tuple[int, str | None, float | None], float]] = field(default_factory=list)
 
 
 @dataclass
@@ -307,6 +311,13 @@ class Session:
     state: str                    # Active | Disc | Conn ...
     idle_min: int | None = None
     gone_at: float | None = None  # logging off: the session disappears at this guest time
+    logon_at: float | None = None         # WTSINFOW LogonTime (guest time); None: not known
+    disconnected_at: float | None = None  # WTSINFOW DisconnectTime (guest time) of a Disc session
+
+    @property
+    def key(self) -> tuple[int, str | None, float | None]:
+        """One sign-in (repair.ps1's Get-SessionKey): ids are reused, the logon time tells them apart."""
+        return (self.id, self.user, self.logon_at)
 
 
 @dataclass
@@ -464,6 +475,7 @@ class WindowsGuest:
             for session in self.sessions:
                 if session.state == "Active" and session.name != "console" and session.user:
                     session.state, session.name, session.idle_min = "Disc", None, 0
+                    session.disconnected_at = self.clock()   # unverified: DisconnectTime set by this disconnect
         service.state = "StopPending" if service.hang == "stop" else "Stopped"
 
     def wait_for_status(self, name: str, want: str) -> bool:
@@ -642,7 +654,10 @@ class WindowsGuest:
 
     def add_session(self, user: str, state: str = "Disc", idle_min: int | None = 1_440) -> Session:
         next_id = max(s.id for s in self.sessions) + 1
-        session = Session(next_id, None if state == "Disc" else f"rdp-tcp#{next_id}", user, state, idle_min)
+        now = self.clock()
+        session = Session(next_id, None if state == "Disc" else f"rdp-tcp#{next_id}", user, state, idle_min,
+                          logon_at=now - 60 * (idle_min or 0) - 3_600,
+                          disconnected_at=now - 60 * (idle_min or 0) if state == "Disc" else None)
         self.sessions.append(session)
         return session
 

@@ -355,6 +355,7 @@ DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwat
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
+PROTECT_SECONDS = 24 * 3600   # $ProtectHours: sessions a cert step's restart disconnected are kept this long
 MAX_KEY_FILES = 20000         # $MaxKeyFiles: more MachineKeys files than a step walks inside its deadline
 
 
@@ -385,8 +386,9 @@ class _RepairRun:
         self.values = values
         self.folder: str | None = None
         self.started = guest.payload_elapsed
-        self.disc_at_start: set[int] = set()
-        self.active_at_start: set[int] = set()
+        self.start_clock = guest.clock()            # $script:StartFileTime
+        self.disc_at_start: set[tuple[int, str | None, float | None]] = set()     # Session.key
+        self.active_at_start: set[tuple[int, str | None, float | None]] = set()
 
     def seconds_left(self) -> float:
         """Get-SecondsLeft."""
@@ -413,6 +415,24 @@ class _RepairRun:
             self.guest.backup_folders[path] = ["run-id.txt"]
             self.folder = path
         return self.folder
+
+    def recently_disconnected(self) -> set[tuple[int, str | None, float | None]]:
+        """Read-DisconnectedRecord: the sign-ins a cert step's restart disconnected in the last 24 h."""
+        now = self.guest.clock()
+        return {key for key, at in self.guest.backup_root.disconnected if now - at < PROTECT_SECONDS}
+
+    def record_disconnected(self) -> None:
+        """Save-DisconnectedRecord, just before the TermService restart: the remote sessions Active
+        now, in the protected root (made and checked first: a foreign-owned root throws, and the
+        restart is not made); entries older than 24 h are dropped."""
+        rows = [s for s in _user_sessions(self.guest) if s.state == "Active" and s.id != 0 and s.name != "console"]
+        if not rows:
+            return
+        self.back_up("undo.txt")
+        now = self.guest.clock()
+        root = self.guest.backup_root
+        root.disconnected = [(key, at) for key, at in root.disconnected if now - at < PROTECT_SECONDS]
+        root.disconnected += [(s.key, now) for s in rows]
 
     def back_up(self, name: str) -> str:
         folder = self.backup_folder()
@@ -724,10 +744,18 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     hold = _cert_hold_back(run)
     if hold:
         return Outcome(skip=hold)
+    broken = [cert for cert in _store_newest_first(guest) if _broken(guest, cert)]
+    # Decided before any change: on a session host the restart disconnects every user (RECHECK #8).
+    restart = bound_broken or (bool(broken) and not bound_usable) or before["current"] is None
+    if restart and not run.values["MultiSession"]:
+        try:
+            mode = _seat_mode(guest)
+        except ReadFailed as failure:               # Get-SeatMode throws inside the step: it fails
+            raise StepFailed(str(failure)) from None
+        if mode in SEAT_MODES_MULTI:
+            return Outcome(info=info, skip=f"held back: {mode} host; restarts only with MultiSession")
     removed: list[str] = []
-    for cert in _store_newest_first(guest):
-        if not _broken(guest, cert):
-            continue
+    for cert in broken:
         run.back_up("undo.txt")                     # Move-Item to Cert:\LocalMachine\azrdp-backup
         cert.store = "backup"
         removed.append(cert.thumbprint)
@@ -737,9 +765,11 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         guest.bound_thumbprint, guest.bound_kind = None, "Binary"
     restarted: list[str] = []
     problem = None
-    if cleared or (removed and not bound_usable) or before["current"] is None:
+    if restart:
         try:
             for name in ("SessionEnv", "TermService"):
+                if name == "TermService":
+                    run.record_disconnected()       # before the restart is sent
                 _restart_bounded(run, name)
                 restarted.append(name)
             if not any(not _broken(guest, c) for c in guest.rd_store()):   # Wait-RdpCertificate's 60 s
@@ -775,16 +805,25 @@ def _sessions_state(guest: WindowsGuest) -> dict[str, Any]:
 def _sessions_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest, values = run.guest, run.values
     include_active = bool(values["LogOffActive"])
-    info: dict[str, Any] = {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": include_active}
+    info: dict[str, Any] = {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": include_active,
+                            "kept_recent": 0}
     if values["LogOffOnlyWhenFull"] and before["free"] > 0:
         return Outcome(info=info)
-    targets = [s for s in _user_sessions(guest) if s.id != 0 and s.name != "console" and (
-        (s.state == "Disc" and s.id in run.disc_at_start) or
-        (include_active and s.id in run.active_at_start and s.state in ("Active", "Disc")))]
+    # The same sign-in as at the start, and disconnected since before it (desk finding 14).
+    candidates = [s for s in _user_sessions(guest) if s.id != 0 and s.name != "console" and (
+        (s.state == "Disc" and s.key in run.disc_at_start and
+         (s.disconnected_at is None or s.disconnected_at < run.start_clock)) or
+        (include_active and s.key in run.active_at_start and s.state in ("Active", "Disc")))]
+    # Nor, for 24 h unless LogOffActive, those an earlier run's cert step disconnected (new H-1).
+    recent = set() if include_active else run.recently_disconnected()
+    targets = [s for s in candidates if s.key not in recent]
+    info["kept_recent"] = len(candidates) - len(targets)
     targets.sort(key=lambda s: -1 if s.idle_min is None else s.idle_min, reverse=True)
     if values["LogOffOnlyWhenFull"]:
         targets = targets[:max(0, before["used"] - before["seat_limit"] + 1)]
     if not targets:
+        if info["kept_recent"]:
+            return Outcome(info=info, skip=f"held back: azrdp disconnected {info['kept_recent']} in 24 h; LogOffActive")
         return Outcome(info=info)
     if before["mode"] in SEAT_MODES_MULTI and not values["MultiSession"]:
         return Outcome(info=info, skip=f"held back: {before['mode']} host; logs off only with MultiSession")
@@ -813,10 +852,10 @@ def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     pending_before = bool(guest.reboot_reasons)
     wanted = set(values["Steps"])
     error = None if wanted else "no steps given: pass -Steps rdp-config,cert,..."
-    if "sessions" in wanted:                        # the snapshot before any step
+    if "sessions" in wanted or "cert" in wanted:   # the snapshot before any step
         users = _user_sessions(guest)
-        run.disc_at_start = {s.id for s in users if s.state == "Disc"}
-        run.active_at_start = {s.id for s in users if s.state == "Active"}
+        run.disc_at_start = {s.key for s in users if s.state == "Disc"}
+        run.active_at_start = {s.key for s in users if s.state == "Active"}
     results = [_invoke_step(run, name, *steps[name]) for name in REPAIR_STEPS if name in wanted]
     termservice = _confirm_termservice(run)
     return {

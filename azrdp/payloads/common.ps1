@@ -365,7 +365,8 @@ public static class AzRdpWts {
     static extern bool WTSQuerySessionInformationW(IntPtr server, int id, int infoClass, out IntPtr buffer, out int bytes);
     [DllImport("wtsapi32.dll")]
     static extern void WTSFreeMemory(IntPtr memory);
-    // One row per session: id, winstation name, state number, user name, idle minutes (-1 unknown).
+    // One row per session: id, winstation name, state number, user name, idle minutes (-1 unknown),
+    // logon and disconnect times (FILETIME UTC, 0 unknown: WTSINFOW LogonTime, DisconnectTime).
     public static object[][] Sessions() {
         IntPtr list; int count;
         if (!WTSEnumerateSessionsW(IntPtr.Zero, 0, 1, out list, out count)) { throw new System.ComponentModel.Win32Exception(); }
@@ -374,16 +375,16 @@ public static class AzRdpWts {
             int size = Marshal.SizeOf(typeof(SessionInfo));
             for (int i = 0; i < count; i++) {
                 SessionInfo si = (SessionInfo)Marshal.PtrToStructure(new IntPtr(list.ToInt64() + i * size), typeof(SessionInfo));
-                string user = null; long idle = -1; IntPtr buffer; int bytes;
+                string user = null; long idle = -1; long logon = 0; long disconnect = 0; IntPtr buffer; int bytes;
                 if (WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24, out buffer, out bytes)) {
                     try {
                         Info info = (Info)Marshal.PtrToStructure(buffer, typeof(Info));
-                        user = info.User;
+                        user = info.User; logon = info.Logon; disconnect = info.Disconnect;
                         long since = si.State == 4 ? info.Disconnect : info.LastInput;
                         if (since > 0) { if (info.Now >= since) { idle = (info.Now - since) / 600000000L; } }
                     } finally { WTSFreeMemory(buffer); }
                 }
-                rows.Add(new object[] { si.Id, Marshal.PtrToStringUni(si.Station), si.State, user, idle });
+                rows.Add(new object[] { si.Id, Marshal.PtrToStringUni(si.Station), si.State, user, idle, logon, disconnect });
             }
         } finally { WTSFreeMemory(list); }
         return rows.ToArray();
@@ -467,13 +468,15 @@ function Get-QuserSessions {
             user = Limit-Text -Text $Matches[1].Trim() -Max 24
             state = ConvertFrom-QuserState -Word $Matches[4]
             idle_min = ConvertTo-IdleMinutes -Idle $Matches[5]
+            logon = $null     # quser's LOGON TIME is in the display language's date format: not read
+            disc_at = $null
         })
     }
     return ,$sessions.ToArray()
 }
 
 function Get-UserSessions {
-    # Sessions with a signed-in user: id, name, user, state, idle_min. Through the WTS API
+    # Sessions with a signed-in user: id, name, user, state, idle_min, logon, disc_at. Through the WTS API
     # (language-independent state numbers); quser only when the API cannot be used.
     $rows = Get-WtsRows
     if ($null -eq $rows) {
@@ -489,7 +492,13 @@ function Get-UserSessions {
         if (-not [string]::IsNullOrEmpty([string]$row[1])) { $name = Limit-Text -Text ([string]$row[1]).ToLowerInvariant() -Max 12 }
         $state = 'Unknown'
         if ([int]$row[2] -ge 0 -and [int]$row[2] -lt $WtsStates.Count) { $state = $WtsStates[[int]$row[2]] }
-        [void]$sessions.Add([ordered]@{ id = [int]$row[0]; name = $name; user = Limit-Text -Text $row[3] -Max 24; state = $state; idle_min = $idle })
+        # logon/disc_at: FILETIME UTC ($null unknown), what tells one sign-in of a user in a session
+        # id apart from a later one, and a disconnect before this payload from one during it.
+        $logon = $null
+        if ([int64]$row[5] -gt 0) { $logon = [int64]$row[5] }
+        $discAt = $null
+        if ([int64]$row[6] -gt 0) { $discAt = [int64]$row[6] }
+        [void]$sessions.Add([ordered]@{ id = [int]$row[0]; name = $name; user = Limit-Text -Text $row[3] -Max 24; state = $state; idle_min = $idle; logon = $logon; disc_at = $discAt })
     }
     return ,$sessions.ToArray()
 }

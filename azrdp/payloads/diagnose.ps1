@@ -196,7 +196,10 @@ function Read-Sessions {
     $seats = Get-SeatFacts -Sessions $sessions
     $single = Get-DWord -Path $TerminalServerKey -Name 'fSingleSessionPerUser'
     return [ordered]@{
-        list = @($sessions | Select-Object -First 4)
+        # The schema's fields only (the logon and disconnect times are the repair's, not the line's).
+        list = @($sessions | Select-Object -First 4 | ForEach-Object -Process {
+            [ordered]@{ id = $_.id; name = $_.name; user = $_.user; state = $_.state; idle_min = $_.idle_min }
+        })
         total = $sessions.Count
         server_mode = $seats.server_mode
         max_instances = $seats.max_instances

@@ -125,8 +125,17 @@ $ResultReserveSeconds = 90
 $script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
 $script:DeadlineSeconds = 480
 $script:BackupFolder = $null
+# Sessions at the start, keyed id|user|logon time (Get-SessionKey): a session id is reused, and
+# only the same sign-in counts as the same session.
 $script:DiscAtStart = @()
 $script:ActiveAtStart = @()
+$script:ActiveRowsAtStart = @()
+$script:StartFileTime = [DateTime]::UtcNow.ToFileTimeUtc()
+# Sessions the cert step's TermService restart disconnected are recorded in the protected backup
+# root, and no later run logs them off for this long unless LogOffActive is true: their users were
+# working (their clients may not reconnect on their own to a new self-signed certificate).
+$DisconnectedRecordName = 'disconnected-by-azrdp.txt'
+$ProtectHours = 24
 
 function New-Outcome {
     # What a repair function returns: whether it changed anything, needs a reboot, its info.
@@ -660,7 +669,11 @@ function Get-CertHoldBack {
     foreach ($name in @('SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc')) {
         $facts = Get-ServiceFacts -Name $name
         if ($facts.state -eq 'Missing') { return ('held back: {0} is missing' -f $name) }
-        if ($facts.start -eq 'Disabled') { return ('held back: {0} is disabled; run rdp-config' -f $name) }
+        if ($facts.start -eq 'Disabled') {
+            # rdp-config sets TermService and SessionEnv back to Manual; the other three it never touches.
+            if (@('SessionEnv', 'TermService') -contains $name) { return ('held back: {0} is disabled; run rdp-config' -f $name) }
+            return ('held back: {0} is disabled; set it to Manual' -f $name)
+        }
     }
     if (-not (Test-KeyFolderWritable)) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
     $key = Get-RdpKeyFacts
@@ -709,8 +722,25 @@ function Repair-Certificate {
     $holdBack = Get-CertHoldBack
     if ($null -ne $holdBack) { return New-Outcome -Skip $holdBack }
     # Loop over every certificate: Microsoft's one-liner breaks when the store holds several.
+    $broken = New-Object -TypeName System.Collections.ArrayList
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
         if (-not (Test-CertificateBroken -Certificate $certificate)) { continue }
+        [void]$broken.Add($certificate)
+    }
+    # Restart only when the certificate RDP serves must change: every restart of TermService
+    # disconnects every RDP user (their sessions stay, as Disc). A broken certificate moved while
+    # no usable one is bound is still the one TermService serves from memory: that too needs the
+    # restart (review #13). Decided before any change, so a restart the host forbids changes nothing.
+    $restart = $boundBroken -or ($broken.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)
+    if ($restart -and $MultiSession -ne 'true') {
+        # On an RD Session Host, multi-session Windows or an AVD session host the restart
+        # disconnects every user of the host, as the sessions step would (RECHECK #8): only when asked.
+        $mode = Get-SeatMode
+        if (@('rdsh', 'multi', 'avd') -contains $mode) {
+            return New-Outcome -Info $info -Skip ('held back: {0} host; restarts only with MultiSession' -f $mode)
+        }
+    }
+    foreach ($certificate in $broken) {
         Move-CertificateToBackup -Thumbprint $certificate.Thumbprint
         [void]$removed.Add($certificate.Thumbprint.ToUpperInvariant())
     }
@@ -723,16 +753,14 @@ function Repair-Certificate {
         Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
         $cleared = $true
     }
-    # Restart only when the certificate RDP serves must change: every restart of TermService
-    # disconnects every RDP user (their sessions stay, as Disc).
     $problem = $null
     $restarted = New-Object -TypeName System.Collections.ArrayList
-    # A broken certificate moved while no usable one is bound is still the one TermService serves
-    # from memory: that too needs the restart (review #13).
-    $restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)
     if ($restart) {
         try {
             foreach ($name in @('SessionEnv', 'TermService')) {
+                # Written before the restart is sent: the users it is about to disconnect, so that
+                # no later run logs them off (a failed write is a restart not made).
+                if ($name -eq 'TermService') { Save-DisconnectedRecord }
                 Restart-ServiceBounded -Name $name
                 [void]$restarted.Add($name)
             }
@@ -759,6 +787,58 @@ function Repair-Certificate {
 
 # ---- sessions ----
 
+function Get-SessionKey {
+    # One sign-in: session id, user and logon time (FILETIME; empty when unknown). Session ids are
+    # reused; the logon time tells a later sign-in in the same id apart.
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Session)
+    return ('{0}|{1}|{2}' -f $Session.id, $Session.user, $Session.logon)
+}
+
+function Get-DisconnectedRecordPath {
+    return Join-Path -Path (Join-Path -Path $env:ProgramData -ChildPath 'azrdp') -ChildPath $DisconnectedRecordName
+}
+
+function Read-DisconnectedRecord {
+    # The sessions a cert step's TermService restart disconnected in the last $ProtectHours hours:
+    # @{ key; at; line }. Lines are `<id>|<user>|<logon>|<UTC time, round-trip format>`; a line
+    # that does not parse is dropped. Throws when the file is there but cannot be read: no
+    # session is then logged off (the step fails, and says why).
+    $path = Get-DisconnectedRecordPath
+    if (-not (Test-Path -LiteralPath $path)) { return ,@() }
+    $since = [DateTime]::UtcNow.AddHours(-$ProtectHours)
+    $entries = New-Object -TypeName System.Collections.ArrayList
+    foreach ($line in @(Get-Content -LiteralPath $path -Encoding UTF8)) {
+        $cut = ([string]$line).LastIndexOf('|')
+        if ($cut -lt 1) { continue }
+        $at = [DateTime]::MinValue
+        if (-not [DateTime]::TryParse($line.Substring($cut + 1), [System.Globalization.CultureInfo]::InvariantCulture, [System.Globalization.DateTimeStyles]::RoundtripKind, [ref]$at)) { continue }
+        if ($at.ToUniversalTime() -lt $since) { continue }
+        [void]$entries.Add([ordered]@{ key = $line.Substring(0, $cut); at = $at; line = [string]$line })
+    }
+    return ,$entries.ToArray()
+}
+
+function Save-DisconnectedRecord {
+    # Just before the cert step restarts TermService: every remote session Active now (or, when
+    # they cannot be read now, Active at the start) is about to be disconnected by azrdp. Recorded
+    # in the protected root %ProgramData%\azrdp (Get-BackupFolder makes and checks it), with the
+    # entries of the last $ProtectHours hours kept and older ones dropped. Throws when it cannot
+    # write: the restart is then not made.
+    $rows = $script:ActiveRowsAtStart
+    try {
+        $current = Get-UserSessions
+        $rows = @($current | Where-Object -FilterScript { $_.state -eq 'Active' })
+    } catch { }
+    $rows = @($rows | Where-Object -FilterScript { $_.id -ne 0 -and $_.name -ne 'console' })
+    if ($rows.Count -eq 0) { return }
+    [void](Get-BackupFolder)
+    $now = [DateTime]::UtcNow.ToString('o', [System.Globalization.CultureInfo]::InvariantCulture)
+    $record = Read-DisconnectedRecord
+    $lines = @(@($record | ForEach-Object -Process { $_.line }) + @($rows | ForEach-Object -Process { '{0}|{1}' -f (Get-SessionKey -Session $_), $now }))
+    Set-Content -LiteralPath (Get-DisconnectedRecordPath) -Value $lines -Encoding UTF8
+    Add-UndoNote -Line ('sessions: {0} disconnected by the TermService restart (kept from logoff for {1} h: {2})' -f $rows.Count, $ProtectHours, (Get-DisconnectedRecordPath))
+}
+
 function Read-SessionsState {
     $sessions = Get-UserSessions
     $seats = Get-SeatFacts -Sessions $sessions
@@ -777,23 +857,39 @@ function Repair-Sessions {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $includeActive = ($LogOffActive -eq 'true')
     $onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')
-    $info = [ordered]@{ logged_off = @(); logged_off_total = 0; seats_freed = 0; include_active = $includeActive }
+    $info = [ordered]@{ logged_off = @(); logged_off_total = 0; seats_freed = 0; include_active = $includeActive; kept_recent = 0 }
     if ($onlyWhenFull -and $Before.free -gt 0) { return New-Outcome -Info $info }
     # Only sessions that were already disconnected when this payload started (or active then,
     # with LogOffActive): the cert step's TermService restart turns working users' sessions into
-    # Disc, and they are never logged off for it.
+    # Disc, and they are never logged off for it. The same sign-in (id, user and logon time: ids
+    # are reused), still disconnected since before the start (a user who reconnected and was
+    # disconnected again during the run is working).
     $sessions = Get-UserSessions
-    $targets = @($sessions | Where-Object -FilterScript {
+    $candidates = @($sessions | Where-Object -FilterScript {
+        $key = Get-SessionKey -Session $_
         $_.id -ne 0 -and $_.name -ne 'console' -and (
-            ($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id) -or
-            ($includeActive -and $script:ActiveAtStart -contains $_.id -and @('Active', 'Disc') -contains $_.state))
-    } | Sort-Object -Property @{ Expression = { if ($null -eq $_.idle_min) { -1 } else { $_.idle_min } } } -Descending)
+            ($_.state -eq 'Disc' -and $script:DiscAtStart -contains $key -and ($null -eq $_.disc_at -or $_.disc_at -lt $script:StartFileTime)) -or
+            ($includeActive -and $script:ActiveAtStart -contains $key -and @('Active', 'Disc') -contains $_.state))
+    })
+    # Nor, for 24 h unless LogOffActive, the sessions an earlier run's cert step disconnected
+    # (new H-1): to this run they look disconnected at the start, yet their users were working.
+    $recent = @()
+    if (-not $includeActive) {
+        $record = Read-DisconnectedRecord
+        $recent = @($record | ForEach-Object -Process { $_.key })
+    }
+    $targets = @($candidates | Where-Object -FilterScript { $recent -notcontains (Get-SessionKey -Session $_) } |
+        Sort-Object -Property @{ Expression = { if ($null -eq $_.idle_min) { -1 } else { $_.idle_min } } } -Descending)
+    $info.kept_recent = $candidates.Count - $targets.Count
     if ($onlyWhenFull) {
         # Longest idle first, only as many as free one seat.
         $need = [Math]::Max(0, $Before.used - $Before.seat_limit + 1)
         $targets = @($targets | Select-Object -First $need)
     }
-    if ($targets.Count -eq 0) { return New-Outcome -Info $info }
+    if ($targets.Count -eq 0) {
+        if ($info.kept_recent -gt 0) { return New-Outcome -Info $info -Skip ('held back: azrdp disconnected {0} in 24 h; LogOffActive' -f $info.kept_recent) }
+        return New-Outcome -Info $info
+    }
     if (@('rdsh', 'multi', 'avd') -contains $Before.mode -and $MultiSession -ne 'true') {
         return New-Outcome -Info $info -Skip ('held back: {0} host; logs off only with MultiSession' -f $Before.mode)
     }
@@ -880,13 +976,17 @@ try {
 $wanted = @((@($Steps) -join ',').Split(',') | Where-Object -FilterScript { $_ } | ForEach-Object -Process { $_.ToLowerInvariant() })
 $runError = $null
 if ($wanted.Count -eq 0) { $runError = 'no steps given: pass -Steps rdp-config,cert,...' }
-if ($wanted -contains 'sessions') {
+# Whenever the cert step may restart TermService, not only for the sessions step: what was
+# Active at the start is recorded if that restart comes (Save-DisconnectedRecord).
+if ($wanted -contains 'sessions' -or $wanted -contains 'cert') {
     try {
         $atStart = Get-UserSessions
-        $script:DiscAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Disc' } | ForEach-Object -Process { $_.id })
-        $script:ActiveAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' } | ForEach-Object -Process { $_.id })
+        $script:DiscAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Disc' } | ForEach-Object -Process { Get-SessionKey -Session $_ })
+        $script:ActiveAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' } | ForEach-Object -Process { Get-SessionKey -Session $_ })
+        $script:ActiveRowsAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' })
     } catch {
         $script:DiscAtStart = @()
+        $script:ActiveAtStart = @()
     }
 }
 $results = New-Object -TypeName System.Collections.ArrayList

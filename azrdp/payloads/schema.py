@@ -451,7 +451,10 @@ REPAIR_STEP_SCHEMAS: dict[str, Field] = {
                        max_items=4),
           logged_off_total=i("All sessions logged off.", hi=None),
           seats_freed=i("after.free - before.free, never negative."),
-          include_active=b("Active sessions were included (LogOffActive=true)."))),
+          include_active=b("Active sessions were included (LogOffActive=true)."),
+          kept_recent=i("Sessions disconnected at the start that were kept: a cert step's TermService "
+                        "restart disconnected them in the last 24 h (their users were working; "
+                        "logged off only with LogOffActive=true).", hi=65536))),
 }
 
 REPAIR = o(

@@ -34,7 +34,7 @@ def test_only_when_full_logs_off_no_one_while_a_seat_is_free(start_emulator, fak
     assert step["status"] == "unchanged" and step["error"] is None and not result["changed"]
     assert step["before"] == step["after"] == {"total": 1, "disconnected": 1, "active": 0, "mode": "admin",
                                                "seat_limit": 2, "used": 1, "free": 1}
-    assert step["info"] == {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}
+    assert step["info"] == {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False, "kept_recent": 0}
     assert [s.user for s in emu.guest().sessions if s.user] == ["opsadmin"]
 
 
@@ -371,6 +371,64 @@ def test_a_termservice_restart_disconnects_working_users_and_the_sessions_step_k
     assert users == [("azureadmin", "Disc"), ("opsadmin", "Disc")]
     assert steps["sessions"]["info"]["logged_off_total"] == 0 and steps["sessions"]["before"]["free"] == 0
     assert result["termservice"] == "Running"
+
+
+def test_a_later_run_keeps_the_users_an_earlier_restart_disconnected_for_24_hours(start_emulator, fake_credential):
+    # RECHECK new H-1: the Disc-at-start snapshot protected them within one run only; the next
+    # run's sessions step saw both admins disconnected at its start and logged the longest idle off.
+    emu = start_emulator("active-users")
+    _, steps = repair(emu, fake_credential, ["cert", "sessions"], LogOffOnlyWhenFull=True)
+    assert steps["cert"]["info"]["restarted"] == ["SessionEnv", "TermService"]
+    record = emu.guest().backup_root.disconnected
+    assert sorted(key[1] for key, _ in record) == ["azureadmin", "opsadmin"]   # written before the restart
+    _, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    sessions = steps["sessions"]
+    assert sessions["status"] == "skipped" and sessions["info"]["kept_recent"] == 2
+    assert sessions["info"]["logged_off_total"] == 0 and sessions["after"]["disconnected"] == 2
+    # LogOffActive true: asked for, the record does not hold them back
+    _, asked = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True, LogOffActive=True)
+    assert asked["sessions"]["info"]["logged_off_total"] == 1 and asked["sessions"]["info"]["kept_recent"] == 0
+    # written 24 h ago: they are disconnected sessions like any other
+    def a_day_ago(backend):
+        root = emu.guest().backup_root
+        root.disconnected = [(key, at - 24 * 3600 - 60) for key, at in root.disconnected]
+        emu.guest().add_session("opsadmin2", "Disc")
+    emu.update(a_day_ago)
+    _, later = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    assert later["sessions"]["status"] == "changed" and later["sessions"]["info"]["kept_recent"] == 0
+
+
+def test_a_new_sign_in_in_a_reused_session_id_is_not_kept_by_an_old_record(start_emulator, fake_credential):
+    # Desk finding 14: keyed by session id alone, a record (or snapshot) of one sign-in would cover a
+    # different sign-in that later got the same id. Id, user and logon time are one sign-in.
+    emu = start_emulator("active-users")
+    repair(emu, fake_credential, ["cert", "sessions"], LogOffOnlyWhenFull=True)
+
+    def sign_in_again(backend):
+        guest = emu.guest()
+        (first,) = [s for s in guest.sessions if s.user == "azureadmin"]
+        guest.sessions.remove(first)                       # signed out ...
+        again = guest.add_session("azureadmin", "Disc", idle_min=3_000)
+        again.id = first.id                                # ... and in again, into the same id
+    emu.update(sign_in_again)
+    _, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    assert steps["sessions"]["info"]["kept_recent"] == 1      # opsadmin, whom the restart disconnected
+    assert steps["sessions"]["info"]["logged_off_total"] == 1  # the new sign-in, idle longest
+
+
+def test_the_cert_steps_restart_is_held_back_on_a_session_host_unless_asked(start_emulator, fake_credential):
+    # RECHECK #8: the restart disconnects every user of an RD Session Host; the sessions step
+    # refused there, the cert step did not. Held back before any change.
+    emu = start_emulator("active-users")
+    emu.update(lambda backend: setattr(emu.guest(), "seat_mode", "rdsh"))
+    store = [c.thumbprint for c in emu.guest().rd_store()]
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["status"] == "skipped"
+    assert steps["cert"]["error"] == "held back: rdsh host; restarts only with MultiSession"
+    assert [c.thumbprint for c in emu.guest().rd_store()] == store                     # nothing moved
+    assert [s.state for s in emu.guest().sessions if s.user] == ["Active", "Active"]   # nobody disconnected
+    _, asked = repair(emu, fake_credential, ["cert"], MultiSession=True)
+    assert asked["cert"]["status"] == "changed" and asked["cert"]["info"]["restarted"] == ["SessionEnv", "TermService"]
 
 
 def test_a_service_hung_in_stop_pending_bounds_the_restart_and_reports_it(start_emulator, fake_credential):

@@ -193,10 +193,43 @@ def test_cert_step_restarts_termservice_only_when_the_served_certificate_must_ch
     # Review #13: a restart disconnects every RDP user; removing an unused expired certificate
     # while a valid one is served is no reason for one.
     body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
-    # finding 8: a broken certificate moved while none usable is bound is still served from memory
-    assert "$restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)" in body
-    assert "if ($restart) {" in body
+    # finding 8: a broken certificate moved while none usable is bound is still served from memory;
+    # decided before any change (the binding it clears, the certificates it moves), so that a
+    # restart a session host forbids changes nothing (RECHECK #8)
+    assert "$restart = $boundBroken -or ($broken.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)" in body
+    assert body.index("$restart = ") < body.index("Move-CertificateToBackup") < body.index("if ($restart) {")
+    assert body.index("$restart = ") < body.index("Remove-ItemProperty")
     assert body.count("Restart-ServiceBounded") == 1
+
+
+def test_cert_step_restart_is_held_back_on_session_hosts_unless_asked():
+    # RECHECK #8: the sessions step refused on rdsh/multi/avd, but the cert step's TermService
+    # restart still disconnected every user of a session host.
+    body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
+    gate = body.index("if ($restart -and $MultiSession -ne 'true') {")
+    assert "@('rdsh', 'multi', 'avd') -contains $mode" in body[gate:]
+    assert gate < body.index("Move-CertificateToBackup") and gate < body.index("Remove-ItemProperty")
+
+
+def test_a_restart_records_whom_it_disconnects_and_later_runs_keep_them():
+    # RECHECK new H-1: the Disc-at-start snapshot protected the users the cert step's restart
+    # disconnected only within that run; the next run saw them "disconnected at its start" and
+    # logged the longest idle off. The record is written before the restart, in the protected root.
+    source = _source("repair")
+    functions = pwsh_ast.functions(_tree("repair"))
+    cert = functions["Repair-Certificate"]
+    assert "if ($name -eq 'TermService') { Save-DisconnectedRecord }" in cert
+    assert cert.index("Save-DisconnectedRecord") < cert.index("Restart-ServiceBounded -Name $name")
+    save = functions["Save-DisconnectedRecord"]
+    assert save.index("[void](Get-BackupFolder)") < save.index("Set-Content")   # the protected root first
+    assert "$ProtectHours = 24" in source and "$DisconnectedRecordName = 'disconnected-by-azrdp.txt'" in source
+    # the snapshot is taken whenever the cert step may restart, not only for the sessions step
+    assert "if ($wanted -contains 'sessions' -or $wanted -contains 'cert') {" in source
+    sessions = functions["Repair-Sessions"]
+    assert "if (-not $includeActive) {" in sessions and "$recent -notcontains (Get-SessionKey -Session $_)" in sessions
+    read = functions["Read-DisconnectedRecord"]
+    assert "if ($at.ToUniversalTime() -lt $since) { continue }" in read
+    assert "Get-Content -LiteralPath $path -Encoding UTF8" in read and "catch" not in read   # unreadable: throws
 
 
 def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
@@ -228,8 +261,12 @@ def test_sessions_step_logs_off_only_sessions_disconnected_at_the_start():
     source = _source("repair")
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-Sessions"]
-    assert "($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id)" in body
-    assert "$includeActive -and $script:ActiveAtStart -contains $_.id" in body
+    # Desk finding 14: keyed by id, user and logon time (ids are reused), and still disconnected
+    # since before the start (a user who reconnected and was disconnected again is working).
+    assert "($_.state -eq 'Disc' -and $script:DiscAtStart -contains $key -and ($null -eq $_.disc_at -or $_.disc_at -lt $script:StartFileTime))" in body
+    assert "$includeActive -and $script:ActiveAtStart -contains $key" in body
+    assert "return ('{0}|{1}|{2}' -f $Session.id, $Session.user, $Session.logon)" in functions["Get-SessionKey"]
+    assert "logon = info.Logon; disconnect = info.Disconnect;" in _source("repair")
     snapshot = source.index("$script:DiscAtStart = @($atStart")
     assert snapshot < source.index("foreach ($name in $StepOrder) {")
     # F7: only as many as free one seat, longest idle first; multi-session hosts only when asked.

@@ -211,12 +211,14 @@ ROWS = [
         steps=["machinekeys-acl"], values=repair("machinekeys-acl"),
         notes=["--no-reboot: machinekeys-acl takes full effect only after a restart"]),
     # -- --step / --skip ----------------------------------------------------------------------------
+    # --step cert: asked explicitly, so its TermService restart may disconnect a session host's users
+    # (RECHECK #8: the payload holds it back there otherwise)
     Row("step-on-healthy", options={"force_steps": ("cert",)}, steps=["cert"], forced={"cert"},
-        why={"cert": "asked with --step"}, values=repair("cert")),
+        why={"cert": "asked with --step"}, values={**repair("cert"), "MultiSession": True}),
     Row("asked-step-takes-the-payloads-place", samples.expired_cert, options={"force_steps": ("rdp-config",)},
         steps=["rdp-config", "cert"], forced={"rdp-config"}, values=repair("rdp-config", "cert")),
     Row("step-on-chosen-step", samples.expired_cert, options={"force_steps": ("cert",)}, steps=["cert"],
-        forced={"cert"}, why={"cert": "guest.cert: "}, values=repair("cert")),
+        forced={"cert"}, why={"cert": "guest.cert: "}, values={**repair("cert"), "MultiSession": True}),
     Row("skip-a-chosen-step", changed(BAD_SDDL, key_readable(None)), options={"skip_steps": ("cert",)},
         steps=["machinekeys-acl", "reboot"], conditional={"reboot"}, values=repair("machinekeys-acl")),
     Row("step-sessions-reaches-multi-session-hosts", options={"force_steps": ("sessions",)},

@@ -148,7 +148,7 @@ def healthy_repair() -> dict[str, Any]:
                                         "kept_bound": False, "restarted": []}),
             step("sessions", {"total": 1, "disconnected": 0, "active": 1, "mode": "admin", "seat_limit": 2, "used": 1,
                               "free": 1},
-                 {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}),
+                 {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False, "kept_recent": 0}),
         ],
         "changed": False, "reboot_pending": False, "reboot_required": False, "termservice": "Running",
         "error": None,
