@@ -70,6 +70,7 @@ class Certificate:
     provider: str = "capi"        # capi (RSA\MachineKeys) | cng
     decrypt_only: bool = False    # a CNG key whose usage allows decryption only: it refuses to sign
     key_ok: bool = True           # an admin certificate's own key container works (self-signed: the RDP container)
+    key_denied: bool = False      # an admin certificate's key container refuses SYSTEM (CNG NTE_PERM, CAPI NTE_BAD_KEYSET)
     serial: int = 0
     _material: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
@@ -157,10 +158,16 @@ class KeyFile:
     network_service_read: bool = True
     system_full: bool = True
     inherited_only: bool = False  # every ACE inherited from the folder (after `icacls /reset /t`)
+    damaged: bool = False         # not empty, SYSTEM opens it, yet the key in it is unreadable (NTE_BAD_KEYSET)
 
     @property
     def corrupt(self) -> bool:
         return self.size == 0
+
+    @property
+    def unusable(self) -> bool:
+        """No key can be used from it: empty, or damaged inside."""
+        return self.corrupt or self.damaged
 
 
 @dataclass
@@ -174,6 +181,10 @@ class MachineKeys:
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
     explicit_broad_files: int = 0  # key files with an explicit ACE for Everyone/Users: any local user reads them
+    # Subfolders or reparse points in the folder ("name -> target" for a junction). Stock Windows
+    # has none; the default DACL lets every user make one (FILE_ADD_SUBDIRECTORY in 0x12019f).
+    nested: list[str] = field(default_factory=list)
+    propagated_through: list[str] = field(default_factory=list)  # where a folder ACL write's propagation went
 
     @property
     def dacl(self) -> str:
@@ -198,6 +209,9 @@ class MachineKeys:
         propagates any inheritable ACEs to existing child objects"; "Automatic Propagation of
         Inheritable ACEs")."""
         self.sddl = sddl
+        # The propagation walks every child, a planted junction too (unverified whether
+        # SetNamedSecurityInfo follows a mount point there: docs/emulator.md).
+        self.propagated_through += self.nested
         if "OICI" in sddl.split("D:", 1)[-1]:
             return                  # inheritable ACEs: children inherit them
         self.empty_dacl_files += self.inherited_only_files
@@ -242,6 +256,14 @@ class MachineKeys:
         RDP certificate (measured: Azure/repair-script-library win-fix-rdp-certificate.ps1).
         Administrators alone (BROKEN_MACHINEKEYS_SDDL) is modelled as not (unverified)."""
         return self.default or bool(re.search(r"\(A;[^;]*;(FA|GA|0x1f01ff|0x12019f);;;SY\)", self.dacl, re.IGNORECASE))
+
+    @property
+    def broad_grant(self) -> bool:
+        """Does Everyone, Authenticated Users or Users hold more on the folder than Windows' default
+        Everyone grant 0x12019f (read, list, create files and folders)? A forum fix's Everyone:F."""
+        within = ("0x12019f", "0x120089", "0x1200a9", "FR", "GR")
+        return any(sid in BROAD_SIDS and rights.lower() not in {w.lower() for w in within}
+                   for rights, sid in re.findall(r"\(A;[^;]*;([^;]*);;;([^)]*)\)", self.dacl))
 
     @property
     def files(self) -> int:
@@ -506,9 +528,9 @@ class WindowsGuest:
         says)? Self-signed RDP certificates keep it in the RDP key container; TermService opens
         it as NETWORK SERVICE."""
         if not cert.self_signed:
-            return cert.key_ok  # an admin-installed certificate: its key is not in the RDP container
+            return cert.key_ok and not cert.key_denied  # an admin's certificate: its key is not in the RDP container
         key = self.machinekeys.rdp_key
-        if key is None or key.corrupt:
+        if key is None or key.unusable:
             return False
         return key.network_service_read if as_network_service else key.system_full
 
@@ -550,7 +572,7 @@ class WindowsGuest:
         if current is not None and not current.expired(now):
             return
         key = self.machinekeys.rdp_key
-        broken = key is not None and (key.corrupt or not key.system_full)
+        broken = key is not None and (key.unusable or not key.system_full)
         if broken or (key is None and not self.machinekeys.writable):
             self.log("rcm_1057" if current is None else "rcm_1058")
             return

@@ -34,6 +34,7 @@ from azrdp.payloads.schema import (
     BACKUP_PATH,
     CERT_LIST_MAX,
     MACHINEKEYS_DEFAULT_SDDL,
+    MACHINEKEYS_SDDL_MAX,
     REPAIR_STEPS,
     RESULT_MARKER,
     SERVICE_NAMES,
@@ -42,6 +43,8 @@ from azrdp.payloads.schema import (
 
 UNKNOWN_SCRIPT = ("The azrdp emulator's simulated Windows guest runs only the payloads azrdp ships "
                   f"({', '.join(payload_ids())}), byte for byte; this script is not one of them.")
+
+FIREWALL_REFUSAL = "Access denied"   # what a refused NetSecurity query says here (guest.firewall_readable)
 
 
 def identify(script: list[Any]) -> str | None:
@@ -152,9 +155,14 @@ def test_private_key(guest: WindowsGuest, cert: Certificate) -> bool | None:
         return True
     # Get-KeyFailureVerdict: the environment, not the key, refused. SYSTEM denied by the key file's
     # ACL is E_ACCESSDENIED (machinekeys-acl's fault); with KeyIso (CNG Key Isolation) not running a
-    # good key fails too (unverified: which CAPI operations need it).
+    # good key fails too (unverified: which CAPI operations need it). An admin's key container that
+    # refuses SYSTEM answers NTE_PERM (CNG) or NTE_BAD_KEYSET (CAPI): could not test (RECHECK #5).
+    # RDP's own certificate with its container gone or damaged inside (NTE_BAD_KEYSET while SYSTEM
+    # opens the file) is broken (RECHECK #7).
     key = guest.machinekeys.rdp_key
     if cert.self_signed and key is not None and not key.corrupt and not key.system_full:
+        return None
+    if not cert.self_signed and cert.key_denied:
         return None
     return False if guest.running("KeyIso") else None
 
@@ -184,8 +192,22 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys   # the SDDL first; files null when SYSTEM cannot list the folder (review #18)
-    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default,
-            "files": keys.files if keys.listable else None, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, MACHINEKEYS_SDDL_MAX), "default": keys.default,
+            "files": _listed_files(keys), "nested": _nested(keys), "rdp_key": _rdp_key(keys)}
+
+
+def _listed_files(keys: MachineKeys) -> int | None:
+    """Get-MachineKeysListing's count: it stops after MAX_KEY_FILES + 1 files (desk finding 6)."""
+    return min(keys.files, MAX_KEY_FILES + 1) if keys.listable else None
+
+
+def _nested(keys: MachineKeys) -> bool | None:
+    """Get-MachineKeysListing: a subfolder or reparse point seen; None when not listed to the end."""
+    if not keys.listable:
+        return None
+    if keys.nested:
+        return True
+    return None if keys.files > MAX_KEY_FILES else False
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
@@ -327,7 +349,7 @@ def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, An
     state still stands, the rest is null and an error names the section."""
     service = "Running" if guest.running("MpsSvc") else "Stopped"
     if not guest.firewall_readable:
-        errors.append({"section": "firewall", "message": "Access denied"})
+        errors.append({"section": "firewall", "message": FIREWALL_REFUSAL})
         return {"service": service, "profiles": None, "rdp_rules": None, "rdp_rules_enabled": None,
                 "port_allowed": None, "blocked": None}
     rules, enabled = _fw_counts(guest)
@@ -557,12 +579,18 @@ def _group_covers_port(guest: WindowsGuest) -> bool:
 
 
 def _rdp_config_state(guest: WindowsGuest) -> dict[str, Any]:
+    """Read-RdpConfigState: deny and the services, then the firewall in its own try (null when the
+    NetSecurity queries are refused: RECHECK #12)."""
+    state = {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
+             "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
+             "fw_rules": None, "fw_rules_enabled": None, "custom_rule": None}
+    if not guest.firewall_readable:
+        return state
     rules, enabled = _fw_counts(guest)
     rule = _custom_rule(guest)
     custom = (rule.enabled and rule.port == guest.port) if rule is not None else (False if guest.port != 3389 else None)
-    return {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
-            "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
-            "fw_rules": rules, "fw_rules_enabled": enabled, "custom_rule": custom}
+    state.update(fw_rules=rules, fw_rules_enabled=enabled, custom_rule=custom)
+    return state
 
 
 def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -581,6 +609,11 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         if service["state"] != "Running":
             _start_bounded(run, name)
             actions.append(f"start:{name}")
+    info = {"policy_forces_deny": before["deny_policy"] == 1, "actions": actions[:ACTIONS_MAX]}
+    if before["fw_rules"] is None:                   # repaired what it could; the firewall part said apart
+        return Outcome(changed=bool(actions), info=info, skip=f"firewall not readable: {FIREWALL_REFUSAL}")
+    if not 1 <= guest.port <= 65535:
+        return Outcome(changed=bool(actions), info=info, skip=f"PortNumber {guest.port} is no TCP port; firewall not changed")
     disabled = [r for r in guest.firewall_rules if r.name in USER_MODE_RULES and not r.enabled]
     if disabled:
         for disabled_rule in disabled:
@@ -603,7 +636,7 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _machinekeys_state(guest: WindowsGuest) -> dict[str, Any]:
     """Read-MachineKeysState: what both MachineKeys steps report before and after."""
     keys = guest.machinekeys
-    return {"default": keys.default, "files": keys.files if keys.listable else None, "rdp_key": _rdp_key_acl(keys)}
+    return {"default": keys.default, "files": _listed_files(keys), "rdp_key": _rdp_key_acl(keys)}
 
 
 def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -620,13 +653,17 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         run.back_up("undo.txt")
         keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
         actions.append("acl:list")
-    if keys.files > MAX_KEY_FILES:                   # counted with EnumerateFiles before any change
-        return Outcome(changed=bool(actions), info={"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions},
-                       skip=f"held back: MachineKeys holds over {MAX_KEY_FILES} files")
+    held = {"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions}
+    if keys.files > MAX_KEY_FILES:                   # Get-MachineKeysListing, before any change
+        return Outcome(changed=bool(actions), info=held, skip=f"held back: MachineKeys holds over {MAX_KEY_FILES} files")
+    if keys.nested:                                  # a junction could carry the propagation (RECHECK new H-2)
+        return Outcome(changed=bool(actions), info=held, skip="held back: MachineKeys has a subfolder or reparse point")
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
     run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
     run.back_up("undo.txt")
-    if not before["default"]:
+    # A folder that takes new keys and gives every user no more than the default keeps its DACL:
+    # one hardened to SYSTEM and Administrators works and renews (#19).
+    if not before["default"] and (not keys.writable or keys.broad_grant):
         if keys.make_inherited_explicit():           # Protect-InheritedKeyAces
             actions.append("acl:explicit")
         keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)
@@ -644,9 +681,9 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
     """Test-RdpKeyUsable: judges the live container f686aace..._<MachineGuid> only (containers of
     another MachineGuid, ``MachineKeys.stale_rdp_keys``, are never opened by Windows). True when it
-    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty;
-    None when SYSTEM is refused (an ACL fault) or a key test could not run. The guest models no
-    other damage to a non-empty container SYSTEM can open."""
+    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty,
+    or when such a key test says broken (a container damaged inside: NTE_BAD_KEYSET, RECHECK #7);
+    None when SYSTEM is refused (an ACL fault) or a key test could not run."""
     key = guest.machinekeys.rdp_key
     if key is None:
         return True
@@ -657,7 +694,9 @@ def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
     answers = [test_private_key(guest, cert) for cert in guest.rd_store() if cert.self_signed]
     if any(a is True for a in answers):
         return True
-    return None if any(a is None for a in answers) else True
+    if any(a is None for a in answers):
+        return None
+    return not any(a is False for a in answers)
 
 
 def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -725,7 +764,7 @@ def _cert_hold_back(run: _RepairRun, *, skip_key_checks: bool = False) -> str | 
     key = keys.rdp_key
     if key is not None and not (key.network_service_read and key.system_full):
         return "held back: RDP key ACL broken; run machinekeys-acl"
-    if not skip_key_checks and key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
+    if not skip_key_checks and key is not None and (key.unusable or _rdp_key_usable(guest) is False):
         return "held back: RDP key unusable; run machinekeys-rename"
     if guest.self_signed_cert_store not in (None, "Remote Desktop"):
         return "held back: SelfSignedCertStore is not Remote Desktop"

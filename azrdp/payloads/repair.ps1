@@ -115,7 +115,6 @@ $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
 $BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
 $SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
-$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
@@ -125,6 +124,7 @@ $ResultReserveSeconds = 90
 $script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
 $script:DeadlineSeconds = 480
 $script:BackupFolder = $null
+$script:FirewallReadError = $null
 # Sessions at the start, keyed id|user|logon time (Get-SessionKey): a session id is reused, and
 # only the same sign-in counts as the same session.
 $script:DiscAtStart = @()
@@ -393,39 +393,53 @@ function Grant-RdpKeyAccess {
 
 function Test-RdpGroupCoversPort {
     # Does an enabled inbound Allow rule of the Remote Desktop group, or azrdp's own rule, let TCP
-    # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.)
-    param([Parameter(Mandatory = $true)][int64]$Port)
-    # ActiveStore: the rules Windows applies, a group policy's included (the default store is the
-    # local PersistentStore only).
-    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
-        ($_.Group -eq $RemoteDesktopRuleGroup -or $_.Name -eq $CustomRuleName) -and $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow'
-    })
-    foreach ($rule in $rules) {
-        $filter = $rule | Get-NetFirewallPortFilter
-        if (@('TCP', '6') -contains [string]$filter.Protocol -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $Port)) { return $true }
+    # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.) $Rules: the
+    # ActiveStore's inbound rules (a group policy's included; the default store is the local
+    # PersistentStore only), $Ports: their port filters by InstanceID (Get-PortFilters).
+    param([Parameter(Mandatory = $true)][int64]$Port, [Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Rules,
+          [Parameter(Mandatory = $true)][hashtable]$Ports)
+    foreach ($rule in $Rules) {
+        if (-not (($rule.Group -eq $RemoteDesktopRuleGroup -or $rule.Name -eq $CustomRuleName) -and $rule.Enabled.ToString() -eq 'True' -and $rule.Action.ToString() -eq 'Allow')) { continue }
+        $filter = $Ports[$rule.InstanceID]
+        if ($null -ne $filter -and @('TCP', '6') -contains [string]$filter.Protocol -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $Port)) { return $true }
     }
     return $false
 }
 
 function Read-RdpConfigState {
+    # deny and the services first, the firewall in its own try: with MpsSvc stopped (or WMI
+    # refusing) the NetSecurity queries throw, and that must not leave fDenyTSConnections=1 or a
+    # Disabled TermService unrepaired (RECHECK #12). The firewall fields are then null and
+    # $script:FirewallReadError says why.
     $port = Get-RdpPort
-    $rules = @(Get-RemoteDesktopRules)
-    $custom = $null
-    $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
-    if ($null -ne $rule) {
-        $custom = ($rule.Enabled.ToString() -eq 'True' -and (Test-PortCovered -LocalPort ($rule | Get-NetFirewallPortFilter).LocalPort -Port $port))
-    } elseif ($port -ne 3389) {
-        $custom = $false
-    }
-    return [ordered]@{
+    $state = [ordered]@{
         deny = Get-DWord -Path $TerminalServerKey -Name 'fDenyTSConnections'
         deny_policy = Get-DWord -Path $TsPolicyKey -Name 'fDenyTSConnections'
         port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
         services = @(Get-ServiceFacts -Name 'TermService'; Get-ServiceFacts -Name 'SessionEnv')
-        fw_rules = $rules.Count
-        fw_rules_enabled = @($rules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' }).Count
-        custom_rule = $custom
+        fw_rules = $null
+        fw_rules_enabled = $null
+        custom_rule = $null
     }
+    try {
+        $inbound = Get-InboundFirewallRules
+        $rules = @(Get-RemoteDesktopRules -Rules $inbound)
+        $custom = $null
+        $rule = @($inbound | Where-Object -FilterScript { $_.Name -eq $CustomRuleName })
+        if ($rule.Count -gt 0) {
+            $filter = (Get-PortFilters)[$rule[0].InstanceID]
+            $custom = ($rule[0].Enabled.ToString() -eq 'True' -and $null -ne $filter -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $port))
+        } elseif ($port -ne 3389) {
+            $custom = $false
+        }
+        $state.fw_rules = $rules.Count
+        $state.fw_rules_enabled = @($rules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' }).Count
+        $state.custom_rule = $custom
+        $script:FirewallReadError = $null
+    } catch {
+        $script:FirewallReadError = $_.Exception.Message
+    }
+    return $state
 }
 
 function Repair-RdpConfig {
@@ -446,30 +460,46 @@ function Repair-RdpConfig {
             [void]$actions.Add('start:' + $service.name)
         }
     }
-    # The user-mode rules only (not RemoteDesktop-Shadow-In-TCP, which netsh's group command also enables).
-    $disabled = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
-        $UserModeRules -contains $_.Name -and $_.Enabled.ToString() -ne 'True'
-    })
-    if ($disabled.Count -gt 0) {
-        $disabled | Enable-NetFirewallRule
-        [void]$actions.Add('fw:group')
-    }
+    $info = [ordered]@{ policy_forces_deny = ($Before.deny_policy -eq 1); actions = @() }
     $port = Get-RdpPort
-    if (-not (Test-RdpGroupCoversPort -Port $port)) {
-        $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
-        if ($null -eq $rule) {
-            # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
-            # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
-            # port opens for TermService only, not for any process that binds it.
-            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' | Out-Null
-        } else {
-            $rule | Get-NetFirewallPortFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
-            Enable-NetFirewallRule -Name $CustomRuleName
+    $problem = $null
+    if ($null -eq $Before.fw_rules) {
+        # What could be repaired is; the firewall part is reported as not readable.
+        $problem = 'firewall not readable: ' + $script:FirewallReadError
+    } elseif ($port -lt 1 -or $port -gt 65535) {
+        $problem = ('PortNumber {0} is no TCP port; firewall not changed' -f $port)
+    } else {
+        try {
+            # The user-mode rules only (not RemoteDesktop-Shadow-In-TCP, which netsh's group command
+            # also enables), in the local store the changes are made in. Every call bounded.
+            $persistent = Invoke-BoundedCim -Start { Get-NetFirewallRule -Direction Inbound -AsJob }
+            $disabled = @($persistent | Where-Object -FilterScript { $UserModeRules -contains $_.Name -and $_.Enabled.ToString() -ne 'True' })
+            if ($disabled.Count -gt 0) {
+                $null = Invoke-BoundedCim -What 'firewall change' -Start { $disabled | Enable-NetFirewallRule -AsJob }
+                [void]$actions.Add('fw:group')
+            }
+            $inbound = Get-InboundFirewallRules
+            $ports = Get-PortFilters
+            if (-not (Test-RdpGroupCoversPort -Port $port -Rules $inbound -Ports $ports)) {
+                $own = @($persistent | Where-Object -FilterScript { $_.Name -eq $CustomRuleName })
+                if ($own.Count -eq 0) {
+                    # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
+                    # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
+                    # port opens for TermService only, not for any process that binds it.
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' -AsJob }
+                } else {
+                    $ownFilter = Invoke-BoundedCim -Start { $own[0] | Get-NetFirewallPortFilter -AsJob }
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { $ownFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port -AsJob }
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { Enable-NetFirewallRule -Name $CustomRuleName -AsJob }
+                }
+                [void]$actions.Add('fw:custom-port')
+            }
+        } catch {
+            $problem = 'firewall not changed: ' + $_.Exception.Message
         }
-        [void]$actions.Add('fw:custom-port')
     }
-    $info = [ordered]@{ policy_forces_deny = ($Before.deny_policy -eq 1); actions = @($actions | Select-Object -First 4) }
-    return New-Outcome -Changed ($actions.Count -gt 0) -Info $info
+    $info.actions = @($actions | Select-Object -First 4)
+    return New-Outcome -Changed ($actions.Count -gt 0) -Info $info -Skip $problem
 }
 
 # ---- machinekeys-acl ----
@@ -509,14 +539,24 @@ function Repair-MachineKeysAcl {
         [void]$actions.Add('acl:list')
     }
     # A bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked three times
-    # inside the deadline: held back before any change (EnumerateFiles stops at the limit).
-    $n = 0
-    foreach ($path in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $n += 1; if ($n -gt $MaxKeyFiles) { break } }
-    if ($n -gt $MaxKeyFiles) {
-        return New-Outcome -Changed ($actions.Count -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }) -Skip ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles)
+    # inside the deadline: held back before any change (the listing stops at the limit).
+    $listing = Get-MachineKeysListing
+    $held = [ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }
+    if ($listing.files -gt $MaxKeyFiles) {
+        return New-Outcome -Changed ($actions.Count -gt 0) -Info $held -Skip ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles)
+    }
+    # Stock Windows keeps no folder in MachineKeys, yet its default DACL lets every user add one
+    # (FILE_ADD_SUBDIRECTORY is in Everyone's 0x12019f): a junction planted there could carry the
+    # re-propagation of a folder ACL write (SetNamedSecurityInfo) into a tree the user chose
+    # [unverified whether it follows it]. Held back, before any further change (RECHECK new H-2).
+    if ($listing.nested) {
+        return New-Outcome -Changed ($actions.Count -gt 0) -Info $held -Skip 'held back: MachineKeys has a subfolder or reparse point'
     }
     $backup = Save-MachineKeysAcl
-    if (-not $Before.default) {
+    # Only a folder that cannot take a new key, or that gives every user more than Windows' default
+    # does, is rewritten: one hardened to SYSTEM and Administrators works and renews (Azure/repair-
+    # script-library win-fix-rdp-certificate.ps1), and rewriting it would undo the hardening (#19).
+    if (-not $Before.default -and (-not (Test-KeyFolderWritable) -or (Test-BroadKeyFolderGrant))) {
         if ((Protect-InheritedKeyAces) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
         [void]$actions.Add('acl:folder-default')
@@ -533,28 +573,16 @@ function Test-RdpKeyUsable {
     # MachineGuid is one Windows never opens, and a certificate whose key is elsewhere (or gone)
     # says nothing about it. $true usable, or absent (nothing to move; Windows makes a new one).
     # $false definitely broken: the file is empty, or a self-signed Remote Desktop certificate
-    # (Windows makes them in TSSecKeySet1, which is this file) fails with a CryptographicException
-    # from the key itself, none works, and it is not "keyset does not exist" (NTE_BAD_KEYSET
-    # 0x80090016: the key is not in this container). $null could not tell: no MachineGuid, SYSTEM
-    # refused (the ACL is machinekeys-acl's to fix, moving the key would not), the file stays
-    # locked, or a key test that could not run (Get-KeyFailureVerdict).
+    # (Windows makes them in TSSecKeySet1, which is this file) fails from the key itself and none
+    # works; "keyset does not exist" (NTE_BAD_KEYSET) counts for RDP's own certificate now that
+    # SYSTEM opened the file (Get-KeyFailureVerdict: a damaged container reports it, RECHECK #7).
+    # $null could not tell: no MachineGuid, SYSTEM refused (the ACL is machinekeys-acl's to fix,
+    # moving the key would not), the file stays locked, or a key test that could not run.
     $live = Get-LiveRdpKeyPath
     if ($null -eq $live) { return $null }
     if (-not (Test-Path -LiteralPath $live)) { return $true }
     if ((Get-Item -LiteralPath $live -Force).Length -eq 0) { return $false }
-    $opened = $false
-    for ($attempt = 0; $attempt -lt 3 -and -not $opened; $attempt += 1) {
-        try {
-            $stream = [System.IO.File]::Open($live, 'Open', 'Read', 'ReadWrite')
-            $stream.Dispose()
-            $opened = $true
-        } catch [System.UnauthorizedAccessException] {
-            return $null
-        } catch {
-            Start-Sleep -Seconds 1
-        }
-    }
-    if (-not $opened) { return $null }
+    if ('opened' -ne (Test-LiveRdpKeyOpen)) { return $null }
     $answer = $true
     $broken = $false
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
@@ -562,7 +590,7 @@ function Test-RdpKeyUsable {
         $key = Test-PrivateKey -Certificate $certificate
         if ($true -eq $key) { return $true }
         if ($null -eq $key) { $answer = $null; continue }
-        if ($null -ne $script:KeyFailureHResult -and $script:KeyFailureHResult -ne -2146893802) { $broken = $true }
+        $broken = $true
     }
     if ($broken -and $null -ne $answer) { return $false }
     return $answer
@@ -658,6 +686,17 @@ function Test-KeyFolderWritable {
     # (Administrators only, ...) is unmeasured: held back (docs/emulator.md, unverified).
     if ((Get-Acl -LiteralPath $MachineKeysPath).GetSecurityDescriptorSddlForm('Access') -eq $MachineKeysDefaultDacl) { return $true }
     return [bool](Test-Grant -Path $MachineKeysPath -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]'ListDirectory, CreateFiles') -Exact)
+}
+
+function Test-BroadKeyFolderGrant {
+    # Does Everyone, Authenticated Users or Users hold more on the MachineKeys folder than Windows'
+    # default Everyone grant 0x12019f (a forum fix's Everyone:F, Users:Modify)? Generic bits mapped.
+    foreach ($rule in @((Get-Acl -LiteralPath $MachineKeysPath).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]))) {
+        if ($rule.AccessControlType -ne [System.Security.AccessControl.AccessControlType]::Allow -or $BroadSids -notcontains $rule.IdentityReference.Value) { continue }
+        $mask = ConvertTo-FileRights -Mask ([int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$rule.FileSystemRights), 0))
+        if (($mask -band (4294967295 -bxor 1180063)) -ne 0) { return $true }
+    }
+    return $false
 }
 
 function Get-CertHoldBack {

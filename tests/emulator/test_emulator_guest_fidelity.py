@@ -496,6 +496,88 @@ def test_a_folder_with_windows_dacl_but_another_owner_is_default(start_emulator,
     assert steps["machinekeys-acl"]["status"] == "unchanged" and not result["reboot_required"]
 
 
+@pytest.mark.parametrize("dacl, rewritten", [
+    ("D:PAI(A;;FA;;;SY)(A;;FA;;;BA)", False),                    # Microsoft's measured hardening: works, kept
+    ("D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)(A;;FA;;;SY)(A;;FA;;;BU)", True),   # Users:F on every machine key: rewritten
+    ("D:PAI(A;;FA;;;BA)", True),                                 # no new key can be made: rewritten
+])
+def test_machinekeys_acl_rewrites_only_a_folder_that_cannot_take_keys_or_gives_every_user_more(
+        start_emulator, fake_credential, dacl, rewritten):
+    # RECHECK #19: any non-default DACL was rewritten, the SYSTEM + Administrators hardening too
+    # (into the Everyone-create default, followed by a reboot).
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "sddl", "O:SYG:SY" + dacl))
+    result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    step = steps["machinekeys-acl"]
+    assert ("acl:folder-default" in step["info"]["actions"]) is rewritten
+    assert (emu.guest().machinekeys.sddl == MACHINEKEYS_DEFAULT_SDDL) is rewritten
+    assert result["reboot_required"] is rewritten
+
+
+def test_machinekeys_acl_holds_back_on_a_subfolder_or_reparse_point_and_diagnose_says_so(start_emulator, fake_credential):
+    # RECHECK new H-2: every user may add a folder to MachineKeys (0x12019f holds FILE_ADD_SUBDIRECTORY);
+    # the folder ACL write's re-propagation could follow a junction planted there into a tree the
+    # user chose. Held back before any change; diagnose reports it, the plan says what to do.
+    emu = start_emulator("machinekeys-acl")
+    emu.update(lambda backend: emu.guest().machinekeys.nested.append(r"cache -> C:\Users\Public\target"))
+    diagnosis = payload_answer(session_for(emu, fake_credential), "diagnose", {})
+    assert diagnosis["machinekeys"]["nested"] is True and diagnosis["machinekeys"]["default"] is False
+    before = emu.guest().machinekeys.sddl
+    result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    step = steps["machinekeys-acl"]
+    assert step["status"] == "skipped" and step["error"] == "held back: MachineKeys has a subfolder or reparse point"
+    keys = emu.guest().machinekeys
+    assert keys.sddl == before and keys.propagated_through == [] and not result["reboot_required"]
+    # the model: the old step's folder write reached the junction
+    emu.update(lambda backend: emu.guest().machinekeys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL))
+    assert emu.guest().machinekeys.propagated_through == [r"cache -> C:\Users\Public\target"]
+
+
+def test_a_damaged_rdp_key_container_is_moved_aside_and_windows_makes_a_new_certificate(start_emulator, fake_credential):
+    # RECHECK #7: a non-empty live container SYSTEM can open, whose key reads "keyset does not
+    # exist" (NTE_BAD_KEYSET), was judged usable; the cert step then moved its certificate, and
+    # Windows, reusing the damaged container, made none (RCM 1057): RDP was left with no certificate.
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys.rdp_key, "damaged", True))
+    assert not emu.guest().tls_usable()
+    result, steps = repair(emu, fake_credential, ["machinekeys-rename", "cert"])
+    assert steps["machinekeys-rename"]["status"] == "changed" and steps["machinekeys-rename"]["info"]["moved"] == 1
+    cert = steps["cert"]
+    assert cert["status"] == "changed" and cert["error"] is None and cert["after"]["current"] is not None
+    assert emu.guest().tls_usable() and emu.guest().machinekeys.backups   # the old container kept
+
+
+def test_an_admin_certificate_whose_key_refuses_system_is_could_not_test_and_stays_bound(start_emulator, fake_credential):
+    # RECHECK #5: CNG's NTE_PERM (and CAPI's NTE_BAD_KEYSET on a container whose ACL refuses) counted
+    # as "broken": the binding to a CA certificate in My whose key SYSTEM cannot open was cleared.
+    emu = start_emulator("ecc-cert")
+    emu.update(lambda backend: setattr(emu.guest().find(emu.guest().bound_thumbprint), "key_denied", True))
+    bound = emu.guest().bound_thumbprint
+    diagnosis = payload_answer(session_for(emu, fake_credential), "diagnose", {})
+    assert diagnosis["cert"]["bound_cert"]["key_readable"] is None
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["info"]["cleared_binding"] is False and emu.guest().bound_thumbprint == bound
+
+
+def test_rdp_config_repairs_deny_and_the_services_when_the_firewall_cannot_be_read(start_emulator, fake_credential):
+    # RECHECK #12: with MpsSvc stopped the firewall read threw and the whole step was "cannot read
+    # state": fDenyTSConnections=1 and a Disabled TermService stayed (RDP down).
+    emu = start_emulator("rdp-disabled")
+
+    def firewall_down(backend):
+        guest = emu.guest()
+        guest.services["MpsSvc"].state = "Stopped"
+        guest.firewall_readable = False
+        guest.services["SessionEnv"].start, guest.services["SessionEnv"].state = "Disabled", "Stopped"
+    emu.update(firewall_down)
+    _, steps = repair(emu, fake_credential, ["rdp-config"])
+    step = steps["rdp-config"]
+    assert step["status"] == "changed" and step["error"] == "firewall not readable: Access denied"
+    assert step["info"]["actions"] == ["deny=0", "demand:SessionEnv", "start:SessionEnv"]
+    assert step["before"]["fw_rules"] is None and step["after"]["deny"] == 0
+    assert emu.guest().registry["fDenyTSConnections"] == 0 and emu.guest().running("SessionEnv")
+
+
 def test_a_folder_hardened_to_system_and_administrators_does_not_hold_the_cert_step_back(start_emulator, fake_credential):
     # Finding 9: Microsoft measured that such a folder keeps RDP working and renews the
     # certificate (Azure/repair-script-library win-fix-rdp-certificate.ps1); the old step held back.
