@@ -168,7 +168,7 @@ class Executor:
                 outcome_lro = self.vm.restart(timeout=self.options.power_timeout, on_poll=wait.update)
                 wait.end("restarted")
         except AzrdpError as err:
-            from azrdp.azure.power import PowerRequestUncertain
+            from azrdp.azure.lro import PowerRequestUncertain
 
             self.in_flight = None
             self.record("restart", status="may-have-run" if isinstance(err, PowerRequestUncertain) else "failed",

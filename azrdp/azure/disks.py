@@ -2,7 +2,7 @@
 rescue's own, a rescue VM (no public IP) with the copy as a data disk, detach, power off, the
 OS-disk swap, and deleting the rescue group. Everything returns ARM's wire dicts.
 
-Each write is an ARM long-running operation waited on azrdp's clock (:func:`power.run_lro`).
+Each write is an ARM long-running operation waited on azrdp's clock (:func:`lro.run_lro`).
 PUTs are idempotent (resending one after a dropped connection creates nothing twice), so they go
 out with the SDK's retries; the power-off POST does not (see power.py). Shapes follow Microsoft's
 REST examples: ``Snapshots_CreateOrUpdate``/``Disks_CreateOrUpdate`` with ``createOption: Copy``
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from azrdp.azure import wire_dict
-from azrdp.azure.power import LroOutcome, run_lro
+from azrdp.azure.lro import LroOutcome, run_lro
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
 

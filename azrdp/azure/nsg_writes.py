@@ -1,6 +1,6 @@
 """The ARM side of azrdp's temporary NSG rules: create one (a PUT, re-planned when its priority
 was taken meanwhile), remove one (a DELETE), list the NSGs of a scope. Each write is an ARM
-long-running operation waited on azrdp's clock (power.run_lro); both are idempotent, so they go
+long-running operation waited on azrdp's clock (lro.run_lro); both are idempotent, so they go
 out with the SDK's retries. Jobs reach the writes through the VM handle (``AzureVm.put_rule`` /
 ``delete_rule``); only ``revoke --expired``, which has no VM, calls them here. What the rules are
 and whose they are is azrdp.azure.nsg_rules (pure)."""
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from azrdp.azure.lro import LroOutcome
     from azrdp.azure.nsg_rules import RulePlan
-    from azrdp.azure.power import LroOutcome
     from azrdp.azure.vm import Session
     from azrdp.clock import Clock
 
@@ -28,8 +28,7 @@ def create_rule(session: Session, rule: RulePlan, *, clock: Clock, timeout: floa
     ARM then refuses the rule with SecurityRuleConflict (same priority and direction). The NSG is
     read again, the next free priority before the deny rule chosen (``rule.priority`` updated) and
     the PUT sent again, up to ``attempts`` times."""
-    from azrdp.azure.lro import poll_interval
-    from azrdp.azure.power import run_lro
+    from azrdp.azure.lro import poll_interval, run_lro
     from azrdp.errors import AzrdpError
 
     network = session.network
@@ -70,8 +69,7 @@ def _next_free_priority(session: Session, rule: RulePlan) -> int | None:
 
 def delete_rule(session: Session, resource_group: str, nsg_name: str, name: str, *, clock: Clock,
                 timeout: float = 300.0, on_poll: Callable[[str], None] | None = None) -> LroOutcome:
-    from azrdp.azure.lro import poll_interval
-    from azrdp.azure.power import run_lro
+    from azrdp.azure.lro import poll_interval, run_lro
 
     network = session.network
     return run_lro(lambda **kw: network.security_rules.begin_delete(resource_group, nsg_name, name, **kw),

@@ -1,4 +1,4 @@
-"""Power operations through ARM (restart, start) and ARM long-running operations on azrdp's clock.
+"""Power operations through ARM (restart, start) and the waits after them (agent, reboot).
 
 Built around Azure's documented behaviour (../shared/reference/azure-sdk-notes.md sections 1, 3, 4):
 
@@ -24,126 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from azrdp.azure.lro import LroOutcome, run_lro
 from azrdp.clock import SYSTEM_CLOCK, Clock
-from azrdp.errors import AzureOperationError, OperationTimeout
 
 DEFAULT_POWER_TIMEOUT = 900.0      # restart's operation is 0.2-0.3 s and start's 3.3-4.1 s on Azure
-THROTTLE_RETRIES = 3
 AGENT_POLL_INTERVAL = 5.0
-
-
-class PowerOperationFailed(AzureOperationError):
-    """ARM accepted a restart or start, and the operation then failed."""
-
-
-class PowerRequestUncertain(AzureOperationError):
-    """The POST may or may not have reached ARM (5xx, dropped connection): not resent."""
-
-
-@dataclass
-class LroOutcome:
-    """One ARM long-running operation: what, how long (on the injected clock), how many POSTs."""
-
-    action: str
-    seconds: float
-    attempts: int = 1
-    throttle_waits: tuple[float, ...] = ()
-    result: Any = None
-    started: datetime | None = None     # when ARM says the operation started (its clock), if it said
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "seconds": round(self.seconds, 3), "attempts": self.attempts,
-                "throttle_waits": list(self.throttle_waits),
-                "started": self.started.isoformat() if self.started else None}
-
-
-def run_lro(begin: Callable[..., Any], *, client: Any, action: str, doing: str, clock: Clock = SYSTEM_CLOCK,
-            timeout: float = DEFAULT_POWER_TIMEOUT, polling_interval: float | None = None,
-            subscription: str | None = None, idempotent: bool = False,
-            on_poll: Callable[[str], None] | None = None,
-            evidence: Callable[[], str | None] | None = None) -> LroOutcome:
-    """Start an ARM LRO with ``begin(polling=..., **retry)`` and wait for it on ``clock``.
-
-    ``client`` is the management client (its base URL and polling interval are used). A
-    non-idempotent ``begin`` (a POST) is sent without the SDK's blind retries (see module doc).
-    ``on_poll(status)`` hears what ARM last said about the operation, and about a 429 pause.
-    A 429 is waited out while its Retry-After fits the session's throttling budget (the client's
-    ``azrdp_throttle``) and the deadline. After an ambiguous failure ``evidence()`` reads what the
-    VM shows (an operation under way?) before PowerRequestUncertain says so.
-    Raises OperationTimeout, PowerOperationFailed, PowerRequestUncertain or the translated error.
-    """
-    from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestError
-
-    from azrdp.azure.arm_errors import translate
-    from azrdp.azure.lro import clocked_polling, wait
-
-    start = clock.monotonic()
-    deadline = start + timeout
-    retry = {} if idempotent else {"retry_total": 0}
-    attempts = 0
-    waits: list[float] = []
-    while True:
-        attempts += 1
-        polling = clocked_polling(client, clock=clock, deadline=deadline, polling_interval=polling_interval,
-                                  on_poll=on_poll)
-        try:
-            poller = begin(polling=polling, **retry)
-            break
-        except HttpResponseError as err:
-            status = err.status_code or 0
-            if status == 429 and attempts <= THROTTLE_RETRIES:
-                pause = _retry_after(err)
-                budget = getattr(client, "azrdp_throttle", None)   # the session's throttling budget
-                if clock.monotonic() + pause <= deadline and (budget is None or budget.take(pause)):
-                    notify = getattr(client, "azrdp_notify", None)
-                    if notify is not None:
-                        notify(f"Azure is throttling the {action} (429); waiting {pause:g} s before sending it again ...")
-                    if on_poll is not None:
-                        on_poll(f"throttled by ARM (429), sending again in {pause:g} s")
-                    waits.append(pause)
-                    clock.sleep(pause)
-                    continue
-            if status >= 500 and not idempotent:
-                raise _uncertain(f"Azure answered {status} while {doing}", evidence) from None
-            raise translate(err, doing=doing, subscription=subscription) from None
-        except ServiceRequestError as err:  # never reached ARM: nothing was accepted
-            raise translate(err, doing=doing, subscription=subscription) from None
-        except AzureError as err:
-            if idempotent:
-                raise translate(err, doing=doing, subscription=subscription) from None
-            raise _uncertain(f"the connection to Azure failed while {doing}", evidence) from None
-
-    try:
-        result, finished = wait(poller, clock=clock, deadline=deadline)
-    except HttpResponseError as err:
-        raise PowerOperationFailed(f"Azure accepted {action} but it failed while {doing}: "
-                                   f"{_message(err)}",
-                                   hint="Look at the VM's activity log in the portal; `az vm "
-                                        "get-instance-view` shows its state.") from None
-    except AzureError as err:
-        raise translate(err, doing=doing, subscription=subscription) from None
-    if not finished or str(poller.status()).lower() not in ("succeeded",):
-        if finished:
-            raise PowerOperationFailed(f"{action} ended {poller.status()} while {doing}.")
-        raise OperationTimeout(f"{action} did not finish within {timeout:g} s while {doing}.",
-                               hint="It may still complete in Azure; check the VM's power state.")
-    return LroOutcome(action, clock.monotonic() - start, attempts, tuple(waits), result,
-                      getattr(polling, "operation_start", None))
-
-
-def _uncertain(what: str, evidence: Callable[[], str | None] | None) -> PowerRequestUncertain:
-    """An ambiguous failure of a POST that acts: find out (a GET) what the VM shows before saying."""
-    seen = None
-    if evidence is not None:
-        try:
-            seen = evidence()
-        except Exception:  # noqa: BLE001 - the evidence is a courtesy; the verdict stays "may have"
-            seen = None
-    tail = f" ({seen})" if seen else " (the VM shows no sign of it yet)" if evidence is not None else ""
-    return PowerRequestUncertain(
-        f"{what}: the request may or may not have been accepted, so it may have run{tail}.",
-        hint="azrdp does not resend it blindly; look at the VM's activity log or power state "
-             "in a minute before trying again.")
 
 
 def power_evidence(compute: Any, resource_group: str, vm_name: str) -> str | None:
@@ -165,22 +50,6 @@ def power_evidence(compute: Any, resource_group: str, vm_name: str) -> str | Non
     if changed is not None and reported is not None and reported < changed:
         return "the VM was changed after its agent last reported: it is rebooting"
     return None
-
-
-def _retry_after(err: Any) -> float:
-    """The 429's Retry-After (seconds or an HTTP date), at least 1 s; 10 s when it gives none."""
-    from azrdp.azure.throttle import MIN_PAUSE, retry_after_seconds
-
-    headers = getattr(getattr(err, "response", None), "headers", None) or {}
-    seconds = retry_after_seconds(headers.get("Retry-After"))
-    return 10.0 if seconds is None else max(MIN_PAUSE, seconds)
-
-
-def _message(err: Any) -> str:
-    from azrdp.azure.arm_errors import arm_error_code, arm_error_message
-
-    code = arm_error_code(err)
-    return f"({code}) {arm_error_message(err)}" if code else arm_error_message(err)
 
 
 def restart_vm(compute: Any, resource_group: str, vm_name: str, *, clock: Clock = SYSTEM_CLOCK,

@@ -30,9 +30,9 @@ from azure.core.exceptions import AzureError, HttpResponseError, ServiceRequestE
 from azrdp.azure import wire_dict
 from azrdp.azure.arm_errors import arm_error_message, translate
 from azrdp.azure.lro import arm_time, clocked_polling, wait
+from azrdp.azure.runcommand_output import RunCommandOutput, output_from_statuses
 from azrdp.clock import SYSTEM_CLOCK, Clock
 from azrdp.errors import AzureOperationError, OperationTimeout
-from azrdp.payloads.result import RunCommandOutput, output_from_statuses
 
 COMMAND_ID = "RunPowerShellScript"
 DEFAULT_TIMEOUT = 900.0          # seconds for one invocation, conflicts included

@@ -181,10 +181,8 @@ class MachineKeys:
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
     explicit_broad_files: int = 0  # key files with an explicit ACE for Everyone/Users: any local user reads them
-    # Subfolders or reparse points in the folder ("name -> target" for a junction). Stock Windows
-    # has none; the default DACL lets every user make one (FILE_ADD_SUBDIRECTORY in 0x12019f).
-    nested: list[str] = field(default_factory=list)
-    propagated_through: list[str] = field(default_factory=list)  # where a folder ACL write's propagation went
+    subfolders: int = 0            # directories (a junction too) inside: none on stock Windows; any local user may add one
+    propagated_into: int = 0       # subfolders a folder ACL write's propagation walked into (a junction's target too)
 
     @property
     def dacl(self) -> str:
@@ -211,7 +209,7 @@ class MachineKeys:
         self.sddl = sddl
         # The propagation walks every child, a planted junction too (unverified whether
         # SetNamedSecurityInfo follows a mount point there: docs/emulator.md).
-        self.propagated_through += self.nested
+        self.propagated_into += self.subfolders
         if "OICI" in sddl.split("D:", 1)[-1]:
             return                  # inheritable ACEs: children inherit them
         self.empty_dacl_files += self.inherited_only_files
@@ -283,6 +281,17 @@ class BackupRoot:
     # TermService restart disconnected, with the guest time it was written (repair.ps1's
     # Save-DisconnectedRecord); a file on disk, so it outlives the payload and a reboot.
     disconnected: list[tuple[tuple[int, str | None, float | None], float]] = field(default_factory=list)
+
+    def take(self) -> None:
+        """change.ps1's Confirm-ProtectedFolder: a reparse point or a folder owned by anyone but
+        SYSTEM or Administrators is refused (raises ValueError with the payload's message, nothing
+        changed); otherwise SYSTEM's, protected (Learn: FileAttributes.ReparsePoint,
+        FileSystemSecurity.GetOwner)."""
+        if self.reparse_point:
+            raise ValueError("backup folder is a reparse point; nothing was changed")
+        if self.owner not in ("S-1-5-18", "S-1-5-32-544"):
+            raise ValueError("backup folder has a foreign owner; nothing was changed")
+        self.owner, self.protected = "S-1-5-18", True
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -88,13 +88,10 @@ class Payload:
     steps: tuple[str, ...] = ()
 
     def script_text(self) -> str:
-        """The script as sent: the shipped payload file with the shipped common.ps1 in place of
-        its ``# azrdp:include common.ps1`` line (one copy of the shared helpers, and the text
-        sent is always exactly what the package ships)."""
-        source = _read_text(self.file)
-        if source.count(INCLUDE_LINE) != 1:
-            raise RuntimeError(f"{self.file} must contain the line {INCLUDE_LINE.strip()!r} exactly once")
-        return source.replace(INCLUDE_LINE, _read_text(COMMON_FILE), 1)
+        """The script as sent: the shipped payload file with each shipped include file in place of
+        its ``# azrdp:include <file>`` line (one copy of the shared helpers, and the text sent is
+        always exactly what the package ships). See :func:`expand_includes` for the rules."""
+        return expand_includes(self.file, _read_text(self.file), read_only=self.read_only)
 
     def script_lines(self) -> list[str]:
         """The script as Run Command's ``script`` array: ``script_text()`` split at ``\\n``,
@@ -128,7 +125,37 @@ class Payload:
 
 
 COMMON_FILE = "common.ps1"
+CHANGE_FILE = "change.ps1"
+# The include files, in the order a payload includes them: common.ps1 (every payload) and
+# change.ps1 (the helpers that change things, for the payloads that are not read-only).
+INCLUDE_FILES = (COMMON_FILE, CHANGE_FILE)
 INCLUDE_LINE = f"# azrdp:include {COMMON_FILE}\n"
+_INCLUDE = re.compile(r"^# azrdp:include (.*)\n", re.M)
+
+
+def expand_includes(file: str, source: str, *, read_only: bool,
+                    read: Callable[[str], str] | None = None) -> str:
+    """``source`` (the payload ``file``) with each ``# azrdp:include <name>`` line replaced by the
+    include file's text. Rules (RuntimeError otherwise): only names in INCLUDE_FILES; each at most
+    once, common.ps1 always (exactly once) and change.ps1 only in a payload that is not read-only,
+    after common.ps1; an include file holds no include line itself (one level, no loops)."""
+    read = read or _read_text
+    names = _INCLUDE.findall(source)
+    unknown = [name for name in names if name not in INCLUDE_FILES]
+    if unknown:
+        raise RuntimeError(f"{file} includes unknown file(s) {', '.join(map(repr, unknown))} "
+                           f"(known: {', '.join(INCLUDE_FILES)})")
+    if len(set(names)) != len(names) or COMMON_FILE not in names:
+        raise RuntimeError(f"{file} must contain each include line once, {INCLUDE_LINE.strip()!r} always")
+    if CHANGE_FILE in names and read_only:
+        raise RuntimeError(f"{file} is read-only and must not include {CHANGE_FILE} (its helpers change things)")
+    if names != [name for name in INCLUDE_FILES if name in names]:
+        raise RuntimeError(f"{file} must include {' before '.join(INCLUDE_FILES)}")
+    texts = {name: read(name) for name in names}
+    for name, text in texts.items():
+        if _INCLUDE.search(text):
+            raise RuntimeError(f"include file {name} may not include another file")
+    return _INCLUDE.sub(lambda match: texts[match.group(1)], source)   # one pass: inserted text is never re-read
 
 
 def _read_text(name: str) -> str:

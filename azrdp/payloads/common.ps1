@@ -356,8 +356,10 @@ function Get-BoundThumbprint {
     # 'MALFORMED' when it is not a 20-byte REG_BINARY (a thumbprint typed as a REG_SZ string, a
     # wrong length): a binding RDP cannot use, never "no binding" (review #17). The value is
     # REG_BINARY as Win32_TSGeneralSetting writes it; RegistryKey.GetValueKind tells the kind
-    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind).
-    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind). -Path: the RDP-Tcp
+    # key (rescue.ps1 reads an offline hive's).
+    param([string]$Path = $RdpTcpKey)
+    $key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue
     if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
     if ($key.GetValueKind('SSLCertificateSHA1Hash').ToString() -ne 'Binary') { return 'MALFORMED' }
     $bytes = @($key.GetValue('SSLCertificateSHA1Hash'))
@@ -368,7 +370,8 @@ function Get-BoundThumbprint {
 function Get-BindingText {
     # SSLCertificateSHA1Hash as stored, for the backup before the cert step clears it: its kind
     # and its data (hex for binary, the text itself for a string), $null when absent.
-    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    param([string]$Path = $RdpTcpKey)
+    $key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue
     if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
     $kind = $key.GetValueKind('SSLCertificateSHA1Hash').ToString()
     $data = $key.GetValue('SSLCertificateSHA1Hash')

@@ -99,6 +99,7 @@ param(
 $PayloadVersion = '2.0.0'
 
 # azrdp:include common.ps1
+# azrdp:include change.ps1
 
 if (-not (Test-FullLanguage)) {
     # Constrained Language Mode (WDAC/AppLocker) refuses .NET calls the steps need: change nothing.
@@ -111,19 +112,13 @@ $StepOrder = @('rdp-config', 'machinekeys-acl', 'machinekeys-rename', 'cert', 's
 $CustomRuleName = 'azrdp-RemoteDesktop-CustomPort-TCP-In'
 $UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-UDP')
 $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
-$BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
-$BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
 $SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
 $ResultReserveSeconds = 90
-# A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
-# wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
-$script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
-$script:DeadlineSeconds = 480
-$script:BackupFolder = $null
+$script:DeadlineSeconds = 480   # the clock is change.ps1's ($script:Clock, Get-SecondsLeft)
 $script:FirewallReadError = $null
 # Sessions at the start, keyed id|user|logon time (Get-SessionKey): a session id is reused, and
 # only the same sign-in counts as the same session.
@@ -148,11 +143,6 @@ function New-Outcome {
 # (PowerShell's ServiceOperationBaseCommand.DoWaitForStatus loops in 2-s slices for ever): a
 # TermService hung in StopPending would hold Run Command for its 90 minutes with no result. Every
 # wait here is ServiceController.WaitForStatus with a timeout, inside the payload-wide deadline.
-
-function Get-SecondsLeft {
-    # Seconds a step may still spend; the last $ResultReserveSeconds belong to the result line.
-    return [int][Math]::Floor($script:DeadlineSeconds - $script:Clock.Elapsed.TotalSeconds) - $ResultReserveSeconds
-}
 
 function Wait-ServiceStatus {
     param([Parameter(Mandatory = $true)][object]$Service, [Parameter(Mandatory = $true)][string]$Status, [int]$Seconds = $ServiceWaitSeconds)
@@ -230,125 +220,6 @@ function Confirm-TermService {
     } catch {
         return $null
     }
-}
-
-# ---- backups ----
-
-function Confirm-ProtectedFolder {
-    # A folder only SYSTEM and Administrators may use. Any local user can create folders in
-    # ProgramData: a reparse point (a junction to elsewhere) or a folder someone else owns is
-    # refused, so SYSTEM never writes backups where a user points it, nor where a user can delete them.
-    param([Parameter(Mandatory = $true)][string]$Path)
-    if (Test-Path -LiteralPath $Path) {
-        $item = Get-Item -LiteralPath $Path -Force
-        if (($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint) -ne 0) { throw 'backup folder is a reparse point; nothing was changed' }
-        $owner = (Get-Acl -LiteralPath $Path).GetOwner([System.Security.Principal.SecurityIdentifier]).Value
-        if (@($SidSystem, 'S-1-5-32-544') -notcontains $owner) { throw 'backup folder has a foreign owner; nothing was changed' }
-    } else {
-        New-Item -ItemType Directory -Path $Path | Out-Null
-    }
-    $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
-    $security.SetSecurityDescriptorSddlForm($BackupRootSddl)
-    Set-Acl -LiteralPath $Path -AclObject $security
-}
-
-function Get-BackupFolder {
-    # One new timestamped folder per run under %ProgramData%\azrdp\backup; never reuses one.
-    if ($null -ne $script:BackupFolder) { return $script:BackupFolder }
-    $root = Join-Path -Path $env:ProgramData -ChildPath 'azrdp'
-    Confirm-ProtectedFolder -Path $root
-    $base = Join-Path -Path $root -ChildPath 'backup'
-    Confirm-ProtectedFolder -Path $base
-    $stamp = (Get-Date).ToUniversalTime().ToString('yyyyMMddTHHmmssZ', [System.Globalization.CultureInfo]::InvariantCulture)
-    $path = Join-Path -Path $base -ChildPath $stamp
-    $suffix = 1
-    while (Test-Path -LiteralPath $path) {
-        $suffix += 1
-        $path = Join-Path -Path $base -ChildPath ('{0}-{1}' -f $stamp, $suffix)
-    }
-    New-Item -ItemType Directory -Path $path | Out-Null
-    Set-Content -LiteralPath (Join-Path -Path $path -ChildPath 'run-id.txt') -Value $RunId -Encoding ASCII
-    $script:BackupFolder = $path
-    return $path
-}
-
-function Add-UndoNote {
-    # One line of undo.txt in the run's backup folder: what was changed and how to put it back.
-    param([Parameter(Mandatory = $true)][string]$Line)
-    Add-Content -LiteralPath (Join-Path -Path (Get-BackupFolder) -ChildPath 'undo.txt') -Value $Line -Encoding ASCII
-}
-
-function Save-MachineKeysAcl {
-    # icacls /save of the folder and every file (DACLs), plus every item's full SDDL (owners too,
-    # which icacls /save does not keep); throws, before any change, when either fails.
-    $folder = Get-BackupFolder
-    $file = Join-Path -Path $folder -ChildPath 'machinekeys.acl'
-    $run = Invoke-Native -FilePath 'icacls.exe' -ArgumentList @($MachineKeysPath, '/save', $file, '/t', '/c', '/q')
-    if ($run.ExitCode -ne 0 -or -not (Test-Path -LiteralPath $file)) {
-        throw ('icacls /save failed (exit {0}); nothing was changed' -f $run.ExitCode)
-    }
-    # icacls /save writes UTF-16: the folder's own name first, then each item (relative names). A
-    # file that does not start with it is a partial save, never a backup to rely on.
-    if ([string](Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1) -ne (Split-Path -Path $MachineKeysPath -Leaf)) {
-        throw 'icacls /save incomplete; nothing was changed'
-    }
-    $lines = New-Object -TypeName System.Collections.ArrayList
-    [void]$lines.Add(('{0}|{1}' -f $MachineKeysPath, (Get-Acl -LiteralPath $MachineKeysPath).Sddl))
-    foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
-        if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }
-        # A file that denies SYSTEM READ_CONTROL is recorded, not a reason to give up: it is what
-        # the step repairs (the owner's rights through Administrators still allow WRITE_DAC).
-        try { $sddl = (Get-Acl -LiteralPath $item.FullName).Sddl } catch { $sddl = 'UNREADABLE' }
-        [void]$lines.Add(('{0}|{1}' -f $item.Name, $sddl))
-    }
-    Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'machinekeys.sddl.txt') -Value $lines.ToArray() -Encoding ASCII
-    Add-UndoNote -Line ('MachineKeys ACLs: icacls "{0}" /restore "{1}" /c (owners: machinekeys.sddl.txt)' -f (Split-Path -Path $MachineKeysPath -Parent), $file)
-    return $folder
-}
-
-function Set-DefaultMachineKeysAcl {
-    # Windows' default security descriptor on a MachineKeys folder (owner SYSTEM). Set-Acl enables
-    # SeRestorePrivilege itself; the owner is never changed (taking ownership would change it outside the backup).
-    param([Parameter(Mandatory = $true)][string]$Path)
-    $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
-    $security.SetSecurityDescriptorSddlForm($MachineKeysDefaultSddl)
-    Set-Acl -LiteralPath $Path -AclObject $security
-}
-
-function Protect-InheritedKeyAces {
-    # Setting the folder's DACL re-propagates inheritance to every child (SetNamedSecurityInfo):
-    # a key file whose ACEs were only inherited would be left with an empty DACL, because the
-    # default folder ACEs are not inheritable. Make such files' inherited ACEs explicit first, but
-    # never the broad ones (Everyone, Authenticated Users, Users: a forum fix's Everyone:(OI)(CI)F,
-    # or Users:RX after `icacls /reset /t`), which would leave every machine private key readable
-    # by any local user for good; a file left with nothing gets SYSTEM and Administrators full
-    # control. A file with explicit ACEs too only drops its inherited ones (propagation would).
-    # Files Get-Acl cannot read are skipped (recorded UNREADABLE by Save-MachineKeysAcl).
-    $count = 0
-    foreach ($item in @(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File)) {
-        if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }
-        try { $acl = Get-Acl -LiteralPath $item.FullName } catch { continue }
-        $rules = @($acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]))
-        $inherited = @($rules | Where-Object -FilterScript { $_.IsInherited }).Count
-        if ($inherited -eq 0) { continue }
-        $keep = @($rules | Where-Object -FilterScript { $_.IsInherited -and $BroadSids -notcontains $_.IdentityReference.Value })
-        # Protected, inherited rules removed (Learn: ObjectSecurity.SetAccessRuleProtection,
-        # preserveInheritance false); an inherited-only file then gets the kept ones as its own.
-        $acl.SetAccessRuleProtection($true, $false)
-        if ($inherited -eq $rules.Count) {
-            foreach ($rule in $keep) {
-                $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $rule.IdentityReference, $rule.FileSystemRights, $rule.AccessControlType))
-            }
-            if ($keep.Count -eq 0) {
-                foreach ($sid in @($SidSystem, 'S-1-5-32-544')) {
-                    $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$sid), 'FullControl', 'Allow'))
-                }
-            }
-        }
-        Set-Acl -LiteralPath $item.FullName -AclObject $acl
-        $count += 1
-    }
-    return $count
 }
 
 function Get-RdpKeyGrants {
@@ -532,32 +403,29 @@ function Repair-MachineKeysAcl {
         # of theirs (Learn: "Automatic Propagation of Inheritable ACEs"). The folder's SDDL and
         # the undo are written before it is sent; the default DACL set below replaces it.
         $acl = Get-Acl -LiteralPath $MachineKeysPath
-        Set-Content -LiteralPath (Join-Path -Path (Get-BackupFolder) -ChildPath 'machinekeys.folder.sddl.txt') -Value $acl.Sddl -Encoding ASCII
-        Add-UndoNote -Line ('MachineKeys folder before the list ACE: $a = Get-Acl "{0}"; $a.SetSecurityDescriptorSddlForm(''{1}''); Set-Acl "{0}" $a' -f $MachineKeysPath, $acl.Sddl)
+        $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
+        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'machinekeys.folder.sddl.txt') -Value $acl.Sddl -Encoding ASCII
+        Add-UndoNote -Folder $folder -Line ('MachineKeys folder before the list ACE: $a = Get-Acl "{0}"; $a.SetSecurityDescriptorSddlForm(''{1}''); Set-Acl "{0}" $a' -f $MachineKeysPath, $acl.Sddl)
         $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$SidSystem), 'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'))
         Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl
         [void]$actions.Add('acl:list')
     }
-    # A bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked three times
-    # inside the deadline: held back before any change (the listing stops at the limit).
-    $listing = Get-MachineKeysListing
-    $held = [ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }
-    if ($listing.files -gt $MaxKeyFiles) {
-        return New-Outcome -Changed ($actions.Count -gt 0) -Info $held -Skip ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles)
+    # Get-KeyFolderHoldBack (change.ps1, shared with rescue), before any further change: a
+    # bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked inside the
+    # deadline, and a subfolder or reparse point is where a junction planted by any user (the
+    # default DACL's 0x12019f holds FILE_ADD_SUBDIRECTORY) could carry the re-propagation of the
+    # folder ACL write (SetNamedSecurityInfo) into a tree of that user's choosing [unverified
+    # whether it follows it] (RECHECK new H-2).
+    $holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath
+    if ($null -ne $holdBack) {
+        return New-Outcome -Changed ($actions.Count -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }) -Skip $holdBack
     }
-    # Stock Windows keeps no folder in MachineKeys, yet its default DACL lets every user add one
-    # (FILE_ADD_SUBDIRECTORY is in Everyone's 0x12019f): a junction planted there could carry the
-    # re-propagation of a folder ACL write (SetNamedSecurityInfo) into a tree the user chose
-    # [unverified whether it follows it]. Held back, before any further change (RECHECK new H-2).
-    if ($listing.nested) {
-        return New-Outcome -Changed ($actions.Count -gt 0) -Info $held -Skip 'held back: MachineKeys has a subfolder or reparse point'
-    }
-    $backup = Save-MachineKeysAcl
+    $backup = Save-MachineKeysAcl -Path $MachineKeysPath -Folder (Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId)
     # Only a folder that cannot take a new key, or that gives every user more than Windows' default
     # does, is rewritten: one hardened to SYSTEM and Administrators works and renews (Azure/repair-
     # script-library win-fix-rdp-certificate.ps1), and rewriting it would undo the hardening (#19).
     if (-not $Before.default -and (-not (Test-KeyFolderWritable) -or (Test-BroadKeyFolderGrant))) {
-        if ((Protect-InheritedKeyAces) -gt 0) { [void]$actions.Add('acl:explicit') }
+        if ((Protect-InheritedKeyAces -Path $MachineKeysPath) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
         [void]$actions.Add('acl:folder-default')
     }
@@ -610,14 +478,15 @@ function Repair-MachineKeysRename {
     # transport certificate, LDAPS on a DC) stays where its service finds it, and so do stale RDP
     # containers of another MachineGuid. Same volume: a move is a rename that keeps the file; its
     # ACL is saved, then it is locked to SYSTEM and Administrators.
-    $dest = Join-Path -Path (Get-BackupFolder) -ChildPath 'rdp-key'
+    $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
+    $dest = Join-Path -Path $folder -ChildPath 'rdp-key'
     New-Item -ItemType Directory -Path $dest | Out-Null
     $file = Get-Item -LiteralPath (Get-LiveRdpKeyPath) -Force
     $target = Join-Path -Path $dest -ChildPath $file.Name
     $sddl = (Get-Acl -LiteralPath $file.FullName).GetSecurityDescriptorSddlForm('Access')
     Add-Content -LiteralPath (Join-Path -Path $dest -ChildPath 'acl.txt') -Value ('{0}|{1}' -f $file.Name, $sddl) -Encoding ASCII
     # The undo puts the file back and its ACL with it (the lock below would leave NETWORK SERVICE unable to read it).
-    Add-UndoNote -Line ('RDP key: Move-Item "{0}" "{1}"; $a = Get-Acl "{1}\{2}"; $a.SetSecurityDescriptorSddlForm(''{3}'', ''Access''); Set-Acl "{1}\{2}" $a' -f $target, $MachineKeysPath, $file.Name, $sddl)
+    Add-UndoNote -Folder $folder -Line ('RDP key: Move-Item "{0}" "{1}"; $a = Get-Acl "{1}\{2}"; $a.SetSecurityDescriptorSddlForm(''{3}'', ''Access''); Set-Acl "{1}\{2}" $a' -f $target, $MachineKeysPath, $file.Name, $sddl)
     try {
         Move-Item -LiteralPath $file.FullName -Destination $target
     } catch {
@@ -728,7 +597,7 @@ function Move-CertificateToBackup {
     # properties and its link to the private key. Undo: Move-Item it back.
     param([Parameter(Mandatory = $true)][string]$Thumbprint)
     if (-not (Test-Path -LiteralPath $BackupCertStore)) { New-Item -Path $BackupCertStore | Out-Null }
-    Add-UndoNote -Line ('certificate: Move-Item "{0}\{1}" "{2}"' -f $BackupCertStore, $Thumbprint, $RdpCertStore)
+    Add-UndoNote -Folder (Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId) -Line ('certificate: Move-Item "{0}\{1}" "{2}"' -f $BackupCertStore, $Thumbprint, $RdpCertStore)
     Move-Item -LiteralPath (Join-Path -Path $RdpCertStore -ChildPath $Thumbprint) -Destination $BackupCertStore
 }
 
@@ -785,10 +654,10 @@ function Repair-Certificate {
     }
     $cleared = $false
     if ($boundBroken) {
-        $folder = Get-BackupFolder
+        $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
         # As stored (kind:data): a MALFORMED one (a REG_SZ thumbprint) is kept as its own text.
         Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value (Get-BindingText) -Encoding Unicode
-        Add-UndoNote -Line ('binding: SSLCertificateSHA1Hash = {0} (kind:data in SSLCertificateSHA1Hash.txt)' -f $bound)
+        Add-UndoNote -Folder $folder -Line ('binding: SSLCertificateSHA1Hash = {0} (kind:data in SSLCertificateSHA1Hash.txt)' -f $bound)
         Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
         $cleared = $true
     }
@@ -870,12 +739,12 @@ function Save-DisconnectedRecord {
     } catch { }
     $rows = @($rows | Where-Object -FilterScript { $_.id -ne 0 -and $_.name -ne 'console' })
     if ($rows.Count -eq 0) { return }
-    [void](Get-BackupFolder)
+    $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
     $now = [DateTime]::UtcNow.ToString('o', [System.Globalization.CultureInfo]::InvariantCulture)
     $record = Read-DisconnectedRecord
     $lines = @(@($record | ForEach-Object -Process { $_.line }) + @($rows | ForEach-Object -Process { '{0}|{1}' -f (Get-SessionKey -Session $_), $now }))
     Set-Content -LiteralPath (Get-DisconnectedRecordPath) -Value $lines -Encoding UTF8
-    Add-UndoNote -Line ('sessions: {0} disconnected by the TermService restart (kept from logoff for {1} h: {2})' -f $rows.Count, $ProtectHours, (Get-DisconnectedRecordPath))
+    Add-UndoNote -Folder $folder -Line ('sessions: {0} disconnected by the TermService restart (kept from logoff for {1} h: {2})' -f $rows.Count, $ProtectHours, (Get-DisconnectedRecordPath))
 }
 
 function Read-SessionsState {

@@ -1,8 +1,7 @@
 """Parse what Run Command returns for a payload into its validated result object.
 
-Action Run Command answers with ``value[]``: one status whose code contains ``StdOut`` and one
-whose code contains ``StdErr``, each holding only the LAST 4,096 bytes of that stream and no exit
-code. A payload prints exactly one ``AZRDP-RESULT:{compact json}`` line, last. This module finds
+Run Command hands back StdOut and StdErr, each cut to its last 4,096 bytes and with no exit code
+(:mod:`azrdp.azure.runcommand_output`). A payload prints exactly one ``AZRDP-RESULT:{compact json}`` line, last. This module finds
 that line, decodes it and checks it against :mod:`azrdp.payloads.schema`; anything else is a
 :class:`PayloadOutputError` that shows the tail of StdOut/StdErr so a user sees what the guest said.
 
@@ -16,37 +15,14 @@ schema, the audit or a report sees them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from azrdp.azure.runcommand_output import RUN_COMMAND_OUTPUT_CAP, RunCommandOutput, tail
 from azrdp.errors import ProtocolError
-from azrdp.payloads.schema import RESULT_MARKER, RUN_COMMAND_OUTPUT_CAP, validate_result
+from azrdp.payloads.schema import RESULT_MARKER, validate_result
 
-TAIL_CHARS = 300
-MAX_STREAM_CHARS = 64 * 1024          # per stream: Run Command returns 4,096 bytes; more is not from it
 MAX_LINE_CHARS = 2 * RUN_COMMAND_OUTPUT_CAP
 MAX_DEPTH = 16                        # the deepest schema nests 5 levels
-
-
-@dataclass(frozen=True)
-class RunCommandOutput:
-    """StdOut and StdErr of one Run Command, and whether Azure cut either at its 4 KB cap."""
-
-    stdout: str
-    stderr: str
-
-    @property
-    def stdout_truncated(self) -> bool:
-        return _at_cap(self.stdout)
-
-    @property
-    def stderr_truncated(self) -> bool:
-        return _at_cap(self.stderr)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stdout_tail": tail(self.stdout), "stderr_tail": tail(self.stderr),
-                "stdout_truncated": self.stdout_truncated, "stderr_truncated": self.stderr_truncated}
 
 
 class PayloadOutputError(ProtocolError):
@@ -65,36 +41,6 @@ class PayloadOutputError(ProtocolError):
         self.payload_id = payload_id
         self.problem = problem
         self.output = output
-
-
-def _at_cap(text: str) -> bool:
-    return len(text.encode("utf-8")) >= RUN_COMMAND_OUTPUT_CAP
-
-
-def tail(text: str, chars: int = TAIL_CHARS) -> str:
-    """The last ``chars`` characters of ``text``, stripped."""
-    text = text.strip()
-    return text if len(text) <= chars else "..." + text[-chars:]
-
-
-def _get(status: Any, name: str) -> Any:
-    if isinstance(status, Mapping):
-        return status.get(name)
-    return getattr(status, name, None)
-
-
-def output_from_statuses(statuses: Iterable[Any]) -> RunCommandOutput:
-    """StdOut/StdErr from Run Command's ``value[]`` (SDK ``InstanceViewStatus`` models or dicts with
-    ``code``/``message``), e.g. code ``ComponentStatus/StdOut/succeeded``."""
-    stdout, stderr = [], []
-    for status in statuses or ():
-        code = str(_get(status, "code") or "")
-        message = str(_get(status, "message") or "")
-        if "/StdOut/" in code or code.endswith("/StdOut"):
-            stdout.append(message)
-        elif "/StdErr/" in code or code.endswith("/StdErr"):
-            stderr.append(message)
-    return RunCommandOutput(stdout="\n".join(stdout)[-MAX_STREAM_CHARS:], stderr="\n".join(stderr)[-MAX_STREAM_CHARS:])
 
 
 def _nesting(text: str) -> int:

@@ -3,9 +3,8 @@ every Allow rule, and a rule only applies in its profiles. Through the real `azr
 
 from __future__ import annotations
 
-from test_emulator_licensing import checks, diagnose
-
 from azrdp.emulator.guest import FirewallRule
+from tests.support.emulator_support import checks, diagnose
 
 
 def test_a_block_rule_beats_the_allow_rules_and_no_step_is_planned_that_cannot_fix_it(start_emulator, monkeypatch):

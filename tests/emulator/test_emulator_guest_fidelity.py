@@ -519,18 +519,18 @@ def test_machinekeys_acl_holds_back_on_a_subfolder_or_reparse_point_and_diagnose
     # the folder ACL write's re-propagation could follow a junction planted there into a tree the
     # user chose. Held back before any change; diagnose reports it, the plan says what to do.
     emu = start_emulator("machinekeys-acl")
-    emu.update(lambda backend: emu.guest().machinekeys.nested.append(r"cache -> C:\Users\Public\target"))
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "subfolders", 1))   # a junction, say
     diagnosis = payload_answer(session_for(emu, fake_credential), "diagnose", {})
     assert diagnosis["machinekeys"]["nested"] is True and diagnosis["machinekeys"]["default"] is False
     before = emu.guest().machinekeys.sddl
     result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
     step = steps["machinekeys-acl"]
-    assert step["status"] == "skipped" and step["error"] == "held back: MachineKeys has a subfolder or reparse point"
+    assert step["status"] == "skipped" and step["error"] == "held back: MachineKeys holds a subfolder"
     keys = emu.guest().machinekeys
-    assert keys.sddl == before and keys.propagated_through == [] and not result["reboot_required"]
+    assert keys.sddl == before and keys.propagated_into == 0 and not result["reboot_required"]
     # the model: the old step's folder write reached the junction
     emu.update(lambda backend: emu.guest().machinekeys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL))
-    assert emu.guest().machinekeys.propagated_through == [r"cache -> C:\Users\Public\target"]
+    assert emu.guest().machinekeys.propagated_into == 1
 
 
 def test_a_damaged_rdp_key_container_is_moved_aside_and_windows_makes_a_new_certificate(start_emulator, fake_credential):

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from test_emulator_licensing import checks, diagnose
 
 from azrdp.cli import cli
-from tests.support.emulator_support import payload_answer, session_for
+from tests.support.emulator_support import checks, diagnose, payload_answer, session_for
 
 
 def fix(emu, monkeypatch) -> tuple[int, dict]:

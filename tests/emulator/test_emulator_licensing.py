@@ -3,30 +3,11 @@ only the guest can say why. Through the real `azrdp diagnose` CLI against the em
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
 from azrdp.checks import Status
-from azrdp.cli import cli
 from azrdp.guest.checks import check_drain, check_licensing
-
-
-def diagnose(emu, monkeypatch) -> tuple[int, dict]:
-    env = emu.environment()
-    env.pop("IDENTITY_ENDPOINT", None)
-    env.pop("IDENTITY_HEADER", None)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    host, port = emu.rdp_endpoint()
-    result = CliRunner().invoke(cli, ["diagnose", "vm-web-01", "-g", "rg-azrdp-demo", "-o", "json", "--host",
-                                      f"{host}:{port}", "--probe-timeout", "2"])
-    return result.exit_code, json.loads(result.stdout)
-
-
-def checks(doc: dict) -> dict[str, dict]:
-    return {c["id"]: c for c in doc["checks"]}
+from tests.support.emulator_support import checks, diagnose
 
 
 def test_an_rd_session_host_past_its_grace_period_fails_guest_licensing_while_the_wire_passes(start_emulator, monkeypatch):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from azrdp.azure.power import PowerRequestUncertain, restart_vm
+from azrdp.azure.lro import PowerRequestUncertain
+from azrdp.azure.power import restart_vm
 from azrdp.azure.runcommand import RunCommandUncertain, run_script
 from azrdp.clock import ManualClock
 from azrdp.errors import EXIT_AZURE

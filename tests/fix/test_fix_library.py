@@ -8,7 +8,8 @@ import json
 import pytest
 
 from azrdp.audit import AuditLog
-from azrdp.azure.power import PowerRequestUncertain, restart_vm
+from azrdp.azure.lro import PowerRequestUncertain
+from azrdp.azure.power import restart_vm
 from azrdp.errors import EXIT_AZURE
 from azrdp.rdp import ProbeResult, probe
 from azrdp.repair import FixOptions, fix

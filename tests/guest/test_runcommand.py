@@ -58,7 +58,8 @@ def test_values_travel_only_as_parameters_and_the_script_is_the_shipped_file(com
     (body,) = arm.sent_bodies()
     assert body["commandId"] == "RunPowerShellScript"
     sent = ("\n".join(body["script"]) + "\n").encode()
-    shipped = spec_path_bytes("repair.ps1").replace(b"# azrdp:include common.ps1\n", spec_path_bytes("common.ps1"))
+    shipped = (spec_path_bytes("repair.ps1").replace(b"# azrdp:include common.ps1\n", spec_path_bytes("common.ps1"))
+               .replace(b"# azrdp:include change.ps1\n", spec_path_bytes("change.ps1")))
     assert sent == spec.script_text().encode() == shipped
     assert body["parameters"] == parameters
     assert TOKEN not in "\n".join(body["script"])

@@ -151,6 +151,10 @@ def test_diagnose_changes_nothing():
     natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
     assert natives == {"quser.exe", "qwinsta.exe"}
     assert payload("diagnose").read_only and not payload("repair").read_only
+    # ... nor does it get the helpers that change things (they would pass the scan as its "own")
+    changers = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())))
+    assert changers and not changers & own
+    assert "# azrdp:include change.ps1" not in (PAYLOAD_DIR / "diagnose.ps1").read_text()
 
 
 def test_repair_never_deletes_a_certificate_it_moves_them_to_a_backup_store():
@@ -224,7 +228,7 @@ def test_a_restart_records_whom_it_disconnects_and_later_runs_keep_them():
     assert "if ($name -eq 'TermService') { Save-DisconnectedRecord }" in cert
     assert cert.index("Save-DisconnectedRecord") < cert.index("Restart-ServiceBounded -Name $name")
     save = functions["Save-DisconnectedRecord"]
-    assert save.index("[void](Get-BackupFolder)") < save.index("Set-Content")   # the protected root first
+    assert save.index("$folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId") < save.index("Set-Content")   # the protected root first
     assert "$ProtectHours = 24" in source and "$DisconnectedRecordName = 'disconnected-by-azrdp.txt'" in source
     # the snapshot is taken whenever the cert step may restart, not only for the sessions step
     assert "if ($wanted -contains 'sessions' -or $wanted -contains 'cert') {" in source
@@ -409,9 +413,10 @@ def test_machinekeys_acl_holds_back_when_the_folder_holds_a_subfolder_or_reparse
     # carry the re-propagation of the folder ACL write into a tree the user chose.
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-MachineKeysAcl"]
-    hold = body.index("if ($listing.nested) {")
-    assert "'held back: MachineKeys has a subfolder or reparse point'" in body[hold:]
+    hold = body.index("$holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath")   # change.ps1's, shared with rescue
     assert hold < body.index("Save-MachineKeysAcl") < body.index("Set-DefaultMachineKeysAcl")
+    check = functions["Get-KeyFolderHoldBack"]
+    assert "'held back: MachineKeys holds a subfolder'" in check and "'held back: MachineKeys holds a reparse point'" in check
     listing = functions["Get-MachineKeysListing"]
     assert "[System.IO.FileAttributes]::Directory -bor [System.IO.FileAttributes]::ReparsePoint" in listing
     assert ".EnumerateFileSystemInfos()" in listing
@@ -440,9 +445,11 @@ def test_machinekeys_acl_is_bounded_checks_its_backup_and_records_unreadable_fil
     # and one key file SYSTEM could not Get-Acl aborted the step meant to fix it.
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-MachineKeysAcl"]
-    assert body.index("$listing = Get-MachineKeysListing") < body.index("Save-MachineKeysAcl")
-    assert "if ($listing.files -gt $MaxKeyFiles) {\n        return New-Outcome" in body and "held back: MachineKeys holds over" in body
-    listing = functions["Get-MachineKeysListing"]   # one pass that stops at the limit
+    # the count limit: change.ps1's Get-KeyFolderHoldBack (shared with rescue), before any backup
+    assert body.index("$holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath") < body.index("Save-MachineKeysAcl")
+    assert "if ($null -ne $holdBack) {\n        return New-Outcome" in body
+    assert "held back: MachineKeys holds over" in functions["Get-KeyFolderHoldBack"]
+    listing = functions["Get-MachineKeysListing"]   # diagnose's: one pass that stops at the limit
     assert "if ($count -gt $MaxKeyFiles) {" in listing and "break" in listing
     for name in ("Save-MachineKeysAcl", "Protect-InheritedKeyAces"):
         loop = functions[name][functions[name].index("foreach ($item in"):]
@@ -462,7 +469,7 @@ def test_a_folder_system_cannot_list_gets_one_list_ace_first_recorded_before_it_
     ace = block.index("'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'")
     sent = block.index("Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl")
     assert block.index("machinekeys.folder.sddl.txt") < block.index("Add-UndoNote") < ace < sent
-    assert sent < block.index("Get-MachineKeysListing") < block.index("Save-MachineKeysAcl")
+    assert sent < block.index("Get-KeyFolderHoldBack") < block.index("Save-MachineKeysAcl")
     assert "[void]$actions.Add('acl:list')" in block
 
 
@@ -529,12 +536,72 @@ def test_repair_steps_run_in_the_fixed_order():
 
 def test_shared_helpers_have_one_copy_that_every_payload_sends():
     common = (PAYLOAD_DIR / "common.ps1").read_text()
+    change = (PAYLOAD_DIR / "change.ps1").read_text()
     for payload_id in PAYLOADS:
         shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text()
         assert shipped.count("# azrdp:include common.ps1\n") == 1
         assert "function Write-Result" not in shipped  # the helpers live only in common.ps1
+        assert "function Get-BackupFolder" not in shipped  # ... and change.ps1
+        expected = shipped.replace("# azrdp:include common.ps1\n", common)
         sent = _source(payload_id)
-        assert sent.count(common) == 1 and sent == shipped.replace("# azrdp:include common.ps1\n", common)
+        assert sent.count(common) == 1
+        if payload(payload_id).read_only:
+            assert "# azrdp:include change.ps1" not in shipped and change not in sent
+        else:
+            assert shipped.count("# azrdp:include change.ps1\n") == 1 and sent.count(change) == 1
+            expected = expected.replace("# azrdp:include change.ps1\n", change)
+        assert sent == expected
+    assert {p for p in PAYLOADS if not payload(p).read_only} == {"repair", "rescue"}
+
+
+def test_change_helpers_take_their_paths_as_parameters():
+    # The helpers repair and rescue share work on C: and on an attached offline volume alike: none
+    # reads the running Windows' MachineKeys or %ProgramData% itself.
+    tree = pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())
+    functions = pwsh_ast.functions(tree)
+    assert {"Confirm-ProtectedFolder", "Get-BackupFolder", "Add-UndoNote", "Save-MachineKeysAcl",
+            "Set-DefaultMachineKeysAcl", "Protect-InheritedKeyAces", "Get-SecondsLeft"} <= set(functions)
+    assert pwsh_ast.problems(tree) == []
+    code = (PAYLOAD_DIR / "change.ps1").read_text()
+    for hidden in ("$MachineKeysPath", "$env:ProgramData", "$env:SystemDrive", "HKLM:"):
+        assert hidden not in code, hidden
+    params = {name: re.findall(r"\]\$(\w+)", re.search(r"param\((.*?)\)\n", body, re.S).group(1))
+              for name, body in functions.items() if "param(" in body}
+    assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
+    assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
+    assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
+
+
+def _includes(**files: str):
+    return lambda name: files[name.replace(".", "_")]
+
+
+@pytest.mark.parametrize(("source", "read_only", "message"), [
+    ("x\n", False, "each include line once"),
+    ("# azrdp:include common.ps1\n# azrdp:include common.ps1\n", False, "each include line once"),
+    ("# azrdp:include common.ps1\n# azrdp:include ../secrets.ps1\n", False, "unknown file"),
+    ("# azrdp:include common.ps1\n# azrdp:include change.ps1\n", True, "read-only"),
+    ("# azrdp:include change.ps1\n# azrdp:include common.ps1\n", False, "before"),
+])
+def test_include_rules(source, read_only, message):
+    from azrdp.payloads import expand_includes
+
+    with pytest.raises(RuntimeError, match=message):
+        expand_includes("p.ps1", source, read_only=read_only, read=_includes(common_ps1="C\n", change_ps1="X\n"))
+
+
+def test_includes_expand_once_each_and_an_include_file_may_not_include():
+    from azrdp.payloads import expand_includes
+
+    read = _includes(common_ps1='C "# azrdp:include change.ps1"\n', change_ps1="X\n")
+    both = "a\n# azrdp:include common.ps1\nb\n# azrdp:include change.ps1\nc\n"
+    assert expand_includes("p.ps1", both, read_only=False, read=read) == 'a\nC "# azrdp:include change.ps1"\nb\nX\nc\n'
+    assert expand_includes("p.ps1", "# azrdp:include common.ps1\n", read_only=True, read=read) == \
+        'C "# azrdp:include change.ps1"\n'
+    for nested in (_includes(common_ps1="C\n", change_ps1="# azrdp:include common.ps1\n"),
+                   _includes(common_ps1="C\n# azrdp:include change.ps1\n", change_ps1="X\n")):
+        with pytest.raises(RuntimeError, match="may not include"):
+            expand_includes("p.ps1", both, read_only=False, read=nested)
 
 
 def test_payload_versions_match_the_manifest():
@@ -684,7 +751,8 @@ def test_rescue_exports_and_saves_before_it_removes_or_changes():
     assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
     assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
     keys = functions["Repair-MachineKeys"]
-    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+    assert keys.index("Save-MachineKeysAcl") < keys.index("Set-Acl"), "ACLs are saved before they change"
+    assert "'/save'" in functions["Save-MachineKeysAcl"]
 
 
 def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
@@ -696,6 +764,91 @@ def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows
     rescue_only = code.split("# azrdp:include", 1)[0] + code[code.index("$StepOrder"):]
     assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
     assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
+def _own_code(payload_id: str) -> str:
+    """A payload as shipped, without its includes and its help, comments stripped: its own code."""
+    shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text().split("#>", 1)[1]
+    return "\n".join(line.split("#", 1)[0] for line in shipped.splitlines())
+
+
+def test_rescue_uses_the_shared_change_helpers_and_keeps_no_copy_of_them():
+    # RECHECK #9, #10, #17, #23: rescue.ps1 repeated, in its own copies, faults repair.ps1 had fixed.
+    own = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "rescue.ps1").read_bytes())))
+    shared = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())))
+    common = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "common.ps1").read_bytes())))
+    assert own and not own & (shared | common)
+    code = _own_code("rescue")
+    for copied in ("icacls", "SetSecurityDescriptorSddlForm", "New-Item -ItemType Directory", "[byte]$_",
+                   "$MachineKeysDefaultSddl", "GetValueKind"):
+        assert copied not in code, copied
+
+
+def test_rescue_machinekeys_saves_checks_and_makes_inherited_aces_explicit_before_the_folder_acl():
+    # RECHECK #9 (critical): the offline folder ACL was set without making the ACEs of inherited-only
+    # key files explicit (left with an empty DACL: the repaired VM boots with unreadable machine
+    # keys); #23: icacls' exit code and first line were unchecked; new H-2: a subfolder or junction.
+    functions = pwsh_ast.functions(_tree("rescue"))
+    body = functions["Repair-MachineKeys"]
+    hold = body.index("$holdBack = Get-KeyFolderHoldBack -Path $p.machinekeys")
+    save = body.index("Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume")
+    explicit = body.index("if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }")
+    folder = body.index("Set-DefaultMachineKeysAcl -Path $p.machinekeys")
+    assert hold < save < explicit < folder < body.index("Set-Acl -LiteralPath $key.FullName")
+    assert "if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }" in body
+    holdback = functions["Get-KeyFolderHoldBack"]
+    assert "[System.IO.Directory]::EnumerateFiles($Path)" in holdback
+    assert holdback.index("if ($n -gt $MaxKeyFiles)") < holdback.index("Get-ChildItem -LiteralPath $Path -Force -Directory")
+    assert "Get-ChildItem -LiteralPath $Path -Force -Attributes ReparsePoint" in holdback
+    save_body = functions["Save-MachineKeysAcl"]
+    assert "$run.ExitCode -ne 0 -or" in save_body and "Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1" in save_body
+    # the undo names the folder where it will run: the disk's own Windows drive once it boots
+    assert "$note.Replace(('\"' + $OfflineVolume + '\\'), '\"%SystemDrive%\\')" in save_body
+
+
+def test_rescue_reads_the_offline_binding_as_the_online_payloads_do():
+    # RECHECK #17 (high): Get-OfflineBound cast each element with [byte]$_: a REG_SZ thumbprint threw
+    # (the cert step became "cannot read state"), a wrong-length value read as "no binding".
+    functions = pwsh_ast.functions(_tree("rescue"))
+    read = functions["Read-Cert"]
+    assert "$bound = Get-BoundThumbprint -Path $p.rdptcp" in read and "Get-OfflineBound" not in functions
+    assert read.index("if ($bound -eq 'MALFORMED') {\n        $usable = $false") < read.index("Get-OfflineCertificate")
+    repair = functions["Repair-Cert"]
+    saved = repair.index("-Value (Get-BindingText -Path $p.rdptcp) -Encoding Unicode")
+    assert saved < repair.index("Add-UndoNote -Folder $folder -Line ('binding:") < repair.index("Remove-ItemProperty")
+    for name in ("Get-BoundThumbprint", "Get-BindingText"):
+        assert "param([string]$Path = $RdpTcpKey)" in functions[name]
+        assert "$key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue" in functions[name]
+    from azrdp.payloads.schema import BINDING, RESCUE_STATES
+
+    assert RESCUE_STATES["cert"].fields["bound"].pattern == BINDING
+
+
+def test_rescue_backups_go_to_a_protected_folder_on_the_offline_volume():
+    # RECHECK #10/#19: <vol>\ProgramData\azrdp\backup was made with New-Item -Force: a junction, or
+    # a folder a user of the broken VM had made and owns, took the backups.
+    functions = pwsh_ast.functions(_tree("rescue"))
+    assert "Get-BackupPath" not in functions
+    body = functions["Get-RescueBackupFolder"]
+    assert "Get-BackupFolder -DataRoot ($script:Volume + '\\ProgramData') -RunId $RunId -Name ('rescue-' + $RunId)" in body
+    for step in ("Repair-Cert", "Repair-MachineKeys"):
+        assert "Get-RescueBackupFolder" in functions[step] and "Get-BackupFolder " not in functions[step]
+    assert "    backup = Limit-Text -Text $script:BackupFolder -Max 80" in _source("rescue")
+
+
+def test_rescue_judges_the_machinekeys_default_on_the_dacl_like_the_online_payloads():
+    # RECHECK #19: the full owner+group+DACL string was compared: Windows' DACL under another owner
+    # was "not default" (rewritten, the owner changed with it).
+    read = pwsh_ast.functions(_tree("rescue"))["Read-MachineKeys"]
+    assert "$dacl = (Get-Acl -LiteralPath $p.machinekeys).GetSecurityDescriptorSddlForm('Access')" in read
+    assert "default = ($dacl -eq $MachineKeysDefaultDacl)" in read and ".Sddl" not in read
+
+
+def test_rescue_has_a_deadline_that_leaves_time_to_unload_the_hives():
+    source = _source("rescue")
+    assert "$script:DeadlineSeconds = 600" in source and "$ResultReserveSeconds = 60" in source
+    step = pwsh_ast.functions(_tree("rescue"))["Invoke-Step"]
+    assert step.index("if ((Get-SecondsLeft) -lt 1) {") < step.index("$step.before = & $functions.read")
 
 
 def test_private_key_check_has_three_answers():

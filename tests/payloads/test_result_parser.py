@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from azrdp.azure.runcommand_output import RUN_COMMAND_OUTPUT_CAP, RunCommandOutput, output_from_statuses
 from azrdp.errors import ProtocolError
-from azrdp.payloads.result import PayloadOutputError, RunCommandOutput, output_from_statuses, parse_result
-from azrdp.payloads.schema import RUN_COMMAND_OUTPUT_CAP, ResultSchemaError
+from azrdp.payloads.result import PayloadOutputError, parse_result
+from azrdp.payloads.schema import ResultSchemaError
 from tests.support.payload_samples import SCENARIOS, healthy, healthy_repair, result_line, run_command_value
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from azrdp.azure.runcommand_output import RUN_COMMAND_OUTPUT_CAP
 from azrdp.errors import ProtocolError
 from azrdp.payloads import payload_ids
 from azrdp.payloads.schema import (
     REPAIR_STEP_SCHEMAS,
     REPAIR_STEPS,
     RESULT_LINE_BUDGET,
-    RUN_COMMAND_OUTPUT_CAP,
     SCHEMAS,
     Field,
     ResultSchemaError,

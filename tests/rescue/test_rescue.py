@@ -91,6 +91,30 @@ def test_rescue_repairs_the_disk_offline_and_rdp_answers(started, tmp_path, scen
                                                                         ("vm-web-01", "diagnose")]
 
 
+def test_a_vm_without_public_ip_is_verified_from_the_guest_like_fix_does(started, tmp_path):
+    """The verify phase is azrdp.verify's (the one fix uses): with no address to probe it does not
+    end 'not_verified' unseen (as rescue's own loop did) but waits for the agent after the start
+    and judges the guest side (listener up, certificate valid), saying the outside check was skipped."""
+    emu = started("no-boot-rdp-disabled")
+
+    def drop_public_ip(backend) -> None:
+        for vm in backend.all_vms():
+            for nic_id in vm.nic_ids:
+                for config in backend.by_id(nic_id).ip_configurations:
+                    config.public_ip_id = None
+
+    emu.update(drop_public_ip)
+
+    result = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(tmp_path / "audit.jsonl"))
+
+    v = result.verification
+    assert result.verdict == "verified" and result.exit_code == 0, (v, result.to_dict()["error"])
+    assert v["method"] == "guest" and v["guest_ok"] is True and "no public IP" in v["outside_check"]
+    assert v["agent_ready"] is True and result.after.guest is not None
+    assert result.after.check("guest.listener").status.value == "pass"
+    assert "verify" in result.state["done"] and result.state["verification"] == v
+
+
 def test_undo_swaps_the_original_disk_back(started, tmp_path):
     emu = started("no-boot-rdp-disabled")
     original = _os_disk_name(emu)

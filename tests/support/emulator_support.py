@@ -54,3 +54,26 @@ def payload_answer(azure: AzureSession, payload_id: str, values: dict[str, Any] 
     lines = stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(RESULT_MARKER)
     return validate_result(payload_id, json.loads(lines[0][len(RESULT_MARKER):]))
+
+
+def diagnose(emu: Any, monkeypatch: Any) -> tuple[int, dict]:
+    """`azrdp diagnose -o json` of the scenario's vm-web-01 through the real CLI, with the
+    emulator's environment (its credential, not managed identity): (exit code, document)."""
+    from click.testing import CliRunner
+
+    from azrdp.cli import cli
+
+    env = emu.environment()
+    env.pop("IDENTITY_ENDPOINT", None)
+    env.pop("IDENTITY_HEADER", None)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    host, port = emu.rdp_endpoint()
+    result = CliRunner().invoke(cli, ["diagnose", "vm-web-01", "-g", "rg-azrdp-demo", "-o", "json", "--host",
+                                      f"{host}:{port}", "--probe-timeout", "2"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def checks(doc: dict) -> dict[str, dict]:
+    """A diagnosis document's checks by id."""
+    return {c["id"]: c for c in doc["checks"]}
