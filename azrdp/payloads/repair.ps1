@@ -114,7 +114,6 @@ $UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-U
 $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
 $SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
-$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
