@@ -5,30 +5,13 @@ probe on the VM's loopback listener, the simulated Windows on the disks. Waits g
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import pytest
 
 from azrdp.audit import AuditLog, read_audit
-from azrdp.azure.session import ArmEndpoint, RetrySettings, StaticTokenCredential, open_session
-from azrdp.clock import ManualClock
 from azrdp.emulator import Emulator
-from azrdp.rescue import PHASES, RescueOptions, RescueRefused, last_rescue, rescue, resume, undo
-from azrdp.target import Target
-
-FAST = 5000.0
-TARGET = Target("vm-web-01", "rg-azrdp-demo")
-
-
-def session_for(emu: Emulator):
-    return open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
-                        subscription=emu.subscription_id, environ={}, polling_interval=0,
-                        clock=ManualClock(wall=datetime.now(timezone.utc)),   # certificates are judged by real time
-                        retry=RetrySettings(total=0, backoff_factor=0))
-
-
-def options(emu: Emulator, **kw) -> RescueOptions:
-    return RescueOptions(source_ip=emu.state.client_ip, probe_timeout=0.5, **kw)
+from azrdp.rescue import PHASES, RescueRefused, last_rescue, rescue, resume, undo
+from tests.support.rescue_support import FAST, TARGET, StopAt, options, session_for
 
 
 @pytest.fixture
@@ -178,36 +161,12 @@ def test_a_zonal_vm_gets_its_disk_copy_in_its_zone(started, tmp_path):
     assert any(r["kind"] == "resourceGroup" and "az group delete" in r["remove"] for r in result.resources())
 
 
-class _StopAt:
-    """A progress sink that presses Ctrl-C when the job announces phase ``phase``."""
-
-    WORDS = {"snapshot": "Snapshotting", "copy": "Copying", "group": "Creating resource group",
-             "network": "rescue VM's network", "rescue-vm": "Creating rescue VM", "offline-repair": "offline repair",
-             "detach": "Detaching", "stop": "Stopping VM", "swap": "Swapping in", "start": "Starting VM",
-             "verify": "Re-diagnosing", "cleanup": "Deleting resource group"}
-
-    def __init__(self, phase: str):
-        self.word = self.WORDS[phase]
-        self.fired = False
-
-    def info(self, text: str) -> None:
-        if not self.fired and self.word in text:
-            self.fired = True
-            raise KeyboardInterrupt
-
-    def status(self, text: str) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("phase", PHASES)
 def test_an_interruption_at_any_phase_leaves_a_record_that_resume_finishes(started, tmp_path, phase):
     emu = started("no-boot-rdp-disabled")
     original = _os_disk_name(emu)
     path = tmp_path / "audit.jsonl"
-    stop = _StopAt(phase)
+    stop = StopAt(phase)
 
     first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=stop)
 
@@ -234,7 +193,7 @@ def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
     emu = started("no-boot-rdp-disabled")
     original = _os_disk_name(emu)
     path = tmp_path / "audit.jsonl"
-    rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=_StopAt(phase))
+    rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=StopAt(phase))
 
     result = undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
 
