@@ -571,6 +571,12 @@ def test_change_helpers_take_their_paths_as_parameters():
     assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
     assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
     assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
+    # one place per value too: what change.ps1 sets, no including payload sets again
+    shared = set(re.findall(r"^\$(?:script:)?(\w+) = ", code, re.M))
+    assert {"BackupRootSddl", "BroadSids", "MaxKeyFiles", "Clock", "BackupFolder"} <= shared
+    for payload_id in ("repair", "rescue"):
+        own = set(re.findall(r"^\$(?:script:)?(\w+) = ", (PAYLOAD_DIR / f"{payload_id}.ps1").read_text(), re.M))
+        assert not own & shared, (payload_id, own & shared)
 
 
 def _includes(**files: str):
