@@ -5,12 +5,16 @@
                    on_result=print_one_line)
 
 Scope: subscriptions (ids or names; none given: every subscription the credential sees), resource
-groups and tags; only Windows VMs. Azure is read by pages, not by VM (azrdp.azure.fleet): per
-subscription, the VMs with their run time status and the NICs, NSGs, public IPs and virtual
-networks, by list, all subscriptions side by side; a subscription's VMs start as soon as its lists
-are in. A VM is then checked from the lists (NSGs evaluated locally) and probed on the wire,
+groups and tags; only Windows VMs. Azure is read by pages, not by VM: first with one Azure Resource
+Graph query for every subscription (azrdp.azure.resource_graph: the VMs with their power state and
+the NICs, NSGs, public IPs and virtual networks, 1,000 rows a page); where Resource Graph is
+refused or unavailable (said once on the progress line), per subscription by ARM's lists
+(azrdp.azure.fleet), all subscriptions side by side, a subscription's VMs starting as soon as its
+lists are in. A VM is then checked from those rows (NSGs evaluated locally) and probed on the wire,
 ``probe_parallel`` (64) at a time; the VM agent is read (one read) only where it matters: before a
-guest read, and for a running VM that fails a check or does not answer RDP.
+guest read, and for a running VM that fails a check or does not answer RDP. Resource Graph lags
+ARM, so from its rows only a running VM that answers RDP and fails nothing is judged; every other
+VM is read again from ARM (the per-VM path) before its verdict.
 
 Each VM is handled by one worker from start to end, so it never gets two Run Commands at once;
 ``max_parallel`` of them read the guest or repair at a time. Every worker talking to one
@@ -22,7 +26,9 @@ with ``guest=True``. With a fix policy, unhealthy VMs are repaired through azrdp
 unattended policy: rdp-config, cert, sessions and reboot; machinekeys-acl and machinekeys-rename
 only when allowed explicitly. A sweep never opens an NSG and never starts a deallocated VM.
 
-Scale: a healthy fleet costs about 5 list pages per 50 VMs (VMs, NICs, NSGs, public IPs, VNets: 0.104 reads per VM) and no read per VM (bench/README.md).
+Scale: a healthy fleet costs about 4 Resource Graph pages per 1,000 VMs (a VM, its NIC, NSG and public
+IP are four rows; 0.004 reads per VM), or by ARM lists about 5 list pages per 50 VMs (0.104 reads
+per VM), and no read per VM (bench/README.md).
 """
 
 from __future__ import annotations
@@ -293,13 +299,13 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
           source_ip: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
           fix_options: dict[str, Any] | None = None, audit_path: Any = None,
           on_result: Callable[[VmResult], None] | None = None, progress: ProgressSink = SILENT,
-          probe_parallel: int = DEFAULT_PROBE_PARALLEL) -> SweepResult:
+          probe_parallel: int = DEFAULT_PROBE_PARALLEL, resource_graph: bool = True) -> SweepResult:
     """Sweep the VMs ``selection`` names, through ``session`` (an AzureSession; its subscription
     is ignored, see :func:`resolve_subscriptions`). ``on_result`` hears each VM as it finishes.
     With a fix policy every change is appended to ``audit_path`` (JSON lines) as it is made;
     ``fix_options`` passes further azrdp.repair.FixOptions fields (e.g. ``wait_timeout``).
     ``probe_parallel`` VMs are checked (lists, wire probe) at a time; of those, ``max_parallel``
-    at a time read the guest or repair.
+    at a time read the guest or repair. ``resource_graph`` False: the ARM lists only.
     Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
     from azrdp.azure.fleet import FleetView, read_fleet
     from azrdp.azure.shared_reads import shared_reads
@@ -320,7 +326,10 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
-    progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
+    graph = _read_graph(next(iter(scopes.values())).session, [s for s, _ in subscriptions], selection, progress) \
+        if resource_graph else _GraphRead()
+    if graph.views is None:
+        progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
 
     worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
                      probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
@@ -340,6 +349,10 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
                 pool.submit(worker.run, scope, vm).add_done_callback(finished.put)
 
     def listing(scope: _Scope) -> None:
+        if graph.views is not None:
+            scope.view = graph.views[scope.session.subscription_id.lower()]
+            start_ready(scope)
+            return
         scope.view = FleetView(scope.session.subscription_id)
         read_fleet(scope.session, selection.resource_groups, view=scope.view,
                    on_page=lambda view: start_ready(scope))
@@ -379,12 +392,35 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
     pool.shutdown(wait=True)
     progress.done()
     throttling = {sub: scope.backoff.to_dict() for sub, scope in scopes.items()}
-    reads = {"list_pages": sum(s.view.pages for s in scopes.values() if s.view is not None),
+    reads = {"source": "resource-graph" if graph.views is not None else "arm-lists",
+             "graph_pages": graph.pages,
+             "list_pages": sum(s.view.pages for s in scopes.values() if s.view is not None),
              "per_vm_reads": sum(s.per_vm_reads for s in scopes.values()),
              "shared_network_reads": sum(s.checking.memo.calls for s in scopes.values()),
              "network_reads_saved": sum(s.checking.memo.shared for s in scopes.values())}
     return SweepResult(selection, policy, [s for s, _ in subscriptions], results,
                        seconds=clock.monotonic() - start, throttling=_total(throttling), reads=reads)
+
+
+@dataclass
+class _GraphRead:
+    views: dict[str, Any] | None = None   # subscription (lower-case) -> complete FleetView; None: use the lists
+    pages: int = 0                        # Resource Graph query pages read (each a read)
+
+
+def _read_graph(session: AzureSession, subscriptions: list[str], selection: Selection,
+                progress: ProgressSink) -> _GraphRead:
+    """The fleet from Resource Graph, or (said once) no views: the ARM lists then."""
+    from azrdp.azure.resource_graph import GraphUnavailable, read_fleet_graph
+
+    progress.status(f"Querying Azure Resource Graph for {len(subscriptions)} subscription"
+                    f"{'s' if len(subscriptions) != 1 else ''} ...")
+    try:
+        views, pages = read_fleet_graph(session, subscriptions, selection.resource_groups)
+    except GraphUnavailable as why:
+        progress.info(f"Azure Resource Graph did not answer ({why.reason}): listing the fleet through ARM instead.")
+        return _GraphRead(None, why.pages)
+    return _GraphRead(views, pages)
 
 
 def _total(per_subscription: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -437,13 +473,19 @@ class _Worker:
         probe. The VM agent is read (one read) only where it matters: before a guest read, and
         for a running VM that fails a check (a wire probe that finds RDP not answering is one);
         the probe is not repeated. A VM that could not be probed (no public IP, --no-probe) and
-        fails nothing is 'unverified' without an agent read."""
+        fails nothing is 'unverified' without an agent read. From Resource Graph's rows (an
+        index that lags ARM) only a running VM that answers RDP and fails nothing is judged; any
+        other is read again from ARM (VM, instance view, network: the per-VM path) first."""
         from azrdp.azure.checks import power_state
         from azrdp.diagnose import diagnose
 
         target = vm.target()
         handle = scope.checking.vm(target)
         inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=scope.view)
+        unconfirmed = bool(getattr(scope.view, "eventual", False))
+        if unconfirmed and self.guest:   # a guest read is judged from ARM's view of the VM, read once
+            scope.counted(inventory.requests)
+            inventory, unconfirmed = handle.inventory(want_vnet=bool(self.source_ip)), False
         running = power_state(inventory) == "running"
         options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe,
                                        probe_timeout=self.probe_timeout, guest=self.guest)
@@ -452,7 +494,14 @@ class _Worker:
                 handle.read_agent(inventory)
             diagnosis = diagnose(scope.checking, target, inventory=inventory, **options)
             result = _from_diagnosis(vm, diagnosis)
-            if not diagnosis.ok and running and not inventory.agent_known:
+            if unconfirmed and not (running and result.outcome == "healthy"):
+                # Resource Graph may lag ARM: only what the wire confirms is judged from its rows
+                scope.counted(inventory.requests)
+                inventory = handle.inventory(want_vnet=bool(self.source_ip))
+                probed = diagnosis.probe_result if power_state(inventory) == "running" else None
+                diagnosis = diagnose(scope.checking, target, inventory=inventory, probe_result=probed, **options)
+                result = _from_diagnosis(vm, diagnosis)
+            elif not diagnosis.ok and running and not inventory.agent_known:
                 handle.read_agent(inventory)
                 diagnosis = diagnose(scope.checking, target, inventory=inventory,
                                      probe_result=diagnosis.probe_result, **options)

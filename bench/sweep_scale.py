@@ -6,9 +6,14 @@ list and every per-VM read takes a token, and an empty bucket answers 429 with R
 sweep runs end to end in this process: the fleet's lists, the NSG verdicts, the wire probe of
 every VM (real TLS against each VM's RDP listener), the agent reads of the broken ones.
 
-Reported: reads the emulator served (and reads per VM), 429s, wall time, the floor the bucket sets
-for those reads (per subscription: (reads - 250) / 25 s, none below the bucket) and the ratio to it,
-per-VM reads against the number of broken VMs, the client's CPU time per VM and its peak memory.
+Both read paths run in one invocation, side by side on the same fleet (the emulator is reset to
+it in between: a fresh bucket, an empty call log): the sweep through Azure Resource Graph (one query
+for every subscription, 1,000 rows a page, its own per-user quota) and through ARM's lists (six
+per subscription, 50 items a page); ``--only`` runs one. Reported per path: reads the emulator
+served (ARM reads and Resource Graph pages; and reads per VM), 429s, wall time, the floor the
+bucket sets for the ARM reads (per subscription: (reads - 250) / 25 s, none below the bucket) and
+the ratio to it, per-VM reads against the number of broken VMs, the client's CPU time per VM, its
+peak memory so far and the load average; and the ratios of the Resource Graph path to the lists.
 
 The bucket must be seen, or the run measured the client and not ARM (an earlier version of this
 benchmark ran with the bucket in the way of nothing and passed a regression): when the sweep met
@@ -139,6 +144,50 @@ def drain_until_throttled(base_url: str, vm: dict, subscription: str, *, threads
     return seen
 
 
+PATHS = ("resource-graph", "arm-lists")
+
+
+def measure(session, info: dict, args, *, resource_graph: bool) -> dict:
+    """One sweep over the fleet as the emulator holds it now, and what it cost."""
+    from azrdp.sweep import sweep
+
+    base_url = info["base_url"]
+    load = os.getloadavg()
+    cpu0, started = time.process_time(), time.monotonic()
+    result = sweep(session, probe=not args.no_probe, probe_timeout=args.probe_timeout,
+                   source_ip=info["client_ip"], resource_graph=resource_graph)
+    wall = time.monotonic() - started
+    cpu = time.process_time() - cpu0
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with urllib.request.urlopen(base_url + "/_emulator/calls") as answer:
+        calls = json.load(answer)
+    reads = [c for c in calls if c.get("read")]
+    by_sub: dict[str, int] = {}     # ARM's bucket: reads under a subscription
+    graph_pages = 0                 # Resource Graph: its own per-user quota, not the bucket
+    for c in reads:
+        if c["status"] == 429:
+            continue
+        if c["path"].lower().startswith("/subscriptions/"):
+            sub = c["path"].split("/")[2].lower()
+            by_sub[sub] = by_sub.get(sub, 0) + 1
+        else:
+            graph_pages += 1
+    served = sum(by_sub.values()) + graph_pages
+    throttled = sum(1 for c in reads if c["status"] == 429)
+    floor = max([max(0.0, (n - BUCKET) / REFILL) for n in by_sub.values()] or [0.0])
+    return {
+        "path": result.reads.get("source"), "vms": len(result.results), "outcomes": result.counts(),
+        "reads": served, "reads_per_vm": round(served / args.vms, 4), "graph_pages": result.reads.get("graph_pages", 0),
+        "list_pages": result.reads["list_pages"], "per_vm_reads": result.reads["per_vm_reads"],
+        "arm_reads": sum(by_sub.values()), "throttled_429": throttled, "seconds": round(wall, 2),
+        "floor_seconds": round(floor, 2), "ratio_to_floor": round(wall / floor, 3) if floor else None,
+        "bucket_bound": floor > 0 and wall <= 1.5 * floor, "cpu_seconds": round(cpu, 2),
+        "cpu_ms_per_vm": round(1000 * cpu / args.vms, 2), "peak_rss_mib_so_far": round(peak_mib, 1),
+        "load_average_1m": round(load[0], 1), "errors": result.counts()["error"],
+        "subscriptions_swept": result.subscriptions,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vms", type=int, default=1000)
@@ -149,60 +198,58 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--probe-timeout", type=float, default=5.0)
     parser.add_argument("--no-probe", action="store_true", help="Azure side only (no wire probe)")
+    parser.add_argument("--only", choices=PATHS, help="run one path only (default: both, side by side)")
     args = parser.parse_args()
 
     mix = fleet_mix(args.vms, args.broken)
     built = time.monotonic()
     process, info = start_emulator(mix, args.subscriptions, args.resource_groups, args.speed)
     build_seconds = time.monotonic() - built
+    runs: dict[str, dict] = {}
     try:
         from azrdp.azure.session import ArmEndpoint, open_tenant_session
-        from azrdp.sweep import sweep
 
         base_url = info["base_url"]
-        session = open_tenant_session(endpoint=ArmEndpoint(base_url), polling_interval=0, environ={})
         imported = time.process_time()
         import azure.mgmt.compute  # noqa: F401 - a one-time cost of every azrdp process, reported apart
 
         import_cpu = time.process_time() - imported
-        load = os.getloadavg()
-        cpu0, started = time.process_time(), time.monotonic()
-        result = sweep(session, probe=not args.no_probe, probe_timeout=args.probe_timeout,
-                       source_ip=info["client_ip"])
-        wall = time.monotonic() - started
-        cpu = time.process_time() - cpu0
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        with urllib.request.urlopen(base_url + "/_emulator/calls") as answer:
-            calls = json.load(answer)
-        reads = [c for c in calls if c["method"] == "GET" and c["path"].startswith("/subscriptions/")]
-        by_sub: dict[str, int] = {}
-        for c in reads:
-            if c["status"] != 429:
-                sub = c["path"].split("/")[2].lower()
-                by_sub[sub] = by_sub.get(sub, 0) + 1
-        served = sum(by_sub.values())
-        throttled = sum(1 for c in reads if c["status"] == 429)
-        floor = max([max(0.0, (n - BUCKET) / REFILL) for n in by_sub.values()] or [0.0])
-        bucket_bound = floor > 0 and wall <= 1.5 * floor
+        for name in PATHS:
+            if args.only and name != args.only:
+                continue
+            if runs:   # the same fleet again, as built: a fresh read bucket and an empty call log
+                rebuilt = time.monotonic()
+                request = urllib.request.Request(base_url + "/_emulator/reset", data=b"{}", method="POST")
+                with urllib.request.urlopen(request, timeout=600) as answer:
+                    answer.read()
+                print(f"emulator reset in {time.monotonic() - rebuilt:.1f} s", file=sys.stderr)
+            session = open_tenant_session(endpoint=ArmEndpoint(base_url), polling_interval=0, environ={})
+            runs[name] = measure(session, info, args, resource_graph=name == "resource-graph")
+            print(json.dumps({name: runs[name]}), file=sys.stderr)
+        throttled = any(r["throttled_429"] for r in runs.values())
+        bucket_bound = any(r["bucket_bound"] for r in runs.values())
         drained = None
         if not throttled and not bucket_bound:
             first = info["vms"][0]
-            drained = drain_until_throttled(base_url, first, result.subscriptions[0])
+            drained = drain_until_throttled(base_url, first, next(iter(runs.values()))["subscriptions_swept"][0])
         emulator = emulator_usage(process.pid)
     finally:
         stop_seconds = stop_emulator(process)
 
+    for figures in runs.values():
+        figures.pop("subscriptions_swept", None)
+    ratios = None
+    if len(runs) == 2:
+        graph, lists = runs["resource-graph"], runs["arm-lists"]
+        ratios = {"reads": round(graph["reads"] / lists["reads"], 4) if lists["reads"] else None,
+                  "seconds": round(graph["seconds"] / lists["seconds"], 3) if lists["seconds"] else None,
+                  "cpu": round(graph["cpu_seconds"] / lists["cpu_seconds"], 3) if lists["cpu_seconds"] else None}
     broken = sum(n for kind, n in mix.items() if kind != "healthy")
     figures = {
-        "vms": len(result.results), "subscriptions": args.subscriptions, "resource_groups": args.resource_groups,
-        "broken": broken, "outcomes": result.counts(), "reads": served, "reads_per_vm": round(served / args.vms, 4),
-        "list_pages": result.reads["list_pages"], "per_vm_reads": result.reads["per_vm_reads"],
-        "throttled_429": throttled, "seconds": round(wall, 2), "floor_seconds": round(floor, 2),
-        "ratio_to_floor": round(wall / floor, 3) if floor else None, "bucket_bound": bucket_bound,
-        "bucket_check": drained, "cpu_seconds": round(cpu, 2), "cpu_ms_per_vm": round(1000 * cpu / args.vms, 2),
-        "sdk_import_cpu_seconds": round(import_cpu, 2),
-        "peak_rss_mib": round(peak_mib, 1), "speed": args.speed, "probe": not args.no_probe,
-        "emulator_build_seconds": round(build_seconds, 1), **emulator, "emulator_stop_seconds": stop_seconds, "load_average_1m": round(load[0], 1),
+        "vms": args.vms, "subscriptions": args.subscriptions, "resource_groups": args.resource_groups,
+        "broken": broken, "runs": runs, "ratio_resource_graph_to_arm_lists": ratios, "bucket_check": drained,
+        "sdk_import_cpu_seconds": round(import_cpu, 2), "speed": args.speed, "probe": not args.no_probe,
+        "emulator_build_seconds": round(build_seconds, 1), **emulator, "emulator_stop_seconds": stop_seconds,
         "cpus": os.cpu_count(),
     }
     print(json.dumps(figures))
@@ -210,8 +257,9 @@ def main() -> int:
         print("FAIL: no 429 and no bucket-bound run, and the bucket never throttled when drained: the read "
               "bucket is off, so this run measured the client, not ARM.", file=sys.stderr)
         return 2
-    if result.counts()["error"]:
-        print(f"FAIL: {result.counts()['error']} VMs ended in error", file=sys.stderr)
+    failed = {name: r["errors"] for name, r in runs.items() if r["errors"]}
+    if failed:
+        print(f"FAIL: VMs ended in error: {failed}", file=sys.stderr)
         return 1
     return 0
 

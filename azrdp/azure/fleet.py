@@ -20,8 +20,9 @@ the same credential, retry policy and shared back-off as every other call; an AR
 Network's URLs as well): the SDK's model deserialisation of each item would cost CPU only to be
 turned back into ARM's wire JSON, and a healthy fleet never imports azure-mgmt-network (seconds).
 
-Azure Resource Graph is not used: its answers (KQL over a projection of ARM) cannot be served
-faithfully by the emulator without a KQL engine, and it has its own quota.
+These lists are the fallback of a sweep: it reads the fleet through Azure Resource Graph first
+(azrdp.azure.resource_graph: one query for every subscription, 1,000 rows a page) and lists by
+ARM only where Resource Graph is refused or unavailable.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FleetView:
         self.resources: dict[str, tuple[str, dict[str, Any]]] = {}     # id_key -> (kind, body)
         self.pages = 0                                                  # list reads made (one per page)
         self.complete = False
+        self.eventual = False   # from Resource Graph: an index that may lag ARM (azrdp.azure.resource_graph)
         self._status: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -67,9 +69,10 @@ class FleetView:
         """The VM's run time status is in (or will never come: every list is read)."""
         return self.complete or "instanceView" in ((self.get(vm_id) or ("", {}))[1].get("properties") or {})
 
-    def add_page(self, kind: str, items: list[dict[str, Any]]) -> None:
+    def add_page(self, kind: str, items: list[dict[str, Any]], *, count: bool = True) -> None:
+        """One page of one list (``count``: it was a list read of this subscription's own)."""
         with self._lock:
-            self.pages += 1
+            self.pages += 1 if count else 0
             for item in items:
                 if kind == "status":
                     view = (item.get("properties") or {}).get("instanceView")

@@ -102,8 +102,10 @@ class AzureVm:
     def inventory(self, *, want_vnet: bool = False, progress: Any = None, listed: Any = None) -> Inventory:
         """The VM and everything on its RDP path (azrdp.azure.inventory.read_inventory)."""
         from azrdp.azure.inventory import read_inventory
+        from azrdp.ui import SILENT
 
-        return read_inventory(self.session, self.target, want_vnet=want_vnet, progress=progress, listed=listed)
+        return read_inventory(self.session, self.target, want_vnet=want_vnet,
+                              progress=progress if progress is not None else SILENT, listed=listed)
 
     def read_agent(self, inventory: Inventory) -> None:
         """Complete a listed VM's inventory with its full instance view (one read)."""

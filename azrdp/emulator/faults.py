@@ -10,6 +10,10 @@ HTTP-level faults (the server answers instead of the handler):
 * ``server_error``      a burst of 500 (``status=500``) or 503 (``status=503``, optional Retry-After).
 * ``connection_reset``  the TCP connection is reset before any answer; by default only while a
                          client polls an asynchronous operation ("mid-poll").
+* ``refuse``            the request is refused with ``status`` (400, 403, 404 or 409) and ARM's error
+                         ``code`` (default 403 ``AuthorizationFailed``): a caller without permission, a
+                         provider not registered (409 ``MissingSubscriptionRegistration``), e.g. on
+                         Resource Graph's ``Resources`` operation.
 
   With ``accepted=True`` either fires *after* the request was acted on (a Run Command started, a
   restart under way) and only the answer is lost: the ambiguous failure a client must not resend.
@@ -31,7 +35,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-HTTP_FAULTS = ("throttle", "server_error", "connection_reset")
+HTTP_FAULTS = ("throttle", "server_error", "connection_reset", "refuse")
 BEHAVIOUR_FAULTS = ("run_command_conflict", "run_command_hang", "restart_failure", "rdp_never_returns",
                     "vm_being_deleted")
 KINDS = HTTP_FAULTS + BEHAVIOUR_FAULTS
@@ -50,7 +54,8 @@ class Fault:
     count: int | None = 1            # how many times it fires; None: until cleared
     retry_after: float | None = 120  # seconds sent as is, for throttle (Compute: 120, at times 1200) and 503
     group: str | None = None         # throttle: the operation group named (default: the route's 3-minute window)
-    status: int = 503                # server_error: 500 or 503
+    status: int = 503                # server_error: 500 or 503; refuse: 400, 403 (its default), 404 or 409
+    code: str | None = None          # refuse: ARM's error code (default AuthorizationFailed)
     accepted: bool = False           # server_error/connection_reset after the request was acted on
     fired: int = 0
 
@@ -59,6 +64,11 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(KINDS)}")
         if self.kind == "server_error" and self.status not in (500, 503):
             raise ValueError("server_error status must be 500 or 503")
+        if self.kind == "refuse":
+            self.status = 403 if self.status == 503 else self.status
+            if self.status not in (400, 403, 404, 409):
+                raise ValueError("refuse status must be 400, 403, 404 or 409")
+            self.code = self.code or "AuthorizationFailed"
         if self.count is not None and self.count < 1:
             raise ValueError("count must be at least 1 (or None for every matching request)")
 

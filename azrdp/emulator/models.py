@@ -24,6 +24,8 @@ from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.faults import FaultBook
 from azrdp.emulator.guest import WindowsGuest
+from azrdp.emulator.resource_graph import API_VERSIONS as RESOURCE_GRAPH_API_VERSIONS
+from azrdp.emulator.resource_graph import RESOURCE_GRAPH_API
 from azrdp.emulator.timescale import Scheduler, TimeScale
 
 COMPUTE_API = "2026-04-01"
@@ -40,6 +42,7 @@ SUPPORTED_API_VERSIONS = {
                   "2023-05-01", "2023-04-01", "2023-02-01", "2022-11-01", "2022-09-01", "2022-07-01", "2022-05-01",
                   "2022-01-01", "2021-08-01", "2021-05-01", "2021-03-01", "2021-02-01", "2020-11-01"),
     SUBSCRIPTIONS_API: (SUBSCRIPTIONS_API, "2022-09-01", "2021-01-01", "2020-01-01", "2019-11-01", "2016-06-01"),
+    RESOURCE_GRAPH_API: RESOURCE_GRAPH_API_VERSIONS,
 }
 COMPUTE = "Microsoft.Compute"
 NETWORK = "Microsoft.Network"
@@ -577,6 +580,7 @@ class ArmBackend:
         self.run_commands: list[dict[str, Any]] = []   # every Run Command the guests received
         self.address_pool: Any = None                  # rdp_listener.AddressPool for VMs created over ARM
         self._parsed_nsgs: dict[str, Any] | None = None  # within every_vm_changed(): NSG id -> parsed rules
+        self.graph: Any = None                         # resource_graph.ResourceGraphIndex (the emulator sets it)
 
     def _transition_failed(self, error: BaseException) -> None:
         self.transition_errors.append(f"{type(error).__name__}: {error}")
@@ -744,6 +748,10 @@ class ArmBackend:
         return "open"
 
     def changed(self, vm: VirtualMachine) -> None:
+        if self.graph is not None and self.graph.baselined:   # Resource Graph hears of it, and shows it later
+            from azrdp.emulator.resource_graph import vm_row
+
+            self.graph.observe([vm_row(vm, self.iso)])
         self.on_change(vm)
 
     def changed_network(self) -> None:

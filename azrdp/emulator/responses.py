@@ -243,6 +243,13 @@ def _to_arm(model: Any) -> dict[str, Any]:
     return model.to_arm()
 
 
+def resources(backend: ArmBackend, req: Request) -> Reply:
+    """Resource Graph's ``Resources`` (the quota is the server's: it applies before any query)."""
+    from azrdp.emulator import resource_graph
+
+    return Reply(200, resource_graph.answer(backend, backend.graph, req.body))
+
+
 def network_interfaces_list(backend: ArmBackend, req: Request) -> Reply:
     return _page(req, _listed(backend, req, "nics", in_group=True), _to_arm)
 

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from azrdp.clock import SYSTEM_CLOCK, Clock
-from azrdp.emulator import auth, scenarios
+from azrdp.emulator import auth, resource_graph, scenarios
 from azrdp.emulator import exceptions as err
 from azrdp.emulator import timescale as ts
 from azrdp.emulator.faults import Fault
@@ -66,6 +66,7 @@ class Call:
     status: int | None         # None: the connection was reset
     simulated_time: float
     body: Any = None
+    read: bool = False         # a read in the read accounting: an ARM GET, or a Resource Graph query page
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +147,7 @@ class Emulator:
         backend = ArmBackend(ts.TimeScale(self.speed, seed=self._rng.randrange(2**32), clock=self.clock),
                              on_change=self._reconcile)
         backend.address_pool = self._pool     # VMs created over ARM (a rescue VM) get their own address
+        backend.graph = resource_graph.ResourceGraphIndex(backend.timescale.now, speed=self.speed)
         if self.read_limit is not None:  # a fresh bucket on the fresh simulated clock
             self.read_throttle = ReadThrottle(self.read_limit, backend.timescale.now, self.speed)
         self.rate_limits = RateLimitHeaders(backend.timescale.now)
@@ -177,6 +179,8 @@ class Emulator:
                 else:
                     scenarios.build(self.backend, self._pool, scenario, vms=vms, profile=profile)
                 self.backend.every_vm_changed()
+                resource_graph.observe(self.backend, self.backend.graph, at_once=True)   # indexed long ago
+                self.backend.graph.baselined = True
             self._loaded = {"scenario": None if fleet else scenario, "vms": vms, "fleet": dict(fleet) if fleet else None,
                             "layout": (layout or scenarios.FleetLayout()).to_dict() if fleet else None,
                             "profile": profile.to_dict() if profile is not None else None}
@@ -248,10 +252,13 @@ class Emulator:
     def clear_faults(self) -> None:
         self.backend.faults.clear()
 
-    def update(self, change: Callable[[ArmBackend], Any]) -> Any:
-        """Run ``change(backend)`` under the state lock, then bring every listener up to date."""
+    def update(self, change: Callable[[ArmBackend], Any], *, indexed: bool = True) -> Any:
+        """Run ``change(backend)`` under the state lock, then bring every listener up to date.
+        ``indexed``: Resource Graph shows the change at once (the world as a test sets it up);
+        False: it shows ``backend.graph.lag`` seconds later, like a change made over ARM."""
         with self.backend.lock:
             result = change(self.backend)
+            resource_graph.observe(self.backend, self.backend.graph, at_once=indexed)
         self.refresh()
         return result
 
@@ -469,6 +476,11 @@ class _Handler(BaseHTTPRequestHandler):
             throttle = emulator.read_throttle
             if throttle is not None and self.command == "GET" and "subscription" in params:
                 reply_headers.update(throttle.take(params["subscription"]))
+            if operation == "Resources":   # Resource Graph's own per-user quota, not ARM's bucket
+                allowed, quota = backend.graph.take_quota()
+                reply_headers.update(quota)
+                if not allowed:
+                    raise resource_graph.RateLimited(backend.iso(), {})
             self._http_faults(backend, operation, params, path, query, raw)
             body = self._json(raw)
             backend.timescale.sleep(backend.timescale.draw(ts.ARM_LATENCY))
@@ -483,8 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply_headers.update(emulator.rate_limits.headers(subscription, self.command, operation,
                                                               reads_header=REMAINING_READS not in reply_headers))
         # Logged before answering, so a client that got its answer always finds it in the log.
+        read = operation == "Resources" or (self.command == "GET" and path.lower().startswith("/subscriptions/"))
         emulator.record(Call(self.command, path, query, operation, reply.status, backend.timescale.now(),
-                             self._json_or_none(raw)))
+                             self._json_or_none(raw), read=read))
         self._send(reply.status, reply.body, {**reply_headers, **reply.headers})
 
     @staticmethod
@@ -514,6 +527,10 @@ class _Handler(BaseHTTPRequestHandler):
             group = fault.group or f"{compute_group(operation) or ('LowCostGet' if method == 'GET' else 'UpdateVM')}3Min"
             retry = fault.retry_after if fault.retry_after is not None else 120
             raise err.TooManyRequests(f"{retry:g}", group, backend.iso(now), backend.iso(now + 180))
+        fault = None if accepted else backend.faults.take("refuse", operation=operation, method=method, vm=vm)
+        if fault:
+            raise err.ArmError(f"The request was refused ({fault.code}): an injected fault.", code=fault.code,
+                               status=fault.status)
         fault = backend.faults.take("server_error", operation=operation, method=method, vm=vm, accepted=accepted)
         if fault:
             raise err.InternalServerError() if fault.status == 500 else err.ServiceUnavailable(fault.retry_after)

@@ -16,6 +16,7 @@ from pathlib import Path
 from azrdp.emulator import responses
 from azrdp.emulator.disks import DISK_API, RESOURCES_API
 from azrdp.emulator.models import COMPUTE_API, NETWORK_API, SUBSCRIPTIONS_API
+from azrdp.emulator.resource_graph import RESOURCE_GRAPH_API
 
 SUB = r"/subscriptions/(?P<subscription>[^/]+)"
 RG = SUB + r"/resourceGroups/(?P<resource_group>[^/]+)"
@@ -127,6 +128,8 @@ ROUTES: tuple[Route, ...] = (
           NETWORK_API, "(LRO poller: the Location URL)"),
     Route("GET", r"/subscriptions", "Subscriptions_List", SUBSCRIPTIONS_API,
           "GET /subscriptions (AzureSession.list_subscriptions)"),
+    Route("POST", r"/providers/Microsoft\.ResourceGraph/resources", "Resources", RESOURCE_GRAPH_API,
+          "(Resource Graph query: azrdp.azure.resource_graph, through the Compute client's pipeline)"),
     # azrdp rescue: disks, snapshots, a rescue VM in its own resource group, the OS-disk swap
     Route("PUT", VMS + r"/(?P<vm>[^/]+)", "VirtualMachines_CreateOrUpdate", COMPUTE_API,
           "compute.virtual_machines.begin_create_or_update(rg, vm, body)"),

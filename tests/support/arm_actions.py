@@ -45,6 +45,9 @@ ACTIONS: dict[str, str | tuple[str, ...] | None] = {
     "NetworkOperations_Get": "Microsoft.Network/locations/operations/read",
     "NetworkOperationResults_Get": "Microsoft.Network/locations/operationResults/read",
     "Subscriptions_List": None,
+    # Resource Graph's query ("Submits a query on resources within specified subscriptions"); its
+    # rows are only those the caller may read (the emulator models no per-resource RBAC)
+    "Resources": "Microsoft.ResourceGraph/resources/read",
     # azrdp rescue
     # creating a VM on an existing NIC and attaching/swapping managed disks also needs join rights on
     # the NIC and write on the disks (Learn "Azure built-in roles": Virtual Machine Contributor's

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from azrdp.clock import ManualClock
 from azrdp.emulator import Emulator
 from azrdp.smoke import smoke_check
@@ -38,14 +40,18 @@ def reads_before_the_repair(emu, name: str) -> list[str]:
     return [c.operation for c in calls[:sent] if c.operation in VM_READS]
 
 
-def test_sweep_fix_repairs_from_the_diagnosis_it_made(tmp_path):
+@pytest.mark.parametrize("resource_graph, vm_reads", [
+    (False, ["VirtualMachines_InstanceView"]),   # from the ARM lists: its agent, once (it failed a check)
+    (True, ["VirtualMachines_Get"]),             # from Resource Graph (which lags): the VM from ARM, once
+], ids=["arm-lists", "resource-graph"])
+def test_sweep_fix_repairs_from_the_diagnosis_it_made(tmp_path, resource_graph, vm_reads):
     with Emulator.start(fleet={"healthy": 1, "rdp-disabled": 1}, speed=FAST, seed=3) as emu:
         result = sweep(session_of(emu), Selection(), policy=FixPolicy.unattended(), source_ip=emu.state.client_ip,
-                       probe_timeout=PROBE_TIMEOUT, audit_path=tmp_path / "audit.jsonl")
+                       probe_timeout=PROBE_TIMEOUT, audit_path=tmp_path / "audit.jsonl", resource_graph=resource_graph)
         by_name = {r.vm.name: r for r in result.results}
         assert by_name["vm-rdp-disabled-001"].outcome == "fixed", by_name["vm-rdp-disabled-001"].summary
-        # the VM came from the fleet's lists; its agent was read once (it failed a check); nothing more
-        assert reads_before_the_repair(emu, "vm-rdp-disabled-001") == ["VirtualMachines_InstanceView"]
+        # the VM was read once before its repair (its one diagnosis); nothing more
+        assert reads_before_the_repair(emu, "vm-rdp-disabled-001") == vm_reads
         assert [c.operation for c in calls_of(emu, "vm-healthy-001") if c.operation in VM_READS] == []
 
 

@@ -63,6 +63,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         smoke_check(lambda: session_of(emu), Target("vm-nsg-blocked-001", rg), source_ip=client, **fast)
         sweep(tenant_session(emu, clock=SYSTEM_CLOCK), policy=FixPolicy.unattended(["machinekeys-acl"]),
               guest=True, source_ip=client, **fast)
+        sweep(tenant_session(emu, clock=SYSTEM_CLOCK), source_ip=client, resource_graph=False, **fast)  # the lists
         fix(session_of(emu), Target("vm-deallocated-001", rg),
             FixOptions(start=True, source_ip=client, wait_timeout=120, **fast), audit=AuditLog(None))
         fix(session_of(emu), Target("vm-healthy-001", rg),
@@ -89,7 +90,7 @@ def test_every_emulated_operation_is_mapped_to_an_action():
 
 def test_the_flows_really_ran(used):
     for operation in ("VirtualMachines_RunCommand", "VirtualMachines_Restart", "VirtualMachines_Start",
-                      "VirtualMachines_RetrieveBootDiagnosticsData", "VirtualMachines_ListAll"):
+                      "VirtualMachines_RetrieveBootDiagnosticsData", "VirtualMachines_ListAll", "Resources"):
         assert operation in used["main"], operation
     assert {"SecurityRules_CreateOrUpdate", "SecurityRules_Delete"} <= used["network"]
 

@@ -34,7 +34,7 @@ def run_sweep(emu, selection=None, **kwargs):
 
 def test_check_only_reports_every_vm_and_changes_nothing(fleet):
     seen = []
-    result = run_sweep(fleet, on_result=seen.append)
+    result = run_sweep(fleet, on_result=seen.append, resource_graph=False)   # the ARM lists' reads below
     assert outcomes(result) == EXPECTED
     assert sorted(r.vm.name for r in seen) == sorted(EXPECTED)          # each VM reported as it finished
     assert result.exit_code == 1 and not result.ok
@@ -98,10 +98,14 @@ def test_selection_by_tag_group_subscription_name_and_windows_only():
             vms["vm-healthy-003"].os_type = "Linux"
         emu.update(change)
         selection = Selection((SUBSCRIPTION_NAME,), ("rg-azrdp-fleet",), (("role", "web"), ("env", "prod")))
-        result = run_sweep(emu, selection)
+        result = run_sweep(emu, selection, resource_graph=False)
         assert outcomes(result) == {"vm-healthy-001": "healthy"}   # tag names ignore case; Linux left alone
         assert result.exit_code == 0
         assert emu.count("Subscriptions_List") == 1 and emu.count("VirtualMachines_List") == 1
+        graph = run_sweep(emu, selection)                           # the same selection by Resource Graph
+        assert outcomes(graph) == {"vm-healthy-001": "healthy"} and graph.reads["source"] == "resource-graph"
+        query = next(c for c in emu.calls if c.operation == "Resources").body["query"]
+        assert emu.count("Resources") == 1 and "where resourceGroup in~ ('rg-azrdp-fleet')" in query
         only_key = run_sweep(emu, Selection(tags=(Selection.parse_tag("env"),)))
         assert sorted(outcomes(only_key)) == ["vm-healthy-001", "vm-healthy-002"]
         with pytest.raises(NotFoundError, match="no Windows VM matches .*tags role=db"):
@@ -110,10 +114,12 @@ def test_selection_by_tag_group_subscription_name_and_windows_only():
             run_sweep(emu, Selection(subscriptions=("nope",)))
 
 
-def test_a_vm_that_fails_does_not_stop_the_others(fleet):
-    fleet.inject("server_error", operation="VirtualMachines_InstanceView", vm="vm-nsg-blocked-001", status=500,
-                 count=None)
-    result = run_sweep(fleet)
+@pytest.mark.parametrize("resource_graph, read", [(False, "VirtualMachines_InstanceView"), (True, "VirtualMachines_Get")],
+                         ids=["arm-lists", "resource-graph"])
+def test_a_vm_that_fails_does_not_stop_the_others(fleet, resource_graph, read):
+    """The VM's own read (its agent after the lists; the VM itself after Resource Graph) fails."""
+    fleet.inject("server_error", operation=read, vm="vm-nsg-blocked-001", status=500, count=None)
+    result = run_sweep(fleet, resource_graph=resource_graph)
     by_name = {r.vm.name: r for r in result.results}
     failed = by_name["vm-nsg-blocked-001"]   # its agent read (RDP does not answer) fails
     assert failed.outcome == "error" and failed.error["exit_code"] == 5
@@ -127,7 +133,7 @@ def test_a_429_pauses_every_worker_once_and_nobody_gives_up(fleet):
     off here): no VM fails although ten requests were throttled."""
     clock = ManualClock()
     fleet.inject("throttle", operation="VirtualMachines_ListAll", count=10, retry_after=7)
-    result = run_sweep(fleet, session=tenant_session(fleet, clock=clock), max_parallel=5)
+    result = run_sweep(fleet, session=tenant_session(fleet, clock=clock), max_parallel=5, resource_graph=False)
     assert outcomes(result) == EXPECTED
     assert fleet.count("VirtualMachines_ListAll", status=429) == 10
     assert result.throttling["throttled"] == 10

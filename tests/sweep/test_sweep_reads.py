@@ -21,8 +21,10 @@ def arm_reads(emu) -> list:
 
 def run(emu, selection=None, **kwargs):
     """The emulator's listeners and the probes share this process (and a loaded machine): a TLS
-    handshake gets more time than PROBE_TIMEOUT, or a slow healthy VM would cost an agent read."""
+    handshake gets more time than PROBE_TIMEOUT, or a slow healthy VM would cost an agent read.
+    The ARM lists' path (Resource Graph's: tests/sweep/test_sweep_graph.py)."""
     kwargs.setdefault("probe_timeout", 3.0)
+    kwargs.setdefault("resource_graph", False)
     kwargs.setdefault("probe_parallel", 16)
     return sweep(tenant_session(emu), selection or Selection(), source_ip=emu.state.client_ip, **kwargs)
 
