@@ -40,7 +40,9 @@ CHECK_IDS: dict[str, tuple[str, str]] = {
                           "stopped or deallocated VM (its last report says nothing about now), WARN when its last "
                           "report is older than the VM's last operation (still rebooting)"),
     "boot.diagnostics": ("azure", "boot diagnostics are enabled (screenshot, serial log)"),
-    "boot.health": ("azure", "the guest's own VM Health Report in the serial log (RDP enabled, TermService, firewall)"),
+    "boot.health": ("azure", "the guest's own VM Health Report in the serial log (RDP enabled, TermService, "
+                             "firewall); read only for a running VM whose agent is not Ready or whose RDP does not "
+                             "answer (absent otherwise); a stale report (over 24 h) warns"),
     # Network side: addresses and NSG rules for the RDP port
     "net.public_ip": ("network", "the VM has a public IP address"),
     "nsg.subnet": ("network", "the subnet's NSG allows inbound RDP"),

@@ -6,7 +6,9 @@ is an address to probe, and returns a Diagnosis: plain data with to_dict() and a
 
 The data flows one way. The sides run in order: the ``azure`` and ``network`` stages (vm.*,
 boot.diagnostics, net.public_ip, nsg.*), then the wire (rdp.*: :func:`probe_wire` returns its
-checks and the probe), then any extra ``stages`` the caller passes (each receives a
+checks and the probe), then boot.health (the serial log's VM Health Report, read only for a
+running VM whose agent is not Ready or whose RDP does not answer), then any extra ``stages`` the
+caller passes (each receives a
 DiagnoseContext: the inventory, the VM facts, the wire's probe and the checks so far, and
 returns checks), then, when ``guest`` asks for it, the guest (:func:`read_guest`: one read-only
 Run Command payload, cross-checked with the probe). A stage never writes the context for a later
@@ -53,6 +55,7 @@ class DiagnoseContext:
     probe_timeout: float = 5.0
     progress: ProgressSink = SILENT
     probe_result: Any = None          # the wire's ProbeResult (given to the stages after the wire)
+    boot_health: Check | None = None  # the boot.health an earlier diagnosis of this VM read (not read again)
 
     def status(self, check_id: str) -> Status | None:
         return next((c.status for c in self.checks if c.id == check_id), None)
@@ -208,19 +211,38 @@ def read_guest(ctx: DiagnoseContext) -> tuple[list[Check], Any]:
             *guest.checks], guest
 
 
+def boot_health_needed(ctx: DiagnoseContext) -> bool:
+    """Whether the serial log is worth its read: for a running VM whose agent is read and not Ready
+    (Run Command cannot reach the guest: the health report is the one word from inside it), or whose
+    RDP port did not answer the wire probe. A healthy VM, a stopped one (its power says why) and a
+    fleet-listed VM whose agent is not read yet (the sweep reads it first, then diagnoses again)
+    cost no read."""
+    if ctx.status("vm.power") is not Status.PASS or not getattr(ctx.inventory, "agent_known", True):
+        return False
+    if ctx.status("vm.agent") is Status.FAIL:
+        return True
+    return ctx.probe_result is not None and not ctx.probe_result.answers
+
+
 def boot_health_stage(ctx: DiagnoseContext) -> list[Check]:
     """boot.health: the serial log's VM Health Report (azrdp.azure.healthreport), read when boot
-    diagnostics are on; a stage ``rescue`` adds (its verdict when Run Command cannot reach the guest)."""
-    from datetime import datetime, timezone
-
+    diagnostics are on and :func:`boot_health_needed` says it matters (no check otherwise). Its age
+    is judged on the session's clock. One ARM request (retrieveBootDiagnosticsData; the blob itself
+    is fetched from storage by its SAS URI), counted in the inventory's requests like every read of
+    the VM."""
     from azrdp.azure.healthreport import health_check, parse_health_report
 
+    if not boot_health_needed(ctx):
+        return []
+    if ctx.boot_health is not None:      # read by the diagnosis this one re-judges (fix after sweep)
+        return [ctx.boot_health]
     target = ctx.target
     hint = f"`azrdp rescue {target.name} -g {target.resource_group}` repairs the OS disk offline"
     if not (ctx.vm.get("boot_diagnostics") or {}).get("enabled"):
         return [Check("boot.health", Status.SKIP, "boot diagnostics are disabled: no serial log", {})]
     ctx.say("Reading the serial log's VM Health Report ...")
-    now = datetime.now(timezone.utc)
+    now = ctx.session.clock.now()
+    ctx.inventory.requests += 1
     try:
         log = ctx.session.vm(target).serial_log()
     except AzrdpError as err:
@@ -229,20 +251,21 @@ def boot_health_stage(ctx: DiagnoseContext) -> list[Check]:
 
 
 BUILTIN_STAGES: tuple[Stage, ...] = (azure_stage, network_stage, azrdp_rules_stage)
+WIRE_STAGES: tuple[Stage, ...] = (boot_health_stage,)   # judged with the wire's answer, before the caller's
 
 
 def diagnose(session: Session, target: Target, *, port: int = DEFAULT_PORT, source_ip: str | None = None,
              host: str | None = None, probe: bool = True, probe_timeout: float = 5.0,
              stages: Sequence[Stage] = (), guest: bool | GuestGate = False, screenshot: str | Path | None = None,
              fetch: Callable[[str], bytes] | None = None, progress: ProgressSink = SILENT,
-             inventory: Any = None, probe_result: Any = None) -> Diagnosis:
+             inventory: Any = None, probe_result: Any = None, boot_health: Check | None = None) -> Diagnosis:
     """Diagnose ``target`` through ``session`` (an AzureSession). Raises typed errors for what stops
     a diagnosis (sign-in, permissions, VM not found, a Linux VM); everything else is a check.
 
     ``guest``: read the guest (True), or ask ``guest(ctx)`` once the Azure side and the wire are
     judged (fix's fused mode). A job that has read the VM already passes the ``inventory`` (a
     fleet's lists, azrdp.azure.fleet, or an earlier diagnosis) and the ``probe_result`` it has:
-    neither is read again."""
+    neither is read again; nor is the serial log when it passes that diagnosis' ``boot_health``."""
     from azrdp.azure.checks import OS_LINUX, os_type, rdp_path, vm_facts
 
     validate_options(port, source_ip, probe_timeout, host=host)
@@ -254,13 +277,13 @@ def diagnose(session: Session, target: Target, *, port: int = DEFAULT_PORT, sour
     path = rdp_path(inventory)
     ctx = DiagnoseContext(session, target, inventory, path, vm_facts(inventory, path), [], port=port,
                           source_ip=source_ip, host=host, probe=probe, probe_timeout=probe_timeout,
-                          progress=progress, probe_result=probe_result)
+                          progress=progress, probe_result=probe_result, boot_health=boot_health)
     for stage in BUILTIN_STAGES:
         ctx.checks.extend(stage(ctx))
     wire, probe_result = probe_wire(ctx)
     ctx.checks.extend(wire)
     ctx = replace(ctx, probe_result=probe_result)   # the wire's answer, for the stages after it
-    for stage in stages:
+    for stage in (*WIRE_STAGES, *stages):
         ctx.checks.extend(stage(ctx))
     read = None
     if guest is True or (callable(guest) and guest(ctx)):

@@ -343,7 +343,10 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
             # a restart Windows has not answered yet (someone's, or this run's): not a broken agent
             blocker = f"{status} (no repair was sent): wait a few minutes for Windows to boot, then run azrdp again"
         else:
-            blocker = f"the VM agent is {status} (no repair was sent); " + OFFLINE_ROUTE.format(**where)
+            # the guest's own word from the serial log, when it names what is broken (boot.health)
+            health = _check(checks, "boot.health")
+            seen = f"{health.summary} (boot.health); " if health is not None and health.status is Status.FAIL else ""
+            blocker = f"the VM agent is {status} (no repair was sent); {seen}" + OFFLINE_ROUTE.format(**where)
         if result.reboot == "always":
             blocker += "; the --reboot restart may revive the agent"
         result.blockers.append(blocker)

@@ -94,6 +94,23 @@ class _Job(Job[RepairResult], Executor, Verifier):
         self.result.actions.append(entry)
         return entry
 
+    # -- what azrdp.verify asks of the job ------------------------------------------------------
+    def rules_added(self) -> int:
+        return self.result.counts["nsg_rules"]
+
+    def termservice_after_change(self) -> str | None:
+        # No wait when the repair says TermService is not running (stuck in StopPending)
+        return self.result.repair.result.get("termservice") if self.result.repair is not None else None
+
+    def powered_on(self) -> bool:
+        return bool(self.result.counts["restarts"] or self.result.counts["starts"])
+
+    def verified(self) -> None:
+        self.result.next_steps = next_steps(self.result, self.target)
+
+    def restart_unseen(self, text: str) -> None:
+        self.result.pending.append(text)
+
     # -- how a run ends (azrdp.job.Job.guarded) -----------------------------------------------
     def on_finished(self, result: RepairResult) -> None:
         if result.actions:
@@ -131,7 +148,8 @@ class _Job(Job[RepairResult], Executor, Verifier):
         diagnosis = diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
                              probe_timeout=o.probe_timeout, guest=read_guest, progress=self.progress,
                              inventory=reuse.inventory if reuse is not None else None,
-                             probe_result=reuse.probe_result if reuse is not None else None)
+                             probe_result=reuse.probe_result if reuse is not None else None,
+                             boot_health=reuse.check("boot.health") if reuse is not None else None)
         if diagnosis.guest is not None:
             self.result.counts["diagnose_run_commands"] += 1
         return diagnosis

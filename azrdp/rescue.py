@@ -37,6 +37,7 @@ from azrdp.job import Job, JobResult
 from azrdp.logsafe import printable
 from azrdp.target import Target
 from azrdp.ui import SILENT, ProgressSink
+from azrdp.verify import Verifier
 
 if TYPE_CHECKING:
     from azrdp.azure.vm import AzureVm, Session
@@ -237,7 +238,10 @@ def plan_rescue(diagnosis: Any, vm: dict[str, Any], os_disk: dict[str, Any] | No
     return RescuePlan(state or {}, why, blockers)
 
 
-class _Job(Job[RescueResult]):
+class _Job(Job[RescueResult], Verifier):
+    """One rescue, resume or undo. Its ``verify`` phase is azrdp.verify's, as fix's is: the wire
+    wait after the start on the repaired disk, then the re-diagnosis (the hooks below)."""
+
     def __init__(self, session: Session, target: Target, options: RescueOptions, *, audit: Any, clock: Clock,
                  progress: ProgressSink, prober: Any):
         from azrdp.azure.disks import Arm
@@ -245,10 +249,16 @@ class _Job(Job[RescueResult]):
         super().__init__(target, audit=audit, clock=clock, progress=progress,
                          result=RescueResult(target, audit_path=str(audit.path) if audit.path else None))
         self.session = session
+        self.vm = session.vm(target, clock=clock)     # the VM being rescued (azrdp.verify's handle)
         self.options = options
         self.prober = prober
         self.arm = Arm(session, clock=clock, timeout=options.operation_timeout)
         self.state: dict[str, Any] = {}
+        # what azrdp.verify reads: the OS disk was swapped (a change), the VM started (not restarted)
+        self.changed_something = True
+        self.power_changed_at: Any = None
+        self.restarted_at: Any = None
+        self.agent: Any = None          # the agent wait before the re-diagnosis (azrdp.azure.power.AgentWait)
 
     def rescued_vm(self) -> AzureVm:
         """The handle of the VM being rescued, as its rescue state names it."""
@@ -285,13 +295,28 @@ class _Job(Job[RescueResult]):
 
 
     # -- reads -----------------------------------------------------------------------------------
-    def diagnose(self, *, guest: bool) -> Any:
-        from azrdp.diagnose import boot_health_stage, diagnose
+    def diagnose(self, *, guest: str = "never") -> Any:
+        """``guest``: ``always`` (read it through Run Command) or ``never`` (azrdp.verify's words)."""
+        from azrdp.diagnose import diagnose
 
         o = self.options
         return diagnose(self.session, self.target, port=o.port, source_ip=o.source_ip, host=o.host,
-                        probe_timeout=o.probe_timeout, stages=(boot_health_stage,), guest=guest,
-                        progress=self.progress)
+                        probe_timeout=o.probe_timeout, guest=guest == "always", progress=self.progress)
+
+    # -- what azrdp.verify asks of the job --------------------------------------------------------
+    def powered_on(self) -> bool:
+        return True        # the start phase ran before verify (a resume after it too)
+
+    def guest_after(self, need_guest: bool) -> str:
+        """The agent is what a rescue revives: it is waited for (from the start on the repaired disk,
+        at most 10 minutes) whether RDP answered or not, and the guest is read once it is Ready."""
+        self.agent = self.wait_for_agent_after_change(timeout=min(self.options.wait_timeout, 600.0),
+                                                      interval=self.options.agent_poll_interval)
+        return "always" if self.agent.ready else "never"
+
+    def verified(self) -> None:
+        assert self.result.verification is not None
+        self.result.verification["agent_ready"] = bool(self.agent is not None and self.agent.ready)
 
     def read_vm(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         rg, name = self.target.resource_group, self.target.name
@@ -309,7 +334,7 @@ class _Job(Job[RescueResult]):
     def start(self, confirm: Callable[[RescuePlan], bool]) -> RescueResult:
         begun = self.clock.monotonic()
         self.say("Diagnosing Azure and the wire (the guest cannot be read through Run Command) ...")
-        self.result.before = diagnosis = self.diagnose(guest=False)
+        self.result.before = diagnosis = self.diagnose(guest="never")
         vm, disk = self.read_vm()
         self.timed("diagnose", begun)
         rescue_id = self.options.rescue_id or secrets.token_hex(3)
@@ -440,35 +465,16 @@ class _Job(Job[RescueResult]):
     def phase_start(self) -> dict[str, Any]:
         s = self.state
         self.say(f"Starting VM {s['vm']} on the repaired disk ...")
-        self.rescued_vm().start(timeout=self.options.operation_timeout)
+        outcome = self.rescued_vm().start(timeout=self.options.operation_timeout)
+        self.power_changed_at = outcome.started
         return {}
 
     def phase_verify(self) -> dict[str, Any]:
-        from azrdp.rdp import parse_target, wait_until_answers
-
-        o = self.options
-        latest = self.diagnose(guest=False)
-        address = o.host or latest.vm.get("public_ip")
-        verification: dict[str, Any] = {"method": "wire", "where": None, "ok": False}
-        if address:
-            host, port = parse_target(o.host, default_port=o.port) if o.host else (address, o.port)
-            where = f"{host}:{port}"
-            self.say(f"Waiting for RDP to answer on {where} (up to {o.wait_timeout:g} s) ...")
-            kwargs = {"prober": self.prober} if self.prober is not None else {}
-            wait = wait_until_answers(host, port, timeout=o.wait_timeout, clock=self.clock,
-                                      probe_timeout=min(o.probe_timeout, 3.0), **kwargs)
-            verification = {"method": "wire", "where": where, "ok": wait.last.ok, "answered": wait.answered,
-                            "attempts": wait.attempts, "seconds": round(wait.elapsed, 3), "outcome": wait.last.outcome}
-        else:
-            verification["outside_check"] = "skipped: no public IP and no --host"
-        agent = self.session.vm(self.target, clock=self.clock).wait_for_agent(
-            timeout=min(o.wait_timeout, 600.0), interval=o.agent_poll_interval)
-        verification["agent_ready"] = agent.ready
-        self.say("Re-diagnosing ...")
-        self.result.after = self.diagnose(guest=agent.ready)
-        self.result.verification = self.state["verification"] = verification
-        self.result.verdict = "verified" if verification["ok"] else "not_verified"
-        return {"verification": verification}
+        """azrdp.verify: wait until RDP answers (or judge the guest side without an address),
+        wait for the agent, re-diagnose."""
+        self.verify(self.diagnose(guest="never"))
+        self.state["verification"] = self.result.verification
+        return {"verification": self.result.verification}
 
     def phase_cleanup(self) -> dict[str, Any]:
         s = self.state

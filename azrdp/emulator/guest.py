@@ -174,6 +174,7 @@ class MachineKeys:
     inherited_only_files: int = 0  # other key files whose ACEs are all inherited from the folder
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
     explicit_broad_files: int = 0  # key files with an explicit ACE for Everyone/Users: any local user reads them
+    subfolders: int = 0            # directories (a junction too) inside: none on stock Windows; any local user may add one
 
     @property
     def dacl(self) -> str:
@@ -257,6 +258,17 @@ class BackupRoot:
     owner: str = "S-1-5-18"       # SYSTEM when absent or made by azrdp
     reparse_point: bool = False
     protected: bool = False       # azrdp's SYSTEM/Administrators-only DACL is on it
+
+    def take(self) -> None:
+        """change.ps1's Confirm-ProtectedFolder: a reparse point or a folder owned by anyone but
+        SYSTEM or Administrators is refused (raises ValueError with the payload's message, nothing
+        changed); otherwise SYSTEM's, protected (Learn: FileAttributes.ReparsePoint,
+        FileSystemSecurity.GetOwner)."""
+        if self.reparse_point:
+            raise ValueError("backup folder is a reparse point; nothing was changed")
+        if self.owner not in ("S-1-5-18", "S-1-5-32-544"):
+            raise ValueError("backup folder has a foreign owner; nothing was changed")
+        self.owner, self.protected = "S-1-5-18", True
 
 
 @dataclass

@@ -11,9 +11,14 @@ from is untouched (it is another copy). What the offline registry stands for:
 - each service's ``start``: Services\\NAME\\Start (Disabled = 4; a missing service has no key);
 - PortNumber, SecurityLayer, MinEncryptionLevel: WinStations\\RDP-Tcp (fEnableWinStation is not
   modelled: absent, i.e. enabled);
-- ``bound_thumbprint`` and the certificates: SSLCertificateSHA1Hash and the SOFTWARE hive's
-  SystemCertificates\\{MY,Remote Desktop}\\Certificates keys;
-- MachineKeys and the firewall rules: the volume's files and FirewallPolicy\\FirewallRules.
+- ``bound_thumbprint``/``bound_kind`` and the certificates: SSLCertificateSHA1Hash (read as
+  common.ps1's Get-BoundThumbprint reads it: a value that is not a 20-byte REG_BINARY is
+  MALFORMED) and the SOFTWARE hive's SystemCertificates\\{MY,Remote Desktop}\\Certificates keys;
+- MachineKeys and the firewall rules: the volume's files and FirewallPolicy\\FirewallRules. The
+  folder ACL is set as Windows sets it (``MachineKeys.set_folder_sddl``: re-propagation leaves a
+  key file whose ACEs were only inherited with an empty DACL unless they were made explicit first);
+- ``backup_root``: <volume>\\ProgramData\\azrdp, refused as a reparse point or with a foreign owner,
+  as change.ps1's Confirm-ProtectedFolder refuses it (well-known SIDs mean the same offline).
 
 Loading and unloading the hives is not modelled beyond its result (they are always unloaded);
 whether Windows really lets reg.exe unload them after PowerShell's handles are collected is listed
@@ -26,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from azrdp.emulator.guest import WindowsGuest
-from azrdp.emulator.guest_payloads import limit_text
+from azrdp.emulator.guest_payloads import MAX_KEY_FILES, limit_text
 from azrdp.payloads import payload
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, RESCUE_SERVICES, RESCUE_STEPS
 
@@ -36,7 +41,7 @@ _FIRST_LETTER = "F"   # C: the rescue's Windows, D: its temporary disk, E: its D
 
 
 class _Failed(Exception):
-    pass
+    """What a step's repair throws in rescue.ps1: the step is "failed", the message its error."""
 
 
 class _Offline:
@@ -47,15 +52,26 @@ class _Offline:
         self.backup: str | None = None
 
     def backup_path(self) -> str:
+        """Get-RescueBackupFolder (change.ps1's Get-BackupFolder on the volume): azrdp and backup
+        protected first, then rescue-<RunId> (a suffix when taken) with run-id.txt."""
         if self.backup is None:
+            try:
+                self.v.backup_root.take()
+            except ValueError as refused:
+                raise _Failed(str(refused)) from None
             root = rf"{self.letter}\ProgramData\azrdp\backup\rescue-{self.run_id}"
             path, suffix = root, 1
             while path in self.v.backup_folders:
                 suffix += 1
-                path = rf"{self.letter}\ProgramData\azrdp\backup\rescue-{self.run_id}-{suffix}"
-            self.v.backup_folders[path] = []
+                path = f"{root}-{suffix}"
+            self.v.backup_folders[path] = ["run-id.txt"]
             self.backup = path
         return self.backup
+
+    def back_up(self, name: str) -> None:
+        files = self.v.backup_folders[self.backup_path()]
+        if name not in files:
+            files.append(name)
 
     # -- the steps (read, repair) --------------------------------------------------------------
     def read_rdp_enable(self) -> dict[str, Any]:
@@ -106,23 +122,27 @@ class _Offline:
         return bool(actions), actions, None
 
     def read_cert(self) -> dict[str, Any]:
-        bound = self.v.bound_thumbprint
+        bound = self.v.binding()           # MALFORMED (a REG_SZ, a wrong length) is never usable
         usable = None
-        if bound:
+        if bound == "MALFORMED":
+            usable = False
+        elif bound:
             cert = self.v.find(bound)
             usable = cert is not None and cert.store in ("rd", "my") and not cert.expired(self.v.real_now())
-        return {"bound": bound.upper() if bound else None, "bound_usable": usable, "store": len(self.v.rd_store())}
+        return {"bound": bound, "bound_usable": usable, "store": len(self.v.rd_store())}
 
     def repair_cert(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
         actions = []
         if before["bound"] and not before["bound_usable"]:
-            self.v.backup_folders[self.backup_path()].append("SSLCertificateSHA1Hash.txt")
-            self.v.bound_thumbprint = None
+            self.back_up("SSLCertificateSHA1Hash.txt")   # as stored (kind:data), then the undo line
+            self.back_up("undo.txt")
+            self.v.bound_thumbprint, self.v.bound_kind = None, "Binary"
             actions.append("binding:cleared")
         moved = self.v.rd_store()
         if moved:
             folder = self.backup_path()
             self.v.backup_folders[folder] += [f"{cert.thumbprint}.reg" for cert in moved]
+            self.back_up("undo.txt")
             for cert in moved:             # Move-Item into the offline azrdp-backup store
                 cert.store = "backup"
             actions.append(f"store:moved={len(moved)}")
@@ -130,17 +150,24 @@ class _Offline:
 
     def read_machinekeys(self) -> dict[str, Any]:
         keys = self.v.machinekeys
-        return {"default": keys.sddl == MACHINEKEYS_DEFAULT_SDDL, "rdp_key": keys.rdp_key is not None,
+        return {"default": keys.default, "rdp_key": keys.rdp_key is not None,   # the DACL alone, as online
                 "network_service_read": bool(keys.rdp_key and keys.rdp_key.network_service_read)}
 
     def repair_machinekeys(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
         keys = self.v.machinekeys
         if before["default"] and (not before["rdp_key"] or before["network_service_read"]):
             return False, [], None
-        self.v.backup_folders[self.backup_path()].append("machinekeys.acl")
+        if keys.files > MAX_KEY_FILES:                 # Get-KeyFolderHoldBack, before any change
+            return False, [], f"held back: MachineKeys holds over {MAX_KEY_FILES} files"
+        if keys.subfolders:
+            return False, [], "held back: MachineKeys holds a subfolder"
+        for name in ("machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"):   # Save-MachineKeysAcl
+            self.back_up(name)
         actions = []
         if not before["default"]:
-            keys.sddl = MACHINEKEYS_DEFAULT_SDDL
+            if keys.make_inherited_explicit():         # Protect-InheritedKeyAces
+                actions.append("acl:explicit")
+            keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)   # Set-Acl re-propagates to the files
             actions.append("acl:folder-default")
         if keys.rdp_key is not None:
             keys.rdp_key.network_service_read = True
@@ -168,7 +195,11 @@ class _Offline:
         read: Callable[[], dict[str, Any]] = getattr(self, f"read_{key}")
         repair: Callable[[dict[str, Any]], tuple[bool, list[str], str | None]] = getattr(self, f"repair_{key}")
         before = read()
-        changed, actions, skip = repair(before)
+        try:
+            changed, actions, skip = repair(before)
+        except _Failed as failure:                     # Invoke-Step's catch: failed, no actions
+            return {"name": name, "status": "failed", "before": before, "after": read(), "actions": [],
+                    "error": limit_text(str(failure), 60)}
         status = "changed" if changed else "skipped" if skip else "unchanged"
         return {"name": name, "status": status, "before": before, "after": read(), "actions": actions,
                 "error": limit_text(skip, 60)}

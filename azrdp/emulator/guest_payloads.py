@@ -399,12 +399,10 @@ class _RepairRun:
         """Get-BackupFolder: %ProgramData%\\azrdp (protected: refuses a reparse point or a
         foreign owner) \\backup\\<UTC time> (a suffix when taken), made once per run, with run-id.txt."""
         if self.folder is None:
-            root = self.guest.backup_root
-            if root.reparse_point:
-                raise StepFailed("backup folder is a reparse point; nothing was changed")
-            if root.owner not in ("S-1-5-18", "S-1-5-32-544"):
-                raise StepFailed("backup folder has a foreign owner; nothing was changed")
-            root.owner, root.protected = "S-1-5-18", True
+            try:
+                self.guest.backup_root.take()
+            except ValueError as refused:
+                raise StepFailed(str(refused)) from None
             base = rf"C:\ProgramData\azrdp\backup\{self.stamp()}"
             path, suffix = base, 1
             while path in self.guest.backup_folders:
@@ -837,6 +835,13 @@ ANSWERS: dict[str, Callable[[WindowsGuest, dict[str, Any]], dict[str, Any]]] = {
     "repair": repair,
 }
 
-from azrdp.emulator.guest_offline import rescue as _rescue  # noqa: E402 - it uses limit_text above
+
+def _rescue(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
+    """guest_offline.rescue (imported here, not at the top: it uses this module's helpers, and
+    either module may be imported first)."""
+    from azrdp.emulator.guest_offline import rescue
+
+    return rescue(guest, values)
+
 
 ANSWERS["rescue"] = _rescue

@@ -8,6 +8,7 @@
 
 $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
+$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 # A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
 # wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
 $script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
@@ -102,6 +103,24 @@ function Save-MachineKeysAcl {
     if ($OfflineVolume -ne '') { $note = $note.Replace(('"' + $OfflineVolume + '\'), '"%SystemDrive%\') }
     Add-UndoNote -Folder $Folder -Line $note
     return $Folder
+}
+
+function Get-KeyFolderHoldBack {
+    # Why no ACL change may start on the MachineKeys folder $Path, or $null. Over $MaxKeyFiles
+    # files (10^5 orphaned keys on IIS/.NET hosts): too many to walk inside the deadline
+    # (EnumerateFiles stops at the limit). A subfolder or a reparse point: setting the folder's
+    # DACL re-propagates inheritance to every child (SetNamedSecurityInfo), and the default DACL
+    # lets Everyone add a subdirectory, so a local user could plant a junction for SYSTEM's
+    # propagation to walk into; stock Windows keeps no subfolder there.
+    param([Parameter(Mandatory = $true)][string]$Path)
+    $n = 0
+    foreach ($file in [System.IO.Directory]::EnumerateFiles($Path)) {
+        $n += 1
+        if ($n -gt $MaxKeyFiles) { return ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles) }
+    }
+    if (@(Get-ChildItem -LiteralPath $Path -Force -Directory).Count -gt 0) { return 'held back: MachineKeys holds a subfolder' }
+    if (@(Get-ChildItem -LiteralPath $Path -Force -Attributes ReparsePoint).Count -gt 0) { return 'held back: MachineKeys holds a reparse point' }
+    return $null
 }
 
 function Set-DefaultMachineKeysAcl {

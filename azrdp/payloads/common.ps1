@@ -123,9 +123,12 @@ function Get-LiveRdpKeyPath {
     # f686aace... file of another MachineGuid (left by a cloned image) is never opened by Windows.
     # Sources: Azure/repair-script-library win-fix-rdp-certificate.ps1 (prefix and container measured
     # on 2012 R2 to 2025); the unique container name's form: docs/emulator.md. $null: no MachineGuid.
-    $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
+    # -Folder and -Cryptography: another Windows' MachineKeys and its Cryptography key (rescue.ps1:
+    # an offline volume and its loaded SOFTWARE hive).
+    param([string]$Folder = $MachineKeysPath, [string]$Cryptography = 'HKLM:\SOFTWARE\Microsoft\Cryptography')
+    $guid = Get-RegValue -Path $Cryptography -Name 'MachineGuid'
     if ([string]::IsNullOrEmpty([string]$guid)) { return $null }
-    return Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + [string]$guid)
+    return Join-Path -Path $Folder -ChildPath ($RdpKeyFilter.TrimEnd('*') + [string]$guid)
 }
 
 function Get-RdpKeyFacts {
@@ -292,8 +295,10 @@ function Get-BoundThumbprint {
     # 'MALFORMED' when it is not a 20-byte REG_BINARY (a thumbprint typed as a REG_SZ string, a
     # wrong length): a binding RDP cannot use, never "no binding" (review #17). The value is
     # REG_BINARY as Win32_TSGeneralSetting writes it; RegistryKey.GetValueKind tells the kind
-    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind).
-    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    # without converting (Learn: RegistryKey.GetValueKind, RegistryValueKind). -Path: the RDP-Tcp
+    # key (rescue.ps1 reads an offline hive's).
+    param([string]$Path = $RdpTcpKey)
+    $key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue
     if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
     if ($key.GetValueKind('SSLCertificateSHA1Hash').ToString() -ne 'Binary') { return 'MALFORMED' }
     $bytes = @($key.GetValue('SSLCertificateSHA1Hash'))
@@ -304,7 +309,8 @@ function Get-BoundThumbprint {
 function Get-BindingText {
     # SSLCertificateSHA1Hash as stored, for the backup before the cert step clears it: its kind
     # and its data (hex for binary, the text itself for a string), $null when absent.
-    $key = Get-Item -LiteralPath $RdpTcpKey -ErrorAction SilentlyContinue
+    param([string]$Path = $RdpTcpKey)
+    $key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue
     if ($null -eq $key -or $key.GetValueNames() -notcontains 'SSLCertificateSHA1Hash') { return $null }
     $kind = $key.GetValueKind('SSLCertificateSHA1Hash').ToString()
     $data = $key.GetValue('SSLCertificateSHA1Hash')

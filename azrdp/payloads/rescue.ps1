@@ -19,21 +19,29 @@
     rdp-tcp      WinStations\RDP-Tcp: PortNumber outside 1-65535 -> 3389, SecurityLayer outside
                  0-2 -> 2, MinEncryptionLevel outside 1-4 -> 2, fEnableWinStation 0 -> 1.
     cert         Clears SSLCertificateSHA1Hash when it points to a certificate that is in neither
-                 the offline LocalMachine My nor Remote Desktop store, or has expired (the value
-                 is saved to the backup folder first); moves every entry of the offline Remote
+                 the offline LocalMachine My nor Remote Desktop store, or has expired, or is not a
+                 20-byte REG_BINARY (MALFORMED: a thumbprint typed as a string, a wrong length);
+                 the value is saved as stored to the backup folder first; moves every entry of the offline Remote
                  Desktop store aside (reg.exe export to the backup folder, then moved into the
                  offline azrdp-backup store, Cert:\LocalMachine\azrdp-backup once the disk boots),
                  so TermService makes a fresh self-signed certificate at its next start.
-    machinekeys  Saves the ACLs (icacls /save) first, then restores the offline MachineKeys
-                 folder's default ACL and gives the RDP key container NETWORK SERVICE read and
-                 SYSTEM full control.
+    machinekeys  Holds back when the offline MachineKeys holds a subfolder or reparse point, or
+                 too many files to walk. Saves every ACL and owner first (icacls /save, checked,
+                 and an SDDL list), makes the inherited ACEs of each key file explicit (so
+                 restoring the folder ACL cannot leave a file with an empty DACL), then restores
+                 the folder's default ACL when its DACL is not Windows' default, and gives the
+                 RDP key container (the live one, named for the offline MachineGuid) NETWORK
+                 SERVICE read and SYSTEM full control.
     firewall     The Remote Desktop rules (RemoteDesktop-*) in the offline
                  FirewallPolicy\FirewallRules: Active=FALSE -> Active=TRUE.
 
     The hives are always unloaded (finally), after a garbage collection that closes the
     handles PowerShell's registry provider keeps; a failed unload is retried and reported.
     Backups go to <volume>\ProgramData\azrdp\backup\rescue-<RunId> on the OFFLINE disk, so they
-    travel with it. Nothing is deleted. The output is exactly one
+    travel with it; azrdp and backup are refused when they are a reparse point or owned by anyone
+    but SYSTEM or Administrators, and made readable only by them. Nothing is deleted. The run has
+    a deadline (10 minutes): steps that would start after it are skipped, so the hives are
+    unloaded and the result is printed in time. The output is exactly one
     line, AZRDP-RESULT:{compact json}, in the schema of azrdp/payloads/schema.py (RESCUE).
 
 .PARAMETER RunId
@@ -57,7 +65,7 @@ param(
     [string]$RunId = ''
 )
 
-$PayloadVersion = '1.0.0'
+$PayloadVersion = '1.1.0'
 
 # azrdp:include common.ps1
 # azrdp:include change.ps1
@@ -79,7 +87,9 @@ $RdpServices = @{ TermService = 3; SessionEnv = 3; UmRdpService = 3; WindowsAzur
 $ServiceOrder = @('TermService', 'SessionEnv', 'UmRdpService', 'WindowsAzureGuestAgent', 'RdAgent')
 $script:Volume = $null
 $script:ControlSet = $null
-$script:Backup = $null
+$script:DeadlineSeconds = 600   # the clock is change.ps1's ($script:Clock, Get-SecondsLeft)
+# Unloading the hives (up to five tries, 2 s apart) and the result line always fit in the reserve.
+$ResultReserveSeconds = 60
 
 function Get-OfflinePaths {
     $cs = $SystemRoot + '\' + $script:ControlSet
@@ -101,19 +111,10 @@ function New-StepOutcome {
     return [ordered]@{ changed = $Changed; actions = @($Actions | Select-Object -First 4); skip = $Skip }
 }
 
-function Get-BackupPath {
-    # One folder per rescue on the offline volume; a second run of the same RunId adds a suffix.
-    if ($null -ne $script:Backup) { return $script:Backup }
-    $root = $script:Volume + '\ProgramData\azrdp\backup'
-    $path = Join-Path -Path $root -ChildPath ('rescue-' + $RunId)
-    $suffix = 1
-    while (Test-Path -LiteralPath $path) {
-        $suffix += 1
-        $path = Join-Path -Path $root -ChildPath ('rescue-{0}-{1}' -f $RunId, $suffix)
-    }
-    New-Item -ItemType Directory -Path $path -Force | Out-Null
-    $script:Backup = $path
-    return $path
+function Get-RescueBackupFolder {
+    # This rescue's folder on the offline volume, protected like the online one (Get-BackupFolder):
+    # <volume>\ProgramData\azrdp\backup\rescue-<RunId>; a second run of the same RunId adds a suffix.
+    return Get-BackupFolder -DataRoot ($script:Volume + '\ProgramData') -RunId $RunId -Name ('rescue-' + $RunId)
 }
 
 function Find-OfflineWindows {
@@ -257,20 +258,14 @@ function Get-OfflineCertificate {
     }
 }
 
-function Get-OfflineBound {
-    $p = Get-OfflinePaths
-    $hash = Get-RegValue -Path $p.rdptcp -Name 'SSLCertificateSHA1Hash'
-    if ($null -eq $hash) { return $null }
-    $hex = (@($hash) | ForEach-Object -Process { ([byte]$_).ToString('X2') }) -join ''
-    if ($hex -notmatch '^[0-9A-F]{40}$') { return $null }
-    return $hex
-}
-
 function Read-Cert {
     $p = Get-OfflinePaths
-    $bound = Get-OfflineBound
+    # A thumbprint, $null, or MALFORMED (not a 20-byte REG_BINARY: never usable), as online.
+    $bound = Get-BoundThumbprint -Path $p.rdptcp
     $usable = $null
-    if ($null -ne $bound) {
+    if ($bound -eq 'MALFORMED') {
+        $usable = $false
+    } elseif ($null -ne $bound) {
         $usable = $false
         foreach ($store in @($p.mystore, $p.rdstore)) {
             $certificate = Get-OfflineCertificate -Key ($store + '\' + $bound)
@@ -287,8 +282,10 @@ function Repair-Cert {
     $p = Get-OfflinePaths
     $actions = New-Object -TypeName System.Collections.ArrayList
     if ($null -ne $Before.bound -and -not $Before.bound_usable) {
-        $folder = Get-BackupPath
-        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value $Before.bound -Encoding ASCII
+        $folder = Get-RescueBackupFolder
+        # As stored (kind:data): a MALFORMED one (a REG_SZ thumbprint) is kept as its own text.
+        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'SSLCertificateSHA1Hash.txt') -Value (Get-BindingText -Path $p.rdptcp) -Encoding Unicode
+        Add-UndoNote -Folder $folder -Line ('binding: SSLCertificateSHA1Hash = {0} (kind:data in SSLCertificateSHA1Hash.txt)' -f $Before.bound)
         Remove-ItemProperty -LiteralPath $p.rdptcp -Name 'SSLCertificateSHA1Hash'
         [void]$actions.Add('binding:cleared')
     }
@@ -296,7 +293,7 @@ function Repair-Cert {
         # Moved, not deleted: into the offline azrdp-backup store (LocalMachine\azrdp-backup once the
         # disk boots, where `azrdp fix` keeps the certificates it moves aside; RDP never reads it),
         # each exported with reg.exe first.
-        $folder = Get-BackupPath
+        $folder = Get-RescueBackupFolder
         if (-not (Test-Path -LiteralPath $p.backupstore)) { New-Item -Path $p.backupstore -Force | Out-Null }
         $moved = 0
         foreach ($key in @(Get-ChildItem -LiteralPath $p.rdstore)) {
@@ -304,6 +301,7 @@ function Repair-Cert {
             $native = 'HKLM\' + $SoftwareHive + '\Microsoft\SystemCertificates\Remote Desktop\Certificates\' + $key.PSChildName
             Invoke-Reg -ArgumentList @('export', $native, $file, '/y')
             if (-not (Test-Path -LiteralPath $file)) { throw 'reg export wrote nothing; the certificate was kept' }
+            Add-UndoNote -Folder $folder -Line ('certificate {0}: moved from LocalMachine Remote Desktop to azrdp-backup; once this disk boots, Move-Item it back ({0}.reg: its export)' -f $key.PSChildName)
             Move-Item -LiteralPath $key.PSPath -Destination $p.backupstore
             $moved += 1
         }
@@ -314,31 +312,43 @@ function Repair-Cert {
 
 # ---- machinekeys ----
 
+function Get-OfflineRdpKeyFiles {
+    # The offline Windows' live RDP key container (Get-LiveRdpKeyPath with its MachineGuid, from the
+    # loaded SOFTWARE hive): a f686aace... file of another MachineGuid (a cloned image's) is never
+    # opened by that Windows; every f686aace... file when the hive has no MachineGuid.
+    $p = Get-OfflinePaths
+    $live = Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\Microsoft\Cryptography')
+    return @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue |
+        Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })
+}
+
 function Read-MachineKeys {
     $p = Get-OfflinePaths
-    $files = @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue)
+    $files = @(Get-OfflineRdpKeyFiles)
     $read = $false
     if ($files.Count -gt 0) {
         $read = [bool](Test-Grant -Path $files[0].FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
     }
-    return [ordered]@{ default = ((Get-Acl -LiteralPath $p.machinekeys).Sddl -eq $MachineKeysDefaultSddl); rdp_key = ($files.Count -gt 0); network_service_read = $read }
+    # `default` is the DACL alone, as the online payloads judge it (common.ps1 Get-MachineKeysFacts):
+    # a folder with Windows' DACL and another owner is not rewritten.
+    $dacl = (Get-Acl -LiteralPath $p.machinekeys).GetSecurityDescriptorSddlForm('Access')
+    return [ordered]@{ default = ($dacl -eq $MachineKeysDefaultDacl); rdp_key = ($files.Count -gt 0); network_service_read = $read }
 }
 
 function Repair-MachineKeys {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $p = Get-OfflinePaths
     if ($Before.default -and ((-not $Before.rdp_key) -or $Before.network_service_read)) { return New-StepOutcome }
-    $file = Join-Path -Path (Get-BackupPath) -ChildPath 'machinekeys.acl'
-    $run = Invoke-Native -FilePath 'icacls.exe' -ArgumentList @($p.machinekeys, '/save', $file, '/t', '/c', '/q')
-    if (-not (Test-Path -LiteralPath $file)) { throw ('icacls /save failed (exit {0}); nothing was changed' -f $run.ExitCode) }
+    $holdBack = Get-KeyFolderHoldBack -Path $p.machinekeys
+    if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }
+    Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume | Out-Null
     $actions = New-Object -TypeName System.Collections.ArrayList
     if (-not $Before.default) {
-        $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
-        $security.SetSecurityDescriptorSddlForm($MachineKeysDefaultSddl)
-        Set-Acl -LiteralPath $p.machinekeys -AclObject $security
+        if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }
+        Set-DefaultMachineKeysAcl -Path $p.machinekeys
         [void]$actions.Add('acl:folder-default')
     }
-    foreach ($key in @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File)) {
+    foreach ($key in @(Get-OfflineRdpKeyFiles)) {
         $acl = Get-Acl -LiteralPath $key.FullName
         foreach ($grant in @(@($SidNetworkService, 'Read'), @($SidSystem, 'FullControl'))) {
             $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
@@ -400,6 +410,11 @@ function Invoke-Step {
     param([Parameter(Mandatory = $true)][string]$Name)
     $functions = $StepFunctions[$Name]
     $step = [ordered]@{ name = $Name; status = 'failed'; before = $null; after = $null; actions = @(); error = $null }
+    if ((Get-SecondsLeft) -lt 1) {
+        $step.status = 'skipped'
+        $step.error = 'deadline: not started'
+        return $step
+    }
     try {
         $step.before = & $functions.read
     } catch {
@@ -476,7 +491,7 @@ $Result = [ordered]@{
     found = $found
     computer_name = $computerName
     control_set = $script:ControlSet
-    backup = Limit-Text -Text $script:Backup -Max 80
+    backup = Limit-Text -Text $script:BackupFolder -Max 80
     hives_unloaded = $unloaded
     steps = @($results)
     changed = (@($results | Where-Object -FilterScript { $_.status -eq 'changed' }).Count -gt 0)

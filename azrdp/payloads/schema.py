@@ -492,12 +492,13 @@ RESCUE_STATES: dict[str, Field] = {
                  min_encryption=i("MinEncryptionLevel.", null=True),
                  enabled=i("fEnableWinStation (null: absent, which means enabled).", null=True)),
     "cert": o("The bound certificate and the Remote Desktop store in the offline SOFTWARE hive.", null=True,
-              bound=s("SSLCertificateSHA1Hash as hex (null: none).", max_len=40, pattern=THUMBPRINT, null=True),
+              bound=s("SSLCertificateSHA1Hash as hex (null: none; `MALFORMED` when not a 20-byte REG_BINARY).",
+                      max_len=40, pattern=BINDING, null=True),
               bound_usable=b("The bound certificate is in the LocalMachine My or Remote Desktop store and "
-                             "not expired.", null=True),
+                             "not expired (false when MALFORMED).", null=True),
               store=i("Certificates in the Remote Desktop store.", hi=999)),
     "machinekeys": o("The MachineKeys folder on the offline volume.", null=True,
-                     default=b("The folder ACL is Windows' default."),
+                     default=b("The folder's DACL is Windows' default (the owner does not count)."),
                      rdp_key=b("The RDP key container file is there."),
                      network_service_read=b("NETWORK SERVICE may read the RDP key container.")),
     "firewall": o("Remote Desktop rules in the offline FirewallPolicy\\FirewallRules.", null=True,
@@ -525,8 +526,9 @@ RESCUE_STEP_SCHEMAS: dict[str, Field] = {
     "rdp-tcp": _rescue_step("rdp-tcp", "PortNumber, SecurityLayer, MinEncryptionLevel in range; the listener enabled."),
     "cert": _rescue_step("cert", "Clear a binding to a missing or expired certificate; move the Remote Desktop "
                                  "store's entries aside (exported first)."),
-    "machinekeys": _rescue_step("machinekeys", "MachineKeys default ACL (saved first); NETWORK SERVICE read and "
-                                               "SYSTEM full on the RDP key container."),
+    "machinekeys": _rescue_step("machinekeys", "MachineKeys default ACL (every ACL and owner saved first, inherited "
+                                               "ACEs of key files made explicit); NETWORK SERVICE read and SYSTEM "
+                                               "full on the RDP key container."),
     "firewall": _rescue_step("firewall", "Remote Desktop firewall rules Active=TRUE."),
 }
 

@@ -184,6 +184,7 @@ Azure
   FAIL vm.agent           Not Ready (version 2.7.41491.949): Run Command cannot reach the guest
                           -> Restart the VM (`az vm restart -g rg1 -n vm1`); if the agent stays Not Ready, repair it offline with `azrdp rescue vm1 -g rg1` (a temporary rescue VM, about 10-30 minutes), with `az vm repair` and the win-GA-fix script, or through the serial console.
   ok   boot.diagnostics   enabled (managed storage)
+  skip boot.health        no Microsoft Azure VM Health Report in the serial log
 """ + NETWORK_OK + NO_PROBE + """\
 Guest (Windows)
   skip guest.run          guest not read: Run Command needs a Ready VM agent (see vm.agent)

@@ -263,7 +263,8 @@ def test_machinekeys_rename_judges_only_the_live_container_and_asks_the_cert_ste
     # was left with a keyless certificate when the cert step then held back.
     functions = pwsh_ast.functions(_tree("repair"))
     live = functions["Get-LiveRdpKeyPath"]
-    assert "Get-RegValue -Path 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography' -Name 'MachineGuid'" in live
+    assert "[string]$Cryptography = 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography'" in live
+    assert "Get-RegValue -Path $Cryptography -Name 'MachineGuid'" in live
     assert "$RdpKeyFilter.TrimEnd('*') + [string]$guid" in live
     usable = functions["Test-RdpKeyUsable"]
     assert "$live = Get-LiveRdpKeyPath" in usable and "Get-ChildItem" not in usable
@@ -616,7 +617,8 @@ def test_rescue_exports_and_saves_before_it_removes_or_changes():
     assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
     assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
     keys = functions["Repair-MachineKeys"]
-    assert keys.index("'/save'") < keys.index("Set-Acl"), "ACLs are saved before they change"
+    assert keys.index("Save-MachineKeysAcl") < keys.index("Set-Acl"), "ACLs are saved before they change"
+    assert "'/save'" in functions["Save-MachineKeysAcl"]
 
 
 def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows():
@@ -628,6 +630,103 @@ def test_rescue_steps_run_in_the_fixed_order_and_never_touch_the_running_windows
     rescue_only = code.split("# azrdp:include", 1)[0] + code[code.index("$StepOrder"):]
     assert "HKLM:\\" not in rescue_only and "CurrentControlSet" not in rescue_only
     assert "Cert:\\" not in rescue_only and "Restart-Service" not in rescue_only
+
+
+def _own_code(payload_id: str) -> str:
+    """A payload as shipped, without its includes and its help, comments stripped: its own code."""
+    shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text().split("#>", 1)[1]
+    return "\n".join(line.split("#", 1)[0] for line in shipped.splitlines())
+
+
+def test_rescue_uses_the_shared_change_helpers_and_keeps_no_copy_of_them():
+    # RECHECK #9, #10, #17, #23: rescue.ps1 repeated, in its own copies, faults repair.ps1 had fixed.
+    own = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "rescue.ps1").read_bytes())))
+    shared = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes())))
+    common = set(pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "common.ps1").read_bytes())))
+    assert own and not own & (shared | common)
+    code = _own_code("rescue")
+    for copied in ("icacls", "SetSecurityDescriptorSddlForm", "New-Item -ItemType Directory", "[byte]$_",
+                   "$MachineKeysDefaultSddl", "GetValueKind"):
+        assert copied not in code, copied
+
+
+def test_rescue_machinekeys_saves_checks_and_makes_inherited_aces_explicit_before_the_folder_acl():
+    # RECHECK #9 (critical): the offline folder ACL was set without making the ACEs of inherited-only
+    # key files explicit (left with an empty DACL: the repaired VM boots with unreadable machine
+    # keys); #23: icacls' exit code and first line were unchecked; new H-2: a subfolder or junction.
+    functions = pwsh_ast.functions(_tree("rescue"))
+    body = functions["Repair-MachineKeys"]
+    hold = body.index("$holdBack = Get-KeyFolderHoldBack -Path $p.machinekeys")
+    save = body.index("Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume")
+    explicit = body.index("if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }")
+    folder = body.index("Set-DefaultMachineKeysAcl -Path $p.machinekeys")
+    assert hold < save < explicit < folder < body.index("Set-Acl -LiteralPath $key.FullName")
+    assert "if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }" in body
+    holdback = functions["Get-KeyFolderHoldBack"]
+    assert "[System.IO.Directory]::EnumerateFiles($Path)" in holdback
+    assert holdback.index("if ($n -gt $MaxKeyFiles)") < holdback.index("Get-ChildItem -LiteralPath $Path -Force -Directory")
+    assert "Get-ChildItem -LiteralPath $Path -Force -Attributes ReparsePoint" in holdback
+    save_body = functions["Save-MachineKeysAcl"]
+    assert "$run.ExitCode -ne 0 -or" in save_body and "Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1" in save_body
+    # the undo names the folder where it will run: the disk's own Windows drive once it boots
+    assert "$note.Replace(('\"' + $OfflineVolume + '\\'), '\"%SystemDrive%\\')" in save_body
+
+
+def test_rescue_judges_and_grants_only_the_offline_windows_live_rdp_key_container():
+    # The first f686aace... file was judged, whatever its MachineGuid: a cloned image's stale
+    # container that NETWORK SERVICE can read hid a live one it cannot (nothing repaired).
+    functions = pwsh_ast.functions(_tree("rescue"))
+    files = functions["Get-OfflineRdpKeyFiles"]
+    assert "Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\\Microsoft\\Cryptography')" in files
+    assert "Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live }" in files
+    assert "$files = @(Get-OfflineRdpKeyFiles)" in functions["Read-MachineKeys"]
+    assert "foreach ($key in @(Get-OfflineRdpKeyFiles)) {" in functions["Repair-MachineKeys"]
+    assert "-Filter $RdpKeyFilter" not in functions["Read-MachineKeys"] + functions["Repair-MachineKeys"]
+
+
+def test_rescue_reads_the_offline_binding_as_the_online_payloads_do():
+    # RECHECK #17 (high): Get-OfflineBound cast each element with [byte]$_: a REG_SZ thumbprint threw
+    # (the cert step became "cannot read state"), a wrong-length value read as "no binding".
+    functions = pwsh_ast.functions(_tree("rescue"))
+    read = functions["Read-Cert"]
+    assert "$bound = Get-BoundThumbprint -Path $p.rdptcp" in read and "Get-OfflineBound" not in functions
+    assert read.index("if ($bound -eq 'MALFORMED') {\n        $usable = $false") < read.index("Get-OfflineCertificate")
+    repair = functions["Repair-Cert"]
+    saved = repair.index("-Value (Get-BindingText -Path $p.rdptcp) -Encoding Unicode")
+    assert saved < repair.index("Add-UndoNote -Folder $folder -Line ('binding:") < repair.index("Remove-ItemProperty")
+    for name in ("Get-BoundThumbprint", "Get-BindingText"):
+        assert "param([string]$Path = $RdpTcpKey)" in functions[name]
+        assert "$key = Get-Item -LiteralPath $Path -ErrorAction SilentlyContinue" in functions[name]
+    from azrdp.payloads.schema import BINDING, RESCUE_STATES
+
+    assert RESCUE_STATES["cert"].fields["bound"].pattern == BINDING
+
+
+def test_rescue_backups_go_to_a_protected_folder_on_the_offline_volume():
+    # RECHECK #10/#19: <vol>\ProgramData\azrdp\backup was made with New-Item -Force: a junction, or
+    # a folder a user of the broken VM had made and owns, took the backups.
+    functions = pwsh_ast.functions(_tree("rescue"))
+    assert "Get-BackupPath" not in functions
+    body = functions["Get-RescueBackupFolder"]
+    assert "Get-BackupFolder -DataRoot ($script:Volume + '\\ProgramData') -RunId $RunId -Name ('rescue-' + $RunId)" in body
+    for step in ("Repair-Cert", "Repair-MachineKeys"):
+        assert "Get-RescueBackupFolder" in functions[step] and "Get-BackupFolder " not in functions[step]
+    assert "    backup = Limit-Text -Text $script:BackupFolder -Max 80" in _source("rescue")
+
+
+def test_rescue_judges_the_machinekeys_default_on_the_dacl_like_the_online_payloads():
+    # RECHECK #19: the full owner+group+DACL string was compared: Windows' DACL under another owner
+    # was "not default" (rewritten, the owner changed with it).
+    read = pwsh_ast.functions(_tree("rescue"))["Read-MachineKeys"]
+    assert "$dacl = (Get-Acl -LiteralPath $p.machinekeys).GetSecurityDescriptorSddlForm('Access')" in read
+    assert "default = ($dacl -eq $MachineKeysDefaultDacl)" in read and ".Sddl" not in read
+
+
+def test_rescue_has_a_deadline_that_leaves_time_to_unload_the_hives():
+    source = _source("rescue")
+    assert "$script:DeadlineSeconds = 600" in source and "$ResultReserveSeconds = 60" in source
+    step = pwsh_ast.functions(_tree("rescue"))["Invoke-Step"]
+    assert step.index("if ((Get-SecondsLeft) -lt 1) {") < step.index("$step.before = & $functions.read")
 
 
 def test_private_key_check_has_three_answers():

@@ -5,30 +5,13 @@ probe on the VM's loopback listener, the simulated Windows on the disks. Waits g
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import pytest
 
 from azrdp.audit import AuditLog, read_audit
-from azrdp.azure.session import ArmEndpoint, RetrySettings, StaticTokenCredential, open_session
-from azrdp.clock import ManualClock
 from azrdp.emulator import Emulator
-from azrdp.rescue import PHASES, RescueOptions, RescueRefused, last_rescue, rescue, resume, undo
-from azrdp.target import Target
-
-FAST = 5000.0
-TARGET = Target("vm-web-01", "rg-azrdp-demo")
-
-
-def session_for(emu: Emulator):
-    return open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
-                        subscription=emu.subscription_id, environ={}, polling_interval=0,
-                        clock=ManualClock(wall=datetime.now(timezone.utc)),   # certificates are judged by real time
-                        retry=RetrySettings(total=0, backoff_factor=0))
-
-
-def options(emu: Emulator, **kw) -> RescueOptions:
-    return RescueOptions(source_ip=emu.state.client_ip, probe_timeout=0.5, **kw)
+from azrdp.rescue import PHASES, RescueRefused, last_rescue, rescue, resume, undo
+from tests.support.rescue_support import FAST, TARGET, StopAt, options, session_for
 
 
 @pytest.fixture
@@ -89,6 +72,30 @@ def test_rescue_repairs_the_disk_offline_and_rdp_answers(started, tmp_path, scen
     # ONE offline repair on the rescue VM; then the re-diagnosis reads the repaired VM's guest
     assert [(r["vm"], r["payload"]) for r in emu.state.run_commands] == [("azrdp-rescue", "rescue"),
                                                                         ("vm-web-01", "diagnose")]
+
+
+def test_a_vm_without_public_ip_is_verified_from_the_guest_like_fix_does(started, tmp_path):
+    """The verify phase is azrdp.verify's (the one fix uses): with no address to probe it does not
+    end 'not_verified' unseen (as rescue's own loop did) but waits for the agent after the start
+    and judges the guest side (listener up, certificate valid), saying the outside check was skipped."""
+    emu = started("no-boot-rdp-disabled")
+
+    def drop_public_ip(backend) -> None:
+        for vm in backend.all_vms():
+            for nic_id in vm.nic_ids:
+                for config in backend.by_id(nic_id).ip_configurations:
+                    config.public_ip_id = None
+
+    emu.update(drop_public_ip)
+
+    result = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(tmp_path / "audit.jsonl"))
+
+    v = result.verification
+    assert result.verdict == "verified" and result.exit_code == 0, (v, result.to_dict()["error"])
+    assert v["method"] == "guest" and v["guest_ok"] is True and "no public IP" in v["outside_check"]
+    assert v["agent_ready"] is True and result.after.guest is not None
+    assert result.after.check("guest.listener").status.value == "pass"
+    assert "verify" in result.state["done"] and result.state["verification"] == v
 
 
 def test_undo_swaps_the_original_disk_back(started, tmp_path):
@@ -154,36 +161,12 @@ def test_a_zonal_vm_gets_its_disk_copy_in_its_zone(started, tmp_path):
     assert any(r["kind"] == "resourceGroup" and "az group delete" in r["remove"] for r in result.resources())
 
 
-class _StopAt:
-    """A progress sink that presses Ctrl-C when the job announces phase ``phase``."""
-
-    WORDS = {"snapshot": "Snapshotting", "copy": "Copying", "group": "Creating resource group",
-             "network": "rescue VM's network", "rescue-vm": "Creating rescue VM", "offline-repair": "offline repair",
-             "detach": "Detaching", "stop": "Stopping VM", "swap": "Swapping in", "start": "Starting VM",
-             "verify": "Re-diagnosing", "cleanup": "Deleting resource group"}
-
-    def __init__(self, phase: str):
-        self.word = self.WORDS[phase]
-        self.fired = False
-
-    def info(self, text: str) -> None:
-        if not self.fired and self.word in text:
-            self.fired = True
-            raise KeyboardInterrupt
-
-    def status(self, text: str) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("phase", PHASES)
 def test_an_interruption_at_any_phase_leaves_a_record_that_resume_finishes(started, tmp_path, phase):
     emu = started("no-boot-rdp-disabled")
     original = _os_disk_name(emu)
     path = tmp_path / "audit.jsonl"
-    stop = _StopAt(phase)
+    stop = StopAt(phase)
 
     first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=stop)
 
@@ -210,7 +193,7 @@ def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
     emu = started("no-boot-rdp-disabled")
     original = _os_disk_name(emu)
     path = tmp_path / "audit.jsonl"
-    rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=_StopAt(phase))
+    rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(path), progress=StopAt(phase))
 
     result = undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
 

@@ -61,3 +61,27 @@ def test_yes_rescues_then_undo_restores_the_original_disk(emu, tmp_path):
     assert undone.exit_code == 0, undone.output
     with emu.state.lock:
         assert emu.vm().os_disk_name == original
+
+
+@pytest.mark.parametrize("phase", ["swap", "verify"])
+def test_resume_on_the_command_line_finishes_a_rescue_interrupted_at_a_phase(emu, tmp_path, phase):
+    """A rescue stopped by Ctrl-C (the library run, as the CLI runs it) leaves its record in the audit
+    log; `azrdp rescue VM --resume --audit-log PATH` continues from the first phase not done."""
+    from azrdp.audit import AuditLog
+    from azrdp.rescue import rescue
+    from tests.support.rescue_support import TARGET, StopAt, options, session_for
+
+    audit = tmp_path / "audit.jsonl"
+    first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(audit), progress=StopAt(phase))
+    assert first.verdict == "interrupted" and read_audit(audit)[-1]["phase"] == "interrupted"
+
+    resumed = run(emu, "--resume", audit=audit)
+
+    assert resumed.exit_code == 0, resumed.output
+    doc = json.loads(resumed.stdout)
+    assert doc["verdict"] == "verified" and doc["state"]["done"][-1] == "cleanup"
+    with emu.state.lock:
+        assert emu.vm().os_disk_name == first.state["copy"] and emu.guest().registry["fDenyTSConnections"] == 0
+    assert read_audit(audit)[-1]["phase"] == "finished"
+    again = run(emu, "--resume", audit=audit)
+    assert again.exit_code == 2 and "has ended; nothing to resume" in again.stderr

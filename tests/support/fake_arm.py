@@ -66,6 +66,9 @@ class VmSpec:
     agent: str | None = "Ready"
     os_type: str = "Windows"
     boot_diagnostics: bool = True
+    # The serial log behind retrieveBootDiagnosticsData: a Windows boot with SAC on, as Azure's
+    # Windows images start (no "Microsoft Azure VM Health Report": it is written only without SAC).
+    serial_log: str = "Windows Boot Manager\nComputer is booting, SAC started and initialized.\n"
     public_ip: str | None = "127.0.0.1"     # None: no public IP resource at all
     private_ip: str = "10.0.0.4"
     subnet_nsg_rules: list[dict] | None = None  # None: no NSG on the subnet
@@ -312,6 +315,11 @@ class FakeArm:
             status, headers, body = queued[0] if len(queued) == 1 and (request.method, key) in self.sticky \
                 else queued.pop(0)
             return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
+        if key.startswith("/_blobs/") and request.method == "GET":     # boot-diagnostics blobs (SAS, no token)
+            spec = next((v for v in self.specs.values() if key == f"/_blobs/{v.name.lower()}.serialconsole.log"), None)
+            if spec is None:
+                return 404, {}, ""
+            return 200, {"Content-Type": "text/plain; charset=utf-8"}, spec.serial_log
         if key == "/subscriptions":
             value = [{"subscriptionId": i, "displayName": n, "state": "Enabled"} for i, n in self.subscriptions]
             return 200, {"Content-Type": "application/json"}, json.dumps({"value": value})
@@ -333,7 +341,12 @@ class FakeArm:
             vm_key = key.rsplit("/", 1)[0]
             if vm_key not in self.resources:
                 return self._not_found(vm_key)
-            return 200, {"Content-Type": "application/json"}, json.dumps(self.boot_diagnostics[vm_key])
+            # Microsoft's REST example: both SAS URIs; by default on this fake's own blob path
+            blob = f"{self.base}/_blobs/{self.specs[vm_key].name}" if vm_key in self.specs else None
+            answer = self.boot_diagnostics.get(vm_key) or {
+                "consoleScreenshotBlobUri": blob and f"{blob}.screenshot.bmp?sv=fake-sas",
+                "serialConsoleLogBlobUri": blob and f"{blob}.serialconsole.log?sv=fake-sas"}
+            return 200, {"Content-Type": "application/json"}, json.dumps(answer)
         segments = key.split("/")
         if len(segments) >= 5 and segments[4] not in self.groups:
             return self._error(404, "ResourceGroupNotFound", f"Resource group '{path.split('/')[4]}' could not be found.")

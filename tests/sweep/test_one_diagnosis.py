@@ -65,3 +65,20 @@ def test_check_completes_the_diagnosis_it_read_once():
         operations = [c.operation for c in calls_of(emu, "vm-web-01")]
         assert operations.count("VirtualMachines_Get") == 1 and "VirtualMachines_InstanceView" not in operations
         assert operations.count("VirtualMachines_RunCommand") == 1
+
+
+def test_sweep_fix_reads_a_broken_vms_serial_log_once():
+    """A VM whose RDP does not answer has its serial log's health report read once (boot.health),
+    by the sweep's diagnosis; the repair that reads its guest before repairing (no wire evidence
+    from the firewall's silent drop: no fused mode) keeps that reading instead of asking again. The
+    healthy VM costs none."""
+    with Emulator.start(fleet={"healthy": 1, "firewall": 1}, speed=FAST, seed=3) as emu:
+        result = sweep(session_of(emu), Selection(), policy=FixPolicy.unattended(), source_ip=emu.state.client_ip,
+                       probe_timeout=PROBE_TIMEOUT)
+        by_name = {r.vm.name: r for r in result.results}
+        assert by_name["vm-firewall-001"].outcome == "fixed", by_name["vm-firewall-001"].summary
+        assert [r["payload"] for r in emu.state.run_commands] == ["diagnose", "repair"]   # guest read, repair
+        boot = [c for c in calls_of(emu, "vm-firewall-001") if c.operation == "VirtualMachines_RetrieveBootDiagnosticsData"]
+        assert len(boot) == 1
+        assert not [c for c in calls_of(emu, "vm-healthy-001")
+                    if c.operation == "VirtualMachines_RetrieveBootDiagnosticsData"]

@@ -50,10 +50,15 @@ def test_check_only_reports_every_vm_and_changes_nothing(fleet):
                   "SecurityRules_CreateOrUpdate"):
         assert fleet.count(write) == 0
     # the subscription's lists answered for all five VMs; the two running VMs that fail a check
-    # had their agent read (tests/sweep/test_sweep_reads.py counts reads in detail)
+    # had their agent read, and the one of them whose RDP does not answer (the NSG-blocked VM) its
+    # serial log's health report (tests/sweep/test_sweep_reads.py counts reads in detail)
     assert fleet.count("NetworkInterfaces_ListAll") == 1 and fleet.count("NetworkInterfaces_List") == 0
     assert fleet.count("Subnets_Get") == 0 and fleet.count("VirtualMachines_Get") == 0
-    assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2
+    assert fleet.count("VirtualMachines_InstanceView") == 2
+    assert fleet.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
+    assert [c.id for c in by_name["vm-nsg-blocked-001"].checks].count("boot.health") == 1
+    assert not any(c.id == "boot.health" for c in by_name["vm-healthy-001"].checks)
+    assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2 + 1
 
 
 def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
@@ -66,6 +71,21 @@ def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
     assert sorted(sent) == ["vm-0x904-001", "vm-healthy-001", "vm-healthy-002", "vm-nsg-blocked-001"]
     checks = {c.id for c in next(r for r in result.results if r.vm.name == "vm-0x904-001").checks}
     assert {"guest.cert", "guest.machinekeys", "guest.sessions"} <= checks
+
+
+def test_a_fix_sweep_points_an_agent_not_ready_vm_to_azrdp_rescue_with_its_cost(tmp_path):
+    """Issue 16 item 2: a VM whose agent is not Ready is not repaired (no Run Command: it would hang),
+    and its report says the way is `azrdp rescue`, with its time and temporary VM, beside what its
+    serial log's health report said (boot.health, read once)."""
+    with Emulator.start(fleet={"agent-not-ready": 1}, speed=FAST) as emu:
+        result = run_sweep(emu, guest=True, policy=FixPolicy.unattended(), audit_path=tmp_path / "audit.jsonl")
+        [vm] = result.results
+        assert vm.outcome == "unhealthy" and vm.repair["verdict"] == "not_attempted"
+        assert "`azrdp rescue vm-agent-not-ready-001 -g rg-azrdp-fleet` (about 10-30 minutes and a temporary " \
+               "rescue VM" in vm.summary
+        assert [c.id for c in vm.checks].count("boot.health") == 1
+        assert emu.count("VirtualMachines_RunCommand") == 0
+        assert emu.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
 
 
 def test_selection_by_tag_group_subscription_name_and_windows_only():

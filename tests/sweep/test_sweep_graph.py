@@ -13,7 +13,7 @@ import pytest
 from azrdp.emulator import Emulator
 from azrdp.emulator.scenarios import FleetLayout
 from azrdp.sweep import Selection, sweep
-from tests.support.sweep_support import FAST, tenant_session
+from tests.support.sweep_support import FAST, MIXED, tenant_session
 
 LIST_OPERATIONS = ("VirtualMachines_List", "VirtualMachines_ListAll", "NetworkInterfaces_ListAll",
                    "NetworkSecurityGroups_List", "NetworkSecurityGroups_ListAll", "PublicIPAddresses_List",
@@ -87,8 +87,7 @@ def test_a_healthy_fleet_costs_one_page_and_nothing_else():
 def test_a_refused_query_falls_back_to_the_lists_and_says_so_once(status, code):
     """The lists then cost exactly what they cost without Resource Graph (test_sweep_reads.py),
     plus the one refused query."""
-    with Emulator.start(fleet={"healthy": 2, "0x904": 1, "nsg-blocked": 1, "agent-not-ready": 1},
-                        speed=FAST) as emu:
+    with Emulator.start(fleet=MIXED, speed=FAST) as emu:
         emu.inject("refuse", operation="Resources", status=status, code=code, count=None)
         progress = Progress()
         result = run(emu, progress=progress)
@@ -97,7 +96,10 @@ def test_a_refused_query_falls_back_to_the_lists_and_says_so_once(status, code):
         assert len(said) == 1 and f"{status} {code}" in said[0] and "listing the fleet through ARM" in said[0]
         assert emu.count("Resources") == 1
         assert len([c for c in reads(emu) if c.operation != "Resources"]) == 6 + 2   # as without Resource Graph
-        assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2
+        # the agent of the two running VMs that fail a check, and the serial log's SAS URI of the one
+        # whose RDP does not answer (boot.health), as test_sweep_reads counts them
+        assert emu.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
+        assert result.reads["list_pages"] == 6 and result.reads["per_vm_reads"] == 2 + 1
         assert sorted(r.outcome for r in result.results) == ["healthy"] * 3 + ["unhealthy"] * 2
 
 

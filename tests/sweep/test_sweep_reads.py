@@ -37,14 +37,19 @@ def test_the_usual_layout_never_reads_a_nic_by_itself():
         result = run(emu)
         assert len(result.results) == sum(MIXED.values())
         assert emu.count("NetworkInterfaces_Get") == 0
-        # six lists of one page each; the agent of the two running VMs that fail a check
+        # six lists of one page each; the agent of the two running VMs that fail a check, and the
+        # serial log (a POST for its SAS URI, then the blob from storage) of the one whose RDP does
+        # not answer
         assert len(arm_reads(emu)) == 6 + 2
+        assert emu.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
+        assert result.reads["per_vm_reads"] == 2 + 1
 
 
 def test_a_fleet_costs_pages_and_only_its_broken_vms_cost_reads_of_their_own():
     """126 VMs (5% broken) over two subscriptions of two resource groups: per subscription six
     lists of ceil(items / page size) pages; per-VM reads only for the broken VMs (their agent,
-    one read each), none for a healthy one."""
+    one read each, and, as their RDP does not answer, the serial log's health report: one POST
+    for its SAS URI each), none for a healthy one."""
     mix = {"healthy": 120, "nsg-blocked": 6}
     with Emulator.start(fleet=mix, speed=FAST, layout=FleetLayout(subscriptions=2, resource_groups=2)) as emu:
         result = run(emu)
@@ -56,7 +61,8 @@ def test_a_fleet_costs_pages_and_only_its_broken_vms_cost_reads_of_their_own():
         assert result.reads["list_pages"] == pages
         assert {op: emu.count(op) for op in PER_VM_READS} == {op: 6 if op == "VirtualMachines_InstanceView" else 0
                                                                for op in PER_VM_READS}
-        assert len(arm_reads(emu)) == pages + 6 == result.reads["list_pages"] + result.reads["per_vm_reads"]
+        assert emu.count("VirtualMachines_RetrieveBootDiagnosticsData") == 6
+        assert len(arm_reads(emu)) + 6 == pages + 6 + 6 == result.reads["list_pages"] + result.reads["per_vm_reads"]
 
 
 def test_a_resource_group_selection_lists_only_those_groups():
