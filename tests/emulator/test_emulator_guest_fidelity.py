@@ -11,12 +11,7 @@ import pytest
 
 from azrdp.payloads import payload
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, REPAIR_STEPS
-from tests.support.emulator_support import payload_answer, run_payload, session_for
-
-
-def repair(emu, fake_credential, steps, **values):
-    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": steps, **values})
-    return result, {step["name"]: step for step in result["steps"]}
+from tests.support.emulator_support import payload_answer, repair, run_payload, session_for
 
 
 def one_disconnected(emu) -> None:
