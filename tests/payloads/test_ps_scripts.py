@@ -571,10 +571,17 @@ def test_change_helpers_take_their_paths_as_parameters():
     assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
     assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
     assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
-    # one place per value too: what change.ps1 sets, no including payload sets again
-    shared = set(re.findall(r"^\$(?:script:)?(\w+) = ", code, re.M))
-    assert {"BackupRootSddl", "BroadSids", "MaxKeyFiles", "Clock", "BackupFolder"} <= shared
-    for payload_id in ("repair", "rescue"):
+    # one place per value too: what an include sets, no including payload sets again
+    # ($MaxKeyFiles lives in common.ps1: diagnose bounds its MachineKeys walk with it too)
+    def assigned(text: str) -> set[str]:
+        return set(re.findall(r"^\$(?:script:)?(\w+) = ", text, re.M))
+
+    shared = assigned(code)
+    assert {"BackupRootSddl", "BroadSids", "Clock", "BackupFolder"} <= shared
+    common = assigned((PAYLOAD_DIR / "common.ps1").read_text())
+    assert "MaxKeyFiles" in common and not shared & common, shared & common
+    shared |= common
+    for payload_id in ("diagnose", "repair", "rescue"):
         own = set(re.findall(r"^\$(?:script:)?(\w+) = ", (PAYLOAD_DIR / f"{payload_id}.ps1").read_text(), re.M))
         assert not own & shared, (payload_id, own & shared)
 
