@@ -26,9 +26,9 @@ with ``guest=True``. With a fix policy, unhealthy VMs are repaired through azrdp
 unattended policy: rdp-config, cert, sessions and reboot; machinekeys-acl and machinekeys-rename
 only when allowed explicitly. A sweep never opens an NSG and never starts a deallocated VM.
 
-Scale: a healthy fleet costs about 4 Resource Graph pages per 1,000 VMs (a VM, its NIC, NSG and public
-IP are four rows; 0.004 reads per VM), or by ARM lists about 5 list pages per 50 VMs (0.104 reads
-per VM), and no read per VM (bench/README.md).
+Scale: a healthy fleet costs one Resource Graph page per 1,000 rows (a VM, its NIC, NSG and public IP
+are four: 5 pages for 1,000 VMs, 0.005 reads per VM), or by ARM lists about 5 list pages per 50 VMs
+(0.102 reads per VM), and no read per VM (bench/README.md).
 """
 
 from __future__ import annotations
@@ -258,24 +258,32 @@ class _Scope:
     lock: threading.Lock = field(default_factory=threading.Lock)
     cursor: int = 0        # how many of view.vms were looked at
     waiting: list[tuple[SelectedVm, str | None]] = field(default_factory=list)   # (VM, a reference not listed yet)
+    queued: set[str] = field(default_factory=set)     # VMs handed to a worker (never twice)
 
     def counted(self, reads: int) -> None:
         with self.lock:
             self.per_vm_reads += reads
 
-    def ready(self, selection: Selection, want_vnet: bool) -> list[SelectedVm]:
-        """The VMs whose whole RDP path and run time status the lists now hold (every selected VM
-        left, once every list is read): they can be checked and probed now."""
-        from azrdp.azure.inventory import listed_gap
-
-        view = self.view
+    def listed_anew(self, view: Any) -> None:
+        """The fleet is read again into ``view`` (Resource Graph gave up half way: the lists
+        now); VMs already handed to a worker stay theirs, with the view they were found in."""
         with self.lock:
+            self.view, self.cursor, self.waiting = view, 0, []
+
+    def ready(self, selection: Selection, want_vnet: bool) -> list[tuple[SelectedVm, Any]]:
+        """The VMs whose whole RDP path and run time status the view now holds (every selected VM
+        left, once it is complete), each with that view: they can be checked and probed now."""
+        from azrdp.azure.inventory import listed_gap
+        from azrdp.target import id_key
+
+        with self.lock:
+            view = self.view
             while self.cursor < len(view.vms):
                 vm = selected_vm(view, view.vms[self.cursor], selection)
                 self.cursor += 1
-                if vm is not None:
+                if vm is not None and id_key(vm.id) not in self.queued:
                     self.waiting.append((vm, None))
-            ready: list[SelectedVm] = []
+            ready: list[tuple[SelectedVm, Any]] = []
             still: list[tuple[SelectedVm, str | None]] = []
             for vm, missing in self.waiting:
                 if not view.complete:
@@ -289,7 +297,9 @@ class _Scope:
                     if missing is not None:
                         still.append((vm, missing))
                         continue
-                ready.append(vm)
+                if id_key(vm.id) not in self.queued:
+                    self.queued.add(id_key(vm.id))
+                    ready.append((vm, view))
             self.waiting = still
             return ready
 
@@ -326,10 +336,10 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
-    graph = _read_graph(next(iter(scopes.values())).session, [s for s, _ in subscriptions], selection, progress) \
-        if resource_graph else _GraphRead()
-    if graph.views is None:
-        progress.status(f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
+    graph = _GraphRead(resource_graph)
+    progress.status(f"Querying Azure Resource Graph for {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ..."
+                    if resource_graph else
+                    f"Listing the VMs and networks of {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ...")
 
     worker = _Worker(policy=policy, guest=guest, port=port, source_ip=source_ip, probe=probe,
                      probe_timeout=probe_timeout, fix_options=fix_options or {}, clock=clock,
@@ -342,27 +352,48 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
     lister = ThreadPoolExecutor(max_workers=min(len(scopes), 16), thread_name_prefix="azrdp-fleet")
 
     def start_ready(scope: _Scope) -> None:
-        """Called after every list page: the VMs whose evidence is in start at once."""
-        for vm in scope.ready(selection, want_vnet=bool(source_ip)):
+        """Called after every page: the VMs whose evidence is in start at once."""
+        for vm, view in scope.ready(selection, want_vnet=bool(source_ip)):
             with submit_lock:
                 counts["submitted"] += 1
-                pool.submit(worker.run, scope, vm).add_done_callback(finished.put)
+                pool.submit(worker.run, scope, vm, view).add_done_callback(finished.put)
 
     def listing(scope: _Scope) -> None:
-        if graph.views is not None:
-            scope.view = graph.views[scope.session.subscription_id.lower()]
-            start_ready(scope)
-            return
-        scope.view = FleetView(scope.session.subscription_id)
+        scope.listed_anew(FleetView(scope.session.subscription_id))
         read_fleet(scope.session, selection.resource_groups, view=scope.view,
                    on_page=lambda view: start_ready(scope))
         start_ready(scope)     # every list is read: whatever still waits starts now
 
-    try:
-        listings = set()
+    def graph_listing() -> None:
+        """Every subscription by one Resource Graph query, page by page (rows come ordered by
+        id, a resource group's VMs and network together); refused or given up: the lists."""
+        from azrdp.azure.resource_graph import GraphUnavailable, read_fleet_graph
+
+        def page(touched: set[str]) -> None:
+            for key in touched:
+                start_ready(scopes[key])
+
         for scope in scopes.values():
-            future = lister.submit(listing, scope)
-            listings.add(future)
+            scope.view = FleetView(scope.session.subscription_id)
+        try:
+            graph.pages = read_fleet_graph(next(iter(scopes.values())).session,
+                                           {key: scope.view for key, scope in scopes.items()},
+                                           selection.resource_groups, on_page=page)
+        except GraphUnavailable as why:
+            graph.pages, graph.used = why.pages, False
+            progress.info(f"Azure Resource Graph did not answer ({why.reason}): listing the fleet through ARM "
+                          "instead.")
+            with ThreadPoolExecutor(max_workers=min(len(scopes), 16), thread_name_prefix="azrdp-list") as lists:
+                for future in [lists.submit(listing, scope) for scope in scopes.values()]:
+                    future.result()
+            return
+        for scope in scopes.values():
+            start_ready(scope)  # every page is read: whatever still waits starts now
+
+    try:
+        listings = {lister.submit(graph_listing)} if resource_graph else \
+            {lister.submit(listing, scope) for scope in scopes.values()}
+        for future in listings:
             future.add_done_callback(finished.put)
         listing_left, handled = len(listings), 0
         while listing_left or handled < counts["submitted"]:
@@ -392,7 +423,7 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
     pool.shutdown(wait=True)
     progress.done()
     throttling = {sub: scope.backoff.to_dict() for sub, scope in scopes.items()}
-    reads = {"source": "resource-graph" if graph.views is not None else "arm-lists",
+    reads = {"source": "resource-graph" if graph.used else "arm-lists",
              "graph_pages": graph.pages,
              "list_pages": sum(s.view.pages for s in scopes.values() if s.view is not None),
              "per_vm_reads": sum(s.per_vm_reads for s in scopes.values()),
@@ -404,23 +435,8 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
 
 @dataclass
 class _GraphRead:
-    views: dict[str, Any] | None = None   # subscription (lower-case) -> complete FleetView; None: use the lists
-    pages: int = 0                        # Resource Graph query pages read (each a read)
-
-
-def _read_graph(session: AzureSession, subscriptions: list[str], selection: Selection,
-                progress: ProgressSink) -> _GraphRead:
-    """The fleet from Resource Graph, or (said once) no views: the ARM lists then."""
-    from azrdp.azure.resource_graph import GraphUnavailable, read_fleet_graph
-
-    progress.status(f"Querying Azure Resource Graph for {len(subscriptions)} subscription"
-                    f"{'s' if len(subscriptions) != 1 else ''} ...")
-    try:
-        views, pages = read_fleet_graph(session, subscriptions, selection.resource_groups)
-    except GraphUnavailable as why:
-        progress.info(f"Azure Resource Graph did not answer ({why.reason}): listing the fleet through ARM instead.")
-        return _GraphRead(None, why.pages)
-    return _GraphRead(views, pages)
+    used: bool                 # the fleet came from Resource Graph (False: the ARM lists)
+    pages: int = 0             # Resource Graph query pages read (each a read)
 
 
 def _total(per_subscription: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -445,14 +461,14 @@ class _Worker:
     audit_path: Any = None
     guest_slots: Any = None          # a semaphore: how many VMs read the guest or repair at once
 
-    def run(self, scope: _Scope, vm: SelectedVm) -> VmResult:
+    def run(self, scope: _Scope, vm: SelectedVm, view: Any) -> VmResult:
         start = self.clock.monotonic()
         try:
             if self.guest:
                 with self.guest_slots:
-                    result, diagnosis = self._check(scope, vm)
+                    result, diagnosis = self._check(scope, vm, view)
             else:
-                result, diagnosis = self._check(scope, vm)
+                result, diagnosis = self._check(scope, vm, view)
             if self.policy.enabled and result.outcome == "unhealthy":
                 with self.guest_slots:
                     result = self._fix(scope, vm, result, diagnosis)
@@ -468,7 +484,7 @@ class _Worker:
         result.seconds = self.clock.monotonic() - start
         return result
 
-    def _check(self, scope: _Scope, vm: SelectedVm) -> tuple[VmResult, Any]:
+    def _check(self, scope: _Scope, vm: SelectedVm, view: Any) -> tuple[VmResult, Any]:
         """From the fleet's lists (no read for a VM whose references they hold), then the wire
         probe. The VM agent is read (one read) only where it matters: before a guest read, and
         for a running VM that fails a check (a wire probe that finds RDP not answering is one);
@@ -481,8 +497,8 @@ class _Worker:
 
         target = vm.target()
         handle = scope.checking.vm(target)
-        inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=scope.view)
-        unconfirmed = bool(getattr(scope.view, "eventual", False))
+        inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=view)
+        unconfirmed = bool(view.eventual)
         if unconfirmed and self.guest:   # a guest read is judged from ARM's view of the VM, read once
             scope.counted(inventory.requests)
             inventory, unconfirmed = handle.inventory(want_vnet=bool(self.source_ip)), False

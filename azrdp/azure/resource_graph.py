@@ -37,7 +37,7 @@ registered, a query refused, the quota past the budget, an Azure failure) raises
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from azrdp.azure.fleet import FleetView
@@ -89,40 +89,46 @@ def parse_hhmmss(text: str | None) -> float | None:
     return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
 
 
-def read_fleet_graph(session: Any, subscriptions: Sequence[str], resource_groups: Iterable[str] = ()
-                     ) -> tuple[dict[str, FleetView], int]:
-    """A complete, ``eventual`` FleetView per subscription (keyed lower-case), from Resource
-    Graph, and the query pages it took; raises GraphUnavailable."""
+def read_fleet_graph(session: Any, views: dict[str, FleetView], resource_groups: Iterable[str] = (), *,
+                     on_page: Callable[[set[str]], None] | None = None) -> int:
+    """Fill ``views`` (subscription, lower-case -> FleetView) from Resource Graph: each is
+    marked ``eventual``, and ``complete`` once every page is in. ``on_page`` hears, after each
+    page, the subscriptions it touched (rows come ordered by id: a resource group's VMs and their
+    network resources arrive together, so its VMs can start before the last page). Returns the
+    query pages read; raises GraphUnavailable (``pages``: those read before)."""
     query = fleet_query(resource_groups)
-    views = {sub.lower(): FleetView(sub) for sub in subscriptions}
+    subscriptions = [view.subscription for view in views.values()]
     for view in views.values():
         view.eventual = True
     pages = 0
     try:
         for first in range(0, len(subscriptions), SUBSCRIPTIONS_PER_QUERY):
-            chunk = list(subscriptions[first:first + SUBSCRIPTIONS_PER_QUERY])
+            chunk = subscriptions[first:first + SUBSCRIPTIONS_PER_QUERY]
             token: str | None = None
             while True:
                 body = _page(session, {"subscriptions": chunk, "query": query,
                                        "options": {"$top": PAGE, "resultFormat": "objectArray",
                                                    **({"$skipToken": token} if token else {})}})
                 pages += 1
-                _file(views, body.get("data"))
                 token = body.get("$skipToken") or None
+                if not token and str(body.get("resultTruncated", "false")).lower() == "true":
+                    raise GraphUnavailable("Resource Graph truncated the result without a $skipToken")
+                touched = _file(views, body.get("data"))
+                if on_page is not None and touched:
+                    on_page(touched)
                 if not token:
-                    if str(body.get("resultTruncated", "false")).lower() == "true":
-                        raise GraphUnavailable("Resource Graph truncated the result without a $skipToken")
                     break
     except GraphUnavailable as err:
         err.pages = pages
         raise
     for view in views.values():
         view.complete = True
-    return views, pages
+    return pages
 
 
-def _file(views: dict[str, FleetView], data: Any) -> None:
-    """The page's rows into their subscriptions' views, ARM-shaped, one list page per kind."""
+def _file(views: dict[str, FleetView], data: Any) -> set[str]:
+    """The page's rows into their subscriptions' views, ARM-shaped, one list page per kind; the
+    subscriptions touched."""
     if not isinstance(data, list):
         raise GraphUnavailable("Resource Graph answered rows that are not an object array")
     pages: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -134,8 +140,9 @@ def _file(views: dict[str, FleetView], data: Any) -> None:
         if kind is None or view is None:
             continue
         pages.setdefault((view.subscription.lower(), kind), []).append(arm_body(row, kind))
-    for (sub, kind), items in sorted(pages.items(), key=lambda p: p[0][1] != "vm"):   # VMs first
+    for (sub, kind), items in pages.items():
         views[sub].add_page(kind, items, count=False)
+    return {sub for sub, _ in pages}
 
 
 def arm_body(row: dict[str, Any], kind: str) -> dict[str, Any]:

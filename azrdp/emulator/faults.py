@@ -56,8 +56,10 @@ class Fault:
     group: str | None = None         # throttle: the operation group named (default: the route's 3-minute window)
     status: int = 503                # server_error: 500 or 503; refuse: 400, 403 (its default), 404 or 409
     code: str | None = None          # refuse: ARM's error code (default AuthorizationFailed)
+    after: int = 0                   # let this many matching requests through first (a failure half way)
     accepted: bool = False           # server_error/connection_reset after the request was acted on
     fired: int = 0
+    passed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -110,6 +112,9 @@ class FaultBook:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(kind, operation, method, vm, accepted):
+                    if fault.passed < fault.after:
+                        fault.passed += 1
+                        continue
                     fault.fired += 1
                     return fault
         return None

@@ -124,9 +124,12 @@ function Get-LiveRdpKeyPath {
     # f686aace... file of another MachineGuid (left by a cloned image) is never opened by Windows.
     # Sources: Azure/repair-script-library win-fix-rdp-certificate.ps1 (prefix and container measured
     # on 2012 R2 to 2025); the unique container name's form: docs/emulator.md. $null: no MachineGuid.
-    $guid = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Cryptography' -Name 'MachineGuid'
+    # -Folder and -Cryptography: another Windows' MachineKeys and its Cryptography key (rescue.ps1:
+    # an offline volume and its loaded SOFTWARE hive).
+    param([string]$Folder = $MachineKeysPath, [string]$Cryptography = 'HKLM:\SOFTWARE\Microsoft\Cryptography')
+    $guid = Get-RegValue -Path $Cryptography -Name 'MachineGuid'
     if ([string]::IsNullOrEmpty([string]$guid)) { return $null }
-    return Join-Path -Path $MachineKeysPath -ChildPath ($RdpKeyFilter.TrimEnd('*') + [string]$guid)
+    return Join-Path -Path $Folder -ChildPath ($RdpKeyFilter.TrimEnd('*') + [string]$guid)
 }
 
 function Get-RdpKeyFacts {

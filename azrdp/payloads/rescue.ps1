@@ -30,7 +30,8 @@
                  and an SDDL list), makes the inherited ACEs of each key file explicit (so
                  restoring the folder ACL cannot leave a file with an empty DACL), then restores
                  the folder's default ACL when its DACL is not Windows' default, and gives the
-                 RDP key container NETWORK SERVICE read and SYSTEM full control.
+                 RDP key container (the live one, named for the offline MachineGuid) NETWORK
+                 SERVICE read and SYSTEM full control.
     firewall     The Remote Desktop rules (RemoteDesktop-*) in the offline
                  FirewallPolicy\FirewallRules: Active=FALSE -> Active=TRUE.
 
@@ -311,9 +312,19 @@ function Repair-Cert {
 
 # ---- machinekeys ----
 
+function Get-OfflineRdpKeyFiles {
+    # The offline Windows' live RDP key container (Get-LiveRdpKeyPath with its MachineGuid, from the
+    # loaded SOFTWARE hive): a f686aace... file of another MachineGuid (a cloned image's) is never
+    # opened by that Windows; every f686aace... file when the hive has no MachineGuid.
+    $p = Get-OfflinePaths
+    $live = Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\Microsoft\Cryptography')
+    return @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue |
+        Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })
+}
+
 function Read-MachineKeys {
     $p = Get-OfflinePaths
-    $files = @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue)
+    $files = @(Get-OfflineRdpKeyFiles)
     $read = $false
     if ($files.Count -gt 0) {
         $read = [bool](Test-Grant -Path $files[0].FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
@@ -337,7 +348,7 @@ function Repair-MachineKeys {
         Set-DefaultMachineKeysAcl -Path $p.machinekeys
         [void]$actions.Add('acl:folder-default')
     }
-    foreach ($key in @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File)) {
+    foreach ($key in @(Get-OfflineRdpKeyFiles)) {
         $acl = Get-Acl -LiteralPath $key.FullName
         foreach ($grant in @(@($SidNetworkService, 'Read'), @($SidSystem, 'FullControl'))) {
             $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]

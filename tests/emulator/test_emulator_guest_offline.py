@@ -54,6 +54,19 @@ def test_inherited_only_key_files_keep_their_aces_when_the_folder_acl_is_restore
     assert {"machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"} <= set(volume.backup_folders[BACKUP])
 
 
+def test_only_the_live_rdp_key_container_is_judged_and_granted(volume):
+    # A cloned image's container (another MachineGuid) is never opened by that Windows: a readable
+    # stale one does not hide a live one NETWORK SERVICE cannot read, and it is left as it is.
+    keys = volume.machinekeys
+    keys.rdp_key = KeyFile("f686aace6942fb7f7ceb231212eef4a4_vm-web-01-guid", network_service_read=False)
+    stale = KeyFile("f686aace6942fb7f7ceb231212eef4a4_image-guid", network_service_read=False, system_full=False)
+    keys.stale_rdp_keys = [stale]
+    _, steps = _rescue(volume)
+    assert steps["machinekeys"]["before"]["network_service_read"] is False
+    assert steps["machinekeys"]["actions"] == ["acl:rdp-key"] and keys.rdp_key.network_service_read
+    assert not stale.network_service_read and not stale.system_full
+
+
 def test_the_offline_folder_acl_propagates_as_windows_does():
     # The model the test above relies on: the same Set-Acl without making the ACEs explicit first
     # (the old rescue.ps1) leaves every inherited-only key file with an empty DACL.

@@ -303,7 +303,8 @@ def test_machinekeys_rename_judges_only_the_live_container_and_asks_the_cert_ste
     # was left with a keyless certificate when the cert step then held back.
     functions = pwsh_ast.functions(_tree("repair"))
     live = functions["Get-LiveRdpKeyPath"]
-    assert "Get-RegValue -Path 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography' -Name 'MachineGuid'" in live
+    assert "[string]$Cryptography = 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography'" in live
+    assert "Get-RegValue -Path $Cryptography -Name 'MachineGuid'" in live
     assert "$RdpKeyFilter.TrimEnd('*') + [string]$guid" in live
     usable = functions["Test-RdpKeyUsable"]
     assert "$live = Get-LiveRdpKeyPath" in usable and "Get-ChildItem" not in usable
@@ -570,6 +571,12 @@ def test_change_helpers_take_their_paths_as_parameters():
     assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
     assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
     assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
+    # one place per value too: what change.ps1 sets, no including payload sets again
+    shared = set(re.findall(r"^\$(?:script:)?(\w+) = ", code, re.M))
+    assert {"BackupRootSddl", "BroadSids", "MaxKeyFiles", "Clock", "BackupFolder"} <= shared
+    for payload_id in ("repair", "rescue"):
+        own = set(re.findall(r"^\$(?:script:)?(\w+) = ", (PAYLOAD_DIR / f"{payload_id}.ps1").read_text(), re.M))
+        assert not own & shared, (payload_id, own & shared)
 
 
 def _includes(**files: str):
@@ -804,6 +811,18 @@ def test_rescue_machinekeys_saves_checks_and_makes_inherited_aces_explicit_befor
     assert "$run.ExitCode -ne 0 -or" in save_body and "Get-Content -LiteralPath $file -Encoding Unicode -TotalCount 1" in save_body
     # the undo names the folder where it will run: the disk's own Windows drive once it boots
     assert "$note.Replace(('\"' + $OfflineVolume + '\\'), '\"%SystemDrive%\\')" in save_body
+
+
+def test_rescue_judges_and_grants_only_the_offline_windows_live_rdp_key_container():
+    # The first f686aace... file was judged, whatever its MachineGuid: a cloned image's stale
+    # container that NETWORK SERVICE can read hid a live one it cannot (nothing repaired).
+    functions = pwsh_ast.functions(_tree("rescue"))
+    files = functions["Get-OfflineRdpKeyFiles"]
+    assert "Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\\Microsoft\\Cryptography')" in files
+    assert "Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live }" in files
+    assert "$files = @(Get-OfflineRdpKeyFiles)" in functions["Read-MachineKeys"]
+    assert "foreach ($key in @(Get-OfflineRdpKeyFiles)) {" in functions["Repair-MachineKeys"]
+    assert "-Filter $RdpKeyFilter" not in functions["Read-MachineKeys"] + functions["Repair-MachineKeys"]
 
 
 def test_rescue_reads_the_offline_binding_as_the_online_payloads_do():

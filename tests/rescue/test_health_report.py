@@ -60,12 +60,11 @@ def test_no_report_a_cut_report_and_hostile_text_are_harmless():
 
 
 def test_the_emulator_writes_the_report_only_without_sac_and_rescue_reads_it():
-    from test_rescue import session_for
-
     from azrdp.audit import AuditLog
     from azrdp.emulator import Emulator
     from azrdp.rescue import RescueOptions, rescue
     from azrdp.target import Target
+    from tests.support.rescue_support import session_for
 
     with Emulator.start("agent-not-ready", speed=5000.0, seed=11) as emu:
         dry = rescue(session_for(emu), Target("vm-web-01", "rg-azrdp-demo"), RescueOptions(

@@ -67,13 +67,12 @@ def test_yes_rescues_then_undo_restores_the_original_disk(emu, tmp_path):
 def test_resume_on_the_command_line_finishes_a_rescue_interrupted_at_a_phase(emu, tmp_path, phase):
     """A rescue stopped by Ctrl-C (the library run, as the CLI runs it) leaves its record in the audit
     log; `azrdp rescue VM --resume --audit-log PATH` continues from the first phase not done."""
-    from test_rescue import TARGET, _StopAt, options, session_for
-
     from azrdp.audit import AuditLog
     from azrdp.rescue import rescue
+    from tests.support.rescue_support import TARGET, StopAt, options, session_for
 
     audit = tmp_path / "audit.jsonl"
-    first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(audit), progress=_StopAt(phase))
+    first = rescue(session_for(emu), TARGET, options(emu), audit=AuditLog(audit), progress=StopAt(phase))
     assert first.verdict == "interrupted" and read_audit(audit)[-1]["phase"] == "interrupted"
 
     resumed = run(emu, "--resume", audit=audit)

@@ -3,11 +3,10 @@ another generation, as Azure does."""
 
 from __future__ import annotations
 
-from test_rescue import TARGET, options, session_for
-
 from azrdp.audit import AuditLog
 from azrdp.emulator import Emulator
 from azrdp.rescue import rescue
+from tests.support.rescue_support import TARGET, options, session_for
 
 
 def test_a_gen1_vm_is_rescued_with_a_gen1_rescue_vm_and_disk():

@@ -19,6 +19,7 @@ from azrdp.emulator.urls import ROUTES
 from azrdp.target import Target
 from azrdp.ui import SILENT
 from tests.support.arm_actions import ACTIONS, actions_for
+from tests.support.rescue_support import StopAt
 from tests.support.sweep_support import FAST, PROBE_TIMEOUT, tenant_session
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -76,7 +77,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         emu.load(fleet={"agent-not-ready": 2})   # azrdp rescue: a whole rescue and its undo, and an
         rescue_log = shots / "rescue.jsonl"       # undo of one interrupted while the rescue VM runs
         options = RescueOptions(source_ip=client, wait_timeout=30, **fast)
-        for vm, progress in (("vm-agent-not-ready-001", SILENT), ("vm-agent-not-ready-002", _StopAt("offline-repair"))):
+        for vm, progress in (("vm-agent-not-ready-001", SILENT), ("vm-agent-not-ready-002", StopAt("offline-repair"))):
             rescue(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), progress=progress)
             undo(session_of(emu), Target(vm, rg), options, audit=AuditLog(rescue_log), records=read_audit(rescue_log))
         rescue_ops = operations(emu)
@@ -115,24 +116,6 @@ def test_rescue_role_grants_exactly_what_azrdp_rescue_adds(used):
     needed = actions_for(used["rescue"]) - set(role("azrdp-role.json")["Actions"])
     assert not needed - granted, f"the rescue role misses {sorted(needed - granted)}"
     assert not granted - needed, f"the rescue role grants what azrdp rescue never calls: {sorted(granted - needed)}"
-
-
-class _StopAt:
-    """Ctrl-C when the rescue announces its offline repair (the rescue VM exists by then)."""
-
-    def __init__(self, phase: str):
-        self.fired = False
-
-    def info(self, text: str) -> None:
-        if not self.fired and "offline repair" in text:
-            self.fired = True
-            raise KeyboardInterrupt
-
-    def status(self, text: str) -> None:
-        pass
-
-    def done(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("name", ["azrdp-role.json", "azrdp-network-role.json", "azrdp-rescue-role.json"])

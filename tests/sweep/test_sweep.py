@@ -73,6 +73,21 @@ def test_guest_reads_each_running_vm_once_with_a_ready_agent(fleet):
     assert {"guest.cert", "guest.machinekeys", "guest.sessions"} <= checks
 
 
+def test_a_fix_sweep_points_an_agent_not_ready_vm_to_azrdp_rescue_with_its_cost(tmp_path):
+    """Issue 16 item 2: a VM whose agent is not Ready is not repaired (no Run Command: it would hang),
+    and its report says the way is `azrdp rescue`, with its time and temporary VM, beside what its
+    serial log's health report said (boot.health, read once)."""
+    with Emulator.start(fleet={"agent-not-ready": 1}, speed=FAST) as emu:
+        result = run_sweep(emu, guest=True, policy=FixPolicy.unattended(), audit_path=tmp_path / "audit.jsonl")
+        [vm] = result.results
+        assert vm.outcome == "unhealthy" and vm.repair["verdict"] == "not_attempted"
+        assert "`azrdp rescue vm-agent-not-ready-001 -g rg-azrdp-fleet` (about 10-30 minutes and a temporary " \
+               "rescue VM" in vm.summary
+        assert [c.id for c in vm.checks].count("boot.health") == 1
+        assert emu.count("VirtualMachines_RunCommand") == 0
+        assert emu.count("VirtualMachines_RetrieveBootDiagnosticsData") == 1
+
+
 def test_selection_by_tag_group_subscription_name_and_windows_only():
     with Emulator.start(fleet={"healthy": 4}, speed=FAST) as emu:
         def change(backend):

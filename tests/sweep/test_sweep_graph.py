@@ -103,6 +103,19 @@ def test_a_refused_query_falls_back_to_the_lists_and_says_so_once(status, code):
         assert sorted(r.outcome for r in result.results) == ["healthy"] * 3 + ["unhealthy"] * 2
 
 
+def test_a_query_given_up_half_way_falls_back_without_sweeping_a_vm_twice():
+    """The first page's resource group starts from Resource Graph's rows; the second page is
+    refused: the lists are read and every VM is handled exactly once."""
+    with Emulator.start(fleet={"healthy": 264}, speed=FAST, layout=FleetLayout(resource_groups=2)) as emu:
+        emu.inject("refuse", operation="Resources", status=403, after=1, count=None)
+        progress = Progress()
+        result = run(emu, progress=progress)
+        names = [r.vm.name for r in result.results]
+        assert len(names) == len(set(names)) == 264 and result.counts()["healthy"] == 264
+        assert result.reads["source"] == "arm-lists" and result.reads["graph_pages"] == 1
+        assert emu.count("Resources") == 2 and len([s for s in progress.said if "Resource Graph" in s]) == 1
+
+
 def test_the_query_quota_is_waited_out_not_failed():
     """Resource Graph's quota (15 queries per 5 s per user): a page that finds it spent is
     answered 429 and waited out for x-ms-user-quota-resets-after on the session's clock."""
