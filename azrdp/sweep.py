@@ -492,7 +492,7 @@ class _Worker:
         fails nothing is 'unverified' without an agent read. From Resource Graph's rows (an
         index that lags ARM) only a running VM that answers RDP and fails nothing is judged; any
         other is read again from ARM (VM, instance view, network: the per-VM path) first."""
-        from azrdp.azure.checks import power_state
+        from azrdp.azure.checks import power_state, rdp_path
         from azrdp.diagnose import diagnose
 
         target = vm.target()
@@ -514,8 +514,12 @@ class _Worker:
                 # Resource Graph may lag ARM: only what the wire confirms is judged from its rows
                 scope.counted(inventory.requests)
                 inventory = handle.inventory(want_vnet=bool(self.source_ip))
-                probed = diagnosis.probe_result if power_state(inventory) == "running" else None
-                diagnosis = diagnose(scope.checking, target, inventory=inventory, probe_result=probed, **options)
+                # the probe stands only for the address ARM gives now (a Dynamic IP may have moved)
+                probe = diagnosis.probe_result
+                same = probe is not None and power_state(inventory) == "running" and \
+                    probe.host == rdp_path(inventory).public_address
+                diagnosis = diagnose(scope.checking, target, inventory=inventory,
+                                     probe_result=probe if same else None, **options)
                 result = _from_diagnosis(vm, diagnosis)
             elif not diagnosis.ok and running and not inventory.agent_known:
                 handle.read_agent(inventory)
