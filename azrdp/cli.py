@@ -17,7 +17,7 @@ import click
 
 from azrdp import __version__
 from azrdp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AzrdpError
-from azrdp.options import settings, shared_options
+from azrdp.options import CONTEXT_SETTINGS, settings, shared_options
 
 # name -> ("module:attribute", one-line summary for `azrdp --help`), in the order --help lists
 # them. Add a line when you add a command. The summary lives here so that `azrdp --help` lists
@@ -42,9 +42,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("azrdp.commands.emulator:emulator_group",
                  "Run the local Azure stand-in for your own scripts and runbooks."),
 }
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
 
 class _Failure(click.ClickException):
     """A typed azrdp error on its way out: one line on stderr and its documented exit code."""

@@ -64,9 +64,20 @@ def shared_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""Every command's own: Click 8.2+ builds a command's help option once, from the first context
+it sees, and keeps it; a command that took ``-h`` from its group only would lose it for good after
+one call without the group (a library caller, a test), and its --help text would change."""
+
+
 class AzrdpCommand(click.Command):
     """A command that refuses an empty value up front (``--host ''``, ``--subscription ''``): exit 2,
-    one line naming the option, before anything is read or sent. Every azrdp command uses it."""
+    one line naming the option, before anything is read or sent. Every azrdp command uses it, with
+    :data:`CONTEXT_SETTINGS` as its own context settings."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {**CONTEXT_SETTINGS, **(kwargs.get("context_settings") or {})}
+        super().__init__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         from azrdp.errors import UsageError

@@ -27,7 +27,7 @@ from typing import Any
 
 from azrdp.checks import Check, Status
 from azrdp.errors import UsageError
-from azrdp.payloads.schema import REPAIR_STEPS
+from azrdp.payloads.schema import REPAIR_STEPS, machinekeys_hardened
 
 GUEST_STEPS: tuple[str, ...] = REPAIR_STEPS
 STEP_NAMES: tuple[str, ...] = (*GUEST_STEPS, "reboot")      # what --step / --skip accept
@@ -158,7 +158,7 @@ def _acl_reasons(result: dict[str, Any]) -> list[str]:
     reasons = []
     if keys["files"] is None:
         reasons.append("SYSTEM cannot list the MachineKeys folder")
-    if not keys["default"]:
+    if not keys["default"] and not machinekeys_hardened(keys["sddl"]):   # hardened SY+BA works (#19)
         reasons.append(f"the MachineKeys folder SDDL is not the default ({keys['sddl']})")
     key = keys["rdp_key"]
     if key["present"] and not key["network_service_read"]:
@@ -195,15 +195,22 @@ def _cert_reason(checks: Sequence[Check]) -> str | None:
     return None
 
 
-def _separate_steps(diagnosis: Any) -> tuple[list[PlanStep], list[str]]:
+def _separate_steps(diagnosis: Any) -> tuple[list[PlanStep], list[str], list[str]]:
     result = diagnosis.guest.result
     checks = diagnosis.checks
     steps: list[PlanStep] = []
+    blockers: list[str] = []
     config = _rdp_config_reasons(result)
     if config:
         steps.append(PlanStep("rdp-config", "guest", "; ".join(config)))
     acl = _acl_reasons(result)
-    if acl:
+    if acl and (result.get("machinekeys") or {}).get("nested"):
+        # The payload would hold the step back (RECHECK new H-2): not planned, said what to do instead.
+        from azrdp.guest.checks import NESTED_MACHINEKEYS_REMEDY
+
+        blockers.append(f"{'; '.join(acl)}, and MachineKeys holds a subfolder or reparse point: "
+                        f"{NESTED_MACHINEKEYS_REMEDY}")
+    elif acl:
         steps.append(PlanStep("machinekeys-acl", "guest", "; ".join(acl)))
     rename = _rename_reason(result, acl)
     if rename:
@@ -221,7 +228,7 @@ def _separate_steps(diagnosis: Any) -> tuple[list[PlanStep], list[str]]:
     sessions = _check(checks, "guest.sessions")
     if sessions is not None and sessions.status is Status.FAIL and not seats:
         notes.append("only active sessions hold the seats: azrdp logs no one off who is working")
-    return steps, notes
+    return steps, notes, blockers
 
 
 def _fused_steps(diagnosis: Any) -> list[PlanStep]:
@@ -356,8 +363,9 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     guest = getattr(diagnosis, "guest", None)
     if guest is not None:
-        steps, notes = _separate_steps(diagnosis)
+        steps, notes, blockers = _separate_steps(diagnosis)
         result.notes += notes
+        result.blockers += blockers
     elif fused_eligible(checks, diagnosis.probe_result):
         result.mode = "fused"
         steps = _fused_steps(diagnosis)
@@ -397,10 +405,13 @@ def plan(diagnosis: Any, *, force_steps: Sequence[str] = (), skip_steps: Sequenc
 
     if guest_steps:
         seats_step = chosen.get("sessions")
+        cert_step = chosen.get("cert")
         forced_seats = seats_step is not None and seats_step.forced
         result.values = {"Steps": [s.name for s in guest_steps], "LogOffActive": bool(log_off_active),
                          "LogOffOnlyWhenFull": bool(seats_step is not None and not seats_step.forced)}
-        if forced_seats:  # asked with --step sessions: also on RD Session Hosts / multi-session hosts
+        # Asked with --step sessions (it logs off) or --step cert (its TermService restart disconnects
+        # every user): also on RD Session Hosts / multi-session / AVD hosts, which refuse otherwise.
+        if forced_seats or (cert_step is not None and cert_step.forced):
             result.values["MultiSession"] = True
         if run_id:
             result.values["RunId"] = run_id

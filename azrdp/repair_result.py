@@ -26,6 +26,22 @@ _OUTCOME_WORDS = {"cert_expired": "its certificate has expired", "cert_not_yet_v
 
 
 
+UNTRUSTED_BACKUP_ROOT = "backup folder "
+"""How the repair payload's errors begin when %ProgramData%\\azrdp (or its backup folder) is a
+reparse point or has a foreign owner: it then backs nothing up there, and every step that needs a
+backup fails before changing anything (desk review finding 22)."""
+
+
+def untrusted_backup_root_advice(target: Target) -> str:
+    """What to do when someone else made the backup root first: it blocks every backing-up step for
+    good until an administrator moves it aside (azrdp never takes over a folder it did not make)."""
+    return (r"C:\ProgramData\azrdp was made by someone else (a junction, or a folder another account owns), so "
+            "azrdp keeps no backups there and changes nothing that needs one: as an administrator on the VM, look "
+            r"at it (`icacls C:\ProgramData\azrdp`, `dir /al C:\ProgramData`), move it aside (`move "
+            r"C:\ProgramData\azrdp C:\ProgramData\azrdp.untrusted`), then run "
+            f"`azrdp fix {target.name} -g {target.resource_group}` again")
+
+
 @dataclass
 class RepairResult(JobResult):
     """What a fix did (azrdp.job.JobResult: before, actions, verification, after, verdict, error, audit)."""
@@ -192,6 +208,8 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
         for s in repair.steps:
             if s["status"] in ("failed", "skipped"):
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
+        if any((s["error"] or "").startswith(UNTRUSTED_BACKUP_ROOT) for s in repair.steps):
+            steps.append(untrusted_backup_root_advice(target))
         final = repair.result.get("termservice")
         if final not in (None, "Running"):
             steps.append(f"TermService is {final} after the repair (the payload could not start it again): restart "

@@ -376,11 +376,21 @@ class _Job(Job[RescueResult], Verifier):
     def _tags(self) -> dict[str, str]:
         return {"azrdp-rescue-of": str(self.state["vm_id"]), "azrdp-rescue-id": self.state["rescue_id"]}
 
+    def _ours(self, resource: dict[str, Any] | None) -> bool:
+        """A snapshot or disk this rescue asked for before an interruption (tagged with its id): a
+        resumed phase waits for it instead of sending the create again."""
+        tags = (resource or {}).get("tags") or {}
+        return resource is not None and tags.get("azrdp-rescue-id") == self.state["rescue_id"]
+
     def phase_snapshot(self) -> dict[str, Any]:
         s = self.state
         self.say(f"Snapshotting OS disk {s['original_disk']['name']} as {s['snapshot']} (kept) ...")
-        snap = self.arm.snapshot_disk(s["resource_group"], s["snapshot"], source_id=s["original_disk"]["id"],
-                                      location=s["location"], tags=self._tags())
+        rg = s["resource_group"]
+        if self._ours(self.arm.snapshot(rg, s["snapshot"])):     # asked for before an interruption
+            snap = self.arm.provisioned(lambda: self.arm.snapshot(rg, s["snapshot"]), what=f"snapshot {s['snapshot']}")
+        else:
+            snap = self.arm.snapshot_disk(rg, s["snapshot"], source_id=s["original_disk"]["id"],
+                                          location=s["location"], tags=self._tags())
         return {"resource": {"kind": "snapshot", "id": snap.get("id"),
                              "remove": f"az snapshot delete -g {s['resource_group']} -n {s['snapshot']}"}}
 
@@ -389,8 +399,12 @@ class _Job(Job[RescueResult], Verifier):
         self.say(f"Copying the snapshot to disk {s['copy']} (the one azrdp repairs) ...")
         snap_id = f"/subscriptions/{self.arm.subscription}/resourceGroups/{s['resource_group']}/providers/" \
                   f"Microsoft.Compute/snapshots/{s['snapshot']}"
-        disk = self.arm.copy_disk(s["resource_group"], s["copy"], source_id=snap_id, location=s["location"],
-                                  zones=s["zones"], sku=s["original_disk"]["sku"], tags=self._tags())
+        rg = s["resource_group"]
+        if self._ours(self.arm.disk(rg, s["copy"])):
+            disk = self.arm.provisioned(lambda: self.arm.disk(rg, s["copy"]), what=f"disk {s['copy']}")
+        else:
+            disk = self.arm.copy_disk(rg, s["copy"], source_id=snap_id, location=s["location"],
+                                      zones=s["zones"], sku=s["original_disk"]["sku"], tags=self._tags())
         s["copy_id"] = disk.get("id")
         return {"resource": {"kind": "disk", "id": disk.get("id"),
                              "remove": f"az disk delete -g {s['resource_group']} -n {s['copy']}"}}
@@ -503,7 +517,8 @@ class _Job(Job[RescueResult], Verifier):
                 if s.get("power_before") != "deallocated":
                     self.step_undo("start", lambda: self.rescued_vm().start(timeout=self.options.operation_timeout),
                                    f"Starting VM {s['vm']} on its original disk ...")
-        elif "stop" in done and "start" not in done and s.get("power_before") == "running":
+        elif ("stop" in done or s.get("interrupted_in") == "stop") and "start" not in done \
+                and s.get("power_before") == "running":     # a stop in flight may have stopped it
             self.step_undo("start", lambda: self.rescued_vm().start(timeout=self.options.operation_timeout),
                            f"Starting VM {s['vm']} again ...")
         if "group" in done or "group" == self.state.get("interrupted_in"):

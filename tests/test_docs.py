@@ -72,3 +72,19 @@ def test_every_command_azrdp_lists_is_in_the_reference():
     assert listed == set(COMMANDS)     # derived from the CLI: a new command cannot be left out
     for args in reference.COMMANDS:
         assert f"### `azrdp {' '.join(args)} --help`" in README
+
+
+def test_a_command_called_without_its_group_keeps_its_help_and_the_reference():
+    """Click builds a command's help option once, from the first context it sees: a command that
+    took ``-h`` from the group only lost it for good after one call on its own (a sweep test did
+    that), and the reference check then failed for every later test. Each command has ``-h`` of
+    its own (a fresh one here: the real ones' help options are already built by earlier tests)."""
+    from click.testing import CliRunner
+
+    from azrdp.options import AzrdpCommand
+
+    fresh = AzrdpCommand("fresh", callback=lambda: None, help="A command on its own.")
+    result = CliRunner().invoke(fresh, ["-h"])
+    assert result.exit_code == 0 and "-h, --help" in result.output
+    reference = _reference_module()
+    assert reference.current(README) == reference.reference()

@@ -102,6 +102,25 @@ class Arm:
                         client=self.compute, action="disk copy", doing=f"creating disk {rg}/{name}")
         return wire_dict(out.result)
 
+    def provisioned(self, read: Callable[[], dict[str, Any] | None], *, what: str) -> dict[str, Any]:
+        """A resource an earlier, interrupted run already asked ARM for (its PUT was sent, its answer
+        never read): polled with ``read`` until its provisioningState is Succeeded, within the
+        operation timeout. Failed (or gone) is an AzureOperationError: it cannot be reused."""
+        deadline = self.clock.monotonic() + self.timeout
+        while True:
+            body = read()
+            state = ((body or {}).get("properties") or {}).get("provisioningState")
+            if body is None or str(state).lower() == "failed":
+                raise AzureOperationError(f"{what} from the interrupted run is {'gone' if body is None else 'Failed'}.",
+                                          hint="`azrdp rescue VM --undo` reverses the rescue; then start a new one.")
+            if str(state).lower() == "succeeded":
+                return body
+            pause = max(self.polling_interval or 0.0, 1.0)
+            if self.clock.monotonic() + pause > deadline:
+                raise OperationTimeout(f"{what} was still {state} after {self.timeout:g} s.",
+                                       hint="`azrdp rescue VM --resume` continues once Azure has caught up.")
+            self.clock.sleep(pause)
+
     # -- the rescue group and VM -----------------------------------------------------------------
     def create_group(self, name: str, *, location: str, tags: dict[str, str]) -> dict[str, Any]:
         response = self._raw("PUT", f"/subscriptions/{self.subscription}/resourcegroups/{name}",

@@ -10,10 +10,10 @@ import click
 
 from azrdp.commands.numbers import MAX_SPEED, Number
 from azrdp.errors import UsageError
-from azrdp.options import AzrdpCommand, settings, shared_options
+from azrdp.options import CONTEXT_SETTINGS, AzrdpCommand, settings, shared_options
 
 
-@click.group("emulator")
+@click.group("emulator", context_settings=CONTEXT_SETTINGS)
 def emulator_group() -> None:
     """A local Azure stand-in: ARM over HTTP, simulated Windows guests, real RDP listeners."""
 

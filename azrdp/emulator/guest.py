@@ -70,6 +70,7 @@ class Certificate:
     provider: str = "capi"        # capi (RSA\MachineKeys) | cng
     decrypt_only: bool = False    # a CNG key whose usage allows decryption only: it refuses to sign
     key_ok: bool = True           # an admin certificate's own key container works (self-signed: the RDP container)
+    key_denied: bool = False      # an admin certificate's key container refuses SYSTEM (CNG NTE_PERM, CAPI NTE_BAD_KEYSET)
     serial: int = 0
     _material: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False, compare=False)
 
@@ -157,10 +158,16 @@ class KeyFile:
     network_service_read: bool = True
     system_full: bool = True
     inherited_only: bool = False  # every ACE inherited from the folder (after `icacls /reset /t`)
+    damaged: bool = False         # not empty, SYSTEM opens it, yet the key in it is unreadable (NTE_BAD_KEYSET)
 
     @property
     def corrupt(self) -> bool:
         return self.size == 0
+
+    @property
+    def unusable(self) -> bool:
+        """No key can be used from it: empty, or damaged inside."""
+        return self.corrupt or self.damaged
 
 
 @dataclass
@@ -175,6 +182,7 @@ class MachineKeys:
     empty_dacl_files: int = 0      # other key files left with an empty DACL: nobody can read them
     explicit_broad_files: int = 0  # key files with an explicit ACE for Everyone/Users: any local user reads them
     subfolders: int = 0            # directories (a junction too) inside: none on stock Windows; any local user may add one
+    propagated_into: int = 0       # subfolders a folder ACL write's propagation walked into (a junction's target too)
 
     @property
     def dacl(self) -> str:
@@ -199,6 +207,9 @@ class MachineKeys:
         propagates any inheritable ACEs to existing child objects"; "Automatic Propagation of
         Inheritable ACEs")."""
         self.sddl = sddl
+        # The propagation walks every child, a planted junction too (unverified whether
+        # SetNamedSecurityInfo follows a mount point there: docs/emulator.md).
+        self.propagated_into += self.subfolders
         if "OICI" in sddl.split("D:", 1)[-1]:
             return                  # inheritable ACEs: children inherit them
         self.empty_dacl_files += self.inherited_only_files
@@ -245,6 +256,14 @@ class MachineKeys:
         return self.default or bool(re.search(r"\(A;[^;]*;(FA|GA|0x1f01ff|0x12019f);;;SY\)", self.dacl, re.IGNORECASE))
 
     @property
+    def broad_grant(self) -> bool:
+        """Does Everyone, Authenticated Users or Users hold more on the folder than Windows' default
+        Everyone grant 0x12019f (read, list, create files and folders)? A forum fix's Everyone:F."""
+        within = ("0x12019f", "0x120089", "0x1200a9", "FR", "GR")
+        return any(sid in BROAD_SIDS and rights.lower() not in {w.lower() for w in within}
+                   for rights, sid in re.findall(r"\(A;[^;]*;([^;]*);;;([^)]*)\)", self.dacl))
+
+    @property
     def files(self) -> int:
         return self.other_files + len(self.stale_rdp_keys) + (1 if self.rdp_key else 0)
 
@@ -258,6 +277,10 @@ class BackupRoot:
     owner: str = "S-1-5-18"       # SYSTEM when absent or made by azrdp
     reparse_point: bool = False
     protected: bool = False       # azrdp's SYSTEM/Administrators-only DACL is on it
+    # disconnected-by-azrdp.txt: the sign-ins (session id, user, logon time) a cert step's
+    # TermService restart disconnected, with the guest time it was written (repair.ps1's
+    # Save-DisconnectedRecord); a file on disk, so it outlives the payload and a reboot.
+    disconnected: list[tuple[tuple[int, str | None, float | None], float]] = field(default_factory=list)
 
     def take(self) -> None:
         """change.ps1's Confirm-ProtectedFolder: a reparse point or a folder owned by anyone but
@@ -319,6 +342,13 @@ class Session:
     state: str                    # Active | Disc | Conn ...
     idle_min: int | None = None
     gone_at: float | None = None  # logging off: the session disappears at this guest time
+    logon_at: float | None = None         # WTSINFOW LogonTime (guest time); None: not known
+    disconnected_at: float | None = None  # WTSINFOW DisconnectTime (guest time) of a Disc session
+
+    @property
+    def key(self) -> tuple[int, str | None, float | None]:
+        """One sign-in (repair.ps1's Get-SessionKey): ids are reused, the logon time tells them apart."""
+        return (self.id, self.user, self.logon_at)
 
 
 @dataclass
@@ -476,6 +506,7 @@ class WindowsGuest:
             for session in self.sessions:
                 if session.state == "Active" and session.name != "console" and session.user:
                     session.state, session.name, session.idle_min = "Disc", None, 0
+                    session.disconnected_at = self.clock()   # unverified: DisconnectTime set by this disconnect
         service.state = "StopPending" if service.hang == "stop" else "Stopped"
 
     def wait_for_status(self, name: str, want: str) -> bool:
@@ -506,9 +537,9 @@ class WindowsGuest:
         says)? Self-signed RDP certificates keep it in the RDP key container; TermService opens
         it as NETWORK SERVICE."""
         if not cert.self_signed:
-            return cert.key_ok  # an admin-installed certificate: its key is not in the RDP container
+            return cert.key_ok and not cert.key_denied  # an admin's certificate: its key is not in the RDP container
         key = self.machinekeys.rdp_key
-        if key is None or key.corrupt:
+        if key is None or key.unusable:
             return False
         return key.network_service_read if as_network_service else key.system_full
 
@@ -550,7 +581,7 @@ class WindowsGuest:
         if current is not None and not current.expired(now):
             return
         key = self.machinekeys.rdp_key
-        broken = key is not None and (key.corrupt or not key.system_full)
+        broken = key is not None and (key.unusable or not key.system_full)
         if broken or (key is None and not self.machinekeys.writable):
             self.log("rcm_1057" if current is None else "rcm_1058")
             return
@@ -654,7 +685,10 @@ class WindowsGuest:
 
     def add_session(self, user: str, state: str = "Disc", idle_min: int | None = 1_440) -> Session:
         next_id = max(s.id for s in self.sessions) + 1
-        session = Session(next_id, None if state == "Disc" else f"rdp-tcp#{next_id}", user, state, idle_min)
+        now = self.clock()
+        session = Session(next_id, None if state == "Disc" else f"rdp-tcp#{next_id}", user, state, idle_min,
+                          logon_at=now - 60 * (idle_min or 0) - 3_600,
+                          disconnected_at=now - 60 * (idle_min or 0) if state == "Disc" else None)
         self.sessions.append(session)
         return session
 

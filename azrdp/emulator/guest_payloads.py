@@ -34,6 +34,7 @@ from azrdp.payloads.schema import (
     BACKUP_PATH,
     CERT_LIST_MAX,
     MACHINEKEYS_DEFAULT_SDDL,
+    MACHINEKEYS_SDDL_MAX,
     REPAIR_STEPS,
     RESULT_MARKER,
     SERVICE_NAMES,
@@ -42,6 +43,8 @@ from azrdp.payloads.schema import (
 
 UNKNOWN_SCRIPT = ("The azrdp emulator's simulated Windows guest runs only the payloads azrdp ships "
                   f"({', '.join(payload_ids())}), byte for byte; this script is not one of them.")
+
+FIREWALL_REFUSAL = "Access denied"   # what a refused NetSecurity query says here (guest.firewall_readable)
 
 
 def identify(script: list[Any]) -> str | None:
@@ -152,9 +155,14 @@ def test_private_key(guest: WindowsGuest, cert: Certificate) -> bool | None:
         return True
     # Get-KeyFailureVerdict: the environment, not the key, refused. SYSTEM denied by the key file's
     # ACL is E_ACCESSDENIED (machinekeys-acl's fault); with KeyIso (CNG Key Isolation) not running a
-    # good key fails too (unverified: which CAPI operations need it).
+    # good key fails too (unverified: which CAPI operations need it). An admin's key container that
+    # refuses SYSTEM answers NTE_PERM (CNG) or NTE_BAD_KEYSET (CAPI): could not test (RECHECK #5).
+    # RDP's own certificate with its container gone or damaged inside (NTE_BAD_KEYSET while SYSTEM
+    # opens the file) is broken (RECHECK #7).
     key = guest.machinekeys.rdp_key
     if cert.self_signed and key is not None and not key.corrupt and not key.system_full:
+        return None
+    if not cert.self_signed and cert.key_denied:
         return None
     return False if guest.running("KeyIso") else None
 
@@ -184,8 +192,22 @@ def _rdp_key(keys: MachineKeys) -> dict[str, Any]:
 
 def _machinekeys(guest: WindowsGuest) -> dict[str, Any]:
     keys = guest.machinekeys   # the SDDL first; files null when SYSTEM cannot list the folder (review #18)
-    return {"sddl": limit_text(keys.sddl, 152), "default": keys.default,
-            "files": keys.files if keys.listable else None, "rdp_key": _rdp_key(keys)}
+    return {"sddl": limit_text(keys.sddl, MACHINEKEYS_SDDL_MAX), "default": keys.default,
+            "files": _listed_files(keys), "nested": _nested(keys), "rdp_key": _rdp_key(keys)}
+
+
+def _listed_files(keys: MachineKeys) -> int | None:
+    """Get-MachineKeysListing's count: it stops after MAX_KEY_FILES + 1 files (desk finding 6)."""
+    return min(keys.files, MAX_KEY_FILES + 1) if keys.listable else None
+
+
+def _nested(keys: MachineKeys) -> bool | None:
+    """Get-MachineKeysListing: a subfolder or reparse point seen; None when not listed to the end."""
+    if not keys.listable:
+        return None
+    if keys.subfolders:
+        return True
+    return None if keys.files > MAX_KEY_FILES else False
 
 
 def _user_sessions(guest: WindowsGuest) -> list[Session]:
@@ -327,7 +349,7 @@ def _firewall(guest: WindowsGuest, errors: list[dict[str, Any]]) -> dict[str, An
     state still stands, the rest is null and an error names the section."""
     service = "Running" if guest.running("MpsSvc") else "Stopped"
     if not guest.firewall_readable:
-        errors.append({"section": "firewall", "message": "Access denied"})
+        errors.append({"section": "firewall", "message": FIREWALL_REFUSAL})
         return {"service": service, "profiles": None, "rdp_rules": None, "rdp_rules_enabled": None,
                 "port_allowed": None, "blocked": None}
     rules, enabled = _fw_counts(guest)
@@ -355,6 +377,7 @@ DEADLINE_SECONDS = 480        # repair.ps1 $script:DeadlineSeconds (on a Stopwat
 RESERVE_SECONDS = 90          # $ResultReserveSeconds: the final TermService guarantee and the result line
 SERVICE_WAIT_SECONDS = 60     # $ServiceWaitSeconds: the longest one service wait
 SEAT_MODES_MULTI = ("rdsh", "multi", "avd")
+PROTECT_SECONDS = 24 * 3600   # $ProtectHours: sessions a cert step's restart disconnected are kept this long
 MAX_KEY_FILES = 20000         # $MaxKeyFiles: more MachineKeys files than a step walks inside its deadline
 
 
@@ -385,8 +408,9 @@ class _RepairRun:
         self.values = values
         self.folder: str | None = None
         self.started = guest.payload_elapsed
-        self.disc_at_start: set[int] = set()
-        self.active_at_start: set[int] = set()
+        self.start_clock = guest.clock()            # $script:StartFileTime
+        self.disc_at_start: set[tuple[int, str | None, float | None]] = set()     # Session.key
+        self.active_at_start: set[tuple[int, str | None, float | None]] = set()
 
     def seconds_left(self) -> float:
         """Get-SecondsLeft."""
@@ -411,6 +435,24 @@ class _RepairRun:
             self.guest.backup_folders[path] = ["run-id.txt"]
             self.folder = path
         return self.folder
+
+    def recently_disconnected(self) -> set[tuple[int, str | None, float | None]]:
+        """Read-DisconnectedRecord: the sign-ins a cert step's restart disconnected in the last 24 h."""
+        now = self.guest.clock()
+        return {key for key, at in self.guest.backup_root.disconnected if now - at < PROTECT_SECONDS}
+
+    def record_disconnected(self) -> None:
+        """Save-DisconnectedRecord, just before the TermService restart: the remote sessions Active
+        now, in the protected root (made and checked first: a foreign-owned root throws, and the
+        restart is not made); entries older than 24 h are dropped."""
+        rows = [s for s in _user_sessions(self.guest) if s.state == "Active" and s.id != 0 and s.name != "console"]
+        if not rows:
+            return
+        self.back_up("undo.txt")
+        now = self.guest.clock()
+        root = self.guest.backup_root
+        root.disconnected = [(key, at) for key, at in root.disconnected if now - at < PROTECT_SECONDS]
+        root.disconnected += [(s.key, now) for s in rows]
 
     def back_up(self, name: str) -> str:
         folder = self.backup_folder()
@@ -535,12 +577,18 @@ def _group_covers_port(guest: WindowsGuest) -> bool:
 
 
 def _rdp_config_state(guest: WindowsGuest) -> dict[str, Any]:
+    """Read-RdpConfigState: deny and the services, then the firewall in its own try (null when the
+    NetSecurity queries are refused: RECHECK #12)."""
+    state = {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
+             "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
+             "fw_rules": None, "fw_rules_enabled": None, "custom_rule": None}
+    if not guest.firewall_readable:
+        return state
     rules, enabled = _fw_counts(guest)
     rule = _custom_rule(guest)
     custom = (rule.enabled and rule.port == guest.port) if rule is not None else (False if guest.port != 3389 else None)
-    return {"deny": guest.registry["fDenyTSConnections"], "deny_policy": guest.registry["policy.fDenyTSConnections"],
-            "port": guest.registry["PortNumber"], "services": _services(guest, ("TermService", "SessionEnv")),
-            "fw_rules": rules, "fw_rules_enabled": enabled, "custom_rule": custom}
+    state.update(fw_rules=rules, fw_rules_enabled=enabled, custom_rule=custom)
+    return state
 
 
 def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -559,6 +607,11 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         if service["state"] != "Running":
             _start_bounded(run, name)
             actions.append(f"start:{name}")
+    info = {"policy_forces_deny": before["deny_policy"] == 1, "actions": actions[:ACTIONS_MAX]}
+    if before["fw_rules"] is None:                   # repaired what it could; the firewall part said apart
+        return Outcome(changed=bool(actions), info=info, skip=f"firewall not readable: {FIREWALL_REFUSAL}")
+    if not 1 <= guest.port <= 65535:
+        return Outcome(changed=bool(actions), info=info, skip=f"PortNumber {guest.port} is no TCP port; firewall not changed")
     disabled = [r for r in guest.firewall_rules if r.name in USER_MODE_RULES and not r.enabled]
     if disabled:
         for disabled_rule in disabled:
@@ -581,7 +634,7 @@ def _rdp_config(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _machinekeys_state(guest: WindowsGuest) -> dict[str, Any]:
     """Read-MachineKeysState: what both MachineKeys steps report before and after."""
     keys = guest.machinekeys
-    return {"default": keys.default, "files": keys.files if keys.listable else None, "rdp_key": _rdp_key_acl(keys)}
+    return {"default": keys.default, "files": _listed_files(keys), "rdp_key": _rdp_key_acl(keys)}
 
 
 def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -598,13 +651,17 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         run.back_up("undo.txt")
         keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
         actions.append("acl:list")
-    if keys.files > MAX_KEY_FILES:                   # counted with EnumerateFiles before any change
-        return Outcome(changed=bool(actions), info={"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions},
-                       skip=f"held back: MachineKeys holds over {MAX_KEY_FILES} files")
+    held = {"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions}
+    if keys.files > MAX_KEY_FILES:                   # Get-MachineKeysListing, before any change
+        return Outcome(changed=bool(actions), info=held, skip=f"held back: MachineKeys holds over {MAX_KEY_FILES} files")
+    if keys.subfolders:                              # a junction could carry the propagation (RECHECK new H-2)
+        return Outcome(changed=bool(actions), info=held, skip="held back: MachineKeys holds a subfolder")
     backup = run.back_up("machinekeys.acl")          # icacls /save, before any change
     run.back_up("machinekeys.sddl.txt")              # every SDDL, owners included
     run.back_up("undo.txt")
-    if not before["default"]:
+    # A folder that takes new keys and gives every user no more than the default keeps its DACL:
+    # one hardened to SYSTEM and Administrators works and renews (#19).
+    if not before["default"] and (not keys.writable or keys.broad_grant):
         if keys.make_inherited_explicit():           # Protect-InheritedKeyAces
             actions.append("acl:explicit")
         keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)
@@ -622,9 +679,9 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
 def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
     """Test-RdpKeyUsable: judges the live container f686aace..._<MachineGuid> only (containers of
     another MachineGuid, ``MachineKeys.stale_rdp_keys``, are never opened by Windows). True when it
-    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty;
-    None when SYSTEM is refused (an ACL fault) or a key test could not run. The guest models no
-    other damage to a non-empty container SYSTEM can open."""
+    is absent or a self-signed Remote Desktop certificate's key in it works; False when it is empty,
+    or when such a key test says broken (a container damaged inside: NTE_BAD_KEYSET, RECHECK #7);
+    None when SYSTEM is refused (an ACL fault) or a key test could not run."""
     key = guest.machinekeys.rdp_key
     if key is None:
         return True
@@ -635,7 +692,9 @@ def _rdp_key_usable(guest: WindowsGuest) -> bool | None:
     answers = [test_private_key(guest, cert) for cert in guest.rd_store() if cert.self_signed]
     if any(a is True for a in answers):
         return True
-    return None if any(a is None for a in answers) else True
+    if any(a is None for a in answers):
+        return None
+    return not any(a is False for a in answers)
 
 
 def _machinekeys_rename(run: _RepairRun, before: dict[str, Any]) -> Outcome:
@@ -703,7 +762,7 @@ def _cert_hold_back(run: _RepairRun, *, skip_key_checks: bool = False) -> str | 
     key = keys.rdp_key
     if key is not None and not (key.network_service_read and key.system_full):
         return "held back: RDP key ACL broken; run machinekeys-acl"
-    if not skip_key_checks and key is not None and (key.corrupt or _rdp_key_usable(guest) is False):
+    if not skip_key_checks and key is not None and (key.unusable or _rdp_key_usable(guest) is False):
         return "held back: RDP key unusable; run machinekeys-rename"
     if guest.self_signed_cert_store not in (None, "Remote Desktop"):
         return "held back: SelfSignedCertStore is not Remote Desktop"
@@ -722,10 +781,18 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     hold = _cert_hold_back(run)
     if hold:
         return Outcome(skip=hold)
+    broken = [cert for cert in _store_newest_first(guest) if _broken(guest, cert)]
+    # Decided before any change: on a session host the restart disconnects every user (RECHECK #8).
+    restart = bound_broken or (bool(broken) and not bound_usable) or before["current"] is None
+    if restart and not run.values["MultiSession"]:
+        try:
+            mode = _seat_mode(guest)
+        except ReadFailed as failure:               # Get-SeatMode throws inside the step: it fails
+            raise StepFailed(str(failure)) from None
+        if mode in SEAT_MODES_MULTI:
+            return Outcome(info=info, skip=f"held back: {mode} host; restarts only with MultiSession")
     removed: list[str] = []
-    for cert in _store_newest_first(guest):
-        if not _broken(guest, cert):
-            continue
+    for cert in broken:
         run.back_up("undo.txt")                     # Move-Item to Cert:\LocalMachine\azrdp-backup
         cert.store = "backup"
         removed.append(cert.thumbprint)
@@ -735,9 +802,11 @@ def _cert_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         guest.bound_thumbprint, guest.bound_kind = None, "Binary"
     restarted: list[str] = []
     problem = None
-    if cleared or (removed and not bound_usable) or before["current"] is None:
+    if restart:
         try:
             for name in ("SessionEnv", "TermService"):
+                if name == "TermService":
+                    run.record_disconnected()       # before the restart is sent
                 _restart_bounded(run, name)
                 restarted.append(name)
             if not any(not _broken(guest, c) for c in guest.rd_store()):   # Wait-RdpCertificate's 60 s
@@ -773,16 +842,25 @@ def _sessions_state(guest: WindowsGuest) -> dict[str, Any]:
 def _sessions_step(run: _RepairRun, before: dict[str, Any]) -> Outcome:
     guest, values = run.guest, run.values
     include_active = bool(values["LogOffActive"])
-    info: dict[str, Any] = {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": include_active}
+    info: dict[str, Any] = {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": include_active,
+                            "kept_recent": 0}
     if values["LogOffOnlyWhenFull"] and before["free"] > 0:
         return Outcome(info=info)
-    targets = [s for s in _user_sessions(guest) if s.id != 0 and s.name != "console" and (
-        (s.state == "Disc" and s.id in run.disc_at_start) or
-        (include_active and s.id in run.active_at_start and s.state in ("Active", "Disc")))]
+    # The same sign-in as at the start, and disconnected since before it (desk finding 14).
+    candidates = [s for s in _user_sessions(guest) if s.id != 0 and s.name != "console" and (
+        (s.state == "Disc" and s.key in run.disc_at_start and
+         (s.disconnected_at is None or s.disconnected_at < run.start_clock)) or
+        (include_active and s.key in run.active_at_start and s.state in ("Active", "Disc")))]
+    # Nor, for 24 h unless LogOffActive, those an earlier run's cert step disconnected (new H-1).
+    recent = set() if include_active else run.recently_disconnected()
+    targets = [s for s in candidates if s.key not in recent]
+    info["kept_recent"] = len(candidates) - len(targets)
     targets.sort(key=lambda s: -1 if s.idle_min is None else s.idle_min, reverse=True)
     if values["LogOffOnlyWhenFull"]:
         targets = targets[:max(0, before["used"] - before["seat_limit"] + 1)]
     if not targets:
+        if info["kept_recent"]:
+            return Outcome(info=info, skip=f"held back: azrdp disconnected {info['kept_recent']} in 24 h; LogOffActive")
         return Outcome(info=info)
     if before["mode"] in SEAT_MODES_MULTI and not values["MultiSession"]:
         return Outcome(info=info, skip=f"held back: {before['mode']} host; logs off only with MultiSession")
@@ -811,10 +889,10 @@ def repair(guest: WindowsGuest, values: dict[str, Any]) -> dict[str, Any]:
     pending_before = bool(guest.reboot_reasons)
     wanted = set(values["Steps"])
     error = None if wanted else "no steps given: pass -Steps rdp-config,cert,..."
-    if "sessions" in wanted:                        # the snapshot before any step
+    if "sessions" in wanted or "cert" in wanted:   # the snapshot before any step
         users = _user_sessions(guest)
-        run.disc_at_start = {s.id for s in users if s.state == "Disc"}
-        run.active_at_start = {s.id for s in users if s.state == "Active"}
+        run.disc_at_start = {s.key for s in users if s.state == "Disc"}
+        run.active_at_start = {s.key for s in users if s.state == "Active"}
     results = [_invoke_step(run, name, *steps[name]) for name in REPAIR_STEPS if name in wanted]
     termservice = _confirm_termservice(run)
     return {

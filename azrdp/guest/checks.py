@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from azrdp.checks import Check, Status
+from azrdp.payloads.schema import machinekeys_hardened
 
 DEFAULT_PORT = 3389
 MALFORMED_BINDING = "MALFORMED"   # diagnose's cert.bound when SSLCertificateSHA1Hash is no 20-byte REG_BINARY
@@ -208,6 +209,12 @@ def check_cert(result: dict[str, Any], probe_result: Any = None) -> Check:
     return Check("guest.cert", Status.PASS, f"RDP certificate {current} is valid", details)
 
 
+NESTED_MACHINEKEYS_REMEDY = (
+    "azrdp's machinekeys-acl step holds back: an ACL written to the folder could propagate through a "
+    "junction planted there. Look at it by hand (`dir /a C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys`: "
+    "stock Windows keeps only files there), move what does not belong elsewhere, then run azrdp fix again.")
+
+
 def check_machinekeys(result: dict[str, Any]) -> Check:
     keys = result.get("machinekeys")
     if keys is None:
@@ -220,12 +227,16 @@ def check_machinekeys(result: dict[str, Any]) -> Check:
     problems = []
     if keys["files"] is None:   # the worst ACL break: SYSTEM cannot even list the folder
         problems.append("SYSTEM cannot list the MachineKeys folder")
-    if not keys["default"]:
+    # A folder hardened to SYSTEM and Administrators works and renews (measured by Microsoft): no fault.
+    if not keys["default"] and not machinekeys_hardened(keys["sddl"]):
         problems.append("the MachineKeys folder ACL is not Windows' default")
     if rdp_key["present"] and not rdp_key["network_service_read"]:
         problems.append("NETWORK SERVICE cannot read the RDP key")
     if rdp_key["present"] and not rdp_key["system_full"]:
         problems.append("SYSTEM lacks full control of the RDP key")
+    if problems and keys.get("nested"):
+        return Check("guest.machinekeys", Status.FAIL, "; ".join(problems) + "; and MachineKeys holds a subfolder "
+                     "or reparse point", details, NESTED_MACHINEKEYS_REMEDY)
     if problems:
         return Check("guest.machinekeys", Status.FAIL, "; ".join(problems), details,
                      step_remedy("machinekeys-acl", "cert"))

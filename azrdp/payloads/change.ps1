@@ -8,7 +8,6 @@
 
 $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
-$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 # A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
 # wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
 $script:Clock = [System.Diagnostics.Stopwatch]::StartNew()

@@ -19,6 +19,7 @@ $RdpCertStore = 'Cert:\LocalMachine\Remote Desktop'
 $RemoteDesktopRuleGroup = '@FirewallAPI.dll,-28752'
 $SidSystem = 'S-1-5-18'
 $SidNetworkService = 'S-1-5-20'
+$MaxKeyFiles = 20000   # more MachineKeys entries than a payload walks (IIS/.NET hosts collect 10^5 orphaned keys)
 $script:KeyFailureHResult = $null
 
 function Limit-Text {
@@ -160,25 +161,48 @@ function Get-RdpKeyFacts {
     }
 }
 
+function Get-MachineKeysListing {
+    # One bounded pass over MachineKeys: files = the files counted, up to $MaxKeyFiles + 1 (the walk
+    # stops there); nested = $true when an entry is a folder or a reparse point (stock Windows has
+    # neither there), $null when the walk stopped before the end without finding one. Through
+    # DirectoryInfo.EnumerateFileSystemInfos (.NET 4.0): the attributes come with the listing, no
+    # call per file. Throws (UnauthorizedAccessException) when SYSTEM may not list the folder.
+    $count = 0
+    $nested = $false
+    $folderOrLink = [System.IO.FileAttributes]::Directory -bor [System.IO.FileAttributes]::ReparsePoint
+    foreach ($entry in (New-Object -TypeName System.IO.DirectoryInfo -ArgumentList $MachineKeysPath).EnumerateFileSystemInfos()) {
+        if (($entry.Attributes -band $folderOrLink) -ne 0) { $nested = $true }
+        if (($entry.Attributes -band [System.IO.FileAttributes]::Directory) -eq 0) { $count += 1 }
+        if ($count -gt $MaxKeyFiles) {
+            if (-not $nested) { $nested = $null }
+            break
+        }
+    }
+    return [ordered]@{ files = $count; nested = $nested }
+}
+
 function Get-MachineKeysFacts {
     # The SDDL first (the owner, SYSTEM, may always read it): a folder SYSTEM cannot list is the
     # worst ACL break, and it must still be reported (files = $null) so machinekeys-acl is
-    # planned, not the whole section lost (review #18). Counted with Directory.EnumerateFiles
-    # (one pass, no objects; it throws UnauthorizedAccessException when listing is refused).
+    # planned, not the whole section lost (review #18). Counted by Get-MachineKeysListing, which
+    # stops after $MaxKeyFiles files as the repair does (desk finding 6: a 10^5-file folder took
+    # diagnose minutes), and says whether a subfolder or reparse point is there (new H-2).
     $acl = Get-Acl -LiteralPath $MachineKeysPath
     $sddl = $acl.Sddl
     $files = $null
+    $nested = $null
     try {
-        $count = 0
-        foreach ($file in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $count += 1 }
-        $files = $count
+        $listing = Get-MachineKeysListing
+        $files = $listing.files
+        $nested = $listing.nested
     } catch {
         $files = $null
     }
     return [ordered]@{
-        sddl = Limit-Text -Text $sddl -Max 152
+        sddl = Limit-Text -Text $sddl -Max 136
         default = ($acl.GetSecurityDescriptorSddlForm('Access') -eq $MachineKeysDefaultDacl)
         files = $files
+        nested = $nested
         rdp_key = Get-RdpKeyFacts
     }
 }
@@ -188,17 +212,57 @@ function Format-UtcTime {
     return $Time.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [System.Globalization.CultureInfo]::InvariantCulture)
 }
 
+function Test-LiveRdpKeyOpen {
+    # Can SYSTEM open the live RDP key container file (Get-LiveRdpKeyPath)? 'opened', 'absent', or
+    # $null: no MachineGuid, SYSTEM refused (UnauthorizedAccessException: the ACL, machinekeys-acl's
+    # to fix), or the file stayed locked (three tries, a second apart).
+    $live = Get-LiveRdpKeyPath
+    if ($null -eq $live) { return $null }
+    if (-not (Test-Path -LiteralPath $live)) { return 'absent' }
+    for ($attempt = 0; $attempt -lt 3; $attempt += 1) {
+        try {
+            $stream = [System.IO.File]::Open($live, 'Open', 'Read', 'ReadWrite')
+            $stream.Dispose()
+            return 'opened'
+        } catch [System.UnauthorizedAccessException] {
+            return $null
+        } catch {
+            Start-Sleep -Seconds 1
+        }
+    }
+    return $null
+}
+
+function Test-RdpOwnCertificate {
+    # RDP's own self-signed certificate (Windows makes it in TSSecKeySet1, the live RDP container):
+    # self-signed, issued to this computer (CN=<name>, or its FQDN), in the Remote Desktop store.
+    param([Parameter(Mandatory = $true)][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate)
+    $parent = $Certificate.PSObject.Properties['PSParentPath']
+    return ($Certificate.Subject -eq $Certificate.Issuer -and $Certificate.Subject -like ('CN=' + $env:COMPUTERNAME + '*') -and
+        $null -ne $parent -and [string]$parent.Value -like '*\Remote Desktop')
+}
+
 function Get-KeyFailureVerdict {
     # A CryptographicException from a key test: $false (the key itself is broken) or $null (could
-    # not test: the environment refused, not the key). E_ACCESSDENIED (0x80070005) is the key
-    # file's ACL, which machinekeys-acl repairs; with KeyIso (CNG Key Isolation, which performs
-    # private-key operations for LSA and CNG) not running, a good key fails too. The HResult is kept
-    # in $script:KeyFailureHResult for callers that must tell "keyset does not exist" apart.
-    param([Parameter(Mandatory = $true)][System.Exception]$Exception)
+    # not test: the environment refused, not the key). Refusals: E_ACCESSDENIED (0x80070005) and
+    # CNG's NTE_PERM (0x80090010, "Access denied": Learn, "COM Error Codes (Security and Setup)"),
+    # the key's ACL, which machinekeys-acl repairs for RDP's key; with KeyIso (CNG Key Isolation,
+    # which performs private-key operations for LSA and CNG) not running, a good key fails too.
+    # NTE_BAD_KEYSET (0x80090016, "Keyset does not exist") is the container missing or damaged, but
+    # CAPI gives it too when the container's ACL refuses the caller [unverified: docs/emulator.md]:
+    # broken only for RDP's own certificate while SYSTEM can open its container file, or the file
+    # is gone (RECHECK #5, #7); could not test for any other certificate (an admin's, whose key
+    # azrdp cannot judge). The HResult is kept in $script:KeyFailureHResult.
+    param([Parameter(Mandatory = $true)][System.Exception]$Exception,
+          [AllowNull()][System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate = $null)
     $script:KeyFailureHResult = $Exception.HResult
-    if ($Exception.HResult -eq -2147024891) { return $null }
+    if (@(-2147024891, -2146893808) -contains $Exception.HResult) { return $null }
     $isolation = Get-Service -Name 'KeyIso' -ErrorAction SilentlyContinue
     if ($null -eq $isolation -or $isolation.Status.ToString() -ne 'Running') { return $null }
+    if ($Exception.HResult -eq -2146893802) {
+        if ($null -ne $Certificate -and (Test-RdpOwnCertificate -Certificate $Certificate) -and $null -ne (Test-LiveRdpKeyOpen)) { return $false }
+        return $null
+    }
     return $false
 }
 
@@ -233,7 +297,7 @@ function Test-PrivateKey {
         }
         if ($null -eq $key) { return $false }
     } catch [System.Security.Cryptography.CryptographicException] {
-        return Get-KeyFailureVerdict -Exception $_.Exception
+        return Get-KeyFailureVerdict -Exception $_.Exception -Certificate $Certificate
     } catch {
         return $null
     }
@@ -260,7 +324,7 @@ function Test-PrivateKey {
         else { $plain = $key.Decrypt($cipher, [System.Security.Cryptography.RSAEncryptionPadding]::Pkcs1) }
         return ([Convert]::ToBase64String($plain) -eq [Convert]::ToBase64String($data))
     } catch [System.Security.Cryptography.CryptographicException] {
-        return Get-KeyFailureVerdict -Exception $_.Exception
+        return Get-KeyFailureVerdict -Exception $_.Exception -Certificate $Certificate
     } catch {
         return $null
     }
@@ -371,7 +435,8 @@ public static class AzRdpWts {
     static extern bool WTSQuerySessionInformationW(IntPtr server, int id, int infoClass, out IntPtr buffer, out int bytes);
     [DllImport("wtsapi32.dll")]
     static extern void WTSFreeMemory(IntPtr memory);
-    // One row per session: id, winstation name, state number, user name, idle minutes (-1 unknown).
+    // One row per session: id, winstation name, state number, user name, idle minutes (-1 unknown),
+    // logon and disconnect times (FILETIME UTC, 0 unknown: WTSINFOW LogonTime, DisconnectTime).
     public static object[][] Sessions() {
         IntPtr list; int count;
         if (!WTSEnumerateSessionsW(IntPtr.Zero, 0, 1, out list, out count)) { throw new System.ComponentModel.Win32Exception(); }
@@ -380,16 +445,16 @@ public static class AzRdpWts {
             int size = Marshal.SizeOf(typeof(SessionInfo));
             for (int i = 0; i < count; i++) {
                 SessionInfo si = (SessionInfo)Marshal.PtrToStructure(new IntPtr(list.ToInt64() + i * size), typeof(SessionInfo));
-                string user = null; long idle = -1; IntPtr buffer; int bytes;
+                string user = null; long idle = -1; long logon = 0; long disconnect = 0; IntPtr buffer; int bytes;
                 if (WTSQuerySessionInformationW(IntPtr.Zero, si.Id, 24, out buffer, out bytes)) {
                     try {
                         Info info = (Info)Marshal.PtrToStructure(buffer, typeof(Info));
-                        user = info.User;
+                        user = info.User; logon = info.Logon; disconnect = info.Disconnect;
                         long since = si.State == 4 ? info.Disconnect : info.LastInput;
                         if (since > 0) { if (info.Now >= since) { idle = (info.Now - since) / 600000000L; } }
                     } finally { WTSFreeMemory(buffer); }
                 }
-                rows.Add(new object[] { si.Id, Marshal.PtrToStringUni(si.Station), si.State, user, idle });
+                rows.Add(new object[] { si.Id, Marshal.PtrToStringUni(si.Station), si.State, user, idle, logon, disconnect });
             }
         } finally { WTSFreeMemory(list); }
         return rows.ToArray();
@@ -473,13 +538,15 @@ function Get-QuserSessions {
             user = Limit-Text -Text $Matches[1].Trim() -Max 24
             state = ConvertFrom-QuserState -Word $Matches[4]
             idle_min = ConvertTo-IdleMinutes -Idle $Matches[5]
+            logon = $null     # quser's LOGON TIME is in the display language's date format: not read
+            disc_at = $null
         })
     }
     return ,$sessions.ToArray()
 }
 
 function Get-UserSessions {
-    # Sessions with a signed-in user: id, name, user, state, idle_min. Through the WTS API
+    # Sessions with a signed-in user: id, name, user, state, idle_min, logon, disc_at. Through the WTS API
     # (language-independent state numbers); quser only when the API cannot be used.
     $rows = Get-WtsRows
     if ($null -eq $rows) {
@@ -495,7 +562,13 @@ function Get-UserSessions {
         if (-not [string]::IsNullOrEmpty([string]$row[1])) { $name = Limit-Text -Text ([string]$row[1]).ToLowerInvariant() -Max 12 }
         $state = 'Unknown'
         if ([int]$row[2] -ge 0 -and [int]$row[2] -lt $WtsStates.Count) { $state = $WtsStates[[int]$row[2]] }
-        [void]$sessions.Add([ordered]@{ id = [int]$row[0]; name = $name; user = Limit-Text -Text $row[3] -Max 24; state = $state; idle_min = $idle })
+        # logon/disc_at: FILETIME UTC ($null unknown), what tells one sign-in of a user in a session
+        # id apart from a later one, and a disconnect before this payload from one during it.
+        $logon = $null
+        if ([int64]$row[5] -gt 0) { $logon = [int64]$row[5] }
+        $discAt = $null
+        if ([int64]$row[6] -gt 0) { $discAt = [int64]$row[6] }
+        [void]$sessions.Add([ordered]@{ id = [int]$row[0]; name = $name; user = Limit-Text -Text $row[3] -Max 24; state = $state; idle_min = $idle; logon = $logon; disc_at = $discAt })
     }
     return ,$sessions.ToArray()
 }
@@ -590,9 +663,54 @@ function Test-PortCovered {
     return $false
 }
 
+$CimJobSeconds = 30
+
+function Invoke-BoundedCim {
+    # The NetSecurity and NetTCPIP cmdlets (Get-NetFirewallRule and its filters, Enable-/New-/
+    # Set-NetFirewall*, Get-NetConnectionProfile, Get-NetTCPConnection) are CDXML over CIM and take
+    # no -OperationTimeoutSec (Learn: their syntax lists -CimSession, -ThrottleLimit and -AsJob
+    # only): a hung WMI or firewall provider would hold the payload with no result line. Each is
+    # started with -AsJob in $Start (a CIM job, run in this process) and waited for at most
+    # $Seconds: Wait-Job -Timeout returns nothing when the time is up (Learn: Wait-Job), the job
+    # is then stopped and the call throws. A job that failed rethrows its error through
+    # Receive-Job ($ErrorActionPreference Stop), unless -IgnoreErrors ("no such object" answers).
+    # Returns one array: assign it.
+    param([Parameter(Mandatory = $true)][scriptblock]$Start, [string]$What = 'firewall query', [int]$Seconds = $CimJobSeconds,
+          [switch]$IgnoreErrors)
+    $job = & $Start
+    try {
+        if ($null -eq (Wait-Job -Job $job -Timeout $Seconds)) {
+            Stop-Job -Job $job
+            throw ('{0} gave no answer in {1} s' -f $What, $Seconds)
+        }
+        if ($IgnoreErrors) { $received = @(Receive-Job -Job $job -ErrorAction SilentlyContinue) }
+        else { $received = @(Receive-Job -Job $job) }
+        return ,$received
+    } finally {
+        Remove-Job -Job $job -Force
+    }
+}
+
+function Get-InboundFirewallRules {
+    # Every inbound rule Windows applies (the ActiveStore: a group policy's included), bounded.
+    $rules = Invoke-BoundedCim -Start { Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound -AsJob }
+    return ,$rules
+}
+
+function Get-PortFilters {
+    # Every port filter of the ActiveStore by InstanceID (the rule's): one bounded bulk query
+    # instead of one association query per rule.
+    $filters = Invoke-BoundedCim -Start { Get-NetFirewallPortFilter -PolicyStore ActiveStore -AsJob }
+    $byRule = @{}
+    foreach ($filter in $filters) { $byRule[$filter.InstanceID] = $filter }
+    return $byRule
+}
+
 function Get-RemoteDesktopRules {
-    # Inbound rules of the Remote Desktop group (language-independent group id).
-    return @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript { $_.Group -eq $RemoteDesktopRuleGroup })
+    # Inbound rules of the Remote Desktop group (language-independent group id), of $Rules
+    # (Get-InboundFirewallRules).
+    param([Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Rules)
+    return @($Rules | Where-Object -FilterScript { $_.Group -eq $RemoteDesktopRuleGroup })
 }
 
 function Test-FullLanguage {

@@ -95,7 +95,8 @@ function Read-Listener {
     $state = Get-ListenerState
     $port = Get-RdpPort
     $listening = @()
-    if ($port -ge 1 -and $port -le 65535) { $listening = @(Get-NetTCPConnection -LocalPort $port -State Listen -ErrorAction SilentlyContinue) }
+    # Bounded (Invoke-BoundedCim); "no such connection" is an error answer, not a failure.
+    if ($port -ge 1 -and $port -le 65535) { $listening = Invoke-BoundedCim -What 'TCP connection query' -IgnoreErrors -Start { Get-NetTCPConnection -LocalPort $port -State Listen -AsJob } }
     $owner = $null
     if ($listening.Count -gt 0) {
         $process = Get-Process -Id $listening[0].OwningProcess -ErrorAction SilentlyContinue
@@ -137,7 +138,9 @@ function Read-Firewall {
     $service = 'Missing'
     try { $service = (Get-ServiceFacts -Name 'MpsSvc').state } catch { $service = 'Missing' }
     try {
-        $profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object -Process {
+        # Every NetSecurity query through Invoke-BoundedCim: CDXML cmdlets have no timeout of their own.
+        $profileList = Invoke-BoundedCim -Start { Get-NetFirewallProfile -PolicyStore ActiveStore -AsJob }
+        $profiles = @($profileList | ForEach-Object -Process {
             [ordered]@{
                 name = $_.Name.ToString()
                 enabled = ($_.Enabled.ToString() -eq 'True')
@@ -145,19 +148,23 @@ function Read-Firewall {
                 rules_ignored = ($_.AllowInboundRules.ToString() -eq 'False')
             }
         })
-        $rdpRules = @(Get-RemoteDesktopRules)
+        $inbound = Get-InboundFirewallRules
+        $rdpRules = @(Get-RemoteDesktopRules -Rules $inbound)
         $enabled = @($rdpRules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow' })
         $port = Get-RdpPort
-        $ports = @{}
-        foreach ($filter in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore)) { $ports[$filter.InstanceID] = $filter }
+        $ports = Get-PortFilters
         $apps = @{}
-        foreach ($filter in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore)) { $apps[$filter.InstanceID] = $filter }
+        $appList = Invoke-BoundedCim -Start { Get-NetFirewallApplicationFilter -PolicyStore ActiveStore -AsJob }
+        foreach ($filter in $appList) { $apps[$filter.InstanceID] = $filter }
         $services = @{}
-        foreach ($filter in @(Get-NetFirewallServiceFilter -PolicyStore ActiveStore)) { $services[$filter.InstanceID] = $filter }
+        $serviceList = Invoke-BoundedCim -Start { Get-NetFirewallServiceFilter -PolicyStore ActiveStore -AsJob }
+        foreach ($filter in $serviceList) { $services[$filter.InstanceID] = $filter }
         $addresses = @{}
-        foreach ($filter in @(Get-NetFirewallAddressFilter -PolicyStore ActiveStore)) { $addresses[$filter.InstanceID] = $filter }
-        $active = @(Get-NetConnectionProfile -ErrorAction SilentlyContinue | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
-        $hits = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
+        $addressList = Invoke-BoundedCim -Start { Get-NetFirewallAddressFilter -PolicyStore ActiveStore -AsJob }
+        foreach ($filter in $addressList) { $addresses[$filter.InstanceID] = $filter }
+        $networks = Invoke-BoundedCim -What 'network profile query' -IgnoreErrors -Start { Get-NetConnectionProfile -AsJob }
+        $active = @($networks | ForEach-Object -Process { $_.NetworkCategory.ToString() -replace 'DomainAuthenticated', 'Domain' })
+        $hits = @($inbound | Where-Object -FilterScript {
             $p = $ports[$_.InstanceID]
             $a = $apps[$_.InstanceID]
             $s = $services[$_.InstanceID]
@@ -196,7 +203,10 @@ function Read-Sessions {
     $seats = Get-SeatFacts -Sessions $sessions
     $single = Get-DWord -Path $TerminalServerKey -Name 'fSingleSessionPerUser'
     return [ordered]@{
-        list = @($sessions | Select-Object -First 4)
+        # The schema's fields only (the logon and disconnect times are the repair's, not the line's).
+        list = @($sessions | Select-Object -First 4 | ForEach-Object -Process {
+            [ordered]@{ id = $_.id; name = $_.name; user = $_.user; state = $_.state; idle_min = $_.idle_min }
+        })
         total = $sessions.Count
         server_mode = $seats.server_mode
         max_instances = $seats.max_instances

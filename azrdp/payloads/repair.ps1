@@ -114,14 +114,23 @@ $UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-U
 $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
 $SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
-$MaxKeyFiles = 20000   # more MachineKeys files than a step may walk inside its deadline
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
 $ResultReserveSeconds = 90
 $script:DeadlineSeconds = 480   # the clock is change.ps1's ($script:Clock, Get-SecondsLeft)
+$script:FirewallReadError = $null
+# Sessions at the start, keyed id|user|logon time (Get-SessionKey): a session id is reused, and
+# only the same sign-in counts as the same session.
 $script:DiscAtStart = @()
 $script:ActiveAtStart = @()
+$script:ActiveRowsAtStart = @()
+$script:StartFileTime = [DateTime]::UtcNow.ToFileTimeUtc()
+# Sessions the cert step's TermService restart disconnected are recorded in the protected backup
+# root, and no later run logs them off for this long unless LogOffActive is true: their users were
+# working (their clients may not reconnect on their own to a new self-signed certificate).
+$DisconnectedRecordName = 'disconnected-by-azrdp.txt'
+$ProtectHours = 24
 
 function New-Outcome {
     # What a repair function returns: whether it changed anything, needs a reboot, its info.
@@ -255,39 +264,53 @@ function Grant-RdpKeyAccess {
 
 function Test-RdpGroupCoversPort {
     # Does an enabled inbound Allow rule of the Remote Desktop group, or azrdp's own rule, let TCP
-    # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.)
-    param([Parameter(Mandatory = $true)][int64]$Port)
-    # ActiveStore: the rules Windows applies, a group policy's included (the default store is the
-    # local PersistentStore only).
-    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound | Where-Object -FilterScript {
-        ($_.Group -eq $RemoteDesktopRuleGroup -or $_.Name -eq $CustomRuleName) -and $_.Enabled.ToString() -eq 'True' -and $_.Action.ToString() -eq 'Allow'
-    })
-    foreach ($rule in $rules) {
-        $filter = $rule | Get-NetFirewallPortFilter
-        if (@('TCP', '6') -contains [string]$filter.Protocol -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $Port)) { return $true }
+    # $Port in? (Hardening scripts delete the built-in rules; they cover 3389 only.) $Rules: the
+    # ActiveStore's inbound rules (a group policy's included; the default store is the local
+    # PersistentStore only), $Ports: their port filters by InstanceID (Get-PortFilters).
+    param([Parameter(Mandatory = $true)][int64]$Port, [Parameter(Mandatory = $true)][AllowEmptyCollection()][object[]]$Rules,
+          [Parameter(Mandatory = $true)][hashtable]$Ports)
+    foreach ($rule in $Rules) {
+        if (-not (($rule.Group -eq $RemoteDesktopRuleGroup -or $rule.Name -eq $CustomRuleName) -and $rule.Enabled.ToString() -eq 'True' -and $rule.Action.ToString() -eq 'Allow')) { continue }
+        $filter = $Ports[$rule.InstanceID]
+        if ($null -ne $filter -and @('TCP', '6') -contains [string]$filter.Protocol -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $Port)) { return $true }
     }
     return $false
 }
 
 function Read-RdpConfigState {
+    # deny and the services first, the firewall in its own try: with MpsSvc stopped (or WMI
+    # refusing) the NetSecurity queries throw, and that must not leave fDenyTSConnections=1 or a
+    # Disabled TermService unrepaired (RECHECK #12). The firewall fields are then null and
+    # $script:FirewallReadError says why.
     $port = Get-RdpPort
-    $rules = @(Get-RemoteDesktopRules)
-    $custom = $null
-    $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
-    if ($null -ne $rule) {
-        $custom = ($rule.Enabled.ToString() -eq 'True' -and (Test-PortCovered -LocalPort ($rule | Get-NetFirewallPortFilter).LocalPort -Port $port))
-    } elseif ($port -ne 3389) {
-        $custom = $false
-    }
-    return [ordered]@{
+    $state = [ordered]@{
         deny = Get-DWord -Path $TerminalServerKey -Name 'fDenyTSConnections'
         deny_policy = Get-DWord -Path $TsPolicyKey -Name 'fDenyTSConnections'
         port = Get-DWord -Path $RdpTcpKey -Name 'PortNumber'
         services = @(Get-ServiceFacts -Name 'TermService'; Get-ServiceFacts -Name 'SessionEnv')
-        fw_rules = $rules.Count
-        fw_rules_enabled = @($rules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' }).Count
-        custom_rule = $custom
+        fw_rules = $null
+        fw_rules_enabled = $null
+        custom_rule = $null
     }
+    try {
+        $inbound = Get-InboundFirewallRules
+        $rules = @(Get-RemoteDesktopRules -Rules $inbound)
+        $custom = $null
+        $rule = @($inbound | Where-Object -FilterScript { $_.Name -eq $CustomRuleName })
+        if ($rule.Count -gt 0) {
+            $filter = (Get-PortFilters)[$rule[0].InstanceID]
+            $custom = ($rule[0].Enabled.ToString() -eq 'True' -and $null -ne $filter -and (Test-PortCovered -LocalPort $filter.LocalPort -Port $port))
+        } elseif ($port -ne 3389) {
+            $custom = $false
+        }
+        $state.fw_rules = $rules.Count
+        $state.fw_rules_enabled = @($rules | Where-Object -FilterScript { $_.Enabled.ToString() -eq 'True' }).Count
+        $state.custom_rule = $custom
+        $script:FirewallReadError = $null
+    } catch {
+        $script:FirewallReadError = $_.Exception.Message
+    }
+    return $state
 }
 
 function Repair-RdpConfig {
@@ -308,30 +331,46 @@ function Repair-RdpConfig {
             [void]$actions.Add('start:' + $service.name)
         }
     }
-    # The user-mode rules only (not RemoteDesktop-Shadow-In-TCP, which netsh's group command also enables).
-    $disabled = @(Get-NetFirewallRule -Direction Inbound | Where-Object -FilterScript {
-        $UserModeRules -contains $_.Name -and $_.Enabled.ToString() -ne 'True'
-    })
-    if ($disabled.Count -gt 0) {
-        $disabled | Enable-NetFirewallRule
-        [void]$actions.Add('fw:group')
-    }
+    $info = [ordered]@{ policy_forces_deny = ($Before.deny_policy -eq 1); actions = @() }
     $port = Get-RdpPort
-    if (-not (Test-RdpGroupCoversPort -Port $port)) {
-        $rule = Get-NetFirewallRule -Name $CustomRuleName -ErrorAction SilentlyContinue
-        if ($null -eq $rule) {
-            # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
-            # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
-            # port opens for TermService only, not for any process that binds it.
-            New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' | Out-Null
-        } else {
-            $rule | Get-NetFirewallPortFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port
-            Enable-NetFirewallRule -Name $CustomRuleName
+    $problem = $null
+    if ($null -eq $Before.fw_rules) {
+        # What could be repaired is; the firewall part is reported as not readable.
+        $problem = 'firewall not readable: ' + $script:FirewallReadError
+    } elseif ($port -lt 1 -or $port -gt 65535) {
+        $problem = ('PortNumber {0} is no TCP port; firewall not changed' -f $port)
+    } else {
+        try {
+            # The user-mode rules only (not RemoteDesktop-Shadow-In-TCP, which netsh's group command
+            # also enables), in the local store the changes are made in. Every call bounded.
+            $persistent = Invoke-BoundedCim -Start { Get-NetFirewallRule -Direction Inbound -AsJob }
+            $disabled = @($persistent | Where-Object -FilterScript { $UserModeRules -contains $_.Name -and $_.Enabled.ToString() -ne 'True' })
+            if ($disabled.Count -gt 0) {
+                $null = Invoke-BoundedCim -What 'firewall change' -Start { $disabled | Enable-NetFirewallRule -AsJob }
+                [void]$actions.Add('fw:group')
+            }
+            $inbound = Get-InboundFirewallRules
+            $ports = Get-PortFilters
+            if (-not (Test-RdpGroupCoversPort -Port $port -Rules $inbound -Ports $ports)) {
+                $own = @($persistent | Where-Object -FilterScript { $_.Name -eq $CustomRuleName })
+                if ($own.Count -eq 0) {
+                    # Scoped as the built-in RemoteDesktop-UserMode-In-TCP (App=%SystemRoot%\system32\svchost.exe,
+                    # Svc=termservice; Learn: "Enable or disable a firewall rule on an Azure VM guest OS"): the
+                    # port opens for TermService only, not for any process that binds it.
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { New-NetFirewallRule -Name $CustomRuleName -DisplayName ('Remote Desktop - azrdp port {0} (TCP-In)' -f $port) -Direction Inbound -Protocol TCP -LocalPort $port -Action Allow -Profile Any -Program '%SystemRoot%\system32\svchost.exe' -Service 'TermService' -AsJob }
+                } else {
+                    $ownFilter = Invoke-BoundedCim -Start { $own[0] | Get-NetFirewallPortFilter -AsJob }
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { $ownFilter | Set-NetFirewallPortFilter -Protocol TCP -LocalPort $port -AsJob }
+                    $null = Invoke-BoundedCim -What 'firewall change' -Start { Enable-NetFirewallRule -Name $CustomRuleName -AsJob }
+                }
+                [void]$actions.Add('fw:custom-port')
+            }
+        } catch {
+            $problem = 'firewall not changed: ' + $_.Exception.Message
         }
-        [void]$actions.Add('fw:custom-port')
     }
-    $info = [ordered]@{ policy_forces_deny = ($Before.deny_policy -eq 1); actions = @($actions | Select-Object -First 4) }
-    return New-Outcome -Changed ($actions.Count -gt 0) -Info $info
+    $info.actions = @($actions | Select-Object -First 4)
+    return New-Outcome -Changed ($actions.Count -gt 0) -Info $info -Skip $problem
 }
 
 # ---- machinekeys-acl ----
@@ -371,15 +410,21 @@ function Repair-MachineKeysAcl {
         Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl
         [void]$actions.Add('acl:list')
     }
-    # A bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked three times
-    # inside the deadline: held back before any change (EnumerateFiles stops at the limit).
-    $n = 0
-    foreach ($path in [System.IO.Directory]::EnumerateFiles($MachineKeysPath)) { $n += 1; if ($n -gt $MaxKeyFiles) { break } }
-    if ($n -gt $MaxKeyFiles) {
-        return New-Outcome -Changed ($actions.Count -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }) -Skip ('held back: MachineKeys holds over {0} files' -f $MaxKeyFiles)
+    # Get-KeyFolderHoldBack (change.ps1, shared with rescue), before any further change: a
+    # bloated MachineKeys (10^5 orphaned keys on IIS/.NET hosts) cannot be walked inside the
+    # deadline, and a subfolder or reparse point is where a junction planted by any user (the
+    # default DACL's 0x12019f holds FILE_ADD_SUBDIRECTORY) could carry the re-propagation of the
+    # folder ACL write (SetNamedSecurityInfo) into a tree of that user's choosing [unverified
+    # whether it follows it] (RECHECK new H-2).
+    $holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath
+    if ($null -ne $holdBack) {
+        return New-Outcome -Changed ($actions.Count -gt 0) -Info ([ordered]@{ backup = Limit-Text -Text $script:BackupFolder -Max 80; actions = @($actions) }) -Skip $holdBack
     }
     $backup = Save-MachineKeysAcl -Path $MachineKeysPath -Folder (Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId)
-    if (-not $Before.default) {
+    # Only a folder that cannot take a new key, or that gives every user more than Windows' default
+    # does, is rewritten: one hardened to SYSTEM and Administrators works and renews (Azure/repair-
+    # script-library win-fix-rdp-certificate.ps1), and rewriting it would undo the hardening (#19).
+    if (-not $Before.default -and (-not (Test-KeyFolderWritable) -or (Test-BroadKeyFolderGrant))) {
         if ((Protect-InheritedKeyAces -Path $MachineKeysPath) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
         [void]$actions.Add('acl:folder-default')
@@ -396,28 +441,16 @@ function Test-RdpKeyUsable {
     # MachineGuid is one Windows never opens, and a certificate whose key is elsewhere (or gone)
     # says nothing about it. $true usable, or absent (nothing to move; Windows makes a new one).
     # $false definitely broken: the file is empty, or a self-signed Remote Desktop certificate
-    # (Windows makes them in TSSecKeySet1, which is this file) fails with a CryptographicException
-    # from the key itself, none works, and it is not "keyset does not exist" (NTE_BAD_KEYSET
-    # 0x80090016: the key is not in this container). $null could not tell: no MachineGuid, SYSTEM
-    # refused (the ACL is machinekeys-acl's to fix, moving the key would not), the file stays
-    # locked, or a key test that could not run (Get-KeyFailureVerdict).
+    # (Windows makes them in TSSecKeySet1, which is this file) fails from the key itself and none
+    # works; "keyset does not exist" (NTE_BAD_KEYSET) counts for RDP's own certificate now that
+    # SYSTEM opened the file (Get-KeyFailureVerdict: a damaged container reports it, RECHECK #7).
+    # $null could not tell: no MachineGuid, SYSTEM refused (the ACL is machinekeys-acl's to fix,
+    # moving the key would not), the file stays locked, or a key test that could not run.
     $live = Get-LiveRdpKeyPath
     if ($null -eq $live) { return $null }
     if (-not (Test-Path -LiteralPath $live)) { return $true }
     if ((Get-Item -LiteralPath $live -Force).Length -eq 0) { return $false }
-    $opened = $false
-    for ($attempt = 0; $attempt -lt 3 -and -not $opened; $attempt += 1) {
-        try {
-            $stream = [System.IO.File]::Open($live, 'Open', 'Read', 'ReadWrite')
-            $stream.Dispose()
-            $opened = $true
-        } catch [System.UnauthorizedAccessException] {
-            return $null
-        } catch {
-            Start-Sleep -Seconds 1
-        }
-    }
-    if (-not $opened) { return $null }
+    if ('opened' -ne (Test-LiveRdpKeyOpen)) { return $null }
     $answer = $true
     $broken = $false
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
@@ -425,7 +458,7 @@ function Test-RdpKeyUsable {
         $key = Test-PrivateKey -Certificate $certificate
         if ($true -eq $key) { return $true }
         if ($null -eq $key) { $answer = $null; continue }
-        if ($null -ne $script:KeyFailureHResult -and $script:KeyFailureHResult -ne -2146893802) { $broken = $true }
+        $broken = $true
     }
     if ($broken -and $null -ne $answer) { return $false }
     return $answer
@@ -524,6 +557,17 @@ function Test-KeyFolderWritable {
     return [bool](Test-Grant -Path $MachineKeysPath -Sid $SidSystem -Rights ([System.Security.AccessControl.FileSystemRights]'ListDirectory, CreateFiles') -Exact)
 }
 
+function Test-BroadKeyFolderGrant {
+    # Does Everyone, Authenticated Users or Users hold more on the MachineKeys folder than Windows'
+    # default Everyone grant 0x12019f (a forum fix's Everyone:F, Users:Modify)? Generic bits mapped.
+    foreach ($rule in @((Get-Acl -LiteralPath $MachineKeysPath).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]))) {
+        if ($rule.AccessControlType -ne [System.Security.AccessControl.AccessControlType]::Allow -or $BroadSids -notcontains $rule.IdentityReference.Value) { continue }
+        $mask = ConvertTo-FileRights -Mask ([int64][BitConverter]::ToUInt32([BitConverter]::GetBytes([int32]$rule.FileSystemRights), 0))
+        if (($mask -band (4294967295 -bxor 1180063)) -ne 0) { return $true }
+    }
+    return $false
+}
+
 function Get-CertHoldBack {
     # Why Windows could not make a new self-signed certificate now, or $null. SessionEnv makes it
     # in the key container TSSecKeySet1 (MachineKeys\f686aace..._<MachineGuid>), reusing the
@@ -533,7 +577,11 @@ function Get-CertHoldBack {
     foreach ($name in @('SessionEnv', 'TermService', 'CertPropSvc', 'KeyIso', 'CryptSvc')) {
         $facts = Get-ServiceFacts -Name $name
         if ($facts.state -eq 'Missing') { return ('held back: {0} is missing' -f $name) }
-        if ($facts.start -eq 'Disabled') { return ('held back: {0} is disabled; run rdp-config' -f $name) }
+        if ($facts.start -eq 'Disabled') {
+            # rdp-config sets TermService and SessionEnv back to Manual; the other three it never touches.
+            if (@('SessionEnv', 'TermService') -contains $name) { return ('held back: {0} is disabled; run rdp-config' -f $name) }
+            return ('held back: {0} is disabled; set it to Manual' -f $name)
+        }
     }
     if (-not (Test-KeyFolderWritable)) { return 'held back: MachineKeys ACL not default; run machinekeys-acl' }
     $key = Get-RdpKeyFacts
@@ -582,8 +630,25 @@ function Repair-Certificate {
     $holdBack = Get-CertHoldBack
     if ($null -ne $holdBack) { return New-Outcome -Skip $holdBack }
     # Loop over every certificate: Microsoft's one-liner breaks when the store holds several.
+    $broken = New-Object -TypeName System.Collections.ArrayList
     foreach ($certificate in @(Get-RdpStoreCertificates)) {
         if (-not (Test-CertificateBroken -Certificate $certificate)) { continue }
+        [void]$broken.Add($certificate)
+    }
+    # Restart only when the certificate RDP serves must change: every restart of TermService
+    # disconnects every RDP user (their sessions stay, as Disc). A broken certificate moved while
+    # no usable one is bound is still the one TermService serves from memory: that too needs the
+    # restart (review #13). Decided before any change, so a restart the host forbids changes nothing.
+    $restart = $boundBroken -or ($broken.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)
+    if ($restart -and $MultiSession -ne 'true') {
+        # On an RD Session Host, multi-session Windows or an AVD session host the restart
+        # disconnects every user of the host, as the sessions step would (RECHECK #8): only when asked.
+        $mode = Get-SeatMode
+        if (@('rdsh', 'multi', 'avd') -contains $mode) {
+            return New-Outcome -Info $info -Skip ('held back: {0} host; restarts only with MultiSession' -f $mode)
+        }
+    }
+    foreach ($certificate in $broken) {
         Move-CertificateToBackup -Thumbprint $certificate.Thumbprint
         [void]$removed.Add($certificate.Thumbprint.ToUpperInvariant())
     }
@@ -596,16 +661,14 @@ function Repair-Certificate {
         Remove-ItemProperty -LiteralPath $RdpTcpKey -Name 'SSLCertificateSHA1Hash'
         $cleared = $true
     }
-    # Restart only when the certificate RDP serves must change: every restart of TermService
-    # disconnects every RDP user (their sessions stay, as Disc).
     $problem = $null
     $restarted = New-Object -TypeName System.Collections.ArrayList
-    # A broken certificate moved while no usable one is bound is still the one TermService serves
-    # from memory: that too needs the restart (review #13).
-    $restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)
     if ($restart) {
         try {
             foreach ($name in @('SessionEnv', 'TermService')) {
+                # Written before the restart is sent: the users it is about to disconnect, so that
+                # no later run logs them off (a failed write is a restart not made).
+                if ($name -eq 'TermService') { Save-DisconnectedRecord }
                 Restart-ServiceBounded -Name $name
                 [void]$restarted.Add($name)
             }
@@ -632,6 +695,58 @@ function Repair-Certificate {
 
 # ---- sessions ----
 
+function Get-SessionKey {
+    # One sign-in: session id, user and logon time (FILETIME; empty when unknown). Session ids are
+    # reused; the logon time tells a later sign-in in the same id apart.
+    param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Session)
+    return ('{0}|{1}|{2}' -f $Session.id, $Session.user, $Session.logon)
+}
+
+function Get-DisconnectedRecordPath {
+    return Join-Path -Path (Join-Path -Path $env:ProgramData -ChildPath 'azrdp') -ChildPath $DisconnectedRecordName
+}
+
+function Read-DisconnectedRecord {
+    # The sessions a cert step's TermService restart disconnected in the last $ProtectHours hours:
+    # @{ key; at; line }. Lines are `<id>|<user>|<logon>|<UTC time, round-trip format>`; a line
+    # that does not parse is dropped. Throws when the file is there but cannot be read: no
+    # session is then logged off (the step fails, and says why).
+    $path = Get-DisconnectedRecordPath
+    if (-not (Test-Path -LiteralPath $path)) { return ,@() }
+    $since = [DateTime]::UtcNow.AddHours(-$ProtectHours)
+    $entries = New-Object -TypeName System.Collections.ArrayList
+    foreach ($line in @(Get-Content -LiteralPath $path -Encoding UTF8)) {
+        $cut = ([string]$line).LastIndexOf('|')
+        if ($cut -lt 1) { continue }
+        $at = [DateTime]::MinValue
+        if (-not [DateTime]::TryParse($line.Substring($cut + 1), [System.Globalization.CultureInfo]::InvariantCulture, [System.Globalization.DateTimeStyles]::RoundtripKind, [ref]$at)) { continue }
+        if ($at.ToUniversalTime() -lt $since) { continue }
+        [void]$entries.Add([ordered]@{ key = $line.Substring(0, $cut); at = $at; line = [string]$line })
+    }
+    return ,$entries.ToArray()
+}
+
+function Save-DisconnectedRecord {
+    # Just before the cert step restarts TermService: every remote session Active now (or, when
+    # they cannot be read now, Active at the start) is about to be disconnected by azrdp. Recorded
+    # in the protected root %ProgramData%\azrdp (Get-BackupFolder makes and checks it), with the
+    # entries of the last $ProtectHours hours kept and older ones dropped. Throws when it cannot
+    # write: the restart is then not made.
+    $rows = $script:ActiveRowsAtStart
+    try {
+        $current = Get-UserSessions
+        $rows = @($current | Where-Object -FilterScript { $_.state -eq 'Active' })
+    } catch { }
+    $rows = @($rows | Where-Object -FilterScript { $_.id -ne 0 -and $_.name -ne 'console' })
+    if ($rows.Count -eq 0) { return }
+    $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
+    $now = [DateTime]::UtcNow.ToString('o', [System.Globalization.CultureInfo]::InvariantCulture)
+    $record = Read-DisconnectedRecord
+    $lines = @(@($record | ForEach-Object -Process { $_.line }) + @($rows | ForEach-Object -Process { '{0}|{1}' -f (Get-SessionKey -Session $_), $now }))
+    Set-Content -LiteralPath (Get-DisconnectedRecordPath) -Value $lines -Encoding UTF8
+    Add-UndoNote -Folder $folder -Line ('sessions: {0} disconnected by the TermService restart (kept from logoff for {1} h: {2})' -f $rows.Count, $ProtectHours, (Get-DisconnectedRecordPath))
+}
+
 function Read-SessionsState {
     $sessions = Get-UserSessions
     $seats = Get-SeatFacts -Sessions $sessions
@@ -650,23 +765,39 @@ function Repair-Sessions {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $includeActive = ($LogOffActive -eq 'true')
     $onlyWhenFull = ($LogOffOnlyWhenFull -eq 'true')
-    $info = [ordered]@{ logged_off = @(); logged_off_total = 0; seats_freed = 0; include_active = $includeActive }
+    $info = [ordered]@{ logged_off = @(); logged_off_total = 0; seats_freed = 0; include_active = $includeActive; kept_recent = 0 }
     if ($onlyWhenFull -and $Before.free -gt 0) { return New-Outcome -Info $info }
     # Only sessions that were already disconnected when this payload started (or active then,
     # with LogOffActive): the cert step's TermService restart turns working users' sessions into
-    # Disc, and they are never logged off for it.
+    # Disc, and they are never logged off for it. The same sign-in (id, user and logon time: ids
+    # are reused), still disconnected since before the start (a user who reconnected and was
+    # disconnected again during the run is working).
     $sessions = Get-UserSessions
-    $targets = @($sessions | Where-Object -FilterScript {
+    $candidates = @($sessions | Where-Object -FilterScript {
+        $key = Get-SessionKey -Session $_
         $_.id -ne 0 -and $_.name -ne 'console' -and (
-            ($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id) -or
-            ($includeActive -and $script:ActiveAtStart -contains $_.id -and @('Active', 'Disc') -contains $_.state))
-    } | Sort-Object -Property @{ Expression = { if ($null -eq $_.idle_min) { -1 } else { $_.idle_min } } } -Descending)
+            ($_.state -eq 'Disc' -and $script:DiscAtStart -contains $key -and ($null -eq $_.disc_at -or $_.disc_at -lt $script:StartFileTime)) -or
+            ($includeActive -and $script:ActiveAtStart -contains $key -and @('Active', 'Disc') -contains $_.state))
+    })
+    # Nor, for 24 h unless LogOffActive, the sessions an earlier run's cert step disconnected
+    # (new H-1): to this run they look disconnected at the start, yet their users were working.
+    $recent = @()
+    if (-not $includeActive) {
+        $record = Read-DisconnectedRecord
+        $recent = @($record | ForEach-Object -Process { $_.key })
+    }
+    $targets = @($candidates | Where-Object -FilterScript { $recent -notcontains (Get-SessionKey -Session $_) } |
+        Sort-Object -Property @{ Expression = { if ($null -eq $_.idle_min) { -1 } else { $_.idle_min } } } -Descending)
+    $info.kept_recent = $candidates.Count - $targets.Count
     if ($onlyWhenFull) {
         # Longest idle first, only as many as free one seat.
         $need = [Math]::Max(0, $Before.used - $Before.seat_limit + 1)
         $targets = @($targets | Select-Object -First $need)
     }
-    if ($targets.Count -eq 0) { return New-Outcome -Info $info }
+    if ($targets.Count -eq 0) {
+        if ($info.kept_recent -gt 0) { return New-Outcome -Info $info -Skip ('held back: azrdp disconnected {0} in 24 h; LogOffActive' -f $info.kept_recent) }
+        return New-Outcome -Info $info
+    }
     if (@('rdsh', 'multi', 'avd') -contains $Before.mode -and $MultiSession -ne 'true') {
         return New-Outcome -Info $info -Skip ('held back: {0} host; logs off only with MultiSession' -f $Before.mode)
     }
@@ -753,13 +884,17 @@ try {
 $wanted = @((@($Steps) -join ',').Split(',') | Where-Object -FilterScript { $_ } | ForEach-Object -Process { $_.ToLowerInvariant() })
 $runError = $null
 if ($wanted.Count -eq 0) { $runError = 'no steps given: pass -Steps rdp-config,cert,...' }
-if ($wanted -contains 'sessions') {
+# Whenever the cert step may restart TermService, not only for the sessions step: what was
+# Active at the start is recorded if that restart comes (Save-DisconnectedRecord).
+if ($wanted -contains 'sessions' -or $wanted -contains 'cert') {
     try {
         $atStart = Get-UserSessions
-        $script:DiscAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Disc' } | ForEach-Object -Process { $_.id })
-        $script:ActiveAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' } | ForEach-Object -Process { $_.id })
+        $script:DiscAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Disc' } | ForEach-Object -Process { Get-SessionKey -Session $_ })
+        $script:ActiveAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' } | ForEach-Object -Process { Get-SessionKey -Session $_ })
+        $script:ActiveRowsAtStart = @($atStart | Where-Object -FilterScript { $_.state -eq 'Active' })
     } catch {
         $script:DiscAtStart = @()
+        $script:ActiveAtStart = @()
     }
 }
 $results = New-Object -TypeName System.Collections.ArrayList

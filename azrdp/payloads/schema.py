@@ -180,15 +180,33 @@ MACHINEKEYS_DEFAULT_SDDL = "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"
 MACHINEKEYS_DEFAULT_DACL = "D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"   # what `default` compares (the owner is in sddl)
 """Windows' default security descriptor of C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys."""
 
+MACHINEKEYS_SDDL_MAX = 136
+
 MACHINEKEYS = o(
     "The MachineKeys folder and the RDP key container.",
-    sddl=s("The folder's SDDL (owner, group, DACL), truncated to 152 characters.", max_len=152,
-           null=True),
+    sddl=s(f"The folder's SDDL (owner, group, DACL), truncated to {MACHINEKEYS_SDDL_MAX} characters.",
+           max_len=MACHINEKEYS_SDDL_MAX, null=True),
     default=b(f"The DACL equals Windows' default {MACHINEKEYS_DEFAULT_DACL} (the owner is in sddl)."),
-    files=i("Number of files in the folder; null when SYSTEM cannot list it (a broken folder DACL).",
-            hi=None, null=True),
+    files=i("Number of files in the folder, counted up to 20,001 (the payloads walk no further); null "
+            "when SYSTEM cannot list it (a broken folder DACL).", hi=None, null=True),
+    nested=b("The folder holds a subfolder or a reparse point (stock Windows has neither there): "
+             "machinekeys-acl is then held back, since a folder ACL write could propagate through "
+             "it; null when the folder could not be listed to the end.", null=True),
     rdp_key=RDP_KEY,
 )
+
+_HARDENED_ACE = re.compile(r"\(A;[^;]*;(FA|GA|0x1f01ff);;;(SY|BA)\)", re.IGNORECASE)
+
+
+def machinekeys_hardened(sddl: str | None) -> bool:
+    """Is the MachineKeys folder's DACL SYSTEM and Administrators with full control only (SYSTEM
+    among them)? Microsoft measured that form to keep RDP working and renewing its certificate
+    (Azure/repair-script-library win-fix-rdp-certificate.ps1): not a fault, and never rewritten."""
+    if not sddl or "D:" not in sddl:
+        return False
+    aces = re.findall(r"\([^)]*\)", sddl.split("D:", 1)[1])
+    return bool(aces) and all(_HARDENED_ACE.fullmatch(ace) for ace in aces) and \
+        any(ace.rstrip(")").endswith(";SY") for ace in aces)
 
 SESSION_STATES = ("Active", "Disc", "Conn", "Listen", "Shadow", "Idle", "Down", "Init", "Reset",
                   "ConnQ", "Unknown")
@@ -349,8 +367,10 @@ RDP_CONFIG_STATE = o(
     deny_policy=i("Policy fDenyTSConnections (null when no policy sets it).", null=True),
     port=i("RDP-Tcp PortNumber (any DWORD).", null=True),
     services=a("TermService then SessionEnv.", SERVICE, max_items=2),
-    fw_rules=i("Inbound rules in the Remote Desktop group.", hi=None),
-    fw_rules_enabled=i("Of those, enabled.", hi=None),
+    fw_rules=i("Inbound rules in the Remote Desktop group; null (as the two below) when the firewall "
+               "could not be read (MpsSvc stopped, WMI refusing): deny and the services are still "
+               "repaired, and the step's error says so.", hi=None, null=True),
+    fw_rules_enabled=i("Of those, enabled.", hi=None, null=True),
     custom_rule=b("azrdp's own rule exists, is enabled and covers the RDP port; null when the "
                   "port is 3389 and there is no such rule.", null=True),
 )
@@ -448,7 +468,10 @@ REPAIR_STEP_SCHEMAS: dict[str, Field] = {
                        max_items=4),
           logged_off_total=i("All sessions logged off.", hi=None),
           seats_freed=i("after.free - before.free, never negative."),
-          include_active=b("Active sessions were included (LogOffActive=true)."))),
+          include_active=b("Active sessions were included (LogOffActive=true)."),
+          kept_recent=i("Sessions disconnected at the start that were kept: a cert step's TermService "
+                        "restart disconnected them in the last 24 h (their users were working; "
+                        "logged off only with LogOffActive=true).", hi=65536))),
 }
 
 REPAIR = o(

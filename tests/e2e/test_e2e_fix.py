@@ -289,6 +289,26 @@ def test_two_working_admins_keep_their_sessions_while_the_certificate_is_repaire
     assert result["termservice"] == "Running"
 
 
+@pytest.mark.parametrize("e2e_case", ["active-users-again"])
+def test_a_second_fix_does_not_log_off_the_admins_the_first_ones_restart_disconnected(e2e, e2e_case):
+    # RECHECK new H-1: the first run's cert step restart turned both working admins into Disc
+    # sessions holding both seats. The next `azrdp fix` saw "seats full, disconnected at its start"
+    # and logged the longest idle admin off (lost work). The first run recorded them in the
+    # protected backup root; the second keeps them for 24 h and says why.
+    outcome = finished(e2e, e2e_case, 0)
+    (first,) = outcome.earlier
+    assert first.code == 0 and first.doc["verdict"] == "verified"
+    cert = next(s for s in first.doc["repair"]["result"]["steps"] if s["name"] == "cert")
+    assert cert["info"]["restarted"] == ["SessionEnv", "TermService"]
+    result = outcome.doc["repair"]["result"]
+    (sessions,) = [s for s in result["steps"] if s["name"] == "sessions"]
+    assert sessions["before"]["disconnected"] == 2 and sessions["before"]["free"] == 0
+    assert sessions["info"]["logged_off_total"] == 0 and sessions["info"]["kept_recent"] == 2
+    assert sessions["status"] == "skipped" and sessions["error"] == "held back: azrdp disconnected 2 in 24 h; LogOffActive"
+    assert sessions["after"]["total"] == 2 and sessions["after"]["disconnected"] == 2   # both still signed in
+    assert [p["payload"] for p in outcome.guest_run_commands] == ["repair", "repair"]
+
+
 @pytest.mark.parametrize("e2e_case", ["hung-termservice"])
 def test_a_termservice_stuck_in_stop_pending_ends_in_a_result_that_says_so(e2e, e2e_case):
     # Review #2: Restart-Service waited for ever on a service stuck in StopPending (no result line,

@@ -11,12 +11,7 @@ import pytest
 
 from azrdp.payloads import payload
 from azrdp.payloads.schema import MACHINEKEYS_DEFAULT_SDDL, REPAIR_STEPS
-from tests.support.emulator_support import payload_answer, run_payload, session_for
-
-
-def repair(emu, fake_credential, steps, **values):
-    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": steps, **values})
-    return result, {step["name"]: step for step in result["steps"]}
+from tests.support.emulator_support import payload_answer, repair, run_payload, session_for
 
 
 def one_disconnected(emu) -> None:
@@ -34,7 +29,7 @@ def test_only_when_full_logs_off_no_one_while_a_seat_is_free(start_emulator, fak
     assert step["status"] == "unchanged" and step["error"] is None and not result["changed"]
     assert step["before"] == step["after"] == {"total": 1, "disconnected": 1, "active": 0, "mode": "admin",
                                                "seat_limit": 2, "used": 1, "free": 1}
-    assert step["info"] == {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}
+    assert step["info"] == {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False, "kept_recent": 0}
     assert [s.user for s in emu.guest().sessions if s.user] == ["opsadmin"]
 
 
@@ -373,6 +368,64 @@ def test_a_termservice_restart_disconnects_working_users_and_the_sessions_step_k
     assert result["termservice"] == "Running"
 
 
+def test_a_later_run_keeps_the_users_an_earlier_restart_disconnected_for_24_hours(start_emulator, fake_credential):
+    # RECHECK new H-1: the Disc-at-start snapshot protected them within one run only; the next
+    # run's sessions step saw both admins disconnected at its start and logged the longest idle off.
+    emu = start_emulator("active-users")
+    _, steps = repair(emu, fake_credential, ["cert", "sessions"], LogOffOnlyWhenFull=True)
+    assert steps["cert"]["info"]["restarted"] == ["SessionEnv", "TermService"]
+    record = emu.guest().backup_root.disconnected
+    assert sorted(key[1] for key, _ in record) == ["azureadmin", "opsadmin"]   # written before the restart
+    _, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    sessions = steps["sessions"]
+    assert sessions["status"] == "skipped" and sessions["info"]["kept_recent"] == 2
+    assert sessions["info"]["logged_off_total"] == 0 and sessions["after"]["disconnected"] == 2
+    # LogOffActive true: asked for, the record does not hold them back
+    _, asked = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True, LogOffActive=True)
+    assert asked["sessions"]["info"]["logged_off_total"] == 1 and asked["sessions"]["info"]["kept_recent"] == 0
+    # written 24 h ago: they are disconnected sessions like any other
+    def a_day_ago(backend):
+        root = emu.guest().backup_root
+        root.disconnected = [(key, at - 24 * 3600 - 60) for key, at in root.disconnected]
+        emu.guest().add_session("opsadmin2", "Disc")
+    emu.update(a_day_ago)
+    _, later = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    assert later["sessions"]["status"] == "changed" and later["sessions"]["info"]["kept_recent"] == 0
+
+
+def test_a_new_sign_in_in_a_reused_session_id_is_not_kept_by_an_old_record(start_emulator, fake_credential):
+    # Desk finding 14: keyed by session id alone, a record (or snapshot) of one sign-in would cover a
+    # different sign-in that later got the same id. Id, user and logon time are one sign-in.
+    emu = start_emulator("active-users")
+    repair(emu, fake_credential, ["cert", "sessions"], LogOffOnlyWhenFull=True)
+
+    def sign_in_again(backend):
+        guest = emu.guest()
+        (first,) = [s for s in guest.sessions if s.user == "azureadmin"]
+        guest.sessions.remove(first)                       # signed out ...
+        again = guest.add_session("azureadmin", "Disc", idle_min=3_000)
+        again.id = first.id                                # ... and in again, into the same id
+    emu.update(sign_in_again)
+    _, steps = repair(emu, fake_credential, ["sessions"], LogOffOnlyWhenFull=True)
+    assert steps["sessions"]["info"]["kept_recent"] == 1      # opsadmin, whom the restart disconnected
+    assert steps["sessions"]["info"]["logged_off_total"] == 1  # the new sign-in, idle longest
+
+
+def test_the_cert_steps_restart_is_held_back_on_a_session_host_unless_asked(start_emulator, fake_credential):
+    # RECHECK #8: the restart disconnects every user of an RD Session Host; the sessions step
+    # refused there, the cert step did not. Held back before any change.
+    emu = start_emulator("active-users")
+    emu.update(lambda backend: setattr(emu.guest(), "seat_mode", "rdsh"))
+    store = [c.thumbprint for c in emu.guest().rd_store()]
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["status"] == "skipped"
+    assert steps["cert"]["error"] == "held back: rdsh host; restarts only with MultiSession"
+    assert [c.thumbprint for c in emu.guest().rd_store()] == store                     # nothing moved
+    assert [s.state for s in emu.guest().sessions if s.user] == ["Active", "Active"]   # nobody disconnected
+    _, asked = repair(emu, fake_credential, ["cert"], MultiSession=True)
+    assert asked["cert"]["status"] == "changed" and asked["cert"]["info"]["restarted"] == ["SessionEnv", "TermService"]
+
+
 def test_a_service_hung_in_stop_pending_bounds_the_restart_and_reports_it(start_emulator, fake_credential):
     # Review #2 / 5.2: the restart gives up after its bounded wait; the result line still comes.
     emu = start_emulator("hung-termservice")
@@ -436,6 +489,88 @@ def test_a_folder_with_windows_dacl_but_another_owner_is_default(start_emulator,
     emu.update(lambda backend: setattr(emu.guest().machinekeys, "sddl", "O:BAG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)"))
     result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
     assert steps["machinekeys-acl"]["status"] == "unchanged" and not result["reboot_required"]
+
+
+@pytest.mark.parametrize("dacl, rewritten", [
+    ("D:PAI(A;;FA;;;SY)(A;;FA;;;BA)", False),                    # Microsoft's measured hardening: works, kept
+    ("D:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)(A;;FA;;;SY)(A;;FA;;;BU)", True),   # Users:F on every machine key: rewritten
+    ("D:PAI(A;;FA;;;BA)", True),                                 # no new key can be made: rewritten
+])
+def test_machinekeys_acl_rewrites_only_a_folder_that_cannot_take_keys_or_gives_every_user_more(
+        start_emulator, fake_credential, dacl, rewritten):
+    # RECHECK #19: any non-default DACL was rewritten, the SYSTEM + Administrators hardening too
+    # (into the Everyone-create default, followed by a reboot).
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "sddl", "O:SYG:SY" + dacl))
+    result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    step = steps["machinekeys-acl"]
+    assert ("acl:folder-default" in step["info"]["actions"]) is rewritten
+    assert (emu.guest().machinekeys.sddl == MACHINEKEYS_DEFAULT_SDDL) is rewritten
+    assert result["reboot_required"] is rewritten
+
+
+def test_machinekeys_acl_holds_back_on_a_subfolder_or_reparse_point_and_diagnose_says_so(start_emulator, fake_credential):
+    # RECHECK new H-2: every user may add a folder to MachineKeys (0x12019f holds FILE_ADD_SUBDIRECTORY);
+    # the folder ACL write's re-propagation could follow a junction planted there into a tree the
+    # user chose. Held back before any change; diagnose reports it, the plan says what to do.
+    emu = start_emulator("machinekeys-acl")
+    emu.update(lambda backend: setattr(emu.guest().machinekeys, "subfolders", 1))   # a junction, say
+    diagnosis = payload_answer(session_for(emu, fake_credential), "diagnose", {})
+    assert diagnosis["machinekeys"]["nested"] is True and diagnosis["machinekeys"]["default"] is False
+    before = emu.guest().machinekeys.sddl
+    result, steps = repair(emu, fake_credential, ["machinekeys-acl"])
+    step = steps["machinekeys-acl"]
+    assert step["status"] == "skipped" and step["error"] == "held back: MachineKeys holds a subfolder"
+    keys = emu.guest().machinekeys
+    assert keys.sddl == before and keys.propagated_into == 0 and not result["reboot_required"]
+    # the model: the old step's folder write reached the junction
+    emu.update(lambda backend: emu.guest().machinekeys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL))
+    assert emu.guest().machinekeys.propagated_into == 1
+
+
+def test_a_damaged_rdp_key_container_is_moved_aside_and_windows_makes_a_new_certificate(start_emulator, fake_credential):
+    # RECHECK #7: a non-empty live container SYSTEM can open, whose key reads "keyset does not
+    # exist" (NTE_BAD_KEYSET), was judged usable; the cert step then moved its certificate, and
+    # Windows, reusing the damaged container, made none (RCM 1057): RDP was left with no certificate.
+    emu = start_emulator()
+    emu.update(lambda backend: setattr(emu.guest().machinekeys.rdp_key, "damaged", True))
+    assert not emu.guest().tls_usable()
+    result, steps = repair(emu, fake_credential, ["machinekeys-rename", "cert"])
+    assert steps["machinekeys-rename"]["status"] == "changed" and steps["machinekeys-rename"]["info"]["moved"] == 1
+    cert = steps["cert"]
+    assert cert["status"] == "changed" and cert["error"] is None and cert["after"]["current"] is not None
+    assert emu.guest().tls_usable() and emu.guest().machinekeys.backups   # the old container kept
+
+
+def test_an_admin_certificate_whose_key_refuses_system_is_could_not_test_and_stays_bound(start_emulator, fake_credential):
+    # RECHECK #5: CNG's NTE_PERM (and CAPI's NTE_BAD_KEYSET on a container whose ACL refuses) counted
+    # as "broken": the binding to a CA certificate in My whose key SYSTEM cannot open was cleared.
+    emu = start_emulator("ecc-cert")
+    emu.update(lambda backend: setattr(emu.guest().find(emu.guest().bound_thumbprint), "key_denied", True))
+    bound = emu.guest().bound_thumbprint
+    diagnosis = payload_answer(session_for(emu, fake_credential), "diagnose", {})
+    assert diagnosis["cert"]["bound_cert"]["key_readable"] is None
+    _, steps = repair(emu, fake_credential, ["cert"])
+    assert steps["cert"]["info"]["cleared_binding"] is False and emu.guest().bound_thumbprint == bound
+
+
+def test_rdp_config_repairs_deny_and_the_services_when_the_firewall_cannot_be_read(start_emulator, fake_credential):
+    # RECHECK #12: with MpsSvc stopped the firewall read threw and the whole step was "cannot read
+    # state": fDenyTSConnections=1 and a Disabled TermService stayed (RDP down).
+    emu = start_emulator("rdp-disabled")
+
+    def firewall_down(backend):
+        guest = emu.guest()
+        guest.services["MpsSvc"].state = "Stopped"
+        guest.firewall_readable = False
+        guest.services["SessionEnv"].start, guest.services["SessionEnv"].state = "Disabled", "Stopped"
+    emu.update(firewall_down)
+    _, steps = repair(emu, fake_credential, ["rdp-config"])
+    step = steps["rdp-config"]
+    assert step["status"] == "changed" and step["error"] == "firewall not readable: Access denied"
+    assert step["info"]["actions"] == ["deny=0", "demand:SessionEnv", "start:SessionEnv"]
+    assert step["before"]["fw_rules"] is None and step["after"]["deny"] == 0
+    assert emu.guest().registry["fDenyTSConnections"] == 0 and emu.guest().running("SessionEnv")
 
 
 def test_a_folder_hardened_to_system_and_administrators_does_not_hold_the_cert_step_back(start_emulator, fake_credential):

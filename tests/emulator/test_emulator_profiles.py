@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from azrdp.cli import cli
 from azrdp.emulator.profiles import LOCALES, WINDOWS, GuestProfile, quser_text
-from tests.support.emulator_support import payload_answer, session_for
+from tests.support.emulator_support import payload_answer, repair, session_for
 
 
 @pytest.mark.parametrize("windows, locale", [(w, "en-US") for w in WINDOWS] + [("2022", loc) for loc in LOCALES if loc != "en-US"])
@@ -41,7 +41,6 @@ def test_the_seat_model_follows_the_sku(start_emulator, fake_credential, windows
 
 def test_an_avd_session_host_refuses_to_log_anyone_off_unless_asked(start_emulator, fake_credential):
     # Review #8: on multi-session / AVD hosts every user is someone's working day.
-    from test_emulator_guest_fidelity import repair
 
     emu = start_emulator("seat-taken")
     emu.update(lambda backend: GuestProfile(windows="win11-multisession", role="avd").apply(emu.guest()))
@@ -55,7 +54,6 @@ def test_an_avd_session_host_refuses_to_log_anyone_off_unless_asked(start_emulat
 
 def test_a_domain_controller_keeps_its_machine_keys_when_the_rdp_key_moves(start_emulator, fake_credential):
     # Review #7: LDAPS/KDC keys live in MachineKeys too; only the RDP container may move.
-    from test_emulator_guest_fidelity import repair
 
     emu = start_emulator("corrupt-key")
     emu.update(lambda backend: GuestProfile(role="dc").apply(emu.guest()))
@@ -98,7 +96,6 @@ def test_a_session_host_whose_ts_provider_does_not_answer_is_not_read_as_a_two_s
     # Desk review 2, row 1: with -OperationTimeoutSec and SilentlyContinue a Win32_TerminalServiceSetting
     # that timed out read as 'admin' (two seats): the rdsh guard fell away and LogOffOnlyWhenFull logged
     # off the disconnected users of an RD Session Host. Fail closed: the section and the step say why.
-    from test_emulator_guest_fidelity import repair
 
     emu = start_emulator("seat-taken")
 

@@ -132,7 +132,7 @@ def test_broken_machinekeys_acl(arm, rdp, certs, audit_path):
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["plan"]["steps"]
     assert [(s["name"], s["why"]) for s in steps[:2]] == [
-        ("machinekeys-acl", "the MachineKeys folder SDDL is not the default (O:BAG:SYD:PAI(A;;FA;;;BA)(A;;FA;;;SY)); "
+        ("machinekeys-acl", "the MachineKeys folder SDDL is not the default (O:BAG:SYD:PAI(A;;FA;;;BA)); "
                             "NETWORK SERVICE cannot read the RDP key container"),
         ("cert", "guest.cert: no RDP certificate with a readable private key")]
     assert "machinekeys-rename" not in [s["name"] for s in steps]

@@ -162,3 +162,23 @@ def test_a_repair_run_command_answered_503_is_sent_once_and_the_audit_says_it_ma
     assert sent["status"] == "sent" and uncertain["status"] == "may-have-run"
     assert "the command may have run" in uncertain["error"] and "the command may have run" in result.summary()
     assert restarts(arm) == 0                      # nothing more is decided on a guess
+
+
+def test_a_backup_root_someone_else_made_is_reported_with_what_to_do():
+    # Desk review finding 22: a C:\ProgramData\azrdp made by another account (or a junction) failed
+    # every backing-up step for good ("nothing was changed") and said nothing of a way out.
+    from types import SimpleNamespace
+
+    from azrdp.repair_result import RepairResult, next_steps
+
+    target = Target(name="vm-web-01", resource_group="rg-web")
+    step = {"name": "machinekeys-acl", "status": "failed", "error": "backup folder has a foreign owner; nothing was changed"}
+    result = RepairResult(target=target, verdict="not_verified",
+                          repair=SimpleNamespace(steps=[step], result={"termservice": "Running"}))
+    lines = next_steps(result, target)
+    assert "guest step machinekeys-acl failed: backup folder has a foreign owner; nothing was changed" in lines
+    advice = next(line for line in lines if line.startswith("C:\\ProgramData\\azrdp was made by someone else"))
+    assert "move C:\\ProgramData\\azrdp C:\\ProgramData\\azrdp.untrusted" in advice
+    assert advice.endswith("`azrdp fix vm-web-01 -g rg-web` again")
+    step["error"] = "icacls /save failed (exit 5); nothing was changed"   # another failure: no such advice
+    assert not any("made by someone else" in line for line in next_steps(result, target))

@@ -61,6 +61,19 @@ def test_scenarios(scenario, check_id, status, summary, step):
     assert all(c.id in {"guest.cert", "guest.events", "guest.machinekeys"} for c in others), others
 
 
+def test_machinekeys_hardened_passes_and_a_planted_subfolder_is_fixed_by_hand():
+    # RECHECK #19: the SYSTEM + Administrators hardening Microsoft measured works: no fault.
+    hardened = samples.healthy()
+    hardened["machinekeys"].update(sddl="O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)", default=False)
+    assert _by_id(hardened)["guest.machinekeys"].status is Status.PASS
+    # RECHECK new H-2: with a subfolder or reparse point there the step holds back: said, with what to do
+    nested = samples.broken_machinekeys_acl()
+    nested["machinekeys"]["nested"] = True
+    check = _by_id(nested)["guest.machinekeys"]
+    assert check.status is Status.FAIL and "subfolder or reparse point" in check.summary
+    assert "holds back" in check.remedy and "dir /a" in check.remedy
+
+
 def test_one_failed_section_leaves_the_others_judged():
     checks = _by_id(samples.section_failed())
     assert [c.id for c in checks.values() if c.status is Status.ERROR] == ["guest.firewall"]

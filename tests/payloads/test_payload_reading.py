@@ -60,7 +60,7 @@ def test_the_cert_step_saves_a_malformed_binding_as_stored_before_clearing_it():
 
 def test_machinekeys_facts_read_the_sddl_first_and_files_is_null_when_listing_fails():
     body = _code(_functions()["Get-MachineKeysFacts"])
-    assert body.index("$acl = Get-Acl -LiteralPath $MachineKeysPath") < body.index("$sddl = $acl.Sddl") < body.index("EnumerateFiles")
+    assert body.index("$acl = Get-Acl -LiteralPath $MachineKeysPath") < body.index("$sddl = $acl.Sddl") < body.index("Get-MachineKeysListing")
     assert "} catch {\n        $files = $null" in body and "files = $files" in body
     assert "@(Get-ChildItem -LiteralPath $MachineKeysPath -Force -File).Count" not in body
     key = _code(_functions()["Get-RdpKeyFacts"])
@@ -108,7 +108,8 @@ def test_a_failed_grace_period_call_is_not_read_as_zero_days_left():
 def test_the_firewall_rules_are_read_in_their_own_try_after_the_service():
     body = _code(_functions()["Read-Firewall"])
     service = body.index("try { $service = (Get-ServiceFacts -Name 'MpsSvc').state }")
-    rules = body.index("    try {\n        $profiles = @(Get-NetFirewallProfile")
+    rules = body.index("    try {\n        \n        $profileList = Invoke-BoundedCim")
+    assert rules < body.index("Get-NetFirewallProfile -PolicyStore ActiveStore -AsJob")
     fallback = body.index("return [ordered]@{ service = $service; profiles = $null; rdp_rules = $null;")
     assert service < rules < body.index("Add-Failure -Section 'firewall' -Record $_") < fallback
     from tests.support.payload_samples import healthy
@@ -135,7 +136,10 @@ def test_the_azrdp_rule_is_scoped_to_termservice_and_the_port_test_reads_the_act
     functions = _functions("repair")
     create = next(line for line in functions["Repair-RdpConfig"].splitlines() if "New-NetFirewallRule" in line)
     assert "-Program '%SystemRoot%\\system32\\svchost.exe' -Service 'TermService'" in create
-    assert "Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound" in functions["Test-RdpGroupCoversPort"]
+    # the active store: Get-InboundFirewallRules, whose rules the test is given
+    assert "Get-NetFirewallRule -PolicyStore ActiveStore -Direction Inbound -AsJob" in functions["Get-InboundFirewallRules"]
+    repair = functions["Repair-RdpConfig"]
+    assert repair.index("$inbound = Get-InboundFirewallRules") < repair.index("Test-RdpGroupCoversPort -Port $port -Rules $inbound")
 
 
 def test_the_deadline_runs_on_a_monotonic_clock():

@@ -46,6 +46,8 @@ PS51_CMDLETS = {
     "Select-Object", "Set-Acl", "Set-Content", "Set-ItemProperty", "Set-NetFirewallPortFilter",
     "Set-Service", "Set-StrictMode", "Sort-Object", "Split-Path", "Start-Sleep",
     "Test-Path", "Where-Object", "Write-Output",
+    # CIM jobs: the NetSecurity/NetTCPIP cmdlets run with -AsJob and are waited for with a timeout
+    "Wait-Job", "Receive-Job", "Stop-Job", "Remove-Job",
 }
 # The Storage module (Windows Server 2012 and later, learn.microsoft.com/powershell/module/storage):
 # only the offline rescue payload brings the attached disk online and lists volumes.
@@ -142,9 +144,10 @@ def test_every_check_and_step_runs_inside_try_catch(payload_id):
 def test_diagnose_changes_nothing():
     tree = _tree("diagnose")
     own = set(pwsh_ast.functions(tree))
-    # Add-Type compiles the WTS API type into this process only; it changes nothing on the VM.
+    # Add-Type compiles the WTS API type into this process only; Stop-Job/Remove-Job end the
+    # payload's own CIM jobs (Invoke-BoundedCim): none changes anything on the VM.
     changing = [c for c in pwsh_ast.commands(tree) if CHANGING.match(c) and c not in own]
-    assert changing == ["Set-StrictMode", "Add-Type"]
+    assert changing == ["Set-StrictMode", "Add-Type", "Stop-Job", "Remove-Job"]
     natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
     assert natives == {"quser.exe", "qwinsta.exe"}
     assert payload("diagnose").read_only and not payload("repair").read_only
@@ -197,10 +200,43 @@ def test_cert_step_restarts_termservice_only_when_the_served_certificate_must_ch
     # Review #13: a restart disconnects every RDP user; removing an unused expired certificate
     # while a valid one is served is no reason for one.
     body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
-    # finding 8: a broken certificate moved while none usable is bound is still served from memory
-    assert "$restart = $cleared -or ($removed.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)" in body
-    assert "if ($restart) {" in body
+    # finding 8: a broken certificate moved while none usable is bound is still served from memory;
+    # decided before any change (the binding it clears, the certificates it moves), so that a
+    # restart a session host forbids changes nothing (RECHECK #8)
+    assert "$restart = $boundBroken -or ($broken.Count -gt 0 -and -not $boundUsable) -or ($null -eq $Before.current)" in body
+    assert body.index("$restart = ") < body.index("Move-CertificateToBackup") < body.index("if ($restart) {")
+    assert body.index("$restart = ") < body.index("Remove-ItemProperty")
     assert body.count("Restart-ServiceBounded") == 1
+
+
+def test_cert_step_restart_is_held_back_on_session_hosts_unless_asked():
+    # RECHECK #8: the sessions step refused on rdsh/multi/avd, but the cert step's TermService
+    # restart still disconnected every user of a session host.
+    body = pwsh_ast.functions(_tree("repair"))["Repair-Certificate"]
+    gate = body.index("if ($restart -and $MultiSession -ne 'true') {")
+    assert "@('rdsh', 'multi', 'avd') -contains $mode" in body[gate:]
+    assert gate < body.index("Move-CertificateToBackup") and gate < body.index("Remove-ItemProperty")
+
+
+def test_a_restart_records_whom_it_disconnects_and_later_runs_keep_them():
+    # RECHECK new H-1: the Disc-at-start snapshot protected the users the cert step's restart
+    # disconnected only within that run; the next run saw them "disconnected at its start" and
+    # logged the longest idle off. The record is written before the restart, in the protected root.
+    source = _source("repair")
+    functions = pwsh_ast.functions(_tree("repair"))
+    cert = functions["Repair-Certificate"]
+    assert "if ($name -eq 'TermService') { Save-DisconnectedRecord }" in cert
+    assert cert.index("Save-DisconnectedRecord") < cert.index("Restart-ServiceBounded -Name $name")
+    save = functions["Save-DisconnectedRecord"]
+    assert save.index("$folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId") < save.index("Set-Content")   # the protected root first
+    assert "$ProtectHours = 24" in source and "$DisconnectedRecordName = 'disconnected-by-azrdp.txt'" in source
+    # the snapshot is taken whenever the cert step may restart, not only for the sessions step
+    assert "if ($wanted -contains 'sessions' -or $wanted -contains 'cert') {" in source
+    sessions = functions["Repair-Sessions"]
+    assert "if (-not $includeActive) {" in sessions and "$recent -notcontains (Get-SessionKey -Session $_)" in sessions
+    read = functions["Read-DisconnectedRecord"]
+    assert "if ($at.ToUniversalTime() -lt $since) { continue }" in read
+    assert "Get-Content -LiteralPath $path -Encoding UTF8" in read and "catch" not in read   # unreadable: throws
 
 
 def test_no_service_cmdlet_that_waits_for_ever_and_every_wait_is_bounded():
@@ -232,8 +268,12 @@ def test_sessions_step_logs_off_only_sessions_disconnected_at_the_start():
     source = _source("repair")
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-Sessions"]
-    assert "($_.state -eq 'Disc' -and $script:DiscAtStart -contains $_.id)" in body
-    assert "$includeActive -and $script:ActiveAtStart -contains $_.id" in body
+    # Desk finding 14: keyed by id, user and logon time (ids are reused), and still disconnected
+    # since before the start (a user who reconnected and was disconnected again is working).
+    assert "($_.state -eq 'Disc' -and $script:DiscAtStart -contains $key -and ($null -eq $_.disc_at -or $_.disc_at -lt $script:StartFileTime))" in body
+    assert "$includeActive -and $script:ActiveAtStart -contains $key" in body
+    assert "return ('{0}|{1}|{2}' -f $Session.id, $Session.user, $Session.logon)" in functions["Get-SessionKey"]
+    assert "logon = info.Logon; disconnect = info.Disconnect;" in _source("repair")
     snapshot = source.index("$script:DiscAtStart = @($atStart")
     assert snapshot < source.index("foreach ($name in $StepOrder) {")
     # F7: only as many as free one seat, longest idle first; multi-session hosts only when asked.
@@ -269,8 +309,10 @@ def test_machinekeys_rename_judges_only_the_live_container_and_asks_the_cert_ste
     usable = functions["Test-RdpKeyUsable"]
     assert "$live = Get-LiveRdpKeyPath" in usable and "Get-ChildItem" not in usable
     assert "if ($certificate.Subject -ne $certificate.Issuer -or -not $certificate.HasPrivateKey) { continue }" in usable
-    assert "$script:KeyFailureHResult -ne -2146893802" in usable          # NTE_BAD_KEYSET: not in this container
-    assert "catch [System.UnauthorizedAccessException] {\n            return $null" in usable
+    # access denied on the file: could not tell (moved to Test-LiveRdpKeyOpen); NTE_BAD_KEYSET is now
+    # judged by Get-KeyFailureVerdict (RECHECK #7: a damaged live container reports it)
+    assert "if ('opened' -ne (Test-LiveRdpKeyOpen)) { return $null }" in usable
+    assert "catch [System.UnauthorizedAccessException] {\n            return $null" in functions["Test-LiveRdpKeyOpen"]
     assert "if ($true -eq $key) { return $true }" in usable               # a working key in it: never moved
     body = functions["Repair-MachineKeysRename"]
     assert "$RdpKeyFilter" not in body and "Get-ChildItem" not in body
@@ -282,12 +324,29 @@ def test_machinekeys_rename_judges_only_the_live_container_and_asks_the_cert_ste
     assert "$null -eq $live -or $_.FullName -eq $live" in facts
     # Environmental failures are "could not test": access denied, KeyIso not running.
     verdict = functions["Get-KeyFailureVerdict"]
-    assert "if ($Exception.HResult -eq -2147024891) { return $null }" in verdict
+    assert "if (@(-2147024891, -2146893808) -contains $Exception.HResult) { return $null }" in verdict
     assert "Get-Service -Name 'KeyIso'" in verdict and "return $false" in verdict
     key_test = functions["Test-PrivateKey"]
     assert key_test.count("return Get-KeyFailureVerdict -Exception $_.Exception") == 2
     assert "CryptographicException] {\n        return $false" not in key_test
     assert key_test.index("$script:KeyFailureHResult = $null") < key_test.index("HasPrivateKey")
+
+
+def test_key_failures_the_environment_causes_are_could_not_test_and_a_damaged_rdp_key_is_broken():
+    # RECHECK #5: CNG's NTE_PERM (0x80090010) and CAPI's NTE_BAD_KEYSET on a container whose ACL
+    # refuses counted as "broken": a CA certificate in My whose key SYSTEM cannot open had its
+    # binding cleared. RECHECK #7: a damaged live RDP container reporting NTE_BAD_KEYSET was never
+    # judged broken, so the cert step moved its certificate and RDP was left with none.
+    functions = pwsh_ast.functions(_tree("repair"))
+    verdict = functions["Get-KeyFailureVerdict"]
+    assert "if (@(-2147024891, -2146893808) -contains $Exception.HResult) { return $null }" in verdict
+    bad_keyset = verdict[verdict.index("if ($Exception.HResult -eq -2146893802) {"):]
+    assert "(Test-RdpOwnCertificate -Certificate $Certificate) -and $null -ne (Test-LiveRdpKeyOpen)) { return $false }" in bad_keyset
+    assert bad_keyset.index("return $false }") < bad_keyset.index("return $null")
+    test = functions["Test-PrivateKey"]
+    assert test.count("return Get-KeyFailureVerdict -Exception $_.Exception -Certificate $Certificate") == 2
+    own = functions["Test-RdpOwnCertificate"]
+    assert "$Certificate.Subject -like ('CN=' + $env:COMPUTERNAME + '*')" in own and "Remote Desktop" in own
 
 
 def test_a_failed_lock_after_the_move_is_said_apart_and_the_undo_restores_the_acl():
@@ -339,6 +398,35 @@ def test_machinekeys_default_is_the_dacl_and_a_hardened_folder_does_not_hold_the
     assert MACHINEKEYS_DEFAULT_SDDL.endswith(MACHINEKEYS_DEFAULT_DACL)
 
 
+def test_machinekeys_acl_rewrites_only_a_folder_that_cannot_take_keys_or_gives_every_user_more():
+    # RECHECK #19: machinekeys-acl rewrote any non-default DACL, Microsoft's measured SYSTEM +
+    # Administrators hardening included (into the Everyone-create default, and a reboot).
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-MachineKeysAcl"]
+    assert "if (-not $Before.default -and (-not (Test-KeyFolderWritable) -or (Test-BroadKeyFolderGrant))) {" in body
+    assert body.index("Test-BroadKeyFolderGrant") < body.index("Set-DefaultMachineKeysAcl")
+    broad = functions["Test-BroadKeyFolderGrant"]
+    assert "$BroadSids -notcontains $rule.IdentityReference.Value" in broad and "(4294967295 -bxor 1180063)" in broad
+
+
+def test_machinekeys_acl_holds_back_when_the_folder_holds_a_subfolder_or_reparse_point():
+    # RECHECK new H-2: a junction planted in MachineKeys (every user may add a folder there) could
+    # carry the re-propagation of the folder ACL write into a tree the user chose.
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-MachineKeysAcl"]
+    hold = body.index("$holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath")   # change.ps1's, shared with rescue
+    assert hold < body.index("Save-MachineKeysAcl") < body.index("Set-DefaultMachineKeysAcl")
+    check = functions["Get-KeyFolderHoldBack"]
+    assert "'held back: MachineKeys holds a subfolder'" in check and "'held back: MachineKeys holds a reparse point'" in check
+    listing = functions["Get-MachineKeysListing"]
+    assert "[System.IO.FileAttributes]::Directory -bor [System.IO.FileAttributes]::ReparsePoint" in listing
+    assert ".EnumerateFileSystemInfos()" in listing
+    # diagnose reads it too (and bounds its walk as the repair does: desk finding 6)
+    facts = pwsh_ast.functions(_tree("diagnose"))["Get-MachineKeysFacts"]
+    assert "$listing = Get-MachineKeysListing" in facts and "nested = $nested" in facts
+    assert "EnumerateFiles" not in facts
+
+
 def test_inherited_aces_made_explicit_never_keep_a_broad_grant():
     # Finding 12: Protect-InheritedKeyAces kept an inherited Everyone:(OI)(CI)F (or Users:RX after
     # icacls /reset /t) as an explicit ACE on every key file: every machine private key readable by
@@ -358,8 +446,12 @@ def test_machinekeys_acl_is_bounded_checks_its_backup_and_records_unreadable_fil
     # and one key file SYSTEM could not Get-Acl aborted the step meant to fix it.
     functions = pwsh_ast.functions(_tree("repair"))
     body = functions["Repair-MachineKeysAcl"]
-    assert body.index("[System.IO.Directory]::EnumerateFiles($MachineKeysPath)") < body.index("Save-MachineKeysAcl")
-    assert "if ($n -gt $MaxKeyFiles) {\n        return New-Outcome" in body and "held back: MachineKeys holds over" in body
+    # the count limit: change.ps1's Get-KeyFolderHoldBack (shared with rescue), before any backup
+    assert body.index("$holdBack = Get-KeyFolderHoldBack -Path $MachineKeysPath") < body.index("Save-MachineKeysAcl")
+    assert "if ($null -ne $holdBack) {\n        return New-Outcome" in body
+    assert "held back: MachineKeys holds over" in functions["Get-KeyFolderHoldBack"]
+    listing = functions["Get-MachineKeysListing"]   # diagnose's: one pass that stops at the limit
+    assert "if ($count -gt $MaxKeyFiles) {" in listing and "break" in listing
     for name in ("Save-MachineKeysAcl", "Protect-InheritedKeyAces"):
         loop = functions[name][functions[name].index("foreach ($item in"):]
         assert "if ((Get-SecondsLeft) -lt 60) { throw 'deadline: stopped before changing the folder ACL' }" in loop, name
@@ -378,7 +470,7 @@ def test_a_folder_system_cannot_list_gets_one_list_ace_first_recorded_before_it_
     ace = block.index("'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'")
     sent = block.index("Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl")
     assert block.index("machinekeys.folder.sddl.txt") < block.index("Add-UndoNote") < ace < sent
-    assert sent < block.index("EnumerateFiles") < block.index("Save-MachineKeysAcl")
+    assert sent < block.index("Get-KeyFolderHoldBack") < block.index("Save-MachineKeysAcl")
     assert "[void]$actions.Add('acl:list')" in block
 
 
@@ -479,6 +571,19 @@ def test_change_helpers_take_their_paths_as_parameters():
     assert params["Get-BackupFolder"] == ["DataRoot", "RunId", "Name"]
     assert params["Save-MachineKeysAcl"] == ["Path", "Folder", "OfflineVolume"]
     assert params["Protect-InheritedKeyAces"] == ["Path"] and params["Add-UndoNote"] == ["Folder", "Line"]
+    # one place per value too: what an include sets, no including payload sets again
+    # ($MaxKeyFiles lives in common.ps1: diagnose bounds its MachineKeys walk with it too)
+    def assigned(text: str) -> set[str]:
+        return set(re.findall(r"^\$(?:script:)?(\w+) = ", text, re.M))
+
+    shared = assigned(code)
+    assert {"BackupRootSddl", "BroadSids", "Clock", "BackupFolder"} <= shared
+    common = assigned((PAYLOAD_DIR / "common.ps1").read_text())
+    assert "MaxKeyFiles" in common and not shared & common, shared & common
+    shared |= common
+    for payload_id in ("diagnose", "repair", "rescue"):
+        own = set(re.findall(r"^\$(?:script:)?(\w+) = ", (PAYLOAD_DIR / f"{payload_id}.ps1").read_text(), re.M))
+        assert not own & shared, (payload_id, own & shared)
 
 
 def _includes(**files: str):
@@ -585,6 +690,49 @@ def test_firewall_association_parameters_get_a_single_instance(payload_id):
     source = _source(payload_id)
     for variable in re.findall(r"-AssociatedNetFirewall\w+\s+\$(\w+)", source):
         assert not re.search(rf"\${variable}\s*=\s*@\(", source), f"${variable} is a collection"
+
+
+NETWORK_CIM_CMDLET = re.compile(r"^(Get|Set|New|Enable|Disable|Remove)-Net(Firewall\w*|TCPConnection|ConnectionProfile)$")
+
+
+def test_every_netsecurity_and_nettcpip_cmdlet_is_a_cim_job_waited_for_with_a_timeout():
+    # Desk review 2 finding 4 / RECHECK #2: the NetSecurity and NetTCPIP cmdlets are CDXML over CIM
+    # with no -OperationTimeoutSec; a hung WMI or firewall provider held diagnose and rdp-config
+    # with no result line.
+    common = pwsh_ast.functions(_tree("repair"))["Invoke-BoundedCim"]
+    assert "if ($null -eq (Wait-Job -Job $job -Timeout $Seconds)) {" in common
+    assert common.index("Wait-Job -Job") < common.index("Stop-Job -Job $job") < common.index("throw (")
+    assert "} finally {\n        Remove-Job -Job $job -Force" in common and "$CimJobSeconds = 30" in _source("repair")
+    seen = 0
+    for payload_id in PAYLOADS:
+        tree = _tree(payload_id)
+        for name in {c for c in pwsh_ast.commands(tree) if NETWORK_CIM_CMDLET.match(c)}:
+            for call in pwsh_ast.calls(tree, name):
+                text = pwsh_ast.text(call)
+                assert "-AsJob" in text, f"{payload_id}.ps1: {text[:80]}"
+                node, inside = call, False
+                while node is not None:
+                    if node.type == "command" and pwsh_ast.text(node).startswith("Invoke-BoundedCim"):
+                        inside = True
+                        break
+                    node = node.parent
+                assert inside, f"{payload_id}.ps1: {text[:80]} is not run through Invoke-BoundedCim"
+                seen += 1
+    assert seen >= 12
+
+
+def test_rdp_config_repairs_deny_and_services_when_the_firewall_cannot_be_read():
+    # RECHECK #12 / desk review 2 finding 5: with MpsSvc stopped the ActiveStore query threw, the
+    # whole step was "cannot read state", and fDenyTSConnections=1 or a Disabled TermService stayed.
+    functions = pwsh_ast.functions(_tree("repair"))
+    read = functions["Read-RdpConfigState"]
+    assert read.index("services = @(") < read.index("try {") < read.index("Get-InboundFirewallRules")
+    assert "$script:FirewallReadError = $_.Exception.Message" in read
+    body = functions["Repair-RdpConfig"]
+    assert body.index("fDenyTSConnections") < body.index("Start-ServiceBounded") < body.index("if ($null -eq $Before.fw_rules) {")
+    assert "$problem = 'firewall not readable: ' + $script:FirewallReadError" in body
+    assert "return New-Outcome -Changed ($actions.Count -gt 0) -Info $info -Skip $problem" in body
+    assert "($port -lt 1 -or $port -gt 65535)" in body   # desk review 2 finding 17: no port for the cmdlet
 
 
 def test_private_key_check_does_not_need_sha256_support_from_the_csp():

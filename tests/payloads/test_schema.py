@@ -75,7 +75,7 @@ def test_repair_step_variants_cover_every_step():
     (lambda r: r["cert"]["certs"][0].update(not_after="2026-07-02"), "$.cert.certs[0].not_after", "does not match"),
     (lambda r: r["sessions"]["list"].extend([r["sessions"]["list"][0]] * 4), "$.sessions.list", "5 items, at most 4"),
     (lambda r: r.update(os=[]), "$.os", "expected object, got array"),
-    (lambda r: r["machinekeys"].update(sddl="x" * 153), "$.machinekeys.sddl", "longer than 152"),
+    (lambda r: r["machinekeys"].update(sddl="x" * 137), "$.machinekeys.sddl", "longer than 136"),
     (lambda r: r["services"].__setitem__(0, None), "$.services[0]", "null is not allowed"),
 ])
 def test_mismatches_name_the_path_and_the_problem(mutate, where, problem):

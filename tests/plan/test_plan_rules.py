@@ -84,7 +84,7 @@ def all_seats_active(r: dict[str, Any]) -> None:
                      "used": 2, "free": 0, "single_session": True}
 
 
-BAD_SDDL = keys(sddl="O:BAG:SYD:PAI(A;;FA;;;BA)(A;;FA;;;SY)", default=False)
+BAD_SDDL = keys(sddl="O:BAG:SYD:PAI(A;;FA;;;BA)", default=False)
 EMPTY_KEY = rdp_key(size=0)
 NO_KEY = rdp_key(present=False, file=None, size=None, network_service_read=None, system_full=None)
 
@@ -140,6 +140,12 @@ ROWS = [
     Row("machinekeys-sddl", changed(BAD_SDDL), steps=["machinekeys-acl", "reboot"],
         why={"machinekeys-acl": "the MachineKeys folder SDDL is not the default", "reboot": REBOOT_FOR_ACL},
         conditional={"reboot"}, values=repair("machinekeys-acl")),
+    # RECHECK #19: Microsoft's measured SYSTEM + Administrators hardening works and renews: no step
+    Row("machinekeys-hardened-is-no-fault", changed(keys(sddl="O:SYG:SYD:PAI(A;;FA;;;SY)(A;;FA;;;BA)", default=False)),
+        steps=[]),
+    # RECHECK new H-2: the payload would hold machinekeys-acl back; not planned, said what to do
+    Row("machinekeys-nested-is-a-blocker", changed(BAD_SDDL, keys(nested=True)), steps=[],
+        blockers=["MachineKeys holds a subfolder or reparse point: azrdp's machinekeys-acl step holds back"]),
     Row("network-service-cannot-read", changed(rdp_key(network_service_read=False)),
         steps=["machinekeys-acl", "reboot"], conditional={"reboot"},
         why={"machinekeys-acl": "NETWORK SERVICE cannot read the RDP key container"},
@@ -211,12 +217,14 @@ ROWS = [
         steps=["machinekeys-acl"], values=repair("machinekeys-acl"),
         notes=["--no-reboot: machinekeys-acl takes full effect only after a restart"]),
     # -- --step / --skip ----------------------------------------------------------------------------
+    # --step cert: asked explicitly, so its TermService restart may disconnect a session host's users
+    # (RECHECK #8: the payload holds it back there otherwise)
     Row("step-on-healthy", options={"force_steps": ("cert",)}, steps=["cert"], forced={"cert"},
-        why={"cert": "asked with --step"}, values=repair("cert")),
+        why={"cert": "asked with --step"}, values={**repair("cert"), "MultiSession": True}),
     Row("asked-step-takes-the-payloads-place", samples.expired_cert, options={"force_steps": ("rdp-config",)},
         steps=["rdp-config", "cert"], forced={"rdp-config"}, values=repair("rdp-config", "cert")),
     Row("step-on-chosen-step", samples.expired_cert, options={"force_steps": ("cert",)}, steps=["cert"],
-        forced={"cert"}, why={"cert": "guest.cert: "}, values=repair("cert")),
+        forced={"cert"}, why={"cert": "guest.cert: "}, values={**repair("cert"), "MultiSession": True}),
     Row("skip-a-chosen-step", changed(BAD_SDDL, key_readable(None)), options={"skip_steps": ("cert",)},
         steps=["machinekeys-acl", "reboot"], conditional={"reboot"}, values=repair("machinekeys-acl")),
     Row("step-sessions-reaches-multi-session-hosts", options={"force_steps": ("sessions",)},

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from azure.core.pipeline.transport import RequestsTransport
 
 from azrdp.audit import AuditLog, read_audit
+from azrdp.clock import Interrupted
 from azrdp.emulator import Emulator
 from azrdp.rescue import PHASES, RescueRefused, last_rescue, rescue, resume, undo
 from tests.support.rescue_support import FAST, TARGET, StopAt, options, session_for
@@ -188,6 +190,90 @@ def test_an_interruption_at_any_phase_leaves_a_record_that_resume_finishes(start
     assert emu.count("VirtualMachines_PowerOff") <= 2
 
 
+class _CtrlCAfterSend(RequestsTransport):
+    """The HTTP transport of the job's session: once ``phase`` is announced (it is also the progress
+    sink), the first change it sends (PUT, PATCH, POST, DELETE) reaches ARM and is acted on, and then
+    Ctrl-C arrives before azrdp reads the answer (the real clock's sleep raises the same Interrupted
+    in any thread): the phase may or may not have happened, and the record must say so."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.word = StopAt.WORDS[phase]
+        self.armed = self.fired = False
+        self.sent: str | None = None
+
+    def send(self, request, **kwargs):
+        response = super().send(request, **kwargs)
+        if self.armed and not self.fired and request.method in ("PUT", "PATCH", "POST", "DELETE"):
+            self.fired, self.sent = True, f"{request.method} {request.url.split('?')[0]}"
+            raise Interrupted("SIGINT")
+        return response
+
+    def info(self, text: str) -> None:
+        self.armed = self.armed or self.word in text
+
+    def status(self, text: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+IN_FLIGHT = [p for p in PHASES if p != "verify"]      # verify sends no change of its own
+
+
+def _interrupted_in_flight(emu, path, phase):
+    transport = _CtrlCAfterSend(phase)
+    first = rescue(session_for(emu, transport=transport), TARGET, options(emu), audit=AuditLog(path),
+                   progress=transport)
+    assert transport.fired and first.verdict == "interrupted" and first.exit_code == 130, transport.sent
+    last = read_audit(path)[-1]
+    assert last["phase"] == "interrupted" and last["in_flight"] == phase and phase not in last["state"]["done"]
+    assert last["state"]["interrupted_in"] == phase and "--resume" in last["resume"] and "--undo" in last["undo"]
+    return first
+
+
+def _no_rescue_group(emu) -> bool:
+    with emu.state.lock:
+        return not any(name.startswith("azrdp-rescue-") for name in emu.state.subscription(emu.subscription_id).resource_groups)
+
+
+@pytest.mark.parametrize("phase", IN_FLIGHT)
+def test_an_interruption_after_a_phase_sent_its_change_is_resumed(started, tmp_path, phase):
+    """Ctrl-C after the phase's request reached ARM (acted on, its answer never read): the record
+    names the phase as in flight, and --resume runs it again (each phase is safe to repeat: a PUT of
+    what exists, a detach of what is detached, a power-off of a stopped VM) through to 'verified'."""
+    emu = started("no-boot-rdp-disabled")
+    path = tmp_path / "audit.jsonl"
+    first = _interrupted_in_flight(emu, path, phase)
+
+    second = resume(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
+
+    assert second.verdict == "verified", second.to_dict()["error"]
+    with emu.state.lock:
+        assert emu.vm().os_disk_name == first.state["copy"] and emu.guest().registry["fDenyTSConnections"] == 0
+        rg = emu.state.resource_group(emu.subscription_id, "rg-azrdp-demo")
+        assert sorted(rg.snapshots) == [first.state["snapshot"].lower()]           # one snapshot, kept
+    assert _no_rescue_group(emu)
+
+
+@pytest.mark.parametrize("phase", ["network", "rescue-vm", "detach", "stop", "swap", "start", "cleanup"])
+def test_an_interruption_after_a_phase_sent_its_change_is_undone(started, tmp_path, phase):
+    """The same interruption, reversed: --undo puts the original OS disk back (the swap may have
+    happened unrecorded), leaves the VM running and deletes the rescue group."""
+    emu = started("no-boot-rdp-disabled")
+    original = _os_disk_name(emu)
+    path = tmp_path / "audit.jsonl"
+    _interrupted_in_flight(emu, path, phase)
+
+    result = undo(session_for(emu), TARGET, options(emu), audit=AuditLog(path), records=read_audit(path))
+
+    assert result.verdict == "undone", result.to_dict()["error"]
+    assert _os_disk_name(emu) == original and _no_rescue_group(emu)
+    with emu.state.lock:
+        assert emu.vm().power == "running"
+
+
 @pytest.mark.parametrize("phase", ["rescue-vm", "swap", "verify"])
 def test_an_interrupted_rescue_can_be_undone(started, tmp_path, phase):
     emu = started("no-boot-rdp-disabled")
@@ -235,3 +321,25 @@ def test_a_vm_whose_managed_os_disk_is_not_found_is_refused_not_a_crash():
     plan = plan_rescue(None, vm, None, None, force=True)
     assert plan.blockers == ["the VM's OS disk vm1_OsDisk_1 was not found (deleted, or in a resource group this "
                              "sign-in cannot read): nothing to copy"]
+
+
+def test_a_resource_asked_for_before_an_interruption_is_waited_for_within_the_timeout():
+    """Arm.provisioned: the resumed phase polls the snapshot or disk an interrupted run asked for
+    until Succeeded, on the job's clock, and stops at the operation timeout; Failed or gone is an
+    Azure error (it cannot be reused)."""
+    from azrdp.azure.disks import Arm
+    from azrdp.clock import ManualClock
+    from azrdp.errors import AzureOperationError, OperationTimeout
+
+    arm = Arm.__new__(Arm)
+    arm.clock, arm.timeout, arm.polling_interval = ManualClock(), 10.0, 0
+    states = iter(["Updating", "Updating", "Succeeded"])
+    body = arm.provisioned(lambda: {"properties": {"provisioningState": next(states)}}, what="snapshot s1")
+    assert body["properties"]["provisioningState"] == "Succeeded" and arm.clock.sleeps == [1.0, 1.0]
+    with pytest.raises(OperationTimeout, match="still Updating after 10 s"):
+        arm.provisioned(lambda: {"properties": {"provisioningState": "Updating"}}, what="snapshot s1")
+    assert len(arm.clock.sleeps) == 2 + 10
+    with pytest.raises(AzureOperationError, match="is Failed"):
+        arm.provisioned(lambda: {"properties": {"provisioningState": "Failed"}}, what="disk d1")
+    with pytest.raises(AzureOperationError, match="is gone"):
+        arm.provisioned(lambda: None, what="disk d1")

@@ -20,6 +20,8 @@ SCENARIO_CASES = [
     Case("deallocated-start", "deallocated", args=("--start",)),
     Case("0x904", "0x904"),
     Case("active-users", "active-users"),
+    # RECHECK new H-1: a second `azrdp fix` after the one whose cert step's restart disconnected both admins
+    Case("active-users-again", "active-users", runs=2),
     Case("hung-termservice", "hung-termservice"),
     Case("ecc-cert", "ecc-cert"),
     Case("0x904-guest-first", "0x904", args=("--guest-first",)),

@@ -37,6 +37,7 @@ class Case:
     faults: tuple[dict[str, Any], ...] = ()         # Emulator.inject(**fault)
     during: Callable[[Emulator, subprocess.Popen], None] | None = None
     command: str = "fix"
+    runs: int = 1     # the same command again against the same emulator (calls and guest_run_commands count all runs)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Outcome:
     faults: list[dict[str, Any]] = field(default_factory=list)
     guest_run_commands: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    earlier: list[Outcome] = field(default_factory=list)   # the runs before this one (Case.runs > 1)
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -90,13 +92,19 @@ def run_case(case: Case, folder: Path) -> Outcome:
         for fault in case.faults:
             emu.inject(**fault)
         vm = emu.vm()
-        argv = ["fix", vm.name, "-g", vm.resource_group, "--yes", "-o", "json", "--audit-log",
-                str(folder / "audit.jsonl"), "--source-ip", emu.state.client_ip, "--probe-timeout", PROBE_TIMEOUT,
-                *case.args]
-        return _run(case, folder, argv, emu)
+        earlier: list[Outcome] = []
+        for run in range(case.runs):
+            audit = "audit.jsonl" if run == case.runs - 1 else f"audit-{run + 1}.jsonl"
+            argv = ["fix", vm.name, "-g", vm.resource_group, "--yes", "-o", "json", "--audit-log",
+                    str(folder / audit), "--source-ip", emu.state.client_ip, "--probe-timeout", PROBE_TIMEOUT,
+                    *case.args]
+            outcome = _run(case, folder, argv, emu, audit=audit)
+            outcome.earlier = list(earlier)
+            earlier.append(outcome)
+        return outcome
 
 
-def _run(case: Case, folder: Path, argv: list[str], emu: Emulator | None) -> Outcome:
+def _run(case: Case, folder: Path, argv: list[str], emu: Emulator | None, *, audit: str = "audit.jsonl") -> Outcome:
     begun = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "azrdp", *argv], env=cli_environment(emu, folder),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder)
@@ -108,7 +116,7 @@ def _run(case: Case, folder: Path, argv: list[str], emu: Emulator | None) -> Out
         process.kill()
         process.communicate()
         raise
-    outcome = Outcome(case, process.returncode, stdout, stderr, read_audit(folder / "audit.jsonl"),
+    outcome = Outcome(case, process.returncode, stdout, stderr, read_audit(folder / audit),
                       seconds=time.monotonic() - begun)
     if emu is not None:
         outcome.calls = Counter((c.operation, c.status) for c in emu.calls)
@@ -145,7 +153,7 @@ class Runner:
         # At most MAX_PARALLEL at once: on a loaded 2-core machine thirty subprocesses and their
         # emulators at once starved each other past RUN_LIMIT (every case timed out together).
         workers = max(1, min(len(cases), MAX_PARALLEL))
-        self._waves = -(-max(1, len(cases)) // workers)
+        self._waves = -(-max(1, len(cases)) // workers) * max([c.runs for c in cases] or [1])
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="e2e")
         self._futures: dict[str, Future] = {c.name: self._pool.submit(run_case, c, folder / c.name) for c in cases}
 

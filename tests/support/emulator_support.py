@@ -77,3 +77,9 @@ def diagnose(emu: Any, monkeypatch: Any) -> tuple[int, dict]:
 def checks(doc: dict) -> dict[str, dict]:
     """A diagnosis document's checks by id."""
     return {c["id"]: c for c in doc["checks"]}
+
+
+def repair(emu: Any, fake_credential: Any, steps: str, **values: Any) -> tuple[dict, dict[str, dict]]:
+    """The repair payload's validated result through the real SDK, and its steps by name."""
+    result = payload_answer(session_for(emu, fake_credential), "repair", {"Steps": steps, **values})
+    return result, {step["name"]: step for step in result["steps"]}

@@ -67,7 +67,7 @@ _INFO_UNCHANGED = {
     "machinekeys-acl": {"backup": None, "actions": []},
     "machinekeys-rename": {"backup": None, "moved": 0, "failed": 0},
     "cert": {"removed": [], "removed_total": 0, "cleared_binding": False, "kept_bound": False, "restarted": []},
-    "sessions": {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False},
+    "sessions": {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False, "kept_recent": 0},
 }
 
 
@@ -92,7 +92,7 @@ def _changed_info(name: str) -> dict[str, Any]:
         "machinekeys-rename": {"backup": f"{BACKUP}/rdp-key", "moved": 1, "failed": 0},
         "cert": {"removed": [CERT_OLD], "removed_total": 1, "cleared_binding": False, "kept_bound": False,
                  "restarted": ["SessionEnv", "TermService"]},
-        "sessions": {"logged_off": [2, 3], "logged_off_total": 2, "seats_freed": 2, "include_active": False},
+        "sessions": {"logged_off": [2, 3], "logged_off_total": 2, "seats_freed": 2, "include_active": False, "kept_recent": 0},
     }[name]
 
 

@@ -32,7 +32,7 @@ HEALTHY_DIAGNOSE: dict[str, Any] = {
              "certs": [{"thumbprint": CERT_OK, "not_after": "2026-07-02T08:14:55Z", "expired": False,
                         "key_readable": True, "self_signed": True}],
              "total": 1},
-    "machinekeys": {"sddl": "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)", "default": True, "files": 9,
+    "machinekeys": {"sddl": "O:SYG:SYD:PAI(A;;0x12019f;;;WD)(A;;FA;;;BA)", "default": True, "files": 9, "nested": False,
                     "rdp_key": {"present": True,
                                 "file": "f686aace6942fb7f7ceb231212eef4a4_3c8d1d4c-3a5e-4d1b-9a39-2f1e0c7b6a55",
                                 "size": 2478, "network_service_read": True, "system_full": True}},
@@ -65,7 +65,7 @@ def expired_cert() -> dict[str, Any]:
 
 def broken_machinekeys_acl() -> dict[str, Any]:
     r = healthy()
-    r["machinekeys"]["sddl"] = "O:BAG:SYD:PAI(A;;FA;;;BA)(A;;FA;;;SY)"
+    r["machinekeys"]["sddl"] = "O:BAG:SYD:PAI(A;;FA;;;BA)"
     r["machinekeys"]["default"] = False
     r["machinekeys"]["rdp_key"]["network_service_read"] = False
     r["cert"]["certs"][0]["key_readable"] = False
@@ -148,7 +148,7 @@ def healthy_repair() -> dict[str, Any]:
                                         "kept_bound": False, "restarted": []}),
             step("sessions", {"total": 1, "disconnected": 0, "active": 1, "mode": "admin", "seat_limit": 2, "used": 1,
                               "free": 1},
-                 {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False}),
+                 {"logged_off": [], "logged_off_total": 0, "seats_freed": 0, "include_active": False, "kept_recent": 0}),
         ],
         "changed": False, "reboot_pending": False, "reboot_required": False, "termservice": "Running",
         "error": None,

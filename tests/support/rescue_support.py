@@ -4,6 +4,7 @@ ManualClock, the rescue options the tests use, and a progress sink that presses 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from azrdp.azure.session import ArmEndpoint, RetrySettings, StaticTokenCredential, open_session
 from azrdp.clock import ManualClock
@@ -15,9 +16,10 @@ FAST = 5000.0
 TARGET = Target("vm-web-01", "rg-azrdp-demo")
 
 
-def session_for(emu: Emulator):
+def session_for(emu: Emulator, *, transport: Any = None):
+    """``transport``: the SDK clients' HTTP transport (a test's wrapper around the real one)."""
     return open_session(endpoint=ArmEndpoint(emu.base_url), credential=StaticTokenCredential(),
-                        subscription=emu.subscription_id, environ={}, polling_interval=0,
+                        subscription=emu.subscription_id, environ={}, polling_interval=0, transport=transport,
                         clock=ManualClock(wall=datetime.now(timezone.utc)),   # certificates are judged by real time
                         retry=RetrySettings(total=0, backoff_factor=0))
 
