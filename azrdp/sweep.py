@@ -255,7 +255,8 @@ class _Scope:
     checking: SharedReadSession  # the same with shared network reads, for the check phase
     backoff: Any
     view: Any = None       # azrdp.azure.fleet.FleetView
-    per_vm_reads: int = 0  # reads the lists could not answer (agent status, unlisted references)
+    per_vm_reads: int = 0  # read calls the lists could not answer (agent, unlisted references); a shared
+    #                      read counts for every VM it answered, a list read whole once (README, sweep)
     lock: threading.Lock = field(default_factory=threading.Lock)
     cursor: int = 0        # how many of view.vms were looked at
     waiting: list[tuple[SelectedVm, str | None]] = field(default_factory=list)   # (VM, a reference not listed yet)
