@@ -53,6 +53,14 @@ def check_termservice(result: dict[str, Any]) -> Check:
     if term is None or term["state"] == "Missing":
         return Check("guest.termservice", Status.FAIL, "Remote Desktop Services (TermService) is missing",
                      details, "No azrdp step reinstalls it: repair Windows (`az vm repair`).")
+    if term["state"].endswith("Pending") and term["start"] != "Disabled":
+        # A service stuck in a pending state answers neither start nor stop (the Service Control
+        # Manager refuses control requests meanwhile: ERROR_SERVICE_CANNOT_ACCEPT_CTRL, Learn
+        # "ControlService function"); no azrdp step can end it, a restart of Windows does.
+        return Check("guest.termservice", Status.FAIL,
+                     f"TermService is stuck in {term['state']} (start type {term['start']})", details,
+                     "Restart the VM (`azrdp fix VM --reboot`, or Restart in the portal): a service "
+                     "stuck in a pending state accepts no start or stop, so no azrdp step can end it.")
     if term["state"] != "Running" or term["start"] == "Disabled":
         return Check("guest.termservice", Status.FAIL,
                      f"TermService is {term['state']} (start type {term['start']})", details,

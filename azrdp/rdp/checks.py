@@ -13,9 +13,10 @@ from azrdp.rdp.x224 import FAILURE_CODES
 CERT_RENEW_WARNING_DAYS = 14
 OLD_TLS_VERSIONS = frozenset({"TLSv1", "TLSv1.1"})
 
-_REPLACE_CERT = ("Replace the RDP certificate: delete the expired self-signed one from the "
-                 "'Remote Desktop' certificate store and restart TermService (Windows creates a new "
-                 "one), or renew the configured one (azrdp fix does this through Run Command).")
+_REPLACE_CERT = ("Replace the RDP certificate: move the expired self-signed one out of the "
+                 "'Remote Desktop' certificate store (keep it: azrdp fix moves it to the store "
+                 "azrdp-backup) and restart TermService (Windows creates a new one), or renew the "
+                 "configured one (azrdp fix does this through Run Command).")
 
 _TCP_REMEDIES = {
     "dns_failed": "Check the host name, or probe the VM's public IP address instead.",

@@ -87,6 +87,17 @@ def test_termservice_stopped_and_disabled():
     assert "`rdp-config`" in check.remedy
 
 
+@pytest.mark.parametrize("state", ["StopPending", "StartPending"])
+def test_termservice_stuck_pending_is_sent_to_a_restart_not_to_a_step(state):
+    """rdp-config cannot end a pending state (its bounded start throws "stuck in StopPending; a
+    reboot is needed"), so the remedy must not send the user there."""
+    r = samples.healthy()
+    r["services"][0].update(state=state, start="Manual")
+    check = _by_id(r)["guest.termservice"]
+    assert check.status is Status.FAIL and f"stuck in {state}" in check.summary
+    assert "--reboot" in check.remedy and "`rdp-config`" not in check.remedy
+
+
 def test_policy_deny_is_not_something_rdp_config_overrides():
     r = samples.healthy()
     r["rdp"].update(deny=0, deny_policy=1)
