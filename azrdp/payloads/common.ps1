@@ -671,23 +671,32 @@ function Invoke-BoundedCim {
     # no -OperationTimeoutSec (Learn: their syntax lists -CimSession, -ThrottleLimit and -AsJob
     # only): a hung WMI or firewall provider would hold the payload with no result line. Each is
     # started with -AsJob in $Start (a CIM job, run in this process) and waited for at most
-    # $Seconds: Wait-Job -Timeout returns nothing when the time is up (Learn: Wait-Job), the job
-    # is then stopped and the call throws. A job that failed rethrows its error through
-    # Receive-Job ($ErrorActionPreference Stop), unless -IgnoreErrors ("no such object" answers).
-    # Returns one array: assign it.
+    # $Seconds: Wait-Job -Timeout returns nothing when the time is up (Learn: Wait-Job).
+    # A job that timed out is left alone and the call throws: Stop-Job and Remove-Job -Force stop
+    # a CDXML job synchronously and wait, without a bound, for the CIM operation to confirm the
+    # cancel (PowerShell's ThrottlingJob.StopJob waits on Finished; PowerShell/PowerShell#12897),
+    # which a hung provider may never do. The job runs on in-process threads that end with the
+    # process when the script ends. Only a finished job is removed.
+    # The job is started under ErrorAction Continue: under the payload's Stop, the CDXML adapter
+    # reports a provider error as a blocking write that sets the job to Blocked until a
+    # Receive-Job, and Wait-Job then throws "jobs are blocked" (localized) instead of the
+    # provider's message, -IgnoreErrors included (PowerShell's CimChildJobBase.WriteErrorCallback,
+    # WaitJobCommand). Receive-Job then rethrows a failed job's error (-ErrorAction Stop) unless
+    # -IgnoreErrors ("no such object" answers). Returns one array: assign it.
     param([Parameter(Mandatory = $true)][scriptblock]$Start, [string]$What = 'firewall query', [int]$Seconds = $CimJobSeconds,
           [switch]$IgnoreErrors)
+    $ErrorActionPreference = 'Continue'   # this function's scope only: the job reports, never blocks
     $job = & $Start
+    $ErrorActionPreference = 'Stop'
     try {
         if ($null -eq (Wait-Job -Job $job -Timeout $Seconds)) {
-            Stop-Job -Job $job
             throw ('{0} gave no answer in {1} s' -f $What, $Seconds)
         }
         if ($IgnoreErrors) { $received = @(Receive-Job -Job $job -ErrorAction SilentlyContinue) }
-        else { $received = @(Receive-Job -Job $job) }
+        else { $received = @(Receive-Job -Job $job -ErrorAction Stop) }
         return ,$received
     } finally {
-        Remove-Job -Job $job -Force
+        if ($null -ne $job -and @('Completed', 'Failed', 'Stopped') -contains $job.JobStateInfo.State.ToString()) { Remove-Job -Job $job -Force }
     }
 }
 

@@ -144,10 +144,10 @@ def test_every_check_and_step_runs_inside_try_catch(payload_id):
 def test_diagnose_changes_nothing():
     tree = _tree("diagnose")
     own = set(pwsh_ast.functions(tree))
-    # Add-Type compiles the WTS API type into this process only; Stop-Job/Remove-Job end the
-    # payload's own CIM jobs (Invoke-BoundedCim): none changes anything on the VM.
+    # Add-Type compiles the WTS API type into this process only; Remove-Job removes the
+    # payload's own finished CIM jobs (Invoke-BoundedCim): none changes anything on the VM.
     changing = [c for c in pwsh_ast.commands(tree) if CHANGING.match(c) and c not in own]
-    assert changing == ["Set-StrictMode", "Add-Type", "Stop-Job", "Remove-Job"]
+    assert changing == ["Set-StrictMode", "Add-Type", "Remove-Job"]
     natives = set(re.findall(r"Invoke-Native -FilePath '([^']+)'", _source("diagnose")))
     assert natives == {"quser.exe", "qwinsta.exe"}
     assert payload("diagnose").read_only and not payload("repair").read_only
@@ -697,8 +697,17 @@ def test_every_netsecurity_and_nettcpip_cmdlet_is_a_cim_job_waited_for_with_a_ti
     # with no result line.
     common = pwsh_ast.functions(_tree("repair"))["Invoke-BoundedCim"]
     assert "if ($null -eq (Wait-Job -Job $job -Timeout $Seconds)) {" in common
-    assert common.index("Wait-Job -Job") < common.index("Stop-Job -Job $job") < common.index("throw (")
-    assert "} finally {\n        Remove-Job -Job $job -Force" in common and "$CimJobSeconds = 30" in _source("repair")
+    assert common.index("Wait-Job -Job") < common.index("throw (") and "$CimJobSeconds = 30" in _source("repair")
+    # Desk review 3 M-1: Stop-Job / Remove-Job -Force on a CDXML job wait without a bound for the
+    # cancel a hung provider never confirms; a timed-out job is left alone, a finished one removed.
+    assert "Stop-Job" not in pwsh_ast.commands(_tree("diagnose")) and "Stop-Job -Job" not in common
+    assert "if ($null -ne $job -and @('Completed', 'Failed', 'Stopped') -contains $job.JobStateInfo.State.ToString()) " \
+           "{ Remove-Job -Job $job -Force }" in common
+    # M-2: started under the payload's Stop, a provider error blocks the job and Wait-Job throws
+    # "jobs are blocked"; the job starts under Continue and Receive-Job rethrows on its own.
+    assert common.index("$ErrorActionPreference = 'Continue'") < common.index("$job = & $Start") \
+        < common.index("$ErrorActionPreference = 'Stop'") < common.index("Wait-Job -Job")
+    assert "Receive-Job -Job $job -ErrorAction Stop" in common
     seen = 0
     for payload_id in PAYLOADS:
         tree = _tree(payload_id)
