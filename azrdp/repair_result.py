@@ -42,6 +42,20 @@ def untrusted_backup_root_advice(target: Target) -> str:
             f"`azrdp fix {target.name} -g {target.resource_group}` again")
 
 
+HOLD_BACK_ADVICE = {
+    # (step, the end of its hold-back message) -> what to do, from the command line
+    ("cert", "restarts only with MultiSession"):
+        "the cert step's TermService restart would disconnect every user of this session host: run "
+        "`azrdp fix {vm} --step cert` to allow it (their sessions stay; they reconnect)",
+    ("sessions", "logs off only with MultiSession"):
+        "on a session host azrdp logs no one off by itself: `azrdp fix {vm} --step sessions` logs off the sessions "
+        "that were disconnected when the repair started",
+    ("sessions", "LogOffActive"):
+        "the seats are held by users whom azrdp's own TermService restart disconnected in the last 24 h (they were "
+        "working): azrdp does not log them off; ask them to reconnect or to sign out",
+}
+
+
 @dataclass
 class RepairResult(JobResult):
     """What a fix did (azrdp.job.JobResult: before, actions, verification, after, verdict, error, audit)."""
@@ -210,6 +224,10 @@ def next_steps(result: RepairResult, target: Target) -> list[str]:
                 steps.append(f"guest step {s['name']} {s['status']}: {s['error']}")
         if any((s["error"] or "").startswith(UNTRUSTED_BACKUP_ROOT) for s in repair.steps):
             steps.append(untrusted_backup_root_advice(target))
+        for s in repair.steps:
+            advice = HOLD_BACK_ADVICE.get((s["name"], (s["error"] or "").rsplit("; ", 1)[-1]))
+            if advice and advice.format(vm=vm) not in steps:
+                steps.append(advice.format(vm=vm))
         final = repair.result.get("termservice")
         if final not in (None, "Running"):
             steps.append(f"TermService is {final} after the repair (the payload could not start it again): restart "

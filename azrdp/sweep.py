@@ -14,7 +14,8 @@ lists are in. A VM is then checked from those rows (NSGs evaluated locally) and 
 ``probe_parallel`` (64) at a time; the VM agent is read (one read) only where it matters: before a
 guest read, and for a running VM that fails a check or does not answer RDP. Resource Graph lags
 ARM, so from its rows only a running VM that answers RDP and fails nothing is judged; every other
-VM is read again from ARM (the per-VM path) before its verdict.
+VM is read again from ARM (the per-VM path) before its verdict, and a sweep without the wire probe
+(``probe=False``) or reading every guest (``guest=True``) lists through ARM from the start.
 
 Each VM is handled by one worker from start to end, so it never gets two Run Commands at once;
 ``max_parallel`` of them read the guest or repair at a time. Every worker talking to one
@@ -254,7 +255,8 @@ class _Scope:
     checking: SharedReadSession  # the same with shared network reads, for the check phase
     backoff: Any
     view: Any = None       # azrdp.azure.fleet.FleetView
-    per_vm_reads: int = 0  # reads the lists could not answer (agent status, unlisted references)
+    per_vm_reads: int = 0  # read calls the lists could not answer (agent, unlisted references); a shared
+    #                      read counts for every VM it answered, a list read whole once (README, sweep)
     lock: threading.Lock = field(default_factory=threading.Lock)
     cursor: int = 0        # how many of view.vms were looked at
     waiting: list[tuple[SelectedVm, str | None]] = field(default_factory=list)   # (VM, a reference not listed yet)
@@ -315,7 +317,8 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
     With a fix policy every change is appended to ``audit_path`` (JSON lines) as it is made;
     ``fix_options`` passes further azrdp.repair.FixOptions fields (e.g. ``wait_timeout``).
     ``probe_parallel`` VMs are checked (lists, wire probe) at a time; of those, ``max_parallel``
-    at a time read the guest or repair. ``resource_graph`` False: the ARM lists only.
+    at a time read the guest or repair. ``resource_graph`` False: the ARM lists only (so are a
+    sweep without the wire probe and a guest sweep: nothing would confirm Resource Graph's rows).
     Raises typed errors only for what stops the whole sweep (sign-in, no VM selected)."""
     from azrdp.azure.fleet import FleetView, read_fleet
     from azrdp.azure.shared_reads import shared_reads
@@ -336,6 +339,9 @@ def sweep(session: AzureSession, selection: Selection = Selection(), *, policy: 
         bound = session.for_subscription(sub_id, name, transport=backoff_transport(
             backoff, session.transport, pool_size=max(16, workers * 2)))
         scopes[sub_id.lower()] = _Scope(bound, shared_reads(bound), backoff)
+    # Resource Graph's rows are judged only where the wire confirms them: a sweep without the probe,
+    # or one reading every guest (each VM read from ARM first anyway), costs less by the ARM lists
+    resource_graph = resource_graph and probe and not guest
     graph = _GraphRead(resource_graph)
     progress.status(f"Querying Azure Resource Graph for {len(scopes)} subscription{'s' if len(scopes) != 1 else ''} ..."
                     if resource_graph else
@@ -492,16 +498,13 @@ class _Worker:
         fails nothing is 'unverified' without an agent read. From Resource Graph's rows (an
         index that lags ARM) only a running VM that answers RDP and fails nothing is judged; any
         other is read again from ARM (VM, instance view, network: the per-VM path) first."""
-        from azrdp.azure.checks import power_state
+        from azrdp.azure.checks import power_state, rdp_path
         from azrdp.diagnose import diagnose
 
         target = vm.target()
         handle = scope.checking.vm(target)
         inventory = handle.inventory(want_vnet=bool(self.source_ip), listed=view)
         unconfirmed = bool(view.eventual)
-        if unconfirmed and self.guest:   # a guest read is judged from ARM's view of the VM, read once
-            scope.counted(inventory.requests)
-            inventory, unconfirmed = handle.inventory(want_vnet=bool(self.source_ip)), False
         running = power_state(inventory) == "running"
         options: dict[str, Any] = dict(port=self.port, source_ip=self.source_ip, probe=self.probe,
                                        probe_timeout=self.probe_timeout, guest=self.guest)
@@ -514,8 +517,12 @@ class _Worker:
                 # Resource Graph may lag ARM: only what the wire confirms is judged from its rows
                 scope.counted(inventory.requests)
                 inventory = handle.inventory(want_vnet=bool(self.source_ip))
-                probed = diagnosis.probe_result if power_state(inventory) == "running" else None
-                diagnosis = diagnose(scope.checking, target, inventory=inventory, probe_result=probed, **options)
+                # the probe stands only for the address ARM gives now (a Dynamic IP may have moved)
+                probe = diagnosis.probe_result
+                same = probe is not None and power_state(inventory) == "running" and \
+                    probe.host == rdp_path(inventory).public_address
+                diagnosis = diagnose(scope.checking, target, inventory=inventory,
+                                     probe_result=probe if same else None, **options)
                 result = _from_diagnosis(vm, diagnosis)
             elif not diagnosis.ok and running and not inventory.agent_known:
                 handle.read_agent(inventory)

@@ -4,24 +4,11 @@ does (desk review of the payloads, findings 3, 4, 5, 7): through the real `azrdp
 
 from __future__ import annotations
 
-import json
-
-from click.testing import CliRunner
-
-from azrdp.cli import cli
-from tests.support.emulator_support import checks, diagnose, payload_answer, session_for
+from tests.support.emulator_support import checks, cli_json, diagnose, payload_answer, session_for
 
 
 def fix(emu, monkeypatch) -> tuple[int, dict]:
-    env = emu.environment()
-    env.pop("IDENTITY_ENDPOINT", None)
-    env.pop("IDENTITY_HEADER", None)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    host, port = emu.rdp_endpoint()
-    result = CliRunner().invoke(cli, ["fix", "vm-web-01", "-g", "rg-azrdp-demo", "--yes", "-o", "json", "--host",
-                                      f"{host}:{port}", "--probe-timeout", "2", "--wait-timeout", "5s", "--guest-first"])
-    return result.exit_code, json.loads(result.stdout)
+    return cli_json(emu, monkeypatch, "fix", "--yes", "--wait-timeout", "5s", "--guest-first")
 
 
 # -- finding 3 (review #17): a binding that is not a 20-byte REG_BINARY ----------------------------

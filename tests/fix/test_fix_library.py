@@ -182,3 +182,22 @@ def test_a_backup_root_someone_else_made_is_reported_with_what_to_do():
     assert advice.endswith("`azrdp fix vm-web-01 -g rg-web` again")
     step["error"] = "icacls /save failed (exit 5); nothing was changed"   # another failure: no such advice
     assert not any("made by someone else" in line for line in next_steps(result, target))
+
+
+@pytest.mark.parametrize("name, error, advice", [
+    ("cert", "held back: rdsh host; restarts only with MultiSession", "`azrdp fix vm-web-01 -g rg-web --step cert`"),
+    ("sessions", "held back: avd host; logs off only with MultiSession", "`azrdp fix vm-web-01 -g rg-web --step sessions`"),
+    ("sessions", "held back: azrdp disconnected 2 in 24 h; LogOffActive", "azrdp does not log them off"),
+])
+def test_a_session_host_or_recent_disconnect_hold_back_says_what_to_do(name, error, advice):
+    # RECHECK #8 and new H-1: the payload's hold-backs name payload parameters (MultiSession,
+    # LogOffActive) the caller never sees; next_steps says what to do from the command line.
+    from types import SimpleNamespace
+
+    from azrdp.repair_result import RepairResult, next_steps
+
+    target = Target(name="vm-web-01", resource_group="rg-web")
+    step = {"name": name, "status": "skipped", "error": error}
+    result = RepairResult(target=target, verdict="not_verified",
+                          repair=SimpleNamespace(steps=[step], result={"termservice": "Running"}))
+    assert any(advice in line for line in next_steps(result, target))

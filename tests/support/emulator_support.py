@@ -56,9 +56,10 @@ def payload_answer(azure: AzureSession, payload_id: str, values: dict[str, Any] 
     return validate_result(payload_id, json.loads(lines[0][len(RESULT_MARKER):]))
 
 
-def diagnose(emu: Any, monkeypatch: Any) -> tuple[int, dict]:
-    """`azrdp diagnose -o json` of the scenario's vm-web-01 through the real CLI, with the
-    emulator's environment (its credential, not managed identity): (exit code, document)."""
+def cli_json(emu: Any, monkeypatch: Any, command: str, *options: str) -> tuple[int, dict]:
+    """`azrdp <command> vm-web-01 -o json` of the scenario through the real CLI, with the
+    emulator's environment (its credential, not managed identity) and its RDP endpoint:
+    (exit code, document)."""
     from click.testing import CliRunner
 
     from azrdp.cli import cli
@@ -69,9 +70,14 @@ def diagnose(emu: Any, monkeypatch: Any) -> tuple[int, dict]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     host, port = emu.rdp_endpoint()
-    result = CliRunner().invoke(cli, ["diagnose", "vm-web-01", "-g", "rg-azrdp-demo", "-o", "json", "--host",
-                                      f"{host}:{port}", "--probe-timeout", "2"])
+    result = CliRunner().invoke(cli, [command, "vm-web-01", "-g", "rg-azrdp-demo", "-o", "json", "--host",
+                                      f"{host}:{port}", "--probe-timeout", "2", *options])
     return result.exit_code, json.loads(result.stdout)
+
+
+def diagnose(emu: Any, monkeypatch: Any) -> tuple[int, dict]:
+    """`azrdp diagnose` of the scenario's vm-web-01 (:func:`cli_json`)."""
+    return cli_json(emu, monkeypatch, "diagnose")
 
 
 def checks(doc: dict) -> dict[str, dict]:

@@ -63,7 +63,7 @@ def used(tmp_path_factory) -> dict[str, set[str]]:
         smoke_check(lambda: session_of(emu), Target("vm-nsg-blocked-001", rg), source_ip=client, **fast)
         sweep(tenant_session(emu, clock=SYSTEM_CLOCK), policy=FixPolicy.unattended(["machinekeys-acl"]),
               guest=True, source_ip=client, **fast)
-        sweep(tenant_session(emu, clock=SYSTEM_CLOCK), source_ip=client, resource_graph=False, **fast)  # the lists
+        sweep(tenant_session(emu, clock=SYSTEM_CLOCK), source_ip=client, **fast)  # check only: by Resource Graph
         fix(session_of(emu), Target("vm-deallocated-001", rg),
             FixOptions(start=True, source_ip=client, wait_timeout=120, **fast), audit=AuditLog(None))
         fix(session_of(emu), Target("vm-healthy-001", rg),

@@ -103,6 +103,15 @@ def test_a_refused_query_falls_back_to_the_lists_and_says_so_once(status, code):
         assert sorted(r.outcome for r in result.results) == ["healthy"] * 3 + ["unhealthy"] * 2
 
 
+@pytest.mark.parametrize("options", [{"probe": False}, {"guest": True}], ids=["no-probe", "guest"])
+def test_without_the_wire_to_confirm_its_rows_a_sweep_lists_through_arm(options):
+    """--no-probe: every VM would be read again from ARM (nothing confirms the index); --guest:
+    each VM is read from ARM before its Run Command anyway. The lists cost less then."""
+    with Emulator.start(fleet={"healthy": 3}, speed=FAST) as emu:
+        result = run(emu, **options)
+        assert result.reads["source"] == "arm-lists" and emu.count("Resources") == 0
+
+
 def test_a_query_given_up_half_way_falls_back_without_sweeping_a_vm_twice():
     """The first page's resource group starts from Resource Graph's rows; the second page is
     refused: the lists are read and every VM is handled exactly once."""
