@@ -159,6 +159,28 @@ class KeyFile:
     system_full: bool = True
     inherited_only: bool = False  # every ACE inherited from the folder (after `icacls /reset /t`)
     damaged: bool = False         # not empty, SYSTEM opens it, yet the key in it is unreadable (NTE_BAD_KEYSET)
+    # The per-build ACEs Windows ships beside those two (Azure/repair-script-library
+    # win-fix-rdp-certificate.ps1, Get-RequiredContainerAce): NT SERVICE\SessionEnv full control
+    # from build 17763, Administrators read before it. A stock container holds its build's one.
+    session_env_full: bool = True
+    admins_read: bool = True
+    # SYSTEM may read the container's ACL (READ_CONTROL). False: a Deny of it, under another owner
+    # (an owner always gets READ_CONTROL: Learn "Access control lists"/owner rights), so Get-Acl
+    # throws UnauthorizedAccessException ("Attempted to perform an unauthorized operation.").
+    acl_readable: bool = True
+
+    def grant_as_shipped(self, build: str) -> bool:
+        """change.ps1's Grant-RdpKeyAccess: the ACEs build ``build`` ships are added where missing
+        (an Allow; a Deny for the same account removed), nothing else is touched. Returns whether
+        an ACL changed; raises PermissionError when SYSTEM cannot read the ACL (Get-Acl throws)."""
+        if not self.acl_readable:
+            raise PermissionError("Attempted to perform an unauthorized operation.")
+        per_build = "session_env_full" if int(build.split(".", 1)[0] or 0) >= 17763 else "admins_read"
+        wanted = ("network_service_read", "system_full", per_build)
+        missing = [name for name in wanted if not getattr(self, name)]
+        for name in missing:
+            setattr(self, name, True)
+        return bool(missing)
 
     @property
     def corrupt(self) -> bool:

@@ -17,6 +17,8 @@ from is untouched (it is another copy). What the offline registry stands for:
 - MachineKeys and the firewall rules: the volume's files and FirewallPolicy\\FirewallRules. The
   folder ACL is set as Windows sets it (``MachineKeys.set_folder_sddl``: re-propagation leaves a
   key file whose ACEs were only inherited with an empty DACL unless they were made explicit first);
+  the live RDP key container gets the ACEs the volume's ``build`` ships, as change.ps1's
+  Grant-RdpKeyAccess adds them (``KeyFile.grant_as_shipped``, shared with the online model);
 - ``backup_root``: <volume>\\ProgramData\\azrdp, refused as a reparse point or with a foreign owner,
   as change.ps1's Confirm-ProtectedFolder refuses it (well-known SIDs mean the same offline).
 
@@ -149,9 +151,12 @@ class _Offline:
         return bool(actions), actions, None
 
     def read_machinekeys(self) -> dict[str, Any]:
-        keys = self.v.machinekeys
-        return {"default": keys.default, "rdp_key": keys.rdp_key is not None,   # the DACL alone, as online
-                "network_service_read": bool(keys.rdp_key and keys.rdp_key.network_service_read)}
+        keys, key = self.v.machinekeys, self.v.machinekeys.rdp_key
+        read: bool | None = bool(key and key.network_service_read)
+        if key is not None and not key.acl_readable:
+            read = None                    # Get-Acl throws: recorded unreadable, not a failed read
+        return {"default": keys.default, "rdp_key": key is not None,   # the DACL alone, as online
+                "network_service_read": read}
 
     def repair_machinekeys(self, before: dict[str, Any]) -> tuple[bool, list[str], str | None]:
         keys = self.v.machinekeys
@@ -170,9 +175,13 @@ class _Offline:
             keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)   # Set-Acl re-propagates to the files
             actions.append("acl:folder-default")
         if keys.rdp_key is not None:
-            keys.rdp_key.network_service_read = True
-            keys.rdp_key.system_full = True
-            actions.append("acl:rdp-key")
+            # Grant-RdpKeyAccess (change.ps1), for the build in the disk's SOFTWARE hive
+            try:
+                granted = keys.rdp_key.grant_as_shipped(self.v.build)
+            except PermissionError as denied:
+                raise _Failed(str(denied)) from None
+            if granted:
+                actions.append("acl:rdp-key")
         return bool(actions), actions, None
 
     def _rdp_rules(self) -> list[Any]:

@@ -667,8 +667,7 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         keys.set_folder_sddl(MACHINEKEYS_DEFAULT_SDDL)
         actions.append("acl:folder-default")
     rdp_key = keys.rdp_key
-    if rdp_key is not None and not (rdp_key.network_service_read and rdp_key.system_full):
-        rdp_key.network_service_read = rdp_key.system_full = True
+    if rdp_key is not None and rdp_key.grant_as_shipped(run.guest.build):   # Grant-RdpKeyAccess (change.ps1)
         actions.append("acl:rdp-key")
     return Outcome(changed=bool(actions), reboot=bool(actions),
                    info={"backup": limit_text(backup, BACKUP_PATH), "actions": actions[:ACTIONS_MAX]})

@@ -8,6 +8,7 @@
 
 $BackupRootSddl = 'O:SYG:SYD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)'
 $BroadSids = @('S-1-1-0', 'S-1-5-11', 'S-1-5-32-545')   # Everyone, Authenticated Users, Users
+$SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
 # A monotonic clock, not Get-Date: a time-sync jump on a VM just restored or resumed would move a
 # wall-clock deadline (Learn: Stopwatch measures elapsed time with the performance counter).
 $script:Clock = [System.Diagnostics.Stopwatch]::StartNew()
@@ -167,4 +168,45 @@ function Protect-InheritedKeyAces {
         $count += 1
     }
     return $count
+}
+
+function Get-RdpKeyGrants {
+    # The RDP key container's ACEs as build $Build ships them (CurrentBuildNumber of the Windows
+    # being repaired, read by the caller: the running one's HKLM, or an offline SOFTWARE hive; ''
+    # when absent): SYSTEM full control and NETWORK SERVICE read everywhere; from build 17763
+    # NT SERVICE\SessionEnv full control, before it Administrators read (measured per build:
+    # Azure/repair-script-library win-fix-rdp-certificate.ps1, Get-RequiredContainerAce).
+    param([string]$Build = '')
+    $grants = New-Object -TypeName System.Collections.ArrayList
+    [void]$grants.Add(@($SidSystem, 'FullControl'))
+    [void]$grants.Add(@($SidNetworkService, 'Read'))
+    if ($Build -ne '' -and [int]$Build -ge 17763) { [void]$grants.Add(@($SidSessionEnv, 'FullControl')) }
+    else { [void]$grants.Add(@('S-1-5-32-544', 'Read')) }
+    return ,$grants.ToArray()
+}
+
+function Grant-RdpKeyAccess {
+    # The RDP key container's ACEs for its build (Get-RdpKeyGrants -Build $Build), added to what is
+    # there: an ACE someone added on purpose stays; only a Deny for an account being granted goes
+    # (a Deny beats every Allow). $Folder: the MachineKeys folder; $LivePath: the live container
+    # (Get-LiveRdpKeyPath for that Windows), '' when it has no MachineGuid: then every RDP
+    # container there. Returns whether it changed an ACL.
+    param([Parameter(Mandatory = $true)][string]$Folder, [string]$LivePath = '', [string]$Build = '')
+    $grants = Get-RdpKeyGrants -Build $Build
+    $changed = $false
+    foreach ($file in @(Get-ChildItem -LiteralPath $Folder -Filter $RdpKeyFilter -Force -File | Where-Object -FilterScript { $LivePath -eq '' -or $_.FullName -eq $LivePath })) {
+        $missing = @($grants | Where-Object -FilterScript { -not (Test-Grant -Path $file.FullName -Sid $_[0] -Rights ([System.Security.AccessControl.FileSystemRights]$_[1])) })
+        if ($missing.Count -eq 0) { continue }
+        $acl = Get-Acl -LiteralPath $file.FullName
+        foreach ($grant in $missing) {
+            $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
+            foreach ($rule in @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]))) {
+                if ($rule.IdentityReference.Value -eq $grant[0] -and $rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) { [void]$acl.RemoveAccessRuleSpecific($rule) }
+            }
+            $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'))
+        }
+        Set-Acl -LiteralPath $file.FullName -AclObject $acl
+        $changed = $true
+    }
+    return $changed
 }

@@ -113,7 +113,6 @@ $CustomRuleName = 'azrdp-RemoteDesktop-CustomPort-TCP-In'
 $UserModeRules = @('RemoteDesktop-UserMode-In-TCP', 'RemoteDesktop-UserMode-In-UDP')
 $BackupCertStore = 'Cert:\LocalMachine\azrdp-backup'
 $LockedFileSddl = 'D:P(A;;FA;;;SY)(A;;FA;;;BA)'
-$SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'   # NT SERVICE\SessionEnv
 $ServiceWaitSeconds = 60
 # The final TermService guarantee (up to 30 s for a StopPending to end, 30 s for the start) and
 # the result line always fit in the reserve.
@@ -220,44 +219,6 @@ function Confirm-TermService {
     } catch {
         return $null
     }
-}
-
-function Get-RdpKeyGrants {
-    # The RDP key container's ACEs as its build ships them: SYSTEM full control and NETWORK SERVICE
-    # read everywhere; from build 17763 NT SERVICE\SessionEnv full control, before it Administrators
-    # read (measured per build: Azure/repair-script-library win-fix-rdp-certificate.ps1,
-    # Get-RequiredContainerAce).
-    $grants = New-Object -TypeName System.Collections.ArrayList
-    [void]$grants.Add(@($SidSystem, 'FullControl'))
-    [void]$grants.Add(@($SidNetworkService, 'Read'))
-    $build = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -Name 'CurrentBuildNumber'
-    if ($null -ne $build -and [int]$build -ge 17763) { [void]$grants.Add(@($SidSessionEnv, 'FullControl')) }
-    else { [void]$grants.Add(@('S-1-5-32-544', 'Read')) }
-    return ,$grants.ToArray()
-}
-
-function Grant-RdpKeyAccess {
-    # The RDP key container's ACEs for its build (Get-RdpKeyGrants), added to what is there: an ACE
-    # someone added on purpose stays; only a Deny for an account being granted goes (a Deny beats
-    # every Allow). The live container only (Get-LiveRdpKeyPath), every one without a MachineGuid.
-    $live = Get-LiveRdpKeyPath
-    $grants = Get-RdpKeyGrants
-    $changed = $false
-    foreach ($file in @(Get-ChildItem -LiteralPath $MachineKeysPath -Filter $RdpKeyFilter -Force -File | Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })) {
-        $missing = @($grants | Where-Object -FilterScript { -not (Test-Grant -Path $file.FullName -Sid $_[0] -Rights ([System.Security.AccessControl.FileSystemRights]$_[1])) })
-        if ($missing.Count -eq 0) { continue }
-        $acl = Get-Acl -LiteralPath $file.FullName
-        foreach ($grant in $missing) {
-            $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
-            foreach ($rule in @($acl.GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier]))) {
-                if ($rule.IdentityReference.Value -eq $grant[0] -and $rule.AccessControlType -eq [System.Security.AccessControl.AccessControlType]::Deny) { [void]$acl.RemoveAccessRuleSpecific($rule) }
-            }
-            $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'))
-        }
-        Set-Acl -LiteralPath $file.FullName -AclObject $acl
-        $changed = $true
-    }
-    return $changed
 }
 
 # ---- rdp-config ----
@@ -429,7 +390,9 @@ function Repair-MachineKeysAcl {
         Set-DefaultMachineKeysAcl -Path $MachineKeysPath
         [void]$actions.Add('acl:folder-default')
     }
-    if (Grant-RdpKeyAccess) { [void]$actions.Add('acl:rdp-key') }
+    # change.ps1's, shared with rescue: this Windows' live container and build.
+    $build = Get-RegValue -Path 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -Name 'CurrentBuildNumber'
+    if (Grant-RdpKeyAccess -Folder $MachineKeysPath -LivePath (Get-LiveRdpKeyPath) -Build $build) { [void]$actions.Add('acl:rdp-key') }
     $info = [ordered]@{ backup = Limit-Text -Text $backup -Max 80; actions = @($actions | Select-Object -First 4) }
     return New-Outcome -Changed ($actions.Count -gt 0) -Reboot ($actions.Count -gt 0) -Info $info
 }

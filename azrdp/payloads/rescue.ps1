@@ -29,9 +29,11 @@
                  too many files to walk. Saves every ACL and owner first (icacls /save, checked,
                  and an SDDL list), makes the inherited ACEs of each key file explicit (so
                  restoring the folder ACL cannot leave a file with an empty DACL), then restores
-                 the folder's default ACL when its DACL is not Windows' default, and gives the
-                 RDP key container (the live one, named for the offline MachineGuid) NETWORK
-                 SERVICE read and SYSTEM full control.
+                 the folder's default ACL when its DACL is not Windows' default, and adds to the
+                 RDP key container (the live one, named for the offline MachineGuid) the ACEs
+                 that Windows' build ships (SYSTEM full, NETWORK SERVICE read, and NT SERVICE\
+                 SessionEnv full from build 17763, Administrators read before it), as repair's
+                 machinekeys-acl does. A container whose ACL SYSTEM cannot read is reported so.
     firewall     The Remote Desktop rules (RemoteDesktop-*) in the offline
                  FirewallPolicy\FirewallRules: Active=FALSE -> Active=TRUE.
 
@@ -312,12 +314,19 @@ function Repair-Cert {
 
 # ---- machinekeys ----
 
-function Get-OfflineRdpKeyFiles {
+function Get-OfflineLiveRdpKeyPath {
     # The offline Windows' live RDP key container (Get-LiveRdpKeyPath with its MachineGuid, from the
-    # loaded SOFTWARE hive): a f686aace... file of another MachineGuid (a cloned image's) is never
-    # opened by that Windows; every f686aace... file when the hive has no MachineGuid.
+    # loaded SOFTWARE hive), or $null when the hive has no MachineGuid.
     $p = Get-OfflinePaths
-    $live = Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\Microsoft\Cryptography')
+    return Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\Microsoft\Cryptography')
+}
+
+function Get-OfflineRdpKeyFiles {
+    # The live container (Get-OfflineLiveRdpKeyPath): a f686aace... file of another MachineGuid (a
+    # cloned image's) is never opened by that Windows; every f686aace... file when the hive has no
+    # MachineGuid.
+    $p = Get-OfflinePaths
+    $live = Get-OfflineLiveRdpKeyPath
     return @(Get-ChildItem -LiteralPath $p.machinekeys -Filter $RdpKeyFilter -Force -File -ErrorAction SilentlyContinue |
         Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live })
 }
@@ -327,7 +336,14 @@ function Read-MachineKeys {
     $files = @(Get-OfflineRdpKeyFiles)
     $read = $false
     if ($files.Count -gt 0) {
-        $read = [bool](Test-Grant -Path $files[0].FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
+        # A container whose ACL SYSTEM may not read (a Deny of READ_CONTROL: Get-Acl throws) is
+        # recorded as unreadable ($null), as Save-MachineKeysAcl records it UNREADABLE: it is what
+        # the step repairs, never a reason to lose the step's read.
+        try {
+            $read = [bool](Test-Grant -Path $files[0].FullName -Sid $SidNetworkService -Rights ([System.Security.AccessControl.FileSystemRights]::Read))
+        } catch {
+            $read = $null
+        }
     }
     # `default` is the DACL alone, as the online payloads judge it (common.ps1 Get-MachineKeysFacts):
     # a folder with Windows' DACL and another owner is not rewritten.
@@ -348,16 +364,10 @@ function Repair-MachineKeys {
         Set-DefaultMachineKeysAcl -Path $p.machinekeys
         [void]$actions.Add('acl:folder-default')
     }
-    foreach ($key in @(Get-OfflineRdpKeyFiles)) {
-        $acl = Get-Acl -LiteralPath $key.FullName
-        foreach ($grant in @(@($SidNetworkService, 'Read'), @($SidSystem, 'FullControl'))) {
-            $sid = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $grant[0]
-            $acl.PurgeAccessRules($sid)
-            $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $sid, $grant[1], 'Allow'))
-        }
-        Set-Acl -LiteralPath $key.FullName -AclObject $acl
-        if ($actions -notcontains 'acl:rdp-key') { [void]$actions.Add('acl:rdp-key') }
-    }
+    # change.ps1's Grant-RdpKeyAccess, as repair's machinekeys-acl: the ACEs the offline Windows'
+    # build ships (CurrentBuildNumber from its SOFTWARE hive), added; only a Deny for them goes.
+    $build = Get-RegValue -Path ($SoftwareRoot + '\Microsoft\Windows NT\CurrentVersion') -Name 'CurrentBuildNumber'
+    if (Grant-RdpKeyAccess -Folder $p.machinekeys -LivePath (Get-OfflineLiveRdpKeyPath) -Build $build) { [void]$actions.Add('acl:rdp-key') }
     return New-StepOutcome -Changed ($actions.Count -gt 0) -Actions $actions.ToArray()
 }
 

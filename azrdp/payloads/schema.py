@@ -523,7 +523,8 @@ RESCUE_STATES: dict[str, Field] = {
     "machinekeys": o("The MachineKeys folder on the offline volume.", null=True,
                      default=b("The folder's DACL is Windows' default (the owner does not count)."),
                      rdp_key=b("The RDP key container file is there."),
-                     network_service_read=b("NETWORK SERVICE may read the RDP key container.")),
+                     network_service_read=b("NETWORK SERVICE may read the RDP key container (null: SYSTEM "
+                                            "may not read its ACL, recorded UNREADABLE).", null=True)),
     "firewall": o("Remote Desktop rules in the offline FirewallPolicy\\FirewallRules.", null=True,
                   rules=i("RemoteDesktop-* rules found.", hi=99), enabled=i("Of them, Active=TRUE.", hi=99)),
 }
@@ -550,8 +551,8 @@ RESCUE_STEP_SCHEMAS: dict[str, Field] = {
     "cert": _rescue_step("cert", "Clear a binding to a missing or expired certificate; move the Remote Desktop "
                                  "store's entries aside (exported first)."),
     "machinekeys": _rescue_step("machinekeys", "MachineKeys default ACL (every ACL and owner saved first, inherited "
-                                               "ACEs of key files made explicit); NETWORK SERVICE read and SYSTEM "
-                                               "full on the RDP key container."),
+                                               "ACEs of key files made explicit); the ACEs the disk's Windows build "
+                                               "ships added to the RDP key container."),
     "firewall": _rescue_step("firewall", "Remote Desktop firewall rules Active=TRUE."),
 }
 

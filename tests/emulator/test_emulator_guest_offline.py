@@ -144,3 +144,42 @@ def test_the_folder_acl_is_held_back_when_it_cannot_be_set_safely(volume, setup,
     assert steps["machinekeys"]["status"] == "skipped" and steps["machinekeys"]["error"] == reason
     assert keys.sddl == RESET_SDDL
     assert not any("machinekeys.acl" in files for files in volume.backup_folders.values())
+
+
+@pytest.mark.parametrize(("build", "granted", "untouched"), [("20348.2340", "session_env_full", "admins_read"),
+                                                           ("17763.6532", "session_env_full", "admins_read"),
+                                                           ("14393.7428", "admins_read", "session_env_full")])
+def test_the_rdp_key_container_gets_the_aces_its_build_ships(volume, build, granted, untouched):
+    # Issues 10/16: rescue purged and re-added NETWORK SERVICE and SYSTEM only, whatever the disk's
+    # build ships: NT SERVICE\SessionEnv full control from 17763, Administrators read before it.
+    volume.build = build
+    volume.machinekeys.rdp_key = KeyFile("f686aace6942fb7f7ceb231212eef4a4_vm-web-01-guid", network_service_read=False,
+                                         session_env_full=False, admins_read=False)
+    _, steps = _rescue(volume)
+    key = volume.machinekeys.rdp_key
+    assert steps["machinekeys"]["actions"] == ["acl:rdp-key"] and steps["machinekeys"]["after"]["network_service_read"]
+    assert key.network_service_read and key.system_full and getattr(key, granted)
+    assert not getattr(key, untouched)     # only what that build ships is added
+
+
+def test_a_container_that_already_holds_its_aces_is_not_rewritten(volume):
+    # Grant-RdpKeyAccess only adds what is missing (an ACE added on purpose stays): with the folder
+    # repaired and the container as Windows ships it, the container's ACL is not set again.
+    volume.machinekeys.sddl = RESET_SDDL
+    volume.machinekeys.rdp_key = KeyFile("f686aace6942fb7f7ceb231212eef4a4_vm-web-01-guid")
+    _, steps = _rescue(volume)
+    assert steps["machinekeys"]["status"] == "changed" and steps["machinekeys"]["actions"] == ["acl:folder-default"]
+
+
+def test_a_container_system_cannot_read_is_recorded_and_the_step_still_runs(volume):
+    # RECHECK #18 (low): Get-Acl threw inside the read, so the step was "cannot read state" and
+    # skipped. Now it reads null (unreadable), saves every ACL first, and its grant fails on the
+    # container it cannot read, the failure said.
+    volume.machinekeys.sddl = RESET_SDDL
+    volume.machinekeys.rdp_key = KeyFile("f686aace6942fb7f7ceb231212eef4a4_vm-web-01-guid", acl_readable=False)
+    _, steps = _rescue(volume)
+    step = steps["machinekeys"]
+    assert step["before"] == {"default": False, "rdp_key": True, "network_service_read": None}
+    assert step["status"] == "failed" and step["error"] == "Attempted to perform an unauthorized operation."
+    assert step["after"]["default"] is True and step["after"]["network_service_read"] is None
+    assert {"machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"} <= set(volume.backup_folders[BACKUP])

@@ -477,14 +477,24 @@ def test_a_folder_system_cannot_list_gets_one_list_ace_first_recorded_before_it_
 def test_rdp_key_grants_follow_the_build_and_only_add():
     # Finding 16b: the step restored NETWORK SERVICE + SYSTEM only (PurgeAccessRules first); Windows
     # ships NT SERVICE\SessionEnv full control from build 17763, Administrators read before it.
+    # The two helpers live in change.ps1 (shared with rescue), the build read by each caller.
     functions = pwsh_ast.functions(_tree("repair"))
     grants = functions["Get-RdpKeyGrants"]
-    assert "'CurrentBuildNumber'" in grants and "-ge 17763" in grants and "$SidSessionEnv, 'FullControl'" in grants
-    assert "@('S-1-5-32-544', 'Read')" in grants
+    assert "param([string]$Build = '')" in grants
+    assert "-ge 17763" in grants and "$SidSessionEnv, 'FullControl'" in grants
+    assert "@('S-1-5-32-544', 'Read')" in grants and "HKLM:" not in grants
     assert "$SidSessionEnv = 'S-1-5-80-4022436659-1090538466-1613889075-870485073-3428993833'" in _source("repair")
     body = functions["Grant-RdpKeyAccess"]
     assert "PurgeAccessRules" not in body and "$acl.AddAccessRule(" in body
     assert "RemoveAccessRuleSpecific($rule)" in body and "AccessControlType]::Deny" in body
+    assert "$grants = Get-RdpKeyGrants -Build $Build" in body
+    assert "Get-ChildItem -LiteralPath $Folder -Filter $RdpKeyFilter" in body
+    assert "$LivePath -eq '' -or $_.FullName -eq $LivePath" in body and "= Get-LiveRdpKeyPath" not in body
+    repair = functions["Repair-MachineKeysAcl"]
+    assert ("$build = Get-RegValue -Path 'HKLM:\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion' "
+            "-Name 'CurrentBuildNumber'") in repair
+    assert ("if (Grant-RdpKeyAccess -Folder $MachineKeysPath -LivePath (Get-LiveRdpKeyPath) -Build $build) "
+            "{ [void]$actions.Add('acl:rdp-key') }") in repair
 
 
 def test_cert_step_reports_no_new_certificate_and_starts_its_helpers_again():
@@ -770,7 +780,9 @@ def test_rescue_exports_and_saves_before_it_removes_or_changes():
     assert "if (-not (Test-Path -LiteralPath $file)) { throw" in cert
     assert cert.index("SSLCertificateSHA1Hash.txt") < cert.index("Remove-ItemProperty")
     keys = functions["Repair-MachineKeys"]
-    assert keys.index("Save-MachineKeysAcl") < keys.index("Set-Acl"), "ACLs are saved before they change"
+    # the key container's ACL is now set inside change.ps1's Grant-RdpKeyAccess, called last
+    assert keys.index("Save-MachineKeysAcl") < keys.index("Set-DefaultMachineKeysAcl") < \
+        keys.index("Grant-RdpKeyAccess -Folder $p.machinekeys"), "ACLs are saved before they change"
     assert "'/save'" in functions["Save-MachineKeysAcl"]
 
 
@@ -813,7 +825,7 @@ def test_rescue_machinekeys_saves_checks_and_makes_inherited_aces_explicit_befor
     save = body.index("Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume")
     explicit = body.index("if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }")
     folder = body.index("Set-DefaultMachineKeysAcl -Path $p.machinekeys")
-    assert hold < save < explicit < folder < body.index("Set-Acl -LiteralPath $key.FullName")
+    assert hold < save < explicit < folder < body.index("Grant-RdpKeyAccess -Folder $p.machinekeys")
     assert "if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }" in body
     holdback = functions["Get-KeyFolderHoldBack"]
     assert "[System.IO.Directory]::EnumerateFiles($Path)" in holdback
@@ -829,12 +841,42 @@ def test_rescue_judges_and_grants_only_the_offline_windows_live_rdp_key_containe
     # The first f686aace... file was judged, whatever its MachineGuid: a cloned image's stale
     # container that NETWORK SERVICE can read hid a live one it cannot (nothing repaired).
     functions = pwsh_ast.functions(_tree("rescue"))
+    live = functions["Get-OfflineLiveRdpKeyPath"]
+    assert "Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\\Microsoft\\Cryptography')" in live
     files = functions["Get-OfflineRdpKeyFiles"]
-    assert "Get-LiveRdpKeyPath -Folder $p.machinekeys -Cryptography ($SoftwareRoot + '\\Microsoft\\Cryptography')" in files
+    assert "$live = Get-OfflineLiveRdpKeyPath" in files
     assert "Where-Object -FilterScript { $null -eq $live -or $_.FullName -eq $live }" in files
     assert "$files = @(Get-OfflineRdpKeyFiles)" in functions["Read-MachineKeys"]
-    assert "foreach ($key in @(Get-OfflineRdpKeyFiles)) {" in functions["Repair-MachineKeys"]
+    assert "-LivePath (Get-OfflineLiveRdpKeyPath)" in functions["Repair-MachineKeys"]
     assert "-Filter $RdpKeyFilter" not in functions["Read-MachineKeys"] + functions["Repair-MachineKeys"]
+
+
+def test_rescue_grants_the_rdp_key_container_what_its_build_ships_through_the_shared_helper():
+    # Issue 10/16: rescue's own loop purged and re-added NETWORK SERVICE and SYSTEM only
+    # (PurgeAccessRules: a deliberate ACE for them went too), whatever the disk's Windows build
+    # ships (NT SERVICE\SessionEnv full control from 17763, Administrators read before it).
+    functions = pwsh_ast.functions(_tree("rescue"))
+    body = functions["Repair-MachineKeys"]
+    assert ("$build = Get-RegValue -Path ($SoftwareRoot + '\\Microsoft\\Windows NT\\CurrentVersion') "
+            "-Name 'CurrentBuildNumber'") in body
+    assert ("if (Grant-RdpKeyAccess -Folder $p.machinekeys -LivePath (Get-OfflineLiveRdpKeyPath) -Build $build) "
+            "{ [void]$actions.Add('acl:rdp-key') }") in body
+    code = _own_code("rescue")
+    for copied in ("PurgeAccessRules", "AddAccessRule", "FileSystemAccessRule", "$SidSessionEnv"):
+        assert copied not in code, copied
+    for payload_id in ("repair", "rescue"):      # one copy of each, in change.ps1
+        shipped = (PAYLOAD_DIR / f"{payload_id}.ps1").read_text()
+        assert "function Get-RdpKeyGrants" not in shipped and "function Grant-RdpKeyAccess" not in shipped
+    change = pwsh_ast.functions(pwsh_ast.parse((PAYLOAD_DIR / "change.ps1").read_bytes()))
+    assert {"Get-RdpKeyGrants", "Grant-RdpKeyAccess"} <= set(change)
+
+
+def test_rescue_records_a_key_container_whose_acl_system_cannot_read():
+    # RECHECK #18 (low), rescue side: Test-Grant's Get-Acl threw on a container denying SYSTEM
+    # READ_CONTROL, so the whole step read "cannot read state" and nothing was repaired.
+    read = pwsh_ast.functions(_tree("rescue"))["Read-MachineKeys"]
+    block = read[read.index("try {"):]
+    assert block.index("Test-Grant -Path $files[0].FullName") < block.index("} catch {") < block.index("$read = $null")
 
 
 def test_rescue_reads_the_offline_binding_as_the_online_payloads_do():
