@@ -152,6 +152,9 @@ class _Offline:
 
     def read_machinekeys(self) -> dict[str, Any]:
         keys, key = self.v.machinekeys, self.v.machinekeys.rdp_key
+        if not keys.listable:
+            # Get-OfflineRdpKeyFiles lists with -ErrorAction SilentlyContinue: no file is seen
+            key = None
         read: bool | None = bool(key and key.network_service_read)
         if key is not None and not key.acl_readable:
             read = None                    # Get-Acl throws: recorded unreadable, not a failed read
@@ -162,13 +165,23 @@ class _Offline:
         keys = self.v.machinekeys
         if before["default"] and (not before["rdp_key"] or before["network_service_read"]):
             return False, [], None
-        if keys.files > MAX_KEY_FILES:                 # Get-KeyFolderHoldBack, before any change
-            return False, [], f"held back: MachineKeys holds over {MAX_KEY_FILES} files"
+        actions = []
+        if not keys.listable:
+            # Add-SystemListAce (change.ps1): SYSTEM cannot list the folder, so the hold-back and
+            # the save would throw (UnauthorizedAccessException, no backup semantics); the folder's
+            # SDDL and the undo are saved, then one non-inheritable list ACE for SYSTEM is added.
+            self.back_up("machinekeys.folder.sddl.txt")
+            self.back_up("undo.txt")
+            keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
+            actions.append("acl:list")
+        if not keys.listable:   # what the old script met: the listing in the hold-back throws
+            raise _Failed("Access to the path is denied.")
+        if keys.files > MAX_KEY_FILES:                 # Get-KeyFolderHoldBack, before any further change
+            return bool(actions), actions, f"held back: MachineKeys holds over {MAX_KEY_FILES} files"
         if keys.subfolders:
-            return False, [], "held back: MachineKeys holds a subfolder"
+            return bool(actions), actions, "held back: MachineKeys holds a subfolder"
         for name in ("machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"):   # Save-MachineKeysAcl
             self.back_up(name)
-        actions = []
         if not before["default"]:
             if keys.make_inherited_explicit():         # Protect-InheritedKeyAces
                 actions.append("acl:explicit")

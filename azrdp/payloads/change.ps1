@@ -105,6 +105,35 @@ function Save-MachineKeysAcl {
     return $Folder
 }
 
+function Test-FolderListable {
+    # Can this process list $Path? .NET enumerates without backup semantics (PowerShell does not
+    # enable SeBackupPrivilege): a DACL that gives SYSTEM no List throws UnauthorizedAccessException.
+    param([Parameter(Mandatory = $true)][string]$Path)
+    try {
+        [void][System.IO.Directory]::EnumerateFileSystemEntries($Path).GetEnumerator().MoveNext()
+        return $true
+    } catch [System.UnauthorizedAccessException] {
+        return $false
+    }
+}
+
+function Add-SystemListAce {
+    # SYSTEM cannot list the MachineKeys folder $Path (review #18), and every later action lists it.
+    # ADD one non-inheritable ACE that lets SYSTEM list: the folder's own, so re-propagation gives
+    # the children nothing new and strips nothing of theirs (Learn: "Automatic Propagation of
+    # Inheritable ACEs"). The folder's SDDL and the undo are written into $Folder before it is
+    # sent; the default DACL the step sets next replaces it. -OfflineVolume as Save-MachineKeysAcl.
+    param([Parameter(Mandatory = $true)][string]$Path, [Parameter(Mandatory = $true)][string]$Folder,
+          [string]$OfflineVolume = '')
+    $acl = Get-Acl -LiteralPath $Path
+    Set-Content -LiteralPath (Join-Path -Path $Folder -ChildPath 'machinekeys.folder.sddl.txt') -Value $acl.Sddl -Encoding ASCII
+    $note = 'MachineKeys folder before the list ACE: $a = Get-Acl "{0}"; $a.SetSecurityDescriptorSddlForm(''{1}''); Set-Acl "{0}" $a' -f $Path, $acl.Sddl
+    if ($OfflineVolume -ne '') { $note = $note.Replace(('"' + $OfflineVolume + '\'), '"%SystemDrive%\') }
+    Add-UndoNote -Folder $Folder -Line $note
+    $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$SidSystem), 'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'))
+    Set-Acl -LiteralPath $Path -AclObject $acl
+}
+
 function Get-KeyFolderHoldBack {
     # Why no ACL change may start on the MachineKeys folder $Path, or $null. Over $MaxKeyFiles
     # files (10^5 orphaned keys on IIS/.NET hosts): too many to walk inside the deadline

@@ -358,17 +358,8 @@ function Repair-MachineKeysAcl {
     }
     $actions = New-Object -TypeName System.Collections.ArrayList
     if ($null -eq $Before.files) {
-        # SYSTEM cannot list the folder (review #18; PowerShell does not enable SeBackupPrivilege),
-        # and every later action lists it. First ADD one non-inheritable ACE that lets SYSTEM list:
-        # the folder's own, so re-propagation gives the children nothing new and strips nothing
-        # of theirs (Learn: "Automatic Propagation of Inheritable ACEs"). The folder's SDDL and
-        # the undo are written before it is sent; the default DACL set below replaces it.
-        $acl = Get-Acl -LiteralPath $MachineKeysPath
-        $folder = Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId
-        Set-Content -LiteralPath (Join-Path -Path $folder -ChildPath 'machinekeys.folder.sddl.txt') -Value $acl.Sddl -Encoding ASCII
-        Add-UndoNote -Folder $folder -Line ('MachineKeys folder before the list ACE: $a = Get-Acl "{0}"; $a.SetSecurityDescriptorSddlForm(''{1}''); Set-Acl "{0}" $a' -f $MachineKeysPath, $acl.Sddl)
-        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList ([System.Security.Principal.SecurityIdentifier]$SidSystem), 'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'))
-        Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl
+        # SYSTEM cannot list the folder (review #18): one list ACE first (change.ps1, shared with rescue).
+        Add-SystemListAce -Path $MachineKeysPath -Folder (Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId)
         [void]$actions.Add('acl:list')
     }
     # Get-KeyFolderHoldBack (change.ps1, shared with rescue), before any further change: a

@@ -355,10 +355,16 @@ function Repair-MachineKeys {
     param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$Before)
     $p = Get-OfflinePaths
     if ($Before.default -and ((-not $Before.rdp_key) -or $Before.network_service_read)) { return New-StepOutcome }
-    $holdBack = Get-KeyFolderHoldBack -Path $p.machinekeys
-    if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }
-    Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume | Out-Null
     $actions = New-Object -TypeName System.Collections.ArrayList
+    if (-not (Test-FolderListable -Path $p.machinekeys)) {
+        # SYSTEM cannot list the offline folder (review #18; desk review 3 M-3): the hold-back and
+        # the save below list it, so one list ACE first, as online repair does (change.ps1).
+        Add-SystemListAce -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume
+        [void]$actions.Add('acl:list')
+    }
+    $holdBack = Get-KeyFolderHoldBack -Path $p.machinekeys
+    if ($null -ne $holdBack) { return New-StepOutcome -Changed ($actions.Count -gt 0) -Actions $actions.ToArray() -Skip $holdBack }
+    Save-MachineKeysAcl -Path $p.machinekeys -Folder (Get-RescueBackupFolder) -OfflineVolume $script:Volume | Out-Null
     if (-not $Before.default) {
         if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }
         Set-DefaultMachineKeysAcl -Path $p.machinekeys

@@ -183,3 +183,23 @@ def test_a_container_system_cannot_read_is_recorded_and_the_step_still_runs(volu
     assert step["status"] == "failed" and step["error"] == "Attempted to perform an unauthorized operation."
     assert step["after"]["default"] is True and step["after"]["network_service_read"] is None
     assert {"machinekeys.acl", "machinekeys.sddl.txt", "undo.txt"} <= set(volume.backup_folders[BACKUP])
+
+
+def test_a_folder_system_cannot_list_gets_one_list_ace_first_then_the_default_acl(volume):
+    """Desk review 3 M-3 (review #18 offline): rescue went straight to the hold-back and the save,
+    which list the folder: on a MachineKeys locked to one admin account the step failed with
+    nothing repaired, on exactly the VM only rescue can reach. The list ACE comes first, its undo
+    saved before it is sent, then the default DACL replaces it."""
+    from azrdp.emulator.guest import UNLISTABLE_MACHINEKEYS_SDDL
+
+    keys = volume.machinekeys
+    keys.sddl = UNLISTABLE_MACHINEKEYS_SDDL
+    assert not keys.listable
+    _, steps = _rescue(volume)
+    step = steps["machinekeys"]
+    assert step["status"] == "changed", step
+    assert step["before"]["rdp_key"] is False          # the unlistable folder showed no container
+    assert step["actions"][0] == "acl:list" and "acl:folder-default" in step["actions"]
+    assert keys.sddl == MACHINEKEYS_DEFAULT_SDDL and keys.listable
+    saved = volume.backup_folders[BACKUP]
+    assert saved.index("machinekeys.folder.sddl.txt") < saved.index("machinekeys.acl")

@@ -465,13 +465,19 @@ def test_machinekeys_acl_is_bounded_checks_its_backup_and_records_unreadable_fil
 def test_a_folder_system_cannot_list_gets_one_list_ace_first_recorded_before_it_is_sent():
     # Finding 4, repair side (#18): SYSTEM could not list MachineKeys, so Save-MachineKeysAcl,
     # Protect-InheritedKeyAces and every count threw: the step failed in the worst ACL break.
-    body = pwsh_ast.functions(_tree("repair"))["Repair-MachineKeysAcl"]
+    # The ACE is change.ps1's Add-SystemListAce, shared with rescue (desk review 3 M-3).
+    functions = pwsh_ast.functions(_tree("repair"))
+    body = functions["Repair-MachineKeysAcl"]
     block = body[body.index("if ($null -eq $Before.files) {"):]
-    ace = block.index("'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'")
-    sent = block.index("Set-Acl -LiteralPath $MachineKeysPath -AclObject $acl")
-    assert block.index("machinekeys.folder.sddl.txt") < block.index("Add-UndoNote") < ace < sent
+    sent = block.index("Add-SystemListAce -Path $MachineKeysPath -Folder (Get-BackupFolder -DataRoot $env:ProgramData -RunId $RunId)")
     assert sent < block.index("Get-KeyFolderHoldBack") < block.index("Save-MachineKeysAcl")
     assert "[void]$actions.Add('acl:list')" in block
+    helper = functions["Add-SystemListAce"]
+    ace = helper.index("'ListDirectory, ReadAttributes, ReadPermissions', 'None', 'None', 'Allow'")
+    assert helper.index("machinekeys.folder.sddl.txt") < helper.index("Add-UndoNote") < ace \
+        < helper.index("Set-Acl -LiteralPath $Path -AclObject $acl")
+    listable = functions["Test-FolderListable"]
+    assert "EnumerateFileSystemEntries($Path)" in listable and "catch [System.UnauthorizedAccessException]" in listable
 
 
 def test_rdp_key_grants_follow_the_build_and_only_add():
@@ -826,7 +832,12 @@ def test_rescue_machinekeys_saves_checks_and_makes_inherited_aces_explicit_befor
     explicit = body.index("if ((Protect-InheritedKeyAces -Path $p.machinekeys) -gt 0) { [void]$actions.Add('acl:explicit') }")
     folder = body.index("Set-DefaultMachineKeysAcl -Path $p.machinekeys")
     assert hold < save < explicit < folder < body.index("Grant-RdpKeyAccess -Folder $p.machinekeys")
-    assert "if ($null -ne $holdBack) { return New-StepOutcome -Skip $holdBack }" in body
+    assert "if ($null -ne $holdBack) { return New-StepOutcome -Changed ($actions.Count -gt 0) " \
+           "-Actions $actions.ToArray() -Skip $holdBack }" in body
+    # desk review 3 M-3: a folder SYSTEM cannot list gets its list ACE before the hold-back lists it
+    listable = body.index("if (-not (Test-FolderListable -Path $p.machinekeys)) {")
+    assert listable < body.index("Add-SystemListAce -Path $p.machinekeys -Folder (Get-RescueBackupFolder) "
+                                 "-OfflineVolume $script:Volume") < body.index("[void]$actions.Add('acl:list')") < hold
     holdback = functions["Get-KeyFolderHoldBack"]
     assert "[System.IO.Directory]::EnumerateFiles($Path)" in holdback
     assert holdback.index("if ($n -gt $MaxKeyFiles)") < holdback.index("Get-ChildItem -LiteralPath $Path -Force -Directory")
