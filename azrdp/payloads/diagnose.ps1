@@ -38,7 +38,7 @@ param(
     [string]$RunId = ''
 )
 
-$PayloadVersion = '2.0.0'
+$PayloadVersion = '2.1.0'
 
 # azrdp:include common.ps1
 

@@ -96,7 +96,7 @@ param(
     [string]$MultiSession = 'false'
 )
 
-$PayloadVersion = '2.0.0'
+$PayloadVersion = '2.1.0'
 
 # azrdp:include common.ps1
 # azrdp:include change.ps1

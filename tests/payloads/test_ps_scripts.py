@@ -1041,7 +1041,7 @@ def test_the_repair_payload_prints_a_result_line_even_when_its_result_cannot_be_
     expression = last_catch[last_catch.index(call) + len(call):last_catch.rindex(")")]
     assert "$flag[[bool]$changed]" in expression and "$rebootStep" in expression   # not a fixed 'nothing changed'
     # Evaluate the concatenation as PowerShell would, with sample values for the variables.
-    values = {"$PayloadVersion": "2.0.0", "$RunId": "run-1"}
+    values = {"$PayloadVersion": "2.1.0", "$RunId": "run-1"}
     text = ""
     for part in regex.split(r"\s*\+\s*", expression.strip()):
         if part.startswith("'") and part.endswith("'"):

@@ -123,7 +123,7 @@ def repair_result(steps: list[str], broken: set[str], *, only_when_full: bool = 
         out.append({"name": name, "status": "changed", "before": before, "after": after, "info": _changed_info(name),
                     "reboot_required": name == "machinekeys-acl", "error": None})
     return validate_result("repair", {
-        "payload": "repair", "version": "2.0.0", "run_id": run_id, "steps": out,
+        "payload": "repair", "version": "2.1.0", "run_id": run_id, "steps": out,
         "changed": any(s["status"] == "changed" for s in out), "reboot_pending": False,
         "reboot_required": any(s["reboot_required"] for s in out), "termservice": "Running", "error": None})
 

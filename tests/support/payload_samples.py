@@ -14,7 +14,7 @@ CERT_OLD = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
 CA_CERT = "0F1E2D3C4B5A69788796A5B4C3D2E1F00112233F"
 
 HEALTHY_DIAGNOSE: dict[str, Any] = {
-    "payload": "diagnose", "version": "2.0.0", "run_id": "7f3c2a",
+    "payload": "diagnose", "version": "2.1.0", "run_id": "7f3c2a",
     "os": {"build": "20348.2340", "caption": "Microsoft Windows Server 2022 Datacenter", "uptime_min": 4312},
     "services": [
         {"name": "TermService", "state": "Running", "start": "Manual"},
@@ -135,7 +135,7 @@ def healthy_repair() -> dict[str, Any]:
                 "info": info, "reboot_required": False, "error": None}
     key = {"present": True, "network_service_read": True, "system_full": True}
     return {
-        "payload": "repair", "version": "2.0.0", "run_id": "7f3c2a",
+        "payload": "repair", "version": "2.1.0", "run_id": "7f3c2a",
         "steps": [
             step("rdp-config", {"deny": 0, "deny_policy": None, "port": 3389,
                                 "services": [{"name": "TermService", "state": "Running", "start": "Manual"},
