@@ -67,7 +67,7 @@ param(
     [string]$RunId = ''
 )
 
-$PayloadVersion = '1.1.0'
+$PayloadVersion = '1.2.0'
 
 # azrdp:include common.ps1
 # azrdp:include change.ps1
