@@ -260,6 +260,11 @@ class MachineKeys:
         """repair.ps1's `default`: the DACL is Windows' (the owner does not count)."""
         return self.dacl == MACHINEKEYS_DEFAULT_DACL
 
+    def add_system_list_ace(self) -> None:
+        """Add-SystemListAce (change.ps1): one non-inheritable ACE that lets SYSTEM list the folder
+        (ListDirectory, ReadAttributes, ReadPermissions = 0x20081), added to the DACL as it is."""
+        self.sddl += "(A;;0x20081;;;SY)"
+
     @property
     def listable(self) -> bool:
         """Can SYSTEM list the folder? Its token holds SYSTEM, Administrators and Everyone; as the

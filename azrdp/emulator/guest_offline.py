@@ -172,10 +172,8 @@ class _Offline:
             # SDDL and the undo are saved, then one non-inheritable list ACE for SYSTEM is added.
             self.back_up("machinekeys.folder.sddl.txt")
             self.back_up("undo.txt")
-            keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
+            keys.add_system_list_ace()
             actions.append("acl:list")
-        if not keys.listable:   # what the old script met: the listing in the hold-back throws
-            raise _Failed("Access to the path is denied.")
         if keys.files > MAX_KEY_FILES:                 # Get-KeyFolderHoldBack, before any further change
             return bool(actions), actions, f"held back: MachineKeys holds over {MAX_KEY_FILES} files"
         if keys.subfolders:

@@ -649,7 +649,7 @@ def _machinekeys_acl(run: _RepairRun, before: dict[str, Any]) -> Outcome:
         # folder's SDDL and the undo saved before it is sent); the default DACL below replaces it.
         run.back_up("machinekeys.folder.sddl.txt")
         run.back_up("undo.txt")
-        keys.sddl += "(A;;0x20081;;;SY)"   # ListDirectory, ReadAttributes, ReadPermissions
+        keys.add_system_list_ace()
         actions.append("acl:list")
     held = {"backup": limit_text(run.folder, BACKUP_PATH), "actions": actions}
     if keys.files > MAX_KEY_FILES:                   # Get-MachineKeysListing, before any change
